@@ -1,0 +1,31 @@
+"""`python -m gen4gen stage=...`: the one entry point (Hydra)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+import gen4gen
+
+
+def conf_dir() -> str:
+    """Top-level ``conf/`` in a checkout (editable install); ``gen4gen/conf`` inside a wheel."""
+    pkg = Path(gen4gen.__file__).resolve().parent
+    checkout = pkg.parent / "conf"
+    return str(checkout if (checkout / "config.yaml").is_file() else pkg / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
+def _hydra_main(cfg: DictConfig) -> int:
+    from gen4gen.app import run
+
+    return run(cfg)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

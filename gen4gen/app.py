@@ -1,0 +1,67 @@
+"""Stage dispatch: ``stage=<name>`` runs one stage, ``stage=all`` the data pipeline in order."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from omegaconf import DictConfig
+
+from gen4gen.console import console
+from gen4gen.runner import Summary, UserError, print_summaries
+
+log = logging.getLogger("gen4gen")
+
+# name -> module with ``run(cfg) -> Summary``; imported lazily so a stage's heavy deps load only when used
+STAGES = {
+    "s1": "gen4gen.stages.s1_segment",
+    "s2": "gen4gen.stages.s2_compose",
+    "s3": "gen4gen.stages.s3_repaint",
+    "s4": "gen4gen.stages.s4_caption",
+    "export": "gen4gen.stages.export",
+    "bench": "gen4gen.stages.bench",
+    "search": "gen4gen.stages.search",
+    "route": "gen4gen.stages.route",
+}
+PIPELINE = ["s1", "s2", "s3", "s4", "export"]
+
+
+def available(name: str) -> bool:
+    return importlib.util.find_spec(STAGES[name]) is not None
+
+
+def run(cfg: DictConfig) -> int:
+    """Run the configured stage(s); the exit status is non-zero only when nothing could be done or,
+    with ``strict=true``, when any item failed."""
+    names = [n for n in PIPELINE if available(n)] if cfg.stage == "all" else [str(cfg.stage)]
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        console.print(f"[red]unknown stage {unknown[0]!r}[/red]; choose one of: all, {', '.join(STAGES)}")
+        return _exit(cfg, 2)
+    summaries: list[Summary] = []
+    code = 0
+    for name in names:
+        module = importlib.import_module(STAGES[name])
+        try:
+            summary = module.run(cfg)
+        except UserError as e:
+            console.print(f"[red]{name}: {e}[/red]")
+            summaries.append(Summary(stage=name, notes={"error": str(e)}))
+            code = 2
+            break
+        summaries.append(summary)
+        log.info("%s: %d done, %d skipped, %d failed of %d in %.1fs", name, summary.done, summary.skipped,
+                 summary.failed, summary.total, summary.seconds)
+        if summary.nothing_done and summary.total > 0 or (cfg.strict and summary.failed):
+            code = 1
+    print_summaries(summaries)
+    return _exit(cfg, code)
+
+
+def _exit(cfg: DictConfig, code: int) -> int:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if code and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:
+        sys.exit(code)
+    return code  # multirun: let the other jobs of the sweep go on

@@ -1,0 +1,33 @@
+"""Terminal output: one rich console (stderr), progress bars and the end-of-stage summary table."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from gen4gen.runner import Summary
+
+console = Console(stderr=True)
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, transient=False, disable=not console.is_terminal,
+    )
+
+
+def summary_table(summaries: list["Summary"]) -> Table:
+    table = Table(title="gen4gen summary", show_lines=False)
+    for col in ("stage", "items", "done", "skipped", "failed", "seconds", "output"):
+        table.add_column(col, justify="right" if col not in ("stage", "output") else "left")
+    for s in summaries:
+        failed = f"[red]{s.failed}[/red]" if s.failed else "0"
+        table.add_row(s.stage, str(s.total), str(s.done), str(s.skipped), failed, f"{s.seconds:.1f}", s.out_dir)
+        for key, value in s.notes.items():
+            table.add_row("", "", "", "", "", "", f"[dim]{key}: {value}[/dim]")
+    return table

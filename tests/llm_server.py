@@ -1,0 +1,93 @@
+"""A small OpenAI-compatible HTTP server on 127.0.0.1 for the LLM backends' tests.
+
+``replies`` is a function ``(request_body: dict, n: int) -> Reply``; ``n`` counts requests from 0.
+The server is threaded with a large listen queue, so concurrency in the client is real concurrency here.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+
+@dataclass
+class Reply:
+    content: str | None = None  # the assistant message; None with a non-200 status
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering (a timeout when over the client's timeout)
+    raw: bytes | None = None  # send these bytes as the body instead (truncated JSON, HTML...)
+
+
+def chat_body(content: str, model: str = "test-model") -> bytes:
+    return json.dumps({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+    }).encode()
+
+
+class LLMServer:
+    def __init__(self, replies: Callable[[dict, int], Reply]):
+        self.replies = replies
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    n = len(server.requests)
+                    server.requests.append(body)
+                    server.headers.append(dict(self.headers))
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    reply = server.replies(body, n)
+                    if reply.delay:
+                        time.sleep(reply.delay)
+                    payload = reply.raw if reply.raw is not None else (
+                        chat_body(reply.content or "") if reply.status == 200
+                        else json.dumps({"error": {"message": "scripted error", "type": "server_error"}}).encode())
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    for k, v in reply.headers.items():
+                        self.send_header(k, str(v))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout): fine
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 512
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> "LLMServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,74 @@
+import json
+import time
+
+from pydantic import BaseModel
+
+from gen4gen.llm import LLMClient, ReplyInvalid, Request, extract_json
+from tests.llm_server import LLMServer, Reply
+
+
+class Answer(BaseModel):
+    name: str
+    count: int
+
+
+def test_extract_json_tolerates_prose_and_fences():
+    assert extract_json('Sure! ```json\n{"a": 1}\n``` hope it helps') == {"a": 1}
+    assert extract_json('The layout is {"a": [1, 2]} as asked.') == {"a": [1, 2]}
+    try:
+        extract_json("no json here")
+    except ReplyInvalid as e:
+        assert "no JSON" in str(e)
+    else:
+        raise AssertionError
+
+
+def test_retry_with_error_fed_back_then_success(tmp_path):
+    def replies(body, n):
+        return Reply('{"name": "cat"}') if n == 0 else Reply('{"name": "cat", "count": 2}')
+
+    with LLMServer(replies) as srv:
+        client = LLMClient(srv.base_url, "m", cache_dir=tmp_path, max_retries=0)
+        [res] = client.run([Request([{"role": "user", "content": "hi"}], Answer)])
+        assert res.ok and res.value.count == 2 and res.attempts == 2
+        assert "count" in srv.requests[1]["messages"][-1]["content"]  # the error went back to the model
+        # cache hit: no new request
+        [again] = client.run([Request([{"role": "user", "content": "hi"}], Answer)])
+        assert again.cached and again.value == res.value and len(srv.requests) == 2
+
+
+def test_retry_after_and_5xx_are_retried_and_concurrency_is_real(tmp_path):
+    def replies(body, n):
+        if n == 0:
+            return Reply(status=429, headers={"Retry-After": "1"})
+        if n == 1:
+            return Reply(status=500)
+        return Reply(json.dumps({"name": "x", "count": 1}), delay=0.2)
+
+    with LLMServer(replies) as srv:
+        client = LLMClient(srv.base_url, "m", concurrency=8, max_retries=3)
+        reqs = [Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(16)]
+        t0 = time.perf_counter()
+        results = client.run(reqs)
+        assert all(r.ok for r in results)
+        assert srv.max_in_flight > 1
+        assert time.perf_counter() - t0 < 10
+
+
+def test_timeout_is_a_recorded_failure(tmp_path):
+    with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}', delay=3)) as srv:
+        client = LLMClient(srv.base_url, "m", timeout=0.3, max_retries=0)
+        [res] = client.run([Request([{"role": "user", "content": "q"}], Answer)])
+        assert not res.ok and "Timeout" in res.errors[-1]
+
+
+def test_json_schema_rejected_falls_back_to_json_object(tmp_path):
+    def replies(body, n):
+        if body.get("response_format", {}).get("type") == "json_schema":
+            return Reply(status=400)
+        return Reply('{"name": "x", "count": 1}')
+
+    with LLMServer(replies) as srv:
+        client = LLMClient(srv.base_url, "m", max_retries=0)
+        [res] = client.run([Request([{"role": "user", "content": "q"}], Answer)])
+        assert res.ok and not client.structured

@@ -8,6 +8,7 @@ import sys
 from omegaconf import DictConfig
 
 from gen4gen.console import console
+from gen4gen.paths import isolate_sweep_job
 from gen4gen.runner import Summary, UserError, print_summaries
 
 log = logging.getLogger("gen4gen")
@@ -38,6 +39,9 @@ def run(cfg: DictConfig) -> int:
     if unknown:
         console.print(f"[red]unknown stage {unknown[0]!r}[/red]; choose one of: all, {', '.join(STAGES)}")
         return _exit(cfg, 2)
+    job_dir = isolate_sweep_job(cfg, names)
+    if job_dir:
+        console.print(f"sweep job: stages and datasets go to {job_dir}")
     summaries: list[Summary] = []
     code = 0
     for name in names:

@@ -1,6 +1,7 @@
 """Terminal output: one rich console (stderr), progress bars and the end-of-stage summary table."""
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -10,7 +11,8 @@ from rich.table import Table
 if TYPE_CHECKING:
     from gen4gen.runner import Summary
 
-console = Console(stderr=True)
+# logs and CI are not terminals: a fixed, wide width keeps paths on one line there
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def progress() -> Progress:

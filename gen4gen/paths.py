@@ -1,0 +1,47 @@
+"""Where stage artefacts live, and how a sweep job gets folders of its own."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+STAGE_DIRS = {
+    "s1": "s1_segmented_foreground",
+    "s2": "s2_object_compositions",
+    "s3": "s3_background_repainting",
+    "s4": "s4_captions",
+}
+# overrides that split the same work instead of changing it: jobs differing only in these share folders
+SPLITTING_KEYS = {"shard.index", "shard.count", "stage", "workers"}
+
+
+def stage_dir(cfg: DictConfig, stage: str) -> Path:
+    return Path(cfg.paths.stages_dir) / STAGE_DIRS[stage]
+
+
+def isolate_sweep_job(cfg: DictConfig, stages: list[str]) -> Path | None:
+    """In a multirun that sweeps settings (``layout=heuristic,llm seed=0,1,2``), give each job its own
+    ``stages/`` and ``datasets/`` inside its Hydra job folder, whose ``.hydra/overrides.yaml`` says what
+    it is; stages the job does not run are read from the shared folder through symlinks. Shard sweeps
+    keep writing to the shared folders, which is how their outputs merge. Returns the job's folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hc = HydraConfig.get()
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
+    if all(k in SPLITTING_KEYS or k.startswith("hydra") for k in keys):
+        return None
+    job_dir = Path(hc.runtime.output_dir).resolve()
+    shared = Path(cfg.paths.stages_dir).resolve()
+    own = job_dir / "stages"
+    own.mkdir(parents=True, exist_ok=True)
+    for stage, name in STAGE_DIRS.items():
+        link = own / name
+        if stage not in stages and (shared / name).is_dir() and not link.exists():
+            os.symlink(shared / name, link, target_is_directory=True)
+    OmegaConf.update(cfg, "paths.stages_dir", str(own))
+    OmegaConf.update(cfg, "paths.outputs_dir", str(job_dir))
+    return job_dir

@@ -93,8 +93,8 @@ def suggest_scenes(concepts: list[str], rng: np.random.Generator, k: int = 3) ->
 class HeuristicPlanner:
     name = "heuristic"
 
-    def __init__(self, max_overlap: float = 0.2, fill: tuple[float, float] = (0.6, 0.9),
-                 ground: tuple[float, float] = (0.84, 0.96), depth: float = 0.04, max_height: float = 0.75,
+    def __init__(self, max_overlap: float = 0.2, fill: tuple[float, float] = (0.7, 0.95),
+                 ground: tuple[float, float] = (0.82, 0.95), depth: float = 0.04, max_height: float = 0.75,
                  aspect_jitter: float = 0.1, smallest_ratio: float = 0.4):
         self.max_overlap = float(max_overlap)
         self.fill = (float(fill[0]), float(fill[1]))

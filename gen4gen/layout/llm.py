@@ -293,10 +293,11 @@ def check_layout(reply: LayoutReply, ids: list[str], labels: list[str], frame: i
             raise ReplyInvalid(f"box of {ids[j]} has width or height <= 0: {b}; use [x, y, width, height]")
         boxes.append(b)
     extent = max(max(b[0] + b[2], b[1] + b[3]) for b in boxes)
-    if extent > F * 1.05:
+    crossing = sum(max(b[0] + b[2], b[1] + b[3]) > F * 1.05 for b in boxes)
+    if crossing > len(boxes) / 2:  # most boxes out: the model used another frame (often the canvas size)
         if extent > F * 4:
             raise ReplyInvalid(f"boxes reach {extent:.0f} px; every box must lie inside the {frame}x{frame} frame")
-        s = F / extent  # the model used a bigger frame (often the canvas size): rescale
+        s = F / extent
         boxes = [[v * s for v in b] for b in boxes]
         repairs.append(f"rescaled boxes from a {extent:.0f} px frame")
     for j, b in enumerate(boxes):

@@ -10,6 +10,7 @@ layout when the heuristic made it), a bounded number of times.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -60,21 +61,25 @@ class Composition:
 
 class Composer:
     def __init__(self, augment: Augment = Augment(), min_visible: float = 0.6, max_attempts: int = 8,
-                 max_pixels: int = 80_000_000, min_side: int = 1):
+                 max_pixels: int = 80_000_000, min_side: int = 1, cache_size: int = 16):
         self.augment = augment
         self.min_visible = float(min_visible)
         self.max_attempts = max(1, int(max_attempts))
         self.max_pixels, self.min_side = int(max_pixels), int(min_side)
+        # decoded, cropped cut-outs shared by the compositions (a 4k photo is read once, not once per use)
+        self._load = functools.lru_cache(maxsize=max(1, int(cache_size)))(self._load_cutout)
+
+    def _load_cutout(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        return load_cutout(path, self.max_pixels, self.min_side)
 
     def compose(self, layout: Layout, sources: dict[str, list[Source]], rng: np.random.Generator,
                 replan: Callable[[int], Layout] | None = None) -> Composition:
         """Paste every instance of ``layout``; retry with new draws while an instance is too hidden."""
-        cache: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
         rejected: list[str] = []
         for attempt in range(self.max_attempts):
             if attempt and replan is not None:
                 layout = replan(attempt)
-            sprites = self._sprites(layout, sources, rng, cache)
+            sprites = self._sprites(layout, sources, rng)
             comp = composite(sprites, layout)
             hidden = [o for o in comp.objects if o["visible_fraction"] < self.min_visible]
             if not hidden:
@@ -86,16 +91,14 @@ class Composer:
                          "Lower compose.min_visible, raise compose.max_attempts or use fewer objects per scene")
 
     # -------------------------------------------------------------- sprites
-    def _sprites(self, layout: Layout, sources, rng, cache) -> list[Sprite]:
+    def _sprites(self, layout: Layout, sources, rng) -> list[Sprite]:
         picks = _pick_sources(layout.boxes, sources, rng)
         by_name = {b.name: b for b in layout.boxes}
         sprites = []
         for name in layout.paste_order:
             box = by_name[name]
             src = picks[name]
-            if src.cutout not in cache:
-                cache[src.cutout] = load_cutout(src.cutout, self.max_pixels, self.min_side)
-            sprites.append(self._sprite(box, src, *cache[src.cutout], layout.size, rng))
+            sprites.append(self._sprite(box, src, *self._load(src.cutout), layout.size, rng))
         return sprites
 
     def _sprite(self, box: PlacedBox, src: Source, rgb, alpha, size, rng) -> Sprite:
@@ -104,17 +107,21 @@ class Composer:
         flip = bool(rng.random() < 0.5) and self.augment.flip
         angle = float(rng.uniform(-1, 1)) * float(self.augment.max_rotation)
         shift = rng.uniform(-1, 1, 2) * float(self.augment.max_shift)
-        if flip:
-            rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
-        if abs(angle) >= 0.05:
-            rgb, alpha = rotate(rgb, alpha, angle)
-        else:
-            angle = 0.0
         bx, by, bw, bh = box.box
         ch, cw = alpha.shape
-        scale = min(bw / cw, bh / ch)
-        nw, nh = max(1, int(round(cw * scale))), max(1, int(round(ch * scale)))
-        rgb, alpha = resize(rgb, alpha, nw, nh)
+        if abs(angle) < 0.05:
+            angle = 0.0
+        # scale first (a 4k cut-out is never rotated at full size), to fit the rotated rectangle
+        rad = np.deg2rad(angle)
+        rw, rh = cw * abs(np.cos(rad)) + ch * abs(np.sin(rad)), cw * abs(np.sin(rad)) + ch * abs(np.cos(rad))
+        scale = min(bw / rw, bh / rh)
+        rgb, alpha = resize(rgb, alpha, max(1, int(round(cw * scale))), max(1, int(round(ch * scale))))
+        if flip:  # after scaling: mirroring the small sprite, not the photo
+            rgb, alpha = np.ascontiguousarray(rgb[:, ::-1]), np.ascontiguousarray(alpha[:, ::-1])
+        if angle:
+            rgb, alpha = rotate(rgb, alpha, angle)
+            rgb, alpha = rgb[:H, :W], alpha[:H, :W]  # rounding may add a pixel to a canvas-wide box
+        nh, nw = alpha.shape
         x = bx + (bw - nw) / 2 + shift[0] * W  # centred, standing on the box's bottom edge
         y = by + bh - nh + shift[1] * H
         x, y = int(round(min(max(x, 0), W - nw))), int(round(min(max(y, 0), H - nh)))
@@ -152,10 +159,9 @@ def load_cutout(path: Path, max_pixels: int = 80_000_000, min_side: int = 1) -> 
 def resize(rgb: np.ndarray, alpha: np.ndarray, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     """Area averaging when shrinking (no aliasing), bilinear when enlarging."""
     if (w, h) == (alpha.shape[1], alpha.shape[0]):
-        return np.ascontiguousarray(rgb), np.ascontiguousarray(alpha)
+        return rgb, alpha
     interp = cv2.INTER_AREA if w < alpha.shape[1] else cv2.INTER_LINEAR
-    return (cv2.resize(np.ascontiguousarray(rgb), (w, h), interpolation=interp),
-            cv2.resize(np.ascontiguousarray(alpha), (w, h), interpolation=interp))
+    return cv2.resize(rgb, (w, h), interpolation=interp), cv2.resize(alpha, (w, h), interpolation=interp)
 
 
 def rotate(rgb: np.ndarray, alpha: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
@@ -181,41 +187,58 @@ def rotate(rgb: np.ndarray, alpha: np.ndarray, degrees: float) -> tuple[np.ndarr
 def composite(sprites: list[Sprite], layout: Layout) -> Composition:
     """Paste ``sprites`` (back to front) over black; masks, tight boxes and visibility per instance."""
     W, H = layout.size
-    color = np.zeros((H, W, 3), np.float32)  # premultiplied colour
-    cover = np.zeros((H, W), np.float32)  # union alpha
+    # work inside the rectangle the sprites cover; the rest of the canvas stays black
+    x0, y0 = min(sp.x for sp in sprites), min(sp.y for sp in sprites)
+    x1 = max(sp.x + sp.alpha.shape[1] for sp in sprites)
+    y1 = max(sp.y + sp.alpha.shape[0] for sp in sprites)
+    color = np.zeros((y1 - y0, x1 - x0, 3), np.float32)  # premultiplied colour
+    cover = np.zeros((y1 - y0, x1 - x0), np.float32)  # union alpha
     owner = np.full((H, W), -1, np.int16)  # front-most sprite touching each pixel
     for z, sp in enumerate(sprites):
         h, w = sp.alpha.shape
-        sl = np.s_[sp.y:sp.y + h, sp.x:sp.x + w]
-        a = sp.alpha.astype(np.float32)[..., None] / 255.0
-        color[sl] = sp.rgb.astype(np.float32) * a + color[sl] * (1.0 - a)
-        cover[sl] = a[..., 0] + cover[sl] * (1.0 - a[..., 0])
-        owner[sl][sp.alpha > 0] = z
-    mask = np.clip(cover * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    image = np.clip(color + 0.5, 0, 255).astype(np.uint8)
-    straight = np.where(cover[..., None] > 0, color / np.maximum(cover[..., None], 1e-6), 0.0)
-    rgba = np.dstack([np.clip(straight + 0.5, 0, 255).astype(np.uint8), mask])
+        sl = np.s_[sp.y - y0:sp.y - y0 + h, sp.x - x0:sp.x - x0 + w]
+        a = sp.alpha.astype(np.float32) * (1.0 / 255.0)
+        color[sl] = color[sl] * (1.0 - a)[..., None] + sp.rgb * a[..., None]
+        cover[sl] = cover[sl] * (1.0 - a) + a
+        owner[_rect(sp)][sp.alpha > 0] = z
+    # convex combinations of 0..255 stay in range: rounding needs no clip
+    region = np.s_[y0:y1, x0:x1]
+    mask = np.zeros((H, W), np.uint8)
+    mask[region] = cover * 255.0 + 0.5
+    image = np.zeros((H, W, 3), np.uint8)
+    image[region] = color + 0.5
+    straight = np.divide(color, cover[..., None], out=np.zeros_like(color), where=cover[..., None] > 0)
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[region + (slice(0, 3),)] = np.minimum(straight + 0.5, 255.0)
+    rgba[..., 3] = mask
     by_name = {b.name: b for b in layout.boxes}
     instances, objects = {}, []
     for z, sp in enumerate(sprites):
-        h, w = sp.alpha.shape
-        sl = np.s_[sp.y:sp.y + h, sp.x:sp.x + w]
-        mine = owner == z
-        inst = np.where(mine, mask, 0).astype(np.uint8)
+        sl = _rect(sp)  # a sprite owns pixels only inside its own rectangle
+        mine = owner[sl] == z
+        inst = np.zeros((H, W), np.uint8)
+        inst[sl][mine] = mask[sl][mine]
         instances[sp.name] = inst
         solid = sp.alpha >= 128  # the body of the object, not its soft halo
-        visible = float((solid & mine[sl]).sum()) / max(1, int(solid.sum()))
-        ys, xs = np.nonzero(inst)
-        tight = ([int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
-                 if ys.size else [0, 0, 0, 0])
+        visible = float((solid & mine).sum()) / max(1, int(solid.sum()))
+        ys, xs = np.nonzero(inst[sl])
+        tight = ([int(xs.min()) + sp.x, int(ys.min()) + sp.y, int(xs.max() - xs.min() + 1),
+                  int(ys.max() - ys.min() + 1)] if ys.size else [0, 0, 0, 0])
         b = by_name[sp.name]
         objects.append({"name": sp.name, "concept": b.concept, "index": b.index, "box": tight,
-                        "planned_box": [int(round(v)) for v in b.box], "placed_box": [sp.x, sp.y, w, h],
+                        "planned_box": [int(round(v)) for v in b.box],
+                        "placed_box": [sp.x, sp.y, sp.alpha.shape[1], sp.alpha.shape[0]],
                         "source": sp.source.item_id, "source_path": str(sp.source.cutout),
                         "transform": sp.transform, "mask": f"instances/{sp.name}.png", "z": z,
                         "visible_fraction": round(visible, 4)})
-    objects.sort(key=lambda o: [b.name for b in layout.boxes].index(o["name"]))
+    order = [b.name for b in layout.boxes]
+    objects.sort(key=lambda o: order.index(o["name"]))
     return Composition(image, rgba, mask, instances, objects, layout)
+
+
+def _rect(sp: Sprite):
+    h, w = sp.alpha.shape
+    return np.s_[sp.y:sp.y + h, sp.x:sp.x + w]
 
 
 def with_boxes(layout: Layout, other: Layout) -> Layout:

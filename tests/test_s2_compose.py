@@ -30,17 +30,18 @@ def heuristic_layout(seed, names=("cat", "dog", "cup"), counts=None):
 def test_pasted_pixels_equal_the_scaled_source(tmp_path):
     src = sources(tmp_path)
     composer = Composer(Augment(flip=True, max_rotation=0, max_shift=0.03), min_visible=0.3)
-    checked = 0
+    checked, flips = 0, set()
     for seed in range(4):
         comp = composer.compose(heuristic_layout(seed, counts={"dog": 2}), src, np.random.default_rng(seed))
         for obj in comp.objects:
             rgb, alpha = load_cutout(obj["source_path"])
-            if obj["transform"]["flip"]:
-                rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
             x, y, w, h = obj["placed_box"]
             assert w < alpha.shape[1]  # a downscale: area interpolation
-            exp_rgb = cv2.resize(np.ascontiguousarray(rgb), (w, h), interpolation=cv2.INTER_AREA)
-            exp_a = cv2.resize(np.ascontiguousarray(alpha), (w, h), interpolation=cv2.INTER_AREA)
+            exp_rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            exp_a = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA)
+            flips.add(obj["transform"]["flip"])
+            if obj["transform"]["flip"]:  # mirrored after scaling
+                exp_rgb, exp_a = exp_rgb[:, ::-1], exp_a[:, ::-1]
             assert obj["transform"]["scale"] == pytest.approx(min(obj["planned_box"][2] / alpha.shape[1],
                                                                   obj["planned_box"][3] / alpha.shape[0]), rel=0.01)
             mine = comp.instances[obj["name"]][y:y + h, x:x + w] > 0
@@ -48,7 +49,7 @@ def test_pasted_pixels_equal_the_scaled_source(tmp_path):
             assert solid.sum() > 0.5 * (exp_a == 255).sum()
             np.testing.assert_array_equal(comp.image[y:y + h, x:x + w][solid], exp_rgb[solid])
             checked += int(solid.sum())
-    assert checked > 10_000
+    assert checked > 10_000 and flips == {True, False}
 
 
 @pytest.mark.parametrize("soft", [False, True])

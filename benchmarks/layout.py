@@ -47,7 +47,7 @@ def plan_requests(n: int) -> list[PlanRequest]:
 
 def ours(base_url: str, requests, concurrency: int, cache_dir: Path | None):
     client = LLMClient(base_url, "bench-model", concurrency=concurrency, max_retries=2, cache_dir=cache_dir)
-    planner = LLMPlanner(client=client, show_progress=False)
+    planner = LLMPlanner(client=client)
     t0 = time.perf_counter()
     layouts = planner.plan_many(requests)
     return time.perf_counter() - t0, layouts

@@ -60,3 +60,27 @@ def fake_s1(stages_dir: Path, scenes: dict[str, dict[str, int]], size: tuple[int
                 write_atomic(folder / "meta.json", json_bytes(meta))
                 paths.append(folder / "cutout.png")
     return paths
+
+
+def real_s1(stages_dir: Path, photos: dict[str, dict[str, list[tuple[Path, Path]]]], max_side: int = 1024) -> None:
+    """s1 outputs from real photos and reference masks: scene -> concept -> [(photo, mask)]; photos
+    are shrunk to ``max_side`` first, which keeps the tests fast (PNG-encoding a 4k cut-out is slow)."""
+    from gen4gen.images import read_image
+
+    root = Path(stages_dir) / S1_DIR
+    for scene, concepts in photos.items():
+        for concept, pairs in concepts.items():
+            for photo, mask_path in pairs:
+                rgb = read_image(photo)
+                mask = read_image(mask_path, mode="L")
+                f = min(1.0, max_side / max(rgb.shape[:2]))
+                size = (max(1, round(rgb.shape[1] * f)), max(1, round(rgb.shape[0] * f)))
+                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+                mask = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+                folder = root / scene / concept / photo.stem
+                write_atomic(folder / "cutout.png", png_bytes(np.dstack([rgb, mask])))
+                write_atomic(folder / "mask.png", png_bytes(mask))
+                meta = {"id": f"{scene}/{concept}/{photo.stem}", "stage": "s1", "config_hash": "ref",
+                        "fingerprint": photo.name, "scene": scene, "concept": concept, "source": str(photo),
+                        "size": [rgb.shape[1], rgb.shape[0]], "flags": [], "backend": "reference mask"}
+                write_atomic(folder / "meta.json", json_bytes(meta))

@@ -107,3 +107,28 @@ def test_missing_s1_is_a_user_error(tmp_path):
 
     with pytest.raises(UserError, match="stage=s1"):
         run(make_cfg(tmp_path, "stage=s2"))
+
+
+def test_real_photos_with_the_papers_masks(tmp_path):
+    """Gen4Gen's own pet photos with its IS-Net masks: real soft alpha, real shapes and proportions."""
+    from tests.conftest import shared
+    from tests.s2_data import real_s1
+
+    seg = shared("segmentation", "gen4gen")
+    pair = lambda name: (seg / "images" / f"{name}.jpg", seg / "isnet_ref" / f"{name}.png")  # noqa: E731
+    real_s1(tmp_path / "stages", {"pets": {"cat": [pair("cat_01")], "dog": [pair("dog_01"), pair("dog_02")]}})
+    summary = run(make_cfg(tmp_path, "stage=s2", "compose.num_samples=2", "compose.size=[512,384]"))
+    assert summary.done == 2 and summary.failed == 0
+    for folder in sorted((tmp_path / "stages" / "s2_object_compositions" / "pets").iterdir()):
+        layout = json.loads((folder / "layout.json").read_text())
+        mask = read(folder, "mask.png")
+        assert ((mask > 0) & (mask < 255)).any()  # the soft edge survives
+        total = np.zeros(mask.shape, np.int32)
+        for o in layout["objects"]:
+            inst = read(folder, o["mask"])
+            total += inst
+            x, y, w, h = o["box"]
+            assert inst[y:y + h, x:x + w].sum() == inst.sum() and o["visible_fraction"] >= 0.6
+        np.testing.assert_array_equal(total, mask)
+        cat, dog = (next(o for o in layout["objects"] if o["concept"] == c) for c in ("cat", "dog"))
+        assert max(dog["planned_box"][2:]) > max(cat["planned_box"][2:])  # a dog is bigger than a cat

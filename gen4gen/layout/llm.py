@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gen4gen.console import progress
-from gen4gen.layout.heuristic import HeuristicPlanner
+from gen4gen.layout.heuristic import HeuristicPlanner, suggest_scenes
 from gen4gen.layout.schema import (Layout, LayoutReply, ObjectBox, ObjectRatio, PlacedBox, PlanRequest, ScenesReply,
                                    SizeRatiosReply, depth_order, min_box_area, norm_key, overlap_fraction,
                                    prompt_label)
@@ -61,7 +61,7 @@ class LLMPlanner:
                  frame: int = 512, scenes: bool = True, size_ratios: bool = True, smallest_ratio: float = 0.4,
                  temperatures: list[float] | None = None, max_overlap: float = 0.3, min_area_rule: bool = True,
                  in_context_coco: str | None = None, in_context_captions: str | None = None,
-                 in_context_examples: int = 3, fallback: HeuristicPlanner | None = None, show_progress: bool = True):
+                 in_context_examples: int = 3, fallback: HeuristicPlanner | None = None):
         if client is None:
             if llm is None:
                 raise ValueError("LLMPlanner needs an `llm` config block or a `client`")
@@ -77,7 +77,6 @@ class LLMPlanner:
         self.examples = CocoExamples(in_context_coco, in_context_captions, self.frame) if in_context_coco else None
         self.n_examples = int(in_context_examples)
         self.fallback = fallback or HeuristicPlanner()
-        self.show_progress = show_progress
 
     def config(self) -> dict:
         """What the layouts depend on (not concurrency, timeouts or where the cache lives)."""
@@ -151,8 +150,6 @@ class LLMPlanner:
             else:
                 notes.append(f"llm size ratios failed ({_last(res)}): built-in size priors used")
         if scenes is None:
-            from gen4gen.layout.heuristic import suggest_scenes
-
             scenes = suggest_scenes(concepts, rng)
         return scenes, ratios, notes
 

@@ -91,12 +91,12 @@ def overlap_fraction(a: list[float], b: list[float]) -> float:
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
 
 
-def prompt_label(concept: str, max_len: int = 40) -> str:
+def prompt_label(concept: str, max_len: int = 40, max_words: int = 6) -> str:
     """The concept's folder name as a model may see it: printable words only, short, lowercase.
     A name that carries an instruction stays data: it is quoted in JSON and trimmed, and the model's
     reply is mapped back to the requested concepts, never used as a name itself."""
     words = _NOT_WORD.sub(" ", clean_text(concept).lower().replace("_", " ")).split()
-    label = " ".join(words)[:max_len].strip()
+    label = " ".join(words[:max_words])[:max_len].strip()
     return label or "object"
 
 

@@ -83,18 +83,23 @@ def test_json_in_prose_or_fences(tmp_path):
     assert all(lay.planner == "llm" and lay.llm["attempts"] == 1 for lay in layouts)
 
 
-def test_wrong_object_count_is_retried_with_the_error_fed_back(tmp_path):
+def test_missing_keys_and_wrong_object_count_are_retried_with_the_error_fed_back(tmp_path):
     def script(body, n):
         reply = json.loads(good_content(body))
-        if n == 0:
+        if n == 0:  # a missing key
+            return Reply(json.dumps({"layout": reply["objects"]}))
+        if n == 1:  # one object short
             reply["objects"] = reply["objects"][:1]
         return Reply(json.dumps(reply))
 
     with LLMServer(layout_replies(script)) as srv:
         [lay] = planner(srv, tmp_path).plan_many([req("cat", "dog")])
-        retry = [b for b in srv.requests if kind(b) == "layout"][-1]
-        assert "missing objects" in retry["messages"][-1]["content"] and "dog_0" in retry["messages"][-1]["content"]
-    assert lay.planner == "llm" and lay.llm["attempts"] == 2 and "missing" in lay.llm["errors"][0]
+        retries = [b for b in srv.requests if kind(b) == "layout"][1:]
+        assert "objects" in retries[0]["messages"][-1]["content"]
+        assert "missing objects" in retries[1]["messages"][-1]["content"]
+        assert "dog_0" in retries[1]["messages"][-1]["content"]
+    assert lay.planner == "llm" and lay.llm["attempts"] == 3
+    assert "schema mismatch" in lay.llm["errors"][0] and "missing objects" in lay.llm["errors"][1]
 
 
 def test_extra_objects_are_dropped_and_order_repaired(tmp_path):

@@ -132,3 +132,21 @@ def test_real_photos_with_the_papers_masks(tmp_path):
         np.testing.assert_array_equal(total, mask)
         cat, dog = (next(o for o in layout["objects"] if o["concept"] == c) for c in ("cat", "dog"))
         assert max(dog["planned_box"][2:]) > max(cat["planned_box"][2:])  # a dog is bigger than a cat
+
+
+def test_bad_planner_config_is_a_user_error(tmp_path):
+    import pytest
+
+    from gen4gen.runner import UserError
+
+    fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}})
+    with pytest.raises(UserError, match="in_context_coco|No such file"):
+        run(make_cfg(tmp_path, "stage=s2", "layout=llm", f"layout.in_context_coco={tmp_path / 'missing.json'}"))
+
+
+def test_unreachable_endpoint_falls_back_and_says_so(tmp_path):
+    fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}})
+    summary = run(make_cfg(tmp_path, "stage=s2", "layout=llm", "llm.base_url=http://127.0.0.1:9/v1",
+                           "llm.max_retries=0", "compose.num_samples=2", "compose.size=[256,256]"))
+    assert summary.done == 2 and summary.notes["with fallback"] == 2
+    assert "llm layout failed" in summary.notes["first fallback"] and "Connection" in summary.notes["first fallback"]

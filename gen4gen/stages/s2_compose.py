@@ -72,7 +72,11 @@ class ComposeStage:
                             f"(every subset of at least compose.min_objects concepts)")
         self.num_samples = int(cc.num_samples)
         self.counts = {str(k): int(v) for k, v in (cc.get("counts") or {}).items()}
-        self.planner = instantiate(cfg.layout)
+        try:
+            self.planner = instantiate(cfg.layout)
+        except Exception as e:  # noqa: BLE001 - a bad planner config stops the run with one clear line
+            cause = e.__cause__ or e
+            raise UserError(f"layout planner {cfg.layout.get('_target_')}: {type(cause).__name__}: {cause}") from None
         self.heuristic = self.planner if isinstance(self.planner, HeuristicPlanner) else \
             getattr(self.planner, "fallback", None) or HeuristicPlanner()
         self.composer = Composer(Augment(**OmegaConf.to_container(cc.augment, resolve=True)),
@@ -82,6 +86,7 @@ class ComposeStage:
         self.plans: dict[str, Layout] = {}
         self.plan_seconds = 0.0
         self._stats: Counter = Counter()
+        self._first_fallback = ""
         self._lock = threading.Lock()
 
     # -------------------------------------------------------------- items
@@ -172,6 +177,7 @@ class ComposeStage:
             self._stats[f"planner {final.planner}"] += 1
             if final.fallback:
                 self._stats["with fallback"] += 1
+                self._first_fallback = self._first_fallback or f"{item.id}: {final.fallback}"
         return {"scene": d["scene"], "composition_id": d["composition_id"], "concepts": d["concepts"],
                 "counts": {c.name: c.count for c in request.concepts}, "planner": final.planner,
                 "planner_target": str(self.cfg.layout.get("_target_")), "fallback": final.fallback,
@@ -183,6 +189,8 @@ class ComposeStage:
     def finish(self, summary: Summary) -> None:
         for key, n in sorted(self._stats.items()):
             summary.notes[key] = n
+        if self._first_fallback:  # e.g. a wrong llm.base_url or a missing key: say it once, loudly
+            summary.notes["first fallback"] = self._first_fallback[:300]
         if self.plan_seconds:
             summary.notes["planning seconds"] = round(self.plan_seconds, 2)
 

@@ -224,6 +224,8 @@ def test_bad_scenes_and_ratios_fall_back_per_part(tmp_path):
     assert lay.planner == "llm"
     assert "scene suggestion failed" in lay.fallback and "size ratios failed" in lay.fallback
     assert lay.size_ratios is None and len(lay.scenes) == 3
+    assert any(e.startswith("scenes attempt 2: need 3 different") for e in lay.llm["errors"])
+    assert any(e.startswith("ratios attempt 1: missing ratios for ['dog']") for e in lay.llm["errors"])
 
 
 def test_check_layout_rules():

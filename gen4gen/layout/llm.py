@@ -94,7 +94,7 @@ class LLMPlanner:
     def plan_many(self, requests: list[PlanRequest], on_done=None) -> list[Layout]:
         """Plan every request concurrently: scenes and ratios once per concept set, then one layout each."""
         sets = sorted({self._set_key(r) for r in requests})
-        set_reqs: list[tuple[str, str, Request]] = []
+        set_reqs: list[tuple[tuple, str, Request]] = []
         for key in sets:
             labels = _labels(list(key))
             if self.use_scenes:
@@ -118,11 +118,11 @@ class LLMPlanner:
             prepared = []
             for r in requests:
                 info = per_set.get(self._set_key(r), {})
-                scenes, ratios, notes = self._set_answers(r, info)
+                scenes, ratios, notes, errors = self._set_answers(r, info)
                 rng = np.random.default_rng(int(r.seed) & 0xFFFFFFFF)
                 background = scenes[int(rng.integers(len(scenes)))]
                 repairs: list[str] = []
-                prepared.append((r, scenes, ratios, notes, background, repairs,
+                prepared.append((r, scenes, ratios, notes, errors, background, repairs,
                                  self._layout_request(r, background, ratios, rng, repairs)))
             layout_results = self.client.run([p[-1] for p in prepared], on_done=tick)
         return [self._assemble(*p[:-1], p[-1], res) for p, res in zip(prepared, layout_results)]
@@ -131,10 +131,13 @@ class LLMPlanner:
     def _set_key(r: PlanRequest) -> tuple:
         return tuple(c.name for c in r.concepts)
 
-    def _set_answers(self, r: PlanRequest, info: dict) -> tuple[list[str], dict[str, float] | None, list[str]]:
+    def _set_answers(self, r: PlanRequest, info: dict):
+        """Scenes and size ratios of the request's concept set; built-in ones where the LLM failed,
+        with a note saying so, and the errors of those requests."""
         concepts = [c.name for c in r.concepts]
         rng = np.random.default_rng(int(r.seed) & 0xFFFFFFFF)
         notes: list[str] = []
+        errors = [f"{kind} {e}" for kind, (_, res) in sorted(info.items()) for e in res.errors]
         scenes, ratios = None, None
         if "scenes" in info:
             _, res = info["scenes"]
@@ -151,11 +154,11 @@ class LLMPlanner:
                 notes.append(f"llm size ratios failed ({_last(res)}): built-in size priors used")
         if scenes is None:
             scenes = suggest_scenes(concepts, rng)
-        return scenes, ratios, notes
+        return scenes, ratios, notes, errors
 
-    def _assemble(self, r: PlanRequest, scenes, ratios, notes, background, repairs, req: Request,
+    def _assemble(self, r: PlanRequest, scenes, ratios, notes, set_errors, background, repairs, req: Request,
                   res: Result) -> Layout:
-        errors = [f"layout {e}" for e in res.errors]
+        errors = set_errors + [f"layout {e}" for e in res.errors]
         llm_info = {"attempts": res.attempts, "cached": res.cached, "usage": dict(res.usage), "errors": errors,
                     "repairs": list(repairs), "temperature": req.temperature}
         W, H = r.size

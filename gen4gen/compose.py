@@ -27,6 +27,7 @@ from gen4gen.runner import ItemFailed
 class Source:
     item_id: str  # the s1 item, "<scene>/<concept>/<photo stem>"
     cutout: Path  # its cutout.png (RGBA)
+    aspect: float | None = None  # width / height of its mask box (s1 meta bbox_xyxy)
 
 
 @dataclass(frozen=True)

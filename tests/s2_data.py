@@ -78,9 +78,11 @@ def real_s1(stages_dir: Path, photos: dict[str, dict[str, list[tuple[Path, Path]
                 rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
                 mask = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
                 folder = root / scene / concept / photo.stem
+                ys, xs = np.nonzero(mask >= 128)
                 write_atomic(folder / "cutout.png", png_bytes(np.dstack([rgb, mask])))
                 write_atomic(folder / "mask.png", png_bytes(mask))
                 meta = {"id": f"{scene}/{concept}/{photo.stem}", "stage": "s1", "config_hash": "ref",
                         "fingerprint": photo.name, "scene": scene, "concept": concept, "source": str(photo),
-                        "size": [rgb.shape[1], rgb.shape[0]], "flags": [], "backend": "reference mask"}
+                        "size": [rgb.shape[1], rgb.shape[0]], "flags": [], "backend": "reference mask",
+                        "bbox_xyxy": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]}
                 write_atomic(folder / "meta.json", json_bytes(meta))

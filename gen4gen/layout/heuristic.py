@@ -135,7 +135,10 @@ class HeuristicPlanner:
         n = len(inst)
         if n == 0:
             return []
-        aspect = np.array([size_prior(c)[2] for c, _ in inst]) * np.exp(rng.normal(0, self.aspect_jitter, n))
+        # boxes shaped like the cut-outs that will fill them when s1 told us, else like the category
+        known = {c.name: c.aspect for c in request.concepts if c.aspect}
+        jitter = np.exp(rng.normal(0, self.aspect_jitter, n))
+        aspect = np.array([known.get(c) or size_prior(c)[2] * j for (c, _), j in zip(inst, jitter)])
         ratio = np.array([ratios.get(c, 1.0) for c, _ in inst])
         # a longest side proportional to the real-world ratio; width and height from the aspect
         h_unit = ratio / np.maximum(aspect, 1.0)

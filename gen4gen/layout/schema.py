@@ -15,6 +15,7 @@ from gen4gen.llm import clean_text
 class ConceptCount:
     name: str  # the concept's folder name: the only name that ever reaches a file path
     count: int = 1
+    aspect: float | None = None  # width / height of its cut-outs (median), when known
 
 
 @dataclass(frozen=True)

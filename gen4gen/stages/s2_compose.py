@@ -52,8 +52,21 @@ def read_s1(s1_root: Path) -> tuple[dict[str, dict[str, list[tuple[Source, str]]
             continue
         item_id = meta.get("id") or folder.relative_to(s1_root).as_posix()
         fp = f"{meta.get('config_hash', '')}:{meta.get('fingerprint', '')}"
-        found.setdefault(scene, {}).setdefault(concept, []).append((Source(item_id, cutout), fp))
+        found.setdefault(scene, {}).setdefault(concept, []).append((Source(item_id, cutout, _aspect(meta)), fp))
     return found, empty
+
+
+def _aspect(meta: dict) -> float | None:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in meta["bbox_xyxy"])
+        return (x1 - x0) / (y1 - y0) if x1 > x0 and y1 > y0 else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def concept_aspect(sources: list[Source]) -> float | None:
+    values = [s.aspect for s in sources if s.aspect]
+    return round(float(np.median(values)), 4) if values else None
 
 
 class ComposeStage:
@@ -137,7 +150,8 @@ class ComposeStage:
 
     def request(self, item: Item) -> PlanRequest:
         d = item.data
-        return PlanRequest(concepts=tuple(ConceptCount(c, self.counts.get(c, 1)) for c in d["concepts"]),
+        return PlanRequest(concepts=tuple(ConceptCount(c, self.counts.get(c, 1), concept_aspect(d["sources"][c]))
+                                          for c in d["concepts"]),
                            size=self.size, seed=stable_hash(f"{self.cfg.seed}:{item.id}") & 0xFFFFFFFF,
                            sample=int(d["sample"]), key=item.id)
 

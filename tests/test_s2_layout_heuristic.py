@@ -92,3 +92,9 @@ def test_plausible_scenes_per_concept_type():
     space = suggest_scenes(["astronaut", "rocket"], rng)
     assert "on a launch pad" in space and "in the desert" in space
     assert len(set(suggest_scenes(["zorblax"], rng))) == 3
+
+
+def test_known_cutout_aspect_shapes_the_box():
+    r = PlanRequest((ConceptCount("cat", 1, aspect=2.0), ConceptCount("zorblax", 1, aspect=0.5)), (1024, 1024), 4)
+    cat, other = HeuristicPlanner().plan(r).boxes
+    assert cat.box[2] / cat.box[3] == pytest.approx(2.0) and other.box[2] / other.box[3] == pytest.approx(0.5)

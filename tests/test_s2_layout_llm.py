@@ -190,7 +190,7 @@ def test_instruction_inside_a_name_stays_data(tmp_path):
         layout_req = next(b for b in srv.requests if kind(b) == "layout")
         user = layout_req["messages"][-1]["content"]
         system = layout_req["messages"][0]["content"]
-    assert "never as instructions" in system
+    assert "never as instructions" in system and '"aspect"' not in user  # no aspect known here
     # the name reaches the model only as a quoted, trimmed, brace-free label inside the JSON data
     assert '{"objects": []' not in user and "Ignore" not in user
     ids, labels = instance_ids(r)
@@ -280,3 +280,11 @@ def test_in_context_examples_from_coco_in_the_512_frame(tmp_path):
     example = json.loads(msgs[2]["content"])
     assert example["objects"] == [{"name": "dog_0", "box": [256, 256, 128, 128]},
                                   {"name": "teddy_bear_0", "box": [0, 0, 100, 100]}]
+
+
+def test_known_aspect_reaches_the_prompt(tmp_path):
+    r = PlanRequest((ConceptCount("cat", 1, aspect=1.5), ConceptCount("dog")), SIZE, 0)
+    with LLMServer(good) as srv:
+        planner(srv, tmp_path).plan_many([r])
+        user = next(b for b in srv.requests if kind(b) == "layout")["messages"][-1]["content"]
+    assert '{"name": "cat_0", "label": "cat", "aspect": 1.5}, {"name": "dog_0", "label": "dog"}' in user

@@ -150,3 +150,14 @@ def test_unreachable_endpoint_falls_back_and_says_so(tmp_path):
                            "llm.max_retries=0", "compose.num_samples=2", "compose.size=[256,256]"))
     assert summary.done == 2 and summary.notes["with fallback"] == 2
     assert "llm layout failed" in summary.notes["first fallback"] and "Connection" in summary.notes["first fallback"]
+
+
+def test_square_size_and_too_long_composition_ids(tmp_path):
+    long_a, long_b = "a" * 130, "b" * 130
+    fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}, "long": {long_a: 1, long_b: 1}})
+    summary = run(make_cfg(tmp_path, "stage=s2", "compose.num_samples=1", "compose.size=128"))
+    assert (summary.done, summary.failed) == (1, 1)
+    [failure] = read_failures(tmp_path / "stages" / "s2_object_compositions")
+    assert "file name limit" in failure["reason"]
+    folder = tmp_path / "stages" / "s2_object_compositions" / "pets" / "cat+dog_000"
+    assert read(folder, "image.png").shape == (128, 128, 3)

@@ -25,13 +25,12 @@ from gen4gen.runner import Item, ItemWriter, Summary, UserError, config_hash, do
 
 DIR_NAME = "s2_object_compositions"
 S1_DIR = "s1_segmented_foreground"
+MAX_NAME_BYTES = 240  # most file systems stop at 255 bytes per path component
 
 
 def canvas_size(value) -> tuple[int, int]:
     """``compose.size``: 1024 or [W, H]."""
-    if isinstance(value, (int, float)):
-        return int(value), int(value)
-    w, h = (int(v) for v in value)
+    w, h = (int(value), int(value)) if isinstance(value, (int, float)) else (int(v) for v in value)
     if w < 64 or h < 64:
         raise UserError(f"compose.size={[w, h]} is too small; use at least 64 px a side")
     return w, h
@@ -126,6 +125,13 @@ class ComposeStage:
                 fp = config_hash(sorted(f"{s.item_id}={f}" for c in subset for s, f in sources[c]))
                 for k in range(self.num_samples):
                     comp_id = f"{'+'.join(subset)}_{k:03d}"
+                    if len(comp_id.encode("utf-8")) > MAX_NAME_BYTES:
+                        items.append(Item(f"{scene}/{comp_id}", self.out_root / scene,
+                                          {"path": str(self.s1_root / scene)},
+                                          error=f"composition id {comp_id[:60]!r}... is {len(comp_id.encode())} bytes, "
+                                                f"over the {MAX_NAME_BYTES}-byte file name limit: shorten the concept "
+                                                f"folder names or use compose.sets=subsets with fewer concepts"))
+                        continue
                     items.append(Item(f"{scene}/{comp_id}", self.out_root / scene / comp_id,
                                       {"scene": scene, "composition_id": comp_id, "concepts": list(subset),
                                        "sample": k, "sources": {c: [s for s, _ in v] for c, v in sources.items()}},

@@ -109,33 +109,36 @@ class ComposeStage:
         if not found:
             raise UserError(f"no usable s1 cut-outs in {self.s1_root} (every mask empty or none finished); "
                             "check the s1 failures.jsonl")
-        items: list[Item] = []
-        for scene in sorted(found):
-            concepts = sorted(found[scene])
-            if len(concepts) < self.min_objects:
-                lost = sorted(c for (s, c) in empty if s == scene and c not in found[scene])
-                why = f"; {', '.join(lost)} had only empty masks in s1" if lost else ""
-                items.append(Item(scene, self.out_root / scene, {"path": str(self.s1_root / scene)},
-                                  error=f"scene {scene!r} has {len(concepts)} usable concept(s) ({', '.join(concepts)})"
-                                        f"{why}; compose.min_objects={self.min_objects} needs at least "
-                                        f"{self.min_objects}: add concept folders or lower compose.min_objects"))
-                continue
-            for subset in self._concept_sets(concepts):
-                sources = {c: found[scene][c] for c in subset}
-                fp = config_hash(sorted(f"{s.item_id}={f}" for c in subset for s, f in sources[c]))
-                for k in range(self.num_samples):
-                    comp_id = f"{'+'.join(subset)}_{k:03d}"
-                    if len(comp_id.encode("utf-8")) > MAX_NAME_BYTES:
-                        items.append(Item(f"{scene}/{comp_id}", self.out_root / scene,
-                                          {"path": str(self.s1_root / scene)},
-                                          error=f"composition id {comp_id[:60]!r}... is {len(comp_id.encode())} bytes, "
-                                                f"over the {MAX_NAME_BYTES}-byte file name limit: shorten the concept "
-                                                f"folder names or use compose.sets=subsets with fewer concepts"))
-                        continue
-                    items.append(Item(f"{scene}/{comp_id}", self.out_root / scene / comp_id,
-                                      {"scene": scene, "composition_id": comp_id, "concepts": list(subset),
-                                       "sample": k, "sources": {c: [s for s, _ in v] for c, v in sources.items()}},
-                                      fp))
+        return [it for scene in sorted(found) for it in self._scene_items(scene, found[scene], empty)]
+
+    def _scene_items(self, scene: str, by_concept: dict, empty: Counter) -> list[Item]:
+        """``num_samples`` compositions per concept set of ``scene``, or one failure saying why none."""
+        concepts = sorted(by_concept)
+        where = {"path": str(self.s1_root / scene)}
+        if len(concepts) < self.min_objects:
+            lost = sorted(c for (s, c) in empty if s == scene and c not in by_concept)
+            why = f"; {', '.join(lost)} had only empty masks in s1" if lost else ""
+            return [Item(scene, self.out_root / scene, where,
+                         error=f"scene {scene!r} has {len(concepts)} usable concept(s) ({', '.join(concepts)}){why}; "
+                               f"compose.min_objects={self.min_objects} needs at least {self.min_objects}: "
+                               "add concept folders or lower compose.min_objects")]
+        items = []
+        for subset in self._concept_sets(concepts):
+            sources = {c: by_concept[c] for c in subset}
+            fp = config_hash(sorted(f"{s.item_id}={f}" for c in subset for s, f in sources[c]))
+            data = {"scene": scene, "concepts": list(subset),
+                    "sources": {c: [s for s, _ in v] for c, v in sources.items()}}
+            for k in range(self.num_samples):
+                comp_id = f"{'+'.join(subset)}_{k:03d}"
+                item_id = f"{scene}/{comp_id}"
+                if len(comp_id.encode("utf-8")) > MAX_NAME_BYTES:
+                    items.append(Item(item_id, self.out_root / scene, where,
+                                      error=f"composition id {comp_id[:60]!r}... is {len(comp_id.encode())} bytes, "
+                                            f"over the {MAX_NAME_BYTES}-byte file name limit: shorten the concept "
+                                            "folder names or use compose.sets=subsets with fewer concepts"))
+                else:
+                    items.append(Item(item_id, self.out_root / scene / comp_id,
+                                      {**data, "composition_id": comp_id, "sample": k}, fp))
         return items
 
     def _concept_sets(self, concepts: list[str]) -> list[tuple[str, ...]]:

@@ -1,0 +1,247 @@
+"""The composer: s1 cut-outs pasted into a planned layout, back to front, on a black canvas.
+
+Each instance gets a source cut-out (seeded), cropped to its mask box, optionally flipped, rotated
+a little and shifted a little, scaled into its planned box with its aspect ratio kept and standing
+on the box's bottom edge. Compositing is ordinary "over" with the soft alpha. Every canvas pixel
+that any cut-out touches belongs to the front-most of them, so the per-instance masks are
+disjoint and add up exactly to the union mask; a composition in which some instance keeps less
+than ``min_visible`` of its area is drawn again (other sources and augmentations, a new heuristic
+layout when the heuristic made it), a bounded number of times.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from gen4gen.images import read_image
+from gen4gen.layout.schema import Layout, PlacedBox
+from gen4gen.runner import ItemFailed
+
+
+@dataclass(frozen=True)
+class Source:
+    item_id: str  # the s1 item, "<scene>/<concept>/<photo stem>"
+    cutout: Path  # its cutout.png (RGBA)
+    aspect: float | None = None  # width / height of its mask box (s1 meta bbox_xyxy)
+
+
+@dataclass(frozen=True)
+class Augment:
+    flip: bool = True
+    max_rotation: float = 5.0  # degrees, uniform in [-max, max]
+    max_shift: float = 0.03  # fraction of the canvas side, uniform in [-max, max]
+
+
+@dataclass
+class Sprite:
+    name: str
+    rgb: np.ndarray  # h x w x 3 uint8
+    alpha: np.ndarray  # h x w uint8
+    x: int  # top-left on the canvas
+    y: int
+    source: Source
+    transform: dict
+
+
+@dataclass
+class Composition:
+    image: np.ndarray  # H x W x 3 uint8, concepts over black
+    rgba: np.ndarray  # H x W x 4 uint8, straight (un-premultiplied) colour
+    mask: np.ndarray  # H x W uint8, union of the soft alphas
+    instances: dict[str, np.ndarray]  # name -> H x W uint8, visible part of the union mask
+    objects: list[dict]  # layout.json "objects"
+    layout: Layout
+    attempts: int = 1
+    rejected: list[str] = field(default_factory=list)
+
+
+class Composer:
+    def __init__(self, augment: Augment = Augment(), min_visible: float = 0.6, max_attempts: int = 8,
+                 max_pixels: int = 80_000_000, min_side: int = 1, cache_size: int = 16):
+        self.augment = augment
+        self.min_visible = float(min_visible)
+        self.max_attempts = max(1, int(max_attempts))
+        self.max_pixels, self.min_side = int(max_pixels), int(min_side)
+        # decoded, cropped cut-outs shared by the compositions (a 4k photo is read once, not once per use)
+        self._load = functools.lru_cache(maxsize=max(1, int(cache_size)))(self._load_cutout)
+
+    def _load_cutout(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        return load_cutout(path, self.max_pixels, self.min_side)
+
+    def compose(self, layout: Layout, sources: dict[str, list[Source]], rng: np.random.Generator,
+                replan: Callable[[int], Layout] | None = None) -> Composition:
+        """Paste every instance of ``layout``; retry with new draws while an instance is too hidden."""
+        rejected: list[str] = []
+        for attempt in range(self.max_attempts):
+            if attempt and replan is not None:
+                layout = replan(attempt)
+            sprites = self._sprites(layout, sources, rng)
+            comp = composite(sprites, layout)
+            hidden = [o for o in comp.objects if o["visible_fraction"] < self.min_visible]
+            if not hidden:
+                comp.attempts, comp.rejected = attempt + 1, rejected
+                return comp
+            rejected.append(", ".join(f"{o['name']} keeps {o['visible_fraction']:.0%}" for o in hidden))
+        raise ItemFailed(f"no composition keeps every instance at least {self.min_visible:.0%} visible "
+                         f"(compose.min_visible) in {self.max_attempts} attempts; last: {rejected[-1]}. "
+                         "Lower compose.min_visible, raise compose.max_attempts or use fewer objects per scene")
+
+    # -------------------------------------------------------------- sprites
+    def _sprites(self, layout: Layout, sources, rng) -> list[Sprite]:
+        picks = _pick_sources(layout.boxes, sources, rng)
+        by_name = {b.name: b for b in layout.boxes}
+        sprites = []
+        for name in layout.paste_order:
+            box = by_name[name]
+            src = picks[name]
+            sprites.append(self._sprite(box, src, *self._load(src.cutout), layout.size, rng))
+        return sprites
+
+    def _sprite(self, box: PlacedBox, src: Source, rgb, alpha, size, rng) -> Sprite:
+        W, H = size
+        # draws in a fixed order, whatever is enabled, so one setting does not reshuffle the others
+        flip = bool(rng.random() < 0.5) and self.augment.flip
+        angle = float(rng.uniform(-1, 1)) * float(self.augment.max_rotation)
+        shift = rng.uniform(-1, 1, 2) * float(self.augment.max_shift)
+        bx, by, bw, bh = box.box
+        ch, cw = alpha.shape
+        if abs(angle) < 0.05:
+            angle = 0.0
+        # scale first (a 4k cut-out is never rotated at full size), to fit the rotated rectangle
+        rad = np.deg2rad(angle)
+        rw, rh = cw * abs(np.cos(rad)) + ch * abs(np.sin(rad)), cw * abs(np.sin(rad)) + ch * abs(np.cos(rad))
+        scale = min(bw / rw, bh / rh)
+        rgb, alpha = resize(rgb, alpha, max(1, int(round(cw * scale))), max(1, int(round(ch * scale))))
+        if flip:  # after scaling: mirroring the small sprite, not the photo
+            rgb, alpha = np.ascontiguousarray(rgb[:, ::-1]), np.ascontiguousarray(alpha[:, ::-1])
+        if angle:
+            rgb, alpha = rotate(rgb, alpha, angle)
+            rgb, alpha = rgb[:H, :W], alpha[:H, :W]  # rounding may add a pixel to a canvas-wide box
+        nh, nw = alpha.shape
+        x = bx + (bw - nw) / 2 + shift[0] * W  # centred, standing on the box's bottom edge
+        y = by + bh - nh + shift[1] * H
+        x, y = int(round(min(max(x, 0), W - nw))), int(round(min(max(y, 0), H - nh)))
+        dx = x - int(round(bx + (bw - nw) / 2))
+        dy = y - int(round(by + bh - nh))
+        return Sprite(box.name, rgb, alpha, x, y, src,
+                      {"scale": round(scale, 5), "flip": flip, "rotation": round(angle, 3), "shift": [dx, dy]})
+
+
+def _pick_sources(boxes: list[PlacedBox], sources: dict[str, list[Source]], rng) -> dict[str, Source]:
+    """Instances of one concept get different photos while there are enough of them."""
+    picks = {}
+    for concept in sorted({b.concept for b in boxes}):
+        pool = sources.get(concept) or []
+        if not pool:
+            raise ItemFailed(f"no usable s1 cut-out for concept {concept!r}")
+        order = rng.permutation(len(pool))
+        for b in boxes:
+            if b.concept == concept:
+                picks[b.name] = pool[int(order[b.index % len(pool)])]
+    return picks
+
+
+def load_cutout(path: Path, max_pixels: int = 80_000_000, min_side: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """An s1 cut-out as (rgb, alpha), cropped to the box of its non-zero alpha."""
+    rgba = read_image(path, mode="RGBA", max_pixels=max_pixels, min_side=min_side)
+    alpha = rgba[..., 3]
+    ys, xs = np.nonzero(alpha)
+    if ys.size == 0:
+        raise ItemFailed(f"cut-out {path} has an empty mask")
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    return np.ascontiguousarray(rgba[y0:y1, x0:x1, :3]), np.ascontiguousarray(alpha[y0:y1, x0:x1])
+
+
+def resize(rgb: np.ndarray, alpha: np.ndarray, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Area averaging when shrinking (no aliasing), bilinear when enlarging."""
+    if (w, h) == (alpha.shape[1], alpha.shape[0]):
+        return rgb, alpha
+    interp = cv2.INTER_AREA if w < alpha.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (w, h), interpolation=interp), cv2.resize(alpha, (w, h), interpolation=interp)
+
+
+def rotate(rgb: np.ndarray, alpha: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate about the centre on an enlarged canvas, then crop back to the alpha's box. Colour is
+    extended at the border (not black), so the soft edge does not darken."""
+    h, w = alpha.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(np.ceil(h * sin + w * cos)), int(np.ceil(h * cos + w * sin))
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    rgb = cv2.warpAffine(np.ascontiguousarray(rgb), m, (nw, nh), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(np.ascontiguousarray(alpha), m, (nw, nh), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    ys, xs = np.nonzero(alpha)
+    if ys.size == 0:
+        return rgb, alpha
+    sl = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    return np.ascontiguousarray(rgb[sl]), np.ascontiguousarray(alpha[sl])
+
+
+def composite(sprites: list[Sprite], layout: Layout) -> Composition:
+    """Paste ``sprites`` (back to front) over black; masks, tight boxes and visibility per instance."""
+    W, H = layout.size
+    # work inside the rectangle the sprites cover; the rest of the canvas stays black
+    x0, y0 = min(sp.x for sp in sprites), min(sp.y for sp in sprites)
+    x1 = max(sp.x + sp.alpha.shape[1] for sp in sprites)
+    y1 = max(sp.y + sp.alpha.shape[0] for sp in sprites)
+    color = np.zeros((y1 - y0, x1 - x0, 3), np.float32)  # premultiplied colour
+    cover = np.zeros((y1 - y0, x1 - x0), np.float32)  # union alpha
+    owner = np.full((H, W), -1, np.int16)  # front-most sprite touching each pixel
+    for z, sp in enumerate(sprites):
+        h, w = sp.alpha.shape
+        sl = np.s_[sp.y - y0:sp.y - y0 + h, sp.x - x0:sp.x - x0 + w]
+        a = sp.alpha.astype(np.float32) * (1.0 / 255.0)
+        color[sl] = color[sl] * (1.0 - a)[..., None] + sp.rgb * a[..., None]
+        cover[sl] = cover[sl] * (1.0 - a) + a
+        owner[_rect(sp)][sp.alpha > 0] = z
+    # convex combinations of 0..255 stay in range: rounding needs no clip
+    region = np.s_[y0:y1, x0:x1]
+    mask = np.zeros((H, W), np.uint8)
+    mask[region] = cover * 255.0 + 0.5
+    image = np.zeros((H, W, 3), np.uint8)
+    image[region] = color + 0.5
+    straight = np.divide(color, cover[..., None], out=np.zeros_like(color), where=cover[..., None] > 0)
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[region + (slice(0, 3),)] = np.minimum(straight + 0.5, 255.0)
+    rgba[..., 3] = mask
+    by_name = {b.name: b for b in layout.boxes}
+    instances, objects = {}, []
+    for z, sp in enumerate(sprites):
+        sl = _rect(sp)  # a sprite owns pixels only inside its own rectangle
+        mine = owner[sl] == z
+        inst = np.zeros((H, W), np.uint8)
+        inst[sl][mine] = mask[sl][mine]
+        instances[sp.name] = inst
+        solid = sp.alpha >= 128  # the body of the object, not its soft halo
+        visible = float((solid & mine).sum()) / max(1, int(solid.sum()))
+        ys, xs = np.nonzero(inst[sl])
+        tight = ([int(xs.min()) + sp.x, int(ys.min()) + sp.y, int(xs.max() - xs.min() + 1),
+                  int(ys.max() - ys.min() + 1)] if ys.size else [0, 0, 0, 0])
+        b = by_name[sp.name]
+        objects.append({"name": sp.name, "concept": b.concept, "index": b.index, "box": tight,
+                        "planned_box": [int(round(v)) for v in b.box],
+                        "placed_box": [sp.x, sp.y, sp.alpha.shape[1], sp.alpha.shape[0]],
+                        "source": sp.source.item_id, "source_path": str(sp.source.cutout),
+                        "transform": sp.transform, "mask": f"instances/{sp.name}.png", "z": z,
+                        "visible_fraction": round(visible, 4)})
+    order = [b.name for b in layout.boxes]
+    objects.sort(key=lambda o: order.index(o["name"]))
+    return Composition(image, rgba, mask, instances, objects, layout)
+
+
+def _rect(sp: Sprite):
+    h, w = sp.alpha.shape
+    return np.s_[sp.y:sp.y + h, sp.x:sp.x + w]
+
+
+def with_boxes(layout: Layout, other: Layout) -> Layout:
+    """``layout`` with the boxes and paste order of ``other`` (a re-drawn heuristic layout)."""
+    return replace(layout, boxes=other.boxes, paste_order=other.paste_order)

@@ -1,0 +1,222 @@
+"""s2: compose the concepts of each scene into layouts planned by the configured planner.
+
+``stages/s1_segmented_foreground/<scene>/<concept>/<photo>/`` -> ``stages/s2_object_compositions/
+<scene>/<concepts joined by "+">_<sample:03d>/`` with image.png, image_rgba.png, mask.png,
+instances/<concept>_<k>.png, layout.json and meta.json. The planner (``layout=heuristic|llm``) plans
+every pending composition up front in ``prepare`` (an LLM planner sends all its requests at once);
+the composer then works per item, in threads.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gen4gen.compose import Augment, Composer, Source, with_boxes
+from gen4gen.layout.heuristic import HeuristicPlanner
+from gen4gen.layout.schema import ConceptCount, Layout, PlanRequest, layout_fields
+from gen4gen.runner import Item, ItemWriter, Summary, UserError, config_hash, done_items, run_stage, stable_hash
+
+DIR_NAME = "s2_object_compositions"
+S1_DIR = "s1_segmented_foreground"
+MAX_NAME_BYTES = 240  # most file systems stop at 255 bytes per path component
+
+
+def canvas_size(value) -> tuple[int, int]:
+    """``compose.size``: 1024 or [W, H]."""
+    w, h = (int(value), int(value)) if isinstance(value, (int, float)) else (int(v) for v in value)
+    if w < 64 or h < 64:
+        raise UserError(f"compose.size={[w, h]} is too small; use at least 64 px a side")
+    return w, h
+
+
+def read_s1(s1_root: Path) -> tuple[dict[str, dict[str, list[tuple[Source, str]]]], Counter]:
+    """scene -> concept -> [(source, fingerprint)] of usable cut-outs, and per (scene, concept) the
+    number of cut-outs skipped because s1 flagged their mask empty."""
+    found: dict[str, dict[str, list[tuple[Source, str]]]] = {}
+    empty: Counter = Counter()
+    for folder, meta in done_items(s1_root):
+        scene, concept = meta.get("scene"), meta.get("concept")
+        cutout = folder / "cutout.png"
+        if not scene or not concept or not cutout.is_file():
+            continue
+        if "empty" in (meta.get("flags") or []):
+            empty[(scene, concept)] += 1
+            continue
+        item_id = meta.get("id") or folder.relative_to(s1_root).as_posix()
+        fp = f"{meta.get('config_hash', '')}:{meta.get('fingerprint', '')}"
+        found.setdefault(scene, {}).setdefault(concept, []).append((Source(item_id, cutout, _aspect(meta)), fp))
+    return found, empty
+
+
+def _aspect(meta: dict) -> float | None:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in meta["bbox_xyxy"])
+        return (x1 - x0) / (y1 - y0) if x1 > x0 and y1 > y0 else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def concept_aspect(sources: list[Source]) -> float | None:
+    values = [s.aspect for s in sources if s.aspect]
+    return round(float(np.median(values)), 4) if values else None
+
+
+class ComposeStage:
+    name = "s2"
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        cc = cfg.compose
+        self.s1_root = Path(cfg.paths.stages_dir) / S1_DIR
+        self.out_root = Path(cfg.paths.stages_dir) / DIR_NAME
+        self.size = canvas_size(OmegaConf.to_container(cc.size) if OmegaConf.is_config(cc.size) else cc.size)
+        self.min_objects = max(1, int(cc.min_objects))
+        self.sets = str(cc.sets)
+        if self.sets not in ("all", "subsets"):
+            raise UserError(f"compose.sets={self.sets!r}: use all (every concept of a scene) or subsets "
+                            f"(every subset of at least compose.min_objects concepts)")
+        self.num_samples = int(cc.num_samples)
+        self.counts = {str(k): int(v) for k, v in (cc.get("counts") or {}).items()}
+        try:
+            self.planner = instantiate(cfg.layout)
+        except Exception as e:  # noqa: BLE001 - a bad planner config stops the run with one clear line
+            cause = e.__cause__ or e
+            raise UserError(f"layout planner {cfg.layout.get('_target_')}: {type(cause).__name__}: {cause}") from None
+        self.heuristic = self.planner if isinstance(self.planner, HeuristicPlanner) else \
+            getattr(self.planner, "fallback", None) or HeuristicPlanner()
+        self.composer = Composer(Augment(**OmegaConf.to_container(cc.augment, resolve=True)),
+                                 min_visible=float(cc.min_visible), max_attempts=int(cc.get("max_attempts", 8)),
+                                 max_pixels=int(cfg.io.max_pixels), min_side=int(cfg.io.min_side))
+        self.workers = int(cfg.workers)
+        self.plans: dict[str, Layout] = {}
+        self.plan_seconds = 0.0
+        self._stats: Counter = Counter()
+        self._first_fallback = ""
+        self._lock = threading.Lock()
+
+    # -------------------------------------------------------------- items
+    def discover(self) -> list[Item]:
+        if not self.s1_root.is_dir():
+            raise UserError(f"no s1 output in {self.s1_root}; run `python -m gen4gen stage=s1` first")
+        found, empty = read_s1(self.s1_root)
+        if not found:
+            raise UserError(f"no usable s1 cut-outs in {self.s1_root} (every mask empty or none finished); "
+                            "check the s1 failures.jsonl")
+        return [it for scene in sorted(found) for it in self._scene_items(scene, found[scene], empty)]
+
+    def _scene_items(self, scene: str, by_concept: dict, empty: Counter) -> list[Item]:
+        """``num_samples`` compositions per concept set of ``scene``, or one failure saying why none."""
+        concepts = sorted(by_concept)
+        where = {"path": str(self.s1_root / scene)}
+        if len(concepts) < self.min_objects:
+            lost = sorted(c for (s, c) in empty if s == scene and c not in by_concept)
+            why = f"; {', '.join(lost)} had only empty masks in s1" if lost else ""
+            return [Item(scene, self.out_root / scene, where,
+                         error=f"scene {scene!r} has {len(concepts)} usable concept(s) ({', '.join(concepts)}){why}; "
+                               f"compose.min_objects={self.min_objects} needs at least {self.min_objects}: "
+                               "add concept folders or lower compose.min_objects")]
+        items = []
+        for subset in self._concept_sets(concepts):
+            sources = {c: by_concept[c] for c in subset}
+            fp = config_hash(sorted(f"{s.item_id}={f}" for c in subset for s, f in sources[c]))
+            data = {"scene": scene, "concepts": list(subset),
+                    "sources": {c: [s for s, _ in v] for c, v in sources.items()}}
+            for k in range(self.num_samples):
+                comp_id = f"{'+'.join(subset)}_{k:03d}"
+                item_id = f"{scene}/{comp_id}"
+                if len(comp_id.encode("utf-8")) > MAX_NAME_BYTES:
+                    items.append(Item(item_id, self.out_root / scene, where,
+                                      error=f"composition id {comp_id[:60]!r}... is {len(comp_id.encode())} bytes, "
+                                            f"over the {MAX_NAME_BYTES}-byte file name limit: shorten the concept "
+                                            "folder names or use compose.sets=subsets with fewer concepts"))
+                else:
+                    items.append(Item(item_id, self.out_root / scene / comp_id,
+                                      {**data, "composition_id": comp_id, "sample": k}, fp))
+        return items
+
+    def _concept_sets(self, concepts: list[str]) -> list[tuple[str, ...]]:
+        if self.sets == "all":
+            return [tuple(concepts)]
+        return [s for n in range(self.min_objects, len(concepts) + 1) for s in itertools.combinations(concepts, n)]
+
+    def config(self) -> dict:
+        cc = OmegaConf.to_container(self.cfg.compose, resolve=True)
+        for key in ("sets", "num_samples", "min_objects"):  # they choose items, not what an item holds
+            cc.pop(key, None)
+        return {"compose": cc, "layout": self._planner_config(), "seed": int(self.cfg.seed),
+                "io": OmegaConf.to_container(self.cfg.io, resolve=True)}
+
+    def _planner_config(self) -> dict:
+        conf = getattr(self.planner, "config", None)
+        return {"target": str(self.cfg.layout.get("_target_")), **(conf() if conf else {})}
+
+    def request(self, item: Item) -> PlanRequest:
+        d = item.data
+        return PlanRequest(concepts=tuple(ConceptCount(c, self.counts.get(c, 1), concept_aspect(d["sources"][c]))
+                                          for c in d["concepts"]),
+                           size=self.size, seed=stable_hash(f"{self.cfg.seed}:{item.id}") & 0xFFFFFFFF,
+                           sample=int(d["sample"]), key=item.id)
+
+    # -------------------------------------------------------------- work
+    def prepare(self, pending: list[Item]) -> None:
+        """Plan every pending composition at once: an LLM planner sends its requests concurrently."""
+        t0 = time.perf_counter()
+        requests = [self.request(it) for it in pending]
+        plan_many = getattr(self.planner, "plan_many", None)
+        layouts = plan_many(requests) if plan_many else [self.planner.plan(r) for r in requests]
+        self.plans = {it.id: lay for it, lay in zip(pending, layouts)}
+        self.plan_seconds = time.perf_counter() - t0
+
+    def process(self, item: Item, out: ItemWriter, rng: np.random.Generator) -> dict:
+        d = item.data
+        t0 = time.perf_counter()
+        request = self.request(item)
+        layout = self.plans.pop(item.id, None) or self.planner.plan(request)
+        t_plan = time.perf_counter() - t0
+        replan = None
+        if layout.planner == "heuristic":  # a hidden instance: draw a new heuristic layout, keep the scenes
+            def replan(attempt: int) -> Layout:
+                return with_boxes(layout, self.heuristic.plan(request.reseeded(request.seed + 7919 * attempt),
+                                                              ratios=layout.size_ratios, scenes=layout.scenes))
+        comp = self.composer.compose(layout, d["sources"], rng, replan)
+        t_compose = time.perf_counter() - t0 - t_plan
+        out.image("image.png", comp.image)
+        out.image("image_rgba.png", comp.rgba)
+        out.image("mask.png", comp.mask)
+        for name, m in comp.instances.items():
+            out.image(f"instances/{name}.png", m)
+        final = comp.layout
+        out.json("layout.json", {"scene": d["scene"], "composition_id": d["composition_id"], **layout_fields(final),
+                                 "objects": comp.objects, "paste_order": list(final.paste_order),
+                                 "attempts": comp.attempts, "rejected": comp.rejected})
+        with self._lock:
+            self._stats[f"planner {final.planner}"] += 1
+            if final.fallback:
+                self._stats["with fallback"] += 1
+                self._first_fallback = self._first_fallback or f"{item.id}: {final.fallback}"
+        return {"scene": d["scene"], "composition_id": d["composition_id"], "concepts": d["concepts"],
+                "counts": {c.name: c.count for c in request.concepts}, "planner": final.planner,
+                "planner_target": str(self.cfg.layout.get("_target_")), "fallback": final.fallback,
+                "background_prompt": final.background_prompt, "size": list(self.size), "attempts": comp.attempts,
+                "sources": sorted({o["source"] for o in comp.objects}),
+                "timing": {"plan_s": round(t_plan, 4), "compose_s": round(t_compose, 4),
+                           "write_s": round(time.perf_counter() - t0 - t_plan - t_compose, 4)}}
+
+    def finish(self, summary: Summary) -> None:
+        for key, n in sorted(self._stats.items()):
+            summary.notes[key] = n
+        if self._first_fallback:  # e.g. a wrong llm.base_url or a missing key: say it once, loudly
+            summary.notes["first fallback"] = self._first_fallback[:300]
+        if self.plan_seconds:
+            summary.notes["planning seconds"] = round(self.plan_seconds, 2)
+
+
+def run(cfg: DictConfig) -> Summary:
+    return run_stage(ComposeStage(cfg), cfg)

@@ -1,0 +1,103 @@
+"""The composer: exact pasted pixels, disjoint instance masks that add up to the union, tight boxes."""
+import cv2
+import numpy as np
+import pytest
+
+from gen4gen.compose import Augment, Composer, Source, load_cutout
+from gen4gen.layout.heuristic import HeuristicPlanner
+from gen4gen.layout.schema import ConceptCount, Layout, PlacedBox, PlanRequest, depth_order
+from gen4gen.runner import ItemFailed
+from tests.s2_data import fake_s1
+
+SIZE = (640, 480)
+
+
+def sources(tmp_path, soft=False):
+    paths = fake_s1(tmp_path, {"pets": {"cat": 2, "dog": 2, "cup": 1}}, size=(300, 260), soft=soft)
+    out = {}
+    for p in paths:
+        concept = p.parent.parent.name
+        out.setdefault(concept, []).append(Source(f"pets/{concept}/{p.parent.name}", p))
+    return out
+
+
+def heuristic_layout(seed, names=("cat", "dog", "cup"), counts=None):
+    counts = counts or {}
+    r = PlanRequest(tuple(ConceptCount(n, counts.get(n, 1)) for n in names), SIZE, seed)
+    return HeuristicPlanner(max_overlap=0.3).plan(r)
+
+
+def test_pasted_pixels_equal_the_scaled_source(tmp_path):
+    src = sources(tmp_path)
+    composer = Composer(Augment(flip=True, max_rotation=0, max_shift=0.03), min_visible=0.3)
+    checked, flips = 0, set()
+    for seed in range(4):
+        comp = composer.compose(heuristic_layout(seed, counts={"dog": 2}), src, np.random.default_rng(seed))
+        for obj in comp.objects:
+            rgb, alpha = load_cutout(obj["source_path"])
+            x, y, w, h = obj["placed_box"]
+            assert w < alpha.shape[1]  # a downscale: area interpolation
+            exp_rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            exp_a = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA)
+            flips.add(obj["transform"]["flip"])
+            if obj["transform"]["flip"]:  # mirrored after scaling
+                exp_rgb, exp_a = exp_rgb[:, ::-1], exp_a[:, ::-1]
+            assert obj["transform"]["scale"] == pytest.approx(min(obj["planned_box"][2] / alpha.shape[1],
+                                                                  obj["planned_box"][3] / alpha.shape[0]), rel=0.01)
+            mine = comp.instances[obj["name"]][y:y + h, x:x + w] > 0
+            solid = (exp_a == 255) & mine
+            assert solid.sum() > 0.5 * (exp_a == 255).sum()
+            np.testing.assert_array_equal(comp.image[y:y + h, x:x + w][solid], exp_rgb[solid])
+            checked += int(solid.sum())
+    assert checked > 10_000 and flips == {True, False}
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_instance_masks_disjoint_union_is_mask_and_boxes_tight(tmp_path, soft):
+    src = sources(tmp_path, soft=soft)
+    composer = Composer(Augment(flip=True, max_rotation=5, max_shift=0.03), min_visible=0.3)
+    for seed in range(3):
+        comp = composer.compose(heuristic_layout(seed, counts={"cat": 2}), src, np.random.default_rng(seed))
+        stack = np.stack(list(comp.instances.values())).astype(np.int32)
+        assert ((stack > 0).sum(0) <= 1).all()  # disjoint
+        np.testing.assert_array_equal(stack.sum(0), comp.mask)  # union == mask.png
+        np.testing.assert_array_equal(comp.rgba[..., 3], comp.mask)
+        assert (comp.image[comp.mask == 0] == 0).all()  # black where nothing was pasted
+        if soft:
+            assert ((comp.mask > 0) & (comp.mask < 255)).any()
+        for obj in comp.objects:
+            ys, xs = np.nonzero(comp.instances[obj["name"]])
+            assert obj["box"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            assert obj["visible_fraction"] >= 0.3
+        assert sorted(o["z"] for o in comp.objects) == list(range(len(comp.objects)))
+
+
+def test_instances_of_one_concept_use_different_photos(tmp_path):
+    src = sources(tmp_path)
+    comp = Composer(min_visible=0.3).compose(heuristic_layout(1, counts={"cat": 2}), src, np.random.default_rng(0))
+    cats = [o["source"] for o in comp.objects if o["concept"] == "cat"]
+    assert len(set(cats)) == 2
+
+
+def stacked_layout():
+    boxes = [PlacedBox("cat", 0, [100, 100, 300, 300]), PlacedBox("dog", 0, [110, 110, 300, 300])]
+    return Layout(size=SIZE, boxes=boxes, paste_order=depth_order(boxes), scenes=["a", "b", "c"],
+                  background_prompt="a", planner="llm", seed=0)
+
+
+def test_hidden_instance_is_resampled_then_fails_with_a_reason(tmp_path):
+    src = sources(tmp_path)
+    composer = Composer(Augment(max_shift=0.0, max_rotation=0), min_visible=0.6, max_attempts=3)
+    with pytest.raises(ItemFailed, match=r"min_visible.*3 attempts.*cat_0 keeps"):
+        composer.compose(stacked_layout(), src, np.random.default_rng(0))
+    # with a re-planner (the heuristic's case) the second draw is accepted
+    good = heuristic_layout(5, names=("cat", "dog"))
+    comp = composer.compose(stacked_layout(), src, np.random.default_rng(0), replan=lambda attempt: good)
+    assert comp.attempts == 2 and len(comp.rejected) == 1 and "cat_0 keeps" in comp.rejected[0]
+    assert all(o["visible_fraction"] >= 0.6 for o in comp.objects)
+
+
+def test_empty_cutout_is_an_item_failure(tmp_path):
+    paths = fake_s1(tmp_path, {"s": {"cat": 1}}, empty={("s", "cat")})
+    with pytest.raises(ItemFailed, match="empty mask"):
+        load_cutout(paths[0])

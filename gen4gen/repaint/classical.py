@@ -1,0 +1,113 @@
+"""The embedded s3 backend (CPU, no weights): concepts placed over the background with a feathered
+edge, optional Poisson blending, colour harmonisation and a soft contact shadow.
+
+Only the repaint band (``job.repaint > 0``) and the background change; concept interiors stay
+bit-exact, so s2's instance masks and boxes still hold for the s3 image.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from gen4gen.repaint import RepaintJob, keep_concepts
+
+
+class ClassicalInpainter:
+    name = "classical"
+
+    def __init__(self, feather: float = 6.0, harmonize: float = 0.5, band: int = 24, poisson: bool = False,
+                 shadow: float = 0.45, shadow_squash: float = 0.12, standing_min_y: float = 0.45,
+                 min_component: float = 0.002, batch_size: int = 1):
+        self.feather = float(feather)  # px over which a concept's alpha ramps from 0 at its outline to 1
+        self.harmonize = float(harmonize)  # 0: concept colours as they are; 1: band statistics = the background's
+        self.band = int(band)  # px: width of the rings whose Lab statistics are matched
+        self.poisson = bool(poisson)  # cv2.seamlessClone (gradient-domain) for the band
+        self.shadow = float(shadow)  # opacity of the contact shadow; 0 = none
+        self.shadow_squash = float(shadow_squash)  # shadow height / object height
+        self.standing_min_y = float(standing_min_y)  # objects whose bottom is below this fraction of H stand
+        self.min_component = float(min_component)  # image fraction: smaller blobs cast no shadow
+        self.batch_size = int(batch_size)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "feather": self.feather, "harmonize": self.harmonize, "band": self.band,
+                "poisson": self.poisson, "shadow": self.shadow}
+
+    def __call__(self, jobs: list[RepaintJob]) -> list[np.ndarray]:
+        return [self.repaint(job) for job in jobs]
+
+    def repaint(self, job: RepaintJob) -> np.ndarray:
+        alpha = job.alpha.astype(np.float32)
+        solid = (alpha > 0.5).astype(np.uint8)
+        fg = job.rgb.astype(np.float32)
+        bg = job.background.astype(np.float32)
+        if self.shadow > 0:
+            bg = bg * (1.0 - self.shadow * self.contact_shadow(solid))[..., None]
+        inside = cv2.distanceTransform(solid, cv2.DIST_L2, 3)  # px to the outline, inside the concepts
+        visible = (job.repaint > 0) & (alpha > 0)  # the only concept pixels the output can show changed
+        if self.harmonize > 0 and solid.any():
+            outside = cv2.distanceTransform(1 - solid, cv2.DIST_L2, 3)
+            self.harmonise(fg, bg, inner=(inside > 0) & (inside <= self.band),
+                           outer=(outside > 0) & (outside <= self.band), where=visible)
+        if self.feather > 0:
+            # ramp inward only: an outward feather would smear the cut-out's black surround into the scene
+            alpha = np.minimum(alpha, np.clip(inside / self.feather, 0.0, 1.0))
+        a = alpha[..., None]
+        comp = fg * a + bg * (1.0 - a)
+        if self.poisson and solid.any():
+            comp = self.seamless(comp, bg, solid)
+        return keep_concepts(comp, job.rgb, job.repaint)
+
+    def harmonise(self, fg: np.ndarray, bg: np.ndarray, *, inner: np.ndarray, outer: np.ndarray,
+                  where: np.ndarray) -> None:
+        """Move the concepts' Lab mean/std over their inner edge band toward the background's over the
+        ring just outside, by ``harmonize`` (a partial Reinhard transfer); changes ``fg`` at ``where``."""
+        if inner.sum() < 16 or outer.sum() < 16 or not where.any():
+            return
+        c_lab, b_lab = _lab(fg[inner]), _lab(bg[outer])
+        mu_c, sd_c = c_lab.mean(0), c_lab.std(0) + 1e-3
+        mu_b, sd_b = b_lab.mean(0), b_lab.std(0) + 1e-3
+        t = self.harmonize
+        mu_t, sd_t = mu_c + t * (mu_b - mu_c), sd_c + t * (sd_b - sd_c)
+        scale = np.clip(sd_t / sd_c, 0.5, 2.0)
+        moved = (_lab(fg[where]) - mu_c) * scale + mu_t
+        rgb = cv2.cvtColor(moved.astype(np.float32)[:, None, :], cv2.COLOR_LAB2RGB)[:, 0, :]
+        fg[where] = np.clip(rgb * 255.0, 0, 255)
+
+    def contact_shadow(self, solid: np.ndarray) -> np.ndarray:
+        """Float HxW 0..1: each standing object's silhouette squashed flat at its feet, blurred."""
+        h, w = solid.shape
+        shadow = np.zeros((h, w), np.float32)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
+        sigma = 1.0
+        for i in range(1, n):
+            x, y, bw, bh, area = (int(v) for v in stats[i])
+            if area < self.min_component * h * w or (y + bh) < self.standing_min_y * h:
+                continue
+            sh = max(2, int(round(bh * self.shadow_squash)))
+            foot = cv2.resize((labels[y:y + bh, x:x + bw] == i).astype(np.float32), (bw, sh),
+                              interpolation=cv2.INTER_AREA)
+            top = min(h, y + bh - sh // 2)  # centred on the feet line: half behind the object, half in front
+            rows = min(sh, h - top)
+            if rows > 0:
+                np.maximum(shadow[top:top + rows, x:x + bw], foot[:rows], out=shadow[top:top + rows, x:x + bw])
+            sigma = max(sigma, bw * 0.03)
+        if not shadow.any():
+            return shadow
+        return np.clip(cv2.GaussianBlur(shadow, (0, 0), sigma), 0.0, 1.0)
+
+    @staticmethod
+    def seamless(comp: np.ndarray, bg: np.ndarray, solid: np.ndarray) -> np.ndarray:
+        """Poisson-blend the composite's concept region into the background (OpenCV NORMAL_CLONE)."""
+        mask = cv2.dilate(solid, np.ones((5, 5), np.uint8)) * 255
+        mask[:2], mask[-2:], mask[:, :2], mask[:, -2:] = 0, 0, 0, 0  # seamlessClone needs a margin
+        if not mask.any():
+            return comp
+        x, y, bw, bh = cv2.boundingRect(mask)
+        center = (x + bw // 2, y + bh // 2)  # OpenCV places the ROI at center - size // 2 = (x, y)
+        src, dst = np.clip(comp, 0, 255).astype(np.uint8), np.clip(bg, 0, 255).astype(np.uint8)
+        return cv2.seamlessClone(src, dst, mask, center, cv2.NORMAL_CLONE).astype(np.float32)
+
+
+def _lab(pixels: np.ndarray) -> np.ndarray:
+    """Nx3 RGB 0..255 -> Nx3 Lab (only the pixels that matter: full-frame float conversions are slow)."""
+    return cv2.cvtColor((pixels / 255.0).astype(np.float32)[:, None, :], cv2.COLOR_RGB2LAB)[:, 0, :]

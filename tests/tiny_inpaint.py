@@ -28,9 +28,10 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+@lru_cache(maxsize=None)
 def clip_tokenizer(folder: Path, bpe: Path = BPE):
     """The real CLIP BPE tokenizer (49,408 tokens) written from open_clip's merges file, offline;
-    a tiny byte-level vocabulary when the shared file is absent."""
+    a tiny byte-level vocabulary when the shared file is absent. Built once per folder."""
     from transformers import CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,18 +61,18 @@ def _text_encoder(tok, cls_name: str, hidden: int = 32):
 def _vae():
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
+    return AutoencoderKL(block_out_channels=[8, 16], in_channels=3, out_channels=3, layers_per_block=1,
                          down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                         latent_channels=4, sample_size=64, norm_num_groups=32)
+                         latent_channels=4, sample_size=64, norm_num_groups=8)
 
 
 def _unet(in_channels: int, cross: int, **extra):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=in_channels, out_channels=4,
+        block_out_channels=(16, 32), layers_per_block=1, sample_size=32, in_channels=in_channels, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), cross_attention_dim=cross, norm_num_groups=32, **extra)
+        attention_head_dim=(2, 4), cross_attention_dim=cross, norm_num_groups=8, **extra)
 
 
 def _scheduler():

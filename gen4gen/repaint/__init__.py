@@ -2,7 +2,8 @@
 
 Every backend is a callable ``backend(jobs: list[RepaintJob]) -> list[np.ndarray]`` (uint8 HxWx3,
 same size as the job) with a ``name``, a ``batch_size`` and ``describe() -> dict``; it must return
-the job's concept pixels unchanged wherever ``job.repaint == 0``.
+the job's concept pixels unchanged wherever ``job.repaint == 0``. ``thread_safe = True`` lets the
+stage call it from several threads at once.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from gen4gen.repaint import RepaintJob, keep_concepts
 
 class ClassicalInpainter:
     name = "classical"
+    thread_safe = True  # no state between calls: the stage may run items in parallel threads
 
     def __init__(self, feather: float = 6.0, harmonize: float = 0.5, band: int = 24, poisson: bool = False,
                  shadow: float = 0.45, shadow_squash: float = 0.12, standing_min_y: float = 0.45,

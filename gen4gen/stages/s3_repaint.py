@@ -57,8 +57,9 @@ class RepaintStage:
         self.photo_folders = self._photo_folders() if self.kind == "photo" else {}
         self.backend = build_backend(cfg.inpainter)
         self.batch_size = max(1, int(getattr(self.backend, "batch_size", 1)))
-        # a GPU backend runs its own batches in one thread; the CPU backend releases the GIL in OpenCV
-        self.workers = int(cfg.workers) if self.batch_size == 1 else 1
+        # the CPU backend is stateless and OpenCV releases the GIL: threads help. A diffusers pipeline keeps
+        # scheduler state per call: one thread, the GPU parallelism comes from batches
+        self.workers = int(cfg.workers) if getattr(self.backend, "thread_safe", False) else 1
         self._batches: dict[str, list[Item]] = {}
         self._results: dict[str, tuple | Exception] = {}
         self._lock = threading.Lock()
@@ -128,11 +129,11 @@ class RepaintStage:
                     self._batches[it.id] = batch
 
     def process(self, item: Item, out: ItemWriter, rng: np.random.Generator) -> dict:
-        if self.batch_size == 1 or item.id not in self._batches:
-            job = self.job(item)
-            image, extra = self.backend([job])[0], {}
-        else:
+        if item.id in self._batches:
             job, image, extra = self._batched(item)
+        else:
+            job = self.job(item)
+            image, extra = self.backend([job])[0], self._batch_meta(1)
         out.image("image.png", image)
         out.image("mask_used.png", to_u8(job.repaint))
         src: BackgroundSource = item.data["source"]
@@ -201,9 +202,12 @@ class RepaintStage:
                 for i in ids:
                     self._results[i] = ItemFailed(f"inpainting batch of {len(ids)} failed: {type(e).__name__}: {e}")
                 continue
-            secs = round(float(getattr(self.backend, "last_batch_seconds", 0.0)), 4)
             for i, image in zip(ids, images):
-                self._results[i] = (jobs[i], image, {"batch": {"size": len(ids), "seconds": secs}})
+                self._results[i] = (jobs[i], image, self._batch_meta(len(ids)))
+
+    def _batch_meta(self, size: int) -> dict:
+        secs = getattr(self.backend, "last_batch_seconds", None)  # GPU backends time their pipeline call
+        return {} if secs is None else {"batch": {"size": size, "seconds": round(float(secs), 4)}}
 
 
 def _subdirs(folder: Path) -> list[Path]:

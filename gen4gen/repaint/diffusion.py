@@ -87,6 +87,7 @@ class DiffusionInpainter:
         self.scheduler, self.cpu_offload = scheduler, bool(cpu_offload)
         self._pipe = None
         self._refiner_pipe = None
+        self.last_batch_seconds: float | None = None
 
     def describe(self) -> dict:
         return {"backend": self.family, "model": self.model, "dtype": self.dtype, "steps": self.steps,
@@ -106,17 +107,25 @@ class DiffusionInpainter:
         """Build the pipeline(s) once; later calls return the cached ones."""
         if self._pipe is not None:
             return self._pipe
-        import torch
         from diffusers import AutoencoderKL, AutoPipelineForInpainting
-        from diffusers.utils import logging as diffusers_logging
 
-        # every fp16/fp32 `.to()` of a VAE logs a "should be kept in float32" line per batch: noise in a stage log
-        diffusers_logging.get_logger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
-
+        _quiet_diffusers()
         extra: dict[str, Any] = {}
         if self.vae:  # e.g. madebyollin/sdxl-vae-fp16-fix: decodes in fp16 without NaNs, so no fp32 upcast
             extra["vae"] = _from_pretrained(AutoencoderKL, self.vae, self.torch_dtype, None)
         pipe = _from_pretrained(AutoPipelineForInpainting, self.model, self.torch_dtype, self._variant(), **extra)
+        refiner = None
+        if self.refiner:
+            refiner = _from_pretrained(AutoPipelineForInpainting, self.refiner, self.torch_dtype, self._variant(),
+                                       text_encoder_2=pipe.text_encoder_2, vae=pipe.vae)
+        return self.use_pipelines(pipe, refiner)
+
+    def use_pipelines(self, pipe, refiner=None):
+        """Run with these already built pipelines (benchmarks, a caller's own pipeline), after applying
+        this backend's options (VAE upcast, LoRA, scheduler, speed switches)."""
+        import torch
+
+        _quiet_diffusers()
         if type(pipe).__name__ != PIPELINE_CLASS[self.family]:
             raise UserError(f"{self.model} loads as {type(pipe).__name__}, not {PIPELINE_CLASS[self.family]}: "
                             f"pick the inpainter that matches the model (inpainter=sdxl or inpainter=sd15)")
@@ -134,14 +143,11 @@ class DiffusionInpainter:
         if self.scheduler:
             pipe.scheduler = _scheduler(self.scheduler, pipe.scheduler.config)
         self._speed_up(pipe, vae=True)
-        if self.refiner:
-            refiner = _from_pretrained(AutoPipelineForInpainting, self.refiner, self.torch_dtype, self._variant(),
-                                       text_encoder_2=pipe.text_encoder_2, vae=pipe.vae)
+        if refiner is not None:
             if self.scheduler:
                 refiner.scheduler = _scheduler(self.scheduler, refiner.scheduler.config)
             self._speed_up(refiner, vae=False)
-            self._refiner_pipe = refiner
-        self._pipe = pipe
+        self._pipe, self._refiner_pipe = pipe, refiner
         return pipe
 
     def _variant(self) -> str | None:
@@ -162,10 +168,11 @@ class DiffusionInpainter:
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
         models = [pipe.unet] + ([pipe.vae] if vae else [])
-        for m in models:
-            m.set_attn_processor(AttnProcessor2_0() if self.attention == "sdpa" else AttnProcessor())
-        if self.fuse_qkv:
-            pipe.fuse_qkv_projections(unet=True, vae=vae)
+        if not getattr(pipe, "fusing_unet", False):  # a pipeline handed over twice keeps its fused projections
+            for m in models:
+                m.set_attn_processor(AttnProcessor2_0() if self.attention == "sdpa" else AttnProcessor())
+            if self.fuse_qkv:
+                pipe.fuse_qkv_projections(unet=True, vae=vae)
         if self.channels_last:
             for m in models:
                 m.to(memory_format=torch.channels_last)
@@ -217,7 +224,8 @@ class DiffusionInpainter:
         self.last_batch_seconds = time.perf_counter() - t0
         out = []
         for j, img in zip(jobs, result):
-            gen = np.clip(np.asarray(img, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            gen = np.nan_to_num(np.asarray(img, np.float32), nan=0.0)  # an fp16 overflow must not become garbage
+            gen = np.clip(gen * 255.0 + 0.5, 0, 255).astype(np.uint8)
             out.append(keep_concepts(_resize(gen, w, h), j.rgb, j.repaint))
         return out
 
@@ -244,6 +252,13 @@ def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
         return image
     interp = cv2.INTER_AREA if w < image.shape[1] else cv2.INTER_CUBIC
     return cv2.resize(image, (w, h), interpolation=interp)
+
+
+def _quiet_diffusers() -> None:
+    from diffusers.utils import logging as diffusers_logging
+
+    # every fp16/fp32 `.to()` of a VAE logs a "should be kept in float32" line per batch: noise in a stage log
+    diffusers_logging.get_logger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
 
 
 def _scheduler(name: str, config):

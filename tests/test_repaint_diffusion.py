@@ -10,7 +10,7 @@ from gen4gen.repaint.diffusion import DiffusionInpainter
 from gen4gen.repaint.mask import repaint_mask
 from gen4gen.runner import UserError
 from tests.s2_fixture import blob
-from tests.tiny_inpaint import make_sd15_inpaint, make_sdxl_inpaint, make_sdxl_refiner
+from tests.tiny_inpaint import make_sd15_inpaint, make_sdxl_inpaint, make_sdxl_refiner, make_unet_lora
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +88,20 @@ def test_speed_switches_keep_the_result(tiny, sdxl):
     assert any(isinstance(p, FusedAttnProcessor2_0) for p in sdxl.load().unet.attn_processors.values())
 
 
-def test_scheduler_switch(tiny):
-    lcm = DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", steps=2, guidance=1.0, scheduler="lcm")
+def test_few_step_lora_with_its_scheduler(tiny, tmp_path):
+    lora = make_unet_lora(tmp_path / "lora", tiny["sdxl"])
+    lcm = DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", steps=2, guidance=1.0, scheduler="lcm",
+                             lora=str(lora), lora_weight_name="pytorch_lora_weights.safetensors")
+    plain = DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", steps=2, guidance=1.0, scheduler="lcm")
     job = make_job(9)
-    assert_concepts_exact(lcm([job])[0], job)
-    assert type(lcm.load().scheduler).__name__ == "LCMScheduler"
+    out = lcm([job])[0]
+    assert_concepts_exact(out, job)
+    pipe = lcm.load()
+    assert type(pipe.scheduler).__name__ == "LCMScheduler"
+    assert not any("lora" in n for n, _ in pipe.unet.named_parameters())  # fused into the weights, adapters gone
+    assert not np.array_equal(out, plain([job])[0])  # the LoRA changed the model
+    with pytest.raises(UserError, match="cannot load LoRA"):
+        DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", lora=str(tmp_path / "no_lora")).load()
 
 
 def test_sd15_inpainting(tiny):

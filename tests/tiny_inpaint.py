@@ -131,3 +131,20 @@ def make_sd15_inpaint(folder: Path, tok_dir: Path, seed: int = 2) -> Path:
         requires_safety_checker=False)
     pipe.save_pretrained(folder)
     return folder
+
+
+def make_unet_lora(folder: Path, pipeline_dir: Path, rank: int = 4, seed: int = 3) -> Path:
+    """A LoRA for the tiny SD-XL UNet in the layout diffusers' training scripts save (what LCM-LoRA and
+    SDXL-Lightning ship); random B matrices so loading it visibly changes the model."""
+    from diffusers import StableDiffusionXLInpaintPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(pipeline_dir / "unet")
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionXLInpaintPipeline.save_lora_weights(folder, unet_lora_layers=layers)
+    return folder

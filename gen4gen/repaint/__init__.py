@@ -27,11 +27,22 @@ class RepaintJob:
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
 
-def keep_concepts(generated: np.ndarray, exact: np.ndarray, repaint: np.ndarray) -> np.ndarray:
-    """``exact`` where ``repaint`` is 0, ``generated`` where it is 1, a soft blend in the band between."""
-    m = repaint[..., None].astype(np.float32)
-    out = exact.astype(np.float32) * (1.0 - m) + generated.astype(np.float32) * m
-    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    keep = repaint <= 0.0
-    out[keep] = exact[keep]  # bit-exact, whatever the float rounding did
+def keep_concepts(generated: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, repaint: np.ndarray) -> np.ndarray:
+    """The final image: ``rgb`` exactly where ``repaint`` is 0, ``generated`` where it is 1, and in the band
+    between the concept (over ``generated`` by its own ``alpha``) blended into ``generated``.
+
+    Compositing the concept by its alpha first matters where the box-blurred mask keeps a pixel the
+    concept does not cover (between a cat's legs): blending with the bare cut-out there would pull
+    its black surround into the picture. Only the pixels that need it are computed (a thin band).
+    """
+    out = generated.copy()
+    band = (alpha > 0) & (repaint < 1) & (repaint > 0)
+    if band.any():
+        a = alpha[band][:, None].astype(np.float32)
+        m = repaint[band][:, None].astype(np.float32)
+        g = generated[band].astype(np.float32)
+        concept = rgb[band].astype(np.float32) * a + g * (1.0 - a)
+        out[band] = np.clip(concept * (1.0 - m) + g * m + 0.5, 0, 255).astype(np.uint8)
+    keep = repaint <= 0
+    out[keep] = rgb[keep]  # bit-exact
     return out

@@ -39,40 +39,57 @@ class ClassicalInpainter:
     def repaint(self, job: RepaintJob) -> np.ndarray:
         alpha = job.alpha.astype(np.float32)
         solid = (alpha > 0.5).astype(np.uint8)
-        fg = job.rgb.astype(np.float32)
-        bg = job.background.astype(np.float32)
+        bg = job.background
         if self.shadow > 0:
-            bg = bg * (1.0 - self.shadow * self.contact_shadow(solid))[..., None]
-        inside = cv2.distanceTransform(solid, cv2.DIST_L2, 3)  # px to the outline, inside the concepts
-        visible = (job.repaint > 0) & (alpha > 0)  # the only concept pixels the output can show changed
-        if self.harmonize > 0 and solid.any():
-            outside = cv2.distanceTransform(1 - solid, cv2.DIST_L2, 3)
-            self.harmonise(fg, bg, inner=(inside > 0) & (inside <= self.band),
-                           outer=(outside > 0) & (outside <= self.band), where=visible)
-        if self.feather > 0:
-            # ramp inward only: an outward feather would smear the cut-out's black surround into the scene
-            alpha = np.minimum(alpha, np.clip(inside / self.feather, 0.0, 1.0))
-        a = alpha[..., None]
-        comp = fg * a + bg * (1.0 - a)
+            bg = self.darken(bg, self.shadow * self.contact_shadow(solid))
+        # the concept shows (partly) changed only where it has alpha and may be repainted: work there only
+        visible = (job.repaint > 0) & (alpha > 0)
+        comp = bg.copy()
+        if visible.any():
+            inside = cv2.distanceTransform(solid, cv2.DIST_L2, 3)  # px to the outline, inside the concepts
+            fg = job.rgb[visible].astype(np.float32)
+            if self.harmonize > 0:
+                outside = cv2.distanceTransform(1 - solid, cv2.DIST_L2, 3)
+                fg = self.harmonise(fg, job.rgb, bg, inner=(inside > 0) & (inside <= self.band),
+                                    outer=(outside > 0) & (outside <= self.band))
+            a = alpha[visible]
+            if self.feather > 0:
+                # ramp inward only: an outward feather would smear the cut-out's black surround into the scene
+                a = np.minimum(a, np.clip(inside[visible] / self.feather, 0.0, 1.0))
+            a = a[:, None]
+            mixed = fg * a + bg[visible].astype(np.float32) * (1.0 - a)
+            comp[visible] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         if self.poisson and solid.any():
             comp = self.seamless(comp, bg, solid)
-        return keep_concepts(comp, job.rgb, job.repaint)
+        return keep_concepts(comp, job.rgb, alpha, job.repaint)
 
-    def harmonise(self, fg: np.ndarray, bg: np.ndarray, *, inner: np.ndarray, outer: np.ndarray,
-                  where: np.ndarray) -> None:
-        """Move the concepts' Lab mean/std over their inner edge band toward the background's over the
-        ring just outside, by ``harmonize`` (a partial Reinhard transfer); changes ``fg`` at ``where``."""
-        if inner.sum() < 16 or outer.sum() < 16 or not where.any():
-            return
-        c_lab, b_lab = _lab(fg[inner]), _lab(bg[outer])
+    @staticmethod
+    def darken(image: np.ndarray, amount: np.ndarray) -> np.ndarray:
+        """``image * (1 - amount)``, computed only inside the bounding box where ``amount`` > 0."""
+        ys, xs = np.nonzero(amount > 1e-3)
+        if len(ys) == 0:
+            return image
+        box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        out = image.copy()
+        out[box] = np.clip(image[box] * (1.0 - amount[box])[..., None] + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+    def harmonise(self, fg: np.ndarray, rgb: np.ndarray, bg: np.ndarray, *, inner: np.ndarray,
+                  outer: np.ndarray) -> np.ndarray:
+        """Move the concept pixels ``fg`` (Nx3) so that the concepts' Lab mean/std over their inner edge
+        band go toward the background's over the ring just outside, by ``harmonize`` (a partial Reinhard
+        transfer)."""
+        if inner.sum() < 16 or outer.sum() < 16:
+            return fg
+        c_lab, b_lab = _lab(rgb[inner].astype(np.float32)), _lab(bg[outer].astype(np.float32))
         mu_c, sd_c = c_lab.mean(0), c_lab.std(0) + 1e-3
         mu_b, sd_b = b_lab.mean(0), b_lab.std(0) + 1e-3
         t = self.harmonize
         mu_t, sd_t = mu_c + t * (mu_b - mu_c), sd_c + t * (sd_b - sd_c)
         scale = np.clip(sd_t / sd_c, 0.5, 2.0)
-        moved = (_lab(fg[where]) - mu_c) * scale + mu_t
-        rgb = cv2.cvtColor(moved.astype(np.float32)[:, None, :], cv2.COLOR_LAB2RGB)[:, 0, :]
-        fg[where] = np.clip(rgb * 255.0, 0, 255)
+        moved = (_lab(fg) - mu_c) * scale + mu_t
+        rgb_out = cv2.cvtColor(moved.astype(np.float32)[:, None, :], cv2.COLOR_LAB2RGB)[:, 0, :]
+        return np.clip(rgb_out * 255.0, 0, 255)
 
     def contact_shadow(self, solid: np.ndarray) -> np.ndarray:
         """Float HxW 0..1: each standing object's silhouette squashed flat at its feet, blurred."""
@@ -105,8 +122,7 @@ class ClassicalInpainter:
             return comp
         x, y, bw, bh = cv2.boundingRect(mask)
         center = (x + bw // 2, y + bh // 2)  # OpenCV places the ROI at center - size // 2 = (x, y)
-        src, dst = np.clip(comp, 0, 255).astype(np.uint8), np.clip(bg, 0, 255).astype(np.uint8)
-        return cv2.seamlessClone(src, dst, mask, center, cv2.NORMAL_CLONE).astype(np.float32)
+        return cv2.seamlessClone(comp, bg, mask, center, cv2.NORMAL_CLONE)
 
 
 def _lab(pixels: np.ndarray) -> np.ndarray:

@@ -226,7 +226,7 @@ class DiffusionInpainter:
         for j, img in zip(jobs, result):
             gen = np.nan_to_num(np.asarray(img, np.float32), nan=0.0)  # an fp16 overflow must not become garbage
             gen = np.clip(gen * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            out.append(keep_concepts(_resize(gen, w, h), j.rgb, j.repaint))
+            out.append(keep_concepts(_resize(gen, w, h), j.rgb, j.alpha, j.repaint))
         return out
 
     def _work_size(self, w: int, h: int) -> tuple[int, int]:

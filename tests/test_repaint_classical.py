@@ -194,3 +194,20 @@ def test_prompt_names_the_objects_and_the_scene():
         "a realistic photo of two teddy bears, an apple, two foxes and two puppies on a sofa"
     assert build_prompt({"composition_id": "cat+lion_003"}, "in a garden", "{objects}, {background}") == \
         "a cat and a lion, in a garden"
+
+
+def test_procedural_horizon_stays_above_the_objects_feet():
+    from gen4gen.repaint.backgrounds import feet_line
+
+    mask = np.zeros((100, 120), np.uint8)
+    mask[10:35, 10:30] = 255  # the highest feet, at 35% of the height
+    mask[40:90, 60:100] = 255
+    mask[0:2, 0:2] = 255  # a speck: too small to count
+    assert feet_line(mask) == pytest.approx(0.35)
+    assert feet_line(np.zeros((10, 10), np.uint8)) is None
+    for seed in range(3):
+        free = procedural("beach", 128, 128, np.random.default_rng(seed)).astype(int)
+        held = procedural("beach", 128, 128, np.random.default_rng(seed), horizon_max=0.35).astype(int)
+        row = int(0.35 * 128) + 1  # just below the feet: sand, not sky or sea, once the horizon is held up
+        assert free[row, :, 2].mean() > free[row, :, 0].mean()  # sky there by default
+        assert held[row, :, 0].mean() > held[row, :, 2].mean() + 30  # sand

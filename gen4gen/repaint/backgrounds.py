@@ -104,8 +104,9 @@ def _round_robin(groups: list[list]) -> list:
 
 
 def render(src: BackgroundSource, size: tuple[int, int], rng: np.random.Generator, *,
-           photo_blur: float = 1.0, max_pixels: int = 80_000_000) -> np.ndarray:
-    """The background as uint8 HxWx3 of ``size`` = (W, H)."""
+           photo_blur: float = 1.0, max_pixels: int = 80_000_000, horizon_max: float | None = None) -> np.ndarray:
+    """The background as uint8 HxWx3 of ``size`` = (W, H); ``horizon_max`` (fraction of H) keeps a
+    procedural horizon above the objects' feet (see ``feet_line``)."""
     w, h = size
     if src.kind == "noise":
         return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
@@ -115,7 +116,17 @@ def render(src: BackgroundSource, size: tuple[int, int], rng: np.random.Generato
         if photo_blur > 0:  # Gen4Gen softens the photo (GaussianBlur radius 1) so its detail does not fight the concepts
             out = cv2.GaussianBlur(out, (0, 0), photo_blur)
         return out
-    return procedural(src.source or style_for(src.phrase), w, h, rng)
+    return procedural(src.source or style_for(src.phrase), w, h, rng, horizon_max=horizon_max)
+
+
+def feet_line(mask: np.ndarray, min_area: float = 0.002) -> float | None:
+    """The highest bottom edge of the concepts (fraction of H), so a procedural horizon can sit above it
+    and every object stands on the ground instead of floating against the sky or a wall."""
+    solid = (mask > (127 if mask.dtype == np.uint8 else 0.5)).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
+    h = mask.shape[0]
+    bottoms = [(y + bh) / h for x, y, bw, bh, area in stats[1:] if area >= min_area * mask.size]
+    return min(bottoms) if bottoms else None
 
 
 def cover(image: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -208,16 +219,20 @@ def _paint_above(img: np.ndarray, ridge: np.ndarray, base: int, colour_top, colo
         img[band] = layer[band]
 
 
-def procedural(style: str, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
+def procedural(style: str, w: int, h: int, rng: np.random.Generator, horizon_max: float | None = None) -> np.ndarray:
     """A plausible, soft scene background of ``style`` as uint8 HxWx3 (see ``STYLE_WORDS``)."""
-    hz = int(h * rng.uniform(0.38, 0.5))  # horizon / wall-floor line: objects stand below it
+    hz = rng.uniform(0.38, 0.5)  # horizon / wall-floor line: objects stand below it
+    sea_frac = rng.uniform(0.08, 0.14) if style == "beach" else 0.0  # the sea band lies behind the objects too
+    if horizon_max is not None:
+        hz = min(hz, horizon_max - 0.04 - sea_frac)
+    hz = int(h * max(0.15, hz))
     img = np.empty((h, w, 3), np.float32)
     if style == "garden":
         img[:hz] = _sky(rng, h, w, hz)
         img[hz:] = _ground(rng, h - hz, w, (128, 170, 88), (58, 118, 42), (h / 10, w / 90), 0.45)
         _paint_above(img, _ridge(rng, w, hz + 2, int(h * 0.12)), hz + 2, _jitter(rng, (50, 95, 45)), (70, 120, 55))
     elif style == "beach":
-        sea = hz + int(h * rng.uniform(0.08, 0.14))
+        sea = hz + int(h * sea_frac)
         img[:hz] = _sky(rng, h, w, hz)
         img[hz:sea] = _ground(rng, sea - hz, w, (52, 112, 160), (88, 168, 196), (h / 60, w / 8), 0.25)
         img[sea:] = _ground(rng, h - sea, w, (226, 208, 166), (204, 178, 128), (h / 40, w / 30), 0.18)

@@ -17,7 +17,7 @@ class ClassicalInpainter:
     thread_safe = True  # no state between calls: the stage may run items in parallel threads
 
     def __init__(self, feather: float = 6.0, harmonize: float = 0.5, band: int = 24, poisson: bool = False,
-                 shadow: float = 0.45, shadow_squash: float = 0.12, standing_min_y: float = 0.45,
+                 shadow: float = 0.45, shadow_squash: float = 0.12, standing_min_y: float = 0.25,
                  min_component: float = 0.002, batch_size: int = 1):
         self.feather = float(feather)  # px over which a concept's alpha ramps from 0 at its outline to 1
         self.harmonize = float(harmonize)  # 0: concept colours as they are; 1: band statistics = the background's

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.images import read_image
 from gen4gen.repaint import RepaintJob
-from gen4gen.repaint.backgrounds import BackgroundSource, plan_sources, render, scan_photo_folders
+from gen4gen.repaint.backgrounds import BackgroundSource, feet_line, plan_sources, render, scan_photo_folders
 from gen4gen.repaint.mask import repaint_mask, to_u8
 from gen4gen.repaint.prompt import build_prompt
 from gen4gen.runner import (Item, ItemFailed, ItemWriter, Summary, UserError, config_hash, item_rng, read_meta,
@@ -171,7 +171,7 @@ class RepaintStage:
         seed = item_seed(int(self.cfg.seed), item.id)
         src: BackgroundSource = item.data["source"]
         bg = render(src, (w, h), np.random.default_rng(seed), photo_blur=float(r.photo_blur),
-                    max_pixels=int(io.max_pixels))
+                    max_pixels=int(io.max_pixels), horizon_max=feet_line(mask))
         return RepaintJob(rgb=np.ascontiguousarray(rgba[..., :3]), alpha=mask.astype(np.float32) / 255.0,
                           repaint=rep, background=bg, prompt=build_prompt(layout, src.phrase, str(r.prompt)),
                           negative_prompt=str(r.negative_prompt or ""), seed=seed)

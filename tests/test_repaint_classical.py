@@ -211,3 +211,24 @@ def test_procedural_horizon_stays_above_the_objects_feet():
         row = int(0.35 * 128) + 1  # just below the feet: sand, not sky or sea, once the horizon is held up
         assert free[row, :, 2].mean() > free[row, :, 0].mean()  # sky there by default
         assert held[row, :, 0].mean() > held[row, :, 2].mean() + 30  # sand
+
+
+def test_harmonisation_is_per_object():
+    """Each object's edge moves toward its own surroundings: blue on the left, red on the right."""
+    size = 128
+    a = np.zeros((size, size), np.float32)
+    a[30:100, 10:50] = 1.0
+    a[30:100, 78:118] = 1.0
+    rgb = np.zeros((size, size, 3), np.uint8)
+    rgb[a > 0] = (160, 160, 160)
+    bg = np.zeros((size, size, 3), np.uint8)
+    bg[:, :64] = (30, 40, 210)
+    bg[:, 64:] = (210, 40, 30)
+    job = RepaintJob(rgb, a, repaint_mask((a * 255).astype(np.uint8), blur=6), bg)
+    out = ClassicalInpainter(harmonize=0.8, feather=0.0, shadow=0.0)([job])[0].astype(int)
+    band = (job.repaint > 0) & (a > 0)
+    left, right = band.copy(), band.copy()
+    left[:, 64:] = False
+    right[:, :64] = False
+    assert (out[left][:, 2] - out[left][:, 0]).mean() > 20  # bluer than grey
+    assert (out[right][:, 0] - out[right][:, 2]).mean() > 20  # redder than grey

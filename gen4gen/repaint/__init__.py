@@ -43,6 +43,5 @@ def keep_concepts(generated: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, rep
         g = generated[band].astype(np.float32)
         concept = rgb[band].astype(np.float32) * a + g * (1.0 - a)
         out[band] = np.clip(concept * (1.0 - m) + g * m + 0.5, 0, 255).astype(np.uint8)
-    keep = repaint <= 0
-    out[keep] = rgb[keep]  # bit-exact
+    np.copyto(out, rgb, where=(repaint <= 0)[..., None])  # bit-exact concept interiors
     return out

@@ -49,9 +49,13 @@ class ClassicalInpainter:
             inside = cv2.distanceTransform(solid, cv2.DIST_L2, 3)  # px to the outline, inside the concepts
             fg = job.rgb[visible].astype(np.float32)
             if self.harmonize > 0:
-                outside = cv2.distanceTransform(1 - solid, cv2.DIST_L2, 3)
-                fg = self.harmonise(fg, job.rgb, bg, inner=(inside > 0) & (inside <= self.band),
-                                    outer=(outside > 0) & (outside <= self.band))
+                # per object: `near` labels every pixel with its nearest concept blob, so a grey dog on the
+                # left and an orange cat on the right each move toward their own surroundings
+                outside, near = cv2.distanceTransformWithLabels(1 - solid, cv2.DIST_L2, 3,
+                                                                labelType=cv2.DIST_LABEL_CCOMP)
+                inner, outer = (inside > 0) & (inside <= self.band), (outside > 0) & (outside <= self.band)
+                fg = self.harmonise(fg, near[visible], concept=(_lab(job.rgb[inner]), near[inner]),
+                                    surround=(_lab(bg[outer]), near[outer]))
             a = alpha[visible]
             if self.feather > 0:
                 # ramp inward only: an outward feather would smear the cut-out's black surround into the scene
@@ -74,20 +78,19 @@ class ClassicalInpainter:
         out[box] = np.clip(image[box] * (1.0 - amount[box])[..., None] + 0.5, 0, 255).astype(np.uint8)
         return out
 
-    def harmonise(self, fg: np.ndarray, rgb: np.ndarray, bg: np.ndarray, *, inner: np.ndarray,
-                  outer: np.ndarray) -> np.ndarray:
-        """Move the concept pixels ``fg`` (Nx3) so that the concepts' Lab mean/std over their inner edge
-        band go toward the background's over the ring just outside, by ``harmonize`` (a partial Reinhard
-        transfer)."""
-        if inner.sum() < 16 or outer.sum() < 16:
-            return fg
-        c_lab, b_lab = _lab(rgb[inner].astype(np.float32)), _lab(bg[outer].astype(np.float32))
-        mu_c, sd_c = c_lab.mean(0), c_lab.std(0) + 1e-3
-        mu_b, sd_b = b_lab.mean(0), b_lab.std(0) + 1e-3
+    def harmonise(self, fg: np.ndarray, labels: np.ndarray, *, concept: tuple, surround: tuple) -> np.ndarray:
+        """Move each object's pixels ``fg`` (Nx3 RGB, object ``labels``) so that its Lab mean/std over its
+        inner edge band go toward those of the background ring around it, by ``harmonize`` (a partial
+        Reinhard transfer). ``concept`` / ``surround`` are (Lab pixels, labels) of the two rings."""
+        n = int(max(labels.max(initial=0), concept[1].max(initial=0), surround[1].max(initial=0))) + 1
+        mu_c, sd_c, n_c = _group_stats(*concept, n)
+        mu_b, sd_b, n_b = _group_stats(*surround, n)
         t = self.harmonize
         mu_t, sd_t = mu_c + t * (mu_b - mu_c), sd_c + t * (sd_b - sd_c)
         scale = np.clip(sd_t / sd_c, 0.5, 2.0)
-        moved = (_lab(fg) - mu_c) * scale + mu_t
+        ok = (n_c >= 16) & (n_b >= 16)  # too few pixels for statistics: leave that object as it is
+        scale[~ok], mu_t[~ok], mu_c[~ok] = 1.0, 0.0, 0.0
+        moved = (_lab(fg) - mu_c[labels]) * scale[labels] + mu_t[labels]
         rgb_out = cv2.cvtColor(moved.astype(np.float32)[:, None, :], cv2.COLOR_LAB2RGB)[:, 0, :]
         return np.clip(rgb_out * 255.0, 0, 255)
 
@@ -109,9 +112,13 @@ class ClassicalInpainter:
             if rows > 0:
                 np.maximum(shadow[top:top + rows, x:x + bw], foot[:rows], out=shadow[top:top + rows, x:x + bw])
             sigma = max(sigma, bw * 0.03)
-        if not shadow.any():
+        ys, xs = np.nonzero(shadow)
+        if len(ys) == 0:
             return shadow
-        return np.clip(cv2.GaussianBlur(shadow, (0, 0), sigma), 0.0, 1.0)
+        pad = int(3 * sigma) + 1  # blur only the region the shadow can reach: a full-frame blur dominates
+        box = (slice(max(0, ys.min() - pad), ys.max() + pad + 1), slice(max(0, xs.min() - pad), xs.max() + pad + 1))
+        shadow[box] = np.clip(cv2.GaussianBlur(shadow[box], (0, 0), sigma), 0.0, 1.0)
+        return shadow
 
     @staticmethod
     def seamless(comp: np.ndarray, bg: np.ndarray, solid: np.ndarray) -> np.ndarray:
@@ -127,4 +134,13 @@ class ClassicalInpainter:
 
 def _lab(pixels: np.ndarray) -> np.ndarray:
     """Nx3 RGB 0..255 -> Nx3 Lab (only the pixels that matter: full-frame float conversions are slow)."""
-    return cv2.cvtColor((pixels / 255.0).astype(np.float32)[:, None, :], cv2.COLOR_RGB2LAB)[:, 0, :]
+    return cv2.cvtColor((pixels / np.float32(255.0)).astype(np.float32)[:, None, :], cv2.COLOR_RGB2LAB)[:, 0, :]
+
+
+def _group_stats(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-label mean, std (+epsilon) and count of Nx3 ``values``, vectorised with bincount."""
+    count = np.bincount(labels, minlength=n).astype(np.float64)
+    denom = np.maximum(count, 1.0)[:, None]
+    s1 = np.stack([np.bincount(labels, values[:, k], n) for k in range(3)], 1) / denom
+    s2 = np.stack([np.bincount(labels, values[:, k].astype(np.float64) ** 2, n) for k in range(3)], 1) / denom
+    return s1, np.sqrt(np.maximum(s2 - s1 ** 2, 0.0)) + 1e-3, count

@@ -88,18 +88,19 @@ def test_speed_switches_keep_the_result(tiny, sdxl):
     assert any(isinstance(p, FusedAttnProcessor2_0) for p in sdxl.load().unet.attn_processors.values())
 
 
-def test_few_step_lora_with_its_scheduler(tiny, tmp_path):
+def test_few_step_lora_with_its_scheduler(tiny, sdxl, tmp_path):
     lora = make_unet_lora(tmp_path / "lora", tiny["sdxl"])
     lcm = DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", steps=2, guidance=1.0, scheduler="lcm",
                              lora=str(lora), lora_weight_name="pytorch_lora_weights.safetensors")
-    plain = DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", steps=2, guidance=1.0, scheduler="lcm")
     job = make_job(9)
     out = lcm([job])[0]
     assert_concepts_exact(out, job)
     pipe = lcm.load()
     assert type(pipe.scheduler).__name__ == "LCMScheduler"
-    assert not any("lora" in n for n, _ in pipe.unet.named_parameters())  # fused into the weights, adapters gone
-    assert not np.array_equal(out, plain([job])[0])  # the LoRA changed the model
+    params = dict(pipe.unet.named_parameters())
+    assert not any("lora" in n for n in params)  # fused into the weights, adapters unloaded
+    name = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0.weight"  # a LoRA target
+    assert not np.allclose(params[name].detach(), dict(sdxl.load().unet.named_parameters())[name].detach())
     with pytest.raises(UserError, match="cannot load LoRA"):
         DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", lora=str(tmp_path / "no_lora")).load()
 

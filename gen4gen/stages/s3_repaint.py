@@ -25,6 +25,9 @@ from gen4gen.runner import (Item, ItemFailed, ItemWriter, Summary, UserError, co
 
 DIR_NAME = "s3_background_repainting"
 S2_DIR_NAME = "s2_object_compositions"
+# inpainter keys that change speed or placement only (one generator per item: batching changes no result)
+SPEED_ONLY = ("device", "batch_size", "attention", "channels_last", "compile", "compile_mode", "fuse_qkv",
+              "cpu_offload")
 
 
 def item_seed(seed: int, item_id: str) -> int:
@@ -114,8 +117,10 @@ class RepaintStage:
         return items
 
     def config(self) -> dict:
-        return {"repaint": OmegaConf.to_container(self.rcfg, resolve=True),
-                "inpainter": OmegaConf.to_container(self.cfg.inpainter, resolve=True),
+        inpainter = OmegaConf.to_container(self.cfg.inpainter, resolve=True)
+        for key in SPEED_ONLY:  # how fast, not what: switching them keeps finished items
+            inpainter.pop(key, None)
+        return {"repaint": OmegaConf.to_container(self.rcfg, resolve=True), "inpainter": inpainter,
                 "io": OmegaConf.to_container(self.cfg.io, resolve=True)}
 
     def prepare(self, pending: list[Item]) -> None:
@@ -157,8 +162,7 @@ class RepaintStage:
         """Read the s2 files of ``item`` and build its repaint job (ItemFailed on a bad input)."""
         d, layout = Path(item.data["path"]), item.data["layout"]
         io = self.cfg.io
-        rgba = read_image(d / "image_rgba.png", mode="RGBA", max_pixels=int(io.max_pixels), min_side=int(io.min_side))
-        mask = read_image(d / "mask.png", mode="L", max_pixels=int(io.max_pixels), min_side=int(io.min_side))
+        rgba, mask = (_read(d / name, mode, io) for name, mode in (("image_rgba.png", "RGBA"), ("mask.png", "L")))
         h, w = rgba.shape[:2]
         if mask.shape != (h, w):
             raise ItemFailed(f"mask.png is {mask.shape[1]}x{mask.shape[0]} but image_rgba.png is {w}x{h}")
@@ -208,6 +212,13 @@ class RepaintStage:
     def _batch_meta(self, size: int) -> dict:
         secs = getattr(self.backend, "last_batch_seconds", None)  # GPU backends time their pipeline call
         return {} if secs is None else {"batch": {"size": size, "seconds": round(float(secs), 4)}}
+
+
+def _read(path: Path, mode: str, io) -> np.ndarray:
+    try:
+        return read_image(path, mode=mode, max_pixels=int(io.max_pixels), min_side=int(io.min_side))
+    except ItemFailed as e:  # say which of the s2 files is bad
+        raise ItemFailed(f"s2 {path.name}: {e}") from None
 
 
 def _subdirs(folder: Path) -> list[Path]:

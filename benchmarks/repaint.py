@@ -279,8 +279,8 @@ def main() -> None:
     rows = [("## classical (CPU, 1024²)", "")] + bench_classical(args.images)
     if args.device != "cpu" or args.tiny:
         steps = 4 if args.tiny else args.steps
-        rows += [(f"## SD-XL inpainting ({args.device}, {'64² tiny models' if args.tiny else '1024², random weights'})",
-                  "s/img, speed-up vs Gen4Gen")]
+        what = "64² tiny models" if args.tiny else "1024², random weights"
+        rows += [(f"## SD-XL inpainting ({args.device}, {what})", "s/img, speed-up vs Gen4Gen")]
         rows += bench_diffusion(args.device, args.tiny, 4 if args.tiny else args.gpu_images,
                                 2 if args.tiny else args.batch, steps, 2 if args.tiny else args.few_steps,
                                 args.compile)

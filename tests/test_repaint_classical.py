@@ -1,7 +1,6 @@
 """s3 building blocks on the CPU: Gen4Gen mask, background sources, prompt, the classical backend."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter

@@ -1,7 +1,6 @@
 """The s3 stage end to end on a synthetic s2 output written per the contract."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

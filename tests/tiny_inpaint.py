@@ -17,7 +17,7 @@ BPE = SHARED / "tokenizers" / "bpe_simple_vocab_16e6.txt.gz"
 @lru_cache(maxsize=None)
 def _bytes_to_unicode() -> dict[int, str]:
     """CLIP's reversible byte -> printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
     n = 0
     for b in range(256):

@@ -113,7 +113,7 @@ def render(src: BackgroundSource, size: tuple[int, int], rng: np.random.Generato
     if src.kind == "photo":
         photo = read_image(src.source, max_pixels=max_pixels)  # BadImage (ItemFailed) on a bad file
         out = cover(photo, w, h)
-        if photo_blur > 0:  # Gen4Gen softens the photo (GaussianBlur radius 1) so its detail does not fight the concepts
+        if photo_blur > 0:  # Gen4Gen softens the photo (GaussianBlur radius 1): its detail must not fight the concepts
             out = cv2.GaussianBlur(out, (0, 0), photo_blur)
         return out
     return procedural(src.source or style_for(src.phrase), w, h, rng, horizon_max=horizon_max)

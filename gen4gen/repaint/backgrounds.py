@@ -1,0 +1,276 @@
+"""Background sources for s3: photos grouped by scene, a noise start, or procedural scenes.
+
+A composition gets up to ``max_backgrounds`` sources (one output variant each). Photos come from
+``<backgrounds>/<scene>/*.jpg`` where the scene folder matches one of the layout's scene phrases
+("in the garden" -> ``garden/``); noise is Gen4Gen's ``--noise-bkg`` start; procedural scenes are
+gradients and textures picked from the phrase (garden -> sky over grass, beach -> sea over sand,
+kitchen -> wall over a wood table) so the embedded demo needs no downloads.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gen4gen.images import IMAGE_EXTENSIONS, read_image
+
+KINDS = ("photo", "noise", "procedural")
+_FILLER = {"in", "on", "at", "the", "a", "an", "over", "by", "near", "inside", "under", "of", "with", "and", "into",
+           "onto", "beside", "next", "to", "front", "top"}
+
+
+@dataclass(frozen=True)
+class BackgroundSource:
+    kind: str  # photo | noise | procedural
+    phrase: str  # background prompt phrase, e.g. "in the garden"
+    source: str | None = None  # photo path, or the procedural style name
+    fallback: str | None = None  # why this is not the kind that was asked for
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "source": self.source, "phrase": self.phrase, "fallback": self.fallback}
+
+
+def scene_words(text: str) -> list[str]:
+    """Content words of a scene phrase or folder name: "in the living-room" -> ["living", "room"]."""
+    return [w for w in re.split(r"[^a-z0-9]+", text.lower()) if w and w not in _FILLER]
+
+
+def layout_phrases(layout: dict) -> list[str]:
+    """The layout's scene phrases, the chosen background prompt first, without repeats."""
+    phrases = [layout.get("background_prompt"), *(layout.get("scenes") or [])]
+    out: list[str] = []
+    for p in phrases:
+        if isinstance(p, str) and p.strip() and p.strip() not in out:
+            out.append(p.strip())
+    return out or ["in a room"]
+
+
+def scan_photo_folders(root: Path) -> dict[str, list[Path]]:
+    """``{folder name: sorted photos}`` for every scene folder under ``root`` that holds photos."""
+    folders: dict[str, list[Path]] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        photos = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        if photos:
+            folders[d.name] = photos
+    return folders
+
+
+def _matches(folder: str, phrase: str) -> bool:
+    fw, pw = scene_words(folder), scene_words(phrase)
+    return bool(fw) and all(any(p == f or p == f + "s" or f == p + "s" for p in pw) for f in fw)
+
+
+def plan_sources(layout: dict, *, kind: str, max_backgrounds: int, rng: np.random.Generator,
+                 photo_folders: dict[str, list[Path]] | None = None) -> list[BackgroundSource]:
+    """Up to ``max_backgrounds`` sources for one composition, deterministic for a given ``rng``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown background source {kind!r}; choose one of {', '.join(KINDS)}")
+    n = max(1, int(max_backgrounds))
+    phrases = layout_phrases(layout)
+    if kind == "photo":
+        per_folder: list[list[tuple[str, Path]]] = []
+        for folder, photos in (photo_folders or {}).items():
+            phrase = next((p for p in phrases + [str(layout.get("scene", ""))] if _matches(folder, p)), None)
+            if phrase is not None:
+                if phrase == layout.get("scene"):
+                    phrase = f"in the {' '.join(scene_words(folder))}"
+                order = rng.permutation(len(photos))
+                per_folder.append([(phrase, photos[i]) for i in order])
+        # round robin over the matched scene folders, so variants show different scenes
+        picked = _round_robin(per_folder)[:n]
+        if picked:
+            return [BackgroundSource("photo", phrase, str(path)) for phrase, path in picked]
+        reason = (f"no background folder matches the scenes {phrases}; have "
+                  f"{sorted(photo_folders or {}) or 'none'}")
+        return [BackgroundSource("procedural", p, style_for(p), fallback=reason) for p in _cycle(phrases, n)]
+    if kind == "noise":
+        return [BackgroundSource("noise", p) for p in _cycle(phrases, n)]
+    return [BackgroundSource("procedural", p, style_for(p)) for p in _cycle(phrases, n)]
+
+
+def _cycle(items: list[str], n: int) -> list[str]:
+    return [items[k % len(items)] for k in range(n)]
+
+
+def _round_robin(groups: list[list]) -> list:
+    out, k = [], 0
+    while any(k < len(g) for g in groups):
+        out += [g[k] for g in groups if k < len(g)]
+        k += 1
+    return out
+
+
+def render(src: BackgroundSource, size: tuple[int, int], rng: np.random.Generator, *,
+           photo_blur: float = 1.0, max_pixels: int = 80_000_000, horizon_max: float | None = None) -> np.ndarray:
+    """The background as uint8 HxWx3 of ``size`` = (W, H); ``horizon_max`` (fraction of H) keeps a
+    procedural horizon above the objects' feet (see ``feet_line``)."""
+    w, h = size
+    if src.kind == "noise":
+        return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    if src.kind == "photo":
+        photo = read_image(src.source, max_pixels=max_pixels)  # BadImage (ItemFailed) on a bad file
+        out = cover(photo, w, h)
+        if photo_blur > 0:  # Gen4Gen softens the photo (GaussianBlur radius 1): its detail must not fight the concepts
+            out = cv2.GaussianBlur(out, (0, 0), photo_blur)
+        return out
+    return procedural(src.source or style_for(src.phrase), w, h, rng, horizon_max=horizon_max)
+
+
+def feet_line(mask: np.ndarray, min_area: float = 0.002) -> float | None:
+    """The highest bottom edge of the concepts (fraction of H), so a procedural horizon can sit above it
+    and every object stands on the ground instead of floating against the sky or a wall."""
+    solid = (mask > (127 if mask.dtype == np.uint8 else 0.5)).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
+    h = mask.shape[0]
+    bottoms = [(y + bh) / h for x, y, bw, bh, area in stats[1:] if area >= min_area * mask.size]
+    return min(bottoms) if bottoms else None
+
+
+def cover(image: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Scale ``image`` to cover ``w``x``h`` and crop the centre."""
+    ih, iw = image.shape[:2]
+    s = max(w / iw, h / ih)
+    nw, nh = max(w, round(iw * s)), max(h, round(ih * s))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+    scaled = cv2.resize(image, (nw, nh), interpolation=interp)
+    x0, y0 = (nw - w) // 2, (nh - h) // 2
+    return np.ascontiguousarray(scaled[y0:y0 + h, x0:x0 + w])
+
+
+# ---------------------------------------------------------------- procedural scenes
+# style -> words that pick it; checked in this order, so "underwater" wins over "water", "kitchen table" over "room"
+STYLE_WORDS: dict[str, tuple[str, ...]] = {
+    "underwater": ("underwater", "aquarium", "reef", "coral"),
+    "night": ("galaxy", "space", "night", "stars", "universe"),
+    "kitchen": ("kitchen", "table", "cafe", "restaurant", "counter", "dining", "desk", "bar"),
+    "room": ("room", "sofa", "couch", "bedroom", "living", "playroom", "office", "gallery", "museum", "closet",
+             "house", "home", "indoors", "bed", "carpet", "floor", "store", "shop", "gym", "laboratory", "library"),
+    "beach": ("beach", "sand", "desert", "dune", "savannah", "oasis", "shore", "coast", "safari"),
+    "water": ("sea", "ocean", "lake", "harbor", "harbour", "pond", "river", "boat"),
+    "snow": ("snow", "mountain", "mountains", "winter", "ice", "glacier"),
+    "city": ("city", "street", "sidewalk", "road", "playground", "town", "village", "airport", "square"),
+    "garden": ("garden", "park", "grass", "meadow", "field", "lawn", "farm", "pasture", "countryside", "yard",
+               "backyard", "forest", "jungle", "grassland", "grasslands", "zoo", "woods", "hill", "outdoors", "sky"),
+}
+
+
+def style_for(phrase: str) -> str:
+    words = scene_words(phrase)
+    for style, keys in STYLE_WORDS.items():
+        if any(w in keys or w.rstrip("s") in keys for w in words):
+            return style
+    return "studio"
+
+
+def _noise(rng: np.random.Generator, h: int, w: int, cells: tuple[float, float], octaves: int = 3) -> np.ndarray:
+    """Smooth value noise in [0, 1]; ``cells`` = (rows, cols) of the coarsest grid (anisotropic -> streaks)."""
+    out = np.zeros((h, w), np.float32)
+    amp, total = 1.0, 0.0
+    for o in range(octaves):
+        gh, gw = max(2, int(cells[0] * 2 ** o)), max(2, int(cells[1] * 2 ** o))
+        grid = rng.random((gh, gw), dtype=np.float32)
+        out += amp * cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+        total += amp
+        amp *= 0.5
+    out /= total
+    lo, hi = float(out.min()), float(out.max())
+    return (out - lo) / max(hi - lo, 1e-6)
+
+
+def _vgrad(h: int, w: int, top, bottom, y0: int = 0, y1: int | None = None) -> np.ndarray:
+    y1 = h if y1 is None else y1
+    t = np.linspace(0.0, 1.0, max(1, y1 - y0), dtype=np.float32)[:, None, None]
+    col = (1 - t) * np.asarray(top, np.float32) + t * np.asarray(bottom, np.float32)
+    return np.broadcast_to(col, (y1 - y0, w, 3)).copy()
+
+
+def _jitter(rng: np.random.Generator, colour, amount: float = 12.0) -> np.ndarray:
+    return np.clip(np.asarray(colour, np.float32) + rng.uniform(-amount, amount, 3), 0, 255)
+
+
+def _sky(rng, h, w, horizon, top=(105, 155, 222), low=(205, 226, 244)) -> np.ndarray:
+    sky = _vgrad(horizon, w, _jitter(rng, top), _jitter(rng, low))
+    clouds = _noise(rng, horizon, w, (2, 4), octaves=4)
+    cloud_w = np.clip((clouds - 0.55) * 2.5, 0, 1)[..., None] * 0.6
+    return sky * (1 - cloud_w) + 245.0 * cloud_w
+
+
+def _ground(rng, h, w, far, near, streak: tuple[float, float], amount: float) -> np.ndarray:
+    g = _vgrad(h, w, _jitter(rng, far), _jitter(rng, near))
+    tex = _noise(rng, h, w, streak, octaves=4)
+    return g * (1.0 + amount * (tex[..., None] - 0.5))
+
+
+def _ridge(rng, w: int, base: int, height: int) -> np.ndarray:
+    """A row index per column: a jagged skyline (treeline, mountains) above ``base``."""
+    line = _noise(rng, 1, w, (1, 6), octaves=4)[0]
+    return (base - line * height).astype(np.int32)
+
+
+def _paint_above(img: np.ndarray, ridge: np.ndarray, base: int, colour_top, colour_bottom) -> None:
+    h, w = img.shape[:2]
+    ys = np.arange(h)[:, None]
+    band = (ys >= ridge[None, :]) & (ys < base)
+    if band.any():
+        layer = _vgrad(h, w, colour_top, colour_bottom)
+        img[band] = layer[band]
+
+
+def procedural(style: str, w: int, h: int, rng: np.random.Generator, horizon_max: float | None = None) -> np.ndarray:
+    """A plausible, soft scene background of ``style`` as uint8 HxWx3 (see ``STYLE_WORDS``)."""
+    hz = rng.uniform(0.38, 0.5)  # horizon / wall-floor line: objects stand below it
+    sea_frac = rng.uniform(0.08, 0.14) if style == "beach" else 0.0  # the sea band lies behind the objects too
+    if horizon_max is not None:
+        hz = min(hz, horizon_max - 0.04 - sea_frac)
+    hz = int(h * max(0.15, hz))
+    img = np.empty((h, w, 3), np.float32)
+    if style == "garden":
+        img[:hz] = _sky(rng, h, w, hz)
+        img[hz:] = _ground(rng, h - hz, w, (128, 170, 88), (58, 118, 42), (h / 10, w / 90), 0.45)
+        _paint_above(img, _ridge(rng, w, hz + 2, int(h * 0.12)), hz + 2, _jitter(rng, (50, 95, 45)), (70, 120, 55))
+    elif style == "beach":
+        sea = hz + int(h * sea_frac)
+        img[:hz] = _sky(rng, h, w, hz)
+        img[hz:sea] = _ground(rng, sea - hz, w, (52, 112, 160), (88, 168, 196), (h / 60, w / 8), 0.25)
+        img[sea:] = _ground(rng, h - sea, w, (226, 208, 166), (204, 178, 128), (h / 40, w / 30), 0.18)
+    elif style == "water":
+        img[:hz] = _sky(rng, h, w, hz)
+        img[hz:] = _ground(rng, h - hz, w, (70, 125, 170), (30, 80, 125), (h / 50, w / 6), 0.3)
+    elif style == "snow":
+        img[:hz] = _sky(rng, h, w, hz, top=(120, 160, 210), low=(215, 228, 240))
+        _paint_above(img, _ridge(rng, w, hz, int(h * 0.22)), hz, _jitter(rng, (120, 130, 150)), (175, 185, 200))
+        img[hz:] = _ground(rng, h - hz, w, (225, 232, 242), (242, 246, 252), (h / 30, w / 20), 0.08)
+    elif style == "city":
+        img[:hz] = _ground(rng, hz, w, (185, 180, 175), (150, 148, 150), (4, w / 60), 0.35)
+        img[hz:] = _ground(rng, h - hz, w, (165, 163, 160), (120, 118, 116), (h / 25, w / 25), 0.2)
+        tile = max(8, w // 12)
+        img[hz:, ::tile] *= 0.82  # pavement joints
+    elif style in ("kitchen", "room"):
+        wall = ((236, 226, 208), (214, 200, 180)) if style == "kitchen" else ((214, 218, 220), (192, 196, 200))
+        img[:hz] = _ground(rng, hz, w, _jitter(rng, wall[0], 5), _jitter(rng, wall[1], 5), (3, 4), 0.08)
+        wood_far, wood_near = ((150, 102, 62), (118, 76, 44)) if style == "kitchen" else ((176, 132, 92), (140, 98, 62))
+        floor = _vgrad(h - hz, w, _jitter(rng, wood_far, 10), _jitter(rng, wood_near, 10))
+        warp = _noise(rng, h - hz, w, (4, 3), octaves=3)
+        ys = np.linspace(0, 1, h - hz, dtype=np.float32)[:, None]
+        grain = 0.5 + 0.5 * np.sin(2 * np.pi * (ys * rng.uniform(40, 70) * (1 + ys) + 3.0 * warp))  # wood grain
+        floor *= (0.86 + 0.2 * grain)[..., None]
+        planks = max(6, (h - hz) // 7)
+        floor[::planks] *= 0.75
+        img[hz:] = floor
+        img[hz:hz + max(2, h // 120)] *= 0.7  # edge line (table front / skirting board) gives depth
+    elif style == "night":
+        img[:] = _vgrad(h, w, _jitter(rng, (8, 12, 36)), _jitter(rng, (38, 46, 96)))
+        stars = rng.random((h, w)) > 0.9985
+        img[stars] = 235.0
+        img = cv2.GaussianBlur(img, (0, 0), 0.7)
+    elif style == "underwater":
+        img[:] = _ground(rng, h, w, (60, 160, 185), (10, 55, 105), (h / 12, w / 12), 0.3)
+    else:  # studio backdrop: a soft radial gradient
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r = np.sqrt(((xx - w / 2) / w) ** 2 + ((yy - h * 0.4) / h) ** 2)[..., None]
+        img[:] = _jitter(rng, (214, 212, 208)) * (1 - r) + _jitter(rng, (150, 148, 152)) * r
+    img = cv2.GaussianBlur(img, (0, 0), max(0.6, min(w, h) / 1024))  # camera softness: no aliasing stripes
+    return np.clip(img, 0, 255).astype(np.uint8)

@@ -1,0 +1,146 @@
+"""The embedded s3 backend (CPU, no weights): concepts placed over the background with a feathered
+edge, optional Poisson blending, colour harmonisation and a soft contact shadow.
+
+Only the repaint band (``job.repaint > 0``) and the background change; concept interiors stay
+bit-exact, so s2's instance masks and boxes still hold for the s3 image.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from gen4gen.repaint import RepaintJob, keep_concepts
+
+
+class ClassicalInpainter:
+    name = "classical"
+    thread_safe = True  # no state between calls: the stage may run items in parallel threads
+
+    def __init__(self, feather: float = 6.0, harmonize: float = 0.5, band: int = 24, poisson: bool = False,
+                 shadow: float = 0.45, shadow_squash: float = 0.12, standing_min_y: float = 0.25,
+                 min_component: float = 0.002, batch_size: int = 1):
+        self.feather = float(feather)  # px over which a concept's alpha ramps from 0 at its outline to 1
+        self.harmonize = float(harmonize)  # 0: concept colours as they are; 1: band statistics = the background's
+        self.band = int(band)  # px: width of the rings whose Lab statistics are matched
+        self.poisson = bool(poisson)  # cv2.seamlessClone (gradient-domain) for the band
+        self.shadow = float(shadow)  # opacity of the contact shadow; 0 = none
+        self.shadow_squash = float(shadow_squash)  # shadow height / object height
+        self.standing_min_y = float(standing_min_y)  # objects whose bottom is below this fraction of H stand
+        self.min_component = float(min_component)  # image fraction: smaller blobs cast no shadow
+        self.batch_size = int(batch_size)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "feather": self.feather, "harmonize": self.harmonize, "band": self.band,
+                "poisson": self.poisson, "shadow": self.shadow}
+
+    def __call__(self, jobs: list[RepaintJob]) -> list[np.ndarray]:
+        return [self.repaint(job) for job in jobs]
+
+    def repaint(self, job: RepaintJob) -> np.ndarray:
+        alpha = job.alpha.astype(np.float32)
+        solid = (alpha > 0.5).astype(np.uint8)
+        bg = job.background
+        if self.shadow > 0:
+            bg = self.darken(bg, self.shadow * self.contact_shadow(solid))
+        # the concept shows (partly) changed only where it has alpha and may be repainted: work there only
+        visible = (job.repaint > 0) & (alpha > 0)
+        comp = bg.copy()
+        if visible.any():
+            inside = cv2.distanceTransform(solid, cv2.DIST_L2, 3)  # px to the outline, inside the concepts
+            fg = job.rgb[visible].astype(np.float32)
+            if self.harmonize > 0:
+                # per object: `near` labels every pixel with its nearest concept blob, so a grey dog on the
+                # left and an orange cat on the right each move toward their own surroundings
+                outside, near = cv2.distanceTransformWithLabels(1 - solid, cv2.DIST_L2, 3,
+                                                                labelType=cv2.DIST_LABEL_CCOMP)
+                inner, outer = (inside > 0) & (inside <= self.band), (outside > 0) & (outside <= self.band)
+                fg = self.harmonise(fg, near[visible], concept=(_lab(job.rgb[inner]), near[inner]),
+                                    surround=(_lab(bg[outer]), near[outer]))
+            a = alpha[visible]
+            if self.feather > 0:
+                # ramp inward only: an outward feather would smear the cut-out's black surround into the scene
+                a = np.minimum(a, np.clip(inside[visible] / self.feather, 0.0, 1.0))
+            a = a[:, None]
+            mixed = fg * a + bg[visible].astype(np.float32) * (1.0 - a)
+            comp[visible] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+        if self.poisson and solid.any():
+            comp = self.seamless(comp, bg, solid)
+        return keep_concepts(comp, job.rgb, alpha, job.repaint)
+
+    @staticmethod
+    def darken(image: np.ndarray, amount: np.ndarray) -> np.ndarray:
+        """``image * (1 - amount)``, computed only inside the bounding box where ``amount`` > 0."""
+        ys, xs = np.nonzero(amount > 1e-3)
+        if len(ys) == 0:
+            return image
+        box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        out = image.copy()
+        out[box] = np.clip(image[box] * (1.0 - amount[box])[..., None] + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+    def harmonise(self, fg: np.ndarray, labels: np.ndarray, *, concept: tuple, surround: tuple) -> np.ndarray:
+        """Move each object's pixels ``fg`` (Nx3 RGB, object ``labels``) so that its Lab mean/std over its
+        inner edge band go toward those of the background ring around it, by ``harmonize`` (a partial
+        Reinhard transfer). ``concept`` / ``surround`` are (Lab pixels, labels) of the two rings."""
+        n = int(max(labels.max(initial=0), concept[1].max(initial=0), surround[1].max(initial=0))) + 1
+        mu_c, sd_c, n_c = _group_stats(*concept, n)
+        mu_b, sd_b, n_b = _group_stats(*surround, n)
+        t = self.harmonize
+        mu_t, sd_t = mu_c + t * (mu_b - mu_c), sd_c + t * (sd_b - sd_c)
+        scale = np.clip(sd_t / sd_c, 0.5, 2.0)
+        ok = (n_c >= 16) & (n_b >= 16)  # too few pixels for statistics: leave that object as it is
+        scale[~ok], mu_t[~ok], mu_c[~ok] = 1.0, 0.0, 0.0
+        moved = (_lab(fg) - mu_c[labels]) * scale[labels] + mu_t[labels]
+        rgb_out = cv2.cvtColor(moved.astype(np.float32)[:, None, :], cv2.COLOR_LAB2RGB)[:, 0, :]
+        return np.clip(rgb_out * 255.0, 0, 255)
+
+    def contact_shadow(self, solid: np.ndarray) -> np.ndarray:
+        """Float HxW 0..1: each standing object's silhouette squashed flat at its feet, blurred."""
+        h, w = solid.shape
+        shadow = np.zeros((h, w), np.float32)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
+        sigma = 1.0
+        for i in range(1, n):
+            x, y, bw, bh, area = (int(v) for v in stats[i])
+            if area < self.min_component * h * w or (y + bh) < self.standing_min_y * h:
+                continue
+            sh = max(2, int(round(bh * self.shadow_squash)))
+            foot = cv2.resize((labels[y:y + bh, x:x + bw] == i).astype(np.float32), (bw, sh),
+                              interpolation=cv2.INTER_AREA)
+            top = min(h, y + bh - sh // 2)  # centred on the feet line: half behind the object, half in front
+            rows = min(sh, h - top)
+            if rows > 0:
+                np.maximum(shadow[top:top + rows, x:x + bw], foot[:rows], out=shadow[top:top + rows, x:x + bw])
+            sigma = max(sigma, bw * 0.03)
+        ys, xs = np.nonzero(shadow)
+        if len(ys) == 0:
+            return shadow
+        pad = int(3 * sigma) + 1  # blur only the region the shadow can reach: a full-frame blur dominates
+        box = (slice(max(0, ys.min() - pad), ys.max() + pad + 1), slice(max(0, xs.min() - pad), xs.max() + pad + 1))
+        shadow[box] = np.clip(cv2.GaussianBlur(shadow[box], (0, 0), sigma), 0.0, 1.0)
+        return shadow
+
+    @staticmethod
+    def seamless(comp: np.ndarray, bg: np.ndarray, solid: np.ndarray) -> np.ndarray:
+        """Poisson-blend the composite's concept region into the background (OpenCV NORMAL_CLONE)."""
+        mask = cv2.dilate(solid, np.ones((5, 5), np.uint8)) * 255
+        mask[:2], mask[-2:], mask[:, :2], mask[:, -2:] = 0, 0, 0, 0  # seamlessClone needs a margin
+        if not mask.any():
+            return comp
+        x, y, bw, bh = cv2.boundingRect(mask)
+        center = (x + bw // 2, y + bh // 2)  # OpenCV places the ROI at center - size // 2 = (x, y)
+        return cv2.seamlessClone(comp, bg, mask, center, cv2.NORMAL_CLONE)
+
+
+def _lab(pixels: np.ndarray) -> np.ndarray:
+    """Nx3 RGB 0..255 -> Nx3 Lab (only the pixels that matter: full-frame float conversions are slow)."""
+    return cv2.cvtColor((pixels / np.float32(255.0)).astype(np.float32)[:, None, :], cv2.COLOR_RGB2LAB)[:, 0, :]
+
+
+def _group_stats(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-label mean, std (+epsilon) and count of Nx3 ``values``, vectorised with bincount."""
+    count = np.bincount(labels, minlength=n).astype(np.float64)
+    denom = np.maximum(count, 1.0)[:, None]
+    s1 = np.stack([np.bincount(labels, values[:, k], n) for k in range(3)], 1) / denom
+    s2 = np.stack([np.bincount(labels, values[:, k].astype(np.float64) ** 2, n) for k in range(3)], 1) / denom
+    return s1, np.sqrt(np.maximum(s2 - s1 ** 2, 0.0)) + 1e-3, count

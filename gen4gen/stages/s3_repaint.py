@@ -1,0 +1,236 @@
+"""s3: repaint the background of every s2 composition.
+
+``<stages_dir>/s2_object_compositions/<scene>/<composition id>/`` ->
+``<stages_dir>/s3_background_repainting/<scene>/<composition id>/<variant>/{image.png, mask_used.png, meta.json}``
+with one variant ``v<k>_<kind>`` per background source (up to ``repaint.max_backgrounds``). Concept
+pixels stay exact (``mask_used.png`` is 0 there), so s2's instance masks and boxes hold for the s3 image.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gen4gen.images import read_image
+from gen4gen.repaint import RepaintJob
+from gen4gen.repaint.backgrounds import BackgroundSource, feet_line, plan_sources, render, scan_photo_folders
+from gen4gen.repaint.mask import repaint_mask, to_u8
+from gen4gen.repaint.prompt import build_prompt
+from gen4gen.runner import (Item, ItemFailed, ItemWriter, Summary, UserError, config_hash, item_rng, read_meta,
+                            run_stage)
+
+DIR_NAME = "s3_background_repainting"
+S2_DIR_NAME = "s2_object_compositions"
+# inpainter keys that change speed or placement only (one generator per item: batching changes no result)
+SPEED_ONLY = ("device", "batch_size", "attention", "channels_last", "compile", "compile_mode", "fuse_qkv",
+              "cpu_offload")
+
+
+def item_seed(seed: int, item_id: str) -> int:
+    """The item's seed (background texture, diffusion noise): the same whichever batch it runs in."""
+    return int(item_rng(seed, item_id).integers(0, 2 ** 31 - 1))
+
+
+def build_backend(node: DictConfig):
+    try:
+        return instantiate(node)
+    except Exception as e:  # hydra wraps constructor errors; a UserError (no GPU) must reach the user as is
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise UserError(f"cannot build the inpainter {node.get('_target_')}: {cause or e}") from None
+
+
+class RepaintStage:
+    name = "s3"
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.rcfg = cfg.repaint
+        stages = Path(cfg.paths.stages_dir)
+        self.in_root = stages / S2_DIR_NAME
+        self.out_root = stages / DIR_NAME
+        self.kind = str(self.rcfg.source)
+        if self.kind == "auto":
+            self.kind = "photo" if self.rcfg.backgrounds else "procedural"
+        self.photo_folders = self._photo_folders() if self.kind == "photo" else {}
+        self.backend = build_backend(cfg.inpainter)
+        self.batch_size = max(1, int(getattr(self.backend, "batch_size", 1)))
+        # the CPU backend is stateless and OpenCV releases the GIL: threads help. A diffusers pipeline keeps
+        # scheduler state per call: one thread, the GPU parallelism comes from batches
+        self.workers = int(cfg.workers) if getattr(self.backend, "thread_safe", False) else 1
+        self._batches: dict[str, list[Item]] = {}
+        self._results: dict[str, tuple | Exception] = {}
+        self._lock = threading.Lock()
+
+    def _photo_folders(self) -> dict:
+        if not self.rcfg.backgrounds:
+            raise UserError("repaint.source=photo needs repaint.backgrounds=<dir> with <dir>/<scene>/*.jpg")
+        root = Path(self.rcfg.backgrounds)
+        if not root.is_dir():
+            raise UserError(f"repaint.backgrounds={root} is not a folder; expected <dir>/<scene>/*.jpg "
+                            f"(e.g. {root}/garden/photo1.jpg)")
+        folders = scan_photo_folders(root)
+        if not folders:
+            raise UserError(f"no photos in scene folders under {root}; expected <dir>/<scene>/*.jpg")
+        return folders
+
+    # ------------------------------------------------------------ runner hooks
+    def discover(self) -> list[Item]:
+        if not self.in_root.is_dir():
+            raise UserError(f"no s2 output at {self.in_root}; run `python -m gen4gen stage=s2` first")
+        items: list[Item] = []
+        for scene in _subdirs(self.in_root):
+            for comp in _subdirs(scene):
+                items += self._items_for(comp, f"{scene.name}/{comp.name}")
+        return items
+
+    def _items_for(self, comp: Path, cid: str) -> list[Item]:
+        def bad(reason: str) -> list[Item]:
+            return [Item(cid, self.out_root / cid, {"path": str(comp)}, error=reason)]
+
+        meta = read_meta(comp)
+        if meta is None:
+            return bad("s2 composition is unfinished (no readable meta.json); rerun stage=s2")
+        try:
+            layout = json.loads((comp / "layout.json").read_text("utf-8"))
+        except OSError as e:
+            return bad(f"cannot read layout.json: {e.strerror or e}")
+        except ValueError as e:
+            return bad(f"layout.json is not valid JSON: {e}")
+        if not isinstance(layout, dict):
+            return bad("layout.json does not hold a JSON object")
+        sources = plan_sources(layout, kind=self.kind, max_backgrounds=int(self.rcfg.max_backgrounds),
+                               rng=item_rng(int(self.cfg.seed), cid + "/backgrounds"),
+                               photo_folders=self.photo_folders)
+        items = []
+        for k, src in enumerate(sources):
+            variant = f"v{k}_{src.kind}"
+            vid = f"{cid}/{variant}"
+            fp = config_hash([meta.get("config_hash"), meta.get("fingerprint", ""), src.describe()])
+            items.append(Item(vid, self.out_root / vid, {"path": str(comp), "composition": cid, "variant": variant,
+                                                        "source": src, "layout": layout}, fp))
+        return items
+
+    def config(self) -> dict:
+        inpainter = OmegaConf.to_container(self.cfg.inpainter, resolve=True)
+        for key in SPEED_ONLY:  # how fast, not what: switching them keeps finished items
+            inpainter.pop(key, None)
+        return {"repaint": OmegaConf.to_container(self.rcfg, resolve=True), "inpainter": inpainter,
+                "io": OmegaConf.to_container(self.cfg.io, resolve=True)}
+
+    def prepare(self, pending: list[Item]) -> None:
+        load = getattr(self.backend, "load", None)
+        if load:
+            load()  # weights load once, before the loop, and a bad model id fails the run clearly
+        if self.batch_size > 1:  # the runner walks `pending` in order in one thread: batch consecutive items
+            for k in range(0, len(pending), self.batch_size):
+                batch = pending[k:k + self.batch_size]
+                for it in batch:
+                    self._batches[it.id] = batch
+
+    def process(self, item: Item, out: ItemWriter, rng: np.random.Generator) -> dict:
+        if item.id in self._batches:
+            job, image, extra = self._batched(item)
+        else:
+            job = self.job(item)
+            image, extra = self.backend([job])[0], self._batch_meta(1)
+        out.image("image.png", image)
+        out.image("mask_used.png", to_u8(job.repaint))
+        src: BackgroundSource = item.data["source"]
+        return {"composition": item.data["composition"], "composition_dir": item.data["path"],
+                "variant": item.data["variant"], "background": src.describe(),
+                "backend": getattr(self.backend, "name", type(self.backend).__name__), "prompt": job.prompt,
+                "negative_prompt": job.negative_prompt, "seed": job.seed, "size": list(job.size),
+                "repaint_fraction": round(float(job.repaint.mean()), 4),
+                "exact_fraction": round(float((job.repaint <= 0).mean()), 4),
+                "inpainter": self.backend.describe(), **extra}
+
+    def finish(self, summary: Summary) -> None:
+        summary.notes["inpainter"] = getattr(self.backend, "name", type(self.backend).__name__)
+        summary.notes["backgrounds"] = self.kind
+        fallbacks = sum(1 for _, meta in _metas(self.out_root) if (meta.get("background") or {}).get("fallback"))
+        if fallbacks:
+            summary.notes["no matching photo folder (procedural used)"] = fallbacks
+
+    # ------------------------------------------------------------ work
+    def job(self, item: Item) -> RepaintJob:
+        """Read the s2 files of ``item`` and build its repaint job (ItemFailed on a bad input)."""
+        d, layout = Path(item.data["path"]), item.data["layout"]
+        io = self.cfg.io
+        rgba, mask = (_read(d / name, mode, io) for name, mode in (("image_rgba.png", "RGBA"), ("mask.png", "L")))
+        h, w = rgba.shape[:2]
+        if mask.shape != (h, w):
+            raise ItemFailed(f"mask.png is {mask.shape[1]}x{mask.shape[0]} but image_rgba.png is {w}x{h}")
+        size = layout.get("size")
+        if size is not None and list(size) != [w, h]:
+            raise ItemFailed(f"layout.json size {size} does not match image_rgba.png {w}x{h}")
+        r = self.rcfg
+        rep = repaint_mask(mask, blur=int(r.blur), low=float(r.mask_low), high=float(r.mask_high),
+                           solid=float(r.mask_solid), invert=bool(r.invert))
+        seed = item_seed(int(self.cfg.seed), item.id)
+        src: BackgroundSource = item.data["source"]
+        bg = render(src, (w, h), np.random.default_rng(seed), photo_blur=float(r.photo_blur),
+                    max_pixels=int(io.max_pixels), horizon_max=feet_line(mask))
+        return RepaintJob(rgb=np.ascontiguousarray(rgba[..., :3]), alpha=mask.astype(np.float32) / 255.0,
+                          repaint=rep, background=bg, prompt=build_prompt(layout, src.phrase, str(r.prompt)),
+                          negative_prompt=str(r.negative_prompt or ""), seed=seed)
+
+    def _batched(self, item: Item) -> tuple:
+        with self._lock:
+            if item.id not in self._results:
+                self._run_batch(self._batches[item.id])
+            result = self._results.pop(item.id)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _run_batch(self, batch: list[Item]) -> None:
+        jobs: dict[str, RepaintJob] = {}
+        for it in batch:
+            try:
+                jobs[it.id] = self.job(it)
+            except ItemFailed as e:
+                self._results[it.id] = e
+        by_size: dict[tuple, list[str]] = {}
+        for iid, job in jobs.items():
+            by_size.setdefault(job.size, []).append(iid)
+        for ids in by_size.values():
+            try:
+                images = self.backend([jobs[i] for i in ids])
+            except Exception as e:  # noqa: BLE001 - e.g. CUDA out of memory: these items fail, the run goes on
+                for i in ids:
+                    self._results[i] = ItemFailed(f"inpainting batch of {len(ids)} failed: {type(e).__name__}: {e}")
+                continue
+            for i, image in zip(ids, images):
+                self._results[i] = (jobs[i], image, self._batch_meta(len(ids)))
+
+    def _batch_meta(self, size: int) -> dict:
+        secs = getattr(self.backend, "last_batch_seconds", None)  # GPU backends time their pipeline call
+        return {} if secs is None else {"batch": {"size": size, "seconds": round(float(secs), 4)}}
+
+
+def _read(path: Path, mode: str, io) -> np.ndarray:
+    try:
+        return read_image(path, mode=mode, max_pixels=int(io.max_pixels), min_side=int(io.min_side))
+    except ItemFailed as e:  # say which of the s2 files is bad
+        raise ItemFailed(f"s2 {path.name}: {e}") from None
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _metas(root: Path):
+    for p in sorted(root.glob("*/*/*/meta.json")):
+        meta = read_meta(p.parent)
+        if meta is not None:
+            yield p.parent, meta
+
+
+def run(cfg: DictConfig) -> Summary:
+    return run_stage(RepaintStage(cfg), cfg)

@@ -1,0 +1,233 @@
+"""s3 building blocks on the CPU: Gen4Gen mask, background sources, prompt, the classical backend."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from gen4gen.images import BadImage
+from gen4gen.repaint import RepaintJob
+from gen4gen.repaint.backgrounds import BackgroundSource, plan_sources, procedural, render, style_for
+from gen4gen.repaint.classical import ClassicalInpainter
+from gen4gen.repaint.mask import repaint_mask
+from gen4gen.repaint.prompt import build_prompt
+from tests.s2_fixture import blob
+
+
+def _square_job(bg_colour=(40, 160, 50), fg_colour=(200, 40, 40), size=96, blur=4, box=(28, 20, 40, 60)):
+    a = np.zeros((size, size), np.float32)
+    x, y, w, h = box
+    a[y:y + h, x:x + w] = 1.0
+    rgb = np.zeros((size, size, 3), np.uint8)
+    rgb[a > 0] = fg_colour
+    bg = np.empty((size, size, 3), np.uint8)
+    bg[:] = bg_colour
+    return RepaintJob(rgb, a, repaint_mask((a * 255).astype(np.uint8), blur=blur), bg)
+
+
+# ---------------------------------------------------------------- mask
+def test_mask_is_gen4gens_recipe():
+    """Same numbers as Gen4Gen's own code path: PIL BoxBlur, skimage rescale_intensity(127.5..255), invert."""
+    from skimage import exposure
+
+    m8 = (blob(80, 96, (10, 10, 60, 50), soft=1.0) * 255 + 0.5).astype(np.uint8)
+    ref = np.asarray(Image.fromarray(m8).filter(ImageFilter.BoxBlur(5)), np.float64)
+    ref = 255.0 - exposure.rescale_intensity(ref, in_range=(127.5, 255), out_range=(0, 255))
+    ours = repaint_mask(m8, blur=5, solid=1.0) * 255.0
+    assert np.abs(ours - ref).max() <= 2.5  # PIL rounds the blur to uint8 before stretching (x2 on the stretch)
+    # background fully repainted, interior kept, a band of partial values just inside the outline
+    assert ours[m8 == 0].min() > 254 and ours[40, 40] == 0
+    band = (ours > 0) & (ours < 255)
+    assert band.any() and (m8[band] > 0).all()
+
+
+def test_mask_solid_plateau_keeps_interiors_exact():
+    m8 = np.zeros((64, 64), np.uint8)
+    m8[10:54, 10:54] = 253  # Gen4Gen's own s2 masks plateau at 253
+    assert (repaint_mask(m8, blur=3, solid=1.0) > 0).all()  # Gen4Gen's rule: nothing stays exact
+    kept = repaint_mask(m8, blur=3, solid=0.98) == 0
+    assert kept[20:44, 20:44].all() and not kept[:10].any()
+
+
+def test_mask_rejects_bad_window():
+    with pytest.raises(ValueError, match="low < high"):
+        repaint_mask(np.zeros((8, 8), np.uint8), low=200, high=100)
+
+
+# ---------------------------------------------------------------- classical
+def test_classical_keeps_interiors_and_repaints_background():
+    job = _square_job()
+    out = ClassicalInpainter()([job])[0]
+    assert out.shape == (96, 96, 3) and out.dtype == np.uint8
+    keep = job.repaint == 0
+    assert keep.sum() > 500 and np.array_equal(out[keep], job.rgb[keep])
+    far = np.zeros_like(keep)
+    far[:10] = True  # top rows: far from the object, above any shadow
+    assert np.array_equal(out[far], job.background[far])
+
+
+def test_classical_seam_gradient_is_bounded():
+    """A hard paste jumps by the full colour difference at the outline; the feathered edge spreads it."""
+    job = _square_job()
+    step = int(np.abs(np.subtract((200, 40, 40), (40, 160, 50))).max())  # 160 per channel
+    naive = job.background.copy()
+    naive[job.alpha > 0] = job.rgb[job.alpha > 0]
+    out = ClassicalInpainter(shadow=0.0, feather=6.0)([job])[0].astype(int)
+    rows = slice(30, 70)  # rows crossing the left and right edges, away from corners
+    grad = np.abs(np.diff(out[rows], axis=1)).max()
+    assert np.abs(np.diff(naive[rows].astype(int), axis=1)).max() == step
+    assert grad <= step * 0.35, grad
+
+
+def test_harmonisation_moves_edge_colours_toward_the_background():
+    job = _square_job(bg_colour=(30, 60, 200), fg_colour=(180, 180, 180), blur=6)
+    band = (job.repaint > 0) & (job.alpha > 0)
+    plain = ClassicalInpainter(harmonize=0.0, feather=0.0, shadow=0.0)([job])[0].astype(float)
+    tuned = ClassicalInpainter(harmonize=0.8, feather=0.0, shadow=0.0)([job])[0].astype(float)
+    blue = lambda img: (img[band][:, 2] - img[band][:, 0]).mean()  # noqa: E731 - bluer = closer to the background
+    assert blue(tuned) > blue(plain) + 10
+    keep = job.repaint == 0
+    assert np.array_equal(tuned[keep], job.rgb[keep])
+
+
+def test_contact_shadow_only_under_standing_objects():
+    ci = ClassicalInpainter(shadow=0.6)
+    standing = _square_job(box=(28, 30, 40, 60))  # bottom at 90 of 96: stands on the ground
+    floating = _square_job(box=(28, 4, 40, 30))  # bottom at 34: in the sky
+    s_out = ci([standing])[0].astype(int)
+    f_out = ci([floating])[0].astype(int)
+    bg = standing.background.astype(int)
+    feet = (slice(91, 95), slice(34, 62))
+    assert (s_out[feet].sum(-1) < bg[feet].sum(-1) - 20).all()  # darker just under the feet
+    below = (slice(40, 50), slice(34, 62))
+    assert np.array_equal(f_out[below], bg[below])  # nothing under a floating object
+
+
+def test_poisson_blending_keeps_interiors():
+    job = _square_job(size=128, box=(30, 30, 60, 70), blur=4)
+    out = ClassicalInpainter(poisson=True)([job])[0]
+    keep = job.repaint == 0
+    assert np.array_equal(out[keep], job.rgb[keep])
+    assert not np.array_equal(out, ClassicalInpainter(poisson=False)([job])[0])
+
+
+# ---------------------------------------------------------------- backgrounds
+@pytest.mark.parametrize("phrase,style", [("in the garden", "garden"), ("at the beach", "beach"),
+                                          ("on the kitchen table", "kitchen"), ("on a sofa", "room"),
+                                          ("in the underwater cave", "underwater"), ("on the sea", "water"),
+                                          ("over the mountains", "snow"), ("somewhere nice", "studio")])
+def test_style_from_phrase(phrase, style):
+    assert style_for(phrase) == style
+
+
+def test_procedural_backgrounds_look_like_their_scene():
+    def mean(img, rows):
+        return img[rows].reshape(-1, 3).mean(0)
+
+    garden = procedural("garden", 128, 128, np.random.default_rng(0)).astype(float)
+    top, bottom = mean(garden, slice(0, 20)), mean(garden, slice(100, 128))
+    assert top[2] > top[0] and bottom[1] > bottom[0] and bottom[1] > bottom[2]  # blue sky, green grass
+    beach = mean(procedural("beach", 128, 128, np.random.default_rng(0)).astype(float), slice(110, 128))
+    assert beach[0] > beach[2] + 40  # sand
+    table = mean(procedural("kitchen", 128, 128, np.random.default_rng(0)).astype(float), slice(100, 128))
+    assert table[0] > table[1] > table[2]  # brown wood
+    a = procedural("garden", 64, 48, np.random.default_rng(3))
+    assert a.shape == (48, 64, 3) and np.array_equal(a, procedural("garden", 64, 48, np.random.default_rng(3)))
+    assert not np.array_equal(a, procedural("garden", 64, 48, np.random.default_rng(4)))
+
+
+def test_noise_background_is_uniform_and_seeded():
+    src = BackgroundSource("noise", "in the garden")
+    a = render(src, (64, 32), np.random.default_rng(1))
+    assert a.shape == (32, 64, 3) and a.dtype == np.uint8
+    assert 100 < a.mean() < 155 and a.std() > 60
+    assert np.array_equal(a, render(src, (64, 32), np.random.default_rng(1)))
+
+
+def _photo(path, colour, size=(120, 80)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def test_photo_folders_matched_to_scene_phrases(tmp_path):
+    from gen4gen.repaint.backgrounds import scan_photo_folders
+
+    _photo(tmp_path / "garden" / "g1.jpg", (0, 200, 0))
+    _photo(tmp_path / "garden" / "g2.png", (0, 180, 0))
+    _photo(tmp_path / "beach" / "b1.jpg", (230, 210, 160))
+    _photo(tmp_path / "living-room" / "r1.jpg", (150, 100, 60))
+    (tmp_path / "empty").mkdir()
+    folders = scan_photo_folders(tmp_path)
+    assert sorted(folders) == ["beach", "garden", "living-room"]
+    layout = {"background_prompt": "in a garden", "scenes": ["in a garden", "at the beach"]}
+    srcs = plan_sources(layout, kind="photo", max_backgrounds=3, rng=np.random.default_rng(0), photo_folders=folders)
+    assert [s.kind for s in srcs] == ["photo"] * 3
+    assert {s.source.split("/")[-2] for s in srcs} == {"garden", "beach"}  # round robin over matched scenes
+    assert srcs[0].phrase in ("in a garden", "at the beach") and all(s.fallback is None for s in srcs)
+    room = plan_sources({"background_prompt": "in the living room"}, kind="photo", max_backgrounds=1,
+                        rng=np.random.default_rng(0), photo_folders=folders)
+    assert room[0].source.endswith("r1.jpg")
+    img = render(room[0], (64, 64), np.random.default_rng(0))
+    assert img.shape == (64, 64, 3) and abs(int(img[32, 32, 0]) - 150) <= 3  # covers the frame, same colour
+    none = plan_sources({"background_prompt": "in the galaxy"}, kind="photo", max_backgrounds=2,
+                        rng=np.random.default_rng(0), photo_folders=folders)
+    assert [s.kind for s in none] == ["procedural", "procedural"] and "galaxy" in none[0].fallback
+
+
+def test_bad_photo_is_an_item_failure(tmp_path):
+    bad = tmp_path / "garden" / "broken.jpg"
+    bad.parent.mkdir()
+    bad.write_bytes(b"<!doctype html><html>not a photo</html>")
+    with pytest.raises(BadImage, match="HTML"):
+        render(BackgroundSource("photo", "in the garden", str(bad)), (32, 32), np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------- prompt
+def test_prompt_names_the_objects_and_the_scene():
+    objs = [{"concept": c} for c in ("cat", "dog", "dog", "houseplant")]
+    assert build_prompt({"objects": objs}, "in the garden") == \
+        "a realistic photo of a cat, two dogs and a houseplant in the garden"
+    objs = [{"concept": c} for c in ("teddy_bear", "teddy_bear", "apple", "fox", "fox", "puppy", "puppy")]
+    assert build_prompt({"objects": objs}, "on a sofa") == \
+        "a realistic photo of two teddy bears, an apple, two foxes and two puppies on a sofa"
+    assert build_prompt({"composition_id": "cat+lion_003"}, "in a garden", "{objects}, {background}") == \
+        "a cat and a lion, in a garden"
+
+
+def test_procedural_horizon_stays_above_the_objects_feet():
+    from gen4gen.repaint.backgrounds import feet_line
+
+    mask = np.zeros((100, 120), np.uint8)
+    mask[10:35, 10:30] = 255  # the highest feet, at 35% of the height
+    mask[40:90, 60:100] = 255
+    mask[0:2, 0:2] = 255  # a speck: too small to count
+    assert feet_line(mask) == pytest.approx(0.35)
+    assert feet_line(np.zeros((10, 10), np.uint8)) is None
+    for seed in range(3):
+        free = procedural("beach", 128, 128, np.random.default_rng(seed)).astype(int)
+        held = procedural("beach", 128, 128, np.random.default_rng(seed), horizon_max=0.35).astype(int)
+        row = int(0.35 * 128) + 1  # just below the feet: sand, not sky or sea, once the horizon is held up
+        assert free[row, :, 2].mean() > free[row, :, 0].mean()  # sky there by default
+        assert held[row, :, 0].mean() > held[row, :, 2].mean() + 30  # sand
+
+
+def test_harmonisation_is_per_object():
+    """Each object's edge moves toward its own surroundings: blue on the left, red on the right."""
+    size = 128
+    a = np.zeros((size, size), np.float32)
+    a[30:100, 10:50] = 1.0
+    a[30:100, 78:118] = 1.0
+    rgb = np.zeros((size, size, 3), np.uint8)
+    rgb[a > 0] = (160, 160, 160)
+    bg = np.zeros((size, size, 3), np.uint8)
+    bg[:, :64] = (30, 40, 210)
+    bg[:, 64:] = (210, 40, 30)
+    job = RepaintJob(rgb, a, repaint_mask((a * 255).astype(np.uint8), blur=6), bg)
+    out = ClassicalInpainter(harmonize=0.8, feather=0.0, shadow=0.0)([job])[0].astype(int)
+    band = (job.repaint > 0) & (a > 0)
+    left, right = band.copy(), band.copy()
+    left[:, 64:] = False
+    right[:, :64] = False
+    assert (out[left][:, 2] - out[left][:, 0]).mean() > 20  # bluer than grey
+    assert (out[right][:, 0] - out[right][:, 2]).mean() > 20  # redder than grey

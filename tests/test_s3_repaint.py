@@ -1,0 +1,160 @@
+"""The s3 stage end to end on a synthetic s2 output written per the contract."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gen4gen.images import read_image
+from gen4gen.runner import UserError, read_failures
+from gen4gen.stages import s3_repaint
+from tests.s2_fixture import make_composition, read_json
+
+S2 = "s2_object_compositions"
+S3 = "s3_background_repainting"
+
+
+def s2_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "stages" / S2
+    make_composition(root, "pets", "cat+dog_000", seed=0)
+    make_composition(root, "pets", "cat+dog_001", seed=1, background_prompt="on the kitchen table",
+                     scenes=("on the kitchen table", "in the living room"))
+    return root
+
+
+def check_variant(out_dir: Path, s2_dir: Path) -> dict:
+    meta = read_json(out_dir / "meta.json")
+    img = read_image(out_dir / "image.png")
+    used = read_image(out_dir / "mask_used.png", mode="L")
+    rgba = read_image(s2_dir / "image_rgba.png", mode="RGBA")
+    assert img.shape == rgba.shape[:2] + (3,) and used.shape == rgba.shape[:2]
+    keep = used == 0
+    assert keep.sum() > 100 and np.array_equal(img[keep], rgba[..., :3][keep])  # concept pixels exact
+    assert (used[rgba[..., 3] == 0] == 255).all()  # the whole background was repainted
+    return meta
+
+
+def test_classical_stage_end_to_end(tmp_path, cfg_factory):
+    s2 = s2_tree(tmp_path)
+    # bad inputs: an unfinished composition, a broken layout, a truncated image
+    unfinished = make_composition(s2, "pets", "cat+dog_002", seed=2)
+    (unfinished / "meta.json").unlink()
+    broken_layout = make_composition(s2, "pets", "cat+dog_003", seed=3)
+    (broken_layout / "layout.json").write_text("{not json", "utf-8")
+    truncated = make_composition(s2, "pets", "cat+dog_004", seed=4)
+    data = (truncated / "image_rgba.png").read_bytes()
+    (truncated / "image_rgba.png").write_bytes(data[: len(data) // 2])
+
+    cfg = cfg_factory("stage=s3", "repaint.max_backgrounds=2", "repaint.blur=3")
+    summary = s3_repaint.run(cfg)
+    assert (summary.total, summary.done, summary.failed) == (2 * 2 + 2 + 2, 4, 4)
+    out = tmp_path / "stages" / S3
+    for comp in ("cat+dog_000", "cat+dog_001"):
+        assert sorted(p.name for p in (out / "pets" / comp).iterdir()) == ["v0_procedural", "v1_procedural"]
+    meta = check_variant(out / "pets" / "cat+dog_001" / "v0_procedural", s2 / "pets" / "cat+dog_001")
+    assert meta["composition"] == "pets/cat+dog_001" and meta["variant"] == "v0_procedural"
+    assert meta["composition_dir"] == str(s2 / "pets" / "cat+dog_001") and meta["backend"] == "classical"
+    assert meta["background"]["kind"] == "procedural" and meta["background"]["source"] == "kitchen"
+    assert meta["prompt"] == "a realistic photo of a cat and a dog on the kitchen table"
+    v1 = read_json(out / "pets" / "cat+dog_001" / "v1_procedural" / "meta.json")
+    assert v1["background"]["source"] == "room" and v1["prompt"].endswith("in the living room")
+
+    reasons = {f["id"]: f["reason"] for f in read_failures(out)}
+    assert "unfinished" in reasons["pets/cat+dog_002"]
+    assert "layout.json is not valid JSON" in reasons["pets/cat+dog_003"]
+    assert any(k.startswith("pets/cat+dog_004/") and v.startswith("s2 image_rgba.png: truncated or corrupt")
+               for k, v in reasons.items())
+
+    # a rerun skips finished variants; a changed s2 composition (new config hash) is redone
+    again = s3_repaint.run(cfg)
+    assert (again.done, again.skipped) == (0, 4)
+    make_composition(s2, "pets", "cat+dog_000", seed=0, config_hash="s2hash1")
+    third = s3_repaint.run(cfg)
+    assert (third.done, third.skipped) == (2, 2)
+
+
+def test_results_do_not_depend_on_order_or_sharding(tmp_path, cfg_factory):
+    s2_tree(tmp_path)
+    whole = s3_repaint.run(cfg_factory("stage=s3", "repaint.blur=3"))
+    assert whole.done == 2
+    out = tmp_path / "stages" / S3
+    first = {p: p.read_bytes() for p in sorted(out.rglob("image.png"))}
+    for p in out.rglob("meta.json"):
+        p.unlink()
+    for k in range(2):
+        s3_repaint.run(cfg_factory("stage=s3", "repaint.blur=3", f"shard.index={k}", "shard.count=2"))
+    assert {p: p.read_bytes() for p in sorted(out.rglob("image.png"))} == first
+
+
+def test_photo_backgrounds_matched_by_scene(tmp_path, cfg_factory):
+    s2_tree(tmp_path)
+    bgs = tmp_path / "backgrounds"
+    for scene, colour in (("garden", (20, 160, 30)), ("kitchen", (150, 100, 60))):
+        (bgs / scene).mkdir(parents=True)
+        Image.new("RGB", (200, 150), colour).save(bgs / scene / f"{scene}1.jpg")
+    summary = s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={bgs}", "repaint.blur=3",
+                                         "inpainter.shadow=0"))
+    assert summary.done == 2
+    out = tmp_path / "stages" / S3 / "pets"
+    garden = read_json(out / "cat+dog_000" / "v0_photo" / "meta.json")
+    assert garden["background"] == {"kind": "photo", "source": str(bgs / "garden" / "garden1.jpg"),
+                                    "phrase": "in the garden", "fallback": None}
+    assert garden["prompt"] == "a realistic photo of a cat and a dog in the garden"
+    img = read_image(out / "cat+dog_000" / "v0_photo" / "image.png")
+    assert np.abs(img[2, 2].astype(int) - (20, 160, 30)).max() <= 6  # the photo is the background
+    kitchen = read_json(out / "cat+dog_001" / "v0_photo" / "meta.json")
+    assert kitchen["background"]["source"].endswith("kitchen1.jpg")
+    check_variant(out / "cat+dog_001" / "v0_photo", tmp_path / "stages" / S2 / "pets" / "cat+dog_001")
+
+
+def test_noise_start(tmp_path, cfg_factory):
+    s2_tree(tmp_path)
+    assert s3_repaint.run(cfg_factory("stage=s3", "repaint.source=noise", "repaint.blur=3")).done == 2
+    meta = check_variant(tmp_path / "stages" / S3 / "pets" / "cat+dog_000" / "v0_noise",
+                         tmp_path / "stages" / S2 / "pets" / "cat+dog_000")
+    assert meta["background"]["kind"] == "noise"
+
+
+def test_whole_run_problems_are_user_errors(tmp_path, cfg_factory, monkeypatch):
+    with pytest.raises(UserError, match="run `python -m gen4gen stage=s2` first"):
+        s3_repaint.run(cfg_factory("stage=s3"))
+    s2_tree(tmp_path)
+    with pytest.raises(UserError, match="not a folder"):
+        s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={tmp_path / 'nope'}"))
+    import torch
+
+    from gen4gen.app import run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run(cfg_factory("stage=s3", "inpainter=sdxl")) == 2  # clear message, no traceback, no item touched
+    assert not (tmp_path / "stages" / S3).exists()
+
+
+def test_sdxl_stage_batched_equals_one_by_one(tmp_path, cfg_factory):
+    from tests.tiny_inpaint import make_sdxl_inpaint
+
+    model = make_sdxl_inpaint(tmp_path / "tiny_sdxl", tmp_path / "tok")
+    root = tmp_path / "stages" / S2
+    for k in range(2):
+        make_composition(root, "pets", f"cat+dog_{k:03d}", seed=k, size=(64, 64),
+                         objects=(("cat", (6, 18, 26, 40), (200, 90, 40)), ("dog", (34, 14, 26, 46), (60, 70, 160))))
+    base = ["stage=s3", "inpainter=sdxl", "device=cpu", f"inpainter.model={model}", "inpainter.steps=2",
+            "inpainter.resolution=null", "repaint.blur=2"]
+    images = {}
+    for bs in (2, 1):
+        stages = tmp_path / f"stages_bs{bs}"
+        if not stages.exists():
+            stages.mkdir()
+            (stages / S2).symlink_to(root, target_is_directory=True)
+        summary = s3_repaint.run(cfg_factory(*base, f"inpainter.batch_size={bs}", f"paths.stages_dir={stages}"))
+        assert summary.done == 2, read_failures(stages / S3)
+        images[bs] = {p.relative_to(stages): read_image(p) for p in sorted((stages / S3).rglob("image.png"))}
+        meta = read_json(stages / S3 / "pets" / "cat+dog_000" / "v0_procedural" / "meta.json")
+        assert meta["backend"] == "sdxl" and meta["batch"]["size"] == bs
+        assert meta["prompt"] == "a realistic photo of a cat and a dog in the garden"
+        check_variant(stages / S3 / "pets" / "cat+dog_000" / "v0_procedural", root / "pets" / "cat+dog_000")
+    assert images[2].keys() == images[1].keys() and len(images[1]) == 2
+    for key in images[1]:
+        assert np.abs(images[2][key].astype(int) - images[1][key]).max() <= 2

@@ -1,0 +1,40 @@
+"""How many CLIP tokens a caption takes (a Stable Diffusion text encoder reads 77, start and end included).
+
+With a CLIP tokenizer on disk (a local folder, or a hub id already in the local cache) the count is
+exact; without one a conservative rule counts instead: every run of letters costs one token per
+three letters (rounded up), every digit and every punctuation mark one. Real BPE gives common words
+one token, so the rule never under-counts ordinary captions (tests compare it with the real tokenizer).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+
+log = logging.getLogger(__name__)
+CLIP_MAX_TOKENS = 77
+_PIECES = re.compile(r"[a-z]+|[0-9]|[^\sa-z0-9]", re.I)  # CLIP's pre-tokenizer also splits digits one by one
+
+
+class ClipTokenCounter:
+    def __init__(self, tokenizer: str | None = None):
+        self.source = "rule"
+        self._tok = None
+        if tokenizer:
+            try:
+                from transformers import CLIPTokenizer
+
+                self._tok = CLIPTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
+                self.source = str(tokenizer)
+            except Exception as e:  # noqa: BLE001 - not on disk: the rule is the documented fallback
+                log.info("CLIP tokenizer %s not available offline (%s); counting tokens by rule",
+                         tokenizer, type(e).__name__)
+
+    def count(self, text: str) -> int:
+        """Tokens including the start and end tokens."""
+        if self._tok is not None:
+            return len(self._tok(text, truncation=False)["input_ids"])
+        return 2 + sum(math.ceil(len(p) / 3) if p[0].isalpha() else 1 for p in _PIECES.findall(text))
+
+    def fits(self, text: str, limit: int = CLIP_MAX_TOKENS) -> bool:
+        return self.count(text) <= limit

@@ -88,5 +88,5 @@ class TemplateCaptioner:
     def _fit_clip(self, subjects: str, background: str) -> str:
         """The longest of the wordings that fits CLIP's window (every concept is always named)."""
         bg = f" {background}" if background else ""
-        options = [f"a photo of {subjects}{bg}", f"{subjects}{bg}", subjects]
+        options = [f"a photo of {subjects}{bg}", f"{subjects}{bg}", f"a photo of {subjects}", subjects]
         return next((o for o in options if self.counter.fits(o)), options[-1])

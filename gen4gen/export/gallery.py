@@ -97,9 +97,9 @@ body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafaf
 h1{{margin-bottom:.2em}} .counts span{{display:inline-block;margin-right:1.2em;font-size:1.1em}}
 .counts b{{font-size:1.4em}} section{{border-top:2px solid #ccc;margin-top:1.5em}}
 .row{{display:flex;flex-wrap:wrap;gap:.8em;align-items:flex-start}}
-figure{{margin:0;background:#fff;border:1px solid #ddd;padding:.4em;max-width:280px}}
-figure img{{display:block;max-width:100%}} figcaption{{font-size:.85em}}
-.refs figure{{max-width:140px}} .fallback{{color:#b00}} table{{border-collapse:collapse;font-size:.9em}}
+figure{{margin:0;background:#fff;border:1px solid #ddd;padding:.4em;width:260px}}
+figure img{{display:block;width:100%}} figcaption{{font-size:.85em}}
+.refs figure{{width:130px}} .fallback{{color:#b00}} table{{border-collapse:collapse;font-size:.9em}}
 td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left}} .ok{{color:#080}}
 </style></head><body>
 <h1>{e(ctx.name)}</h1>

@@ -145,7 +145,10 @@ def load_instances(item: ExportItem, threshold: int) -> ExportItem:
     item.instances = []
     for obj in item.layout.get("objects") or []:
         path = item.s2_dir / obj.get("mask", f"instances/{obj['name']}.png")
-        mask = read_image(path, mode="L")
+        try:
+            mask = read_image(path, mode="L")
+        except ItemFailed as e:
+            raise ItemFailed(f"instance mask {path}: {e}") from None
         if mask.shape != (size[1], size[0]):
             raise ItemFailed(f"instance mask {path.name} is {mask.shape[1]}x{mask.shape[0]}, not the image size")
         binary = np.asfortranarray((mask >= threshold).astype(np.uint8))

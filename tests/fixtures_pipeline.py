@@ -24,6 +24,14 @@ SCENES = {
 }
 
 
+def colour(concept: str) -> tuple[int, int, int]:
+    """The fixed colour of a known concept, or one derived from its name."""
+    if concept in COLOURS:
+        return COLOURS[concept]
+    h = sum(map(ord, concept))
+    return (h * 37 % 200 + 30, h * 71 % 200 + 30, h * 113 % 200 + 30)
+
+
 def ellipse(size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
     """A soft-edged ellipse filling ``box`` on a canvas of ``size`` (w, h): uint8 alpha."""
     w, h = size
@@ -55,7 +63,7 @@ def make_pipeline(root: Path, size: tuple[int, int] = (100, 100), variants: tupl
                 stem = f"{concept}_{k:02d}"
                 folder = s1 / scene / concept / stem
                 alpha = ellipse((60, 80), (4 + k, 6, 50 - 2 * k, 66))
-                rgb = np.zeros((80, 60, 3), np.uint8) + np.array(COLOURS[concept], np.uint8)
+                rgb = np.zeros((80, 60, 3), np.uint8) + np.array(colour(concept), np.uint8)
                 rgb = np.clip(rgb.astype(int) + rng.integers(-20, 20, rgb.shape), 0, 255).astype(np.uint8)
                 write_atomic(folder / "cutout.png", png_bytes(np.dstack([rgb, alpha])))
                 write_atomic(folder / "mask.png", png_bytes(alpha))
@@ -74,7 +82,7 @@ def make_pipeline(root: Path, size: tuple[int, int] = (100, 100), variants: tupl
         for concept, k, box in objects:
             a = ellipse(size, box)
             alphas.append(a)
-            canvas = np.where(a[..., None] > 0, np.array(COLOURS[concept], np.uint8), canvas)
+            canvas = np.where(a[..., None] > 0, np.array(colour(concept), np.uint8), canvas)
             union = np.maximum(union, a)
         visible = []
         for i, a in enumerate(alphas):

@@ -102,7 +102,8 @@ def collect(stages_dir: Path) -> tuple[list[ExportItem], list[dict]]:
             left_out.append({"stage": "s4", "id": item_id, "reason": f"captioning failed: {reason}" if reason
                              else "no captions yet (run stage=s4)"})
             continue
-        if s4_meta.get("s3_config_hash") != meta.get("config_hash"):
+        if (s4_meta.get("s3_config_hash"), s4_meta.get("s3_fingerprint")) != (meta.get("config_hash"),
+                                                                            meta.get("fingerprint")):
             left_out.append({"stage": "s4", "id": item_id,
                              "reason": "captions are out of date: the s3 image changed after s4 ran (rerun stage=s4)"})
             continue

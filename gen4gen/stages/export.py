@@ -81,25 +81,29 @@ def run(cfg: DictConfig) -> Summary:
         rendered = {id(r): r for r in pool.map(lambda r: _render(r, side, export_failures), flat)}
     refs = {c: [r for r in rows if rendered[id(r)].png] for c, rows in refs.items()}
 
+    for stale in datasets.glob(f".{name}.*-*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = datasets / f".{name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    export_failures.sort(key=lambda r: (r["stage"], r["id"]))
     ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures, opts)
-    notes: dict = {}
-    for fmt in formats:
-        notes.update(importlib.import_module(FORMATS[fmt]).write(ctx))
-    if opts.get("gallery", True):
-        from gen4gen.export import gallery
+    try:
+        notes: dict = {}
+        for fmt in formats:
+            notes.update(importlib.import_module(FORMATS[fmt]).write(ctx))
+        if opts.get("gallery", True):
+            from gen4gen.export import gallery
 
-        gallery.write(ctx)
-    all_left = sorted(ctx.left_out, key=lambda r: r["id"])
-    write_bytes(tmp / "left_out.jsonl", jsonl_bytes(failures + all_left))
-    write_bytes(tmp / "failures.jsonl", jsonl_bytes(export_failures))
-    text = card(ctx, formats, notes)
-    write_bytes(tmp / "README.md", text.encode("utf-8"))
-    if "mycanvas" in formats:
-        write_bytes(tmp / "mycanvas" / "README.md", text.encode("utf-8"))
-    _swap(tmp, final)
+            gallery.write(ctx)
+        write_bytes(tmp / "left_out.jsonl", jsonl_bytes(failures + ctx.left_out))
+        write_bytes(tmp / "failures.jsonl", jsonl_bytes(export_failures))
+        text = card(ctx, formats, notes)
+        write_bytes(tmp / "README.md", text.encode("utf-8"))
+        if "mycanvas" in formats:
+            write_bytes(tmp / "mycanvas" / "README.md", text.encode("utf-8"))
+        _swap(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only still there when something above failed
 
     summary.total = len(items)
     summary.done = len(loaded)

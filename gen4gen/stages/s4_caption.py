@@ -101,7 +101,8 @@ class CaptionStage:
                                          own], sort_keys=True))
             items.append(Item(item_id, self.out_root / item_id,
                               {"path": str(folder / "image.png"), "layout": layout, "layout_path": str(path),
-                               "s3_config_hash": meta.get("config_hash")}, fingerprint=f"{fp:016x}"))
+                               "s3_config_hash": meta.get("config_hash"), "s3_fingerprint": meta.get("fingerprint")},
+                              fingerprint=f"{fp:016x}"))
         return items
 
     def config(self) -> dict:
@@ -123,7 +124,8 @@ class CaptionStage:
             raise ItemFailed(outcome.error or "no caption")
         out.json("captions.json", outcome.captions)
         return {"captioner": outcome.captions["captioner"], "fallback": outcome.captions["fallback"],
-                "layout": item.data["layout_path"], "s3_config_hash": item.data["s3_config_hash"], **outcome.meta}
+                "layout": item.data["layout_path"], "s3_config_hash": item.data["s3_config_hash"], "s3_fingerprint": item.data["s3_fingerprint"],
+                **outcome.meta}
 
     def finish(self, summary: Summary) -> None:
         fallbacks = sum(1 for _, m in done_items(self.out_root) if m.get("fallback"))

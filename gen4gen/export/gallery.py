@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -24,9 +25,12 @@ PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
 
 
 def thumbnail(rgb: np.ndarray, side: int) -> Image.Image:
-    im = Image.fromarray(rgb)
-    im.thumbnail((side, side), Image.Resampling.LANCZOS)
-    return im
+    """At most ``side`` px on the long edge (never enlarged); OpenCV's area filter is fast and alias-free."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale < 1.0:
+        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return Image.fromarray(rgb)
 
 
 def layout_picture(item: ExportItem, side: int, concepts: list[str]) -> Image.Image:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,7 +236,7 @@ class ExportContext:
 def copy_file(src: Path, dst: Path) -> None:
     """Byte copy (the export folder is fresh, so no atomic dance is needed here: the whole folder is swapped in)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_bytes(src.read_bytes())
+    shutil.copyfile(src, dst)
 
 
 def write_bytes(dst: Path, data: bytes) -> None:

@@ -89,8 +89,11 @@ def run(cfg: DictConfig) -> Summary:
     ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures, opts)
     try:
         notes: dict = {}
-        for fmt in formats:
-            notes.update(importlib.import_module(FORMATS[fmt]).write(ctx))
+        with progress() as bar, ThreadPoolExecutor(workers) as pool:  # the writers are I/O-bound: overlap them
+            task = bar.add_task("export formats", total=len(formats))
+            for written in pool.map(lambda f: importlib.import_module(FORMATS[f]).write(ctx), formats):
+                notes.update(written)
+                bar.advance(task)
         if opts.get("gallery", True):
             from gen4gen.export import gallery
 

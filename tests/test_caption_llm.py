@@ -138,3 +138,38 @@ def test_s4_stage_with_llm_runs_calls_concurrently_and_records_fallbacks(tmp_pat
         cfg = cfg_factory("stage=s4", "captioner=llm", f"llm.base_url={srv.base_url}", "llm.model=test-model")
         again = s4_caption.run(cfg)
     assert again.skipped == 4 and again.done == 0 and len(srv2.requests) == 0 and n == len(srv.requests)
+
+
+def test_captioner_group_builds_each_backend_and_keeps_the_key_out(cfg_factory, monkeypatch):
+    from hydra.utils import instantiate
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-sentinel-4242")
+    built = {name: instantiate(cfg_factory(f"captioner={name}").captioner) for name in ("template", "llm", "vlm")}
+    assert type(built["template"]).__name__ == "TemplateCaptioner"
+    assert isinstance(built["llm"], LLMCaptioner) and not isinstance(built["llm"], VLMCaptioner)
+    assert isinstance(built["vlm"], VLMCaptioner) and built["vlm"].image_side == 512
+    for cap in built.values():
+        assert "sk-sentinel" not in json.dumps(cap.config())
+    assert built["vlm"].config()["model"] == "gpt-4o-mini" and built["template"].config()["max_words"] == 60
+
+
+def test_api_key_goes_to_the_server_only(tmp_path, cfg_factory, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-sentinel-4242")
+    make_pipeline(tmp_path)
+
+    def replies(body, n):
+        pets = '"concept": "dog"' in body["messages"][1]["content"]
+        return caption("A cat and two dogs in the garden." if pets else "A plant and a cat on a kitchen table.")
+
+    with LLMServer(replies) as srv:
+        summary = s4_caption.run(cfg_factory("captioner=llm", f"llm.base_url={srv.base_url}", "llm.max_retries=0"))
+    assert summary.done == 2
+    assert summary.notes.get("template fallbacks (LLM caption rejected)") is None
+    auth = [{k.lower(): v for k, v in h.items()}.get("authorization") for h in srv.headers]
+    assert auth and all(a == "Bearer sk-sentinel-4242" for a in auth)
+    for p in (tmp_path / "stages").rglob("*"):
+        if p.is_file():
+            assert b"sk-sentinel" not in p.read_bytes(), p
+    for p in (tmp_path / "cache").rglob("*"):
+        if p.is_file():
+            assert b"sk-sentinel" not in p.read_bytes(), p

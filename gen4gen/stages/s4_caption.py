@@ -124,8 +124,8 @@ class CaptionStage:
             raise ItemFailed(outcome.error or "no caption")
         out.json("captions.json", outcome.captions)
         return {"captioner": outcome.captions["captioner"], "fallback": outcome.captions["fallback"],
-                "layout": item.data["layout_path"], "s3_config_hash": item.data["s3_config_hash"], "s3_fingerprint": item.data["s3_fingerprint"],
-                **outcome.meta}
+                "layout": item.data["layout_path"], "s3_config_hash": item.data["s3_config_hash"],
+                "s3_fingerprint": item.data["s3_fingerprint"], **outcome.meta}
 
     def finish(self, summary: Summary) -> None:
         fallbacks = sum(1 for _, m in done_items(self.out_root) if m.get("fallback"))

@@ -145,6 +145,8 @@ def test_rerun_rewrites_the_same_bytes(built):
     (ds / "stray.txt").write_text("left by hand")
     export.run(cfg)
     assert tree_digest(ds) == before
+    export.run(make_cfg(root, "export.name=demo", "export.shard_maxcount=3", "workers=1"))  # thread count
+    assert tree_digest(ds) == before
     assert [p.name for p in ds.parent.iterdir()] == ["demo"]  # no partial or old folder left behind
 
 

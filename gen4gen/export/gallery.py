@@ -75,7 +75,7 @@ def write(ctx: ExportContext) -> dict:
         name, fn = job
         write_bytes(out / name, jpeg_bytes(fn()))
 
-    with progress() as bar, ThreadPoolExecutor(max(1, int(ctx.settings.get("workers", 2)))) as pool:
+    with progress() as bar, ThreadPoolExecutor(ctx.workers) as pool:
         task = bar.add_task("export gallery", total=len(jobs))
         for _ in pool.map(make, jobs):
             bar.advance(task)

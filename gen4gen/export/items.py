@@ -219,6 +219,7 @@ class ExportContext:
     left_out: list[dict]  # final images not exported: {stage, id, reason}
     failures: list[dict]  # failure lines of every stage (s1..s4 and export)
     settings: dict  # the export config block
+    workers: int = 2  # threads (the bytes written do not depend on it)
 
     @property
     def tokens(self) -> dict[str, str]:

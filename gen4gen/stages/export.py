@@ -28,15 +28,9 @@ FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.ex
            "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds"}
 
 
-def settings(cfg: DictConfig) -> dict:
-    s = OmegaConf.to_container(cfg.export, resolve=True)
-    s["workers"] = int(cfg.workers)
-    return s
-
-
 def run(cfg: DictConfig) -> Summary:
     t0 = time.perf_counter()
-    opts = settings(cfg)
+    opts = OmegaConf.to_container(cfg.export, resolve=True)
     name = str(opts["name"])
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
         raise UserError(f"export.name={name!r} must be a plain folder name (letters, digits, _ . -)")
@@ -86,7 +80,7 @@ def run(cfg: DictConfig) -> Summary:
     tmp = datasets / f".{name}.partial-{os.getpid()}"
     tmp.mkdir(parents=True)
     export_failures.sort(key=lambda r: (r["stage"], r["id"]))
-    ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures, opts)
+    ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures, opts, workers)
     try:
         notes: dict = {}
         with progress() as bar, ThreadPoolExecutor(workers) as pool:  # the writers are I/O-bound: overlap them

@@ -144,6 +144,10 @@ def test_short_caption_fits_clip_with_the_real_tokenizer(clip_dir):
 def test_rule_counter_never_undercounts_the_real_tokenizer(clip_dir):
     real, rule = ClipTokenCounter(str(clip_dir)), ClipTokenCounter(None)
     assert rule.source == "rule" and ClipTokenCounter("no/such/tokenizer").source == "rule"
+    shell = clip_dir.parent / "shell"  # a folder without the vocabulary is not a tokenizer
+    shell.mkdir(exist_ok=True)
+    (shell / "tokenizer_config.json").write_text((clip_dir / "tokenizer_config.json").read_text())
+    assert ClipTokenCounter(str(shell)).source == "rule"
     texts = ["a photo of a cat and two dogs in the garden", "a photo of <new1> cat and two <new2> dogs",
              "A hippopotamus, 13 rhinoceroses and an archaeopteryx beside a chrysanthemum.",
              "Two fluffy golden retrievers lounge on a weathered Adirondack chair at dusk."]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 CLIP_MAX_TOKENS = 77
@@ -23,16 +24,17 @@ class ClipTokenCounter:
     def __init__(self, tokenizer: str | None = None):
         self.source = "rule"
         self._tok = None
-        if tokenizer:
+        if tokenizer and _on_disk(str(tokenizer)):
             try:
                 from transformers import CLIPTokenizer
 
-                self._tok = CLIPTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
-                self._tok.model_max_length = 1 << 30  # we count; the 77 limit is ours to apply
-                self.source = str(tokenizer)
-            except Exception as e:  # noqa: BLE001 - not on disk: the rule is the documented fallback
-                log.info("CLIP tokenizer %s not available offline (%s); counting tokens by rule",
-                         tokenizer, type(e).__name__)
+                tok = CLIPTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
+                if len(tok) < 1000:  # an empty shell (transformers builds one when files are missing)
+                    raise ValueError(f"vocabulary of {len(tok)} tokens")
+                tok.model_max_length = 1 << 30  # we count; the 77 limit is ours to apply
+                self._tok, self.source = tok, str(tokenizer)
+            except Exception as e:  # noqa: BLE001 - unusable: the rule is the documented fallback
+                log.info("CLIP tokenizer %s unusable (%s); counting tokens by rule", tokenizer, e)
 
     def count(self, text: str) -> int:
         """Tokens including the start and end tokens."""
@@ -43,3 +45,16 @@ class ClipTokenCounter:
 
     def fits(self, text: str, limit: int = CLIP_MAX_TOKENS) -> bool:
         return self.count(text) <= limit
+
+
+def _on_disk(name: str) -> bool:
+    """A tokenizer folder, or a hub id whose files are already in the local cache (never downloaded)."""
+    path = Path(name)
+    if path.is_dir():
+        return (path / "vocab.json").is_file() or (path / "tokenizer.json").is_file()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return any(isinstance(try_to_load_from_cache(name, f), str) for f in ("vocab.json", "tokenizer.json"))
+    except Exception:  # noqa: BLE001 - not a valid repo id
+        return False

@@ -24,15 +24,20 @@ from tests.fixtures_pipeline import make_pipeline  # noqa: E402
 CONCEPTS = ["cat", "dog", "plant", "teddy_bear", "mug", "lamp", "backpack", "owl"]
 
 
-def scenes(n_compositions: int, size: int) -> dict:
-    """Compositions of 2-3 concepts side by side, boxes scaled to ``size``."""
-    out = {}
+def scenes(n_compositions: int, size: int, per_scene: int = 10) -> dict:
+    """Scenes of ``per_scene`` compositions each (as a user's scene folder yields many), every composition
+    2-3 of the scene's concepts side by side, boxes scaled to ``size``."""
+    out: dict = {}
     for i in range(n_compositions):
+        scene = i // per_scene
+        pool = [CONCEPTS[(scene + j) % len(CONCEPTS)] for j in range(3)]  # the scene's concepts
         k = 2 + i % 2
-        names = [CONCEPTS[(i + j * 3) % len(CONCEPTS)] for j in range(k)]
+        names = pool[:k] if i % 3 else pool[-k:]
         w = size // (k + 1)
-        objects = [(c, 0, (j * size // k + 8, size // 3 + (j % 2) * size // 10, w, size // 2)) for j, c in enumerate(names)]
-        out[f"scene{i:04d}"] = ("+".join(sorted(names)) + "_000", "in the garden", objects)
+        objects = [(c, 0, (j * size // k + 8, size // 3 + (j % 2) * size // 10, w, size // 2))
+                   for j, c in enumerate(names)]
+        comp = f"{'+'.join(sorted(names))}_{i % per_scene:03d}"
+        out.setdefault(f"scene{scene:03d}", []).append((comp, "in the garden", objects))
     return out
 
 

@@ -69,11 +69,14 @@ def run(cfg: DictConfig) -> Summary:
                         f"({len(left_out) + len(export_failures)} incomplete: {why})")
 
     refs = find_references(stages, {c for it in loaded for c in it.concepts})
-    side = int(opts.get("reference_size", 512))
-    with ThreadPoolExecutor(workers) as pool:
+    if {"mycanvas", "customdiffusion"} & set(formats):  # the formats that ship reference images
+        side = int(opts.get("reference_size", 512))
         flat = [r for rows in refs.values() for r in rows]
-        rendered = {id(r): r for r in pool.map(lambda r: _render(r, side, export_failures), flat)}
-    refs = {c: [r for r in rows if rendered[id(r)].png] for c, rows in refs.items()}
+        with progress() as bar, ThreadPoolExecutor(workers) as pool:
+            task = bar.add_task("export references", total=len(flat))
+            for _ in pool.map(lambda r: _render(r, side, export_failures), flat):
+                bar.advance(task)
+        refs = {c: [r for r in rows if r.png] for c, rows in refs.items()}
 
     for stale in datasets.glob(f".{name}.*-*"):  # left by an export that was killed
         shutil.rmtree(stale, ignore_errors=True)

@@ -164,11 +164,15 @@ def test_export_of_a_run_with_failures_exports_only_complete_items(tmp_path):
     write_atomic(s3_meta, json_bytes({**meta, "config_hash": "changed"}))
     add_failure(stages, "s3_background_repainting", "s3", "pets/cat+dog_001/v0_photo", "background photo unreadable")
     add_failure(stages, "s1_segmented_foreground", "s1", "pets/cat/bad.jpg", "not an image (the content is text)")
+    (stages / "s1_segmented_foreground/kitchen/plant/plant_02/cutout.png").write_bytes(b"")  # lost after s1
     summary = export.run(cfg)
     ds = tmp_path / "outputs/datasets/mycanvas_demo"
     rows = [json.loads(line)["id"] for line in (ds / "mycanvas/index.jsonl").read_text().splitlines()]
     assert rows == ["kitchen/cat+plant_000/v0_procedural", "pets/cat+dog_000/v0_procedural"]
     assert summary.done == 2 and summary.failed == 0
+    assert summary.notes["reference cut-outs unreadable"] == 1  # one photo fewer, no item lost
+    kitchen = json.loads((ds / "mycanvas/index.jsonl").read_text().splitlines()[0])
+    assert kitchen["reference_images"]["plant"] == ["mycanvas/references/plant/kitchen__plant_01.png"]
     assert summary.notes["left out (incomplete)"].startswith("2: ")
     assert "s1 1" in summary.notes["upstream failures"] and "s3 1" in summary.notes["upstream failures"]
     left = [json.loads(line) for line in (ds / "left_out.jsonl").read_text().splitlines()]

@@ -69,12 +69,13 @@ def run(cfg: DictConfig) -> Summary:
                         f"({len(left_out) + len(export_failures)} incomplete: {why})")
 
     refs = find_references(stages, {c for it in loaded for c in it.concepts})
+    ref_failures: list[dict] = []  # a bad cut-out loses one reference image, not the items that use the concept
     if {"mycanvas", "customdiffusion"} & set(formats):  # the formats that ship reference images
         side = int(opts.get("reference_size", 512))
         flat = [r for rows in refs.values() for r in rows]
         with progress() as bar, ThreadPoolExecutor(workers) as pool:
             task = bar.add_task("export references", total=len(flat))
-            for _ in pool.map(lambda r: _render(r, side, export_failures), flat):
+            for _ in pool.map(lambda r: _render(r, side, ref_failures), flat):
                 bar.advance(task)
         refs = {c: [r for r in rows if r.png] for c, rows in refs.items()}
 
@@ -82,8 +83,8 @@ def run(cfg: DictConfig) -> Summary:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = datasets / f".{name}.partial-{os.getpid()}"
     tmp.mkdir(parents=True)
-    export_failures.sort(key=lambda r: (r["stage"], r["id"]))
-    ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures, opts, workers)
+    ref_failures.sort(key=lambda r: r["id"])
+    ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures + ref_failures, opts, workers)
     try:
         notes: dict = {}
         with progress() as bar, ThreadPoolExecutor(workers) as pool:  # the writers are I/O-bound: overlap them
@@ -95,8 +96,8 @@ def run(cfg: DictConfig) -> Summary:
             from gen4gen.export import gallery
 
             gallery.write(ctx)
-        write_bytes(tmp / "left_out.jsonl", jsonl_bytes(failures + ctx.left_out))
-        write_bytes(tmp / "failures.jsonl", jsonl_bytes(export_failures))
+        write_bytes(tmp / "left_out.jsonl", jsonl_bytes(ctx.failures + ctx.left_out))
+        write_bytes(tmp / "failures.jsonl", jsonl_bytes(export_failures + ref_failures))
         text = card(ctx, formats, notes)
         write_bytes(tmp / "README.md", text.encode("utf-8"))
         if "mycanvas" in formats:
@@ -112,6 +113,8 @@ def run(cfg: DictConfig) -> Summary:
     if left_out:
         summary.notes["left out (incomplete)"] = f"{len(left_out)}: " + "; ".join(
             f"{n} x {r}" for r, n in _tally(r["reason"] for r in left_out))
+    if ref_failures:
+        summary.notes["reference cut-outs unreadable"] = len(ref_failures)
     if failures:
         summary.notes["upstream failures"] = ", ".join(
             f"{s} {n}" for s, n in _tally(f["stage"] for f in failures)) + " (see left_out.jsonl)"
@@ -122,11 +125,11 @@ def run(cfg: DictConfig) -> Summary:
     return summary
 
 
-def _render(ref, side, export_failures):
+def _render(ref, side, ref_failures):
     try:
         return render_reference(ref, side)
     except ItemFailed as e:
-        export_failures.append({"stage": "export", "id": ref.s1_id, "path": str(ref.cutout),
+        ref_failures.append({"stage": "export", "id": ref.s1_id, "path": str(ref.cutout),
                                 "reason": f"reference cut-out unreadable: {e}"})
         return ref
 

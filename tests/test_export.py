@@ -211,3 +211,17 @@ def test_clear_errors_for_nothing_to_export_and_bad_settings(tmp_path):
         export.run(make_cfg(tmp_path, "export.formats=[coco,parquet]"))
     with pytest.raises(UserError, match="plain folder name"):
         export.run(make_cfg(tmp_path, "export.name=../escape"))
+
+
+def test_webdataset_shards_close_at_the_size_bound(built):
+    import webdataset as wds
+
+    root, info, _, _, _ = built
+    cfg = make_cfg(root, "export.name=small", "export.formats=[webdataset]", "export.gallery=false",
+                   "export.shard_maxsize=5000")
+    export.run(cfg)
+    shards = sorted((root / "outputs/datasets/small/webdataset").glob("*.tar"))
+    sizes = [s.stat().st_size for s in shards]
+    assert len(shards) > 1 and all(size < 5000 + 30000 for size in sizes)  # bound + at most one sample
+    keys = [s["__key__"] for s in wds.WebDataset([str(s) for s in shards], shardshuffle=False)]
+    assert sorted(keys) == sorted(i.replace("/", "__") for i in info["finals"])

@@ -88,3 +88,14 @@ def test_renders_in_headless_chromium(gallery, tmp_path):
     # the thumbnails were decoded and drawn: the cat's orange and the dogs' brown are on the page
     for colour in (COLOURS["cat"], COLOURS["dog"]):
         assert (np.abs(page - np.array(colour)).sum(-1) < 40).sum() > 200, colour
+
+
+def test_gallery_shows_at_most_the_configured_compositions_per_scene(tmp_path):
+    objects = [("cat", 0, (10, 40, 30, 30)), ("dog", 0, (60, 40, 30, 30))]
+    make_pipeline(tmp_path, scenes={"pets": [(f"cat+dog_{i:03d}", "in the garden", objects) for i in range(3)]})
+    cfg = make_cfg(tmp_path, "export.formats=[]", "export.gallery_per_scene=2")
+    s4_caption.run(cfg)
+    page = Path(export.run(cfg).notes["gallery"])
+    text = page.read_text()
+    assert "showing 2 of 3 compositions" in text and "<b>3</b> final images" in text
+    assert "pets/cat+dog_002" not in text and not (page.parent / "thumbs/pets__cat+dog_002__v0_procedural.jpg").exists()

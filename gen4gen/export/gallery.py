@@ -61,9 +61,11 @@ def write(ctx: ExportContext) -> dict:
     by_comp: dict[str, list[ExportItem]] = defaultdict(list)
     for it in ctx.items:
         by_comp[it.composition].append(it)
+    by_comp = shown(by_comp, int(ctx.settings.get("gallery_per_scene", 0) or 0))
     jobs = []  # (thumbnail file, function making it)
-    for it in ctx.items:
-        jobs.append((f"thumbs/{it.key}.jpg", lambda it=it: thumbnail(read_image(it.image_path), side)))
+    for its in by_comp.values():
+        for it in its:
+            jobs.append((f"thumbs/{it.key}.jpg", lambda it=it: thumbnail(read_image(it.image_path), side)))
     for comp, its in by_comp.items():
         jobs.append((f"thumbs/{flat_key(comp)}__layout.jpg", lambda it=its[0]: layout_picture(it, side, concepts)))
     for concept, refs in ctx.references.items():
@@ -81,6 +83,20 @@ def write(ctx: ExportContext) -> dict:
             bar.advance(task)
     write_bytes(out / "index.html", page(ctx, by_comp).encode("utf-8"))
     return {"gallery thumbnails": len(jobs)}
+
+
+def shown(by_comp: dict[str, list[ExportItem]], per_scene: int) -> dict[str, list[ExportItem]]:
+    """The first ``per_scene`` compositions of each scene (0: all): a page for 100k images would not open."""
+    if per_scene <= 0:
+        return dict(by_comp)
+    kept: dict[str, list[ExportItem]] = {}
+    count: dict[str, int] = defaultdict(int)
+    for comp in sorted(by_comp):
+        scene = comp.split("/")[0]
+        if count[scene] < per_scene:
+            kept[comp] = by_comp[comp]
+            count[scene] += 1
+    return kept
 
 
 def _img(src: str, alt: str, href: str | None = None) -> str:
@@ -108,7 +124,8 @@ td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left}} .ok{{color:#080
 </style></head><body>
 <h1>{e(ctx.name)}</h1>
 <p>Multi-concept personalisation dataset made with gen4gen (segment, compose, repaint, caption).</p>
-<div class="counts"><span><b>{len(ctx.items)}</b> final images</span><span><b>{len(by_comp)}</b> compositions</span>
+<div class="counts"><span><b>{len(ctx.items)}</b> final images</span>
+<span><b>{len({it.composition for it in ctx.items})}</b> compositions</span>
 <span><b>{len(scenes)}</b> scenes</span><span><b>{len(ctx.concepts)}</b> concepts</span>
 <span><b>{n_inst}</b> instances</span><span><b>{n_refs}</b> reference cut-outs</span>
 <span><b>{len(ctx.left_out)}</b> final images left out</span><span><b>{len(ctx.failures)}</b> failures</span></div>
@@ -128,7 +145,11 @@ td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left}} .ok{{color:#080
                     parts.append(f"<figure>{_img(f'thumbs/ref__{concept}__{ref.file_name[:-4]}.jpg', ref.s1_id)}"
                                  f"<figcaption>{e(concept)} <small>{e(ref.s1_id)}</small></figcaption></figure>")
         parts.append("</div>")
-        for comp in sorted(c for c in by_comp if c.split("/")[0] == scene):
+        total = len({it.composition for it in ctx.items if it.scene == scene})
+        comps = sorted(c for c in by_comp if c.split("/")[0] == scene)
+        if len(comps) < total:
+            parts.append(f"<p>showing {len(comps)} of {total} compositions (export.gallery_per_scene)</p>")
+        for comp in comps:
             its = by_comp[comp]
             parts.append(f'<h3>{e(comp)}</h3><div class="row"><figure>'
                          f"{_img(f'thumbs/{flat_key(comp)}__layout.jpg', comp + ' layout')}"

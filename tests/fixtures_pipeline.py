@@ -124,7 +124,8 @@ def make_pipeline(root: Path, size: tuple[int, int] = (100, 100), variants: tupl
                 write_atomic(folder / "mask_used.png", png_bytes(255 - union))
                 item_id = f"{scene}/{comp}/{variant}"
                 _meta(folder, item_id, "s3", composition=f"{scene}/{comp}", composition_dir=str(comp_dir),
-                      variant=variant, background={"kind": variant.split("_", 1)[1], "source": None},
+                      variant=variant, background={"kind": variant.split("_", 1)[1], "source": None,
+                                                                "phrase": background, "fallback": None},
                       backend="classical", prompt=f"a photo {background}")
                 info["finals"].append(item_id)
                 info["instances"][item_id] = instances

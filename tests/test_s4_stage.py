@@ -2,7 +2,7 @@
 import json
 import shutil
 
-from gen4gen.runner import read_failures, read_meta
+from gen4gen.runner import json_bytes, read_failures, read_meta, write_atomic
 from gen4gen.stages import s4_caption
 from tests.fixtures_pipeline import SCENES, make_pipeline
 
@@ -48,3 +48,19 @@ def test_missing_or_broken_layout_is_a_recorded_failure(tmp_path, cfg_factory):
     reasons = {f["id"]: f["reason"] for f in read_failures(tmp_path / "stages/s4_captions")}
     assert "cannot read layout" in reasons["pets/cat+dog_000/v0_procedural"]
     assert "No such file" in reasons["kitchen/cat+plant_000/v0_procedural"]
+
+
+def test_captions_name_the_background_s3_actually_painted(tmp_path, cfg_factory):
+    make_pipeline(tmp_path, variants=("v0_procedural", "v1_photo"))
+    cfg = cfg_factory("stage=s4")
+    s4_caption.run(cfg)
+    # s3 matched a photo folder other than the layout's first phrase for this variant
+    path = tmp_path / "stages/s3_background_repainting/pets/cat+dog_000/v1_photo/meta.json"
+    meta = json.loads(path.read_text())
+    meta["background"]["phrase"] = "on a beach"
+    write_atomic(path, json_bytes(meta))
+    summary = s4_caption.run(cfg)
+    assert summary.done == 1 and summary.skipped == 3
+    root = tmp_path / "stages/s4_captions/pets/cat+dog_000"
+    assert json.loads((root / "v1_photo/captions.json").read_text())["short"] == "a photo of a cat and two dogs on a beach"
+    assert json.loads((root / "v0_procedural/captions.json").read_text())["short"].endswith("in the garden")

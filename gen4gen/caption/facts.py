@@ -111,8 +111,9 @@ def relation(a: tuple, b: tuple, height: float) -> str:
     return "above" if dy < 0 else "below"
 
 
-def facts_from_layout(layout: dict) -> Facts:
-    """Facts of one composition; instances with no visible pixels are not counted."""
+def facts_from_layout(layout: dict, background: str | None = None) -> Facts:
+    """Facts of one composition; instances with no visible pixels are not counted. ``background``
+    replaces the layout's phrase when the final image got another one (s3 matched a photo folder)."""
     size = tuple(int(v) for v in layout.get("size") or (0, 0))
     if len(size) != 2 or min(size) <= 0:
         raise ValueError(f"layout has no valid size: {layout.get('size')!r}")
@@ -131,6 +132,6 @@ def facts_from_layout(layout: dict) -> Facts:
         rel = relation(a.union, b.union, size[1])
         relations.append(Relation(b.concept, "in front of", a.concept) if rel == "behind"
                          else Relation(a.concept, rel, b.concept))
-    background = " ".join(str(layout.get("background_prompt") or "").split())
+    background = " ".join(str(background or layout.get("background_prompt") or "").split())
     return Facts(str(layout.get("scene", "")), str(layout.get("composition_id", "")), size, background, groups,
                  relations)

@@ -95,7 +95,7 @@ class LLMCaptioner(TemplateCaptioner):
         requests, owners = [], []
         for i, job in enumerate(jobs):
             try:
-                facts = facts_from_layout(job.layout)
+                facts = facts_from_layout(job.layout, job.background)
                 messages = self.messages(job, facts)
             except Exception as e:  # noqa: BLE001 - bad layout or unreadable image: this item fails, others go on
                 outcomes[i] = Outcome(None, error=f"cannot caption: {e}")

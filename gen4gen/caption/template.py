@@ -22,6 +22,7 @@ class CaptionJob:
     tokens: dict[str, str]  # concept -> "<newK>", global over the dataset
     known: list[str]  # every concept of the dataset (none outside the picture may be named)
     image_path: Path | None = None
+    background: str | None = None  # the phrase of the background s3 actually painted, when it says one
 
 
 @dataclass
@@ -52,7 +53,7 @@ class TemplateCaptioner:
 
     def outcome(self, job: CaptionJob) -> Outcome:
         try:
-            facts = facts_from_layout(job.layout)
+            facts = facts_from_layout(job.layout, job.background)
         except (ValueError, KeyError, TypeError) as e:
             return Outcome(None, error=f"cannot caption layout: {e}")
         return Outcome(self.captions(facts, job.tokens))

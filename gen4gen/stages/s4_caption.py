@@ -97,10 +97,12 @@ class CaptionStage:
                 continue
             own = {c: self.tokens[c] for c in sorted(layout_concepts(layout))}
             # s3's hash and fingerprint cover the image; the layout file and the tokens cover the words
+            phrase = (meta.get("background") or {}).get("phrase")
             fp = stable_hash(json.dumps([meta.get("config_hash"), meta.get("fingerprint"), file_fingerprint(path),
-                                         own], sort_keys=True))
+                                         own, phrase], sort_keys=True))
             items.append(Item(item_id, self.out_root / item_id,
                               {"path": str(folder / "image.png"), "layout": layout, "layout_path": str(path),
+                               "background": phrase,
                                "s3_config_hash": meta.get("config_hash"), "s3_fingerprint": meta.get("fingerprint")},
                               fingerprint=f"{fp:016x}"))
         return items
@@ -109,7 +111,8 @@ class CaptionStage:
         return self.captioner.config()
 
     def job(self, item: Item) -> CaptionJob:
-        return CaptionJob(item.id, item.data["layout"], self.tokens, sorted(self.tokens), Path(item.data["path"]))
+        return CaptionJob(item.id, item.data["layout"], self.tokens, sorted(self.tokens), Path(item.data["path"]),
+                          item.data.get("background"))
 
     def prepare(self, pending: list[Item]) -> None:
         """All captions at once: an LLM captioner runs its calls concurrently."""

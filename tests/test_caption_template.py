@@ -67,6 +67,12 @@ def test_overlap_puts_the_lower_object_in_front():
     assert "The cat is in front of the plant." in c["detailed"]
 
 
+def test_background_without_a_preposition_follows_a_comma():
+    c = captions(layout(("cat", (10, 80, 40, 40)), ("dog", (120, 80, 40, 40)), background="a sunny beach"))
+    assert c["short"] == "a photo of a cat and a dog, a sunny beach"
+    assert c["detailed"].startswith("A photo of a cat and a dog, a sunny beach. ")
+
+
 def test_hidden_instances_are_not_counted_and_no_background_is_fine():
     lay = layout(("dog", (10, 10, 40, 40)), ("dog", (60, 10, 0, 0)), ("cat", (120, 10, 40, 40)), background="")
     c = captions(lay)

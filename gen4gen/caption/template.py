@@ -12,7 +12,7 @@ from typing import Callable
 
 from gen4gen.caption.facts import Facts, facts_from_layout
 from gen4gen.caption.tokens import ClipTokenCounter
-from gen4gen.caption.words import join_list, number_word, plural, word_count
+from gen4gen.caption.words import background_clause, join_list, number_word, plural, word_count
 
 
 @dataclass
@@ -77,7 +77,7 @@ class TemplateCaptioner:
         return self._fit_clip(join_list([phrase(g) for g in facts.groups]), facts.background)
 
     def detailed(self, facts: Facts) -> str:
-        bg = f" {facts.background}" if facts.background else ""
+        bg = background_clause(facts.background)
         sentences = [f"A photo of {join_list([g.phrase for g in facts.groups])}{bg}."]
         for r in facts.relations:
             s, o = facts.group(r.subject), facts.group(r.object)
@@ -88,6 +88,6 @@ class TemplateCaptioner:
 
     def _fit_clip(self, subjects: str, background: str) -> str:
         """The longest of the wordings that fits CLIP's window (every concept is always named)."""
-        bg = f" {background}" if background else ""
+        bg = background_clause(background)
         options = [f"a photo of {subjects}{bg}", f"{subjects}{bg}", f"a photo of {subjects}", subjects]
         return next((o for o in options if self.counter.fits(o)), options[-1])

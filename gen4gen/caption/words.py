@@ -57,5 +57,19 @@ def join_list(parts: list[str]) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+PREPOSITIONS = {"in", "on", "at", "by", "near", "under", "inside", "beside", "behind", "above", "below", "over",
+                "against", "along", "among", "across", "around", "outside", "underneath", "with", "during", "amid",
+                "beneath", "within", "atop", "before", "next", "onto", "into", "through", "from"}
+
+
+def background_clause(phrase: str) -> str:
+    """How a background phrase follows the subjects: ``" in the garden"``; a phrase that is not a
+    prepositional one (an LLM planner's "a sunny beach") follows a comma: ``", a sunny beach"``."""
+    phrase = " ".join(phrase.split())
+    if not phrase:
+        return ""
+    return f" {phrase}" if phrase.split()[0].lower() in PREPOSITIONS else f", {phrase}"
+
+
 def word_count(text: str) -> int:
     return len(text.split())

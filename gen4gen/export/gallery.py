@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from urllib.parse import quote
 
 import cv2

@@ -26,7 +26,9 @@ def progress() -> Progress:
 def summary_table(summaries: list["Summary"]) -> Table:
     table = Table(title="gen4gen summary", show_lines=False)
     for col in ("stage", "items", "done", "skipped", "failed", "seconds", "output"):
-        table.add_column(col, justify="right" if col not in ("stage", "output") else "left")
+        # paths wrap instead of being cut: the last lines a user sees name the dataset and gallery
+        table.add_column(col, justify="right" if col not in ("stage", "output") else "left",
+                         overflow="fold" if col == "output" else "ellipsis")
     for s in summaries:
         failed = f"[red]{s.failed}[/red]" if s.failed else "0"
         table.add_row(s.stage, str(s.total), str(s.done), str(s.skipped), failed, f"{s.seconds:.1f}", s.out_dir)

@@ -1,0 +1,1 @@
+"""s4 captioners: ``template`` (embedded, grounded in layout.json), ``llm`` and ``vlm`` (OpenAI-compatible)."""

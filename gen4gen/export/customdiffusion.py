@@ -1,0 +1,78 @@
+"""``customdiffusion/``: what Custom Diffusion trains on.
+
+- ``concepts_list.json`` for diffusers' ``examples/custom_diffusion/train_custom_diffusion.py
+  --concepts_list``: per concept ``instance_prompt`` ("photo of a <new1> cat"), ``class_prompt`` ("cat"),
+  ``instance_data_dir`` and ``class_data_dir`` (paths relative to this folder; ``train.sh`` runs from it).
+- ``instance_images/<concept>/``: images only (the script opens every file there). They are the s1
+  cut-outs composited on white, cropped square around the object: the source photos would also teach
+  the token their background and whatever else is in the frame, and can be 4000 px; the composed
+  scenes below supply the context.
+- ``modifier_token.txt`` (``<new1>+<new2>``, the ``--modifier_token`` value) and ``initializer_token.txt``.
+- ``compositions/``: the composed images with ``images.txt`` (one path per line) and ``captions.txt``
+  (the personalized caption of each image, same line), the file-list form of the original adobe
+  custom-diffusion ``--caption`` / ``--datapath`` options, since the diffusers script allows one prompt
+  per concept.
+"""
+from __future__ import annotations
+
+import shlex
+
+from gen4gen.caption.words import display_name
+from gen4gen.export.items import ExportContext, copy_file, write_bytes
+from gen4gen.runner import json_bytes
+
+NAME = "customdiffusion"
+
+
+def write(ctx: ExportContext) -> dict:
+    out = ctx.root / NAME
+    tokens = {c: t for c, t in ctx.tokens.items() if c in ctx.concepts}
+    concepts_list = []
+    for concept, token in tokens.items():
+        noun = display_name(concept)
+        for ref in ctx.references.get(concept, []):
+            write_bytes(out / "instance_images" / concept / ref.file_name, ref.png)
+        concepts_list.append({"instance_prompt": f"photo of a {token} {noun}", "class_prompt": noun,
+                              "instance_data_dir": f"instance_images/{concept}",
+                              "class_data_dir": f"class_images/{concept}"})
+    write_bytes(out / "concepts_list.json", json_bytes(concepts_list))
+    modifier = "+".join(tokens.values())
+    # the script starts each new token from the embedding of one existing token: the class word
+    initializer = "+".join(display_name(c).split()[-1] for c in tokens)
+    write_bytes(out / "modifier_token.txt", (modifier + "\n").encode())
+    write_bytes(out / "initializer_token.txt", (initializer + "\n").encode())
+    paths, captions = [], []
+    for it in ctx.items:
+        rel = f"compositions/images/{it.key}.png"
+        copy_file(it.image_path, out / rel)
+        paths.append(rel)
+        captions.append(" ".join(str(it.captions.get("personalized", "")).split()))
+    write_bytes(out / "compositions" / "images.txt", "".join(p + "\n" for p in paths).encode())
+    write_bytes(out / "compositions" / "captions.txt", "".join(c + "\n" for c in captions).encode())
+    write_bytes(out / "train.sh", train_script(modifier, initializer, ctx).encode())
+    (out / "train.sh").chmod(0o755)
+    return {"customdiffusion concepts": len(concepts_list)}
+
+
+def train_script(modifier: str, initializer: str, ctx: ExportContext) -> str:
+    example = next((it.captions.get("personalized") for it in ctx.items if it.captions.get("personalized")), "")
+    return f"""#!/usr/bin/env bash
+# Custom Diffusion on this dataset with diffusers' examples/custom_diffusion/train_custom_diffusion.py
+# (pip install diffusers[training]; get the script from the diffusers repository, same version).
+# Class images for prior preservation are generated into class_images/<concept>/ on the first run.
+set -euo pipefail
+cd "$(dirname "$0")"
+MODEL_NAME="${{MODEL_NAME:-CompVis/stable-diffusion-v1-4}}"
+TRAIN_SCRIPT="${{TRAIN_SCRIPT:-train_custom_diffusion.py}}"
+accelerate launch "$TRAIN_SCRIPT" \\
+  --pretrained_model_name_or_path="$MODEL_NAME" \\
+  --output_dir="${{OUTPUT_DIR:-custom-diffusion-{ctx.name}}}" \\
+  --concepts_list=concepts_list.json \\
+  --with_prior_preservation --prior_loss_weight=1.0 --num_class_images=200 \\
+  --resolution=512 --train_batch_size=2 --learning_rate=1e-5 --lr_warmup_steps=0 \\
+  --max_train_steps=500 --scale_lr --hflip \\
+  --modifier_token={shlex.quote(modifier)} \\
+  --initializer_token={shlex.quote(initializer)} \\
+  --validation_prompt={shlex.quote(example)} \\
+  "$@"
+"""

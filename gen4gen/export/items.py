@@ -1,0 +1,249 @@
+"""What an export holds: every final image whose s3 and s4 items are both done and agree, with its layout,
+captions and instance masks; everything else is listed as left out with the reason.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from gen4gen.images import read_image
+from gen4gen.runner import ItemFailed, done_items, png_bytes, read_failures, read_meta
+
+S1_DIR, S2_DIR, S3_DIR, S4_DIR = ("s1_segmented_foreground", "s2_object_compositions", "s3_background_repainting",
+                                  "s4_captions")
+STAGE_DIRS = {"s1": S1_DIR, "s2": S2_DIR, "s3": S3_DIR, "s4": S4_DIR}
+
+
+@dataclass
+class Instance:
+    name: str  # "dog_1"
+    concept: str
+    mask_path: Path
+    bbox: list[float] = field(default_factory=list)  # x, y, w, h of the mask pixels >= threshold
+    area: int = 0
+    rle: dict | None = None  # COCO RLE, counts as str
+
+
+@dataclass
+class ExportItem:
+    id: str  # "<scene>/<composition id>/<variant>"
+    key: str  # the same as a flat file name: "pets__cat+dog_000__v0_procedural"
+    s3_dir: Path
+    s2_dir: Path
+    s4_dir: Path
+    s3_meta: dict
+    layout: dict
+    captions: dict
+    size: tuple[int, int] = (0, 0)
+    instances: list[Instance] = field(default_factory=list)
+
+    @property
+    def scene(self) -> str:
+        return self.id.split("/")[0]
+
+    @property
+    def composition(self) -> str:  # "<scene>/<composition id>"
+        return self.id.rsplit("/", 1)[0]
+
+    @property
+    def variant(self) -> str:
+        return self.id.rsplit("/", 1)[1]
+
+    @property
+    def image_path(self) -> Path:
+        return self.s3_dir / "image.png"
+
+    @property
+    def concepts(self) -> list[str]:
+        return sorted({i.concept for i in self.instances})
+
+    def objects(self) -> list[dict]:
+        return [{"name": i.name, "concept": i.concept, "bbox": i.bbox, "area": i.area} for i in self.instances]
+
+
+@dataclass
+class Reference:
+    """One concept photo, as its s1 cut-out composited on white."""
+    concept: str
+    scene: str
+    s1_id: str  # "<scene>/<concept>/<stem>"
+    cutout: Path
+    bbox_xyxy: list | None
+    file_name: str  # "<scene>__<stem>.png"
+    backend: str = ""  # the segmenter that cut it out
+    png: bytes = b""
+
+
+def flat_key(item_id: str) -> str:
+    """An item id as one file-name-safe word without dots (WebDataset splits keys at the first dot)."""
+    return re.sub(r"[^A-Za-z0-9_+\-]", "_", item_id.replace("/", "__"))
+
+
+def collect(stages_dir: Path) -> tuple[list[ExportItem], list[dict]]:
+    """Complete items (sorted by id) and the final images left out, each ``{stage, id, reason}``."""
+    s2_root, s3_root, s4_root = (stages_dir / d for d in (S2_DIR, S3_DIR, S4_DIR))
+    items, left_out, keys = [], [], set()
+    finals = [(f, m) for f, m in done_items(s3_root) if len(f.relative_to(s3_root).parts) == 3] \
+        if s3_root.is_dir() else []
+    s4_reasons = {f["id"]: f["reason"] for f in read_failures(s4_root)} if s4_root.is_dir() else {}
+    for folder, meta in finals:
+        item_id = folder.relative_to(s3_root).as_posix()
+        s4_dir = s4_root / item_id
+        s4_meta = read_meta(s4_dir)
+        if s4_meta is None:
+            reason = s4_reasons.get(item_id)
+            left_out.append({"stage": "s4", "id": item_id, "reason": f"captioning failed: {reason}" if reason
+                             else "no captions yet (run stage=s4)"})
+            continue
+        if (s4_meta.get("s3_config_hash"), s4_meta.get("s3_fingerprint")) != (meta.get("config_hash"),
+                                                                            meta.get("fingerprint")):
+            left_out.append({"stage": "s4", "id": item_id,
+                             "reason": "captions are out of date: the s3 image changed after s4 ran (rerun stage=s4)"})
+            continue
+        s2_dir = Path(meta["composition_dir"]) if meta.get("composition_dir") else s2_root / str(meta.get("composition"))
+        try:
+            layout = json.loads((s2_dir / "layout.json").read_text("utf-8"))
+            captions = json.loads((s4_dir / "captions.json").read_text("utf-8"))
+        except (OSError, ValueError) as e:
+            left_out.append({"stage": "export", "id": item_id, "reason": f"unreadable layout or captions: {e}"})
+            continue
+        key = flat_key(item_id)
+        while key in keys:  # ids that differ only in odd characters
+            key += "_"
+        keys.add(key)
+        items.append(ExportItem(item_id, key, folder, s2_dir, s4_dir, meta, layout, captions))
+    return items, left_out
+
+
+def upstream_failures(stages_dir: Path) -> list[dict]:
+    """Every failure line of s1..s4 (photos, compositions, final images that never got made)."""
+    rows = []
+    for stage, d in STAGE_DIRS.items():
+        if (stages_dir / d).is_dir():
+            rows += [{"stage": r.get("stage", stage), "id": r.get("id", ""), "reason": r.get("reason", "")}
+                     for r in read_failures(stages_dir / d)]
+    return rows
+
+
+def load_instances(item: ExportItem, threshold: int) -> ExportItem:
+    """Instance masks -> boxes, areas and COCO RLE; checks that the image and masks are what the layout says."""
+    try:
+        with Image.open(item.image_path) as im:
+            size = im.size
+    except OSError as e:
+        raise ItemFailed(f"final image {item.image_path} unreadable: {e}") from None
+    want = tuple(int(v) for v in item.layout.get("size") or size)
+    if size != want:
+        raise ItemFailed(f"final image is {size[0]}x{size[1]} but the layout says {want[0]}x{want[1]}")
+    item.size = size
+    item.instances = []
+    for obj in item.layout.get("objects") or []:
+        path = item.s2_dir / obj.get("mask", f"instances/{obj['name']}.png")
+        try:
+            mask = read_image(path, mode="L")
+        except ItemFailed as e:
+            raise ItemFailed(f"instance mask {path}: {e}") from None
+        if mask.shape != (size[1], size[0]):
+            raise ItemFailed(f"instance mask {path.name} is {mask.shape[1]}x{mask.shape[0]}, not the image size")
+        binary = np.asfortranarray((mask >= threshold).astype(np.uint8))
+        if not binary.any():
+            continue  # fully hidden: nothing to annotate (the captions do not count it either)
+        rle = mask_utils.encode(binary)
+        rle["counts"] = rle["counts"].decode("ascii")
+        item.instances.append(Instance(str(obj["name"]), str(obj["concept"]), path,
+                                       [float(v) for v in mask_utils.toBbox(rle)], int(mask_utils.area(rle)), rle))
+    if not item.instances:
+        raise ItemFailed("no instance has visible pixels")
+    return item
+
+
+def find_references(stages_dir: Path, concepts: set[str]) -> dict[str, list[Reference]]:
+    """The done s1 cut-outs of each concept (all scenes), sorted."""
+    s1_root = stages_dir / S1_DIR
+    refs: dict[str, list[Reference]] = {c: [] for c in sorted(concepts)}
+    if not s1_root.is_dir():
+        return refs
+    for folder, meta in done_items(s1_root):
+        concept = meta.get("concept")
+        if concept in refs and (folder / "cutout.png").is_file():
+            s1_id = folder.relative_to(s1_root).as_posix()
+            scene = meta.get("scene") or s1_id.split("/")[0]
+            refs[concept].append(Reference(concept, scene, s1_id, folder / "cutout.png", meta.get("bbox_xyxy"),
+                                           f"{flat_key(scene)}__{flat_key(folder.name)}.png",
+                                           str(meta.get("backend", ""))))
+    return refs
+
+
+def render_reference(ref: Reference, side: int) -> Reference:
+    """The cut-out on white, cropped to the object with a margin, padded square, at most ``side`` px."""
+    rgb = read_image(ref.cutout, mode="RGB")  # RGBA composited on white by the reader
+    h, w = rgb.shape[:2]
+    if ref.bbox_xyxy and len(ref.bbox_xyxy) == 4:
+        x0, y0, x1, y1 = (int(v) for v in ref.bbox_xyxy)
+        m = int(0.08 * max(x1 - x0, y1 - y0))
+        x0, y0, x1, y1 = max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m)
+        if x1 > x0 and y1 > y0:
+            rgb = rgb[y0:y1, x0:x1]
+    h, w = rgb.shape[:2]
+    s = max(h, w)
+    square = np.full((s, s, 3), 255, np.uint8)
+    square[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = rgb
+    im = Image.fromarray(square)
+    if s > side:
+        im = im.resize((side, side), Image.Resampling.LANCZOS)
+    ref.png = png_bytes(im)
+    return ref
+
+
+def jpeg_bytes(im: Image.Image, quality: int = 85) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@dataclass
+class ExportContext:
+    """Everything a format writer needs; writers write under ``root / <format>``."""
+    name: str
+    root: Path
+    items: list[ExportItem]  # sorted by id, instances loaded
+    references: dict[str, list[Reference]]  # concept -> rendered references
+    left_out: list[dict]  # final images not exported: {stage, id, reason}
+    failures: list[dict]  # failure lines of every stage (s1..s4 and export)
+    settings: dict  # the export config block
+    workers: int = 2  # threads (the bytes written do not depend on it)
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """Modifier tokens of the exported concepts (global: the same in every caption)."""
+        tokens: dict[str, str] = {}
+        for it in self.items:
+            tokens.update(it.captions.get("modifier_tokens") or {})
+        return dict(sorted(tokens.items(), key=lambda kv: (len(kv[1]), kv[1])))
+
+    @property
+    def concepts(self) -> list[str]:
+        return sorted({c for it in self.items for c in it.concepts})
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Byte copy (the export folder is fresh, so no atomic dance is needed here: the whole folder is swapped in)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def write_bytes(dst: Path, data: bytes) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(data)
+
+
+def jsonl_bytes(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")

@@ -1,0 +1,28 @@
+"""``webdataset/``: size-bounded tar shards ``shard-000000.tar``... with ``<key>.png``, ``<key>.json``
+(id, scene, captions, modifier tokens, objects) and ``<key>.txt`` (the detailed caption) per sample.
+A shard closes once it holds ``shard_maxcount`` samples or reaches ``shard_maxsize`` bytes. Member
+mtimes are fixed, so the same items give the same bytes.
+"""
+from __future__ import annotations
+
+import webdataset
+
+from gen4gen.export.items import ExportContext
+from gen4gen.runner import json_bytes
+
+NAME = "webdataset"
+
+
+def write(ctx: ExportContext) -> dict:
+    out = ctx.root / NAME
+    out.mkdir(parents=True, exist_ok=True)
+    with webdataset.ShardWriter(str(out / "shard-%06d.tar"), maxcount=int(ctx.settings.get("shard_maxcount", 1000)),
+                                maxsize=float(ctx.settings.get("shard_maxsize", 5e8)), verbose=0, mtime=0.0) as sink:
+        for it in ctx.items:
+            meta = {"id": it.id, "scene": it.scene, "concepts": it.concepts, "size": list(it.size),
+                    "captions": {k: it.captions.get(k) for k in ("short", "detailed", "personalized")},
+                    "modifier_tokens": it.captions.get("modifier_tokens") or {}, "objects": it.objects()}
+            sink.write({"__key__": it.key, "png": it.image_path.read_bytes(), "json": json_bytes(meta),
+                        "txt": str(it.captions.get("detailed", ""))})
+        shards = sink.shard
+    return {"webdataset shards": shards}

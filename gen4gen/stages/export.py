@@ -1,0 +1,150 @@
+"""export: the complete items of a run as a dataset in ``<outputs_dir>/datasets/<export.name>/``.
+
+Only final images whose s3 and s4 items are both done (and agree) are exported; the rest are listed in
+``left_out.jsonl``, the dataset card, the gallery and the summary. The dataset is built in a hidden
+sibling folder and swapped in at the end, so a rerun rewrites it cleanly and an interrupted export
+leaves the previous one intact. Same inputs give the same bytes (sorted order, fixed tar mtimes, no
+timestamps).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from gen4gen.console import progress
+from gen4gen.export.card import card
+from gen4gen.export.items import (ExportContext, collect, find_references, jsonl_bytes, load_instances,
+                                  render_reference, upstream_failures, write_bytes)
+from gen4gen.runner import ItemFailed, Summary, UserError
+
+FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
+           "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds"}
+
+
+def run(cfg: DictConfig) -> Summary:
+    t0 = time.perf_counter()
+    opts = OmegaConf.to_container(cfg.export, resolve=True)
+    name = str(opts["name"])
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+        raise UserError(f"export.name={name!r} must be a plain folder name (letters, digits, _ . -)")
+    formats = [str(f) for f in opts.get("formats") or []]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise UserError(f"unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    stages = Path(cfg.paths.stages_dir)
+    datasets = Path(cfg.paths.outputs_dir) / "datasets"
+    final = datasets / name
+    summary = Summary(stage="export", out_dir=str(final))
+
+    items, left_out = collect(stages)
+    failures = upstream_failures(stages)
+    workers = max(1, int(cfg.workers))
+    threshold = int(opts.get("mask_threshold", 128))
+    loaded, export_failures = [], []
+    with progress() as bar, ThreadPoolExecutor(workers) as pool:
+        task = bar.add_task("export items", total=len(items))
+
+        def load(it):
+            try:
+                return load_instances(it, threshold), None
+            except ItemFailed as e:
+                return it, str(e)
+
+        for it, err in pool.map(load, items):
+            if err:
+                export_failures.append({"stage": "export", "id": it.id, "path": str(it.s3_dir), "reason": err})
+            else:
+                loaded.append(it)
+            bar.advance(task)
+    if not loaded:
+        why = "; ".join(sorted({r["reason"] for r in left_out + export_failures})[:3]) or "no s3 output"
+        raise UserError(f"nothing to export from {stages}: no final image has both its s3 image and s4 captions "
+                        f"({len(left_out) + len(export_failures)} incomplete: {why})")
+
+    refs = find_references(stages, {c for it in loaded for c in it.concepts})
+    ref_failures: list[dict] = []  # a bad cut-out loses one reference image, not the items that use the concept
+    if {"mycanvas", "customdiffusion"} & set(formats):  # the formats that ship reference images
+        side = int(opts.get("reference_size", 512))
+        flat = [r for rows in refs.values() for r in rows]
+        with progress() as bar, ThreadPoolExecutor(workers) as pool:
+            task = bar.add_task("export references", total=len(flat))
+            for _ in pool.map(lambda r: _render(r, side, ref_failures), flat):
+                bar.advance(task)
+        refs = {c: [r for r in rows if r.png] for c, rows in refs.items()}
+
+    for stale in datasets.glob(f".{name}.*-*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = datasets / f".{name}.partial-{os.getpid()}"
+    tmp.mkdir(parents=True)
+    ref_failures.sort(key=lambda r: r["id"])
+    ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures + ref_failures, opts, workers)
+    try:
+        notes: dict = {}
+        with progress() as bar, ThreadPoolExecutor(workers) as pool:  # the writers are I/O-bound: overlap them
+            task = bar.add_task("export formats", total=len(formats))
+            for written in pool.map(lambda f: importlib.import_module(FORMATS[f]).write(ctx), formats):
+                notes.update(written)
+                bar.advance(task)
+        if opts.get("gallery", True):
+            from gen4gen.export import gallery
+
+            gallery.write(ctx)
+        write_bytes(tmp / "left_out.jsonl", jsonl_bytes(ctx.failures + ctx.left_out))
+        write_bytes(tmp / "failures.jsonl", jsonl_bytes(export_failures + ref_failures))
+        text = card(ctx, formats, notes)
+        write_bytes(tmp / "README.md", text.encode("utf-8"))
+        if "mycanvas" in formats:
+            write_bytes(tmp / "mycanvas" / "README.md", text.encode("utf-8"))
+        _swap(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only still there when something above failed
+
+    summary.total = len(items)
+    summary.done = len(loaded)
+    summary.failed = len(export_failures)
+    summary.notes["formats"] = ", ".join(formats)
+    if left_out:
+        summary.notes["left out (incomplete)"] = f"{len(left_out)}: " + "; ".join(
+            f"{n} x {r}" for r, n in _tally(r["reason"] for r in left_out))
+    if ref_failures:
+        summary.notes["reference cut-outs unreadable"] = len(ref_failures)
+    if failures:
+        summary.notes["upstream failures"] = ", ".join(
+            f"{s} {n}" for s, n in _tally(f["stage"] for f in failures)) + " (see left_out.jsonl)"
+    summary.notes["dataset card"] = str(final / "README.md")
+    if opts.get("gallery", True):
+        summary.notes["gallery"] = str(final / "gallery" / "index.html")
+    summary.seconds = round(time.perf_counter() - t0, 2)
+    return summary
+
+
+def _render(ref, side, ref_failures):
+    try:
+        return render_reference(ref, side)
+    except ItemFailed as e:
+        ref_failures.append({"stage": "export", "id": ref.s1_id, "path": str(ref.cutout),
+                                "reason": f"reference cut-out unreadable: {e}"})
+        return ref
+
+
+def _tally(values) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _swap(tmp: Path, final: Path) -> None:
+    """Put the new dataset in place; the old one is removed only once the new one is there."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,101 @@
+"""The HTML gallery: every thumbnail it shows exists, captions and failures are on the page, the layout
+picture has its boxes drawn, and the page renders in headless Chromium (skipped without a browser)."""
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gen4gen.stages import export, s4_caption
+from tests.conftest import make_cfg
+from tests.fixtures_pipeline import COLOURS, add_failure, make_pipeline
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gallery")
+    info = make_pipeline(root, size=(200, 200), scenes={
+        "pets": ("cat+dog_000", "in the garden",
+                 [("dog", 0, (100, 60, 40, 80)), ("dog", 1, (148, 68, 36, 72)), ("cat", 0, (12, 80, 48, 60))])})
+    add_failure(info["stages"], "s3_background_repainting", "s3", "pets/cat+dog_001/v0_photo",
+                "background <photo> unreadable")
+    cfg = make_cfg(root, "export.formats=[mycanvas]")
+    s4_caption.run(cfg)
+    summary = export.run(cfg)
+    return Path(summary.notes["gallery"])
+
+
+class Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs, self.hrefs = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.srcs.append(unquote(a["src"]))
+        if tag == "a":
+            self.hrefs.append(unquote(a["href"]))
+
+
+def test_page_shows_every_thumbnail_caption_and_failure(gallery):
+    text = gallery.read_text()
+    parser = Images()
+    parser.feed(text)
+    # 4 cut-outs, 1 layout, 1 final image
+    assert len(parser.srcs) == 6 and all((gallery.parent / s).is_file() for s in parser.srcs)
+    assert all((gallery.parent / h).resolve().is_file() for h in parser.hrefs) and parser.hrefs
+    assert "a photo of &lt;new1&gt; cat and two &lt;new2&gt; dogs in the garden" in text
+    assert "The cat is to the left of the dogs." in text
+    assert "background &lt;photo&gt; unreadable" in text and "<photo>" not in text  # escaped
+    assert re.search(r"<b>1</b> final images", text) and re.search(r"<b>3</b> instances", text)
+
+
+def test_layout_thumbnail_has_labelled_boxes(gallery):
+    thumb = np.asarray(Image.open(gallery.parent / "thumbs/pets__cat+dog_000__layout.jpg").convert("RGB")).astype(int)
+    comp = gallery.parents[4] / "stages/s2_object_compositions/pets/cat+dog_000"
+    plain = np.asarray(Image.open(comp / "image.png").convert("RGB")).astype(int)
+    assert thumb.shape == plain.shape  # 200 px: thumb_size 256 does not upscale
+    drawn = np.abs(thumb - plain).sum(-1) > 90
+    layout = json.loads((comp / "layout.json").read_text())
+    for obj in layout["objects"]:
+        x, y, w, h = obj["box"]
+        left, bottom = drawn[y + 2:y + h - 2, x], drawn[y + h - 1, x + 2:x + w - 2]
+        assert left.mean() > 0.8 and bottom.mean() > 0.8, obj["name"]  # the rectangle is there
+        assert drawn[max(0, y - 12):y, x:x + 30].mean() > 0.1, obj["name"]  # and a label above it (text pixels)
+    assert drawn.mean() < 0.2  # the rest is the composition
+
+
+def test_renders_in_headless_chromium(gallery, tmp_path):
+    browser = next((b for b in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"),
+                                shutil.which("google-chrome")) if b and Path(b).exists()), None)
+    if browser is None:
+        pytest.skip("no Chromium installed (apt-get install chromium) to render the gallery")
+    shot = tmp_path / "shot.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1200", f"--screenshot={shot}",
+           gallery.as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120)
+    assert shot.is_file(), "Chromium wrote no screenshot"
+    page = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    # the thumbnails were decoded and drawn: the cat's orange and the dogs' brown are on the page
+    for colour in (COLOURS["cat"], COLOURS["dog"]):
+        assert (np.abs(page - np.array(colour)).sum(-1) < 40).sum() > 200, colour
+
+
+def test_gallery_shows_at_most_the_configured_compositions_per_scene(tmp_path):
+    objects = [("cat", 0, (10, 40, 30, 30)), ("dog", 0, (60, 40, 30, 30))]
+    make_pipeline(tmp_path, scenes={"pets": [(f"cat+dog_{i:03d}", "in the garden", objects) for i in range(3)]})
+    cfg = make_cfg(tmp_path, "export.formats=[]", "export.gallery_per_scene=2")
+    s4_caption.run(cfg)
+    page = Path(export.run(cfg).notes["gallery"])
+    text = page.read_text()
+    assert "showing 2 of 3 compositions" in text and "<b>3</b> final images" in text
+    assert "pets/cat+dog_002" not in text and not (page.parent / "thumbs/pets__cat+dog_002__v0_procedural.jpg").exists()

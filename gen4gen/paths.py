@@ -12,8 +12,9 @@ STAGE_DIRS = {
     "s3": "s3_background_repainting",
     "s4": "s4_captions",
 }
-# overrides that split the same work instead of changing it: jobs differing only in these share folders
-SPLITTING_KEYS = {"shard.index", "shard.count", "stage", "workers"}
+# overrides that split or place the same work instead of changing it: jobs differing only in these share folders
+NEUTRAL_KEYS = {"shard.index", "shard.count", "stage", "workers", "strict", "device"}
+NEUTRAL_PREFIXES = ("paths.", "hydra")
 
 
 def stage_dir(cfg: DictConfig, stage: str) -> Path:
@@ -32,7 +33,7 @@ def isolate_sweep_job(cfg: DictConfig, stages: list[str]) -> Path | None:
         return None
     hc = HydraConfig.get()
     keys = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
-    if all(k in SPLITTING_KEYS or k.startswith("hydra") for k in keys):
+    if all(k in NEUTRAL_KEYS or k.startswith(NEUTRAL_PREFIXES) for k in keys):
         return None
     job_dir = Path(hc.runtime.output_dir).resolve()
     shared = Path(cfg.paths.stages_dir).resolve()

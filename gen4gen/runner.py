@@ -94,6 +94,13 @@ def item_rng(seed: int, item_id: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, stable_hash(item_id)])
 
 
+def shard_key(item_id: str, whole_pipeline: bool) -> str:
+    """What a shard owns. One stage at a time: single items. ``stage=all``: whole scenes, because a
+    scene's compositions need every photo of that scene segmented first, so a shard must own the scene
+    through every stage to run without waiting for the others."""
+    return item_id.split("/", 1)[0] if whole_pipeline else item_id
+
+
 def in_shard(item_id: str, index: int, count: int) -> bool:
     if not 0 <= index < count:
         raise ValueError(f"shard.index={index} must be in [0, shard.count={count})")
@@ -194,7 +201,8 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
     failures: list[dict] = []
     chash = config_hash(stage.config())
 
-    items = [it for it in stage.discover() if in_shard(it.id, shard_index, shard_count)]
+    whole = str(cfg.get("stage", "")) == "all"
+    items = [it for it in stage.discover() if in_shard(shard_key(it.id, whole), shard_index, shard_count)]
     summary.total = len(items)
     pending = []
     for it in items:
@@ -251,7 +259,8 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
 
 def _failure(stage: str, item: Item, reason: str) -> dict:
     src = item.data.get("path") if isinstance(item.data, dict) else None
-    return {"stage": stage, "id": item.id, "path": str(src or item.out_dir), "reason": reason}
+    return {"stage": stage, "id": item.id, "path": str(src or item.out_dir), "reason": reason,
+            "item_dir": str(item.out_dir)}
 
 
 def failures_path(out_root: Path, shard_index: int = 0, shard_count: int = 1) -> Path:
@@ -273,11 +282,16 @@ def _write_failures(out_root: Path, shard_index: int, shard_count: int, failures
 
 
 def read_failures(out_root: Path) -> list[dict]:
-    """All failure lines of a stage, merged across shards."""
-    rows = []
-    for p in sorted(out_root.glob("failures*.jsonl")):
-        rows += [json.loads(line) for line in p.read_text("utf-8").splitlines() if line.strip()]
-    return rows
+    """The stage's failures, merged across shard files: one line per item (the newest file wins), and
+    none for an item that has been done since (a later run with other shards or fixed input)."""
+    rows: dict[str, dict] = {}
+    for p in sorted(out_root.glob("failures*.jsonl"), key=lambda p: p.stat().st_mtime_ns):
+        for line in p.read_text("utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[row["id"]] = row
+    return [r for _, r in sorted(rows.items())
+            if not (r.get("item_dir") and (Path(r["item_dir"]) / META).is_file())]
 
 
 def print_summaries(summaries: list[Summary]) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.callbacks import export_deferred
 from gen4gen.console import progress
 from gen4gen.export.card import card
 from gen4gen.export.items import (ExportContext, collect, find_references, jsonl_bytes, load_instances,
@@ -30,6 +31,10 @@ FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.ex
 
 def run(cfg: DictConfig) -> Summary:
     t0 = time.perf_counter()
+    if export_deferred(cfg):
+        return Summary(stage="export", notes={"deferred": "a shard sees only its own items; the dataset is exported once "
+                                              "all shards are done (automatic after a shard multirun, else run "
+                                              "`python -m gen4gen stage=export`)"})
     opts = OmegaConf.to_container(cfg.export, resolve=True)
     name = str(opts["name"])
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):

@@ -38,9 +38,18 @@ def read_layout(path: Path) -> dict:
     return layout
 
 
-def dataset_concepts(s2_root: Path) -> list[str]:
-    """Every concept in the whole s2 output (done compositions), sorted."""
+def dataset_concepts(s2_root: Path, source_dir: Path | None = None) -> list[str]:
+    """Every concept of the dataset, sorted: the concept folders of the source photos plus any concept
+    in the s2 output. The source folders make the numbering the same in every shard of a run, since a
+    shard's s2 output holds only its own scenes."""
     concepts: set[str] = set()
+    if source_dir is not None and source_dir.is_dir():
+        for scene in sorted(source_dir.iterdir()):
+            try:
+                concepts |= {c.name for c in scene.iterdir() if c.is_dir() and not c.name.startswith(".")} \
+                    if scene.is_dir() and not scene.name.startswith(".") else set()
+            except OSError:
+                continue  # unreadable or looping folder: s1 reports it
     for folder, _ in done_items(s2_root):
         try:
             concepts |= layout_concepts(read_layout(folder / "layout.json"))
@@ -82,7 +91,7 @@ class CaptionStage:
                     layouts[path] = read_layout(path)
                 except ItemFailed as e:
                     layouts[path] = str(e)
-        concepts = set(dataset_concepts(self.s2_root))
+        concepts = set(dataset_concepts(self.s2_root, Path(self.cfg.paths.source_dir)))
         for layout in layouts.values():
             if isinstance(layout, dict):
                 concepts |= layout_concepts(layout)

@@ -131,7 +131,9 @@ class LLMClient:
             except Exception as e:  # noqa: BLE001 - transport failure after the client's own retries
                 result.errors.append(_describe(e))
                 log.info("llm %s: %s", req.tag, result.errors[-1])
-                break
+                if _permanent(e):
+                    break
+                continue  # a garbled body or a run of 5xx/timeouts: another attempt may get through
             for k, v in usage.items():
                 result.usage[k] = result.usage.get(k, 0) + v
             try:
@@ -191,6 +193,14 @@ class LLMClient:
         path = self._cache_path(key)
         if path:
             write_atomic(path, json_bytes({"model": self.model, "reply": text, "value": value.model_dump()}))
+
+
+def _permanent(e: Exception) -> bool:
+    """Errors no retry can fix: wrong key, model or request."""
+    import openai
+
+    return isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
+                          openai.BadRequestError, openai.UnprocessableEntityError))
 
 
 def _short_error(e: Exception) -> str:

@@ -1,0 +1,108 @@
+"""Reliability of the whole pipeline through the real CLI: SIGKILL at random points and resume,
+shards through a Hydra launcher, determinism across shard counts and orders, secrets."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.llm_server import LLMServer
+from tests.pipeline_run import FAST, assert_no_half_done, assert_same_outputs, cli, need_weights, small_sources
+from tests.s2_llm_replies import good_content
+from tests.test_reliability_llm import good_caption, is_caption
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """One uninterrupted, unsharded run of every data stage."""
+    need_weights()
+    root = tmp_path_factory.mktemp("reference")
+    small_sources(root / "src")
+    cli(root, "stage=all", *FAST)
+    assert (root / "outputs/datasets/mycanvas_demo/mycanvas/index.jsonl").is_file()
+    return root
+
+
+def fresh(tmp_path: Path, reference: Path) -> Path:
+    shutil.copytree(reference / "src", tmp_path / "src")
+    return tmp_path
+
+
+def _progress(root: Path, stage: str) -> int:
+    """How far ``stage`` has got: done items, or for export the dataset folders being built."""
+    if stage == "export":
+        datasets = root / "outputs" / "datasets"
+        return len(list(datasets.glob(".*partial*"))) if datasets.is_dir() else 0
+    names = {"s1": "s1_segmented_foreground", "s2": "s2_object_compositions", "s3": "s3_background_repainting"}
+    folder = root / "stages" / names[stage]
+    return len(list(folder.rglob("meta.json"))) if folder.is_dir() else 0
+
+
+def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path, reference):
+    root = fresh(tmp_path, reference)
+    rng = random.Random(7)
+    kills = []
+    for stage in ["s1", "s1", "s2", "s2", "s3", "s3", "export", "export"]:
+        start = _progress(root, stage)
+        proc = cli(root, "stage=all", *FAST, background=True)
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and _progress(root, stage) <= start and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.15))  # somewhere inside the next item, or between items
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills.append(stage)
+        proc.wait()
+        assert_no_half_done(root / "stages")  # no half-written item ever looks done
+        final = root / "outputs/datasets/mycanvas_demo"
+        if final.exists():  # a dataset is there whole or not at all
+            for line in (final / "mycanvas/index.jsonl").read_text().splitlines():
+                assert (final / "mycanvas" / json.loads(line)["image"]).is_file()
+    assert {"s1", "s2", "s3", "export"} <= set(kills), kills
+    cli(root, "stage=all", *FAST)
+    assert_same_outputs(reference, root)
+
+
+def test_shards_through_submitit_local_equal_a_single_run(tmp_path, reference):
+    root = fresh(tmp_path, reference)
+    result = cli(root, "-m", "stage=all", "shard.count=2", "shard.index=0,1", "hydra/launcher=submitit_local", *FAST)
+    assert "Traceback" not in result.stderr
+    assert_same_outputs(reference, root)
+
+
+def test_three_shards_in_reverse_order_equal_a_single_run(tmp_path, reference):
+    root = fresh(tmp_path, reference)
+    for index in (2, 1, 0):
+        cli(root, "stage=all", "shard.count=3", f"shard.index={index}", *FAST)
+    cli(root, "stage=export", *FAST)  # a sharded run exports once all shards are done
+    assert_same_outputs(reference, root)
+
+
+SENTINEL = "sk-live-SENTINEL-7d2a0b"
+
+
+def test_api_key_reaches_the_server_and_no_file(tmp_path, reference):
+    root = fresh(tmp_path, reference)
+
+    def replies(body, n):
+        from tests.llm_server import Reply
+
+        return Reply(good_caption(body) if is_caption(body) else good_content(body))
+
+    with LLMServer(replies) as srv:
+        llm = [f"llm.base_url={srv.base_url}", "llm.model=m"]
+        cli(root, "stage=all", "layout=llm", "captioner=llm", *llm, *FAST, env={"OPENAI_API_KEY": SENTINEL})
+        # a second run logs cache hits and reuses the saved config: still nothing
+        cli(root, "stage=all", "layout=llm", "captioner=llm", *llm, *FAST, env={"OPENAI_API_KEY": SENTINEL})
+    assert srv.requests and all(h.get("Authorization") == f"Bearer {SENTINEL}" for h in srv.headers)
+    leaked = [p for p in root.rglob("*") if p.is_file() and SENTINEL.encode() in p.read_bytes()]
+    assert leaked == []
+    saved = list(root.glob("outputs/runs/*/*/.hydra/config.yaml"))
+    assert saved and all("OPENAI_API_KEY" in p.read_text() for p in saved)  # the variable's name, not its value

@@ -6,6 +6,7 @@ with ``cutout.png`` (RGBA, soft alpha), ``mask.png`` (8-bit soft mask) and ``met
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -88,7 +89,11 @@ class SegmentStage:
     @property
     def segmenter(self):
         if self._segmenter is None:  # built once, on first use, shared by the worker threads
-            self._segmenter = instantiate(self.cfg.segmenter)
+            extra = {}
+            if "threads" in self.cfg.segmenter and not self.cfg.segmenter.threads:
+                # items run on `workers` threads: split the cores between them instead of oversubscribing
+                extra["threads"] = max(1, _cores() // max(1, self.workers))
+            self._segmenter = instantiate(self.cfg.segmenter, **extra)
         return self._segmenter
 
     def discover(self) -> list[Item]:
@@ -142,3 +147,10 @@ def _u8(mask: np.ndarray) -> np.ndarray:
 
 def run(cfg: DictConfig) -> Summary:
     return run_stage(SegmentStage(cfg), cfg)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may use, not the host's count
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -112,6 +113,7 @@ class SegmentStage:
     def process(self, item: Item, out: ItemWriter, rng: np.random.Generator) -> dict:
         rgb = read_image(item.data["path"], max_pixels=int(self.cfg.io.max_pixels), min_side=int(self.cfg.io.min_side))
         rounds, current = [], rgb
+        shutil.rmtree(out.path("rounds"), ignore_errors=True)  # an earlier run's rounds (maybe more of them)
         for k in range(self.rounds):
             t0 = time.perf_counter()
             mask = np.clip(self.segmenter(current), 0.0, 1.0).astype(np.float32)

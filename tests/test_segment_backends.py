@@ -292,3 +292,53 @@ def test_gen4gen_never_imports_torchvision():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env={"PYTHONPATH": str(ROOT), "PATH": ""})
     assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------- U²-Net-p options
+def _u2netp(**kw):
+    from gen4gen import weights
+
+    try:
+        weights.path("u2netp", fetch=False)
+    except UserError as e:
+        pytest.skip(f"u2netp weights absent: {str(e)[:120]}")
+    from gen4gen.segment.u2netp import U2NetP
+
+    return U2NetP(**kw)
+
+
+def test_u2netp_flip_tta_is_mirror_equivariant():
+    seg = _u2netp(flip_tta=True, threads=1)
+    img, truth = synthetic(160, 200, seed=3)
+    a, b = seg(img), seg(np.ascontiguousarray(img[:, ::-1]))
+    assert np.allclose(a, b[:, ::-1], atol=1e-4)
+    assert _iou(a, truth) >= 0.9
+
+
+def test_stage_splits_cores_between_workers(tmp_path, cfg_factory, monkeypatch):
+    _u2netp()
+    from gen4gen.stages import s1_segment
+
+    monkeypatch.setattr(s1_segment, "_cores", lambda: 8)
+    stage = s1_segment.SegmentStage(cfg_factory("workers=2"))
+    assert stage.segmenter.session.get_session_options().intra_op_num_threads == 4
+    stage = s1_segment.SegmentStage(cfg_factory("workers=2", "segmenter.threads=3"))
+    assert stage.segmenter.session.get_session_options().intra_op_num_threads == 3
+
+
+def test_guided_refinement_moves_a_blurred_edge_onto_the_photo_edge():
+    from gen4gen.segment.refine import guided_refine
+
+    img, truth = synthetic(480, 640, seed=4)
+    # what a low-resolution model gives: the right shape, but coarse and 2 px too wide
+    coarse = cv2.resize(cv2.dilate(truth, np.ones((5, 5), np.uint8)), (80, 60), interpolation=cv2.INTER_AREA)
+    stretched = cv2.resize(coarse, (640, 480), interpolation=cv2.INTER_LINEAR)
+    refined = guided_refine(img, coarse, work=512, radius=4)
+    assert refined.shape == truth.shape and 0 <= refined.min() and refined.max() <= 1
+    assert _iou(refined, truth) > max(0.985, _iou(stretched, truth) + 0.02)
+    band = (cv2.dilate(truth, np.ones((9, 9))) > 0) & (cv2.erode(truth, np.ones((9, 9))) == 0)
+    # along the edge the refined alpha is much closer to the exact mask
+    assert np.abs(refined - truth)[band].mean() < 0.7 * np.abs(stretched - truth)[band].mean()
+    # an edge farther off than the filter's radius cannot be found: the mask stays where it was
+    far = cv2.resize(cv2.dilate(truth, np.ones((41, 41), np.uint8)), (80, 60), interpolation=cv2.INTER_AREA)
+    assert abs(_iou(guided_refine(img, far, radius=1), truth) - _iou(cv2.resize(far, (640, 480)), truth)) < 0.02

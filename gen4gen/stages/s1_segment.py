@@ -121,8 +121,8 @@ class SegmentStage:
             rounds.append((mask, stats, round(time.perf_counter() - t0, 4)))
             if self.rounds > 1:
                 out.image(f"rounds/{k}_mask.png", _u8(mask))
-            # next round sees the cut-out on white (Gen4Gen re-segments its previous output)
-            current = (rgb * mask[..., None] + 255.0 * (1.0 - mask[..., None])).astype(np.uint8)
+            if k + 1 < self.rounds:  # the next round sees the cut-out on white (Gen4Gen re-segments its output)
+                current = (rgb * mask[..., None] + 255.0 * (1.0 - mask[..., None])).astype(np.uint8)
         best = max(range(len(rounds)), key=lambda k: rounds[k][1]["quality"])
         mask, stats, _ = rounds[best]
         alpha = _u8(mask)

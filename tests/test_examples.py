@@ -33,3 +33,29 @@ def test_examples_make_two_multi_concept_scenes_once(tmp_path, capsys):
     assert mine.stat().st_mtime_ns == before
     assert main(["--dest", str(dest)]) == 0
     assert "already present" in capsys.readouterr().out
+
+
+def test_default_s1_segments_the_example_scenes(tmp_path, cfg_factory):
+    """The `make demo` path for s1: the embedded U²-Net-p finds each example concept."""
+    import json
+
+    import pytest
+
+    from gen4gen import weights
+    from gen4gen.app import run
+    from gen4gen.runner import UserError
+
+    try:
+        weights.path("u2netp", fetch=False)
+    except UserError as e:
+        pytest.skip(f"u2netp weights absent: {str(e)[:120]}")
+    make_examples(tmp_path / "src")
+    assert run(cfg_factory("stage=s1")) == 0
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "stages").rglob("meta.json")]
+    assert len(metas) == 12 and all(m["backend"] == "u2netp" and "empty" not in m["flags"] for m in metas)
+    area = {m["concept"]: [] for m in metas}
+    for m in metas:
+        area[m["concept"]].append(m["area_fraction"])
+    # the cup and saucer fill about half of the coffee photo; the rocket is a thin sliver of its photo
+    assert all(0.35 < a < 0.6 for a in area["cup"]) and all(0.005 < a < 0.06 for a in area["rocket"])
+    assert all(a > 0.4 for a in area["cat"] + area["astronaut"])

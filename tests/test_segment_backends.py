@@ -342,3 +342,18 @@ def test_guided_refinement_moves_a_blurred_edge_onto_the_photo_edge():
     # an edge farther off than the filter's radius cannot be found: the mask stays where it was
     far = cv2.resize(cv2.dilate(truth, np.ones((41, 41), np.uint8)), (80, 60), interpolation=cv2.INTER_AREA)
     assert abs(_iou(guided_refine(img, far, radius=1), truth) - _iou(cv2.resize(far, (640, 480)), truth)) < 0.02
+
+
+def test_u2netp_pad_rescues_a_frame_filling_close_up():
+    from skimage import data
+
+    seg, padded = _u2netp(threads=1), _u2netp(threads=1, pad=0.1)
+    cat = np.asarray(data.chelsea())
+    h, w = cat.shape[:2]
+    close_up = np.ascontiguousarray(cat[int(0.08 * h):h - int(0.04 * h), int(0.08 * w):w - int(0.08 * w)])
+    # without context U²-Net-p keeps only the eyes; with the border repeated around it, the cat
+    assert (seg(close_up) >= 0.5).mean() < 0.15
+    mask = padded(close_up)
+    assert mask.shape == close_up.shape[:2] and (mask >= 0.5).mean() > 0.6
+    with pytest.raises(UserError, match="pad"):
+        _u2netp(pad=0.9)

@@ -23,7 +23,7 @@ class OnnxSaliency:
 
     def __init__(self, model_path: str | Path, size: int = 320, mean=(0.485, 0.456, 0.406),
                  std=(0.229, 0.224, 0.225), scale: str = "max", flip_tta: bool = False, refine: str = "none",
-                 threads: int = 0):
+                 pad: float = 0.0, threads: int = 0):
         import onnxruntime as ort
 
         path = Path(model_path).expanduser()
@@ -51,6 +51,9 @@ class OnnxSaliency:
         if refine not in ("none", "guided"):
             raise UserError(f"{self.name}: refine must be 'none' or 'guided', not {refine!r}")
         self.refine = refine
+        if not 0.0 <= pad <= 0.5:
+            raise UserError(f"{self.name}: pad must be a fraction of each side in [0, 0.5], got {pad}")
+        self.pad = float(pad)
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         h, w = self.size
@@ -73,11 +76,20 @@ class OnnxSaliency:
         return np.asarray(out, np.float32).reshape(out.shape[-2:])
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        sal = self.saliency(rgb)
+        h, w = rgb.shape[:2]
+        sal = self._padded_saliency(rgb) if self.pad else self.saliency(rgb)
         if self.refine == "guided":
             return guided_refine(rgb, sal)
-        h, w = rgb.shape[:2]
         return np.clip(cv2.resize(sal, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+    def _padded_saliency(self, rgb: np.ndarray) -> np.ndarray:
+        """Saliency of the photo with its border pixels repeated around it, cropped back to the photo.
+        A subject that fills the frame (a close-up of a face) can lose to its own details otherwise."""
+        h, w = rgb.shape[:2]
+        ph, pw = round(h * self.pad), round(w * self.pad)
+        big = cv2.copyMakeBorder(rgb, ph, ph, pw, pw, cv2.BORDER_REPLICATE)
+        sal = cv2.resize(self.saliency(big), (w + 2 * pw, h + 2 * ph), interpolation=cv2.INTER_LINEAR)
+        return sal[ph:ph + h, pw:pw + w]
 
 
 def _providers(ort) -> list[str]:

@@ -11,6 +11,6 @@ class U2NetP(OnnxSaliency):
     name = "u2netp"
 
     def __init__(self, model_path: str | None = None, size: int = 320, flip_tta: bool = False,
-                 refine: str = "none", threads: int = 0):
+                 refine: str = "none", pad: float = 0.0, threads: int = 0):
         super().__init__(model_path or weights.path("u2netp"), size=size, scale="max",
-                         flip_tta=flip_tta, refine=refine, threads=threads)
+                         flip_tta=flip_tta, refine=refine, pad=pad, threads=threads)

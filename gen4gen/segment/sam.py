@@ -46,13 +46,13 @@ class SAM:
         except ModuleNotFoundError as e:
             raise UserError(f"segmenter=sam needs segment-anything and torchvision ({e}); "
                             "pip install segment-anything torchvision, or pick another segmenter") from None
+        self.device = resolve_device(device)  # before the (slow) load
         if model_type not in sam_model_registry:
             raise UserError(f"sam: unknown model_type {model_type!r}; one of {', '.join(sam_model_registry)}")
         try:
             model = sam_model_registry[model_type](checkpoint=str(path))
         except (RuntimeError, OSError, KeyError) as e:  # wrong size / not a state dict
             raise UserError(f"sam: cannot load {path.name} as a {model_type} checkpoint: {str(e)[:300]}") from None
-        self.device = resolve_device(device)
         self.torch = torch
         self.predictor = SamPredictor(model.to(self.device).eval())
         self.prompt = prompt

@@ -131,7 +131,7 @@ def png_bytes(image: Image.Image | np.ndarray) -> bytes:
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=4)
+    image.save(buf, format="PNG", compress_level=1)  # 1: ~1.5x faster than 4 for ~7 % larger files
     return buf.getvalue()
 
 
@@ -219,6 +219,9 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
 
     def work(it: Item) -> str | None:
         (it.out_dir / META).unlink(missing_ok=True)  # being redone: not done until meta lands again
+        if it.out_dir.is_dir():
+            for stale in it.out_dir.rglob(".*.tmp"):  # half-written files of a killed run
+                stale.unlink(missing_ok=True)
         started = time.perf_counter()
         try:
             extra = stage.process(it, ItemWriter(it.out_dir), item_rng(cfg.seed, it.id))
@@ -237,15 +240,19 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
         task = bar.add_task(f"{stage.name}", total=len(pending))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(work, it): it for it in pending}
-            for fut in as_completed(futures):
-                it = futures[fut]
-                reason = fut.result()
-                if reason is None:
-                    summary.done += 1
-                else:
-                    failures.append(_failure(stage.name, it, reason))
-                    log.warning("%s: %s: %s", stage.name, it.id, reason)
-                bar.advance(task)
+            try:
+                for fut in as_completed(futures):
+                    it = futures[fut]
+                    reason = fut.result()
+                    if reason is None:
+                        summary.done += 1
+                    else:
+                        failures.append(_failure(stage.name, it, reason))
+                        log.warning("%s: %s: %s", stage.name, it.id, reason)
+                    bar.advance(task)
+            except BaseException:  # Ctrl-C or a crash: stop now instead of running every queued item first
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
     summary.failed = len(failures)
     failures.sort(key=lambda f: f["id"])

@@ -6,6 +6,8 @@ with ``cutout.png`` (RGBA, soft alpha), ``mask.png`` (8-bit soft mask) and ``met
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -88,7 +90,11 @@ class SegmentStage:
     @property
     def segmenter(self):
         if self._segmenter is None:  # built once, on first use, shared by the worker threads
-            self._segmenter = instantiate(self.cfg.segmenter)
+            extra = {}
+            if "threads" in self.cfg.segmenter and not self.cfg.segmenter.threads:
+                # items run on `workers` threads: split the cores between them instead of oversubscribing
+                extra["threads"] = max(1, _cores() // max(1, self.workers))
+            self._segmenter = instantiate(self.cfg.segmenter, **extra)
         return self._segmenter
 
     def discover(self) -> list[Item]:
@@ -107,6 +113,7 @@ class SegmentStage:
     def process(self, item: Item, out: ItemWriter, rng: np.random.Generator) -> dict:
         rgb = read_image(item.data["path"], max_pixels=int(self.cfg.io.max_pixels), min_side=int(self.cfg.io.min_side))
         rounds, current = [], rgb
+        shutil.rmtree(out.path("rounds"), ignore_errors=True)  # an earlier run's rounds (maybe more of them)
         for k in range(self.rounds):
             t0 = time.perf_counter()
             mask = np.clip(self.segmenter(current), 0.0, 1.0).astype(np.float32)
@@ -114,8 +121,8 @@ class SegmentStage:
             rounds.append((mask, stats, round(time.perf_counter() - t0, 4)))
             if self.rounds > 1:
                 out.image(f"rounds/{k}_mask.png", _u8(mask))
-            # next round sees the cut-out on white (Gen4Gen re-segments its previous output)
-            current = (rgb * mask[..., None] + 255.0 * (1.0 - mask[..., None])).astype(np.uint8)
+            if k + 1 < self.rounds:  # the next round sees the cut-out on white (Gen4Gen re-segments its output)
+                current = (rgb * mask[..., None] + 255.0 * (1.0 - mask[..., None])).astype(np.uint8)
         best = max(range(len(rounds)), key=lambda k: rounds[k][1]["quality"])
         mask, stats, _ = rounds[best]
         alpha = _u8(mask)
@@ -142,3 +149,10 @@ def _u8(mask: np.ndarray) -> np.ndarray:
 
 def run(cfg: DictConfig) -> Summary:
     return run_stage(SegmentStage(cfg), cfg)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may use, not the host's count
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

@@ -1,0 +1,135 @@
+"""s1 segmentation benchmark: images/s and mean IoU of each backend on the shared real photos.
+
+    python benchmarks/segment.py [--backends u2netp,u2netp_flip,u2netp_guided,grabcut,grabcut_u2netp]
+                                 [--isnet isnet.onnx] [--sam sam_vit_b.pth --sam-type vit_b] [--workers 2]
+
+Sets (``GEN4GEN_SHARED_DATA``, default ../shared/data): ``segmentation/u2net`` (18 web photos) against the
+masks of the reference U²-Net-p and U²-Net PyTorch models, ``segmentation/gen4gen`` (3 pet photos, one
+3800 px) against the Gen4Gen authors' IS-Net masks. IoU thresholds both masks at 0.5. Throughput counts
+reading the photo and segmenting it (what s1 does per item, minus PNG writing) with ``--workers``
+threads; ``cpu s/img`` is process CPU time per image, which does not depend on other load on the machine,
+and ``img/s (2 free cores)`` = 2 / cpu s/img is the rate two otherwise idle cores would sustain.
+The ``stage`` row times the whole s1 stage (PNG writing included) on the u2net set.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gen4gen.images import read_image  # noqa: E402
+
+SHARED = Path(os.environ.get("GEN4GEN_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
+SETS = [("u2net", ("u2netp_ref", "u2net_ref")), ("gen4gen", ("isnet_ref",))]
+
+
+def backends(args) -> dict:
+    from gen4gen.segment.grabcut import GrabCut
+    from gen4gen.segment.u2netp import U2NetP
+
+    threads = max(1, len(os.sched_getaffinity(0)) // args.workers)
+    make = {
+        "u2netp": lambda: U2NetP(threads=threads),
+        "u2netp_flip": lambda: U2NetP(threads=threads, flip_tta=True),
+        "u2netp_guided": lambda: U2NetP(threads=threads, refine="guided"),
+        "grabcut": lambda: GrabCut(),
+        "grabcut_u2netp": lambda: GrabCut(seed=U2NetP(threads=threads)),
+    }
+    chosen = {name: make[name] for name in args.backends.split(",") if name}
+    if args.isnet:
+        from gen4gen.segment.isnet import ISNet
+
+        chosen["isnet"] = lambda: ISNet(model_path=args.isnet, threads=threads)
+    if args.sam:
+        from gen4gen.segment.sam import SAM
+
+        chosen["sam"] = lambda: SAM(checkpoint=args.sam, model_type=args.sam_type, device=args.device,
+                                    prompt=U2NetP(threads=threads))
+    return chosen
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a >= 0.5, b >= 0.5
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def measure(seg, photos: list[Path], workers: int) -> tuple[dict[str, np.ndarray], float, float]:
+    seg(read_image(photos[0]))  # warm-up: first-call allocations are not throughput
+    def one(p: Path):
+        return p.stem, seg(read_image(p))
+    t0, c0 = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(workers) as pool:
+        masks = dict(pool.map(one, photos))
+    return masks, time.perf_counter() - t0, time.process_time() - c0
+
+
+def stage_row(workers: int) -> dict:
+    """The s1 stage with its default config, end to end (read, segment, write cutout/mask/meta)."""
+    from hydra import compose, initialize_config_dir
+
+    from gen4gen.__main__ import conf_dir
+    from gen4gen.stages.s1_segment import SegmentStage
+    from gen4gen.runner import run_stage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        concept = Path(tmp, "src", "web", "things")
+        concept.mkdir(parents=True)
+        photos = sorted((SHARED / "segmentation" / "u2net" / "images").iterdir())
+        for p in photos:
+            (concept / p.name).symlink_to(p)
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[f"paths.source_dir={tmp}/src", f"paths.stages_dir={tmp}/st",
+                                                           f"workers={workers}"])
+        stage = SegmentStage(cfg)
+        stage.prepare([])
+        t0, c0 = time.perf_counter(), time.process_time()
+        summary = run_stage(stage, cfg)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"n": summary.done, "wall": wall, "cpu": cpu}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", default="u2netp,u2netp_flip,u2netp_guided,grabcut,grabcut_u2netp")
+    ap.add_argument("--isnet", help="IS-Net ONNX file")
+    ap.add_argument("--sam", help="SAM checkpoint (.pth)")
+    ap.add_argument("--sam-type", default="vit_b")
+    ap.add_argument("--device", default="auto", help="for SAM: auto | cpu | cuda")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-stage", action="store_true", help="skip the end-to-end stage row")
+    args = ap.parse_args()
+    if not (SHARED / "segmentation").is_dir():
+        sys.exit(f"shared data not found at {SHARED} (set GEN4GEN_SHARED_DATA)")
+    cols = [f"{s} vs {r}" for s, refs in SETS for r in refs]
+    print(f"| backend | {' | '.join(cols)} | img/s (wall, {args.workers} workers) | cpu s/img | img/s (2 free cores) |")
+    print("|---" * (len(cols) + 4) + "|")
+    for name, make in backends(args).items():
+        seg = make()
+        ious, n, wall, cpu = [], 0, 0.0, 0.0
+        for s, refs in SETS:
+            photos = sorted((SHARED / "segmentation" / s / "images").iterdir())
+            masks, w, c = measure(seg, photos, args.workers)
+            if s == "u2net":  # throughput on the typical photos; the 3800 px cat is reported by IoU only
+                n, wall, cpu = len(photos), w, c
+            for r in refs:
+                ious.append(np.mean([iou(masks[p.stem], read_image(SHARED / "segmentation" / s / r / f"{p.stem}.png",
+                                                                  mode="L").astype(np.float32) / 255) for p in photos]))
+        print(f"| {name} | {' | '.join(f'{x:.4f}' for x in ious)} | {n / wall:.2f} | {cpu / n:.3f} | {2 * n / cpu:.2f} |",
+              flush=True)
+    if not args.no_stage:
+        r = stage_row(args.workers)
+        print(f"| stage (u2netp default, writes PNGs) | {' | '.join('' for _ in cols)} | {r['n'] / r['wall']:.2f} "
+              f"| {r['cpu'] / r['n']:.3f} | {2 * r['n'] / r['cpu']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Salient-object models exported to ONNX (U²-Net-p, IS-Net/DIS), run with onnxruntime.
+
+One session per model, shared by the worker threads (``InferenceSession.run`` is thread-safe); the
+photo is resized to the model's input once, and the soft map comes back at the photo's size.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gen4gen.runner import UserError
+from gen4gen.segment.refine import guided_refine
+
+
+class OnnxSaliency:
+    """``model(rgb) -> HxW float32 in [0, 1]`` for any single-input saliency ONNX model whose first
+    output is the saliency map (``[1, 1, h, w]``)."""
+
+    name = "onnx"
+
+    def __init__(self, model_path: str | Path, size: int = 320, mean=(0.485, 0.456, 0.406),
+                 std=(0.229, 0.224, 0.225), scale: str = "max", flip_tta: bool = False, refine: str = "none",
+                 pad: float = 0.0, threads: int = 0):
+        import onnxruntime as ort
+
+        path = Path(model_path).expanduser()
+        if not path.is_file():
+            raise UserError(f"{self.name}: model file {path} not found")
+        opts = ort.SessionOptions()
+        # 0 = all cores; the stage passes cores // workers so that threads x workers fits the machine
+        opts.intra_op_num_threads = int(threads) if threads else 0
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=_providers(ort))
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise UserError(f"{self.name}: cannot load ONNX model {path}: {e}") from None
+        inp = self.session.get_inputs()[0]
+        self.input = inp.name
+        static = [d for d in inp.shape[2:] if isinstance(d, int)]
+        # a graph exported with a fixed input size can only take that size
+        self.size = (int(inp.shape[2]), int(inp.shape[3])) if len(static) == 2 else (int(size), int(size))
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+        if scale not in ("max", "255"):
+            raise UserError(f"{self.name}: scale must be 'max' (divide by the image maximum, U²-Net) or '255'")
+        self.scale = scale
+        self.flip_tta = bool(flip_tta)
+        if refine not in ("none", "guided"):
+            raise UserError(f"{self.name}: refine must be 'none' or 'guided', not {refine!r}")
+        self.refine = refine
+        if not 0.0 <= pad <= 0.5:
+            raise UserError(f"{self.name}: pad must be a fraction of each side in [0, 0.5], got {pad}")
+        self.pad = float(pad)
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = self.size
+        x = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+        x /= max(float(x.max()), 1e-6) if self.scale == "max" else 255.0
+        x = (x - self.mean) / self.std
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+    def saliency(self, rgb: np.ndarray) -> np.ndarray:
+        """The model's map at its own resolution, min-max normalised to [0, 1]."""
+        x = self.preprocess(rgb)
+        sal = self._run(x)
+        if self.flip_tta:  # exported graphs often have a fixed batch of 1: two runs
+            sal = (sal + self._run(np.ascontiguousarray(x[..., ::-1]))[:, ::-1]) / 2
+        lo, hi = float(sal.min()), float(sal.max())
+        return ((sal - lo) / max(hi - lo, 1e-6)).astype(np.float32)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input: x})[0]
+        return np.asarray(out, np.float32).reshape(out.shape[-2:])
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        sal = self._padded_saliency(rgb) if self.pad else self.saliency(rgb)
+        if self.refine == "guided":
+            return guided_refine(rgb, sal)
+        return np.clip(cv2.resize(sal, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+    def _padded_saliency(self, rgb: np.ndarray) -> np.ndarray:
+        """Saliency of the photo with its border pixels repeated around it, cropped back to the photo.
+        A subject that fills the frame (a close-up of a face) can lose to its own details otherwise."""
+        h, w = rgb.shape[:2]
+        ph, pw = round(h * self.pad), round(w * self.pad)
+        big = cv2.copyMakeBorder(rgb, ph, ph, pw, pw, cv2.BORDER_REPLICATE)
+        sal = cv2.resize(self.saliency(big), (w + 2 * pw, h + 2 * ph), interpolation=cv2.INTER_LINEAR)
+        return sal[ph:ph + h, pw:pw + w]
+
+
+def _providers(ort) -> list[str]:
+    wanted = os.environ.get("GEN4GEN_ORT_PROVIDERS")
+    if wanted:
+        return wanted.split(",")
+    have = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in have]

@@ -1,0 +1,30 @@
+"""Test-only segmenters: deterministic, instant, no weights. Plugged in the way a user adds a backend:
+a yaml file with ``_target_`` in a ``segmenter/`` config folder on ``hydra.searchpath``."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class Darkness:
+    """Soft mask = how dark each pixel is (dark objects on a light background)."""
+
+    name = "darkness"
+
+    def __init__(self, sleep: float = 0.0):
+        self.sleep = sleep
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        if self.sleep:
+            time.sleep(self.sleep)
+        return 1.0 - rgb.astype(np.float32).mean(-1) / 255.0
+
+
+def search_path(tmp_path: Path) -> str:
+    """A config folder offering ``segmenter=darkness``; returns the ``hydra.searchpath`` override."""
+    d = tmp_path / "extra_conf" / "segmenter"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "darkness.yaml").write_text("_target_: tests.segmenters.Darkness\nsleep: 0.0\n")
+    return f"hydra.searchpath=[file://{d.parent}]"

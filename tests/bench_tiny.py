@@ -23,9 +23,10 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
-def write_clip_tokenizer_files(bpe_gz: Path, out: Path) -> Path:
-    """vocab.json + merges.txt exactly as openai/clip-vit-* ship them, built from the real BPE merges."""
-    merges = gzip.open(bpe_gz).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+def write_clip_tokenizer_files(bpe_gz: Path, out: Path, n_merges: int = 49152 - 256 - 2) -> Path:
+    """vocab.json + merges.txt laid out as openai/clip-vit-* ship them, from the real BPE merges (the first
+    ``n_merges``: a smaller vocabulary loads and embeds faster, and tokenises the same way, in more pieces)."""
+    merges = gzip.open(bpe_gz).read().decode("utf-8").split("\n")[1:n_merges + 1]
     merges = [tuple(m.split()) for m in merges]
     vocab = list(_bytes_to_unicode().values())
     vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
@@ -35,16 +36,19 @@ def write_clip_tokenizer_files(bpe_gz: Path, out: Path) -> Path:
     return out
 
 
+N_MERGES = 2000  # of 48,894: a 2,514-token vocabulary
+VOCAB = 2 * 256 + N_MERGES + 2
+BOS, EOS = VOCAB - 2, VOCAB - 1
+
+
 @lru_cache(maxsize=None)
 def clip_tokenizer(bpe_gz: str, cache_dir: str):
     from transformers import CLIPTokenizer
 
-    folder = write_clip_tokenizer_files(Path(bpe_gz), Path(cache_dir) / "clip_tokenizer")
-    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
-
-
-VOCAB = 49408
-BOS, EOS = 49406, 49407
+    folder = write_clip_tokenizer_files(Path(bpe_gz), Path(cache_dir) / "clip_tokenizer", N_MERGES)
+    tok = CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
+    assert (len(tok), tok.bos_token_id, tok.eos_token_id) == (VOCAB, BOS, EOS)
+    return tok
 
 
 def _text_config(**kw):
@@ -77,7 +81,7 @@ def save_tiny_sd(out: Path, tokenizer) -> Path:
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
                                 attention_head_dim=2, norm_num_groups=4)
     pipe = StableDiffusionPipeline(unet=unet, vae=_vae(), text_encoder=CLIPTextModel(_text_config()),
-                                   tokenizer=tokenizer, scheduler=EulerDiscreteScheduler(), safety_checker=None,
+                                   tokenizer=tokenizer, scheduler=EulerDiscreteScheduler(steps_offset=1), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(out)
     return out
@@ -99,7 +103,7 @@ def save_tiny_sdxl(out: Path, tokenizer) -> Path:
                                 norm_num_groups=4)
     pipe = StableDiffusionXLPipeline(unet=unet, vae=_vae(), text_encoder=CLIPTextModel(_text_config()),
                                      text_encoder_2=CLIPTextModelWithProjection(_text_config()), tokenizer=tokenizer,
-                                     tokenizer_2=tokenizer, scheduler=EulerDiscreteScheduler(timestep_spacing="trailing"))
+                                     tokenizer_2=tokenizer, scheduler=EulerDiscreteScheduler(steps_offset=1, timestep_spacing="trailing"))
     pipe.save_pretrained(out)
     return out
 
@@ -146,4 +150,22 @@ def save_tiny_owlvit(out: Path, tokenizer, image_size: int = 32) -> Path:
                            tokenizer=tokenizer)
     proc.tokenizer.model_max_length = 16
     proc.save_pretrained(out)
+    return out
+
+
+def save_tiny_lora(pipeline_dir: Path, out: Path, rank: int = 4) -> Path:
+    """A LoRA for the tiny SD UNet (random, non-zero up-projections so it changes the images), saved in the
+    diffusers LoRA format that ``load_lora_weights`` reads."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(5)
+    unet = UNet2DConditionModel.from_pretrained(pipeline_dir, subfolder="unet")
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(out, unet_lora_layers=layers, safe_serialization=True)
     return out

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.bench_tiny import (BPE, clip_tokenizer, save_tiny_clip, save_tiny_dino, save_tiny_owlvit, save_tiny_sd,
+from tests.bench_tiny import (BOS, BPE, EOS, clip_tokenizer, save_tiny_clip, save_tiny_dino, save_tiny_owlvit, save_tiny_sd,
                               save_tiny_sdxl)
 from tests.conftest import make_cfg, shared
 
@@ -28,12 +28,19 @@ from gen4gen.runner import UserError
 # ---------------------------------------------------------------- tiny models, built once for the module
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    import torch
+
     bpe = shared(BPE)
+    # one intra-op thread: these models are tiny, and on a busy 2-core box (pytest -n 2) OpenMP threads
+    # fighting over cores made each call ~20x slower
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny")
     tok = clip_tokenizer(str(bpe), str(root))
-    return {"sd": save_tiny_sd(root / "sd", tok), "sdxl": save_tiny_sdxl(root / "sdxl", tok),
+    yield {"sd": save_tiny_sd(root / "sd", tok), "sdxl": save_tiny_sdxl(root / "sdxl", tok),
             "clip": save_tiny_clip(root / "clip", tok), "dino": save_tiny_dino(root / "dino"),
             "owl": save_tiny_owlvit(root / "owl", tok)}
+    torch.set_num_threads(threads)
 
 
 def _dataset(root: Path) -> Path:
@@ -64,9 +71,9 @@ def _bench_cfg(tmp_path: Path, tiny: dict, *overrides: str):
                    "bench.metrics.detector_threshold=0.0", *overrides)
     OmegaConf.set_struct(cfg, False)
     cfg.roster = OmegaConf.create({"name": "tiny", "models": [
-        {"name": "tiny-sd", "source": str(tiny["sd"]), "steps": 2, "guidance": 2.0, "resolution": 64,
+        {"name": "tiny-sd", "source": str(tiny["sd"]), "steps": 2, "guidance": 2.0, "resolution": 32,
          "popularity": 10},
-        {"name": "tiny-sdxl", "source": str(tiny["sdxl"]), "steps": 2, "guidance": 0.0, "resolution": 64,
+        {"name": "tiny-sdxl", "source": str(tiny["sdxl"]), "steps": 2, "guidance": 0.0, "resolution": 32,
          "scheduler": {"class": "EulerDiscreteScheduler", "timestep_spacing": "trailing"}, "popularity": 1000,
          "cost": {"kind": "gpu_second", "per_gpu_second": 0.001}},
     ]})
@@ -88,7 +95,7 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
     # 2 models x 3 prompts (scene caption, novel-background prompt, 1 DrawBench) x 2 seeds
     assert (summary.total, summary.done, summary.skipped, summary.failed) == (12, 12, 0, 0)
     pngs = sorted((run_dir / "images").rglob("*.png"))
-    assert len(pngs) == 12 and all(Image.open(p).size == (64, 64) for p in pngs)
+    assert len(pngs) == 12 and all(Image.open(p).size == (32, 32) for p in pngs)
 
     results = _csv(run_dir / "results.csv")
     assert len(results) == 12 and {r["model"] for r in results} == {"tiny-sd", "tiny-sdxl"}
@@ -132,7 +139,7 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
 
     # rerun: everything is skipped, nothing is rewritten
     before = {p: p.stat().st_mtime_ns for p in pngs}
-    again = run(_bench_cfg(tmp_path, tiny))
+    again = run(_bench_cfg(tmp_path, tiny, "bench.steps=[generate]"))
     assert (again.done, again.skipped) == (0, 12)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
 
@@ -143,6 +150,77 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
     redo = run(_bench_cfg(tmp_path, tiny, "bench.batch_size=1", "bench.steps=[generate]"))
     assert (redo.done, redo.skipped) == (1, 11)
     assert np.abs(np.asarray(Image.open(victim), dtype=np.int16) - old).max() <= 2
+
+
+def test_roster_components_scheduler_and_lora_load_and_each_model_is_freed(tmp_path, tiny, monkeypatch):
+    """A replaced component from a bare state dict (SDXL-Lightning's way), a scheduler swap with overrides,
+    a LoRA through load_lora_weights; and the previous pipeline is gone before the next one loads."""
+    import gc
+    import weakref
+
+    import torch
+    from safetensors.torch import save_file
+
+    from gen4gen.bench import generate as G
+    from gen4gen.bench.roster import Roster
+    from tests.bench_tiny import save_tiny_lora
+
+    sd = tiny["sd"]
+    from diffusers import UNet2DConditionModel
+
+    save_file(UNet2DConditionModel.from_pretrained(sd, subfolder="unet").state_dict(), str(tmp_path / "unet.safetensors"))
+    lora = save_tiny_lora(sd, tmp_path / "lora")
+    common = {"source": str(sd), "steps": 2, "guidance": 0.0, "resolution": 32}
+    roster = Roster.model_validate({"models": [
+        {"name": "plain", **common},
+        {"name": "swapped-unet", **common, "components": {"unet": {
+            "class": "UNet2DConditionModel", "source": str(sd), "subfolder": "unet",
+            "weights": str(tmp_path / "unet.safetensors")}}},
+        {"name": "lcm", **common, "scheduler": {"class": "LCMScheduler", "timestep_spacing": "trailing"}},
+        {"name": "lora", **common, "loras": [{"source": str(lora), "weight_name": "pytorch_lora_weights.safetensors"}]},
+    ]})
+    cfg = _bench_cfg(tmp_path, tiny, "bench.use=[drawbench]", "bench.seeds=[3]", "bench.warmup=false")
+    prompts, _ = P.load_promptsets(OmegaConf.to_container(cfg.bench.promptsets), ["drawbench"])
+    run_dir = tmp_path / "run"
+    plan = G.plan_jobs(roster.models, prompts, run_dir, cfg.bench)
+
+    alive_at_load = []
+    refs: list = []
+    real_load = G.load_pipeline
+
+    def tracking_load(entry, device, safety_checker=False):
+        gc.collect()
+        alive_at_load.append(sum(r() is not None for r in refs))
+        pipe = real_load(entry, device, safety_checker)
+        refs.append(weakref.ref(pipe))
+        if entry.name == "lcm":
+            assert type(pipe.scheduler).__name__ == "LCMScheduler"
+            assert pipe.scheduler.config.timestep_spacing == "trailing"
+        return pipe
+
+    monkeypatch.setattr(G, "load_pipeline", tracking_load)
+    result = G.generate(plan, run_dir, "cpu", cfg.bench)
+    assert (result.done, result.failures) == (4, [])
+    assert alive_at_load == [0, 0, 0, 0]  # each model freed before the next one loads
+    img = {m.name: np.asarray(Image.open(plan[m.name][0].image), dtype=np.int16) for m in roster.models}
+    assert np.abs(img["swapped-unet"] - img["plain"]).max() <= 1  # same weights, same seed
+    assert np.abs(img["lora"] - img["plain"]).mean() > 1  # the LoRA changes the UNet
+    assert not np.array_equal(img["lcm"], img["plain"])  # another sampler (random UNet: a small change)
+
+
+def test_a_model_that_cannot_load_fails_its_images_not_the_run(tmp_path, tiny):
+    from gen4gen.bench import generate as G
+    from gen4gen.bench.roster import Roster
+
+    roster = Roster.model_validate({"models": [
+        {"name": "missing", "source": str(tmp_path / "nope"), "pipeline": "sd", "steps": 1, "resolution": 32},
+        {"name": "ok", "source": str(tiny["sd"]), "steps": 1, "guidance": 0.0, "resolution": 32}]})
+    cfg = _bench_cfg(tmp_path, tiny, "bench.use=[drawbench]", "bench.seeds=[0]", "bench.warmup=false")
+    prompts, _ = P.load_promptsets(OmegaConf.to_container(cfg.bench.promptsets), ["drawbench"])
+    result = G.generate(G.plan_jobs(roster.models, prompts, tmp_path / "run", cfg.bench), tmp_path / "run", "cpu",
+                        cfg.bench)
+    assert result.done == 1 and len(result.failures) == 1
+    assert result.failures[0]["id"].startswith("missing/") and "cannot load model" in result.failures[0]["reason"]
 
 
 def test_bench_without_gpu_prints_an_estimate_and_stops(tmp_path, tiny, monkeypatch):
@@ -306,7 +384,7 @@ def test_clip_t_long_prompts_average_their_77_token_windows(tiny):
     assert windows == len(parts) == math.ceil(len(ids) / 75)
     per = []
     for w in parts:
-        x = torch.tensor([[49406, *w, 49407] + [49407] * (75 - len(w))])
+        x = torch.tensor([[BOS, *w, EOS] + [EOS] * (75 - len(w))])
         m = torch.tensor([[1] * (len(w) + 2) + [0] * (75 - len(w))])
         with torch.inference_mode():
             v = clip.model.get_text_features(input_ids=x, attention_mask=m).pooler_output[0].numpy()

@@ -167,6 +167,7 @@ def load_pipeline(entry: RosterEntry, device: str, safety_checker: bool = False)
     """The entry's pipeline through the same calls a user makes: ``from_pretrained`` / ``from_single_file``,
     replaced components, scheduler swap with config overrides, LoRAs via ``load_lora_weights``."""
     import diffusers
+    import torch
 
     dtype = _dtype(entry, device)
     cls_name = detect_pipeline(entry)
@@ -181,7 +182,7 @@ def load_pipeline(entry: RosterEntry, device: str, safety_checker: bool = False)
 
             model = ccls.from_config(ccls.load_config(spec.source, subfolder=spec.subfolder))
             model.load_state_dict(load_file(resolve_file(spec.weights)))
-            kwargs[comp_name] = model.to(dtype)
+            kwargs[comp_name] = model if dtype == torch.float32 else model.to(dtype)
         else:
             kwargs[comp_name] = ccls.from_pretrained(spec.source, subfolder=spec.subfolder, torch_dtype=dtype)
     takes = inspect.signature(cls.__init__).parameters

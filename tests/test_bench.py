@@ -271,7 +271,9 @@ def test_gemrec_importer_reads_the_shared_roster(tmp_path):
     roster, missing = import_roster(csv_path, models)
     by_id = {m["name"].rsplit("-", 1)[-1]: m for m in roster["models"]}
     assert len(roster["models"]) == 5 and len(missing) == 195  # 3 hub base models + 2 local files
-    assert by_id["1000005"]["source"] == "runwayml/stable-diffusion-v1-5"
+    assert by_id["1000005"]["source"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"  # moved on the hub
+    assert by_id["1000004"]["source"] == "CompVis/stable-diffusion-v1-4"
+    assert missing[0].split("\t")[:2] == ["https://civitai.com/api/download/models/96988", str(models / "96988.safetensors")]
     assert by_id["97137"]["source"] == str(models / "97137.safetensors")
     assert by_id["97137"]["single_file_config"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert by_id["97137"]["popularity"] == 137 and by_id["97137"]["pipeline"] == "sd"
@@ -281,6 +283,7 @@ def test_gemrec_importer_reads_the_shared_roster(tmp_path):
     out = tmp_path / "gemrec.yaml"
     assert gemrec_main([str(csv_path), "--models-dir", str(models), "--out", str(out), "--keep-missing"]) == 0
     full = load_roster(OmegaConf.load(out))
+    assert len((tmp_path / "gemrec.missing.tsv").read_text().splitlines()) == 1 + 195
     assert len(full.models) == 200 and len({m.name for m in full.models}) == 200
     sd21_768 = [m for m in full.models if m.base_model == "SD 2.1 768"]
     assert len(sd21_768) == 25 and all(m.resolution == [768, 768] for m in sd21_768)

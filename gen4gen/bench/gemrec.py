@@ -30,6 +30,8 @@ BASE_CONFIGS = {
     "SD 2.1": ("stabilityai/stable-diffusion-2-1-base", 512),
     "SD 2.1 768": ("stabilityai/stable-diffusion-2-1", 768),
 }
+# hub repos that moved since GEMRec was published
+MOVED = {"runwayml/stable-diffusion-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 COLUMNS = ("tag", "model_name", "modelVersion_name", "modelVersion_id", "modelVersion_url",
            "modelVersion_trainedWords", "model_download_count", "baseModel")
 
@@ -80,13 +82,14 @@ def import_roster(csv_path: Path, models_dir: Path | None, name: str = "gemrec",
         url = r["modelVersion_url"].strip()
         local = find_local(models_dir, vid)
         hub = url.split("huggingface.co/", 1)[1].strip("/") if "huggingface.co/" in url else None
+        hub = MOVED.get(hub, hub)
         if local is not None:
             source = str(local)
         elif hub:
             source = hub
         else:
             source = str((models_dir or Path(".")) / f"{vid}.safetensors")
-            missing.append(f"{vid} ({r['model_name'].strip()} / {r['modelVersion_name'].strip()}): {url}")
+            missing.append(f"{url}\t{source}\t{r['model_name'].strip()} / {r['modelVersion_name'].strip()}")
             if not keep_missing:
                 continue
         slug = _slug(r["model_name"])[:40].strip("-")
@@ -121,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--keep-missing", action="store_true", help="also write versions with no local file")
     args = ap.parse_args(argv)
+    if args.models_dir is not None and not args.models_dir.is_dir():
+        print(f"--models-dir {args.models_dir} is not a folder: only the hub models can be mapped", file=sys.stderr)
     roster, missing = import_roster(args.csv, args.models_dir, args.name, args.steps, args.keep_missing)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("# imported from GEMRec roster.csv by python -m gen4gen.bench.gemrec\n"
@@ -128,12 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}: {len(roster['models'])} models (use roster={args.out.stem})")
     if missing:
         verb = "kept with the expected path" if args.keep_missing else "left out"
-        print(f"{len(missing)} versions have no local file in {args.models_dir} ({verb}); download each to "
-              f"<models-dir>/<version id>.safetensors:", file=sys.stderr)
-        for line in missing[:20]:
-            print(f"  {line}", file=sys.stderr)
-        if len(missing) > 20:
-            print(f"  ... and {len(missing) - 20} more", file=sys.stderr)
+        todo = args.out.with_suffix(".missing.tsv")
+        todo.write_text("url\tsave_as\tmodel / version\n" + "\n".join(missing) + "\n", "utf-8")
+        print(f"{len(missing)} versions have no local file in {args.models_dir} ({verb}); their download URLs and "
+              f"the file names to save them as are in {todo}", file=sys.stderr)
     return 0
 
 

@@ -47,6 +47,8 @@ def _dataset(root: Path) -> Path:
     """A one-scene exported MyCanvas dataset (the export contract) with reference photos."""
     rng = np.random.default_rng(0)
     ds = root / "datasets" / "demo"
+    if (ds / "mycanvas" / "index.jsonl").is_file():
+        return ds  # as exported before: a rewritten reference would (rightly) invalidate cached metrics
     for c in ("cat", "dog"):
         (ds / "refs").mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(ds / "refs" / f"{c}_0.png")
@@ -137,11 +139,19 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
     assert all((report / src).resolve().is_file() for src in
                __import__("re").findall(r'src="([^"]+)"', gallery))
 
-    # rerun: everything is skipped, nothing is rewritten
+    # rerun: every image is skipped and nothing is rewritten; the metrics come from their cache, unchanged
     before = {p: p.stat().st_mtime_ns for p in pngs}
-    again = run(_bench_cfg(tmp_path, tiny, "bench.steps=[generate]"))
+    import gen4gen.bench.metrics as M
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(M, "Clip", None)  # loading a backbone now would fail: every score must come from the cache
+    try:
+        again = run(_bench_cfg(tmp_path, tiny))
+    finally:
+        monkey.undo()
     assert (again.done, again.skipped) == (0, 12)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    assert _csv(run_dir / "metrics.csv") == metrics
 
     # a lost record redoes that image alone, in a batch of 1, with the same per-(prompt, seed) noise
     victim = sd[0]

@@ -19,6 +19,7 @@ CLIPScore of torchmetrics / CEMS); ``clip_i``, ``dino``, ``cp_clip`` and ``mcos`
 from __future__ import annotations
 
 import gc
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 
 from gen4gen.console import progress
 from gen4gen.images import BadImage, read_image
+from gen4gen.runner import config_hash, write_atomic
 
 METRICS = ("clip_t", "clip_i", "dino", "cp_clip", "ti_clip", "mcos")
 
@@ -229,94 +231,158 @@ class MetricsConfig:
 
 def score_records(records: list[dict], prompts: dict[str, Any], run_dir: Path, mcfg: MetricsConfig,
                   device: str = "cpu") -> tuple[list[dict], list[dict]]:
-    """Metric rows for generated images (``records`` from the generate step; ``prompts`` by prompt key).
-    Returns (rows, failures): an unreadable image becomes a failure line, not a crash."""
+    """Metric rows for generated images (``records`` from the generate step; ``prompts`` by prompt key), in
+    record order. Returns (rows, failures): an unreadable image becomes a failure line, not a crash.
+
+    Each image's scores and CLIP embedding are cached under ``metrics_cache/`` keyed by everything they depend
+    on (image settings, model, metric config, scored text, reference files), so a rerun or a run with one more
+    model scores only the new images; MCOS is then recomputed over all embeddings (it compares models)."""
     want = set(mcfg.compute)
-    needs_refs = [r for r in records if _prompt(prompts, r) is not None and _prompt(prompts, r).references]
+    cache_root = run_dir / "metrics_cache"
+    ps_all = [_prompt(prompts, r) for r in records]
+    keys = [_cache_key(r, p, mcfg) for r, p in zip(records, ps_all)]
+    results: dict[int, tuple[dict, np.ndarray | None]] = {}
+    for i, (rec, key) in enumerate(zip(records, keys)):
+        hit = _read_cache(cache_root / f"{rec['image']}.json", key)
+        if hit is not None:
+            results[i] = hit
+    todo = [i for i in range(len(records)) if i not in results]
+    failures: list[dict] = []
+    if todo:
+        failures = _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, results)
+    rows, embs, owners = [], [], []
+    for i in sorted(results):
+        row, emb = results[i]
+        rec = records[i]  # timing and cost always from the image's current record, never from the cache
+        rows.append({**row, "latency_s": rec.get("latency_s"), "peak_memory_gb": rec.get("peak_memory_gb"),
+                     "cost_usd": rec.get("cost_usd")})
+        if emb is not None:
+            embs.append(emb)
+            owners.append(len(rows) - 1)
+    if "mcos" in want and embs:
+        m = mcos_scores(np.stack(embs), [rows[i]["model"] for i in owners], [rows[i]["prompt_key"] for i in owners])
+        for i, v in zip(owners, m):
+            rows[i]["mcos"] = None if math.isnan(v) else float(v)
+    return rows, failures
+
+
+def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, results) -> list[dict]:
+    from PIL import Image
+
+    want = set(mcfg.compute)
+    needs_refs = any(ps_all[i] is not None and ps_all[i].references for i in todo)
     clip = Clip(mcfg.clip, device, mcfg.batch_size) if want & {"clip_t", "clip_i", "cp_clip", "ti_clip", "mcos"} else None
     dino = Dino(mcfg.dino, device, mcfg.batch_size) if "dino" in want and needs_refs else None
-    detector = Detector(mcfg.detector, device, mcfg.detector_threshold) if "cp_clip" in want and needs_refs else None
-
-    ref_cache: dict[tuple[str, str], np.ndarray] = {}
+    detector = Detector(mcfg.detector, device, mcfg.detector_threshold) if "cp_clip" in want and needs_refs and clip else None
+    ref_cache: dict[tuple[str, str], np.ndarray | None] = {}
 
     def refs(model, kind: str, paths: Iterable[str]) -> np.ndarray:
         paths = list(paths)
-        todo = [p for p in paths if (kind, p) not in ref_cache]
         ok = []
-        for p in todo:
-            try:
-                ok.append((p, read_image(p)))
-            except BadImage:
-                ref_cache[(kind, p)] = None  # type: ignore[assignment]
-        if ok:
-            from PIL import Image
-
-            for (p, _), e in zip(ok, model.images([Image.fromarray(a) for _, a in ok])):
-                ref_cache[(kind, p)] = e
+        for p in dict.fromkeys(paths):
+            if (kind, p) not in ref_cache:
+                try:
+                    ok.append((p, Image.fromarray(read_image(p))))
+                except BadImage:
+                    ref_cache[(kind, p)] = None  # a bad reference is left out of the mean
+        for (p, _), e in zip(ok, model.images([im for _, im in ok]) if ok else []):
+            ref_cache[(kind, p)] = e
         got = [ref_cache[(kind, p)] for p in paths if ref_cache.get((kind, p)) is not None]
         return np.stack(got) if got else np.zeros((0, 1))
 
-    rows, failures, clip_embs, keep = [], [], [], []
+    failures: list[dict] = []
     text_cache: dict[str, tuple[np.ndarray, int]] = {}
-    from PIL import Image
-
     with progress() as bar:
-        task = bar.add_task("bench metrics", total=len(records))
-        for start in range(0, len(records), mcfg.chunk_size):
-            chunk, images = [], []
-            for rec in records[start:start + mcfg.chunk_size]:
+        task = bar.add_task("bench metrics", total=len(todo))
+        for start in range(0, len(todo), mcfg.chunk_size):
+            idx, images = [], []
+            for i in todo[start:start + mcfg.chunk_size]:
+                rec = records[i]
                 try:
                     images.append(Image.fromarray(read_image(run_dir / rec["image"])))
-                    chunk.append(rec)
+                    idx.append(i)
                 except BadImage as e:
                     failures.append({"stage": "bench", "id": f"{rec['model']}/{rec['set']}/{rec['prompt_id']}/s{rec['seed']}",
                                      "path": str(run_dir / rec["image"]), "reason": f"metrics: {e}"})
-            if not chunk:
-                bar.advance(task, mcfg.chunk_size)
-                continue
-            ps = [_prompt(prompts, r) for r in chunk]
-            img_clip = clip.images(images) if clip else None
-            new_texts = sorted({_scored_text(r, p) for r, p in zip(chunk, ps)} - set(text_cache))
+            ps = [ps_all[i] for i in idx]
+            img_clip = clip.images(images) if clip and images else None
+            new_texts = sorted({_scored_text(records[i], p) for i, p in zip(idx, ps)} - set(text_cache))
             if clip and new_texts and want & {"clip_t", "ti_clip"}:
                 embs, nwin = clip.texts(new_texts)
                 text_cache.update({t: (e, n) for t, e, n in zip(new_texts, embs, nwin)})
-            img_dino = dino.images(images) if dino else None
-            boxes = detector.best_boxes(images, [p.concepts if p else [] for p in ps]) if detector else None
-            for k, (rec, p, im) in enumerate(zip(chunk, ps, images)):
+            with_refs = [k for k, p in enumerate(ps) if p is not None and p.references]
+            img_dino = dict(zip(with_refs, dino.images([images[k] for k in with_refs]))) if dino and with_refs else {}
+            crop_embs: dict[int, dict[str, np.ndarray | None]] = {}
+            if detector is not None and with_refs:
+                boxes = detector.best_boxes([images[k] for k in with_refs], [ps[k].concepts for k in with_refs])
+                found = [(k, c, images[k].crop(b)) for k, bb in zip(with_refs, boxes) for c, b in bb.items() if b]
+                embs = clip.images([crop for _, _, crop in found]) if found else []
+                for k, bb in zip(with_refs, boxes):
+                    crop_embs[k] = {c: None for c in ps[k].concepts}
+                for (k, c, _), e in zip(found, embs):
+                    crop_embs[k][c] = e
+            for k, (i, p) in enumerate(zip(idx, ps)):
+                rec = records[i]
                 row = _base_row(rec, p)
                 text = _scored_text(rec, p)
-                if clip is not None and text in text_cache:
-                    temb, nwin = text_cache[text]
-                    row["clip_t_windows"] = nwin
+                if text in text_cache:
+                    temb, row["clip_t_windows"] = text_cache[text]
                     if "clip_t" in want:
                         row["clip_t"] = clip_t_score(img_clip[k], temb)
                     if "ti_clip" in want and row["novel_background"]:
                         row["ti_clip"] = clip_t_score(img_clip[k], temb)
-                if p is not None and p.references:
+                if k in with_refs:
                     all_refs = [x for c in p.concepts for x in p.references.get(c, [])]
-                    if "clip_i" in want:
+                    if "clip_i" in want and clip is not None:
                         row["clip_i"] = reference_similarity(img_clip[k], refs(clip, "clip", all_refs))
-                    if dino is not None:
+                    if k in img_dino:
                         row["dino"] = reference_similarity(img_dino[k], refs(dino, "dino", all_refs))
-                    if detector is not None:
-                        crops = {c: (None if b is None else im.crop(b)) for c, b in boxes[k].items()}
-                        found = [c for c, cr in crops.items() if cr is not None]
-                        crop_embs = dict(zip(found, clip.images([crops[c] for c in found]))) if found else {}
-                        row["cp_clip"] = cp_clip_score({c: crop_embs.get(c) for c in p.concepts},
-                                                       {c: refs(clip, "clip", p.references.get(c, [])) for c in p.concepts})
-                        row["cp_detected"] = f"{len(found)}/{len(p.concepts)}"
-                rows.append(row)
-                if img_clip is not None:
-                    clip_embs.append(img_clip[k])
-                    keep.append(len(rows) - 1)
-            bar.advance(task, len(records[start:start + mcfg.chunk_size]))
-    if "mcos" in want and clip_embs:
-        m = mcos_scores(np.stack(clip_embs), [rows[i]["model"] for i in keep], [rows[i]["prompt_key"] for i in keep])
-        for i, v in zip(keep, m):
-            rows[i]["mcos"] = None if math.isnan(v) else float(v)
+                    if k in crop_embs:
+                        row["cp_clip"] = cp_clip_score(crop_embs[k], {c: refs(clip, "clip", p.references.get(c, []))
+                                                                      for c in p.concepts})
+                        row["cp_detected"] = f"{sum(e is not None for e in crop_embs[k].values())}/{len(p.concepts)}"
+                row = {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in row.items()}
+                emb = img_clip[k] if img_clip is not None else None
+                results[i] = (row, emb)
+                _write_cache(cache_root / f"{rec['image']}.json", keys[i], row, emb)
+            bar.advance(task, len(todo[start:start + mcfg.chunk_size]))
     del clip, dino, detector  # the backbones go before the caller moves on (GPU memory)
     gc.collect()
-    return rows, failures
+    return failures
+
+
+def _cache_key(rec: dict, prompt, mcfg: MetricsConfig) -> str:
+    refs = []
+    if prompt is not None:
+        for c in prompt.concepts:
+            for p in prompt.references.get(c, []):
+                try:
+                    st = Path(p).stat()
+                    refs.append((c, p, st.st_size, st.st_mtime_ns))
+                except OSError:
+                    refs.append((c, p, None, None))
+    return config_hash({"image": [rec.get("model_fingerprint"), rec.get("settings_hash"), rec["image"]],
+                        "metrics": [list(mcfg.compute), mcfg.clip, mcfg.dino, mcfg.detector, mcfg.detector_threshold],
+                        "text": _scored_text(rec, prompt), "refs": refs,
+                        "novel": bool(prompt.novel_background) if prompt is not None else False,
+                        "category": rec.get("category", "")})
+
+
+def _read_cache(path: Path, key: str) -> tuple[dict, np.ndarray | None] | None:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if data.get("key") != key:
+        return None
+    emb = data.get("clip_embedding")
+    return data["row"], (None if emb is None else np.asarray(emb, dtype=np.float64))
+
+
+def _write_cache(path: Path, key: str, row: dict, emb: np.ndarray | None) -> None:
+    data = {"key": key, "row": {k: v for k, v in row.items() if k != "mcos"},
+            "clip_embedding": None if emb is None else [float(x) for x in emb]}  # exact round trip
+    write_atomic(path, json.dumps(data).encode("utf-8"))
 
 
 def _prompt(prompts: dict[str, Any], rec: dict):

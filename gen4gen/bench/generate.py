@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -282,7 +283,10 @@ def generate(plan: dict[str, list[Job]], run_dir: Path, device: str, bench: Any)
     pending = {name: [j for j in jobs if not is_done(j)] for name, jobs in plan.items()}
     result.skipped = sum(len(jobs) for jobs in plan.values()) - sum(len(p) for p in pending.values())
     meter = Meter(device)
-    with progress() as bar:
+    # PNG encoding and the fsync'd writes run on threads while the next batch generates: with a 1-step model on
+    # a GPU they would otherwise cost as much as the generation (PIL and file I/O release the GIL)
+    writer = ThreadPoolExecutor(max_workers=max(1, int(bench.get("writers", 2))))
+    with writer, progress() as bar:
         task = bar.add_task("bench generate", total=sum(len(p) for p in pending.values()))
         for name, jobs in pending.items():
             if not jobs:
@@ -306,6 +310,7 @@ def generate(plan: dict[str, list[Job]], run_dir: Path, device: str, bench: Any)
                 except Exception:  # noqa: BLE001 - the real batch reports the error
                     pass
             images: list = []
+            writes: list = []
             for group in groups:
                 try:
                     meter.start()
@@ -319,13 +324,30 @@ def generate(plan: dict[str, list[Job]], run_dir: Path, device: str, bench: Any)
                         torch.cuda.empty_cache()
                     continue
                 per_image = seconds / len(group)
-                for job, image in zip(group, images):
-                    _write(job, image, run_dir, per_image, seconds, len(group), mem_gb, mem_kind, device, cls_name)
-                result.done += len(group)
-                bar.advance(task, len(group))
+                writes += [(job, writer.submit(_write, job, image, run_dir, per_image, seconds, len(group), mem_gb,
+                                               mem_kind, device, cls_name)) for job, image in zip(group, images)]
+                # bounded: a slow disk makes generation wait instead of holding every image in memory
+                writes = _settle(writes, result, bar, task, wait=len(writes) > 8 * len(group))
             del pipe, images  # the only references: the model is freed before the next one loads
+            writes = _settle(writes, result, bar, task, wait=True)
             free_memory()
     return result
+
+
+def _settle(writes: list, result: GenResult, bar, task, wait: bool) -> list:
+    """Count finished image writes (a failed write is that image's failure); return the ones still running."""
+    left = []
+    for job, fut in writes:
+        if not (wait or fut.done()):
+            left.append((job, fut))
+            continue
+        try:
+            fut.result()
+            result.done += 1
+        except Exception as e:  # noqa: BLE001 - disk full, permissions: that image fails, the run goes on
+            result.failures.append(_failure(job, f"cannot write image: {type(e).__name__}: {e}"))
+        bar.advance(task)
+    return left
 
 
 def _call(pipe, group: list[Job], takes: set[str], steps: int | None = None) -> list:

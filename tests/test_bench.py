@@ -247,6 +247,29 @@ def test_bench_without_gpu_prints_an_estimate_and_stops(tmp_path, tiny, monkeypa
     assert not (tmp_path / "outputs" / "bench" / "tiny" / "images").exists()
 
 
+def test_sharded_generation_then_one_scoring_pass(tmp_path, tiny):
+    """Each shard generates its own models (one GPU each through a launcher) and leaves scoring alone;
+    ``bench.steps=[metrics,report]`` then scores every shard's images together (MCOS compares models)."""
+    from gen4gen.stages.bench import run
+
+    shard_args = ("bench.use=[drawbench]", "bench.seeds=[0]", "bench.metrics.compute=[clip_t,mcos]")
+    done = []
+    for k in range(2):
+        s = run(_bench_cfg(tmp_path, tiny, *shard_args, "shard.count=2", f"shard.index={k}"))
+        done.append(s.done)
+        assert "metrics" in s.notes and s.failed == 0
+    assert sorted(done) == [0, 2] or sorted(done) == [1, 1]  # 2 models x 1 prompt x 1 seed split by model
+    run_dir = tmp_path / "outputs" / "bench" / "tiny"
+    assert not (run_dir / "metrics.csv").exists()
+    assert (run_dir / "failures.shard-0-of-2.jsonl").exists()
+    s = run(_bench_cfg(tmp_path, tiny, *shard_args, "bench.steps=[metrics,report]"))
+    rows = _csv(run_dir / "metrics.csv")
+    assert s.done == 2 and {r["model"] for r in rows} == {"tiny-sd", "tiny-sdxl"}
+    assert all(r["mcos"] != "" and r["clip_i"] == "" for r in rows)
+    assert rows[0]["mcos"] == rows[1]["mcos"]  # cos(a, b) both ways
+    assert (run_dir / "report" / "leaderboard.md").is_file()
+
+
 def test_shards_split_the_roster_by_model(tmp_path):
     from gen4gen.bench.generate import shard_models
     from gen4gen.bench.roster import Roster

@@ -232,19 +232,20 @@ class Meter:
 
         self.torch = torch
         self.cuda = device.startswith("cuda")
+        self.device = torch.device(device) if self.cuda else None  # cuda:N: measure that GPU, not the current one
 
     def start(self) -> None:
         if self.cuda:
-            self.torch.cuda.synchronize()
-            self.torch.cuda.reset_peak_memory_stats()
+            self.torch.cuda.synchronize(self.device)
+            self.torch.cuda.reset_peak_memory_stats(self.device)
         self.t0 = time.perf_counter()
 
     def stop(self) -> tuple[float, float, str]:
         if self.cuda:
-            self.torch.cuda.synchronize()
+            self.torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - self.t0
         if self.cuda:
-            return seconds, self.torch.cuda.max_memory_allocated() / 2 ** 30, "cuda_max_allocated"
+            return seconds, self.torch.cuda.max_memory_allocated(self.device) / 2 ** 30, "cuda_max_allocated"
         return seconds, _peak_rss_gb(), "cpu_peak_rss"
 
 

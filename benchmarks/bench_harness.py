@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -312,6 +313,13 @@ def main() -> None:
     else:
         print("\n2. few-step latency: needs CUDA (run with --device cuda on a GPU machine)")
 
+    try:
+        _metrics(args, tmp, tok, device, gpu)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _metrics(args, tmp: Path, tok, device: str, gpu: bool) -> None:
     for size in (() if args.skip_metrics else ("tiny", "published") if not gpu else ("published",)):
         rows = metric_throughput(tmp / f"metrics_{size}", tok, device, args.metric_images, size)
         print(f"\n3. metric throughput, {size} backbones, {args.metric_images} images of 512x512")

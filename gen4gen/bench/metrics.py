@@ -178,7 +178,8 @@ class Detector:
         for i in range(0, len(images), self.batch_size):
             ims, cs = list(images[i:i + self.batch_size]), [list(c) for c in concepts[i:i + self.batch_size]]
             queries = [[self.query(c) for c in cc] or [" "] for cc in cs]
-            inputs = self.processor(text=queries, images=ims, return_tensors="pt").to(self.device)
+            # truncation: OWL-ViT's text tower takes 16 tokens; a long concept name must not crash the run
+            inputs = self.processor(text=queries, images=ims, return_tensors="pt", truncation=True).to(self.device)
             with self.torch.inference_mode():
                 outputs = self.model(**inputs)
             # OWLv2 pads to a square before resizing: boxes are relative to the padded square

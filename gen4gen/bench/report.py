@@ -44,7 +44,8 @@ def leaderboard(rows: list[dict], by: Sequence[str] = ("model",), sort_by: str =
         for c in COLUMNS:
             row[c] = nanmean(r.get(c) for r in rs)
         out.append(row)
-    out.sort(key=lambda r: tuple(r[k] for k in by[1:]) + (-(r.get(sort_by) or -math.inf), r["model"]))
+    out.sort(key=lambda r: tuple(r[k] for k in by[1:]) + (
+        math.inf if r.get(sort_by) is None else -r[sort_by], r["model"]))
     return out
 
 

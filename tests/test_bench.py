@@ -270,6 +270,35 @@ def test_sharded_generation_then_one_scoring_pass(tmp_path, tiny):
     assert (run_dir / "report" / "leaderboard.md").is_file()
 
 
+def test_call_settings_and_pipeline_detection(tmp_path):
+    """The model's steps/CFG win (a 1-step model at CFG 7 breaks); a model without a CFG takes the prompt's
+    (GEMRec); negative prompts only act with CFG; single checkpoints are told apart by their keys."""
+    import torch
+    from safetensors.torch import save_file
+
+    from gen4gen.bench.generate import call_settings, seeds_for
+    from gen4gen.bench.roster import Roster, detect_pipeline
+
+    turbo, civitai = Roster.model_validate({"models": [
+        {"name": "turbo", "source": "stabilityai/sd-turbo", "steps": 1, "guidance": 0.0, "resolution": 512},
+        {"name": "civitai", "source": str(tmp_path / "97137.safetensors"), "steps": 25, "resolution": 512}]}).models
+    gem = P.Prompt("gemrec", "006", "A cartoon tiger face", seed=2906332466, size=(512, 768), negative="blurry",
+                   guidance=7.0)
+    assert call_settings(turbo, gem, False) == {"width": 512, "height": 512, "steps": 1, "guidance": 0.0,
+                                                "negative": None}
+    assert call_settings(civitai, gem, True) == {"width": 512, "height": 768, "steps": 25, "guidance": 7.0,
+                                                 "negative": "blurry"}
+    assert call_settings(civitai, P.Prompt("d", "1", "x"), False)["guidance"] == 7.5
+    assert seeds_for(gem, [0, 1], True) == [2906332466] and seeds_for(gem, [0, 1], False) == [0, 1]
+
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, str(tmp_path / "97137.safetensors"))
+    assert detect_pipeline(civitai) == "StableDiffusionPipeline"
+    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(1)}, str(tmp_path / "97137.safetensors"))
+    assert detect_pipeline(civitai) == "StableDiffusionXLPipeline"
+    assert detect_pipeline(turbo) == "DiffusionPipeline"  # a hub id: from_pretrained reads model_index.json
+    assert detect_pipeline(turbo.model_copy(update={"pipeline": "sdxl"})) == "StableDiffusionXLPipeline"
+
+
 def test_shards_split_the_roster_by_model(tmp_path):
     from gen4gen.bench.generate import shard_models
     from gen4gen.bench.roster import Roster

@@ -86,14 +86,15 @@ def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
 
 
 def plot_pareto(board: list[dict], quality: str, path: Path) -> list[str]:
-    """Quality vs cost per model (cost: $ per image; latency when no cost is known), the front joined."""
+    """Quality vs cost per model ($ per 1,000 images; latency when no cost is known), the front joined."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cost_key = "cost_usd" if any(r.get("cost_usd") is not None for r in board) else "latency_s"
-    pts = [(r["model"], r[cost_key], r[quality]) for r in board
+    scale = 1000.0 if cost_key == "cost_usd" else 1.0  # $ per 1,000 images, as CEMS reports cost
+    pts = [(r["model"], r[cost_key] * scale, r[quality]) for r in board
            if r.get(cost_key) is not None and r.get(quality) is not None]
     front = pareto_front(pts)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
@@ -105,7 +106,7 @@ def plot_pareto(board: list[dict], quality: str, path: Path) -> list[str]:
     if len(fp) > 1:
         ax.plot([p[1] for p in fp], [p[2] for p in fp], color="tab:red", lw=1, zorder=2, label="Pareto front")
         ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlabel("$ per image (CEMS cost)" if cost_key == "cost_usd" else "seconds per image")
+    ax.set_xlabel("$ per 1,000 images" if cost_key == "cost_usd" else "seconds per image")
     ax.set_ylabel(quality)
     ax.set_title(f"{quality} vs {'cost' if cost_key == 'cost_usd' else 'latency'}")
     ax.grid(alpha=0.3)

@@ -144,7 +144,11 @@ class Dino:
         from transformers import AutoImageProcessor, AutoModel
 
         self.torch, self.device, self.batch_size = torch, device, batch_size
-        self.model = AutoModel.from_pretrained(path, add_pooling_layer=False).to(device).eval()
+        try:  # ViT checkpoints (DINO v1) carry no pooler weights: do not build a random one
+            model = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        except TypeError:  # other backbones (DINOv2) have no such option; the CLS token is read the same way
+            model = AutoModel.from_pretrained(path)
+        self.model = model.to(device).eval()
         self.processor = AutoImageProcessor.from_pretrained(path)
 
     def images(self, images: Sequence) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Text-to-image benchmark: roster, promptsets, generation runner, metrics and reports (``stage=bench``)."""

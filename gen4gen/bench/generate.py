@@ -1,0 +1,408 @@
+"""Generation: every roster model over every prompt x seed, one model in memory at a time.
+
+An image is one job ``(model, prompt, seed)`` written to ``images/<model>/<set>/<prompt id>_s<seed>.png``
+with a sidecar ``.json`` record written after it (atomically): a job is done when its record exists and
+names the same model fingerprint and call settings, so a rerun (or another shard) skips it. Each job
+draws its noise from its own CPU ``torch.Generator`` seeded with the job's seed, so an image does not
+depend on batch size, order or shard.
+"""
+from __future__ import annotations
+
+import gc
+import inspect
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from gen4gen.bench.prompts import Prompt
+from gen4gen.bench.roster import RosterEntry, detect_pipeline
+from gen4gen.console import console, progress
+from gen4gen.runner import config_hash, in_shard, json_bytes, png_bytes, write_atomic
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GUIDANCE = 7.5
+# pipelines whose __call__ does not take one generator per batch row: run them one image per call
+ONE_GENERATOR_PIPELINES = {"AmusedPipeline"}
+# rough seconds per denoising step at 512x512, batch 1, for the work estimate shown without a GPU
+CPU_STEP_SECONDS = {"sd": 2.5, "sdxl": 9.0}
+GPU_STEP_SECONDS = {"sd": 0.03, "sdxl": 0.08}
+
+
+@dataclass
+class Job:
+    model: RosterEntry
+    prompt: Prompt
+    seed: int
+    settings: dict  # width, height, steps, guidance, negative
+    image: Path
+    record: Path
+
+    @property
+    def id(self) -> str:
+        return f"{self.model.name}/{self.prompt.key}/s{self.seed}"
+
+    @property
+    def settings_hash(self) -> str:
+        return config_hash({"prompt": self.prompt.text, "seed": self.seed, **self.settings})
+
+
+def call_settings(entry: RosterEntry, prompt: Prompt, use_prompt_size: bool) -> dict:
+    """The model's own steps and CFG win over a promptset's (a 1-step model breaks at CFG 7); a model without
+    a fixed CFG takes the prompt's (GEMRec), else 7.5. Negative prompts act only through CFG."""
+    w, h = prompt.size if (use_prompt_size and prompt.size) else entry.resolution
+    guidance = entry.guidance if entry.guidance is not None else (
+        prompt.guidance if prompt.guidance is not None else DEFAULT_GUIDANCE)
+    return {"width": int(w) // 8 * 8, "height": int(h) // 8 * 8, "steps": entry.steps, "guidance": float(guidance),
+            "negative": prompt.negative if guidance > 1.0 else None}
+
+
+def seeds_for(prompt: Prompt, seeds: list[int], prompt_seeds: bool) -> list[int]:
+    return [int(prompt.seed)] if (prompt_seeds and prompt.seed is not None) else [int(s) for s in seeds]
+
+
+def plan_jobs(models: list[RosterEntry], prompts: list[Prompt], run_dir: Path, bench: Any) -> dict[str, list[Job]]:
+    """Jobs per model, in a fixed order that keeps equal call settings together (one batch shape)."""
+    plan: dict[str, list[Job]] = {}
+    for m in models:
+        jobs = []
+        for p in prompts:
+            settings = call_settings(m, p, bool(bench.use_prompt_size))
+            for s in seeds_for(p, list(bench.seeds), bool(bench.prompt_seeds)):
+                base = run_dir / "images" / m.name / p.set / f"{p.id}_s{s}"
+                jobs.append(Job(m, p, s, settings, base.with_suffix(".png"), base.with_suffix(".json")))
+        jobs.sort(key=_batch_key)
+        plan[m.name] = jobs
+    return plan
+
+
+def _batch_key(job: Job) -> tuple:
+    s = job.settings
+    return (s["width"], s["height"], s["steps"], s["guidance"], s["negative"] or "", job.prompt.key, job.seed)
+
+
+def shard_models(models: list[RosterEntry], index: int, count: int) -> list[RosterEntry]:
+    """Shards split the roster by model (one model's weights on one GPU), by a stable hash of its name."""
+    return [m for m in models if in_shard(m.name, index, count)]
+
+
+def is_done(job: Job) -> bool:
+    try:
+        rec = json.loads(job.record.read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (rec.get("model_fingerprint") == job.model.fingerprint() and rec.get("settings_hash") == job.settings_hash
+            and job.image.is_file())
+
+
+# ---------------------------------------------------------------- device and work estimate
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        return "cpu"
+    return name
+
+
+def _kind(entry: RosterEntry) -> str:
+    pipe = detect_pipeline(entry)
+    text = f"{pipe} {entry.source} {entry.base_model or ''}".lower()
+    return "sdxl" if ("xl" in text or "pixart" in text) else "sd"
+
+
+def estimate(plan: dict[str, list[Job]]) -> tuple[str, float]:
+    """A rough table of the work (images, steps) and its time on CPU vs a GPU, for the no-GPU message."""
+    lines, total_cpu, total_gpu, total_images = [], 0.0, 0.0, 0
+    for name, jobs in plan.items():
+        if not jobs:
+            continue
+        cpu = gpu = 0.0
+        for j in jobs:
+            s = j.settings
+            work = s["steps"] * (s["width"] * s["height"] / 512 ** 2) * (2 if s["guidance"] > 1 else 1)
+            cpu += work * CPU_STEP_SECONDS[_kind(j.model)]
+            gpu += work * GPU_STEP_SECONDS[_kind(j.model)]
+        total_cpu, total_gpu, total_images = total_cpu + cpu, total_gpu + gpu, total_images + len(jobs)
+        n_prompts = len({j.prompt.key for j in jobs})
+        lines.append(f"  {name}: {n_prompts} prompts, {len(jobs)} images, {jobs[0].settings['steps']} steps "
+                     f"-> ~{_human(cpu)} on CPU, ~{_human(gpu)} on one GPU")
+    head = (f"{len(lines)} models x prompts x seeds = {total_images} images; roughly {_human(total_cpu)} on this CPU "
+            f"vs {_human(total_gpu)} on one GPU (estimates from typical step times, not measured here)")
+    return "\n".join([head, *lines]), total_cpu
+
+
+def _human(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# ---------------------------------------------------------------- loading
+def _dtype(entry: RosterEntry, device: str):
+    import torch
+
+    # half precision on CPU is slow or unsupported for conv layers: CPU runs in float32
+    return torch.float32 if device == "cpu" else getattr(torch, entry.dtype)
+
+
+def resolve_file(spec: str) -> str:
+    """A local file, or ``owner/repo/path/in/repo`` fetched through the hub cache."""
+    if Path(spec).is_file():
+        return spec
+    from huggingface_hub import hf_hub_download
+
+    owner, repo, filename = spec.split("/", 2)
+    return hf_hub_download(f"{owner}/{repo}", filename)
+
+
+def load_pipeline(entry: RosterEntry, device: str, safety_checker: bool = False):
+    """The entry's pipeline through the same calls a user makes: ``from_pretrained`` / ``from_single_file``,
+    replaced components, scheduler swap with config overrides, LoRAs via ``load_lora_weights``."""
+    import diffusers
+    import torch
+
+    dtype = _dtype(entry, device)
+    cls_name = detect_pipeline(entry)
+    cls = getattr(diffusers, cls_name, None)
+    if cls is None:
+        raise ValueError(f"diffusers has no pipeline class {cls_name!r}")
+    kwargs: dict[str, Any] = {"torch_dtype": dtype}
+    for comp_name, spec in entry.components.items():
+        ccls = getattr(diffusers, spec.cls)
+        if spec.weights:  # a bare state dict (SDXL-Lightning UNet): model from the base config, then weights
+            from safetensors.torch import load_file
+
+            model = ccls.from_config(ccls.load_config(spec.source, subfolder=spec.subfolder))
+            model.load_state_dict(load_file(resolve_file(spec.weights)))
+            kwargs[comp_name] = model if dtype == torch.float32 else model.to(dtype)
+        else:
+            kwargs[comp_name] = ccls.from_pretrained(spec.source, subfolder=spec.subfolder, torch_dtype=dtype)
+    takes = inspect.signature(cls.__init__).parameters
+    if not safety_checker and ("safety_checker" in takes or cls is diffusers.DiffusionPipeline):
+        kwargs["safety_checker"] = None  # benchmarks score raw outputs; the checker blacks out images and costs time
+    if entry.is_single_file:
+        if entry.single_file_config:
+            kwargs["config"] = entry.single_file_config
+        pipe = cls.from_single_file(entry.source, **kwargs)
+    else:
+        if entry.variant:
+            kwargs["variant"] = entry.variant
+        pipe = cls.from_pretrained(entry.source, **kwargs)
+    if entry.scheduler is not None:
+        scls = getattr(diffusers, entry.scheduler.cls)
+        pipe.scheduler = scls.from_config(pipe.scheduler.config, **entry.scheduler.overrides())
+    if entry.loras:
+        names = [f"lora{k}" for k in range(len(entry.loras))]
+        for name, lora in zip(names, entry.loras):
+            pipe.load_lora_weights(lora.source, weight_name=lora.weight_name, adapter_name=name)
+        pipe.set_adapters(names, adapter_weights=[lo.scale for lo in entry.loras])
+        fused = [n for n, lo in zip(names, entry.loras) if lo.fuse]
+        if fused:
+            pipe.fuse_lora(adapter_names=fused)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def free_memory() -> None:
+    """Called after the caller dropped its last reference to a pipeline: free it before the next model loads."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------- timing and memory
+class Meter:
+    """Latency with CUDA synchronisation and peak memory: CUDA allocator peak per batch, else the process's
+    peak resident set (CPU; it only grows, so it is an upper bound)."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.torch = torch
+        self.cuda = device.startswith("cuda")
+        self.device = torch.device(device) if self.cuda else None  # cuda:N: measure that GPU, not the current one
+
+    def start(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> tuple[float, float, str]:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - self.t0
+        if self.cuda:
+            return seconds, self.torch.cuda.max_memory_allocated(self.device) / 2 ** 30, "cuda_max_allocated"
+        return seconds, _peak_rss_gb(), "cpu_peak_rss"
+
+
+def _peak_rss_gb() -> float:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+    except ImportError:  # pragma: no cover - Windows
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2 ** 30
+
+
+# ---------------------------------------------------------------- the loop
+@dataclass
+class GenResult:
+    done: int = 0
+    skipped: int = 0
+    failures: list[dict] | None = None
+
+
+def batches(jobs: list[Job], batch_size: int, one_per_call: bool) -> list[list[Job]]:
+    out = []
+    size = 1 if one_per_call else max(1, batch_size)
+    for _, group in groupby(jobs, key=lambda j: _batch_key(j)[:5]):
+        group = list(group)
+        out += [group[i:i + size] for i in range(0, len(group), size)]
+    return out
+
+
+def generate(plan: dict[str, list[Job]], run_dir: Path, device: str, bench: Any) -> GenResult:
+    import torch
+
+    result = GenResult(failures=[])
+    pending = {name: [j for j in jobs if not is_done(j)] for name, jobs in plan.items()}
+    result.skipped = sum(len(jobs) for jobs in plan.values()) - sum(len(p) for p in pending.values())
+    meter = Meter(device)
+    # PNG encoding and the fsync'd writes run on threads while the next batch generates: with a 1-step model on
+    # a GPU they would otherwise cost as much as the generation (PIL and file I/O release the GIL)
+    writer = ThreadPoolExecutor(max_workers=max(1, int(bench.get("writers", 2))))
+    with writer, progress() as bar:
+        task = bar.add_task("bench generate", total=sum(len(p) for p in pending.values()))
+        for name, jobs in pending.items():
+            if not jobs:
+                continue
+            entry = jobs[0].model
+            bar.update(task, description=f"bench {name}")
+            try:
+                pipe = load_pipeline(entry, device, bool(bench.safety_checker))
+            except Exception as e:  # noqa: BLE001 - one bad model must not stop the roster
+                reason = f"cannot load model {entry.source!r}: {type(e).__name__}: {e}"
+                console.print(f"[red]{name}: {reason}[/red]")
+                result.failures += [_failure(j, reason) for j in jobs]
+                bar.advance(task, len(jobs))
+                continue
+            cls_name = type(pipe).__name__
+            takes = set(inspect.signature(pipe.__call__).parameters)
+            groups = batches(jobs, int(bench.batch_size), cls_name in ONE_GENERATOR_PIPELINES)
+            if bench.warmup and groups:  # first call pays for lazy init / kernel selection: not timed
+                try:
+                    _call(pipe, groups[0], takes, steps=1)
+                except Exception:  # noqa: BLE001 - the real batch reports the error
+                    pass
+            images: list = []
+            writes: list = []
+            for group in groups:
+                try:
+                    meter.start()
+                    images = _call(pipe, group, takes)
+                    seconds, mem_gb, mem_kind = meter.stop()
+                except Exception as e:  # noqa: BLE001 - e.g. out of memory: the batch fails, the run goes on
+                    reason = f"{type(e).__name__}: {e}"
+                    result.failures += [_failure(j, reason) for j in group]
+                    bar.advance(task, len(group))
+                    if device.startswith("cuda"):
+                        torch.cuda.empty_cache()
+                    continue
+                per_image = seconds / len(group)
+                writes += [(job, writer.submit(_write, job, image, run_dir, per_image, seconds, len(group), mem_gb,
+                                               mem_kind, device, cls_name)) for job, image in zip(group, images)]
+                # bounded: a slow disk makes generation wait instead of holding every image in memory
+                writes = _settle(writes, result, bar, task, wait=len(writes) > 8 * len(group))
+            del pipe, images  # the only references: the model is freed before the next one loads
+            writes = _settle(writes, result, bar, task, wait=True)
+            free_memory()
+    return result
+
+
+def _settle(writes: list, result: GenResult, bar, task, wait: bool) -> list:
+    """Count finished image writes (a failed write is that image's failure); return the ones still running."""
+    left = []
+    for job, fut in writes:
+        if not (wait or fut.done()):
+            left.append((job, fut))
+            continue
+        try:
+            fut.result()
+            result.done += 1
+        except Exception as e:  # noqa: BLE001 - disk full, permissions: that image fails, the run goes on
+            result.failures.append(_failure(job, f"cannot write image: {type(e).__name__}: {e}"))
+        bar.advance(task)
+    return left
+
+
+def _call(pipe, group: list[Job], takes: set[str], steps: int | None = None) -> list:
+    import torch
+
+    s = group[0].settings
+    kwargs: dict[str, Any] = {
+        "prompt": [j.prompt.text for j in group], "num_inference_steps": steps or s["steps"],
+        "guidance_scale": s["guidance"], "width": s["width"], "height": s["height"], "output_type": "pil",
+        # one generator per (prompt, seed) on the CPU: the same noise whatever the batch, order and device
+        "generator": [torch.Generator("cpu").manual_seed(j.seed) for j in group],
+    }
+    if s["negative"]:
+        kwargs["negative_prompt"] = [s["negative"]] * len(group)
+    if len(group) == 1:
+        kwargs["generator"] = kwargs["generator"][0]
+    kwargs.update(group[0].model.call_kwargs)
+    dropped = [k for k in kwargs if k not in takes]
+    if dropped and "kwargs" not in takes:
+        log.debug("%s does not take %s", type(pipe).__name__, dropped)
+        kwargs = {k: v for k, v in kwargs.items() if k in takes}
+    with torch.inference_mode():
+        out = pipe(**kwargs)
+    return list(out.images)
+
+
+def _write(job: Job, image, run_dir: Path, per_image: float, batch_seconds: float, batch_size: int,
+           mem_gb: float, mem_kind: str, device: str, pipeline: str) -> None:
+    write_atomic(job.image, png_bytes(image))
+    s = job.settings
+    cost = job.model.cost.per_image(per_image, mem_gb)
+    record = {
+        "model": job.model.name, "set": job.prompt.set, "prompt_id": job.prompt.id, "prompt": job.prompt.text,
+        "category": job.prompt.category, "seed": job.seed, "width": s["width"], "height": s["height"],
+        "steps": s["steps"], "guidance": s["guidance"], "negative": s["negative"],
+        "image": job.image.relative_to(run_dir).as_posix(), "latency_s": round(per_image, 6),
+        "batch_size": batch_size, "batch_seconds": round(batch_seconds, 6), "peak_memory_gb": round(mem_gb, 4),
+        "memory_kind": mem_kind, "cost_usd": cost, "device": device, "pipeline": pipeline,
+        "model_fingerprint": job.model.fingerprint(), "settings_hash": job.settings_hash,
+    }
+    write_atomic(job.record, json_bytes(record))  # last: the job is done once this exists
+
+
+def _failure(job: Job, reason: str) -> dict:
+    return {"stage": "bench", "id": job.id, "path": str(job.image), "reason": reason}
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    """Every finished image's record (all shards), in a stable order."""
+    rows = []
+    for p in sorted((run_dir / "images").rglob("*.json")):
+        try:
+            rows.append(json.loads(p.read_text("utf-8")))
+        except (OSError, ValueError):
+            continue
+    return rows
+

@@ -1,0 +1,201 @@
+"""Promptsets of the benchmark: our exported MyCanvas dataset and the standard public sets.
+
+Every loader returns ``Prompt`` rows with a stable id (so a rerun finds its finished images) and whatever
+per-prompt settings the set carries (GEMRec: seed, size, negative prompt, CFG; DiffusionDB: seed, size).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gen4gen.runner import UserError, stable_hash
+
+# backgrounds for TI-CLIP prompts (Gen4Gen: text alignment where the background was not in training);
+# the ones that occur in the dataset's own captions are dropped at load time
+NOVEL_BACKGROUNDS = ("on the surface of the moon", "in a snowy forest", "on a wooden boat at sea",
+                     "in front of the Eiffel Tower", "in a neon-lit city street at night", "inside a library")
+
+
+@dataclass
+class Prompt:
+    set: str  # promptset name (its key in bench.promptsets)
+    id: str  # unique within the set, safe as a file name
+    text: str  # what the model is given
+    category: str = ""
+    eval_text: str | None = None  # what CLIP-T scores against when it differs from ``text`` (<newK> tokens)
+    seed: int | None = None
+    size: tuple[int, int] | None = None  # (width, height)
+    negative: str | None = None
+    guidance: float | None = None
+    concepts: list[str] = field(default_factory=list)
+    references: dict[str, list[str]] = field(default_factory=dict)  # concept -> reference image paths
+    novel_background: bool = False  # counts in TI-CLIP
+
+    @property
+    def key(self) -> str:
+        return f"{self.set}/{self.id}"
+
+    @property
+    def scored_text(self) -> str:
+        return self.eval_text or self.text
+
+
+def _rows(path: Path, delimiter: str = ",") -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"promptset file not found: {path}")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return list(csv.DictReader(f, delimiter=delimiter))
+
+
+def _need(rows: list[dict], path: Path, *columns: str) -> None:
+    have = set(rows[0]) if rows else set()
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(sorted(have)) or 'none'}")
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(v: Any) -> int | None:
+    f = _float(v)
+    return None if f is None else int(f)
+
+
+def load_parti(name: str, path: Path, **_: Any) -> list[Prompt]:
+    rows = _rows(path, "\t")
+    _need(rows, path, "Prompt", "Category")
+    return [Prompt(name, f"{i:05d}", r["Prompt"].strip(), r["Category"].strip())
+            for i, r in enumerate(rows) if r["Prompt"].strip()]
+
+
+def load_drawbench(name: str, path: Path, **_: Any) -> list[Prompt]:
+    rows = _rows(path)
+    _need(rows, path, "Prompts", "Category")
+    return [Prompt(name, f"{i:04d}", r["Prompts"].strip(), r["Category"].strip())
+            for i, r in enumerate(rows) if r["Prompts"].strip()]
+
+
+def _size(text: str) -> tuple[int, int] | None:
+    try:
+        w, h = (int(x) for x in str(text).lower().split("x"))
+        return (w, h)
+    except ValueError:
+        return None
+
+
+def load_gemrec(name: str, path: Path, **_: Any) -> list[Prompt]:
+    """GEMRec promptset v6: one seed, size, negative prompt and CFG per prompt (sampler is Euler a for all)."""
+    rows = _rows(path)
+    _need(rows, path, "prompt_id", "tag", "size", "seed", "prompt", "negativePrompt", "cfgScale")
+    return [Prompt(name, f"{int(r['prompt_id']):03d}", r["prompt"].strip(), r["tag"].strip(),
+                   seed=_int(r["seed"]), size=_size(r["size"]), negative=(r["negativePrompt"] or "").strip() or None,
+                   guidance=_float(r["cfgScale"]))
+            for r in rows if r["prompt"].strip()]
+
+
+def load_diffusiondb(name: str, path: Path, **_: Any) -> list[Prompt]:
+    rows = _rows(path)
+    _need(rows, path, "image_name", "prompt", "seed", "cfg", "width", "height")
+    out = []
+    for r in rows:
+        text = (r["prompt"] or "").strip()
+        w, h = _int(r["width"]), _int(r["height"])
+        if text:
+            out.append(Prompt(name, Path(r["image_name"]).stem, text, r.get("sampler", "") or "",
+                              seed=_int(r["seed"]), size=(w, h) if w and h else None, guidance=_float(r["cfg"])))
+    return out
+
+
+def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgrounds: Any = None,
+                 **_: Any) -> list[Prompt]:
+    """An exported MyCanvas dataset (``<path>/mycanvas/index.jsonl``): one prompt per scene image with the
+    chosen caption, scored against the detailed caption (``<newK>`` tokens mean nothing to CLIP), plus per
+    concept set one prompt per background absent from the dataset's captions (TI-CLIP)."""
+    index = Path(path) / "mycanvas" / "index.jsonl"
+    if not index.is_file():
+        raise UserError(f"no exported dataset at {index}; run `python -m gen4gen stage=export` first")
+    root = Path(path)
+    prompts: list[Prompt] = []
+    concept_sets: dict[tuple[str, ...], tuple[dict, dict]] = {}
+    captions_seen = []
+    for n, line in enumerate(index.read_text("utf-8").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            caps = row["captions"]
+            text = caps.get(caption) or caps["detailed"]
+            concepts = list(row["concepts"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{index}:{n + 1}: not a MyCanvas index line ({type(e).__name__}: {e})") from None
+        refs = {c: [str(root / p) for p in row.get("reference_images", {}).get(c, [])] for c in concepts}
+        safe_id = str(row["id"]).replace("/", "__")
+        prompts.append(Prompt(name, safe_id, text, row.get("scene", ""), eval_text=caps.get("detailed") or text,
+                              concepts=concepts, references=refs))
+        captions_seen.append(" ".join(str(v) for v in caps.values() if isinstance(v, str)).lower())
+        concept_sets.setdefault(tuple(sorted(concepts)), (refs, row.get("modifier_tokens") or {}))
+    seen = " ".join(captions_seen)
+    if novel_backgrounds is None:  # null: the built-in list; [] turns TI-CLIP prompts off
+        novel_backgrounds = NOVEL_BACKGROUNDS
+    novel = [b for b in novel_backgrounds if b.lower() not in seen]
+    for concepts, (refs, tokens) in sorted(concept_sets.items()):
+        plain = " and ".join(f"a {c}" for c in concepts)
+        personal = " and ".join(f"{tokens[c]} {c}" if c in tokens else f"a {c}" for c in concepts)
+        for k, bg in enumerate(novel):
+            given = f"{personal if caption == 'personalized' else plain} {bg}"
+            prompts.append(Prompt(name, f"novel__{'+'.join(concepts)}__{k:02d}", given, "novel background",
+                                  eval_text=f"{plain} {bg}", concepts=list(concepts), references=refs,
+                                  novel_background=True))
+    return prompts
+
+
+LOADERS: dict[str, Callable[..., list[Prompt]]] = {
+    "parti": load_parti, "drawbench": load_drawbench, "gemrec": load_gemrec,
+    "diffusiondb": load_diffusiondb, "dataset": load_dataset,
+}
+
+
+def limit_prompts(prompts: list[Prompt], limit: int | None) -> list[Prompt]:
+    """A stable pseudo-random subset of ``limit`` prompts (the first rows of a file are often one category),
+    kept in file order; the same subset in every run and on every shard."""
+    if not limit or limit >= len(prompts):
+        return prompts
+    keep = set(sorted(range(len(prompts)), key=lambda i: stable_hash(prompts[i].key))[:limit])
+    return [p for i, p in enumerate(prompts) if i in keep]
+
+
+def load_promptsets(sets: dict, use: list[str]) -> tuple[list[Prompt], dict[str, str]]:
+    """Prompts of the promptsets named in ``use``; returns them and notes on sets that were skipped
+    (an optional set whose file does not exist yet, e.g. the dataset before export ran)."""
+    prompts: list[Prompt] = []
+    notes: dict[str, str] = {}
+    for name in use:
+        if name not in sets:
+            raise UserError(f"bench.use names promptset {name!r}, not in bench.promptsets ({', '.join(sets)})")
+        spec = dict(sets[name])
+        kind = spec.pop("kind", name)
+        if kind not in LOADERS:
+            raise UserError(f"promptset {name!r}: unknown kind {kind!r}; one of {', '.join(LOADERS)}")
+        optional = bool(spec.pop("optional", False))
+        limit = spec.pop("limit", None)
+        path = Path(str(spec.pop("path")))
+        try:
+            rows = LOADERS[kind](name, path, **spec)
+        except UserError as e:
+            if optional:
+                notes[f"promptset {name}"] = f"skipped: {e}"
+                continue
+            raise
+        prompts += limit_prompts(rows, int(limit) if limit else None)
+    keys = [p.key for p in prompts]
+    if len(set(keys)) != len(keys):
+        raise UserError("duplicate prompt ids; give each promptset its own name")
+    return prompts, notes

@@ -21,6 +21,19 @@ def stage_dir(cfg: DictConfig, stage: str) -> Path:
     return Path(cfg.paths.stages_dir) / STAGE_DIRS[stage]
 
 
+def swept_keys(sweep_dir: Path) -> set[str]:
+    """The keys a multirun varies (``seed=0,1,2``, ``range(4)``...), read back from its multirun.yaml;
+    fixed overrides (``compose.size=[256,256]``) are the same in every job and need no separation."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+    except (OSError, AttributeError):
+        return set()
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return {o.key_or_group for o in parsed if o.is_sweep_override()}
+
+
 def isolate_sweep_job(cfg: DictConfig, stages: list[str]) -> Path | None:
     """In a multirun that sweeps settings (``layout=heuristic,llm seed=0,1,2``), give each job its own
     ``stages/`` and ``datasets/`` inside its Hydra job folder, whose ``.hydra/overrides.yaml`` says what
@@ -32,8 +45,7 @@ def isolate_sweep_job(cfg: DictConfig, stages: list[str]) -> Path | None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     hc = HydraConfig.get()
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
-    if all(k in NEUTRAL_KEYS or k.startswith(NEUTRAL_PREFIXES) for k in keys):
+    if all(k in NEUTRAL_KEYS or k.startswith(NEUTRAL_PREFIXES) for k in swept_keys(Path(hc.sweep.dir))):
         return None
     job_dir = Path(hc.runtime.output_dir).resolve()
     shared = Path(cfg.paths.stages_dir).resolve()

@@ -47,8 +47,9 @@ def need_weights() -> None:
 def cli(workdir: Path, *overrides: str, env: dict | None = None, check: bool = True,
         **popen) -> subprocess.CompletedProcess | subprocess.Popen:
     """``python -m gen4gen`` run in ``workdir`` (stages/, outputs/ and src/ relative to it)."""
-    cmd = [sys.executable, "-m", "gen4gen", "paths.source_dir=src", "paths.stages_dir=stages",
-           "paths.outputs_dir=outputs", *overrides]
+    flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags (-m) go before the overrides
+    cmd = [sys.executable, "-m", "gen4gen", *flags, "paths.source_dir=src", "paths.stages_dir=stages",
+           "paths.outputs_dir=outputs", *(o for o in overrides if not o.startswith("-"))]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
     if popen.pop("background", False):
         return subprocess.Popen(cmd, cwd=workdir, env=full_env, stdout=subprocess.DEVNULL,

@@ -26,8 +26,8 @@ def discover_photos(source_dir: Path, out_root: Path) -> list[Item]:
     """Items for ``<scene>/<concept>/<photo>``; unreadable entries and empty concept folders become
     items with an ``error`` so they are reported, not silently dropped."""
     items: list[Item] = []
-    for scene in _subdirs(source_dir, items, out_root):
-        for concept in _subdirs(scene, items, out_root):
+    for scene in _subdirs(source_dir, items, out_root, source_dir):
+        for concept in _subdirs(scene, items, out_root, source_dir):
             photos, others = [], []
             for p in _entries(concept, items, out_root):
                 (photos if p.suffix.lower() in IMAGE_EXTENSIONS else others).append(p)
@@ -62,17 +62,25 @@ def _entries(folder: Path, items: list[Item], out_root: Path) -> list[Path]:
         return []
 
 
-def _subdirs(folder: Path, items: list[Item], out_root: Path) -> list[Path]:
+def _subdirs(folder: Path, items: list[Item], out_root: Path, root: Path) -> list[Path]:
+    """Sub-folders of ``folder``; anything else there (a stray file, a broken or looping link) is reported."""
     out = []
     for p in _entries(folder, items, out_root):
+        rel = p.relative_to(root).as_posix()
         try:
             if p.is_dir():
                 p.resolve(strict=True)  # raises on a symlink loop
                 out.append(p)
+                continue
+            if p.is_symlink() and not p.exists():
+                reason = "broken link or symlink loop"
+            elif p.suffix.lower() in IMAGE_EXTENSIONS:
+                reason = "a photo outside a concept folder: photos go in <scene>/<concept>/"
+            else:
+                continue  # notes and READMEs beside the folders are fine
         except (OSError, RuntimeError) as e:
-            rel = p.relative_to(folder.parent).as_posix() if folder.parent in p.parents else p.name
-            items.append(Item(rel, out_root / rel, {"path": str(p)},
-                              error=f"cannot open folder (symlink loop?): {getattr(e, 'strerror', None) or e}"))
+            reason = f"cannot open folder (symlink loop?): {getattr(e, 'strerror', None) or e}"
+        items.append(Item(rel, out_root / rel, {"path": str(p)}, error=reason))
     return out
 
 

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 ARGS ?=
 
-.PHONY: install weights examples demo test bench clean
+.PHONY: install weights examples demo test clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
@@ -23,12 +23,10 @@ examples: install
 
 demo: weights examples
 	$(PY) -m gen4gen stage=all $(ARGS)
+	@echo "Done. Dataset and card: outputs/datasets/mycanvas_demo/  Gallery: outputs/datasets/mycanvas_demo/gallery/index.html"
 
 test: weights
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 -q $(ARGS)
-
-bench: weights examples
-	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf stages/*/ outputs/*/

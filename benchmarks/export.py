@@ -80,7 +80,7 @@ def main() -> None:
                 size_mb = sum(p.stat().st_size for p in (root / "outputs/datasets/bench").rglob("*")
                               if p.is_file()) / 1e6
     print(f"\n{args.items} final images, {args.size}x{args.size} px, workers={args.workers}, cpu_count={os.cpu_count()}")
-    print(f"| step | seconds | images/s |\n|---|---|---|")
+    print("| step | seconds | images/s |\n|---|---|---|")
     for name, s in rows:
         print(f"| {name} | {s:.1f} | {args.items / s:.0f} |")
     print(f"(dataset with every format: {size_mb:.0f} MB)")

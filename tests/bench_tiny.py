@@ -2,38 +2,12 @@
 test loads them through the same ``from_pretrained`` calls a user's real checkpoints go through."""
 from __future__ import annotations
 
-import gzip
-import json
 from functools import lru_cache
 from pathlib import Path
 
+from tests.clip_tokenizer import build_clip_tokenizer
+
 BPE = "tokenizers/bpe_simple_vocab_16e6.txt.gz"
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """OpenAI CLIP's byte -> printable unicode table (the BPE vocabulary is written in it)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-def write_clip_tokenizer_files(bpe_gz: Path, out: Path, n_merges: int = 49152 - 256 - 2) -> Path:
-    """vocab.json + merges.txt laid out as openai/clip-vit-* ship them, from the real BPE merges (the first
-    ``n_merges``: a smaller vocabulary loads and embeds faster, and tokenises the same way, in more pieces)."""
-    merges = gzip.open(bpe_gz).read().decode("utf-8").split("\n")[1:n_merges + 1]
-    merges = [tuple(m.split()) for m in merges]
-    vocab = list(_bytes_to_unicode().values())
-    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), "utf-8")
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", "utf-8")
-    return out
 
 
 N_MERGES = 2000  # of 48,894: a 2,514-token vocabulary
@@ -45,7 +19,7 @@ BOS, EOS = VOCAB - 2, VOCAB - 1
 def clip_tokenizer(bpe_gz: str, cache_dir: str):
     from transformers import CLIPTokenizer
 
-    folder = write_clip_tokenizer_files(Path(bpe_gz), Path(cache_dir) / "clip_tokenizer", N_MERGES)
+    folder = build_clip_tokenizer(Path(bpe_gz), Path(cache_dir) / "clip_tokenizer", N_MERGES)
     tok = CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
     assert (len(tok), tok.bos_token_id, tok.eos_token_id) == (VOCAB, BOS, EOS)
     return tok

@@ -168,7 +168,6 @@ def test_roster_components_scheduler_and_lora_load_and_each_model_is_freed(tmp_p
     import gc
     import weakref
 
-    import torch
     from safetensors.torch import save_file
 
     from gen4gen.bench import generate as G

@@ -2,30 +2,15 @@
 so tests load them through the same ``from_pretrained`` path a user's hub model takes."""
 from __future__ import annotations
 
-import gzip
-import json
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from tests.clip_tokenizer import build_clip_tokenizer
 from tests.conftest import SHARED
 
 BPE = SHARED / "tokenizers" / "bpe_simple_vocab_16e6.txt.gz"
-
-
-@lru_cache(maxsize=None)
-def _bytes_to_unicode() -> dict[int, str]:
-    """CLIP's reversible byte -> printable character table."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 @lru_cache(maxsize=None)
@@ -34,16 +19,7 @@ def clip_tokenizer(folder: Path, bpe: Path = BPE):
     a tiny byte-level vocabulary when the shared file is absent. Built once per folder."""
     from transformers import CLIPTokenizer
 
-    folder.mkdir(parents=True, exist_ok=True)
-    base = list(_bytes_to_unicode().values())
-    if bpe.is_file():
-        lines = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")[1:49152 - 256 - 2 + 1]
-        merges = [tuple(line.split()) for line in lines]
-    else:
-        merges = []
-    vocab = base + [v + "</w>" for v in base] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), "utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), "utf-8")
+    build_clip_tokenizer(bpe, folder)
     tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
     return tok
 

@@ -15,11 +15,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from gen4gen.images import read_image
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import ItemFailed, done_items, png_bytes, read_failures, read_meta
 
-S1_DIR, S2_DIR, S3_DIR, S4_DIR = ("s1_segmented_foreground", "s2_object_compositions", "s3_background_repainting",
-                                  "s4_captions")
-STAGE_DIRS = {"s1": S1_DIR, "s2": S2_DIR, "s3": S3_DIR, "s4": S4_DIR}
+S1_DIR, S2_DIR, S3_DIR, S4_DIR = (STAGE_DIRS[s] for s in ("s1", "s2", "s3", "s4"))
 
 
 @dataclass

@@ -16,10 +16,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.images import IMAGE_EXTENSIONS, read_image
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, Summary, UserError, file_fingerprint, run_stage
 from gen4gen.segment.quality import mask_stats
 
-DIR_NAME = "s1_segmented_foreground"
+DIR_NAME = STAGE_DIRS["s1"]
 
 
 def discover_photos(source_dir: Path, out_root: Path) -> list[Item]:

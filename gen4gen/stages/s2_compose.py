@@ -21,10 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from gen4gen.compose import Augment, Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.schema import ConceptCount, Layout, PlanRequest, layout_fields
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, Summary, UserError, config_hash, done_items, run_stage, stable_hash
 
-DIR_NAME = "s2_object_compositions"
-S1_DIR = "s1_segmented_foreground"
+DIR_NAME = STAGE_DIRS["s2"]
+S1_DIR = STAGE_DIRS["s1"]
 MAX_NAME_BYTES = 240  # most file systems stop at 255 bytes per path component
 
 

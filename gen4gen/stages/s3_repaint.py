@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.images import read_image
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.backgrounds import BackgroundSource, feet_line, plan_sources, render, scan_photo_folders
 from gen4gen.repaint.mask import repaint_mask, to_u8
@@ -23,8 +24,8 @@ from gen4gen.repaint.prompt import build_prompt
 from gen4gen.runner import (Item, ItemFailed, ItemWriter, Summary, UserError, config_hash, item_rng, read_meta,
                             run_stage)
 
-DIR_NAME = "s3_background_repainting"
-S2_DIR_NAME = "s2_object_compositions"
+DIR_NAME = STAGE_DIRS["s3"]
+S2_DIR_NAME = STAGE_DIRS["s2"]
 # inpainter keys that change speed or placement only (one generator per item: batching changes no result)
 SPEED_ONLY = ("device", "batch_size", "attention", "channels_last", "compile", "compile_mode", "fuse_qkv",
               "cpu_offload")

@@ -16,12 +16,13 @@ from omegaconf import DictConfig
 
 from gen4gen.caption.template import CaptionJob, Outcome
 from gen4gen.console import progress
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import (Item, ItemFailed, ItemWriter, Summary, UserError, done_items, file_fingerprint,
                             run_stage, stable_hash)
 
-DIR_NAME = "s4_captions"
-S2_DIR = "s2_object_compositions"
-S3_DIR = "s3_background_repainting"
+DIR_NAME = STAGE_DIRS["s4"]
+S2_DIR = STAGE_DIRS["s2"]
+S3_DIR = STAGE_DIRS["s3"]
 
 
 def layout_concepts(layout: dict) -> set[str]:

@@ -181,6 +181,19 @@ def test_failed_item_is_recorded_and_retried(tmp_path, cfg_factory):
     root = tmp_path / "n"
     s = run_stage(NoiseStage(root, ids, bad="s/c/1"), cfg_factory())
     assert (s.done, s.failed) == (1, 1)
-    assert read_failures(root) == [{"stage": "noise", "id": "s/c/1", "path": "s/c/1", "reason": "this one is bad"}]
+    assert read_failures(root) == [{"stage": "noise", "id": "s/c/1", "path": "s/c/1", "reason": "this one is bad",
+                                    "item_dir": str(root / "s/c/1")}]
     s = run_stage(NoiseStage(root, ids), cfg_factory())  # fixed: only the failed item runs again
     assert (s.done, s.skipped, s.failed) == (1, 1, 0) and read_failures(root) == []
+
+
+def test_failures_of_shards_merge_without_duplicates_and_drop_items_done_since(tmp_path, cfg_factory):
+    ids = [f"s/c/{i}" for i in range(6)]
+    root = tmp_path / "n"
+    for index in range(2):
+        run_stage(NoiseStage(root, ids, bad="s/c/1"), cfg_factory(f"shard.index={index}", "shard.count=2"))
+    run_stage(NoiseStage(root, ids, bad="s/c/1"), cfg_factory())  # the same failure, now in failures.jsonl too
+    assert len(list(root.glob("failures*.jsonl"))) == 3
+    assert [f["id"] for f in read_failures(root)] == ["s/c/1"]
+    run_stage(NoiseStage(root, ids), cfg_factory())  # fixed input: the shard file's old line no longer counts
+    assert read_failures(root) == []

@@ -69,6 +69,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     assert {"s1", "s2", "s3", "export"} <= set(kills), kills
     cli(root, "stage=all", *FAST)
     assert_same_outputs(reference, root)
+    print(f"\ncrash campaign: SIGKILL during {kills}; resumed output equals the uninterrupted run")
 
 
 def test_shards_through_submitit_local_equal_a_single_run(tmp_path, reference):

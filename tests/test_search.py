@@ -110,7 +110,7 @@ def test_ivf_matches_exact_search_when_probing_every_list(tmp_path):
     rng = np.random.default_rng(2)
     centres = rng.normal(size=(20, 16))
     mu = centres[rng.integers(0, 20, 3000)] + 0.1 * rng.normal(size=(3000, 16))
-    spec = MomentSpec("diag", dtype="float16")
+    spec = MomentSpec("diag", dtype="float32")
     w = IndexWriter(tmp_path, "image", len(mu), 16, spec)
     w.set_rows(slice(0, len(mu)), mu=mu, var=np.ones_like(mu))
     w.close()

@@ -6,7 +6,7 @@ Layout of an index folder::
     index.json                 format, spaces, encoder names, moment type, input fingerprint
     names.txt                  one model name per line (row i of every array)
     <space>_mu.npy             (M, d) float32  mean feature
-    <space>_mu_hat.npy         (M, d) float16|float32  mu / |mu|: first-moment search reads only this
+    <space>_mu_hat.npy         (M, d) float32|float16  mu / |mu|: first-moment search reads only this
     <space>_count.npy          (M,) int32     samples behind each row
     <space>_var.npy            (M, d)         diag: per-dimension variance (+ eps)
     <space>_cov.npy, _chol.npy (M, d, d)      full: covariance (+ eps I) and its Cholesky factor
@@ -40,7 +40,8 @@ class MomentSpec:
     # shrinkage of Sigma toward (mean variance) * I, in [0, 1): few samples in many dimensions give
     # noisy, near-singular covariances that make log-densities meaningless without it
     eps: float = 0.1
-    dtype: str = "float16"  # of mu_hat (the matrix first-moment search streams)
+    # of mu_hat, the matrix first-moment search streams: float32 for BLAS speed, float16 for half the memory
+    dtype: str = "float32"
 
     def __post_init__(self):
         if self.kind not in MOMENTS:

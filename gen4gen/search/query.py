@@ -28,6 +28,21 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, -1)
 
 
+def scores_of(block: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``block @ q.T`` as float32. float16 rows go through torch's half-precision kernels: numpy has no
+    fp16 BLAS and converting each chunk to float32 costs more than the product itself."""
+    if block.dtype == np.float16:
+        import warnings
+
+        import torch
+
+        with warnings.catch_warnings():  # memory-mapped rows are read-only; torch only reads them
+            warnings.simplefilter("ignore", UserWarning)
+            b = torch.from_numpy(np.asarray(block))
+        return (b @ torch.from_numpy(np.ascontiguousarray(q.T, dtype=np.float16))).float().numpy()
+    return np.asarray(block, np.float32) @ q.T
+
+
 def first_moment_topk(mu_hat: np.ndarray, q: np.ndarray, k: int = 10, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of ``mu_hat @ q`` for a batch of queries ``q`` (B, d), streamed in row chunks so the
     (memory-mapped) matrix never needs to be in memory at once. Returns (rows, scores), both (B, k)."""
@@ -35,8 +50,7 @@ def first_moment_topk(mu_hat: np.ndarray, q: np.ndarray, k: int = 10, chunk: int
     best_rows = np.zeros((len(q), 0), np.int64)
     best = np.zeros((len(q), 0), np.float32)
     for start in range(0, mu_hat.shape[0], chunk):
-        block = np.asarray(mu_hat[start:start + chunk], dtype=np.float32)  # fp16 storage -> fp32 BLAS
-        s = q @ block.T
+        s = scores_of(mu_hat[start:start + chunk], q).T
         top = topk(s, k)
         best_rows = np.concatenate([best_rows, top + start], 1)
         best = np.concatenate([best, np.take_along_axis(s, top, 1)], 1)
@@ -90,8 +104,8 @@ def ivf_topk(space: Space, q: np.ndarray, k: int = 10, nprobe: int = 16) -> tupl
     lists = topk(cent @ q, nprobe)
     rows = [np.arange(offsets[c], offsets[c + 1]) for c in lists]
     pos = np.concatenate(rows)
-    block = np.concatenate([np.asarray(space.ivf_vecs[offsets[c]:offsets[c + 1]], np.float32) for c in lists])
-    s = block @ q
+    vecs = space.ivf_vecs
+    s = scores_of(np.concatenate([vecs[offsets[c]:offsets[c + 1]] for c in lists]), q[None])[:, 0]
     top = topk(s, k)
     return np.asarray(space.ivf_order[pos[top]]), s[top]
 
@@ -108,7 +122,7 @@ def _chunks(m: int, chunk: int):
 
 def first_moment(space: Space, q: np.ndarray) -> np.ndarray:
     q = _unit(q)
-    return np.concatenate([np.asarray(space.mu_hat[s], np.float32) @ q for s in _chunks(len(space.mu_hat), CHUNK)])
+    return np.concatenate([scores_of(space.mu_hat[s], q[None])[:, 0] for s in _chunks(len(space.mu_hat), CHUNK)])
 
 
 def quad_form(space: Space, q: np.ndarray, rows: slice) -> np.ndarray:

@@ -82,7 +82,10 @@ class Searcher:
 
     def _first_moment(self, space, q) -> np.ndarray:
         """Scores for every model; a big index with an IVF only scores its probed lists (others -inf)."""
-        if Q.has_ivf(space) and len(self.index) >= int(self.sc.ivf.min_models):
+        if len(self.index) >= int(self.sc.ivf.min_models):
+            if not Q.has_ivf(space):
+                console.print(f"search: building the inverted file for {len(self.index):,} models (once)")
+                Q.build_ivf(space)
             rows, s = Q.ivf_topk(space, Q._unit(q), int(self.sc.top_k), int(self.sc.ivf.nprobe))
             out = np.full(len(self.index), -np.inf)
             out[rows] = s

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gen4gen.route.embed import TfidfEmbedder
+from gen4gen.route.embed import FeatureMaker, TfidfEmbedder, prompt_stats
 from gen4gen.route.report import baseline_policies
 from gen4gen.route.router import Router, Target, choose, evaluate, make_predictor, pick_lambda
 from gen4gen.route.tables import cems_cost, load_table, model_costs
@@ -74,7 +74,7 @@ def test_router_learns_the_known_best_policy(tmp_path):
     write_cems(tmp_path / "eval", synthetic(80, 1))
     train, evals = load_table(tmp_path / "train", "nima"), load_table(tmp_path / "eval", "nima")
     costs = model_costs(train.models, overrides=COSTS)
-    router = Router(TfidfEmbedder(), lambda: make_predictor("ridge", alpha=1.0), costs,
+    router = Router(FeatureMaker(TfidfEmbedder(), stats=False), lambda: make_predictor("ridge", alpha=1.0), costs,
                     Target.parse("floor_rel:-0.02"), folds=4).fit(train.prompts, train.quality)
     picks = [train.models[j] for j in router.route(evals.prompts)]
     want = ["premium" if "car" in p else "cheap" for p in evals.prompts]
@@ -91,7 +91,7 @@ def test_route_stage_writes_report_curve_and_predictions(tmp_path, cfg_factory):
     write_cems(tmp_path / "train", synthetic(200, 0))
     write_cems(tmp_path / "eval", synthetic(60, 1))
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red sports car on a road, fast\na fluffy cat on a sofa, sleepy\n")
+    prompts.write_text("a red sports car on a road, fast blue old style 7\na fluffy cat on a sofa, sleepy tiny green style 8\n")
     cfg = cfg_factory("stage=route", f"route.train_dir={tmp_path / 'train'}", f"route.eval_dir={tmp_path / 'eval'}",
                       "route.embedding=tfidf", "route.target=floor_rel:-0.02", "route.folds=4", f"route.predict={prompts}",
                       *(f"+route.costs.{m}={c}" for m, c in COSTS.items()))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gen4gen.route.embed import Features
 from gen4gen.runner import UserError
 
 log = logging.getLogger(__name__)
@@ -26,17 +27,49 @@ log = logging.getLogger(__name__)
 class RidgeQuality:
     """One ridge regression per model (a single multi-output fit; works on sparse TF-IDF too)."""
 
-    def __init__(self, alpha: float = 1.0):
+    def __init__(self, alpha: float = 10.0):
         self.alpha = alpha
 
-    def fit(self, x, y: np.ndarray) -> "RidgeQuality":
+    def fit(self, x: Features, y: np.ndarray) -> "RidgeQuality":
         from sklearn.linear_model import Ridge
 
-        self.model = Ridge(alpha=self.alpha).fit(x, y)
+        self.model = Ridge(alpha=self.alpha).fit(x.full, y)
         return self
 
-    def predict(self, x) -> np.ndarray:
-        return np.asarray(self.model.predict(x), np.float64)
+    def predict(self, x: Features) -> np.ndarray:
+        return np.asarray(self.model.predict(x.full), np.float64)
+
+
+class KnnQuality:
+    """Distance-weighted mean quality of the k most similar training prompts (cosine on the embedding):
+    catches the near-duplicate prompt families that user prompt logs are full of."""
+
+    def __init__(self, k: int = 50):
+        self.k = k
+
+    def fit(self, x: Features, y: np.ndarray) -> "KnnQuality":
+        from sklearn.neighbors import KNeighborsRegressor
+
+        self.model = KNeighborsRegressor(min(self.k, len(y)), weights="distance", metric="cosine").fit(x.text, y)
+        return self
+
+    def predict(self, x: Features) -> np.ndarray:
+        return np.asarray(self.model.predict(x.text), np.float64).reshape(x.text.shape[0], -1)
+
+
+class EnsembleQuality:
+    """Mean of a ridge and a kNN predictor: the global linear trend plus local prompt families."""
+
+    def __init__(self, alpha: float = 10.0, k: int = 50):
+        self.parts = [RidgeQuality(alpha), KnnQuality(k)]
+
+    def fit(self, x: Features, y: np.ndarray) -> "EnsembleQuality":
+        for p in self.parts:
+            p.fit(x, y)
+        return self
+
+    def predict(self, x: Features) -> np.ndarray:
+        return np.mean([p.predict(x) for p in self.parts], axis=0)
 
 
 class MlpQuality:
@@ -45,17 +78,17 @@ class MlpQuality:
     def __init__(self, hidden: int = 256, alpha: float = 1e-3, seed: int = 0):
         self.hidden, self.alpha, self.seed = hidden, alpha, seed
 
-    def fit(self, x, y: np.ndarray) -> "MlpQuality":
+    def fit(self, x: Features, y: np.ndarray) -> "MlpQuality":
         from sklearn.neural_network import MLPRegressor
 
-        x = _dense(x)
+        x = _dense(x.full)
         self.mean, self.std = y.mean(0), y.std(0) + 1e-9
         self.model = MLPRegressor(hidden_layer_sizes=(self.hidden,), alpha=self.alpha, early_stopping=True,
                                   max_iter=200, random_state=self.seed).fit(x, (y - self.mean) / self.std)
         return self
 
-    def predict(self, x) -> np.ndarray:
-        return self.model.predict(_dense(x)).reshape(-1, len(self.mean)) * self.std + self.mean
+    def predict(self, x: Features) -> np.ndarray:
+        return self.model.predict(_dense(x.full)).reshape(-1, len(self.mean)) * self.std + self.mean
 
 
 class ArgmaxClassifier:
@@ -65,18 +98,18 @@ class ArgmaxClassifier:
     def __init__(self, c: float = 1.0, class_weight: str | None = "balanced", seed: int = 0):
         self.c, self.class_weight, self.seed = c, class_weight, seed
 
-    def fit(self, x, y: np.ndarray) -> "ArgmaxClassifier":
+    def fit(self, x: Features, y: np.ndarray) -> "ArgmaxClassifier":
         from sklearn.linear_model import LogisticRegression
 
         self.n_models = y.shape[1]
         labels = y.argmax(1)
         self.model = LogisticRegression(C=self.c, class_weight=self.class_weight, max_iter=2000,
-                                        random_state=self.seed).fit(x, labels)
+                                        random_state=self.seed).fit(x.full, labels)
         return self
 
-    def predict(self, x) -> np.ndarray:
-        proba = np.zeros((x.shape[0], self.n_models))
-        proba[:, self.model.classes_] = self.model.predict_proba(x)
+    def predict(self, x: Features) -> np.ndarray:
+        proba = np.zeros((len(x), self.n_models))
+        proba[:, self.model.classes_] = self.model.predict_proba(x.full)
         return proba
 
 
@@ -84,14 +117,21 @@ def _dense(x):
     return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
 
 
-def make_predictor(kind: str, alpha: float = 1.0, hidden: int = 256, seed: int = 0):
+PREDICTORS = ("ensemble", "ridge", "knn", "mlp", "classifier")
+
+
+def make_predictor(kind: str, alpha: float = 10.0, k: int = 50, hidden: int = 256, seed: int = 0):
+    if kind == "ensemble":
+        return EnsembleQuality(alpha, k)
     if kind == "ridge":
         return RidgeQuality(alpha)
+    if kind == "knn":
+        return KnnQuality(k)
     if kind == "mlp":
         return MlpQuality(hidden, seed=seed)
     if kind == "classifier":
         return ArgmaxClassifier(seed=seed)
-    raise UserError(f"route.predictor={kind!r}: choose ridge, mlp or classifier")
+    raise UserError(f"route.predictor={kind!r}: choose one of {', '.join(PREDICTORS)}")
 
 
 # ---------------------------------------------------------------- policy
@@ -173,7 +213,7 @@ def kfold(n: int, folds: int, seed: int) -> list[np.ndarray]:
 class Router:
     """Fit on a train table: out-of-fold predictions choose lambda, then a refit on every train prompt."""
 
-    embedder: object
+    features: object  # FeatureMaker: prompts -> Features
     predictor_factory: object  # () -> predictor
     costs: np.ndarray
     target: Target
@@ -186,17 +226,16 @@ class Router:
         oof = np.zeros_like(quality, dtype=np.float64)
         for held in kfold(len(prompts), self.folds, self.seed):
             fit_rows = np.setdiff1d(np.arange(len(prompts)), held)
-            emb = self.embedder.fit([prompts[i] for i in fit_rows])
-            x = emb.transform(prompts)
+            x = self.features.fit([prompts[i] for i in fit_rows]).transform(prompts)
             oof[held] = self.predictor_factory().fit(x[fit_rows], quality[fit_rows]).predict(x[held])
         self.oof = oof
         self.lam, self.validation = pick_lambda(oof, quality, self.costs, self.target)
-        self.embedder.fit(prompts)
-        self.predictor = self.predictor_factory().fit(self.embedder.transform(prompts), quality)
+        self.x_train = self.features.fit(prompts).transform(prompts)
+        self.predictor = self.predictor_factory().fit(self.x_train, quality)
         return self
 
     def predict_quality(self, prompts: list[str]) -> np.ndarray:
-        return self.predictor.predict(self.embedder.transform(prompts))
+        return self.predictor.predict(self.features.transform(prompts))
 
     def route(self, prompts: list[str], lam: float | None = None) -> np.ndarray:
         return choose(self.predict_quality(prompts), self.costs, self.lam if lam is None else lam)

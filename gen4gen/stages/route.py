@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.console import console
-from gen4gen.route.embed import make_embedder
+from gen4gen.route.embed import FeatureMaker, make_embedder
 from gen4gen.route.report import baseline_policies, frontier, policy_stats, table, write_report
 from gen4gen.route.router import ArgmaxClassifier, Router, Target, choose, lambda_grid, make_predictor
 from gen4gen.route.tables import QualityTable, load_table, model_costs, read_prompts
@@ -31,9 +31,10 @@ def split_train_eval(train: QualityTable, fraction: float, seed: int) -> tuple[Q
 
 
 def build_router(rc: DictConfig, cache_dir: str, device: str, costs: np.ndarray, predictor: str | None = None) -> Router:
-    embedder = make_embedder(rc.embedding, clip=rc.clip, device=device, cache_dir=cache_dir)
+    features = FeatureMaker(make_embedder(rc.embedding, clip=rc.clip, device=device, cache_dir=cache_dir),
+                            stats=bool(rc.prompt_stats))
     kind = predictor or rc.predictor
-    return Router(embedder, lambda: make_predictor(kind, alpha=rc.alpha, hidden=rc.hidden, seed=rc.seed),
+    return Router(features, lambda: make_predictor(kind, alpha=rc.alpha, k=rc.k, hidden=rc.hidden, seed=rc.seed),
                   costs, Target.parse(rc.target), folds=int(rc.folds), seed=int(rc.seed))
 
 
@@ -59,16 +60,15 @@ def run(cfg: DictConfig) -> Summary:
     q_hat = router.predict_quality(evals.prompts)
     policies = baseline_policies(evals.quality, costs, evals.models, seed=int(rc.seed))
     # the CEMS paper's router: a class-weighted classifier of the best model, no cost term
-    x_train = router.embedder.transform(train.prompts)
-    cems = ArgmaxClassifier(seed=int(rc.seed)).fit(x_train, train.quality)
-    policies["cems_classifier"] = policy_stats(cems.predict(router.embedder.transform(evals.prompts)).argmax(1),
+    cems = ArgmaxClassifier(seed=int(rc.seed)).fit(router.x_train, train.quality)
+    policies["cems_classifier"] = policy_stats(cems.predict(router.features.transform(evals.prompts)).argmax(1),
                                                evals.quality, costs, evals.models)
     policies["router"] = policy_stats(choose(q_hat, costs, router.lam), evals.quality, costs, evals.models)
 
     out_dir = run_output_dir(cfg, "route")
     report = {"score": rc.score, "train": str(rc.train_dir), "eval": eval_source, "n_train": len(train),
               "n_eval": len(evals), "models": evals.models, "cost_per_request": dict(zip(evals.models, costs.tolist())),
-              "embedding": router.embedder.name, "predictor": rc.predictor, "target": rc.target,
+              "features": router.features.name, "predictor": rc.predictor, "target": rc.target,
               "validation": router.validation, "policies": policies}
     if rc.predict:
         report["predictions"] = str(_predict(router, evals.models, costs, rc.predict, out_dir))

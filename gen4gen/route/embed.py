@@ -65,7 +65,7 @@ def prompt_stats(prompts: Sequence[str]) -> np.ndarray:
     for p in prompts:
         words, chars = len(p.split()), len(p)
         rows.append([np.log1p(words), np.log1p(chars), p.count(",") / max(words, 1), np.log1p(p.count(",")),
-                     sum(c.isdigit() for c in p) / max(chars, 1), sum(c.isupper() for c in p) / max(chars, 1),
+                     sum(map(str.isdigit, p)) / max(chars, 1), sum(map(str.isupper, p)) / max(chars, 1),
                      *(words <= b for b in LENGTH_BINS)])
     return np.asarray(rows, np.float64).reshape(len(rows), 6 + len(LENGTH_BINS))
 

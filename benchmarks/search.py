@@ -62,7 +62,7 @@ def main() -> None:
     rng = np.random.default_rng(1)
     table = Table(title=f"first-moment top-10, d={args.dim}, mu_hat {args.dtype}, {os.cpu_count()} CPU cores")
     for col in ("models", "index MB", "exact 1 query ms", "exact batch-64 ms/query", "IVF lists", "IVF build s",
-                "IVF nprobe=16 ms", "recall@10", "IVF nprobe=64 ms", "recall@10 ", "peak RSS MB"):
+                "IVF nprobe=8 ms", "recall@10", "IVF nprobe=32 ms", "recall@10 ", "peak RSS MB"):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n in args.sizes:
@@ -84,7 +84,7 @@ def main() -> None:
             build = time.perf_counter() - t
             lists = len(space.ivf_centroids)
             ivf = []
-            for nprobe in (16, 64):
+            for nprobe in (8, 32):
                 nprobe = min(nprobe, lists)
                 ms = timed(lambda: [Q.ivf_topk(space, q, 10, nprobe) for q in qs], 3) / len(qs) * 1000
                 recall = np.mean([len(set(Q.ivf_topk(space, q, 10, nprobe)[0].tolist()) & set(e.tolist())) / 10

@@ -157,7 +157,8 @@ def test_search_stage_builds_reuses_and_answers(tmp_path, cfg_factory):
     _samples(root, {"crimson": (220, 30, 30), "azure": (30, 30, 220), "forest": (30, 190, 40)},
              caption="a {name} coloured square, sample {i}")
     query = tmp_path / "q.png"
-    Image.fromarray(np.full((40, 40, 3), (215, 35, 30), np.uint8)).save(query)
+    noise = np.random.default_rng(7).normal(0, 25, (40, 40, 3))  # a new image in crimson's style
+    Image.fromarray(np.clip(np.array([220, 30, 30]) + noise, 0, 255).astype(np.uint8)).save(query)
     (root / "azure" / "broken.png").write_bytes(b"not a png")  # a bad sample is skipped with a message
     cfg = cfg_factory(f"search.index={root}", "stage=search", "search.query.text='a crimson coloured square'",
                       f"search.query.image={query}", "search.query.model=azure", "device=cpu")

@@ -68,7 +68,7 @@ def build_ivf(space: Space, n_lists: int | None = None, iters: int = 10, sample:
 
     mu_hat = space.mu_hat
     m, d = mu_hat.shape
-    n_lists = n_lists or max(1, int(round(math.sqrt(m))))
+    n_lists = n_lists or max(1, int(round(2 * math.sqrt(m))))  # ~sqrt(M)/2 models per list
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(m, size=min(sample, m), replace=False))
     x = np.asarray(mu_hat[pick], np.float32)

@@ -3,7 +3,6 @@ report, and the shared CEMS measurements (figures reproduced exactly; the router
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +157,12 @@ def test_shared_cems_router_beats_sdxl_turbo_on_a_held_out_split():
     q, total = evaluate(router.route(held.prompts), held.quality, costs)
     sdxl = baseline_policies(held.quality, costs, held.models)["only:SDXL-Turbo"]
     assert q > sdxl["quality"] and total < sdxl["total_cost"]
+
+
+def test_prompt_stats_see_length_and_tag_lists():
+    short, tags = "a cat", "portrait, highly detailed, 8k, trending on artstation, by Greg " + "word " * 120
+    s = prompt_stats([short, tags])
+    assert s.shape == (2, 19)
+    assert s[1, 0] > s[0, 0] + 3  # log word count
+    assert s[1, 3] > 1 and s[0, 3] == 0  # commas
+    assert s[0, 6:].all() and not s[1, 6:].any()  # a 2-word prompt is in every length bin, a 129-word one in none

@@ -7,9 +7,7 @@ Nothing here imports torchvision: image preprocessing is PIL/numpy (or transform
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 

@@ -166,3 +166,22 @@ def test_prompt_stats_see_length_and_tag_lists():
     assert s[1, 0] > s[0, 0] + 3  # log word count
     assert s[1, 3] > 1 and s[0, 3] == 0  # commas
     assert s[0, 6:].all() and not s[1, 6:].any()  # a 2-word prompt is in every length bin, a 129-word one in none
+
+
+def test_clip_text_embeddings_route_and_are_cached(tmp_path):
+    """route.embedding=clip: a tiny CLIP through from_pretrained; the second pass reads the disk cache."""
+    from gen4gen.route.embed import make_embedder
+    from tests.test_search import _tiny_clip
+
+    clip = _tiny_clip(tmp_path / "clip")
+    write_cems(tmp_path / "train", synthetic(40, 0))
+    train = load_table(tmp_path / "train", "nima")
+    emb = make_embedder("clip", clip=str(clip), device="cpu", cache_dir=tmp_path / "cache")
+    router = Router(FeatureMaker(emb), lambda: make_predictor("ensemble", k=5), model_costs(train.models, overrides=COSTS),
+                    Target.parse("best"), folds=2).fit(train.prompts, train.quality)
+    assert router.x_train.text.shape == (40, 16) and router.route(train.prompts[:3]).shape == (3,)
+    shards = list((tmp_path / "cache" / "text_embeddings").rglob("*.npz"))
+    assert shards
+    again = make_embedder("clip", clip=str(clip), device="cpu", cache_dir=tmp_path / "cache")
+    again.encoder.encoder = None  # a cache miss would now fail: every vector must come from disk
+    np.testing.assert_allclose(again.transform(train.prompts), router.x_train.text, rtol=1e-6)

@@ -185,3 +185,13 @@ def test_clip_text_embeddings_route_and_are_cached(tmp_path):
     again = make_embedder("clip", clip=str(clip), device="cpu", cache_dir=tmp_path / "cache")
     again.encoder.encoder = None  # a cache miss would now fail: every vector must come from disk
     np.testing.assert_allclose(again.transform(train.prompts), router.x_train.text, rtol=1e-6)
+
+
+def test_bench_run_folder_metrics_with_cost_column(tmp_path):
+    rows = [{"model": m, "prompt_id": p, "prompt": f"prompt {p}", "seed": 0, "clip_t": q, "latency_s": 0.2,
+             "cost_usd": c} for m, q, c in (("a", 0.3, 2e-5), ("b", 0.25, 1e-5)) for p in ("x", "y", "z")]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "results.jsonl").write_text("")
+    t = load_table(tmp_path, "clip_t")
+    assert t.models == ["a", "b"] and t.quality.shape == (3, 2)
+    np.testing.assert_allclose(model_costs(t.models, t, mode="measured"), [2e-5, 1e-5])

@@ -231,3 +231,25 @@ def test_clip_path_through_from_pretrained(tmp_path, cfg_factory):
     for name, row in zip(index.names, mu_hat):
         assert by_model[name] == pytest.approx(float(row @ q), abs=2e-3)  # mu_hat stored in float16
     assert math.isfinite(out["results"]["text:second_moment"][0]["score"])
+
+
+def test_bench_run_folder_layout_and_captions(tmp_path):
+    """bench writes images/<model>/<set>/<prompt id>_s<seed>.png with results.jsonl in the run folder."""
+    from gen4gen.search.build import captions_for, discover, samples_root
+
+    run = tmp_path / "run"
+    for model in ("sd-turbo", "amused"):
+        d = run / "images" / model / "drawbench"
+        d.mkdir(parents=True)
+        for pid in ("p1", "p2"):
+            Image.new("RGB", (8, 8)).save(d / f"{pid}_s0.png")
+    (run / "images" / "amused" / "drawbench" / "p2_s0.json").write_text(json.dumps({"prompt": "from the sidecar"}))
+    (run / "results.jsonl").write_text("".join(json.dumps({"model": m, "image": f"images/{m}/drawbench/{p}_s0.png",
+                                                           "prompt": f"{m} prompt {p}"}) + "\n"
+                                               for m in ("sd-turbo", "amused") for p in ("p1", "p2")))
+    root = samples_root(run)
+    assert root == run / "images"
+    models = discover(root)
+    assert sorted(models) == ["amused", "sd-turbo"] and len(models["amused"]) == 2
+    caps = captions_for(root, root / "amused", models["amused"])
+    assert caps == ["amused prompt p1", "from the sidecar"]

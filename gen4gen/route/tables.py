@@ -3,9 +3,10 @@
 Two input layouts:
 - CEMS: a folder with ``{score}_score_with_time_<model>.csv`` (columns ``dataset_id, prompt_id, prompt,
   mean_time, {score}_score``), one file per model, rows aligned by ``prompt_id``;
-- a bench results table (``.csv`` or ``.jsonl``) in long form, one row per (model, prompt[, seed]) with
-  columns ``model``, ``prompt`` (and optionally ``prompt_id``), the score (``{score}`` or ``{score}_score``)
-  and optionally ``latency_s``/``mean_time`` and ``cost``; seeds are averaged.
+- a bench results table (``.csv`` or ``.jsonl``; a bench run folder means its ``metrics.jsonl``) in long
+  form, one row per (model, prompt[, seed]) with columns ``model``, ``prompt`` (and optionally
+  ``prompt_id``), the score (``{score}`` or ``{score}_score``, e.g. ``route.score=clip_t``) and optionally
+  ``latency_s``/``mean_time`` and ``cost``/``cost_usd``; seeds are averaged.
 """
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def load_table(path: str | Path, score: str) -> QualityTable:
         files = sorted(path.glob(f"{score}_score_with_time_*.csv"))
         if files:
             return _load_cems(files, score)
+        if (path / "metrics.jsonl").is_file():  # a bench run folder: per-image scores with latency and cost
+            return _load_long(path / "metrics.jsonl", score)
         tables = sorted([*path.glob("*.csv"), *path.glob("*.jsonl")])
         if len(tables) == 1:
             return _load_long(tables[0], score)
@@ -109,6 +112,10 @@ def _load_long(path: Path, score: str) -> QualityTable:
     key = "prompt_id" if "prompt_id" in df.columns else "prompt"
     df[key] = df[key].astype(str)
     tcol = next((c for c in ("mean_time", "latency_s", "seconds") if c in df.columns), None)
+    if "cost" not in df.columns and "cost_usd" in df.columns:
+        df = df.rename(columns={"cost_usd": "cost"})
+    if "cost" in df.columns:
+        df["cost"] = pd.to_numeric(df["cost"], errors="coerce")
     agg = {col: "mean", "prompt": "first"} | ({tcol: "mean"} if tcol else {}) | ({"cost": "mean"} if "cost" in df else {})
     if key == "prompt":
         agg.pop("prompt")
@@ -121,7 +128,7 @@ def _load_long(path: Path, score: str) -> QualityTable:
     prompts = g.drop_duplicates(key).set_index(key).loc[ids, "prompt" if key != "prompt" else key] if key != "prompt" else ids
     time = (g.pivot(index=key, columns="model", values=tcol).loc[ids, models].to_numpy(np.float64) if tcol
             else np.full((len(ids), len(models)), np.nan))
-    measured = g.groupby("model")["cost"].mean().to_dict() if "cost" in g else {}
+    measured = g.groupby("model")["cost"].mean().dropna().to_dict() if "cost" in g else {}
     return _checked(QualityTable(models, [str(i) for i in ids], [str(p) for p in list(prompts)],
                                  wide[models].to_numpy(np.float64), time, score, [], measured))
 

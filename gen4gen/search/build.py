@@ -1,7 +1,8 @@
-"""Build a model index from a folder of sample images per model (``<root>/<model>/**/*.png``, e.g.
-bench output). Captions, when present, come from a sidecar ``<image>.txt`` or a table in the model
-folder or the root (``metadata.jsonl`` / ``results.jsonl`` / ``results.csv`` with an image column
-``file_name|image|path`` and a text column ``text|prompt|caption``)."""
+"""Build a model index from a folder of sample images per model (``<root>/<model>/**/*.png``), or a bench
+run folder (its ``images/<model>/...``). Captions, when present, come from a sidecar ``<image>.txt`` or
+``<image stem>.json`` (key ``prompt|text|caption``), or a table in the model folder, the root or its parent
+(``metadata.jsonl`` / ``results.jsonl`` / ``results.csv`` with an image column ``file_name|image|path``,
+relative to the table, and a text column ``text|prompt|caption``)."""
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +22,14 @@ log = logging.getLogger(__name__)
 CAPTION_TABLES = ("metadata.jsonl", "results.jsonl", "results.csv")
 IMAGE_COLS = ("file_name", "image", "path", "image_path")
 TEXT_COLS = ("text", "prompt", "caption")
+
+
+def samples_root(root: Path) -> Path:
+    """A bench run folder keeps its samples in ``images/<model>/``."""
+    bench = root / "images"
+    if bench.is_dir() and any((root / n).is_file() for n in CAPTION_TABLES):
+        return bench
+    return root
 
 
 def discover(root: Path) -> dict[str, list[Path]]:
@@ -60,25 +69,37 @@ def _table_captions(path: Path) -> dict[Path, str]:
 
 def captions_for(root: Path, model_dir: Path, images: list[Path]) -> list[str | None]:
     table: dict[Path, str] = {}
-    for folder in (root, model_dir):
+    for folder in (root.parent, root, model_dir):
         for name in CAPTION_TABLES:
             if (folder / name).is_file():
                 table.update(_table_captions(folder / name))
     out = []
     for p in images:
         side = next((s for s in (p.with_name(p.name + ".txt"), p.with_suffix(".txt")) if s.is_file()), None)
-        out.append(side.read_text(encoding="utf-8").strip() if side else table.get(p.resolve()))
+        out.append(side.read_text(encoding="utf-8").strip() if side else _json_caption(p.with_suffix(".json"))
+                   or table.get(p.resolve()))
     return out
+
+
+def _json_caption(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return next((meta[k] for k in TEXT_COLS if isinstance(meta, dict) and isinstance(meta.get(k), str)), None)
 
 
 def fingerprint(root: Path, models: dict[str, list[Path]], config: dict) -> str:
     h = hashlib.blake2b(json.dumps(config, sort_keys=True).encode(), digest_size=12)
-    extra = [root / n for n in CAPTION_TABLES] + [root / m / n for m in models for n in CAPTION_TABLES]
-    for p in [q for imgs in models.values() for q in imgs] + extra:
-        for f in (p, p.with_name(p.name + ".txt"), p.with_suffix(".txt")) if p.suffix != ".jsonl" else (p,):
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    tables = [d / n for d in (root.parent, root, *(root / m for m in models)) for n in CAPTION_TABLES]
+    images = [q for imgs in models.values() for q in imgs]
+    for f in tables + [s for p in images for s in (p, p.with_name(p.name + ".txt"), p.with_suffix(".txt"),
+                                                  p.with_suffix(".json"))]:
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -87,6 +108,7 @@ def ensure_index(root: Path, index_dir: Path, image_enc_factory, text_enc_factor
     """The index of ``root`` in ``index_dir``, (re)built when missing or stale. ``root`` may itself be an index."""
     if is_index(root):
         return root, False
+    root = samples_root(root)
     models = discover(root)
     fp = fingerprint(root, models, config)
     if is_index(index_dir) and read_info(index_dir).fingerprint == fp:

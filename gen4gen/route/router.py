@@ -223,15 +223,21 @@ class Router:
     def fit(self, prompts: list[str], quality: np.ndarray) -> "Router":
         if len(prompts) < 2 * self.folds:
             raise UserError(f"{len(prompts)} train prompts are too few for {self.folds}-fold validation")
+        from gen4gen.console import progress
+
         oof = np.zeros_like(quality, dtype=np.float64)
-        for held in kfold(len(prompts), self.folds, self.seed):
-            fit_rows = np.setdiff1d(np.arange(len(prompts)), held)
-            x = self.features.fit([prompts[i] for i in fit_rows]).transform(prompts)
-            oof[held] = self.predictor_factory().fit(x[fit_rows], quality[fit_rows]).predict(x[held])
-        self.oof = oof
-        self.lam, self.validation = pick_lambda(oof, quality, self.costs, self.target)
-        self.x_train = self.features.fit(prompts).transform(prompts)
-        self.predictor = self.predictor_factory().fit(self.x_train, quality)
+        with progress() as bar:
+            task = bar.add_task("router: fitting folds + final", total=self.folds + 1)
+            for held in kfold(len(prompts), self.folds, self.seed):
+                fit_rows = np.setdiff1d(np.arange(len(prompts)), held)
+                x = self.features.fit([prompts[i] for i in fit_rows]).transform(prompts)
+                oof[held] = self.predictor_factory().fit(x[fit_rows], quality[fit_rows]).predict(x[held])
+                bar.advance(task)
+            self.oof = oof
+            self.lam, self.validation = pick_lambda(oof, quality, self.costs, self.target)
+            self.x_train = self.features.fit(prompts).transform(prompts)
+            self.predictor = self.predictor_factory().fit(self.x_train, quality)
+            bar.advance(task)
         return self
 
     def predict_quality(self, prompts: list[str]) -> np.ndarray:

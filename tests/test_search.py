@@ -1,0 +1,255 @@
+"""Model search: moments and every query type on synthetic Gaussians with known answers, the
+embedded EfficientNet-Lite0 features, a tiny CLIP through from_pretrained, and the stage end to end."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import linalg, stats
+
+from gen4gen.search import query as Q
+from gen4gen.search.index import IndexInfo, IndexWriter, ModelIndex, MomentSpec, gaussian_moments, write_info
+
+
+def make_index(root, feats: dict[str, np.ndarray], kind: str, rank: int = 3, eps: float = 0.05, raw: bool = True):
+    spec = MomentSpec(kind, rank=rank, eps=eps, dtype="float32")
+    d = next(iter(feats.values())).shape[1]
+    w = IndexWriter(root, "image", len(feats), d, spec, raw_rows=sum(map(len, feats.values())) if raw else 0)
+    for i, x in enumerate(feats.values()):
+        w.add(i, x)
+    w.close()
+    write_info(root, IndexInfo(names=list(feats), spaces={"image": {"dim": d, "encoder": "synthetic", "moment": kind,
+                                                                    "rank": rank, "raw": raw, "normalised": False}}))
+    return ModelIndex(root)
+
+
+def dense_sigma(space, row) -> np.ndarray:
+    if space.kind == "diag":
+        return np.diag(np.asarray(space.var[row], np.float64))
+    if space.kind == "full":
+        return np.asarray(space.cov[row], np.float64)
+    u, lam = np.asarray(space.U[row], np.float64), np.asarray(space.lam[row], np.float64)
+    return (u * lam) @ u.T + float(space.noise[row]) * np.eye(space.dim)
+
+
+@pytest.fixture(scope="module")
+def gaussians():
+    """Six models in 6-d: distinct directions, and model 'b_twin' drawn from nearly b's Gaussian."""
+    rng = np.random.default_rng(0)
+    d, n = 6, 400
+    means = {"a": np.eye(d)[0] * 4, "b": np.eye(d)[1] * 4, "b_twin": np.eye(d)[1] * 4 + 0.05,
+             "c": np.eye(d)[2] * 4, "wide": np.eye(d)[3] * 4, "narrow": np.eye(d)[3] * 4}
+    scales = {"wide": 2.0, "narrow": 0.2}
+    feats = {}
+    for name, mu in means.items():
+        a = rng.normal(size=(d, d)) * 0.3 + np.eye(d) * scales.get(name, 0.5)
+        feats[name] = (rng.normal(size=(n, d)) @ a.T + mu).astype(np.float32)
+    return feats
+
+
+@pytest.mark.parametrize("kind", ["diag", "full", "lowrank"])
+def test_every_query_type_finds_the_known_model(tmp_path, gaussians, kind):
+    index = make_index(tmp_path / kind, gaussians, kind)
+    space = index.spaces["image"]
+    names = index.names
+    # text, first moment: a direction finds the model whose mean points there
+    q = np.eye(6)[2]
+    assert Q.ranked(index, Q.first_moment(space, q), 1)[0]["model"] == "c"
+    rows, scores = Q.first_moment_topk(space.mu_hat, q[None], k=3, chunk=2)
+    brute = np.argsort(-np.asarray(space.mu_hat) @ q)[:3]
+    assert rows[0].tolist() == brute.tolist()
+    # text, second moment: same mean direction, the wider model wins by the tau^2 q^T Sigma q term
+    sm = Q.second_moment(space, np.eye(6)[3], tau=4.0)
+    assert sm[names.index("wide")] > sm[names.index("narrow")]
+    for row in range(len(names)):
+        expect = 4.0 * float(space.mu[row] @ np.eye(6)[3]) + 8.0 * dense_sigma(space, row)[3, 3]
+        assert sm[row] == pytest.approx(expect, rel=1e-5)
+    # image: the exact Gaussian log-density from the cached factorisations
+    x = gaussians["c"][0]
+    ld = Q.log_density(space, x)
+    assert names[int(np.argmax(ld))] == "c"
+    for row in range(len(names)):
+        ref = stats.multivariate_normal(np.asarray(space.mu[row], np.float64), dense_sigma(space, row)).logpdf(x)
+        assert ld[row] == pytest.approx(ref, rel=1e-4)
+    # model: Frechet distance, exact against scipy's sqrtm; the twin is nearest
+    fr = Q.frechet(space, names.index("b"), rerank=6)
+    assert Q.ranked(index, fr, 2)[1]["model"] == "b_twin"
+    s0 = dense_sigma(space, names.index("b"))
+    for row in range(len(names)):
+        s1 = dense_sigma(space, row)
+        covmean = linalg.sqrtm(s0 @ s1).real
+        ref = float(((space.mu[names.index("b")] - space.mu[row]) ** 2).sum() + np.trace(s0 + s1 - 2 * covmean))
+        assert -fr[row] == pytest.approx(ref, rel=1e-3, abs=1e-3)
+    # Monte-Carlo baseline agrees with the ranking of the moment score it approximates
+    mc = Q.monte_carlo(space, np.eye(6)[2], tau=2.0)
+    assert names[int(np.argmax(mc))] == "c"
+    # multimodal: a text query for c and an image of a: both lead the combined ranking, b trails
+    comb = Q.combine([(Q.first_moment(space, np.eye(6)[2]), 1.0), (Q.log_density(space, gaussians["a"][0]), 1.0)])
+    top2 = {h["model"] for h in Q.ranked(index, comb, 2)}
+    assert top2 == {"a", "c"}
+
+
+def test_lowrank_moments_keep_the_total_variance():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 10)) @ rng.normal(size=(10, 10))
+    m = gaussian_moments(x, MomentSpec("lowrank", rank=4, eps=0.0))
+    sigma = (m["U"] * m["lam"]) @ m["U"].T + m["noise"] * np.eye(10)
+    assert np.trace(sigma) == pytest.approx(np.trace(np.cov(x.T, bias=True)), rel=1e-6)
+    assert m["logdet"] == pytest.approx(np.linalg.slogdet(sigma)[1], rel=1e-6)
+    # fewer samples than dimensions: the Gram-matrix path gives the same top eigenvectors
+    few = gaussian_moments(x[:6], MomentSpec("lowrank", rank=3, eps=0.0))
+    cov = np.cov(x[:6].T, bias=True)
+    top = np.linalg.eigh(cov)[1][:, ::-1][:, :3]
+    assert np.abs(np.abs(few["U"].T @ top).diagonal()).min() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ivf_matches_exact_search_when_probing_every_list(tmp_path):
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(20, 16))
+    mu = centres[rng.integers(0, 20, 3000)] + 0.1 * rng.normal(size=(3000, 16))
+    spec = MomentSpec("diag", dtype="float32")
+    w = IndexWriter(tmp_path, "image", len(mu), 16, spec)
+    w.set_rows(slice(0, len(mu)), mu=mu, var=np.ones_like(mu))
+    w.close()
+    write_info(tmp_path, IndexInfo(names=[f"m{i}" for i in range(len(mu))],
+                                   spaces={"image": {"dim": 16, "encoder": "synthetic", "moment": "diag", "rank": 0, "raw": False}}))
+    space = ModelIndex(tmp_path).spaces["image"]
+    Q.build_ivf(space, n_lists=25, seed=0)
+    q = Q._unit(mu[123] + 0.01)
+    exact_rows, exact = Q.first_moment_topk(space.mu_hat, q[None], k=10)
+    rows, scores = Q.ivf_topk(space, q, k=10, nprobe=25)
+    assert rows.tolist() == exact_rows[0].tolist()
+    np.testing.assert_allclose(scores, exact[0], rtol=1e-6)
+    rows4, _ = Q.ivf_topk(space, q, k=10, nprobe=4)  # a few lists already hold the neighbours of a clustered query
+    assert len(set(rows4.tolist()) & set(exact_rows[0].tolist())) >= 8
+
+
+def _samples(root, colours: dict[str, tuple], n: int = 3, caption: str = "{name} picture"):
+    rng = np.random.default_rng(0)
+    for name, colour in colours.items():
+        d = root / name
+        d.mkdir(parents=True)
+        for i in range(n):
+            a = np.clip(np.array(colour)[None, None] + rng.normal(0, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(a).save(d / f"{i}.png")
+            (d / f"{i}.txt").write_text(caption.format(name=name, i=i))
+
+
+def test_efficientnet_features_shape_and_determinism():
+    from gen4gen.search.features import EfficientNetLite0
+
+    enc = EfficientNetLite0(device="cpu")
+    rng = np.random.default_rng(0)
+    ims = [Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)), Image.new("RGB", (50, 50), (200, 30, 30))]
+    a, b = enc.encode_images(ims), enc.encode_images(ims[::-1])
+    assert a.shape == (2, 1280) and a.dtype == np.float32 and np.isfinite(a).all()
+    np.testing.assert_allclose(a, b[::-1], rtol=1e-5, atol=1e-6)  # no batch effects, same numbers each call
+    assert np.abs(a[0] - a[1]).max() > 0.1
+
+
+def test_search_stage_builds_reuses_and_answers(tmp_path, cfg_factory):
+    from gen4gen.stages import search
+
+    root = tmp_path / "samples"
+    _samples(root, {"crimson": (220, 30, 30), "azure": (30, 30, 220), "forest": (30, 190, 40)},
+             caption="a {name} coloured square, sample {i}")
+    query = tmp_path / "q.png"
+    noise = np.random.default_rng(7).normal(0, 25, (40, 40, 3))  # a new image in crimson's style
+    Image.fromarray(np.clip(np.array([220, 30, 30]) + noise, 0, 255).astype(np.uint8)).save(query)
+    (root / "azure" / "broken.png").write_bytes(b"not a png")  # a bad sample is skipped with a message
+    cfg = cfg_factory(f"search.index={root}", "stage=search", "search.query.text='a crimson coloured square'",
+                      f"search.query.image={query}", "search.query.model=azure", "device=cpu")
+    summary = search.run(cfg)
+    assert summary.notes["index"].startswith("built")
+    out = json.loads((__import__("pathlib").Path(summary.out_dir) / "search_results.json").read_text())
+    assert out["text_fallback"] is True and "MiniLM" in out["notes"][0]
+    res = out["results"]
+    assert res["text:first_moment"][0]["model"] == "crimson"
+    assert res["image:log_density"][0]["model"] == "crimson"
+    assert res["model:frechet"][0]["model"] == "azure" and res["model:frechet"][0]["score"] == pytest.approx(0, abs=1e-6)
+    assert {"text:second_moment", "text:monte_carlo", "image:monte_carlo", "multimodal"} <= set(res)
+    assert len(res["multimodal"]) == 3
+    # unchanged samples: the index is reused; a new sample makes it stale
+    assert search.run(cfg_factory(f"search.index={root}", "device=cpu")).notes["index"].startswith("reused")
+    Image.new("RGB", (40, 40), (0, 0, 0)).save(root / "forest" / "new.png")
+    assert search.run(cfg_factory(f"search.index={root}", "device=cpu")).notes["index"].startswith("built")
+
+
+def _tiny_clip(path):
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    path.mkdir()
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {}
+    for tok in ["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters), "re", "red</w>"]:
+        vocab.setdefault(tok, len(vocab))
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\nr e\nre d</w>\n")
+    tok = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    cfg = CLIPConfig(text_config=dict(vocab_size=len(vocab), max_position_embeddings=32, bos_token_id=0,
+                                      eos_token_id=1, pad_token_id=1, **small),
+                     vision_config=dict(image_size=32, patch_size=8, **small), projection_dim=16)
+    import torch
+
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+def test_clip_path_through_from_pretrained(tmp_path, cfg_factory):
+    from gen4gen.search.features import ClipEncoder
+    from gen4gen.stages import search
+
+    clip = _tiny_clip(tmp_path / "clip")
+    enc = ClipEncoder(str(clip), device="cpu")
+    t = enc.encode_texts(["red", "a red cat"])
+    im = enc.encode_images([Image.new("RGB", (48, 40), (200, 0, 0))])
+    assert t.shape == (2, 16) and im.shape == (1, 16)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(enc.encode_texts(["red"]), t[:1], rtol=1e-5, atol=1e-6)
+
+    root = tmp_path / "samples"
+    _samples(root, {"crimson": (220, 30, 30), "azure": (30, 30, 220)})
+    cfg = cfg_factory(f"search.index={root}", f"search.clip={clip}", "search.query.text=red", "search.moment=lowrank",
+                      "search.rank=2", "device=cpu")
+    summary = search.run(cfg)
+    out = json.loads((__import__("pathlib").Path(summary.out_dir) / "search_results.json").read_text())
+    assert out["text_fallback"] is False and out["notes"] == []
+    # scored in CLIP space: the reported cosine is the query against each model's mean image feature
+    index = ModelIndex(root / ".gen4gen_index")
+    assert index.spaces["image"].encoder == enc.name
+    q = enc.encode_texts(["red"])[0]
+    mu_hat = np.asarray(index.spaces["image"].mu_hat, np.float32)
+    by_model = {h["model"]: h["score"] for h in out["results"]["text:first_moment"]}
+    for name, row in zip(index.names, mu_hat):
+        assert by_model[name] == pytest.approx(float(row @ q), abs=2e-3)  # mu_hat stored in float16
+    assert math.isfinite(out["results"]["text:second_moment"][0]["score"])
+
+
+def test_bench_run_folder_layout_and_captions(tmp_path):
+    """bench writes images/<model>/<set>/<prompt id>_s<seed>.png with results.jsonl in the run folder."""
+    from gen4gen.search.build import captions_for, discover, samples_root
+
+    run = tmp_path / "run"
+    for model in ("sd-turbo", "amused"):
+        d = run / "images" / model / "drawbench"
+        d.mkdir(parents=True)
+        for pid in ("p1", "p2"):
+            Image.new("RGB", (8, 8)).save(d / f"{pid}_s0.png")
+    (run / "images" / "amused" / "drawbench" / "p2_s0.json").write_text(json.dumps({"prompt": "from the sidecar"}))
+    (run / "results.jsonl").write_text("".join(json.dumps({"model": m, "image": f"images/{m}/drawbench/{p}_s0.png",
+                                                           "prompt": f"{m} prompt {p}"}) + "\n"
+                                               for m in ("sd-turbo", "amused") for p in ("p1", "p2")))
+    root = samples_root(run)
+    assert root == run / "images"
+    models = discover(root)
+    assert sorted(models) == ["amused", "sd-turbo"] and len(models["amused"]) == 2
+    caps = captions_for(root, root / "amused", models["amused"])
+    assert caps == ["amused prompt p1", "from the sidecar"]

@@ -109,3 +109,22 @@ def test_api_key_reaches_the_server_and_no_file(tmp_path, reference):
     assert leaked == []
     saved = list(root.glob("outputs/runs/*/*/.hydra/config.yaml"))
     assert saved and all("OPENAI_API_KEY" in p.read_text() for p in saved)  # the variable's name, not its value
+
+
+def test_a_settings_sweep_writes_separate_self_describing_outputs(tmp_path, reference):
+    root = fresh(tmp_path, reference)
+    shutil.copytree(reference / "stages/s1_segmented_foreground", root / "stages/s1_segmented_foreground")
+    cli(root, "-m", "stage=s2", "seed=0,1", "compose.augment.flip=false,true", *FAST)
+    jobs = sorted(p.parent.parent for p in root.glob("outputs/multiruns/*/*/*/.hydra/overrides.yaml"))
+    assert len(jobs) == 4
+    layouts = set()
+    for job in jobs:
+        overrides = (job / ".hydra/overrides.yaml").read_text()
+        assert "seed=" in overrides and "compose.augment.flip=" in overrides  # says what it is
+        s2 = job / "stages/s2_object_compositions"
+        assert (job / "stages/s1_segmented_foreground").resolve() == (root / "stages/s1_segmented_foreground").resolve()
+        files = sorted(s2.rglob("layout.json"))
+        assert len(files) == 4
+        layouts.add(b"".join(p.read_bytes() for p in files))
+    assert len(layouts) == 4  # each job its own compositions, none overwritten
+    assert not (root / "stages/s2_object_compositions").exists()  # the shared folder untouched

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -58,3 +59,15 @@ def isolate_sweep_job(cfg: DictConfig, stages: list[str]) -> Path | None:
     OmegaConf.update(cfg, "paths.stages_dir", str(own))
     OmegaConf.update(cfg, "paths.outputs_dir", str(job_dir))
     return job_dir
+
+
+def run_output_dir(cfg: DictConfig, stage: str) -> Path:
+    """Where a stage writes its run-level report: Hydra's run dir, else a timestamped outputs folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    # composed without @hydra.main (tests, notebooks): a fresh folder under outputs/
+    path = Path(cfg.paths.outputs_dir) / "runs" / time.strftime("%Y-%m-%d") / f"{time.strftime('%H-%M-%S')}_{stage}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from gen4gen.console import console
 from gen4gen.images import read_image
-from gen4gen.rundir import run_output_dir
+from gen4gen.paths import run_output_dir
 from gen4gen.runner import ItemFailed, Summary, UserError, json_bytes, write_atomic
 from gen4gen.search import query as Q
 from gen4gen.search.build import ensure_index

@@ -45,7 +45,10 @@ class Prompt:
 
 def _rows(path: Path, delimiter: str = ",") -> list[dict]:
     if not path.is_file():
-        raise UserError(f"promptset file not found: {path}")
+        raise UserError(f"promptset file not found: {path}. Put the public promptset files (prompts/DrawBench.csv, "
+                        f"prompts/PartiPrompts.tsv, prompts/DiffusionDB_sample_seed42.csv, gemrec/promptset_v6.csv) "
+                        f"under one folder and set bench.data_dir=<folder> (or GEN4GEN_SHARED_DATA), or pick other "
+                        f"promptsets, e.g. bench.use=[mycanvas]")
     with open(path, newline="", encoding="utf-8-sig") as f:
         return list(csv.DictReader(f, delimiter=delimiter))
 

@@ -147,13 +147,19 @@ def _pick_sources(boxes: list[PlacedBox], sources: dict[str, list[Source]], rng)
 
 
 def load_cutout(path: Path, max_pixels: int = 80_000_000, min_side: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """An s1 cut-out as (rgb, alpha), cropped to the box of its non-zero alpha."""
+    """An s1 cut-out as (rgb, alpha), cropped to the object: the box of alpha >= 50% (as s1's bbox), widened
+    by a margin for the soft edge. A soft saliency map also holds faint haze far from the object; a box
+    around every non-zero pixel would shrink the object to a fraction of its planned box. Haze outside
+    the crop is dropped."""
     rgba = read_image(path, mode="RGBA", max_pixels=max_pixels, min_side=min_side)
     alpha = rgba[..., 3]
-    ys, xs = np.nonzero(alpha)
+    ys, xs = np.nonzero(alpha >= 128)
     if ys.size == 0:
         raise ItemFailed(f"cut-out {path} has an empty mask")
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    h, w = alpha.shape
+    margin = max(2, round(0.02 * max(ys.max() - ys.min(), xs.max() - xs.min())))
+    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + 1 + margin)
+    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + 1 + margin)
     return np.ascontiguousarray(rgba[y0:y1, x0:x1, :3]), np.ascontiguousarray(alpha[y0:y1, x0:x1])
 
 

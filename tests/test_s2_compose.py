@@ -101,3 +101,17 @@ def test_empty_cutout_is_an_item_failure(tmp_path):
     paths = fake_s1(tmp_path, {"s": {"cat": 1}}, empty={("s", "cat")})
     with pytest.raises(ItemFailed, match="empty mask"):
         load_cutout(paths[0])
+
+
+def test_cutout_is_cropped_to_the_object_not_to_faint_haze(tmp_path):
+    from gen4gen.runner import png_bytes, write_atomic
+
+    rgba = np.zeros((400, 300, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[100:300, 120:160, 3] = 255  # a tall thin object (a rocket)
+    rgba[:, :, 3] = np.maximum(rgba[:, :, 3], 6)  # faint saliency haze over the whole photo
+    write_atomic(tmp_path / "cutout.png", png_bytes(rgba))
+    rgb, alpha = load_cutout(tmp_path / "cutout.png")
+    h, w = alpha.shape
+    assert 200 <= h <= 210 and 40 <= w <= 50  # the object's box plus a small margin for its soft edge
+    assert (alpha >= 128).sum() == 200 * 40

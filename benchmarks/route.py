@@ -49,7 +49,7 @@ def main() -> None:
             train, test = split_train_eval(table, args.test_fraction, seed)
             pol = baseline_policies(test.quality, costs, test.models, seed=seed)
             t0 = time.time()
-            ours = Router(FeatureMaker(minilm, stats=True), lambda: make_predictor("ensemble"), costs,
+            ours = Router(FeatureMaker(minilm, stats=True, lexical=True), lambda: make_predictor("ensemble"), costs,
                           Target.parse(TARGETS[score]), seed=seed).fit(train.prompts, train.quality)
             pol["router (ours, default target)"] = policy_stats(ours.route(test.prompts), test.quality, costs, test.models)
             pol["router (ours, target=best)"] = policy_stats(

@@ -177,9 +177,17 @@ def test_clip_text_embeddings_route_and_are_cached(tmp_path):
     write_cems(tmp_path / "train", synthetic(40, 0))
     train = load_table(tmp_path / "train", "nima")
     emb = make_embedder("clip", clip=str(clip), device="cpu", cache_dir=tmp_path / "cache")
-    router = Router(FeatureMaker(emb), lambda: make_predictor("ensemble", k=5), model_costs(train.models, overrides=COSTS),
-                    Target.parse("best"), folds=2).fit(train.prompts, train.quality)
+    router = Router(FeatureMaker(emb, lexical=True), lambda: make_predictor("ensemble", k=5),
+                    model_costs(train.models, overrides=COSTS), Target.parse("best"), folds=2).fit(train.prompts, train.quality)
     assert router.x_train.text.shape == (40, 16) and router.route(train.prompts[:3]).shape == (3,)
+    # the TF-IDF view rides along (rows kept aligned when sliced) and is the ensemble's third member
+    x = router.features.transform(train.prompts[:5])
+    assert x.lexical.shape[0] == 5 and (x[[1, 3]].lexical != x.lexical[[1, 3]]).nnz == 0
+    parts = router.predictor.parts
+    assert [(type(p).__name__, getattr(p, "view", None)) for p in parts] == [
+        ("RidgeQuality", "full"), ("KnnQuality", None), ("RidgeQuality", "lexical")]
+    np.testing.assert_allclose(router.predictor.predict(x), np.mean([p.predict(x) for p in parts], axis=0))
+    assert FeatureMaker(TfidfEmbedder(), lexical=True).lexical is None  # no second copy of the same view
     shards = list((tmp_path / "cache" / "text_embeddings").rglob("*.npz"))
     assert shards
     again = make_embedder("clip", clip=str(clip), device="cpu", cache_dir=tmp_path / "cache")

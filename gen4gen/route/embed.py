@@ -71,12 +71,15 @@ def prompt_stats(prompts: Sequence[str]) -> np.ndarray:
 
 
 class Features:
-    """The design matrix of a set of prompts: ``text`` (the embedding, what neighbours are found by) and
-    ``full`` (embedding + standardised prompt statistics, what regressions read)."""
+    """The design matrix of a set of prompts: ``text`` (the embedding, what neighbours are found by),
+    ``full`` (embedding + standardised prompt statistics, what regressions read) and optionally
+    ``lexical`` (sparse TF-IDF next to a neural embedding: the exact style words and artist names that a
+    sentence embedding blurs; the ensemble's third view)."""
 
-    def __init__(self, text, stats: np.ndarray | None):
+    def __init__(self, text, stats: np.ndarray | None, lexical=None):
         self.text = text
         self.stats = stats
+        self.lexical = lexical
         if stats is None:
             self.full = text
         elif hasattr(text, "tocsr"):
@@ -90,18 +93,23 @@ class Features:
         return self.text.shape[0]
 
     def __getitem__(self, rows) -> "Features":
-        return Features(self.text[rows], None if self.stats is None else self.stats[rows])
+        pick = lambda a: None if a is None else a[rows]  # noqa: E731
+        return Features(self.text[rows], pick(self.stats), pick(self.lexical))
 
 
 class FeatureMaker:
-    """Embedder + optional prompt statistics, standardised with the training prompts' mean and std."""
+    """Embedder + optional prompt statistics (standardised with the training prompts' mean and std)
+    + optional TF-IDF ``lexical`` view (ignored when the embedder is TF-IDF already)."""
 
-    def __init__(self, embedder, stats: bool = True):
+    def __init__(self, embedder, stats: bool = True, lexical: bool = False):
         self.embedder, self.use_stats = embedder, stats
-        self.name = embedder.name + ("+stats" if stats else "")
+        self.lexical = TfidfEmbedder() if lexical and not isinstance(embedder, TfidfEmbedder) else None
+        self.name = embedder.name + ("+stats" if stats else "") + ("+tfidf" if self.lexical else "")
 
     def fit(self, prompts: Sequence[str]) -> "FeatureMaker":
         self.embedder.fit(prompts)
+        if self.lexical:
+            self.lexical.fit(prompts)
         if self.use_stats:
             s = prompt_stats(prompts)
             self.mean, self.std = s.mean(0), s.std(0) + 1e-6
@@ -109,4 +117,5 @@ class FeatureMaker:
 
     def transform(self, prompts: Sequence[str]) -> Features:
         stats = (prompt_stats(prompts) - self.mean) / self.std if self.use_stats else None
-        return Features(self.embedder.transform(prompts), stats)
+        return Features(self.embedder.transform(prompts), stats,
+                        self.lexical.transform(prompts) if self.lexical else None)

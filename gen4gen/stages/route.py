@@ -32,7 +32,7 @@ def split_train_eval(train: QualityTable, fraction: float, seed: int) -> tuple[Q
 
 def build_router(rc: DictConfig, cache_dir: str, device: str, costs: np.ndarray, predictor: str | None = None) -> Router:
     features = FeatureMaker(make_embedder(rc.embedding, clip=rc.clip, device=device, cache_dir=cache_dir),
-                            stats=bool(rc.prompt_stats))
+                            stats=bool(rc.prompt_stats), lexical=bool(rc.lexical))
     kind = predictor or rc.predictor
     return Router(features, lambda: make_predictor(kind, alpha=rc.alpha, k=rc.k, hidden=rc.hidden, seed=rc.seed),
                   costs, Target.parse(rc.target), folds=int(rc.folds), seed=int(rc.seed))

@@ -63,6 +63,8 @@ def extract_json(text: str) -> Any:
                 return obj
             except ValueError:
                 continue
+            except RecursionError:  # thousands of nested brackets: hostile, not a layout
+                raise ReplyInvalid("the reply's JSON is nested too deeply") from None
     raise ReplyInvalid("no JSON object found in the reply")
 
 
@@ -161,20 +163,28 @@ class LLMClient:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": req.schema.__name__, "schema": req.schema.model_json_schema()}}
         try:
-            resp = await client.chat.completions.create(**kwargs)
+            resp = await self._bounded(client.chat.completions.create(**kwargs))
         except openai.BadRequestError:
             if not self.structured:
                 raise
             # a server without structured output: ask for a JSON object and rely on our own validation
             self.structured = False
             kwargs["response_format"] = {"type": "json_object"}
-            resp = await client.chat.completions.create(**kwargs)
+            resp = await self._bounded(client.chat.completions.create(**kwargs))
         if not getattr(resp, "choices", None):
             raise ReplyInvalid("reply had no choices")
         text = resp.choices[0].message.content or ""
         usage = resp.usage.model_dump() if getattr(resp, "usage", None) else {}
         usage = {k: v for k, v in usage.items() if isinstance(v, int)}
         return text, usage
+
+    async def _bounded(self, call):
+        """The client's timeout bounds each wait for bytes, not the call: a server trickling a byte now and
+        then would hold a slot for ever. Bound the whole call, the client's own retries included."""
+        try:
+            return await asyncio.wait_for(call, self.timeout * (self.max_retries + 2))
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no complete reply within {self.timeout * (self.max_retries + 2):.0f} s") from None
 
     def _cache_path(self, key: str) -> Path | None:
         return self.cache_dir / key[:2] / f"{key}.json" if self.cache_dir else None

@@ -20,6 +20,7 @@ class Reply:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (a timeout when over the client's timeout)
     raw: bytes | None = None  # send these bytes as the body instead (truncated JSON, HTML...)
+    trickle: float = 0.0  # seconds between the body's bytes (a server that never quite times out)
 
 
 def chat_body(content: str, model: str = "test-model") -> bytes:
@@ -66,7 +67,13 @@ class LLMServer:
                     for k, v in reply.headers.items():
                         self.send_header(k, str(v))
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if reply.trickle:
+                        for i in range(len(payload)):
+                            self.wfile.write(payload[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(reply.trickle)
+                    else:
+                        self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout): fine
                 finally:

@@ -72,3 +72,29 @@ def test_json_schema_rejected_falls_back_to_json_object(tmp_path):
         client = LLMClient(srv.base_url, "m", max_retries=0)
         [res] = client.run([Request([{"role": "user", "content": "q"}], Answer)])
         assert res.ok and not client.structured
+
+
+def test_deeply_nested_json_is_an_invalid_reply_not_a_crash():
+    deep = '{"name": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    try:
+        extract_json(deep)
+    except ReplyInvalid as e:
+        assert "nested" in str(e)
+    else:
+        raise AssertionError
+
+    def replies(body, n):
+        return Reply(deep) if n == 0 else Reply('{"name": "x", "count": 1}')
+
+    with LLMServer(replies) as srv:
+        [res] = LLMClient(srv.base_url, "m", max_retries=0).run([Request([{"role": "user", "content": "q"}], Answer)])
+    assert res.ok and res.attempts == 2
+
+
+def test_a_server_that_trickles_bytes_is_cut_off():
+    with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}', trickle=0.2)) as srv:
+        client = LLMClient(srv.base_url, "m", timeout=0.5, max_retries=0, max_attempts=2)
+        t0 = time.perf_counter()
+        [res] = client.run([Request([{"role": "user", "content": "q"}], Answer)])
+    assert not res.ok and all("TimeoutError" in e for e in res.errors) and len(res.errors) == 2
+    assert time.perf_counter() - t0 < 30  # a hang guard: each attempt is bounded at 2 x 0.5 s

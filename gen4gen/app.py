@@ -27,14 +27,10 @@ STAGES = {
 PIPELINE = ["s1", "s2", "s3", "s4", "export"]
 
 
-def available(name: str) -> bool:
-    return importlib.util.find_spec(STAGES[name]) is not None
-
-
 def run(cfg: DictConfig) -> int:
     """Run the configured stage(s); the exit status is non-zero only when nothing could be done or,
     with ``strict=true``, when any item failed."""
-    names = [n for n in PIPELINE if available(n)] if cfg.stage == "all" else [str(cfg.stage)]
+    names = PIPELINE if cfg.stage == "all" else [str(cfg.stage)]
     unknown = [n for n in names if n not in STAGES]
     if unknown:
         console.print(f"[red]unknown stage {unknown[0]!r}[/red]; choose one of: all, {', '.join(STAGES)}")
@@ -52,6 +48,13 @@ def run(cfg: DictConfig) -> int:
             console.print(f"[red]{name}: {e}[/red]")
             summaries.append(Summary(stage=name, notes={"error": str(e)}))
             code = 2
+            break
+        except Exception as e:  # noqa: BLE001 - a bug, not bad input: one clear line here, the traceback in the log
+            log.debug("stage %s crashed", name, exc_info=True)
+            console.print(f"[red]{name} stopped: {type(e).__name__}: {e}[/red] (traceback in the run's gen4gen.log; "
+                          f"finished items are kept, rerun to resume)")
+            summaries.append(Summary(stage=name, notes={"error": f"{type(e).__name__}: {e}"}))
+            code = 1
             break
         summaries.append(summary)
         log.info("%s: %d done, %d skipped, %d failed of %d in %.1fs", name, summary.done, summary.skipped,

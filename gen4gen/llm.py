@@ -52,12 +52,20 @@ class Result(Generic[T]):
         return self.value is not None
 
 
+# layouts and captions are a few kB: a longer reply is cut, and only the first openings are tried, so a
+# hostile megabyte of unterminated brackets costs milliseconds, not minutes of re-parsing
+MAX_REPLY_CHARS = 200_000
+MAX_STARTS = 32
+
+
 def extract_json(text: str) -> Any:
     """The first JSON object in ``text``: bare, fenced, or with prose around it."""
+    text = text[:MAX_REPLY_CHARS]
     candidates = [m.group(1) for m in FENCE.finditer(text)] + [text]
     decoder = json.JSONDecoder()
     for cand in candidates:
-        for start in (i for i, ch in enumerate(cand) if ch in "{["):
+        starts = (i for i, ch in enumerate(cand) if ch in "{[")
+        for _, start in zip(range(MAX_STARTS), starts):
             try:
                 obj, _ = decoder.raw_decode(cand, start)
                 return obj

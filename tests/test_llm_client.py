@@ -98,3 +98,14 @@ def test_a_server_that_trickles_bytes_is_cut_off():
         [res] = client.run([Request([{"role": "user", "content": "q"}], Answer)])
     assert not res.ok and all("TimeoutError" in e for e in res.errors) and len(res.errors) == 2
     assert time.perf_counter() - t0 < 30  # a hang guard: each attempt is bounded at 2 x 0.5 s
+
+
+def test_a_huge_unterminated_reply_is_rejected_without_reparsing_it_all():
+    for hostile in ("[1," * 300_000, "{" + '"a": [' * 50_000, "x" * 5_000_000):
+        try:
+            extract_json(hostile)
+        except ReplyInvalid:
+            pass
+        else:
+            raise AssertionError(hostile[:20])
+    assert extract_json("noise " * 1000 + '{"ok": true}') == {"ok": True}

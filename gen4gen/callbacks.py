@@ -7,6 +7,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.paths import swept_keys
+
 log = logging.getLogger("gen4gen")
 
 
@@ -33,6 +35,4 @@ class ExportAfterShards(Callback):
 
 
 def _is_shard_sweep(config: DictConfig) -> bool:
-    overrides = list(config.hydra.overrides.task)
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    return "shard.index" in keys and int(OmegaConf.select(config, "shard.count", default=1)) > 1
+    return "shard.index" in swept_keys(config.hydra.overrides.task) and int(config.shard.count) > 1

@@ -22,17 +22,21 @@ def stage_dir(cfg: DictConfig, stage: str) -> Path:
     return Path(cfg.paths.stages_dir) / STAGE_DIRS[stage]
 
 
-def swept_keys(sweep_dir: Path) -> set[str]:
-    """The keys a multirun varies (``seed=0,1,2``, ``range(4)``...), read back from its multirun.yaml;
-    fixed overrides (``compose.size=[256,256]``) are the same in every job and need no separation."""
+def swept_keys(overrides: list[str]) -> set[str]:
+    """The keys a multirun varies (``seed=0,1,2``, ``range(4)``...) among its command-line overrides;
+    fixed overrides (``compose.size=[256,256]``) are the same in every job."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    try:
-        overrides = list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
-    except (OSError, AttributeError):
-        return set()
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
     return {o.key_or_group for o in parsed if o.is_sweep_override()}
+
+
+def _sweep_overrides(sweep_dir: Path) -> list[str]:
+    """A job sees only its own expanded overrides; the sweep's are in the sweep folder's multirun.yaml."""
+    try:
+        return list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+    except (OSError, AttributeError):
+        return []
 
 
 def isolate_sweep_job(cfg: DictConfig, stages: list[str]) -> Path | None:
@@ -46,7 +50,8 @@ def isolate_sweep_job(cfg: DictConfig, stages: list[str]) -> Path | None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     hc = HydraConfig.get()
-    if all(k in NEUTRAL_KEYS or k.startswith(NEUTRAL_PREFIXES) for k in swept_keys(Path(hc.sweep.dir))):
+    swept = swept_keys(_sweep_overrides(Path(hc.sweep.dir)))
+    if all(k in NEUTRAL_KEYS or k.startswith(NEUTRAL_PREFIXES) for k in swept):
         return None
     job_dir = Path(hc.runtime.output_dir).resolve()
     shared = Path(cfg.paths.stages_dir).resolve()

@@ -18,8 +18,10 @@ NEUTRAL_KEYS = {"shard.index", "shard.count", "stage", "workers", "strict", "dev
 NEUTRAL_PREFIXES = ("paths.", "hydra")
 
 
-def stage_dir(cfg: DictConfig, stage: str) -> Path:
-    return Path(cfg.paths.stages_dir) / STAGE_DIRS[stage]
+def composition_dir(s3_meta: dict, s2_root: Path) -> Path:
+    """The s2 folder an s3 variant was repainted from."""
+    given = s3_meta.get("composition_dir")
+    return Path(given) if given else s2_root / str(s3_meta.get("composition", ""))
 
 
 def swept_keys(overrides: list[str]) -> set[str]:

@@ -15,7 +15,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from gen4gen.images import read_image
-from gen4gen.paths import STAGE_DIRS
+from gen4gen.paths import STAGE_DIRS, composition_dir
 from gen4gen.runner import ItemFailed, done_items, png_bytes, read_failures, read_meta
 
 S1_DIR, S2_DIR, S3_DIR, S4_DIR = (STAGE_DIRS[s] for s in ("s1", "s2", "s3", "s4"))
@@ -107,7 +107,7 @@ def collect(stages_dir: Path) -> tuple[list[ExportItem], list[dict]]:
             left_out.append({"stage": "s4", "id": item_id,
                              "reason": "captions are out of date: the s3 image changed after s4 ran (rerun stage=s4)"})
             continue
-        s2_dir = Path(meta["composition_dir"]) if meta.get("composition_dir") else s2_root / str(meta.get("composition"))
+        s2_dir = composition_dir(meta, s2_root)
         try:
             layout = json.loads((s2_dir / "layout.json").read_text("utf-8"))
             captions = json.loads((s4_dir / "captions.json").read_text("utf-8"))

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from gen4gen.caption.template import CaptionJob, Outcome
 from gen4gen.console import progress
-from gen4gen.paths import STAGE_DIRS
+from gen4gen.paths import STAGE_DIRS, composition_dir
 from gen4gen.runner import (Item, ItemFailed, ItemWriter, Summary, UserError, done_items, file_fingerprint,
                             run_stage, stable_hash)
 
@@ -61,11 +61,6 @@ def dataset_concepts(s2_root: Path, source_dir: Path | None = None) -> list[str]
 
 def modifier_tokens(concepts: list[str]) -> dict[str, str]:
     return {c: f"<new{k}>" for k, c in enumerate(sorted(concepts), start=1)}
-
-
-def composition_dir(s3_meta: dict, s2_root: Path) -> Path:
-    given = s3_meta.get("composition_dir")
-    return Path(given) if given else s2_root / str(s3_meta.get("composition", ""))
 
 
 class CaptionStage:

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gen4gen.images import read_image  # noqa: E402
+from gen4gen.runner import usable_cores  # noqa: E402
 
 SHARED = Path(os.environ.get("GEN4GEN_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
 SETS = [("u2net", ("u2netp_ref", "u2net_ref")), ("gen4gen", ("isnet_ref",))]
@@ -36,7 +37,7 @@ def backends(args) -> dict:
     from gen4gen.segment.grabcut import GrabCut
     from gen4gen.segment.u2netp import U2NetP
 
-    threads = max(1, len(os.sched_getaffinity(0)) // args.workers)
+    threads = max(1, usable_cores() // args.workers)
     make = {
         "u2netp": lambda: U2NetP(threads=threads),
         "u2netp_flip": lambda: U2NetP(threads=threads, flip_tta=True),

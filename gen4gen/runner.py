@@ -80,6 +80,14 @@ class Stage(Protocol):
 
 
 # ---------------------------------------------------------------- hashing and seeding
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask under SLURM/taskset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def stable_hash(text: str) -> int:
     """64-bit hash that is the same in every process (Python's hash() is salted)."""
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")

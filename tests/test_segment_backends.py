@@ -319,7 +319,7 @@ def test_stage_splits_cores_between_workers(tmp_path, cfg_factory, monkeypatch):
     _u2netp()
     from gen4gen.stages import s1_segment
 
-    monkeypatch.setattr(s1_segment, "_cores", lambda: 8)
+    monkeypatch.setattr(s1_segment, "usable_cores", lambda: 8)
     stage = s1_segment.SegmentStage(cfg_factory("workers=2"))
     assert stage.segmenter.session.get_session_options().intra_op_num_threads == 4
     stage = s1_segment.SegmentStage(cfg_factory("workers=2", "segmenter.threads=3"))

@@ -6,7 +6,6 @@ with ``cutout.png`` (RGBA, soft alpha), ``mask.png`` (8-bit soft mask) and ``met
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.images import IMAGE_EXTENSIONS, read_image
 from gen4gen.paths import STAGE_DIRS
-from gen4gen.runner import Item, ItemWriter, Summary, UserError, file_fingerprint, run_stage
+from gen4gen.runner import Item, ItemWriter, Summary, UserError, file_fingerprint, run_stage, usable_cores
 from gen4gen.segment.quality import mask_stats
 
 DIR_NAME = STAGE_DIRS["s1"]
@@ -102,7 +101,7 @@ class SegmentStage:
             extra = {}
             if "threads" in self.cfg.segmenter and not self.cfg.segmenter.threads:
                 # items run on `workers` threads: split the cores between them instead of oversubscribing
-                extra["threads"] = max(1, _cores() // max(1, self.workers))
+                extra["threads"] = max(1, usable_cores() // max(1, self.workers))
             self._segmenter = instantiate(self.cfg.segmenter, **extra)
         return self._segmenter
 
@@ -159,9 +158,3 @@ def _u8(mask: np.ndarray) -> np.ndarray:
 def run(cfg: DictConfig) -> Summary:
     return run_stage(SegmentStage(cfg), cfg)
 
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # what this process may use, not the host's count
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1

@@ -203,3 +203,44 @@ def test_bench_run_folder_metrics_with_cost_column(tmp_path):
     t = load_table(tmp_path, "clip_t")
     assert t.models == ["a", "b"] and t.quality.shape == (3, 2)
     np.testing.assert_allclose(model_costs(t.models, t, mode="measured"), [2e-5, 1e-5])
+
+
+def test_bad_rows_are_left_out_with_a_message_and_bad_files_are_named(tmp_path, caplog):
+    rows = synthetic(12, seed=3)
+    write_cems(tmp_path, rows)
+    cheap = tmp_path / "nima_score_with_time_cheap.csv"
+    df = pd.read_csv(cheap, dtype=str)
+    df.loc[2, "nima_score"] = "n/a"  # non-numeric
+    df.loc[5, "nima_score"] = None  # missing
+    df = pd.concat([df, df.iloc[[0]].assign(nima_score="9.9")])  # a repeated prompt_id: the first row wins
+    df.drop(index=7).to_csv(cheap, index=False)  # one prompt missing from this model's table
+    with caplog.at_level("WARNING"):
+        t = load_table(tmp_path, "nima")
+    kept = [r for i, r in enumerate(rows) if i not in (2, 5, 7)]
+    assert t.prompt_ids == [r[0] for r in kept]
+    np.testing.assert_allclose(t.quality[:, t.models.index("cheap")], [r[2]["cheap"] for r in kept])
+    text = caplog.text
+    assert "1 repeated prompt_id" in text and rows[0][0] in text
+    assert "not in every nima table" in text and rows[7][0] in text
+    assert "2 prompts have a missing or non-numeric nima score" in text and rows[2][0] in text and rows[5][0] in text
+
+    (tmp_path / "nima_score_with_time_zz.csv").write_bytes(b"garbage\x00\xff\xfe\n\x00")
+    with pytest.raises(UserError, match="nima_score_with_time_zz.csv: not a readable CSV table"):
+        load_table(tmp_path, "nima")
+
+
+def test_prompts_files_skip_unreadable_lines(tmp_path, caplog):
+    from gen4gen.route.tables import read_prompts
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a cat"}\n{broken\n["not", "a dict"]\n{"text": "a dog"}\n{"prompt": 3}\n\n"a fox"\n')
+    with caplog.at_level("WARNING"):
+        assert read_prompts(path) == ["a cat", "a dog", "a fox"]
+    assert "3 lines without a prompt string" in caplog.text and "lines 2, 3, 5" in caplog.text
+    txt = tmp_path / "p.txt"
+    txt.write_bytes(b"caf\xe9 au lait\n\n  a robot  \n")
+    assert read_prompts(txt) == ["caf\ufffd au lait", "a robot"]
+    empty = tmp_path / "e.csv"
+    empty.write_text("")
+    with pytest.raises(UserError, match="e.csv: not a readable CSV"):
+        read_prompts(empty)

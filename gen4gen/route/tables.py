@@ -11,6 +11,7 @@ Two input layouts:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import pandas as pd
 
 from gen4gen.runner import UserError
 
+log = logging.getLogger(__name__)
 # CEMS (CIKM'24), as published: $ per GB-second of serverless GPU time, and per-model time and memory
 PRICE_PER_GB_S = 0.0000166667
 CEMS_MODELS = {  # name -> (exec_time_s, memory_GB)
@@ -75,22 +77,47 @@ def load_table(path: str | Path, score: str) -> QualityTable:
     return _load_long(path, score)
 
 
+def _read(path: Path, **kw) -> pd.DataFrame:
+    """A CSV or JSON-lines table, or a UserError that names the file (corrupt, empty, not UTF-8)."""
+    try:
+        if path.suffix == ".jsonl":
+            return pd.read_json(path, lines=True, **kw)
+        return pd.read_csv(path, **kw)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise UserError(f"{path}: not a readable {'JSON-lines' if path.suffix == '.jsonl' else 'CSV'} table "
+                        f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _examples(ids) -> str:
+    ids = [str(i) for i in ids]
+    return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+
 def _load_cems(files: list[Path], score: str) -> QualityTable:
     col = f"{score}_score"
     frames = {}
     for f in files:
         model = f.stem[len(f"{score}_score_with_time_"):]
-        df = pd.read_csv(f, dtype={"prompt_id": str, "dataset_id": str})
+        df = _read(f, dtype={"prompt_id": str, "dataset_id": str})
         missing = {"prompt_id", "prompt", col} - set(df.columns)
         if missing:
             raise UserError(f"{f}: missing columns {sorted(missing)}")
-        if df["prompt_id"].duplicated().any():
-            raise UserError(f"{f}: duplicate prompt_id values")
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+        if "mean_time" in df:
+            df["mean_time"] = pd.to_numeric(df["mean_time"], errors="coerce")
+        dup = df["prompt_id"].duplicated()
+        if dup.any():
+            log.warning("%s: %d repeated prompt_id rows ignored (the first row of each id is kept): %s",
+                        f, int(dup.sum()), _examples(df.loc[dup, "prompt_id"].unique()))
+            df = df[~dup]
         frames[model] = df.set_index("prompt_id")
     models = list(frames)
     ids = list(frames[models[0]].index)
     common = set(ids).intersection(*[set(f.index) for f in frames.values()])
-    if len(common) < len(ids):
+    union = set().union(*[set(f.index) for f in frames.values()])
+    if len(common) < len(union):
+        log.warning("%d prompt_ids are not in every %s table and are left out: %s", len(union - common), score,
+                    _examples(sorted(union - common)))
         ids = [i for i in ids if i in common]  # keep the first file's order
     if not ids:
         raise UserError(f"the {score} tables share no prompt_id")
@@ -104,10 +131,13 @@ def _load_cems(files: list[Path], score: str) -> QualityTable:
 
 
 def _load_long(path: Path, score: str) -> QualityTable:
-    df = pd.read_json(path, lines=True) if path.suffix == ".jsonl" else pd.read_csv(path)
+    df = _read(path)
     col = next((c for c in (f"{score}_score", score) if c in df.columns), None)
     if col is None or not {"model", "prompt"} <= set(df.columns):
         raise UserError(f"{path}: a results table needs columns model, prompt and {score} (or {score}_score)")
+    df[col] = pd.to_numeric(df[col], errors="coerce")
+    if df[col].isna().any():
+        log.warning("%s: %d rows with a missing or non-numeric %s are left out", path, int(df[col].isna().sum()), col)
     df = df.dropna(subset=[col])
     key = "prompt_id" if "prompt_id" in df.columns else "prompt"
     df[key] = df[key].astype(str)
@@ -134,10 +164,15 @@ def _load_long(path: Path, score: str) -> QualityTable:
 
 
 def _checked(t: QualityTable) -> QualityTable:
-    if not np.isfinite(t.quality).all():
-        bad = int((~np.isfinite(t.quality)).any(axis=1).sum())
-        raise UserError(f"{bad} prompts have a missing or non-numeric {t.score} score")
-    return t
+    """Prompts missing a score for some model are left out (with a message naming them), not the whole table."""
+    ok = np.isfinite(t.quality).all(axis=1)
+    if ok.all():
+        return t
+    if not ok.any():
+        raise UserError(f"no prompt has a numeric {t.score} score for every model")
+    log.warning("%d prompts have a missing or non-numeric %s score for some model and are left out: %s",
+                int((~ok).sum()), t.score, _examples(np.asarray(t.prompt_ids)[~ok]))
+    return t.subset(np.flatnonzero(ok))
 
 
 def _lookup(name: str, table: dict) -> str | None:
@@ -178,15 +213,31 @@ def model_costs(models: list[str], table: QualityTable | None = None, mode: str 
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    """Prompts to route: a .txt (one per line), .csv/.tsv (column prompt/Prompt/Prompts or the first) or .jsonl."""
+    """Prompts to route: a .txt (one per line), .csv/.tsv (column prompt/Prompt/Prompts or the first) or .jsonl
+    (``prompt`` or ``text`` per line; unreadable lines are reported and skipped)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"prompts file not found: {path}")
     if path.suffix in (".csv", ".tsv"):
-        df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+        df = _read(path, sep="\t" if path.suffix == ".tsv" else ",")
+        if df.columns.empty:
+            return []
         col = next((c for c in ("prompt", "Prompt", "Prompts", "text") if c in df.columns), df.columns[0])
         return df[col].dropna().astype(str).tolist()
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return [str(r.get("prompt", r.get("text", ""))) for r in rows]
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    if path.suffix != ".jsonl":
+        return lines
+    prompts, bad = [], []
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            text = row.get("prompt", row.get("text")) if isinstance(row, dict) else row
+        except (json.JSONDecodeError, RecursionError):
+            text = None
+        if isinstance(text, str) and text.strip():
+            prompts.append(text)
+        else:
+            bad.append(n)
+    if bad:
+        log.warning("%s: %d lines without a prompt string skipped (lines %s)", path, len(bad), _examples(bad))
+    return prompts

@@ -253,3 +253,17 @@ def test_bench_run_folder_layout_and_captions(tmp_path):
     assert sorted(models) == ["amused", "sd-turbo"] and len(models["amused"]) == 2
     caps = captions_for(root, root / "amused", models["amused"])
     assert caps == ["amused prompt p1", "from the sidecar"]
+
+
+def test_discover_names_model_folders_without_images(tmp_path, capsys):
+    from gen4gen.search.build import discover
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes_only").mkdir()
+    (tmp_path / "notes_only" / "readme.txt").write_text("no images here")
+    (tmp_path / "weird name (v2)" / "nested").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "weird name (v2)" / "nested" / "a.PNG")
+    (tmp_path / ".gen4gen_index").mkdir()  # the index itself is not a model
+    assert list(discover(tmp_path)) == ["weird name (v2)"]
+    out = capsys.readouterr().err
+    assert "skipped" in out and "empty" in out and "notes_only" in out and ".gen4gen_index" not in out

@@ -42,6 +42,8 @@ def discover(root: Path) -> dict[str, list[Path]]:
                         and not any(part.startswith(".") for part in p.relative_to(d).parts))
         if images:
             models[d.name] = images
+        else:
+            console.print(f"[yellow]search: skipped {d}: no sample images ({', '.join(sorted(IMAGE_EXTENSIONS))})[/yellow]")
     if not models:
         raise UserError(f"no <model>/<image> samples under {root}")
     return models

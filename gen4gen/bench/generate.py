@@ -22,6 +22,7 @@ from typing import Any
 from gen4gen.bench.prompts import Prompt
 from gen4gen.bench.roster import RosterEntry, detect_pipeline
 from gen4gen.console import console, progress
+from gen4gen.diffusers_setup import old_dtype_name
 from gen4gen.runner import config_hash, in_shard, json_bytes, png_bytes, write_atomic
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,7 @@ def resolve_file(spec: str) -> str:
     return hf_hub_download(f"{owner}/{repo}", filename)
 
 
+@old_dtype_name()
 def load_pipeline(entry: RosterEntry, device: str, safety_checker: bool = False):
     """The entry's pipeline through the same calls a user makes: ``from_pretrained`` / ``from_single_file``,
     replaced components, scheduler swap with config overrides, LoRAs via ``load_lora_weights``."""

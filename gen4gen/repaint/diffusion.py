@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from typing import Any
 
 import cv2
 import numpy as np
 
+from gen4gen.diffusers_setup import old_dtype_name, quiet_diffusers
 from gen4gen.repaint import RepaintJob, keep_concepts
 from gen4gen.runner import UserError
 
@@ -109,7 +109,7 @@ class DiffusionInpainter:
             return self._pipe
         from diffusers import AutoencoderKL, AutoPipelineForInpainting
 
-        _quiet_diffusers()
+        quiet_diffusers()
         extra: dict[str, Any] = {}
         if self.vae:  # e.g. madebyollin/sdxl-vae-fp16-fix: decodes in fp16 without NaNs, so no fp32 upcast
             extra["vae"] = _from_pretrained(AutoencoderKL, self.vae, self.torch_dtype, None)
@@ -125,7 +125,7 @@ class DiffusionInpainter:
         this backend's options (VAE upcast, LoRA, scheduler, speed switches)."""
         import torch
 
-        _quiet_diffusers()
+        quiet_diffusers()
         if type(pipe).__name__ != PIPELINE_CLASS[self.family]:
             raise UserError(f"{self.model} loads as {type(pipe).__name__}, not {PIPELINE_CLASS[self.family]}: "
                             f"pick the inpainter that matches the model (inpainter=sdxl or inpainter=sd15)")
@@ -254,13 +254,6 @@ def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=interp)
 
 
-def _quiet_diffusers() -> None:
-    from diffusers.utils import logging as diffusers_logging
-
-    # every fp16/fp32 `.to()` of a VAE logs a "should be kept in float32" line per batch: noise in a stage log
-    diffusers_logging.get_logger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
-
-
 def _scheduler(name: str, config):
     import diffusers
 
@@ -271,8 +264,7 @@ def _scheduler(name: str, config):
 def _from_pretrained(cls, name: str, torch_dtype, variant: str | None, **kw):
     """``cls.from_pretrained`` with the fp16 variant when it exists, a clear UserError otherwise."""
     try:
-        with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; older ones know only this
-            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        with old_dtype_name():
             return cls.from_pretrained(name, torch_dtype=torch_dtype, variant=variant, **kw)
     except (OSError, ValueError) as e:
         if variant is None:

@@ -233,10 +233,10 @@ def test_prompts_files_skip_unreadable_lines(tmp_path, caplog):
     from gen4gen.route.tables import read_prompts
 
     path = tmp_path / "p.jsonl"
-    path.write_text('{"prompt": "a cat"}\n{broken\n["not", "a dict"]\n{"text": "a dog"}\n{"prompt": 3}\n\n"a fox"\n')
+    path.write_text('{"prompt": "a cat"}\n\n{broken\n["not", "a dict"]\n{"text": "a dog"}\n{"prompt": 3}\n"a fox"\n')
     with caplog.at_level("WARNING"):
         assert read_prompts(path) == ["a cat", "a dog", "a fox"]
-    assert "3 lines without a prompt string" in caplog.text and "lines 2, 3, 5" in caplog.text
+    assert "3 lines without a prompt string" in caplog.text and "lines 3, 4, 6" in caplog.text
     txt = tmp_path / "p.txt"
     txt.write_bytes(b"caf\xe9 au lait\n\n  a robot  \n")
     assert read_prompts(txt) == ["caf\ufffd au lait", "a robot"]

@@ -22,6 +22,7 @@ import pandas as pd
 from gen4gen.runner import UserError
 
 log = logging.getLogger(__name__)
+
 # CEMS (CIKM'24), as published: $ per GB-second of serverless GPU time, and per-model time and memory
 PRICE_PER_GB_S = 0.0000166667
 CEMS_MODELS = {  # name -> (exec_time_s, memory_GB)
@@ -220,15 +221,15 @@ def read_prompts(path: str | Path) -> list[str]:
         raise UserError(f"prompts file not found: {path}")
     if path.suffix in (".csv", ".tsv"):
         df = _read(path, sep="\t" if path.suffix == ".tsv" else ",")
-        if df.columns.empty:
-            return []
         col = next((c for c in ("prompt", "Prompt", "Prompts", "text") if c in df.columns), df.columns[0])
         return df[col].dropna().astype(str).tolist()
-    lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     if path.suffix != ".jsonl":
-        return lines
+        return [line.strip() for line in lines if line.strip()]
     prompts, bad = [], []
     for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             row = json.loads(line)
             text = row.get("prompt", row.get("text")) if isinstance(row, dict) else row

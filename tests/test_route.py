@@ -244,3 +244,22 @@ def test_prompts_files_skip_unreadable_lines(tmp_path, caplog):
     empty.write_text("")
     with pytest.raises(UserError, match="e.csv: not a readable CSV"):
         read_prompts(empty)
+
+
+def test_eval_table_listing_models_in_another_order(tmp_path, cfg_factory):
+    from gen4gen.stages import route
+
+    write_cems(tmp_path / "train", synthetic(200, 0))
+    rows = synthetic(40, 1)
+    order = ["premium", "bad", "cheap"]  # the CEMS folder sorts its files: bad, cheap, premium
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"model": m, "prompt_id": pid, "prompt": p, "nima": q[m]}) + "\n"
+                                                 for m in order for pid, p, q in rows))
+    cfg = cfg_factory("stage=route", f"route.train_dir={tmp_path / 'train'}", f"route.eval_dir={tmp_path / 'eval.jsonl'}",
+                      "route.embedding=tfidf", "route.target=floor_rel:-0.02", "route.folds=4",
+                      *(f"+route.costs.{m}={c}" for m, c in COSTS.items()))
+    report = json.loads((Path(route.run(cfg).out_dir) / "route_report.json").read_text())
+    assert report["models"] == ["bad", "cheap", "premium"]
+    assert report["cost_per_request"] == {m: COSTS[m] for m in report["models"]}
+    pol = report["policies"]
+    assert pol["only:premium"]["quality"] == pytest.approx(np.mean([q["premium"] for _, _, q in rows]))
+    assert pol["router"]["counts"] == {"cheap": 20, "premium": 20, "bad": 0}

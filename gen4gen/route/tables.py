@@ -54,6 +54,12 @@ class QualityTable:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def with_models(self, models: list[str]) -> "QualityTable":
+        """The same table with its model columns in ``models``' order."""
+        cols = [self.models.index(m) for m in models]
+        return QualityTable(list(models), self.prompt_ids, self.prompts, self.quality[:, cols], self.time[:, cols],
+                            self.score, self.groups, self.measured_cost)
+
     def subset(self, rows: np.ndarray) -> "QualityTable":
         rows = np.asarray(rows)
         pick = lambda xs: [xs[i] for i in rows] if xs else []  # noqa: E731

@@ -46,8 +46,9 @@ def run(cfg: DictConfig) -> Summary:
     train = load_table(rc.train_dir, rc.score)
     if rc.eval_dir:
         evals = load_table(rc.eval_dir, rc.score)
-        if evals.models != train.models:
+        if set(evals.models) != set(train.models):
             raise UserError(f"eval models {evals.models} differ from train models {train.models}")
+        evals = evals.with_models(train.models)  # a results table lists its models in the order it met them
         eval_source = str(rc.eval_dir)
     else:
         train, evals = split_train_eval(train, float(rc.test_fraction), int(rc.seed))

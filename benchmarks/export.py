@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from gen4gen.console import console  # noqa: E402
 from gen4gen.stages import export, s4_caption  # noqa: E402
 from tests.conftest import make_cfg  # noqa: E402
 from tests.fixtures_pipeline import make_pipeline  # noqa: E402
+from timing import timed  # noqa: E402  (benchmarks/timing.py: the script folder is on sys.path)
 
 CONCEPTS = ["cat", "dog", "plant", "teddy_bear", "mug", "lamp", "backpack", "owl"]
 
@@ -40,14 +40,6 @@ def scenes(n_compositions: int, size: int, per_scene: int = 10) -> dict:
         out.setdefault(f"scene{scene:03d}", []).append((comp, "in the garden", objects))
     return out
 
-
-def timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from rich.table import Table  # noqa: E402
 
 from gen4gen.search import query as Q  # noqa: E402
 from gen4gen.search.index import IndexInfo, IndexWriter, ModelIndex, MomentSpec, write_info  # noqa: E402
+from timing import timed  # noqa: E402  (benchmarks/timing.py: the script folder is on sys.path)
 
 
 def synthetic_index(root: Path, n: int, d: int, dtype: str, seed: int = 0) -> ModelIndex:
@@ -41,14 +41,6 @@ def synthetic_index(root: Path, n: int, d: int, dtype: str, seed: int = 0) -> Mo
                                spaces={"image": {"dim": d, "encoder": "synthetic", "moment": "diag", "rank": 0, "raw": False}}))
     return ModelIndex(root)
 
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:

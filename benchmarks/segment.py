@@ -26,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gen4gen.device import usable_cores  # noqa: E402
 from gen4gen.images import read_image  # noqa: E402
-from gen4gen.runner import usable_cores  # noqa: E402
 
 SHARED = Path(os.environ.get("GEN4GEN_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
 SETS = [("u2net", ("u2netp_ref", "u2net_ref")), ("gen4gen", ("isnet_ref",))]

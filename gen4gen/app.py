@@ -7,9 +7,9 @@ import sys
 
 from omegaconf import DictConfig
 
-from gen4gen.console import console
+from gen4gen.console import Summary, console, print_summaries
+from gen4gen.errors import UserError
 from gen4gen.paths import isolate_sweep_job
-from gen4gen.runner import Summary, UserError, print_summaries
 
 log = logging.getLogger("gen4gen")
 

@@ -2,17 +2,31 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from gen4gen.runner import Summary
-
 # logs and CI are not terminals: a fixed, wide width keeps paths on one line there
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+@dataclass
+class Summary:
+    """What a stage did, as the end-of-run table shows it."""
+    stage: str
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    out_dir: str = ""
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def nothing_done(self) -> bool:
+        return self.done + self.skipped == 0
 
 
 def progress() -> Progress:
@@ -23,7 +37,7 @@ def progress() -> Progress:
     )
 
 
-def summary_table(summaries: list["Summary"]) -> Table:
+def summary_table(summaries: list[Summary]) -> Table:
     table = Table(title="gen4gen summary", show_lines=False)
     for col in ("stage", "items", "done", "skipped", "failed", "seconds", "output"):
         # paths wrap instead of being cut: the last lines a user sees name the dataset and gallery
@@ -35,3 +49,7 @@ def summary_table(summaries: list["Summary"]) -> Table:
         for key, value in s.notes.items():
             table.add_row("", "", "", "", "", "", f"[dim]{key}: {value}[/dim]")
     return table
+
+
+def print_summaries(summaries: list[Summary]) -> None:
+    console.print(summary_table(summaries))

@@ -19,7 +19,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gen4gen.runner import json_bytes, write_atomic
+from gen4gen.io import json_bytes, write_atomic
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)

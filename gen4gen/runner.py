@@ -7,33 +7,24 @@ from ``(seed, item id)``; shards pick items by a stable hash of the id; bad inpu
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import logging
-import os
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 import numpy as np
 from PIL import Image
 
-from gen4gen.console import console, progress, summary_table
+from gen4gen.console import Summary, progress
+from gen4gen.errors import ItemFailed
+from gen4gen.hashing import config_hash, in_shard, item_rng, shard_key
+from gen4gen.io import json_bytes, jsonl_bytes, png_bytes, write_atomic
+from gen4gen.markers import META, failures_path, read_meta
 
 log = logging.getLogger(__name__)
-META = "meta.json"
-
-
-class UserError(Exception):
-    """A problem with the whole run (missing weights, empty input, no GPU): printed without a traceback."""
-
-
-class ItemFailed(Exception):
-    """A work item cannot be done; the message is the reason a user reads in failures.jsonl."""
 
 
 @dataclass(frozen=True)
@@ -43,22 +34,6 @@ class Item:
     data: Any = None  # whatever the stage needs to process it
     fingerprint: str = ""  # of its inputs: a changed input redoes the item
     error: str | None = None  # found bad at discovery: recorded as a failure, never processed
-
-
-@dataclass
-class Summary:
-    stage: str
-    total: int = 0
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    out_dir: str = ""
-    notes: dict = field(default_factory=dict)
-
-    @property
-    def nothing_done(self) -> bool:
-        return self.done + self.skipped == 0
 
 
 class Stage(Protocol):
@@ -79,84 +54,7 @@ class Stage(Protocol):
     #   workers: int                            # threads for process(); 1 when absent
 
 
-# ---------------------------------------------------------------- hashing and seeding
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask under SLURM/taskset), not the host's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def stable_hash(text: str) -> int:
-    """64-bit hash that is the same in every process (Python's hash() is salted)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
-
-
-def config_hash(cfg: Any) -> str:
-    blob = json.dumps(cfg, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def item_rng(seed: int, item_id: str) -> np.random.Generator:
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, stable_hash(item_id)])
-
-
-def shard_key(item_id: str, whole_pipeline: bool) -> str:
-    """What a shard owns. One stage at a time: single items. ``stage=all``: whole scenes, because a
-    scene's compositions need every photo of that scene segmented first, so a shard must own the scene
-    through every stage to run without waiting for the others."""
-    return item_id.split("/", 1)[0] if whole_pipeline else item_id
-
-
-def in_shard(item_id: str, index: int, count: int) -> bool:
-    if not 0 <= index < count:
-        raise ValueError(f"shard.index={index} must be in [0, shard.count={count})")
-    return stable_hash(item_id) % count == index
-
-
-def file_fingerprint(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=12)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------- atomic writes
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling and rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def png_bytes(image: Image.Image | np.ndarray) -> bytes:
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)  # 1: ~1.5x faster than 4 for ~7 % larger files
-    return buf.getvalue()
-
-
-def json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n").encode("utf-8")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return o.as_posix()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
+# ---------------------------------------------------------------- item files
 class ItemWriter:
     """Writes one item's files atomically; ``meta.json`` is written by the runner, last."""
 
@@ -181,24 +79,9 @@ class ItemWriter:
         return p
 
 
-def read_meta(out_dir: Path) -> dict | None:
-    try:
-        return json.loads((out_dir / META).read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def is_done(item: Item, chash: str) -> bool:
     meta = read_meta(item.out_dir)
     return bool(meta) and meta.get("config_hash") == chash and meta.get("fingerprint", "") == item.fingerprint
-
-
-def done_items(root: Path) -> Iterable[tuple[Path, dict]]:
-    """Every finished item below ``root`` (folders whose meta.json exists), in sorted order."""
-    for meta_path in sorted(root.rglob(META)):
-        meta = read_meta(meta_path.parent)
-        if meta is not None:
-            yield meta_path.parent, meta
 
 
 # ---------------------------------------------------------------- the loop
@@ -278,36 +161,14 @@ def _failure(stage: str, item: Item, reason: str) -> dict:
             "item_dir": str(item.out_dir)}
 
 
-def failures_path(out_root: Path, shard_index: int = 0, shard_count: int = 1) -> Path:
-    name = "failures.jsonl" if shard_count == 1 else f"failures.shard-{shard_index}-of-{shard_count}.jsonl"
-    return out_root / name
-
-
 def _write_failures(out_root: Path, shard_index: int, shard_count: int, failures: list[dict]) -> None:
-    lines = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures)
-    write_atomic(failures_path(out_root, shard_index, shard_count), lines.encode("utf-8"))
+    lines = jsonl_bytes(failures)
+    write_atomic(failures_path(out_root, shard_index, shard_count), lines)
     try:  # a copy beside Hydra's log, so each run dir tells its own story
         from hydra.core.hydra_config import HydraConfig
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        with open(run_dir / "failures.jsonl", "a", encoding="utf-8") as f:
+        with open(run_dir / "failures.jsonl", "ab") as f:
             f.write(lines)
     except Exception:  # noqa: BLE001 - not under Hydra (library use, tests)
         pass
-
-
-def read_failures(out_root: Path) -> list[dict]:
-    """The stage's failures, merged across shard files: one line per item (the newest file wins), and
-    none for an item that has been done since (a later run with other shards or fixed input)."""
-    rows: dict[str, dict] = {}
-    for p in sorted(out_root.glob("failures*.jsonl"), key=lambda p: p.stat().st_mtime_ns):
-        for line in p.read_text("utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[row["id"]] = row
-    return [r for _, r in sorted(rows.items())
-            if not (r.get("item_dir") and (Path(r["item_dir"]) / META).is_file())]
-
-
-def print_summaries(summaries: list[Summary]) -> None:
-    console.print(summary_table(summaries))

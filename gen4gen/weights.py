@@ -15,7 +15,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gen4gen.runner import UserError, write_atomic
+from gen4gen.errors import UserError
+from gen4gen.io import write_atomic
 
 
 @dataclass(frozen=True)

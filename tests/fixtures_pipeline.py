@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gen4gen.runner import json_bytes, png_bytes, write_atomic
+from gen4gen.io import json_bytes, png_bytes, write_atomic
 
 COLOURS = {"cat": (230, 140, 40), "dog": (120, 80, 40), "plant": (40, 170, 60)}
 SCENES = {

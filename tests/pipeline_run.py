@@ -36,7 +36,7 @@ def small_sources(src: Path) -> Path:
 
 def need_weights() -> None:
     from gen4gen import weights
-    from gen4gen.runner import UserError
+    from gen4gen.errors import UserError
 
     try:
         weights.path("u2netp", fetch=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gen4gen.runner import json_bytes, png_bytes, write_atomic
+from gen4gen.io import json_bytes, png_bytes, write_atomic
 
 S1_DIR = "s1_segmented_foreground"
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from gen4gen.runner import json_bytes, png_bytes, write_atomic
+from gen4gen.io import json_bytes, png_bytes, write_atomic
 
 
 def blob(h: int, w: int, box: tuple[int, int, int, int], soft: float = 1.5) -> np.ndarray:

@@ -22,7 +22,7 @@ from gen4gen.bench.metrics import (Clip, Detector, Dino, clip_t_score, cp_clip_s
                                    reference_similarity, text_windows)
 from gen4gen.bench.report import pareto_front, weighted_ranking
 from gen4gen.bench.roster import load_roster
-from gen4gen.runner import UserError
+from gen4gen.errors import UserError
 
 
 # ---------------------------------------------------------------- tiny models, built once for the module

@@ -10,7 +10,7 @@ from PIL import Image
 
 from gen4gen.caption.llm import LLMCaptioner, VLMCaptioner
 from gen4gen.caption.template import CaptionJob
-from gen4gen.runner import read_meta
+from gen4gen.markers import read_meta
 from gen4gen.stages import s4_caption
 from tests.fixtures_pipeline import make_pipeline
 from tests.llm_server import LLMServer, Reply

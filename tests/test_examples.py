@@ -43,7 +43,7 @@ def test_default_s1_segments_the_example_scenes(tmp_path, cfg_factory):
 
     from gen4gen import weights
     from gen4gen.app import run
-    from gen4gen.runner import UserError
+    from gen4gen.errors import UserError
 
     try:
         weights.path("u2netp", fetch=False)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gen4gen.errors import UserError
 from gen4gen.images import read_image
-from gen4gen.runner import UserError, json_bytes, write_atomic
+from gen4gen.io import json_bytes, write_atomic
 from gen4gen.stages import export, s4_caption
 from tests.conftest import make_cfg
 from tests.fixtures_pipeline import add_failure, make_pipeline

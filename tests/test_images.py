@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gen4gen.errors import ItemFailed
 from gen4gen.images import BadImage, read_image
-from gen4gen.runner import ItemFailed
 from tests import image_cases as cases
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gen4gen.runner import read_failures
+from gen4gen.markers import read_failures
 from tests import image_cases as cases
 from tests.pipeline_run import FAST, cli, need_weights
 

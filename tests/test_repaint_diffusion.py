@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gen4gen.errors import UserError
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.diffusion import DiffusionInpainter
 from gen4gen.repaint.mask import repaint_mask
-from gen4gen.runner import UserError
 from tests.s2_fixture import blob
 from tests.tiny_inpaint import make_sd15_inpaint, make_sdxl_inpaint, make_sdxl_refiner, make_unet_lora
 

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gen4gen.errors import UserError
 from gen4gen.route.embed import FeatureMaker, TfidfEmbedder, prompt_stats
 from gen4gen.route.report import baseline_policies
 from gen4gen.route.router import Router, Target, choose, evaluate, make_predictor, pick_lambda
 from gen4gen.route.tables import cems_cost, load_table, model_costs
-from gen4gen.runner import UserError
 from tests.conftest import shared
 
 COSTS = {"cheap": 1e-5, "premium": 1e-4, "bad": 5e-5}

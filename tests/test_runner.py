@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gen4gen.runner import Item, ItemFailed, png_bytes, read_failures, run_stage
+from gen4gen.errors import ItemFailed
+from gen4gen.io import png_bytes
+from gen4gen.markers import read_failures
+from gen4gen.runner import Item, run_stage
 from gen4gen.stages.s1_segment import SegmentStage
 from tests.conftest import make_cfg
 from tests.image_cases import disc

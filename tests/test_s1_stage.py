@@ -15,8 +15,9 @@ import yaml
 
 from gen4gen import weights
 from gen4gen.app import run
+from gen4gen.errors import UserError
 from gen4gen.images import read_image
-from gen4gen.runner import UserError, read_failures
+from gen4gen.markers import read_failures
 from tests import image_cases as cases
 from tests.conftest import shared
 from tests.segmenters import search_path

@@ -3,10 +3,10 @@ import cv2
 import numpy as np
 import pytest
 
-from gen4gen.compose import Augment, Composer, Source, load_cutout
+from gen4gen.errors import ItemFailed
+from gen4gen.layout.compose import Augment, Composer, Source, load_cutout
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.schema import ConceptCount, Layout, PlacedBox, PlanRequest, depth_order
-from gen4gen.runner import ItemFailed
 from tests.s2_data import fake_s1
 
 SIZE = (640, 480)
@@ -104,7 +104,7 @@ def test_empty_cutout_is_an_item_failure(tmp_path):
 
 
 def test_cutout_is_cropped_to_the_object_not_to_faint_haze(tmp_path):
-    from gen4gen.runner import png_bytes, write_atomic
+    from gen4gen.io import png_bytes, write_atomic
 
     rgba = np.zeros((400, 300, 4), np.uint8)
     rgba[..., :3] = 200

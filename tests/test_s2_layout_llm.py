@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from gen4gen.layout.llm import CocoExamples, LLMPlanner, check_layout, check_ratios, instance_ids
+from gen4gen.layout.checks import check_layout, check_ratios, instance_ids
+from gen4gen.layout.coco_examples import CocoExamples
+from gen4gen.layout.llm import LLMPlanner
 from gen4gen.layout.schema import (ConceptCount, LayoutReply, ObjectBox, PlanRequest, SizeRatiosReply, ObjectRatio,
                                    min_box_area, overlap_fraction)
 from gen4gen.llm import LLMClient, ReplyInvalid

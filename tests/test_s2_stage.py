@@ -4,7 +4,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from gen4gen.runner import read_failures
+from gen4gen.markers import read_failures
 from gen4gen.stages.s2_compose import run
 from tests.conftest import make_cfg
 from tests.llm_server import LLMServer
@@ -103,7 +103,7 @@ def test_llm_stage_with_a_hostile_concept_name(tmp_path):
 def test_missing_s1_is_a_user_error(tmp_path):
     import pytest
 
-    from gen4gen.runner import UserError
+    from gen4gen.errors import UserError
 
     with pytest.raises(UserError, match="stage=s1"):
         run(make_cfg(tmp_path, "stage=s2"))
@@ -137,7 +137,7 @@ def test_real_photos_with_the_papers_masks(tmp_path):
 def test_bad_planner_config_is_a_user_error(tmp_path):
     import pytest
 
-    from gen4gen.runner import UserError
+    from gen4gen.errors import UserError
 
     fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}})
     with pytest.raises(UserError, match="in_context_coco|No such file"):

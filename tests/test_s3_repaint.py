@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gen4gen.errors import UserError
 from gen4gen.images import read_image
-from gen4gen.runner import UserError, read_failures
+from gen4gen.markers import read_failures
 from gen4gen.stages import s3_repaint
 from tests.s2_fixture import make_composition, read_json
 

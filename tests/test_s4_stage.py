@@ -2,7 +2,8 @@
 import json
 import shutil
 
-from gen4gen.runner import json_bytes, read_failures, read_meta, write_atomic
+from gen4gen.io import json_bytes, write_atomic
+from gen4gen.markers import read_failures, read_meta
 from gen4gen.stages import s4_caption
 from tests.fixtures_pipeline import SCENES, make_pipeline
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from gen4gen.app import run
-from gen4gen.runner import UserError
+from gen4gen.errors import UserError
 from gen4gen.segment.grabcut import GrabCut
 from tests import fake_torchvision
 
@@ -73,7 +73,7 @@ def test_grabcut_bad_settings_and_empty_seed():
     with pytest.raises(UserError, match="margin"):
         GrabCut(margin=0.6)
     img, _ = synthetic(64, 64)
-    from gen4gen.runner import ItemFailed
+    from gen4gen.errors import ItemFailed
 
     with pytest.raises(ItemFailed, match="no foreground"):
         GrabCut(seed=lambda rgb: np.zeros(rgb.shape[:2], np.float32))(img)
@@ -276,7 +276,7 @@ def test_sam_without_torchvision_says_what_to_install(tmp_path):
         pass
     ckpt = tmp_path / "sam.pth"
     ckpt.write_bytes(b"x")
-    code = (f"from gen4gen.segment.sam import SAM\nfrom gen4gen.runner import UserError\n"
+    code = (f"from gen4gen.segment.sam import SAM\nfrom gen4gen.errors import UserError\n"
             f"try:\n    SAM(checkpoint={str(ckpt)!r})\nexcept UserError as e:\n    print(e)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env={"PYTHONPATH": str(ROOT), "PATH": ""})

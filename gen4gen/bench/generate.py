@@ -23,7 +23,8 @@ from gen4gen.bench.prompts import Prompt
 from gen4gen.bench.roster import RosterEntry, detect_pipeline
 from gen4gen.console import console, progress
 from gen4gen.diffusers_setup import old_dtype_name
-from gen4gen.runner import config_hash, in_shard, json_bytes, png_bytes, write_atomic
+from gen4gen.hashing import config_hash, in_shard
+from gen4gen.io import json_bytes, png_bytes, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from gen4gen.console import progress
+from gen4gen.hashing import config_hash
 from gen4gen.images import BadImage, read_image
-from gen4gen.runner import config_hash, write_atomic
+from gen4gen.io import write_atomic
 
 METRICS = ("clip_t", "clip_i", "dino", "cp_clip", "ti_clip", "mcos")
 
@@ -226,7 +227,7 @@ class MetricsConfig:
     def from_cfg(cls, node: Any) -> "MetricsConfig":
         unknown = [m for m in node.compute if m not in METRICS]
         if unknown:
-            from gen4gen.runner import UserError
+            from gen4gen.errors import UserError
 
             raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
         return cls(tuple(node.compute), str(node.backbones.clip), str(node.backbones.dino),

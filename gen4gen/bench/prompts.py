@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gen4gen.runner import UserError, stable_hash
+from gen4gen.errors import UserError
+from gen4gen.hashing import stable_hash
 
 # backgrounds for TI-CLIP prompts (Gen4Gen: text alignment where the background was not in training);
 # the ones that occur in the dataset's own captions are dropped at load time

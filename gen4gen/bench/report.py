@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from gen4gen.runner import write_atomic
+from gen4gen.io import write_atomic
 
 QUALITY = ("clip_t", "clip_i", "dino", "cp_clip", "ti_clip", "mcos")
 COLUMNS = QUALITY + ("latency_s", "cost_usd", "peak_memory_gb")

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gen4gen.runner import UserError, config_hash
+from gen4gen.errors import UserError
+from gen4gen.hashing import config_hash
 
 # CEMS (CIKM'24) serverless price per GB-second of GPU memory, as published
 CEMS_UNIT_PRICE = 0.0000166667

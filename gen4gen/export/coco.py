@@ -5,7 +5,7 @@ and the detailed caption of each image), readable with ``pycocotools.coco.COCO``
 from __future__ import annotations
 
 from gen4gen.export.items import ExportContext, copy_file, write_bytes
-from gen4gen.runner import json_bytes
+from gen4gen.io import json_bytes
 
 NAME = "coco"
 

@@ -19,7 +19,7 @@ import shlex
 
 from gen4gen.caption.words import display_name
 from gen4gen.export.items import ExportContext, copy_file, write_bytes
-from gen4gen.runner import json_bytes
+from gen4gen.io import json_bytes
 
 NAME = "customdiffusion"
 

@@ -4,7 +4,8 @@ data_dir=".../imagefolder")``: ``train/`` holds the images and ``metadata.jsonl`
 """
 from __future__ import annotations
 
-from gen4gen.export.items import ExportContext, copy_file, jsonl_bytes, write_bytes
+from gen4gen.export.items import ExportContext, copy_file, write_bytes
+from gen4gen.io import jsonl_bytes
 
 NAME = "imagefolder"
 

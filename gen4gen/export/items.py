@@ -14,9 +14,11 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
+from gen4gen.io import png_bytes
+from gen4gen.markers import done_items, read_failures, read_meta
 from gen4gen.paths import STAGE_DIRS, composition_dir
-from gen4gen.runner import ItemFailed, done_items, png_bytes, read_failures, read_meta
 
 S1_DIR, S2_DIR, S3_DIR, S4_DIR = (STAGE_DIRS[s] for s in ("s1", "s2", "s3", "s4"))
 
@@ -242,7 +244,3 @@ def copy_file(src: Path, dst: Path) -> None:
 def write_bytes(dst: Path, data: bytes) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(data)
-
-
-def jsonl_bytes(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")

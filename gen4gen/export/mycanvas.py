@@ -3,8 +3,8 @@
 """
 from __future__ import annotations
 
-from gen4gen.export.items import ExportContext, copy_file, jsonl_bytes, write_bytes
-from gen4gen.runner import json_bytes
+from gen4gen.export.items import ExportContext, copy_file, write_bytes
+from gen4gen.io import json_bytes, jsonl_bytes
 
 NAME = "mycanvas"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import webdataset
 
 from gen4gen.export.items import ExportContext
-from gen4gen.runner import json_bytes
+from gen4gen.io import json_bytes
 
 NAME = "webdataset"
 

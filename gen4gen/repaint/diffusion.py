@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from gen4gen.diffusers_setup import old_dtype_name, quiet_diffusers
+from gen4gen.errors import UserError
 from gen4gen.repaint import RepaintJob, keep_concepts
-from gen4gen.runner import UserError
 
 log = logging.getLogger(__name__)
 

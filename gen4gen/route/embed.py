@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gen4gen.runner import UserError
+from gen4gen.errors import UserError
 
 
 class TfidfEmbedder:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from gen4gen.io import json_bytes, write_atomic
 from gen4gen.route.router import choose, evaluate
-from gen4gen.runner import json_bytes, write_atomic
 
 
 def policy_stats(choice: np.ndarray, quality: np.ndarray, costs: np.ndarray, models: list[str]) -> dict:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gen4gen.errors import UserError
 from gen4gen.route.embed import Features
-from gen4gen.runner import UserError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gen4gen.runner import UserError
+from gen4gen.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from gen4gen.console import console, progress
+from gen4gen.errors import UserError
 from gen4gen.images import IMAGE_EXTENSIONS, BadImage, read_image
-from gen4gen.runner import UserError
 from gen4gen.search.index import IndexInfo, IndexWriter, MomentSpec, is_index, read_info, write_info
 
 log = logging.getLogger(__name__)

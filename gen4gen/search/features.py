@@ -14,7 +14,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from gen4gen.runner import UserError, write_atomic
+from gen4gen.errors import UserError
+from gen4gen.io import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gen4gen.runner import UserError, json_bytes, write_atomic
+from gen4gen.errors import UserError
+from gen4gen.io import json_bytes, write_atomic
 
 log = logging.getLogger(__name__)
 FORMAT = "gen4gen-model-index/1"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from gen4gen.runner import ItemFailed, UserError
+from gen4gen.errors import ItemFailed, UserError
 
 
 class GrabCut:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gen4gen.runner import UserError
+from gen4gen.errors import UserError
 from gen4gen.segment.onnx_saliency import OnnxSaliency
 
 EXPORT_HINT = ("export it to ONNX with the DIS repository's ISNetDIS class (see the gen4gen.segment.isnet "

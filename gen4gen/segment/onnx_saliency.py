@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gen4gen.runner import UserError
+from gen4gen.errors import UserError
 from gen4gen.segment.refine import guided_refine
 
 

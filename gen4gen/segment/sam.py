@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gen4gen.runner import UserError
+from gen4gen.errors import UserError
 
 
 def resolve_device(device: str) -> str:

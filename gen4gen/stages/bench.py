@@ -20,8 +20,10 @@ from gen4gen.bench.metrics import MetricsConfig, score_records
 from gen4gen.bench.prompts import load_promptsets
 from gen4gen.bench.report import csv_bytes, write_reports
 from gen4gen.bench.roster import load_roster
-from gen4gen.console import console
-from gen4gen.runner import Summary, UserError, failures_path, write_atomic
+from gen4gen.console import Summary, console
+from gen4gen.errors import UserError
+from gen4gen.io import write_atomic
+from gen4gen.markers import failures_path
 
 STEPS = ("generate", "metrics", "report")
 RESULT_COLUMNS = ["model", "set", "prompt_id", "category", "seed", "prompt", "width", "height", "steps", "guidance",

@@ -19,11 +19,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.callbacks import export_deferred
-from gen4gen.console import progress
+from gen4gen.console import Summary, progress
+from gen4gen.errors import ItemFailed, UserError
 from gen4gen.export.card import card
-from gen4gen.export.items import (ExportContext, collect, find_references, jsonl_bytes, load_instances,
+from gen4gen.export.items import (ExportContext, collect, find_references, load_instances,
                                   render_reference, upstream_failures, write_bytes)
-from gen4gen.runner import ItemFailed, Summary, UserError
+from gen4gen.io import jsonl_bytes
 
 FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
            "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds"}

@@ -12,13 +12,14 @@ import time
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gen4gen.console import console
+from gen4gen.console import Summary, console
+from gen4gen.errors import UserError
+from gen4gen.io import json_bytes, write_atomic
+from gen4gen.paths import run_output_dir
 from gen4gen.route.embed import FeatureMaker, make_embedder
 from gen4gen.route.report import baseline_policies, frontier, policy_stats, table, write_report
 from gen4gen.route.router import ArgmaxClassifier, Router, Target, choose, lambda_grid, make_predictor
 from gen4gen.route.tables import QualityTable, load_table, model_costs, read_prompts
-from gen4gen.paths import run_output_dir
-from gen4gen.runner import Summary, UserError, json_bytes, write_atomic
 
 
 def split_train_eval(train: QualityTable, fraction: float, seed: int) -> tuple[QualityTable, QualityTable]:

@@ -14,9 +14,13 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.console import Summary
+from gen4gen.device import usable_cores
+from gen4gen.errors import UserError
+from gen4gen.hashing import file_fingerprint
 from gen4gen.images import IMAGE_EXTENSIONS, read_image
 from gen4gen.paths import STAGE_DIRS
-from gen4gen.runner import Item, ItemWriter, Summary, UserError, file_fingerprint, run_stage, usable_cores
+from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.segment.quality import mask_stats
 
 DIR_NAME = STAGE_DIRS["s1"]

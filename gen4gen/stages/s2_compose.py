@@ -18,11 +18,15 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gen4gen.compose import Augment, Composer, Source, with_boxes
+from gen4gen.console import Summary
+from gen4gen.errors import UserError
+from gen4gen.hashing import config_hash, stable_hash
+from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.schema import ConceptCount, Layout, PlanRequest, layout_fields
+from gen4gen.markers import done_items
 from gen4gen.paths import STAGE_DIRS
-from gen4gen.runner import Item, ItemWriter, Summary, UserError, config_hash, done_items, run_stage, stable_hash
+from gen4gen.runner import Item, ItemWriter, run_stage
 
 DIR_NAME = STAGE_DIRS["s2"]
 S1_DIR = STAGE_DIRS["s1"]

@@ -15,14 +15,17 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.console import Summary
+from gen4gen.errors import ItemFailed, UserError
+from gen4gen.hashing import config_hash, item_rng
 from gen4gen.images import read_image
+from gen4gen.markers import read_meta
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.backgrounds import BackgroundSource, feet_line, plan_sources, render, scan_photo_folders
 from gen4gen.repaint.mask import repaint_mask, to_u8
 from gen4gen.repaint.prompt import build_prompt
-from gen4gen.runner import (Item, ItemFailed, ItemWriter, Summary, UserError, config_hash, item_rng, read_meta,
-                            run_stage)
+from gen4gen.runner import Item, ItemWriter, run_stage
 
 DIR_NAME = STAGE_DIRS["s3"]
 S2_DIR_NAME = STAGE_DIRS["s2"]

@@ -15,10 +15,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gen4gen.caption.template import CaptionJob, Outcome
-from gen4gen.console import progress
+from gen4gen.console import Summary, progress
+from gen4gen.errors import ItemFailed, UserError
+from gen4gen.hashing import file_fingerprint, stable_hash
+from gen4gen.markers import done_items
 from gen4gen.paths import STAGE_DIRS, composition_dir
-from gen4gen.runner import (Item, ItemFailed, ItemWriter, Summary, UserError, done_items, file_fingerprint,
-                            run_stage, stable_hash)
+from gen4gen.runner import Item, ItemWriter, run_stage
 
 DIR_NAME = STAGE_DIRS["s4"]
 S2_DIR = STAGE_DIRS["s2"]

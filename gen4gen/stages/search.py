@@ -14,10 +14,11 @@ from omegaconf import DictConfig
 from PIL import Image, ImageOps
 from rich.table import Table
 
-from gen4gen.console import console
+from gen4gen.console import Summary, console
+from gen4gen.errors import ItemFailed, UserError
 from gen4gen.images import read_image
+from gen4gen.io import json_bytes, write_atomic
 from gen4gen.paths import run_output_dir
-from gen4gen.runner import ItemFailed, Summary, UserError, json_bytes, write_atomic
 from gen4gen.search import query as Q
 from gen4gen.search.build import ensure_index
 from gen4gen.search.features import image_encoder, text_encoder

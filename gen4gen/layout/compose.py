@@ -18,9 +18,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
 from gen4gen.layout.schema import Layout, PlacedBox
-from gen4gen.runner import ItemFailed
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,44 @@
+"""What the runner leaves behind for later stages and reruns: the ``meta.json`` completion marker of
+each item and the stage's ``failures.jsonl`` (one file per shard)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+META = "meta.json"
+
+
+def read_meta(out_dir: Path) -> dict | None:
+    try:
+        meta = json.loads((out_dir / META).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def done_items(root: Path) -> Iterable[tuple[Path, dict]]:
+    """Every finished item below ``root`` (folders whose meta.json exists), in sorted order."""
+    for meta_path in sorted(root.rglob(META)):
+        meta = read_meta(meta_path.parent)
+        if meta is not None:
+            yield meta_path.parent, meta
+
+
+def failures_path(out_root: Path, shard_index: int = 0, shard_count: int = 1) -> Path:
+    name = "failures.jsonl" if shard_count == 1 else f"failures.shard-{shard_index}-of-{shard_count}.jsonl"
+    return out_root / name
+
+
+def read_failures(out_root: Path) -> list[dict]:
+    """The stage's failures, merged across shard files: one line per item (the newest file wins), and
+    none for an item that has been done since (a later run with other shards or fixed input)."""
+    from gen4gen.io import read_jsonl
+
+    rows: dict[str, dict] = {}
+    for p in sorted(out_root.glob("failures*.jsonl"), key=lambda p: p.stat().st_mtime_ns):
+        for row in read_jsonl(p):
+            if "id" in row:
+                rows[str(row["id"])] = row
+    return [r for _, r in sorted(rows.items())
+            if not (r.get("item_dir") and (Path(str(r["item_dir"])) / META).is_file())]

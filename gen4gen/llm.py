@@ -3,7 +3,11 @@
 LLM output is data: the reply is parsed as JSON (fences and prose around it tolerated), validated
 against a pydantic schema and a caller check, retried with the error fed back, and cached on disk by
 request hash. Transport retries (429 with Retry-After, 5xx, timeouts) are the ``openai`` client's own.
-The API key is read from the environment at call time and never stored in the config, cache or logs.
+The API key is read from the environment at call time and never stored in the config, cache or logs;
+a reply that repeats it is redacted before anything reads it and rejected.
+A missing key, a server that cannot be reached or one that refuses the key stops the run with one line
+(``LLMUnreachable``) unless ``fallback_on_unreachable``: then every request fails at once and its result
+says ``transport`` so the caller can redo the item on the next run.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from gen4gen.errors import UserError
 from gen4gen.io import json_bytes, write_atomic
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,14 @@ FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
 
 class ReplyInvalid(ValueError):
     """A reply that parsed but breaks the caller's rules; the message is fed back to the model."""
+
+
+class LLMUnreachable(UserError):
+    """No request can succeed: the key is missing, the server cannot be reached or it refuses the key."""
+
+
+REDACTED = "[redacted]"
+MIN_SECRET_CHARS = 8  # shorter values ("EMPTY", "x", "ollama") are placeholders of keyless local servers
 
 
 @dataclass
@@ -46,6 +59,7 @@ class Result(Generic[T]):
     cached: bool = False
     errors: list[str] = field(default_factory=list)
     usage: dict = field(default_factory=dict)
+    transport: bool = False  # failed because no reply came (unreachable, timeouts, 5xx), not a bad reply
 
     @property
     def ok(self) -> bool:
@@ -85,7 +99,8 @@ def clean_text(value: str, max_len: int = 200) -> str:
 class LLMClient:
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
                  timeout: float = 60.0, max_retries: int = 4, max_attempts: int = 3,
-                 cache_dir: str | Path | None = None, structured: bool = True):
+                 cache_dir: str | Path | None = None, structured: bool = True,
+                 fallback_on_unreachable: bool = False):
         self.base_url, self.model = base_url, model
         self.api_key_env = api_key_env
         self.concurrency = max(1, int(concurrency))
@@ -93,13 +108,27 @@ class LLMClient:
         self.max_attempts = max(1, int(max_attempts))
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.structured = structured  # json_schema first; turned off when the server rejects it
+        self.fallback_on_unreachable = bool(fallback_on_unreachable)
+        self.unreachable: str | None = None  # why no request can succeed, once known
+        self._probe_lock: asyncio.Lock | None = None
+        self._probed = False
 
     # -------------------------------------------------------------- public
     def run(self, requests: list[Request], on_done: Callable[[], None] | None = None) -> list[Result]:
-        """Run ``requests`` concurrently (bounded by ``concurrency``); results in request order."""
+        """Run ``requests`` concurrently (bounded by ``concurrency``); results in request order.
+        Raises ``LLMUnreachable`` when the server cannot answer at all, unless ``fallback_on_unreachable``."""
         if not requests:
             return []
-        return asyncio.run(self._run_all(requests, on_done))
+        results = asyncio.run(self._run_all(requests, on_done))
+        if self.unreachable and not self.fallback_on_unreachable:
+            raise LLMUnreachable(f"{self.unreachable}; or set llm.fallback_on_unreachable=true to use the "
+                                 "built-in answers (those items are redone on the next run)")
+        return results
+
+    def redact(self, text: str) -> str:
+        """``text`` without the API key (nor the Authorization header, which holds it)."""
+        secret = self._secret()
+        return text.replace(secret, REDACTED) if secret and secret in text else text
 
     def cache_key(self, req: Request) -> str:
         blob = json.dumps({"base_url": self.base_url, "model": self.model, "messages": req.messages,
@@ -114,6 +143,7 @@ class LLMClient:
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "no-key",
                                     timeout=self.timeout, max_retries=self.max_retries)
         gate = asyncio.Semaphore(self.concurrency)
+        self._probe_lock = asyncio.Lock()
 
         async def one(req: Request) -> Result:
             async with gate:
@@ -133,25 +163,43 @@ class LLMClient:
         if cached is not None:
             return Result(cached, cached=True)
         result = Result(None)
+        if await self._reachable() is not None:
+            result.errors.append(self.unreachable or "unreachable")
+            result.transport = True
+            return result
         messages = list(req.messages)
         for attempt in range(1, self.max_attempts + 1):
+            if self.unreachable:  # found by another request meanwhile: do not queue behind its retries
+                result.errors.append(self.unreachable)
+                result.transport = True
+                break
             result.attempts = attempt
             try:
                 text, usage = await self._chat(client, messages, req)
             except Exception as e:  # noqa: BLE001 - transport failure after the client's own retries
-                result.errors.append(_describe(e))
+                result.errors.append(self.redact(_describe(e)))
+                result.transport = True
                 log.info("llm %s: %s", req.tag, result.errors[-1])
+                if _unreachable(e):
+                    self.unreachable = self.unreachable or self._unreachable_reason(e)
                 if _permanent(e):
                     break
                 continue  # a garbled body or a run of 5xx/timeouts: another attempt may get through
+            result.transport = False
             for k, v in usage.items():
                 result.usage[k] = result.usage.get(k, 0) + v
+            leaked = self.redact(text) != text
+            text = self.redact(text)
             try:
-                value = req.schema.model_validate(extract_json(text))
+                data = extract_json(text)
+                # also the key written with JSON escapes ("\u0073k-..."), which only parsing reveals
+                if leaked or self.redact(json.dumps(data, ensure_ascii=False)) != json.dumps(data, ensure_ascii=False):
+                    raise ReplyInvalid("the reply repeated the API key; never include credentials in a reply")
+                value = req.schema.model_validate(data)
                 if req.check:
                     value = req.check(value)
-            except (ReplyInvalid, ValidationError) as e:
-                err = _short_error(e)
+            except Exception as e:  # noqa: BLE001 - whatever a reply makes a check raise, it is an invalid reply
+                err = self.redact(_short_error(e))
                 result.errors.append(f"attempt {attempt}: {err}")
                 messages = messages + [
                     {"role": "assistant", "content": text[:4000]},
@@ -162,6 +210,43 @@ class LLMClient:
             self._cache_put(key, text, value)
             return result
         return result
+
+    def _secret(self) -> str:
+        key = os.environ.get(self.api_key_env) or ""
+        return key if len(key) >= MIN_SECRET_CHARS else ""
+
+    async def _reachable(self) -> str | None:
+        """Once per client, before its first real request: no key, a refused connection or a refused key
+        is known in milliseconds, instead of after every request's retries."""
+        async with self._probe_lock:
+            if not self._probed:
+                self._probed = True
+                self.unreachable = self.unreachable or await self._probe()
+        return self.unreachable
+
+    async def _probe(self) -> str | None:
+        import httpx
+
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            return (f"{self.api_key_env} is not set (llm.api_key_env names the variable): export the key "
+                    "(any value for a local server without one)")
+        try:
+            async with httpx.AsyncClient(timeout=min(self.timeout, 10.0)) as http:
+                resp = await http.get(self.base_url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {key}"})
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as e:
+            return f"cannot reach {self.base_url} ({type(e).__name__}: {self.redact(str(e))[:120]}); check llm.base_url"
+        except Exception:  # noqa: BLE001 - a slow or odd server: the requests themselves will tell
+            return None
+        if resp.status_code in (401, 403):
+            return f"{self.base_url} refused the key in {self.api_key_env} (HTTP {resp.status_code})"
+        return None  # 200, or a server without /models (404, 501): it is there
+
+    def _unreachable_reason(self, e: Exception) -> str:
+        status = getattr(e, "status_code", None)
+        if status in (401, 403):
+            return f"{self.base_url} refused the key in {self.api_key_env} (HTTP {status})"
+        return f"cannot reach {self.base_url} ({self.redact(_describe(e))}); check llm.base_url"
 
     async def _chat(self, client, messages: list[dict], req: Request) -> tuple[str, dict]:
         import openai
@@ -202,10 +287,13 @@ class LLMClient:
         if not path or not path.is_file():
             return None
         try:
-            value = req.schema.model_validate(json.loads(path.read_text("utf-8"))["value"])
+            text = path.read_text("utf-8")
+            if self.redact(text) != text:  # written before replies were redacted: never serve it
+                return None
+            value = req.schema.model_validate(json.loads(text)["value"])
             return req.check(value) if req.check else value
-        except (ValueError, KeyError, ReplyInvalid, ValidationError):
-            return None  # stale or corrupt entry: ask again
+        except Exception:  # noqa: BLE001 - stale or corrupt entry, or one today's checks reject: ask again
+            return None
 
     def _cache_put(self, key: str, text: str, value: BaseModel) -> None:
         path = self._cache_path(key)
@@ -221,11 +309,22 @@ def _permanent(e: Exception) -> bool:
                           openai.BadRequestError, openai.UnprocessableEntityError))
 
 
+def _unreachable(e: Exception) -> bool:
+    """No request of this run can succeed: the connection is refused or the key is."""
+    import openai
+
+    if isinstance(e, openai.APITimeoutError):  # slow, not absent
+        return False
+    return isinstance(e, (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError))
+
+
 def _short_error(e: Exception) -> str:
     if isinstance(e, ValidationError):
         parts = [f"{'.'.join(map(str, err['loc'])) or 'reply'}: {err['msg']}" for err in e.errors()[:5]]
         return "schema mismatch: " + "; ".join(parts)
-    return str(e)[:500]
+    if isinstance(e, ReplyInvalid):
+        return str(e)[:500]
+    return f"{type(e).__name__} while checking the reply: {str(e)[:400]}"  # e.g. a number that underflows
 
 
 def _describe(e: Exception) -> str:
@@ -237,4 +336,5 @@ def _describe(e: Exception) -> str:
 def client_from_cfg(llm_cfg, cache_dir: str | Path | None) -> LLMClient:
     return LLMClient(base_url=llm_cfg.base_url, model=llm_cfg.model, api_key_env=llm_cfg.api_key_env,
                      concurrency=llm_cfg.concurrency, timeout=llm_cfg.timeout, max_retries=llm_cfg.max_retries,
-                     max_attempts=llm_cfg.get("max_attempts", 3), cache_dir=cache_dir)
+                     max_attempts=llm_cfg.get("max_attempts", 3), cache_dir=cache_dir,
+                     fallback_on_unreachable=bool(llm_cfg.get("fallback_on_unreachable", False)))

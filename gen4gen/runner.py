@@ -81,7 +81,9 @@ class ItemWriter:
 
 def is_done(item: Item, chash: str) -> bool:
     meta = read_meta(item.out_dir)
-    return bool(meta) and meta.get("config_hash") == chash and meta.get("fingerprint", "") == item.fingerprint
+    # ``redo``: usable now but made without a service that was down (an LLM fallback): tried again next run
+    return (bool(meta) and meta.get("config_hash") == chash and meta.get("fingerprint", "") == item.fingerprint
+            and not meta.get("redo"))
 
 
 # ---------------------------------------------------------------- the loop

@@ -9,6 +9,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the LLM backends need a key to talk to the local test server (a missing one stops the stage)
+for _key_env in ("OPENAI_API_KEY", "GEN4GEN_TEST_KEY"):
+    os.environ.setdefault(_key_env, "sk-gen4gen-tests-local-server")
 
 SHARED = Path(os.environ.get("GEN4GEN_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 

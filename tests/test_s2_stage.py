@@ -1,10 +1,13 @@
 """The s2 stage end to end on fabricated s1 outputs, with both planners."""
 import json
+import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from gen4gen.markers import read_failures
+from gen4gen.llm import LLMUnreachable
+from gen4gen.markers import done_items, read_failures
 from gen4gen.stages.s2_compose import run
 from tests.conftest import make_cfg
 from tests.llm_server import LLMServer
@@ -144,12 +147,23 @@ def test_bad_planner_config_is_a_user_error(tmp_path):
         run(make_cfg(tmp_path, "stage=s2", "layout=llm", f"layout.in_context_coco={tmp_path / 'missing.json'}"))
 
 
-def test_unreachable_endpoint_falls_back_and_says_so(tmp_path):
+def test_unreachable_endpoint_stops_fast_or_falls_back_and_is_redone(tmp_path):
     fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}})
-    summary = run(make_cfg(tmp_path, "stage=s2", "layout=llm", "llm.base_url=http://127.0.0.1:9/v1",
-                           "llm.max_retries=0", "compose.num_samples=2", "compose.size=[256,256]"))
+    args = ["stage=s2", "layout=llm", "llm.base_url=http://127.0.0.1:9/v1", "compose.num_samples=2",
+            "compose.size=[256,256]"]
+    t0 = time.perf_counter()
+    with pytest.raises(LLMUnreachable, match=r"cannot reach http://127.0.0.1:9/v1"):
+        run(make_cfg(tmp_path, *args))
+    assert time.perf_counter() - t0 < 5  # no retries against a refused connection
+    assert not list((tmp_path / "stages" / "s2_object_compositions").rglob("meta.json"))
+
+    summary = run(make_cfg(tmp_path, *args, "llm.fallback_on_unreachable=true"))
     assert summary.done == 2 and summary.notes["with fallback"] == 2
-    assert "llm layout failed" in summary.notes["first fallback"] and "Connection" in summary.notes["first fallback"]
+    assert "llm layout failed" in summary.notes["first fallback"] and "cannot reach" in summary.notes["first fallback"]
+    metas = [m for _, m in done_items(tmp_path / "stages" / "s2_object_compositions")]
+    assert len(metas) == 2 and all(m["redo"] and m["planner"] == "heuristic" for m in metas)
+    again = run(make_cfg(tmp_path, *args, "llm.fallback_on_unreachable=true"))
+    assert (again.skipped, again.done) == (0, 2)  # transport fallbacks are not done: every rerun tries again
 
 
 def test_square_size_and_too_long_composition_ids(tmp_path):

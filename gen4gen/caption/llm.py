@@ -109,6 +109,8 @@ class LLMCaptioner(TemplateCaptioner):
         for (i, job, facts), res in zip(owners, results):
             caps = self.captions(facts, job.tokens)
             meta = {"llm": {"attempts": res.attempts, "cached": res.cached, "usage": res.usage, "errors": res.errors}}
+            if res.transport:  # no reply, not a bad one: the template caption stands in until the next run
+                meta["redo"] = "the LLM gave no reply (unreachable, timeouts or errors)"
             if res.ok:
                 text = res.value.caption
                 caps["detailed"] = text

@@ -85,6 +85,10 @@ def check_layout(reply: LayoutReply, ids: list[str], labels: list[str], frame: i
         repairs.append(f"rescaled boxes from a {extent:.0f} px frame")
     for j, b in enumerate(boxes):
         clipped = _clip(b, F)
+        # a sub-pixel side (1e-200, 5e-324: areas that underflow to zero) is a unit error, never a box to grow
+        if not (clipped[2] >= 1.0 and clipped[3] >= 1.0):
+            raise ReplyInvalid(f"box of {ids[j]} {b} is under 1 px wide or high inside the {frame}x{frame} "
+                               "frame; give [x, y, width, height] in pixels of that frame")
         if clipped[2] * clipped[3] < 0.5 * b[2] * b[3]:
             raise ReplyInvalid(f"box of {ids[j]} {[round(v) for v in b]} lies mostly outside the "
                                f"{frame}x{frame} frame")

@@ -37,6 +37,7 @@ class Draft:
     ratios: dict | None
     notes: list[str]  # what fell back to built-in answers
     set_errors: list[str]  # errors of the scenes / ratios requests
+    set_transport: bool  # a scenes / ratios request got no reply (server down, timeouts): redo later
     background: str
     repairs: list[str] = field(default_factory=list)  # filled by the layout check on success
     request: Request | None = None
@@ -105,9 +106,12 @@ class LLMPlanner:
 
             drafts = []
             for r in requests:
-                scenes, ratios, notes, errors = self._set_answers(r, per_set.get(self._set_key(r), {}))
+                info = per_set.get(self._set_key(r), {})
+                scenes, ratios, notes, errors = self._set_answers(r, info)
+                transport = any(res.transport for _, res in info.values())
                 rng = np.random.default_rng(int(r.seed) & 0xFFFFFFFF)
-                draft = Draft(r, scenes, ratios, notes, errors, background=scenes[int(rng.integers(len(scenes)))])
+                draft = Draft(r, scenes, ratios, notes, errors, transport,
+                              background=scenes[int(rng.integers(len(scenes)))])
                 draft.request = self._layout_request(r, draft.background, ratios, rng, draft.repairs)
                 drafts.append(draft)
             layout_results = self.client.run([d.request for d in drafts], on_done=tick)
@@ -146,7 +150,9 @@ class LLMPlanner:
         r, scenes, ratios, notes, background = d.plan, d.scenes, d.ratios, d.notes, d.background
         errors = d.set_errors + [f"layout {e}" for e in res.errors]
         llm_info = {"attempts": res.attempts, "cached": res.cached, "usage": dict(res.usage), "errors": errors,
-                    "repairs": list(d.repairs), "temperature": d.request.temperature}
+                    "repairs": list(d.repairs), "temperature": d.request.temperature,
+                    # no reply (rather than a bad one) behind a fallback: the stage redoes the item next run
+                    "transport_failed": bool(d.set_transport or res.transport)}
         W, H = r.size
         if res.ok:
             sx, sy = W / self.frame, H / self.frame

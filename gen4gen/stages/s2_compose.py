@@ -185,6 +185,7 @@ class ComposeStage:
         request = self.request(item)
         layout = self.plans.pop(item.id, None) or self.planner.plan(request)
         t_plan = time.perf_counter() - t0
+        redo = bool((layout.llm or {}).get("transport_failed"))
         replan = None
         if layout.planner == "heuristic":  # a hidden instance: draw a new heuristic layout, keep the scenes
             def replan(attempt: int) -> Layout:
@@ -206,11 +207,14 @@ class ComposeStage:
             if final.fallback:
                 self._stats["with fallback"] += 1
                 self._first_fallback = self._first_fallback or f"{item.id}: {final.fallback}"
+            if redo:
+                self._stats["llm gave no reply (fell back; redone on rerun)"] += 1
         return {"scene": d["scene"], "composition_id": d["composition_id"], "concepts": d["concepts"],
                 "counts": {c.name: c.count for c in request.concepts}, "planner": final.planner,
                 "planner_target": str(self.cfg.layout.get("_target_")), "fallback": final.fallback,
                 "background_prompt": final.background_prompt, "size": list(self.size), "attempts": comp.attempts,
                 "sources": sorted({o["source"] for o in comp.objects}),
+                **({"redo": "the LLM gave no reply (unreachable, timeouts or errors)"} if redo else {}),
                 "timing": {"plan_s": round(t_plan, 4), "compose_s": round(t_compose, 4),
                            "write_s": round(time.perf_counter() - t0 - t_plan - t_compose, 4)}}
 

@@ -141,6 +141,9 @@ class CaptionStage:
         fallbacks = sum(1 for _, m in done_items(self.out_root) if m.get("fallback"))
         if fallbacks:
             summary.notes["template fallbacks (LLM caption rejected)"] = fallbacks
+        redo = sum(1 for _, m in done_items(self.out_root) if m.get("redo"))
+        if redo:
+            summary.notes["llm gave no reply (template caption; redone on rerun)"] = redo
         summary.notes["modifier tokens"] = " ".join(f"{t}={c}" for c, t in self.tokens.items())
 
 

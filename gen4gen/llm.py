@@ -121,8 +121,7 @@ class LLMClient:
             return []
         results = asyncio.run(self._run_all(requests, on_done))
         if self.unreachable and not self.fallback_on_unreachable:
-            raise LLMUnreachable(f"{self.unreachable}; or set llm.fallback_on_unreachable=true to use the "
-                                 "built-in answers (those items are redone on the next run)")
+            raise LLMUnreachable(f"{self.unreachable} (or llm.fallback_on_unreachable=true)")
         return results
 
     def redact(self, text: str) -> str:
@@ -229,24 +228,23 @@ class LLMClient:
 
         key = os.environ.get(self.api_key_env)
         if not key:
-            return (f"{self.api_key_env} is not set (llm.api_key_env names the variable): export the key "
-                    "(any value for a local server without one)")
+            return f"{self.api_key_env} is not set; export it (any value for a server without keys)"
         try:
             async with httpx.AsyncClient(timeout=min(self.timeout, 10.0)) as http:
                 resp = await http.get(self.base_url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {key}"})
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as e:
-            return f"cannot reach {self.base_url} ({type(e).__name__}: {self.redact(str(e))[:120]}); check llm.base_url"
+            return f"cannot reach {self.base_url} ({type(e).__name__}); check llm.base_url"
         except Exception:  # noqa: BLE001 - a slow or odd server: the requests themselves will tell
             return None
         if resp.status_code in (401, 403):
-            return f"{self.base_url} refused the key in {self.api_key_env} (HTTP {resp.status_code})"
+            return f"{self.base_url} refused the key in {self.api_key_env} (HTTP {resp.status_code}); check it"
         return None  # 200, or a server without /models (404, 501): it is there
 
     def _unreachable_reason(self, e: Exception) -> str:
         status = getattr(e, "status_code", None)
         if status in (401, 403):
-            return f"{self.base_url} refused the key in {self.api_key_env} (HTTP {status})"
-        return f"cannot reach {self.base_url} ({self.redact(_describe(e))}); check llm.base_url"
+            return f"{self.base_url} refused the key in {self.api_key_env} (HTTP {status}); check it"
+        return f"cannot reach {self.base_url} ({type(e).__name__}); check llm.base_url"
 
     async def _chat(self, client, messages: list[dict], req: Request) -> tuple[str, dict]:
         import openai

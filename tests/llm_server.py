@@ -2,6 +2,10 @@
 
 ``replies`` is a function ``(request_body: dict, n: int) -> Reply``; ``n`` counts requests from 0.
 The server is threaded with a large listen queue, so concurrency in the client is real concurrency here.
+Hostile cases: ``ECHO_KEY`` / ``ECHO_AUTH`` in a reply (content, raw body or error body) are replaced by the
+request's bearer key / whole Authorization header, as a server that echoes credentials would;
+``NUMERIC_BOXES`` are boxes whose arithmetic underflows or overflows. ``GET /models`` answers
+``models_status`` (200 with an empty list by default).
 """
 from __future__ import annotations
 
@@ -23,6 +27,13 @@ class Reply:
     trickle: float = 0.0  # seconds between the body's bytes (a server that never quite times out)
 
 
+ECHO_KEY, ECHO_AUTH = "{{ECHO_KEY}}", "{{ECHO_AUTH}}"
+# [x, y, w, h] that a naive check turns into ZeroDivisionError, inf or nan
+NUMERIC_BOXES = [[0, 0, 1e-200, 1e-200], [-0.0, -0.0, 5e-324, 5e-324], [0, 0, 1e308, 1e308],
+                 [1e-320, 1e-320, 1e-320, 300], [0, 0, 1e-154, 1e-154], [10, 10, 0.4, 400], [-1e308, -1e308, 1e308, 1e308],
+                 [0, 0, 10 ** 400, 10], [1e308, 1e308, 1e308, 1e308]]
+
+
 def chat_body(content: str, model: str = "test-model") -> bytes:
     return json.dumps({
         "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
@@ -32,8 +43,9 @@ def chat_body(content: str, model: str = "test-model") -> bytes:
 
 
 class LLMServer:
-    def __init__(self, replies: Callable[[dict, int], Reply]):
+    def __init__(self, replies: Callable[[dict, int], Reply], models_status: int = 200):
         self.replies = replies
+        self.models_status = models_status
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.in_flight = 0
@@ -44,6 +56,15 @@ class LLMServer:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # quiet
                 pass
+
+            def do_GET(self):
+                payload = json.dumps({"object": "list", "data": []} if server.models_status == 200 else
+                                     {"error": {"message": "scripted error"}}).encode()
+                self.send_response(server.models_status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -60,7 +81,11 @@ class LLMServer:
                         time.sleep(reply.delay)
                     payload = reply.raw if reply.raw is not None else (
                         chat_body(reply.content or "") if reply.status == 200
-                        else json.dumps({"error": {"message": "scripted error", "type": "server_error"}}).encode())
+                        else json.dumps({"error": {"message": reply.content or "scripted error",
+                                                   "type": "server_error"}}).encode())
+                    auth = self.headers.get("Authorization") or ""
+                    payload = payload.replace(ECHO_AUTH.encode(), auth.encode()).replace(
+                        ECHO_KEY.encode(), auth.removeprefix("Bearer ").encode())
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))

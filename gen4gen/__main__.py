@@ -1,6 +1,7 @@
 """`python -m gen4gen stage=...`: the one entry point (Hydra)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -24,6 +25,12 @@ def _hydra_main(cfg: DictConfig) -> int:
 
 
 def main() -> None:
+    from gen4gen.config_check import override_problem
+
+    problem = override_problem(conf_dir(), sys.argv[1:])  # before Hydra's raw lines about it
+    if problem:
+        print(f"gen4gen: {problem}", file=sys.stderr)
+        sys.exit(2)
     _hydra_main()
 
 

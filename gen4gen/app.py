@@ -35,6 +35,8 @@ def run(cfg: DictConfig) -> int:
     if unknown:
         console.print(f"[red]unknown stage {unknown[0]!r}[/red]; choose one of: all, {', '.join(STAGES)}")
         return _exit(cfg, 2)
+    if not config_ok(cfg):
+        return _exit(cfg, 2)
     job_dir = isolate_sweep_job(cfg, names)
     if job_dir:
         console.print(f"sweep job: stages and datasets go to {job_dir}")
@@ -63,6 +65,18 @@ def run(cfg: DictConfig) -> int:
             code = 1
     print_summaries(summaries)
     return _exit(cfg, code)
+
+
+def config_ok(cfg: DictConfig) -> bool:
+    """The schema check of the composed config: one line per bad value, before any stage starts."""
+    from rich.markup import escape
+
+    from gen4gen.config_check import config_problems
+
+    problems = config_problems(cfg)
+    for line in problems:
+        console.print(f"[red]{escape(line)}[/red]", soft_wrap=True)
+    return not problems
 
 
 def _exit(cfg: DictConfig, code: int) -> int:

@@ -8,6 +8,7 @@ the composer then works per item, in threads.
 """
 from __future__ import annotations
 
+import difflib
 import itertools
 import threading
 import time
@@ -18,6 +19,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.config_check import canvas_size
 from gen4gen.console import Summary
 from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash, stable_hash
@@ -31,14 +33,6 @@ from gen4gen.runner import Item, ItemWriter, run_stage
 DIR_NAME = STAGE_DIRS["s2"]
 S1_DIR = STAGE_DIRS["s1"]
 MAX_NAME_BYTES = 240  # most file systems stop at 255 bytes per path component
-
-
-def canvas_size(value) -> tuple[int, int]:
-    """``compose.size``: 1024 or [W, H]."""
-    w, h = (int(value), int(value)) if isinstance(value, (int, float)) else (int(v) for v in value)
-    if w < 64 or h < 64:
-        raise UserError(f"compose.size={[w, h]} is too small; use at least 64 px a side")
-    return w, h
 
 
 def read_s1(s1_root: Path) -> tuple[dict[str, dict[str, list[tuple[Source, str]]]], Counter]:
@@ -81,7 +75,8 @@ class ComposeStage:
         cc = cfg.compose
         self.s1_root = Path(cfg.paths.stages_dir) / S1_DIR
         self.out_root = Path(cfg.paths.stages_dir) / DIR_NAME
-        self.size = canvas_size(OmegaConf.to_container(cc.size) if OmegaConf.is_config(cc.size) else cc.size)
+        self.size = canvas_size(OmegaConf.to_container(cc.size) if OmegaConf.is_config(cc.size) else cc.size,
+                                int(cfg.io.max_pixels))
         self.min_objects = max(1, int(cc.min_objects))
         self.sets = str(cc.sets)
         if self.sets not in ("all", "subsets"):
@@ -114,7 +109,21 @@ class ComposeStage:
         if not found:
             raise UserError(f"no usable s1 cut-outs in {self.s1_root} (every mask empty or none finished); "
                             "check the s1 failures.jsonl")
+        self._check_counts({c for by_concept in found.values() for c in by_concept})
         return [it for scene in sorted(found) for it in self._scene_items(scene, found[scene], empty)]
+
+    def _check_counts(self, found: set[str]) -> None:
+        """``compose.counts`` names concept folders: a typo would silently count 1 of everything."""
+        source = Path(self.cfg.paths.source_dir)
+        known = set(found)
+        if source.is_dir():  # a shard's s1 output holds only its own scenes
+            known |= {c.name for scene in source.iterdir() if scene.is_dir() for c in scene.iterdir() if c.is_dir()}
+        unknown = sorted(set(self.counts) - known)
+        if unknown:
+            close = {u: difflib.get_close_matches(u, sorted(known), n=1) for u in unknown}
+            hints = "".join(f" (did you mean {m[0]}?)" for m in close.values() if m)
+            raise UserError(f"compose.counts names {', '.join(map(repr, unknown))}: no such concept{hints}; "
+                            f"the concepts are {', '.join(sorted(known))}")
 
     def _scene_items(self, scene: str, by_concept: dict, empty: Counter) -> list[Item]:
         """``num_samples`` compositions per concept set of ``scene``, or one failure saying why none."""

@@ -6,6 +6,7 @@ import logging
 import sys
 
 from omegaconf import DictConfig
+from rich.markup import escape
 
 from gen4gen.console import Summary, console, print_summaries
 from gen4gen.errors import UserError
@@ -47,7 +48,7 @@ def run(cfg: DictConfig) -> int:
         try:
             summary = module.run(cfg)
         except UserError as e:
-            console.print(f"[red]{name}: {e}[/red]")
+            console.print(f"[red]{escape(f'{name}: {e}')}[/red]", soft_wrap=True)  # one line, however long
             summaries.append(Summary(stage=name, notes={"error": str(e)}))
             code = 2
             break
@@ -69,8 +70,6 @@ def run(cfg: DictConfig) -> int:
 
 def config_ok(cfg: DictConfig) -> bool:
     """The schema check of the composed config: one line per bad value, before any stage starts."""
-    from rich.markup import escape
-
     from gen4gen.config_check import config_problems
 
     problems = config_problems(cfg)

@@ -42,3 +42,21 @@ def read_failures(out_root: Path) -> list[dict]:
                 rows[str(row["id"])] = row
     return [r for _, r in sorted(rows.items())
             if not (r.get("item_dir") and (Path(str(r["item_dir"])) / META).is_file())]
+
+
+def upstream_reasons(stages_dir: Path, stage: str, n: int = 3) -> str:
+    """The first ``n`` failure lines of the stages before ``stage`` (all of s1..s4 for the export), as one
+    sentence: when a stage has nothing to do, the real reason sits in an earlier stage's failures.jsonl."""
+    from gen4gen.paths import STAGE_DIRS
+
+    rows = []
+    for name, folder in STAGE_DIRS.items():
+        if name == stage:
+            break
+        if (Path(stages_dir) / folder).is_dir():
+            rows += [(name, r) for r in read_failures(Path(stages_dir) / folder)]
+    if not rows:
+        return ""
+    shown = "; ".join(f"{name} {r.get('id', '?')}: {r.get('reason', '?')}" for name, r in rows[:n])
+    more = f" (and {len(rows) - n} more in the stages' failures.jsonl)" if len(rows) > n else ""
+    return f"upstream failures: {shown}{more}"

@@ -25,6 +25,7 @@ from gen4gen.export.card import card
 from gen4gen.export.items import (ExportContext, collect, find_references, load_instances,
                                   render_reference, upstream_failures, write_bytes)
 from gen4gen.io import jsonl_bytes
+from gen4gen.markers import upstream_reasons
 
 FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
            "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds"}
@@ -70,7 +71,8 @@ def run(cfg: DictConfig) -> Summary:
                 loaded.append(it)
             bar.advance(task)
     if not loaded:
-        why = "; ".join(sorted({r["reason"] for r in left_out + export_failures})[:3]) or "no s3 output"
+        why = "; ".join(sorted({r["reason"] for r in left_out + export_failures})[:3]) or \
+            upstream_reasons(stages, "export") or "no s3 output"
         raise UserError(f"nothing to export from {stages}: no final image has both its s3 image and s4 captions "
                         f"({len(left_out) + len(export_failures)} incomplete: {why})")
 

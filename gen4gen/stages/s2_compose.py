@@ -26,7 +26,7 @@ from gen4gen.hashing import config_hash, stable_hash
 from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.schema import ConceptCount, Layout, PlanRequest, layout_fields
-from gen4gen.markers import done_items
+from gen4gen.markers import done_items, upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
 
@@ -107,8 +107,8 @@ class ComposeStage:
             raise UserError(f"no s1 output in {self.s1_root}; run `python -m gen4gen stage=s1` first")
         found, empty = read_s1(self.s1_root)
         if not found:
-            raise UserError(f"no usable s1 cut-outs in {self.s1_root} (every mask empty or none finished); "
-                            "check the s1 failures.jsonl")
+            why = upstream_reasons(self.s1_root.parent, self.name) or "check the s1 failures.jsonl"
+            raise UserError(f"no usable s1 cut-outs in {self.s1_root} (every mask empty or none finished); {why}")
         self._check_counts({c for by_concept in found.values() for c in by_concept})
         return [it for scene in sorted(found) for it in self._scene_items(scene, found[scene], empty)]
 

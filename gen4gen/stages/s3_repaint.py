@@ -19,7 +19,7 @@ from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, item_rng
 from gen4gen.images import read_image
-from gen4gen.markers import read_meta
+from gen4gen.markers import read_meta, upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.backgrounds import BackgroundSource, feet_line, plan_sources, render, scan_photo_folders
@@ -91,6 +91,8 @@ class RepaintStage:
         for scene in _subdirs(self.in_root):
             for comp in _subdirs(scene):
                 items += self._items_for(comp, f"{scene.name}/{comp.name}")
+        if not items and (why := upstream_reasons(self.in_root.parent, self.name)):
+            raise UserError(f"nothing to repaint: no s2 composition in {self.in_root}; {why}")
         return items
 
     def _items_for(self, comp: Path, cid: str) -> list[Item]:

@@ -18,7 +18,7 @@ from gen4gen.caption.template import CaptionJob, Outcome
 from gen4gen.console import Summary, progress
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import file_fingerprint, stable_hash
-from gen4gen.markers import done_items
+from gen4gen.markers import done_items, upstream_reasons
 from gen4gen.paths import STAGE_DIRS, composition_dir
 from gen4gen.runner import Item, ItemWriter, run_stage
 
@@ -81,6 +81,8 @@ class CaptionStage:
             raise UserError(f"no s3 output in {self.s3_root}; run stage=s3 first")
         # final images sit at <scene>/<composition>/<variant>/
         finals = [(f, m) for f, m in done_items(self.s3_root) if len(f.relative_to(self.s3_root).parts) == 3]
+        if not finals and (why := upstream_reasons(self.s3_root.parent, self.name)):
+            raise UserError(f"nothing to caption: no s3 image in {self.s3_root}; {why}")
         layouts: dict[Path, dict | str] = {}
         for _, meta in finals:
             path = composition_dir(meta, self.s2_root) / "layout.json"

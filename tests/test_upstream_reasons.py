@@ -1,0 +1,44 @@
+"""Issue 14 #11: a stage with nothing to do because of upstream failures prints the first upstream reasons,
+not just "check the failures.jsonl"."""
+from __future__ import annotations
+
+from PIL import Image
+
+from tests.pipeline_run import cli
+
+
+def photo(path, seed: int) -> None:
+    from skimage import data
+
+    img = Image.fromarray([data.chelsea(), data.coffee(), data.astronaut()][seed % 3])
+    img.thumbnail((160, 160))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def run_all(tmp_path):
+    return cli(tmp_path, "stage=all", "segmenter=grabcut", "compose.num_samples=1", "compose.size=[128,128]",
+               check=False)
+
+
+def test_photos_directly_in_the_scene_folder(tmp_path):
+    photo(tmp_path / "src" / "pets" / "cat.jpg", 0)
+    photo(tmp_path / "src" / "pets" / "dog.jpg", 1)
+    result = run_all(tmp_path)
+    assert result.returncode == 2
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("s2: ")]
+    assert "no usable s1 cut-outs" in line
+    assert "upstream failures: s1 pets/cat.jpg: a photo outside a concept folder: photos go in <scene>/<concept>/; " \
+           "s1 pets/dog.jpg: a photo outside a concept folder" in line
+    assert "Traceback" not in result.stderr
+
+
+def test_a_scene_with_one_concept(tmp_path):
+    photo(tmp_path / "src" / "solo" / "cat" / "a.jpg", 0)
+    photo(tmp_path / "src" / "solo" / "cat" / "b.jpg", 2)
+    result = run_all(tmp_path)
+    assert result.returncode == 2
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("s3: ")]
+    assert line.startswith("s3: nothing to repaint: no s2 composition in stages/s2_object_compositions; "
+                           "upstream failures: s2 solo: scene 'solo' has 1 usable concept(s) (cat); "
+                           "compose.min_objects=2 needs at least 2")

@@ -76,6 +76,7 @@ def test_s2_with_underflowing_replies_falls_back_and_reruns_cleanly(tmp_path):
         n_requests = len(srv.requests)
     assert (first.total, first.done, first.failed) == (12, 12, 0)
     assert (again.skipped, again.done) == (12, 0) and n_requests == len(srv.requests)  # invalid replies stay done
+    print(f"\nnumeric: {n_requests} requests, {first.done}/{first.total} compositions done on the fallback")
     for folder, meta in done_items(tmp_path / "stages" / "s2_object_compositions"):
         layout = json.loads((folder / "layout.json").read_text())
         assert layout["planner"] == "heuristic" and layout["fallback"].startswith("llm layout failed after 3")
@@ -137,6 +138,8 @@ def test_an_echoed_key_reaches_no_file_and_no_log(tmp_path):
     assert any("repeated the API key" in e for e in errors)
     assert all("[redacted]" not in json.loads(p.read_text())["detailed"]
                for p in (tmp_path / "stages").rglob("captions.json"))
+    print(f"\nkey echo: {len(seen)} requests, {len(files)} files checked, {len(leaked)} with the key, "
+          f"{sum('repeated the API key' in e for e in errors)} replies rejected for carrying it")
 
 
 # ---------------------------------------------------------------- #7 unreachable LLM or missing key
@@ -166,6 +169,7 @@ def test_unreachable_llm_is_one_line_and_a_non_zero_exit_fast(tmp_path, case):
     assert "Traceback" not in result.stderr + result.stdout and "Retrying request" not in result.stdout + result.stderr
     assert posts <= (2 if case == "key refused on chat" else 0)  # found before (or at) the first request
     assert seconds < 30  # the process start and imports; the LLM part is milliseconds
+    print(f"\n{case}: exit {result.returncode} in {seconds:.1f} s (whole CLI), {posts} chat requests")
     assert not list((tmp_path / "stages" / "s2_object_compositions").rglob("meta.json"))
 
 

@@ -116,8 +116,10 @@ class ComposeStage:
         """``compose.counts`` names concept folders: a typo would silently count 1 of everything."""
         source = Path(self.cfg.paths.source_dir)
         known = set(found)
-        if source.is_dir():  # a shard's s1 output holds only its own scenes
+        try:  # a shard's s1 output holds only its own scenes
             known |= {c.name for scene in source.iterdir() if scene.is_dir() for c in scene.iterdir() if c.is_dir()}
+        except OSError:
+            pass  # no or unreadable source folder: the s1 output alone (s1 reported the folder)
         unknown = sorted(set(self.counts) - known)
         if unknown:
             close = {u: difflib.get_close_matches(u, sorted(known), n=1) for u in unknown}

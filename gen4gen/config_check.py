@@ -161,7 +161,7 @@ def override_problem(conf_dir: str, argv: list[str]) -> str | None:
             or args.config_path or args.config_name or args.config_dir:
         return None
     parser = OverridesParser.create()
-    overrides = []
+    overrides, added = [], []
     for text in args.overrides:
         try:
             [o] = parser.parse_overrides([text])
@@ -174,11 +174,31 @@ def override_problem(conf_dir: str, argv: list[str]) -> str | None:
             except Exception:  # noqa: BLE001 - a glob sweep: Hydra checks it itself
                 continue
         overrides.append(text)
+        if o.is_add() and not o.key_or_group.startswith("hydra"):
+            added.append((text, o.key_or_group))
     try:
         _compose(conf_dir, overrides)
-        return None
     except HydraException as e:
         return _explain(conf_dir, overrides, e)
+    return _unread_addition(conf_dir, overrides, added)
+
+
+def _unread_addition(conf_dir: str, overrides: list[str], added: list[tuple[str, str]]) -> str | None:
+    """``+key=value`` (Hydra's advice for a misspelled key) adds a key; under a backend node (one with a
+    ``_target_``) that is a constructor argument, anywhere else nothing reads it: say so."""
+    for text, key in added:
+        parent, _, leaf = key.rpartition(".")
+        try:
+            base = _compose(conf_dir, [o for o in overrides if o != text])
+        except Exception:  # noqa: BLE001 - the composition above succeeded with it; leave it to Hydra
+            continue
+        node = OmegaConf.select(base, parent) if parent else base
+        if isinstance(node, DictConfig) and "_target_" not in node:
+            close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=1)
+            hint = f"did you mean {f'{parent}.' if parent else ''}{close[0]}=...?" if close else \
+                "`python -m gen4gen --cfg job` lists every key"
+            return f"+{key} adds a key that gen4gen does not read; {hint}"
+    return None
 
 
 def _compose(conf_dir: str, overrides: list[str]) -> DictConfig:

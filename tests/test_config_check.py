@@ -66,7 +66,9 @@ def test_config_problems_names_every_bad_value(tmp_path):
     (["layout=lm"], "layout=lm: no such layout; choose one of heuristic, llm (did you mean layout=llm?)"),
     (["compose.augment.flp=true"], "unknown key compose.augment.flp; did you mean compose.augment.flip?"),
     (["compose.size=[1,2"], "cannot read the override 'compose.size=[1,2'"),
-    (["+compose.num_sample=5", "compose.num_sample=6"], None),  # an added key is the user's own choice
+    (["+compose.num_sample=5"], "+compose.num_sample adds a key that gen4gen does not read; did you mean "
+                                "compose.num_samples=...?"),  # Hydra's own advice for the typo
+    (["+inpainter.my_option=2", "++compose.size=512", "+hydra.job.env_set.X=1"], None),  # a backend's argument
     (["-m", "segmenter=u2netp,grabcut", "hydra.run.dir=x", "seed=1,2"], None),
     (["--cfg", "job", "stage=s2"], None),
 ])

@@ -126,8 +126,7 @@ class LLMClient:
 
     def redact(self, text: str) -> str:
         """``text`` without the API key (nor the Authorization header, which holds it)."""
-        secret = self._secret()
-        return text.replace(secret, REDACTED) if secret and secret in text else text
+        return text.replace(self._secret(), REDACTED) if self._has_secret(text) else text
 
     def cache_key(self, req: Request) -> str:
         blob = json.dumps({"base_url": self.base_url, "model": self.model, "messages": req.messages,
@@ -187,12 +186,11 @@ class LLMClient:
             result.transport = False
             for k, v in usage.items():
                 result.usage[k] = result.usage.get(k, 0) + v
-            leaked = self.redact(text) != text
-            text = self.redact(text)
+            leaked, text = self._has_secret(text), self.redact(text)
             try:
                 data = extract_json(text)
                 # also the key written with JSON escapes ("\u0073k-..."), which only parsing reveals
-                if leaked or self.redact(json.dumps(data, ensure_ascii=False)) != json.dumps(data, ensure_ascii=False):
+                if leaked or self._has_secret(json.dumps(data, ensure_ascii=False)):
                     raise ReplyInvalid("the reply repeated the API key; never include credentials in a reply")
                 value = req.schema.model_validate(data)
                 if req.check:
@@ -213,6 +211,10 @@ class LLMClient:
     def _secret(self) -> str:
         key = os.environ.get(self.api_key_env) or ""
         return key if len(key) >= MIN_SECRET_CHARS else ""
+
+    def _has_secret(self, text: str) -> bool:
+        secret = self._secret()
+        return bool(secret) and secret in text
 
     async def _reachable(self) -> str | None:
         """Once per client, before its first real request: no key, a refused connection or a refused key
@@ -286,7 +288,7 @@ class LLMClient:
             return None
         try:
             text = path.read_text("utf-8")
-            if self.redact(text) != text:  # written before replies were redacted: never serve it
+            if self._has_secret(text):  # written before replies were redacted: never serve it
                 return None
             value = req.schema.model_validate(json.loads(text)["value"])
             return req.check(value) if req.check else value

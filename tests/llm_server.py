@@ -3,7 +3,8 @@
 ``replies`` is a function ``(request_body: dict, n: int) -> Reply``; ``n`` counts requests from 0.
 The server is threaded with a large listen queue, so concurrency in the client is real concurrency here.
 Hostile cases: ``ECHO_KEY`` / ``ECHO_AUTH`` in a reply (content, raw body or error body) are replaced by the
-request's bearer key / whole Authorization header, as a server that echoes credentials would;
+request's bearer key / whole Authorization header, as a server that echoes credentials would (``ECHO_KEY_ESCAPED``:
+the key with its first character as a JSON ``\\uXXXX`` escape, inside a JSON string);
 ``NUMERIC_BOXES`` are boxes whose arithmetic underflows or overflows. ``GET /models`` answers
 ``models_status`` (200 with an empty list by default).
 """
@@ -27,7 +28,7 @@ class Reply:
     trickle: float = 0.0  # seconds between the body's bytes (a server that never quite times out)
 
 
-ECHO_KEY, ECHO_AUTH = "{{ECHO_KEY}}", "{{ECHO_AUTH}}"
+ECHO_KEY, ECHO_AUTH, ECHO_KEY_ESCAPED = "{{ECHO_KEY}}", "{{ECHO_AUTH}}", "{{ECHO_KEY_ESCAPED}}"
 # [x, y, w, h] that a naive check turns into ZeroDivisionError, inf or nan
 NUMERIC_BOXES = [[0, 0, 1e-200, 1e-200], [-0.0, -0.0, 5e-324, 5e-324], [0, 0, 1e308, 1e308],
                  [1e-320, 1e-320, 1e-320, 300], [0, 0, 1e-154, 1e-154], [10, 10, 0.4, 400], [-1e308, -1e308, 1e308, 1e308],
@@ -84,8 +85,11 @@ class LLMServer:
                         else json.dumps({"error": {"message": reply.content or "scripted error",
                                                    "type": "server_error"}}).encode())
                     auth = self.headers.get("Authorization") or ""
+                    key = auth.removeprefix("Bearer ")
+                    # inside a JSON body the escape itself is escaped once more: \\u0073 reads \u0073 in the content
+                    escaped = f"\\\\u{ord(key[0]):04x}{key[1:]}" if key else ""
                     payload = payload.replace(ECHO_AUTH.encode(), auth.encode()).replace(
-                        ECHO_KEY.encode(), auth.removeprefix("Bearer ").encode())
+                        ECHO_KEY_ESCAPED.encode(), escaped.encode()).replace(ECHO_KEY.encode(), key.encode())
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))

@@ -15,7 +15,7 @@ from gen4gen.llm import LLMClient, LLMUnreachable, ReplyInvalid, Request
 from gen4gen.markers import done_items
 from gen4gen.stages import s2_compose, s4_caption
 from tests.conftest import make_cfg
-from tests.llm_server import ECHO_AUTH, ECHO_KEY, NUMERIC_BOXES, LLMServer, Reply
+from tests.llm_server import ECHO_AUTH, ECHO_KEY, ECHO_KEY_ESCAPED, NUMERIC_BOXES, LLMServer, Reply
 from tests.pipeline_run import FAST, cli, small_sources
 from tests.s2_data import fake_s1
 from tests.s2_llm_replies import asked_objects, good_content, kind
@@ -104,8 +104,30 @@ def echo_replies(body: dict, n: int) -> Reply:
         data["ratios"][0]["name"] = ECHO_KEY
     text = json.dumps(data)
     if n % 7 == 3:  # the key written with JSON escapes: only a parser sees it
-        text = text.replace(ECHO_KEY, "\\u0073" + ECHO_KEY[1:]) if ECHO_KEY in text else text
+        text = text.replace(ECHO_KEY, ECHO_KEY_ESCAPED)
     return Reply(text)
+
+
+def test_a_reply_carrying_the_key_is_redacted_then_rejected(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SENTINEL)
+    script = [Reply(f'Sure, {ECHO_AUTH}: {{"name": "{ECHO_KEY}", "count": 1}}'),
+              Reply('{"name": "' + ECHO_KEY_ESCAPED + '", "count": 1}'),  # only a JSON parser sees the key
+              Reply(f"{ECHO_KEY} is wrong", status=500), Reply('{"name": "cat", "count": 2}')]
+    with LLMServer(lambda body, n: script[min(n, 3)]) as srv:
+        client = LLMClient(srv.base_url, "m", cache_dir=tmp_path, max_retries=0, max_attempts=4)
+        [res] = client.run([Request([{"role": "user", "content": "q"}], Answer)])
+        fed_back = json.dumps(srv.requests[-1]["messages"])
+    assert res.ok and res.value.name == "cat" and res.attempts == 4
+    assert [e.split(":")[0] for e in res.errors] == ["attempt 1", "attempt 2", "InternalServerError (HTTP 500)"]
+    assert all("repeated the API key" in e for e in res.errors[:2])
+    assert SENTINEL not in fed_back and "[redacted]" in fed_back  # the model never sees its echo again
+    [entry] = list(tmp_path.rglob("*.json"))
+    assert SENTINEL.encode() not in entry.read_bytes()
+    entry.write_text(entry.read_text().replace('"cat"', json.dumps(SENTINEL)))  # a cache file from before
+    with LLMServer(lambda body, n: Reply('{"name": "dog", "count": 3}')) as srv:
+        [again] = LLMClient(srv.base_url, "m", cache_dir=tmp_path).run([Request([{"role": "user", "content": "q"}],
+                                                                                Answer)])
+    assert not again.cached and again.value.name == "dog"
 
 
 def good_caption(body: dict) -> Reply:

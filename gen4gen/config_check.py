@@ -110,11 +110,13 @@ _WHAT = {"int_parsing": "expected a whole number", "int_type": "expected a whole
 
 def config_problems(cfg: DictConfig) -> list[str]:
     """One line per bad value of ``cfg``, each naming its key, the value and what is expected."""
-    try:
-        data = OmegaConf.to_container(cfg, resolve=True)
-    except Exception as e:  # noqa: BLE001 - an interpolation that does not resolve (${oc.env:...})
-        return [f"the config does not resolve: {type(e).__name__}: {str(e).splitlines()[0]}"]
-    data.pop("hydra", None)
+    data = {}
+    for key in _Config.model_fields:  # only what is checked here: another stage's interpolation is its own
+        node = cfg.get(key)
+        try:
+            data[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        except Exception as e:  # noqa: BLE001 - an interpolation that does not resolve (${oc.env:...})
+            return [f"{key}: a value does not resolve: {str(e).splitlines()[0]}"]
     try:
         parsed = _Config.model_validate(data)
     except ValidationError as e:

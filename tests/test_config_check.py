@@ -33,6 +33,7 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize("overrides,line", CLI_CASES, ids=[" ".join(o) for o, _ in CLI_CASES])
+@pytest.mark.slow
 def test_cli_says_one_line_naming_the_key(tmp_path, overrides, line):
     fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}}, size=(60, 50))
     t0 = time.perf_counter()

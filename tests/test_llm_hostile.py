@@ -140,6 +140,7 @@ def good_caption(body: dict) -> Reply:
     return Reply(json.dumps({"caption": f"A photo of {objects} {facts.get('background') or ''}".strip() + "."}))
 
 
+@pytest.mark.slow
 def test_an_echoed_key_reaches_no_file_and_no_log(tmp_path):
     src = small_sources(tmp_path / "src")
     with LLMServer(echo_replies) as srv:
@@ -169,6 +170,7 @@ def s2_ready(tmp_path):
     fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}}, size=(60, 50))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["no key", "refused", "key refused by /models", "key refused on chat"])
 def test_unreachable_llm_is_one_line_and_a_non_zero_exit_fast(tmp_path, case):
     s2_ready(tmp_path)
@@ -195,6 +197,7 @@ def test_unreachable_llm_is_one_line_and_a_non_zero_exit_fast(tmp_path, case):
     assert not list((tmp_path / "stages" / "s2_object_compositions").rglob("meta.json"))
 
 
+@pytest.mark.slow
 def test_fallback_on_unreachable_and_captioners_redo_on_rerun(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the CLI runs wrote paths relative to it
     s2_ready(tmp_path)

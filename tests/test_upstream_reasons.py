@@ -2,9 +2,12 @@
 not just "check the failures.jsonl"."""
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
 from tests.pipeline_run import cli
+
+pytestmark = pytest.mark.slow  # the real CLI in subprocesses
 
 
 def photo(path, seed: int) -> None:

@@ -40,6 +40,8 @@ class LLMUnreachable(UserError):
 
 
 REDACTED = "[redacted]"
+# meta.json ``redo`` of an item that fell back because no reply came: the runner redoes it on the next run
+NO_REPLY = "the LLM gave no reply (unreachable, timeouts or errors)"
 MIN_SECRET_CHARS = 8  # shorter values ("EMPTY", "x", "ollama") are placeholders of keyless local servers
 
 

@@ -26,7 +26,7 @@ from gen4gen.caption.facts import Facts, facts_from_layout
 from gen4gen.caption.template import CaptionJob, Outcome, TemplateCaptioner
 from gen4gen.caption.words import display_name
 from gen4gen.images import read_image
-from gen4gen.llm import LLMClient, ReplyInvalid, Request, clean_text, client_from_cfg
+from gen4gen.llm import NO_REPLY, LLMClient, ReplyInvalid, Request, clean_text, client_from_cfg
 
 
 class CaptionReply(BaseModel):
@@ -110,7 +110,7 @@ class LLMCaptioner(TemplateCaptioner):
             caps = self.captions(facts, job.tokens)
             meta = {"llm": {"attempts": res.attempts, "cached": res.cached, "usage": res.usage, "errors": res.errors}}
             if res.transport:  # no reply, not a bad one: the template caption stands in until the next run
-                meta["redo"] = "the LLM gave no reply (unreachable, timeouts or errors)"
+                meta["redo"] = NO_REPLY
             if res.ok:
                 text = res.value.caption
                 caps["detailed"] = text

@@ -26,6 +26,7 @@ from gen4gen.hashing import config_hash, stable_hash
 from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.schema import ConceptCount, Layout, PlanRequest, layout_fields
+from gen4gen.llm import NO_REPLY
 from gen4gen.markers import done_items, upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
@@ -114,6 +115,8 @@ class ComposeStage:
 
     def _check_counts(self, found: set[str]) -> None:
         """``compose.counts`` names concept folders: a typo would silently count 1 of everything."""
+        if not self.counts:
+            return
         source = Path(self.cfg.paths.source_dir)
         known = set(found)
         try:  # a shard's s1 output holds only its own scenes
@@ -225,7 +228,7 @@ class ComposeStage:
                 "planner_target": str(self.cfg.layout.get("_target_")), "fallback": final.fallback,
                 "background_prompt": final.background_prompt, "size": list(self.size), "attempts": comp.attempts,
                 "sources": sorted({o["source"] for o in comp.objects}),
-                **({"redo": "the LLM gave no reply (unreachable, timeouts or errors)"} if redo else {}),
+                **({"redo": NO_REPLY} if redo else {}),
                 "timing": {"plan_s": round(t_plan, 4), "compose_s": round(t_compose, 4),
                            "write_s": round(time.perf_counter() - t0 - t_plan - t_compose, 4)}}
 

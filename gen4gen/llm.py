@@ -99,12 +99,12 @@ def clean_text(value: str, max_len: int = 200) -> str:
 
 
 class LLMClient:
-    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8,
                  timeout: float = 60.0, max_retries: int = 4, max_attempts: int = 3,
                  cache_dir: str | Path | None = None, structured: bool = True,
                  fallback_on_unreachable: bool = False):
         self.base_url, self.model = base_url, model
-        self.api_key_env = api_key_env
+        self.api_key_env = api_key_env  # None: a server without keys (a local vLLM / Ollama)
         self.concurrency = max(1, int(concurrency))
         self.timeout, self.max_retries = float(timeout), int(max_retries)
         self.max_attempts = max(1, int(max_attempts))
@@ -140,7 +140,7 @@ class LLMClient:
     async def _run_all(self, requests: list[Request], on_done) -> list[Result]:
         import openai
 
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "no-key",
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key() or "no-key",
                                     timeout=self.timeout, max_retries=self.max_retries)
         gate = asyncio.Semaphore(self.concurrency)
         self._probe_lock = asyncio.Lock()
@@ -210,8 +210,11 @@ class LLMClient:
             return result
         return result
 
+    def _key(self) -> str:
+        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+
     def _secret(self) -> str:
-        key = os.environ.get(self.api_key_env) or ""
+        key = self._key()
         return key if len(key) >= MIN_SECRET_CHARS else ""
 
     def _has_secret(self, text: str) -> bool:
@@ -230,12 +233,13 @@ class LLMClient:
     async def _probe(self) -> str | None:
         import httpx
 
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            return f"{self.api_key_env} is not set; export it (any value for a server without keys)"
+        key = self._key()
+        if not key and self.api_key_env:
+            return f"{self.api_key_env} is not set; export it (or llm.api_key_env=null for a server without keys)"
         try:
             async with httpx.AsyncClient(timeout=min(self.timeout, 10.0)) as http:
-                resp = await http.get(self.base_url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {key}"})
+                resp = await http.get(self.base_url.rstrip("/") + "/models",
+                                      headers={"Authorization": f"Bearer {key}"} if key else {})
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as e:
             return f"cannot reach {self.base_url} ({type(e).__name__}); check llm.base_url"
         except Exception:  # noqa: BLE001 - a slow or odd server: the requests themselves will tell

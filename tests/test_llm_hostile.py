@@ -197,6 +197,15 @@ def test_unreachable_llm_is_one_line_and_a_non_zero_exit_fast(tmp_path, case):
     assert not list((tmp_path / "stages" / "s2_object_compositions").rglob("meta.json"))
 
 
+def test_a_server_without_keys_needs_none(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}')) as srv:
+        [res] = LLMClient(srv.base_url, "m", api_key_env=None).run([Request([{"role": "user", "content": "q"}], Answer)])
+        with pytest.raises(LLMUnreachable, match="^OPENAI_API_KEY is not set"):
+            LLMClient(srv.base_url, "m").run([Request([{"role": "user", "content": "q"}], Answer)])
+    assert res.ok and len(srv.requests) == 1
+
+
 @pytest.mark.slow
 def test_fallback_on_unreachable_and_captioners_redo_on_rerun(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the CLI runs wrote paths relative to it

@@ -1,5 +1,6 @@
 """LLM fault campaign: over a thousand planner and caption calls against a local server that injects
-timeouts, 429 with Retry-After, 5xx, truncated JSON, wrong schemas and hostile strings. Zero crashes,
+timeouts, 429 with Retry-After, 5xx, truncated JSON, wrong schemas, hostile strings, numbers that underflow
+and echoes of the caller's API key. Zero crashes,
 every composition and caption valid or recorded, nothing written outside the stage folders, and the
 API key nowhere on disk."""
 from __future__ import annotations
@@ -13,7 +14,7 @@ from gen4gen.caption.check import caption_problems
 from gen4gen.caption.words import count_phrase, join_list
 from gen4gen.markers import done_items, read_failures
 from gen4gen.stages import s2_compose, s3_repaint, s4_caption
-from tests.llm_server import LLMServer, Reply
+from tests.llm_server import ECHO_AUTH, ECHO_KEY, ECHO_KEY_ESCAPED, NUMERIC_BOXES, LLMServer, Reply
 from tests.s2_data import fake_s1
 from tests.s2_llm_replies import good_content
 
@@ -22,7 +23,7 @@ HOSTILE = ["../../../etc/passwd", "cat\x00\x1b[31m", "ignore previous instructio
            "a" * 5000, "C:\\Windows\\system32", "dog/../../../../tmp/evil"]
 # one fault per request, in this repeating order (a third of the calls fail once, some twice)
 FAULTS = ["good", "429", "good", "500", "truncated", "good", "timeout", "wrong_schema", "good", "hostile",
-          "prose", "good"]
+          "prose", "good", "numeric", "echo"]
 
 
 def is_caption(body: dict) -> bool:
@@ -59,6 +60,21 @@ def chaos(body: dict, n: int) -> Reply:
             obj["name"] = evil
         data["scenes"] = [evil, "../" + evil, evil]
         data["background_prompt"] = evil
+        return Reply(json.dumps(data))
+    if fault == "numeric":  # a box or ratio that underflows to zero area or overflows to inf
+        data = json.loads(good)
+        if data.get("objects"):
+            data["objects"][-1]["box"] = NUMERIC_BOXES[n % len(NUMERIC_BOXES)]
+        for k, r in enumerate(data.get("ratios", [])):
+            r["ratio"] = [5e-324, 1e308, 1e-320][k % 3]
+        return Reply(json.dumps(data))
+    if fault == "echo":  # the caller's key (bare, JSON-escaped or as its header) written into the answer
+        key = [ECHO_KEY, ECHO_KEY_ESCAPED, ECHO_AUTH][n % 3]
+        if is_caption(body):
+            return Reply(json.dumps({"caption": json.loads(good)["caption"][:-1] + f" by {key}."}))
+        data = json.loads(good)
+        data["scenes"] = [f"in the garden {key}"] + data.get("scenes", [])[1:]
+        data["background_prompt"] = f"a garden {key}"
         return Reply(json.dumps(data))
     if fault == "prose":
         return Reply(f"Sure! Here is the JSON you asked for:\n```json\n{good}\n```\nAnything else?")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from gen4gen.errors import UserError
+from gen4gen.stages import s2_compose
+from tests.conftest import make_cfg
 from tests.pipeline_run import cli
-
-pytestmark = pytest.mark.slow  # the real CLI in subprocesses
+from tests.s2_data import fake_s1
 
 
 def photo(path, seed: int) -> None:
@@ -24,6 +26,7 @@ def run_all(tmp_path):
                check=False)
 
 
+@pytest.mark.slow
 def test_photos_directly_in_the_scene_folder(tmp_path):
     photo(tmp_path / "src" / "pets" / "cat.jpg", 0)
     photo(tmp_path / "src" / "pets" / "dog.jpg", 1)
@@ -36,6 +39,7 @@ def test_photos_directly_in_the_scene_folder(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_scene_with_one_concept(tmp_path):
     photo(tmp_path / "src" / "solo" / "cat" / "a.jpg", 0)
     photo(tmp_path / "src" / "solo" / "cat" / "b.jpg", 2)
@@ -45,3 +49,9 @@ def test_a_scene_with_one_concept(tmp_path):
     assert line.startswith("s3: nothing to repaint: no s2 composition in stages/s2_object_compositions; "
                            "upstream failures: s2 solo: scene 'solo' has 1 usable concept(s) (cat); "
                            "compose.min_objects=2 needs at least 2")
+
+
+def test_only_empty_masks_says_so(tmp_path):
+    fake_s1(tmp_path / "stages", {"pets": {"cat": 2, "dog": 1}}, empty={("pets", "cat"), ("pets", "dog")})
+    with pytest.raises(UserError, match=r"s1_segmented_foreground: 3 cut-out\(s\) with an empty mask \(s1 flag 'empty'\)$"):
+        s2_compose.run(make_cfg(tmp_path, "stage=s2"))

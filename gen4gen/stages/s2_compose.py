@@ -108,8 +108,9 @@ class ComposeStage:
             raise UserError(f"no s1 output in {self.s1_root}; run `python -m gen4gen stage=s1` first")
         found, empty = read_s1(self.s1_root)
         if not found:
-            why = upstream_reasons(self.s1_root.parent, self.name) or "check the s1 failures.jsonl"
-            raise UserError(f"no usable s1 cut-outs in {self.s1_root} (every mask empty or none finished); {why}")
+            flagged = f"{sum(empty.values())} cut-out(s) with an empty mask (s1 flag 'empty')" if empty else ""
+            why = "; ".join(filter(None, [flagged, upstream_reasons(self.s1_root.parent, self.name)]))
+            raise UserError(f"no usable s1 cut-outs in {self.s1_root}: {why or 's1 finished no photo'}")
         self._check_counts({c for by_concept in found.values() for c in by_concept})
         return [it for scene in sorted(found) for it in self._scene_items(scene, found[scene], empty)]
 

@@ -71,6 +71,30 @@ class _Compose(_Section):
         return v
 
 
+class _Repaint(_Section):
+    max_backgrounds: int = Field(ge=1)
+    blur: float = Field(ge=0)
+
+
+class _Caption(_Section):
+    max_words: int = Field(ge=1)
+
+
+class _BenchMetrics(_Section):
+    batch_size: int = Field(ge=1)
+    chunk_size: int = Field(ge=1)
+
+
+class _Bench(_Section):
+    batch_size: int = Field(ge=1)
+    metrics: _BenchMetrics
+
+
+class _Search(_Section):
+    top_k: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+
+
 class _Export(_Section):
     reference_size: int = Field(ge=16)
     thumb_size: int = Field(ge=16)
@@ -97,7 +121,11 @@ class _Config(_Section):
     io: _IO
     segment: _Segment
     compose: _Compose
+    repaint: _Repaint
+    caption: _Caption
     export: _Export
+    bench: _Bench
+    search: _Search
     llm: _LLM
 
 

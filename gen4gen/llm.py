@@ -127,8 +127,8 @@ class LLMClient:
         return results
 
     def redact(self, text: str) -> str:
-        """``text`` without the API key (nor the Authorization header, which holds it)."""
-        return text.replace(self._secret(), REDACTED) if self._has_secret(text) else text
+        """``text`` without the API key (nor the Authorization header, which holds it), in any letter case."""
+        return re.sub(re.escape(self._secret()), REDACTED, text, flags=re.I) if self._has_secret(text) else text
 
     def cache_key(self, req: Request) -> str:
         blob = json.dumps({"base_url": self.base_url, "model": self.model, "messages": req.messages,
@@ -218,8 +218,8 @@ class LLMClient:
         return key if len(key) >= MIN_SECRET_CHARS else ""
 
     def _has_secret(self, text: str) -> bool:
-        secret = self._secret()
-        return bool(secret) and secret in text
+        secret = self._secret().lower()
+        return bool(secret) and secret in text.lower()
 
     async def _reachable(self) -> str | None:
         """Once per client, before its first real request: no key, a refused connection or a refused key
@@ -250,6 +250,9 @@ class LLMClient:
 
     def _unreachable_reason(self, e: Exception) -> str:
         status = getattr(e, "status_code", None)
+        if status == 404:
+            return (f"{self.base_url} has no chat endpoint or no model {self.model!r} (HTTP 404); "
+                    "check llm.base_url and llm.model")
         if status in (401, 403):
             return f"{self.base_url} refused the key in {self.api_key_env} (HTTP {status}); check it"
         return f"cannot reach {self.base_url} ({type(e).__name__}); check llm.base_url"
@@ -316,12 +319,14 @@ def _permanent(e: Exception) -> bool:
 
 
 def _unreachable(e: Exception) -> bool:
-    """No request of this run can succeed: the connection is refused or the key is."""
+    """No request of this run can succeed: the connection is refused, the key is, or the model or endpoint
+    does not exist."""
     import openai
 
     if isinstance(e, openai.APITimeoutError):  # slow, not absent
         return False
-    return isinstance(e, (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError))
+    return isinstance(e, (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError,
+                          openai.NotFoundError))
 
 
 def _short_error(e: Exception) -> str:

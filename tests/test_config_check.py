@@ -52,12 +52,15 @@ def test_cli_says_one_line_naming_the_key(tmp_path, overrides, line):
 
 def test_config_problems_names_every_bad_value(tmp_path):
     cfg = make_cfg(tmp_path, "seed=1.5", "workers=0", "io.max_pixels=-1", "compose.min_visible=2",
-                   "export.reference_size=0", "llm.timeout=0", "strict=maybe", "compose.counts={cat: 0}")
+                   "export.reference_size=0", "llm.timeout=0", "strict=maybe", "compose.counts={cat: 0}",
+                   "repaint.max_backgrounds=0", "bench.metrics.batch_size=0", "search.top_k=-1")
     assert config_problems(cfg) == [
         "seed=1.5: expected a whole number", "workers=0: must be at least 1", "strict=maybe: expected true or false",
         "io.max_pixels=-1: must be at least 1", "compose.min_visible=2: must be at most 1.0",
         "compose.counts={'cat': 0}: each count must be at least 1, got {'cat': 0}",
-        "export.reference_size=0: must be at least 16", "llm.timeout=0: must be over 0.0"]
+        "repaint.max_backgrounds=0: must be at least 1", "export.reference_size=0: must be at least 16",
+        "bench.metrics.batch_size=0: must be at least 1", "search.top_k=-1: must be at least 1",
+        "llm.timeout=0: must be over 0.0"]
     assert config_problems(make_cfg(tmp_path)) == []
     assert config_problems(make_cfg(tmp_path, "compose.size=512", "shard.index=1", "shard.count=2")) == []
 

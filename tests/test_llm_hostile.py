@@ -112,15 +112,17 @@ def test_a_reply_carrying_the_key_is_redacted_then_rejected(tmp_path, monkeypatc
     monkeypatch.setenv("OPENAI_API_KEY", SENTINEL)
     script = [Reply(f'Sure, {ECHO_AUTH}: {{"name": "{ECHO_KEY}", "count": 1}}'),
               Reply('{"name": "' + ECHO_KEY_ESCAPED + '", "count": 1}'),  # only a JSON parser sees the key
+              Reply(json.dumps({"name": SENTINEL.upper(), "count": 1})),  # in other letters
               Reply(f"{ECHO_KEY} is wrong", status=500), Reply('{"name": "cat", "count": 2}')]
-    with LLMServer(lambda body, n: script[min(n, 3)]) as srv:
-        client = LLMClient(srv.base_url, "m", cache_dir=tmp_path, max_retries=0, max_attempts=4)
+    with LLMServer(lambda body, n: script[min(n, 4)]) as srv:
+        client = LLMClient(srv.base_url, "m", cache_dir=tmp_path, max_retries=0, max_attempts=5)
         [res] = client.run([Request([{"role": "user", "content": "q"}], Answer)])
         fed_back = json.dumps(srv.requests[-1]["messages"])
-    assert res.ok and res.value.name == "cat" and res.attempts == 4
-    assert [e.split(":")[0] for e in res.errors] == ["attempt 1", "attempt 2", "InternalServerError (HTTP 500)"]
-    assert all("repeated the API key" in e for e in res.errors[:2])
-    assert SENTINEL not in fed_back and "[redacted]" in fed_back  # the model never sees its echo again
+    assert res.ok and res.value.name == "cat" and res.attempts == 5
+    assert [e.split(":")[0] for e in res.errors] == ["attempt 1", "attempt 2", "attempt 3",
+                                                     "InternalServerError (HTTP 500)"]
+    assert all("repeated the API key" in e for e in res.errors[:3])
+    assert SENTINEL.lower() not in fed_back.lower() and "[redacted]" in fed_back  # never shown its echo again
     [entry] = list(tmp_path.rglob("*.json"))
     assert SENTINEL.encode() not in entry.read_bytes()
     entry.write_text(entry.read_text().replace('"cat"', json.dumps(SENTINEL)))  # a cache file from before
@@ -195,6 +197,14 @@ def test_unreachable_llm_is_one_line_and_a_non_zero_exit_fast(tmp_path, case):
     assert seconds < 30  # the process start and imports; the LLM part is milliseconds
     print(f"\n{case}: exit {result.returncode} in {seconds:.1f} s (whole CLI), {posts} chat requests")
     assert not list((tmp_path / "stages" / "s2_object_compositions").rglob("meta.json"))
+
+
+def test_no_such_model_stops_like_an_unreachable_server():
+    with LLMServer(lambda body, n: Reply(status=404)) as srv:
+        with pytest.raises(LLMUnreachable, match=r"has no chat endpoint or no model 'gpt-x' \(HTTP 404\)"):
+            LLMClient(srv.base_url, "gpt-x", max_retries=0).run(
+                [Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(20)])
+        assert len(srv.requests) <= 8  # the requests in flight when the first 404 came back; no more
 
 
 def test_a_server_without_keys_needs_none(monkeypatch):

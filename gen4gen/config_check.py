@@ -140,6 +140,8 @@ def config_problems(cfg: DictConfig) -> list[str]:
     """One line per bad value of ``cfg``, each naming its key, the value and what is expected."""
     data = {}
     for key in _Config.model_fields:  # only what is checked here: another stage's interpolation is its own
+        if key not in cfg:
+            continue  # pydantic says "missing"
         node = cfg.get(key)
         try:
             data[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node

@@ -61,6 +61,9 @@ def test_config_problems_names_every_bad_value(tmp_path):
         "repaint.max_backgrounds=0: must be at least 1", "export.reference_size=0: must be at least 16",
         "bench.metrics.batch_size=0: must be at least 1", "search.top_k=-1: must be at least 1",
         "llm.timeout=0: must be over 0.0"]
+    assert config_problems(make_cfg(tmp_path, "~seed", "~compose.num_samples")) == [
+        "seed is missing; restore it or remove the override",
+        "compose.num_samples is missing; restore it or remove the override"]
     assert config_problems(make_cfg(tmp_path)) == []
     assert config_problems(make_cfg(tmp_path, "compose.size=512", "shard.index=1", "shard.count=2")) == []
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,6 +54,12 @@ class _Segment(_Section):
     rounds: int = Field(ge=1)
 
 
+class _Augment(_Section):
+    flip: bool
+    max_rotation: float = Field(ge=0, le=180)
+    max_shift: float = Field(ge=0, le=0.5)
+
+
 class _Compose(_Section):
     min_objects: int = Field(ge=1)
     num_samples: int = Field(ge=1)
@@ -61,6 +67,7 @@ class _Compose(_Section):
     min_visible: float = Field(ge=0, le=1)
     max_attempts: int = Field(ge=1)
     counts: dict[str, int] | None = None
+    augment: _Augment
 
     @field_validator("counts")
     @classmethod
@@ -73,7 +80,13 @@ class _Compose(_Section):
 
 class _Repaint(_Section):
     max_backgrounds: int = Field(ge=1)
-    blur: float = Field(ge=0)
+    source: Literal["auto", "photo", "noise", "procedural"]
+    photo_blur: float = Field(ge=0)
+    blur: int = Field(ge=0)
+    mask_low: float = Field(ge=0, le=255)
+    mask_high: float = Field(ge=0, le=255)
+    mask_solid: float = Field(ge=0, le=1)
+    invert: bool
 
 
 class _Caption(_Section):
@@ -171,6 +184,8 @@ def _line(err: dict) -> str:
         bounds = {"ge": "at least", "gt": "over", "le": "at most", "lt": "under"}
         what = next((f"must be {word} {err['ctx'][k]}" for k, word in bounds.items() if k in (err.get("ctx") or {})),
                     what)
+    if err["type"] == "literal_error":
+        what = f"choose one of {err['ctx']['expected']}"
     if err["type"] == "missing":
         return f"{key} is {what}"
     value = err.get("input")

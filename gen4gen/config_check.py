@@ -35,6 +35,22 @@ def canvas_size(value: Any, max_pixels: int | None = None) -> tuple[int, int]:
     return w, h
 
 
+def build_backend(node: DictConfig, group: str, **extra: Any):
+    """Instantiate a backend node (``segmenter``, ``layout``, ``inpainter``, ``captioner``). A constructor that
+    refuses its settings (``segmenter.iterations=abc``, ``+segmenter.bogus=1``) is one line naming the group,
+    not Hydra's wrapped exception worded as a crash; a ``UserError`` of its own (no GPU) reaches the user as is."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **extra)
+    except Exception as e:  # noqa: BLE001 - Hydra wraps what the constructor raised
+        cause = e.__cause__ or e.__context__ or e
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise UserError(f"cannot build the {group} {node.get('_target_')}: {type(cause).__name__}: {cause}; "
+                        f"check the {group}.* settings (`python -m gen4gen --cfg job` shows them)") from None
+
+
 # ---------------------------------------------------------------- the composed config
 class _Section(BaseModel):
     model_config = ConfigDict(extra="allow")  # only the keys checked here; the rest is each stage's own

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gen4gen.__main__ import conf_dir
-from gen4gen.config_check import config_problems, override_problem
+from gen4gen.config_check import build_backend, config_problems, override_problem
 from gen4gen.errors import UserError
 from gen4gen.stages import s2_compose
 from tests.conftest import make_cfg
@@ -92,3 +92,13 @@ def test_a_canvas_over_max_pixels_is_refused_by_the_stage_too(tmp_path):
     fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}}, size=(60, 50))
     with pytest.raises(UserError, match=r"io.max_pixels"):
         s2_compose.run(make_cfg(tmp_path, "stage=s2", "compose.size=[3000,3000]", "io.max_pixels=8000000"))
+
+
+@pytest.mark.parametrize("overrides,group", [(["segmenter=grabcut", "segmenter.iterations=abc"], "segmenter"),
+                                             (["+captioner.bogus=1"], "captioner"),
+                                             (["+layout.bogus=1"], "layout"), (["inpainter.feather=abc"], "inpainter")])
+def test_a_backend_that_refuses_its_settings_is_one_line(tmp_path, overrides, group):
+    cfg = make_cfg(tmp_path, *overrides)
+    with pytest.raises(UserError, match=rf"^cannot build the {group} gen4gen\.\S+: (ValueError|TypeError): .*; "
+                                        rf"check the {group}\.\* settings"):
+        build_backend(cfg[group], group)

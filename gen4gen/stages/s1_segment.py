@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.config_check import build_backend
 from gen4gen.console import Summary
 from gen4gen.device import usable_cores
 from gen4gen.errors import UserError
@@ -106,7 +106,7 @@ class SegmentStage:
             if "threads" in self.cfg.segmenter and not self.cfg.segmenter.threads:
                 # items run on `workers` threads: split the cores between them instead of oversubscribing
                 extra["threads"] = max(1, usable_cores() // max(1, self.workers))
-            self._segmenter = instantiate(self.cfg.segmenter, **extra)
+            self._segmenter = build_backend(self.cfg.segmenter, "segmenter", **extra)
         return self._segmenter
 
     def discover(self) -> list[Item]:

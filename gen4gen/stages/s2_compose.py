@@ -16,10 +16,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gen4gen.config_check import canvas_size
+from gen4gen.config_check import build_backend, canvas_size
 from gen4gen.console import Summary
 from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash, stable_hash
@@ -85,11 +84,7 @@ class ComposeStage:
                             f"(every subset of at least compose.min_objects concepts)")
         self.num_samples = int(cc.num_samples)
         self.counts = {str(k): int(v) for k, v in (cc.get("counts") or {}).items()}
-        try:
-            self.planner = instantiate(cfg.layout)
-        except Exception as e:  # noqa: BLE001 - a bad planner config stops the run with one clear line
-            cause = e.__cause__ or e
-            raise UserError(f"layout planner {cfg.layout.get('_target_')}: {type(cause).__name__}: {cause}") from None
+        self.planner = build_backend(cfg.layout, "layout")
         self.heuristic = self.planner if isinstance(self.planner, HeuristicPlanner) else \
             getattr(self.planner, "fallback", None) or HeuristicPlanner()
         self.composer = Composer(Augment(**OmegaConf.to_container(cc.augment, resolve=True)),

@@ -12,9 +12,9 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.config_check import build_backend
 from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, item_rng
@@ -39,16 +39,6 @@ def item_seed(seed: int, item_id: str) -> int:
     return int(item_rng(seed, item_id).integers(0, 2 ** 31 - 1))
 
 
-def build_backend(node: DictConfig):
-    try:
-        return instantiate(node)
-    except Exception as e:  # hydra wraps constructor errors; a UserError (no GPU) must reach the user as is
-        cause = e.__cause__ or e.__context__
-        if isinstance(cause, UserError):
-            raise cause from None
-        raise UserError(f"cannot build the inpainter {node.get('_target_')}: {cause or e}") from None
-
-
 class RepaintStage:
     name = "s3"
 
@@ -62,7 +52,7 @@ class RepaintStage:
         if self.kind == "auto":
             self.kind = "photo" if self.rcfg.backgrounds else "procedural"
         self.photo_folders = self._photo_folders() if self.kind == "photo" else {}
-        self.backend = build_backend(cfg.inpainter)
+        self.backend = build_backend(cfg.inpainter, "inpainter")
         self.batch_size = max(1, int(getattr(self.backend, "batch_size", 1)))
         # the CPU backend is stateless and OpenCV releases the GIL: threads help. A diffusers pipeline keeps
         # scheduler state per call: one thread, the GPU parallelism comes from batches

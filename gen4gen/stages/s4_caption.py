@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gen4gen.caption.template import CaptionJob, Outcome
+from gen4gen.config_check import build_backend
 from gen4gen.console import Summary, progress
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import file_fingerprint, stable_hash
@@ -72,7 +72,7 @@ class CaptionStage:
         self.cfg = cfg
         stages = Path(cfg.paths.stages_dir)
         self.s2_root, self.s3_root, self.out_root = stages / S2_DIR, stages / S3_DIR, stages / DIR_NAME
-        self.captioner = instantiate(cfg.captioner)
+        self.captioner = build_backend(cfg.captioner, "captioner")
         self.outcomes: dict[str, Outcome] = {}
         self.tokens: dict[str, str] = {}
 

@@ -58,6 +58,10 @@ class Layout:
     size_ratios: dict[str, float] | None = None
     fallback: str | None = None  # why the configured planner's answer was not used
     llm: dict | None = None  # attempts, cached, usage, errors, repairs
+    size_source: dict[str, str] | None = None  # concept -> "prior" | "unknown" (drawn as a medium thing)
+    camera: dict | None = None  # horizon, near (fractions of H from the top), height (x the tallest), gamma
+    depth: dict[str, float] | None = None  # instance -> perspective factor (1: on the nearest ground line)
+    occluding: list[str] | None = None  # [nearer, farther] instance planned to overlap, None: no overlap planned
 
     def box_of(self, name: str) -> PlacedBox:
         return next(b for b in self.boxes if b.name == name)
@@ -133,7 +137,9 @@ def layout_fields(layout: Layout) -> dict:
     """The planner's part of layout.json (the composer adds objects and the composition id)."""
     return {"size": list(layout.size), "planner": layout.planner, "fallback": layout.fallback,
             "background_prompt": layout.background_prompt, "scenes": list(layout.scenes),
-            "size_ratios": layout.size_ratios, "llm": layout.llm, "seed": int(layout.seed)}
+            "size_ratios": layout.size_ratios, "llm": layout.llm, "seed": int(layout.seed),
+            "size_source": layout.size_source, "camera": layout.camera, "depth": layout.depth,
+            "occluding": layout.occluding}
 
 
 __all__ = ["ConceptCount", "PlanRequest", "PlacedBox", "Layout", "instance_name", "depth_order", "min_box_area",

@@ -179,7 +179,7 @@ class RepaintStage:
         seed = item_seed(int(self.cfg.seed), item.id)
         src: BackgroundSource = item.data["source"]
         bg = render(src, (w, h), np.random.default_rng(seed), photo_blur=float(r.photo_blur),
-                    max_pixels=int(io.max_pixels), horizon_max=feet_line(mask))
+                    max_pixels=int(io.max_pixels), horizon_max=feet_line(mask), horizon=_horizon(layout))
         return RepaintJob(rgb=np.ascontiguousarray(rgba[..., :3]), alpha=mask.astype(np.float32) / 255.0,
                           repaint=rep, background=bg, prompt=build_prompt(layout, src.phrase, str(r.prompt)),
                           negative_prompt=str(r.negative_prompt or ""), seed=seed)
@@ -227,6 +227,12 @@ def _read(path: Path, mode: str, io) -> np.ndarray:
 
 def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _horizon(layout: dict) -> float | None:
+    """The planner's horizon (fraction of H), when layout.json has a usable one."""
+    value = (layout.get("camera") or {}).get("horizon") if isinstance(layout.get("camera"), dict) else None
+    return float(value) if isinstance(value, (int, float)) and 0.05 <= value <= 0.95 else None
 
 
 def _metas(root: Path):

@@ -249,5 +249,6 @@ def _rect(sp: Sprite):
 
 
 def with_boxes(layout: Layout, other: Layout) -> Layout:
-    """``layout`` with the boxes and paste order of ``other`` (a re-drawn heuristic layout)."""
-    return replace(layout, boxes=other.boxes, paste_order=other.paste_order)
+    """``layout`` with the geometry of ``other`` (a re-drawn heuristic layout): boxes, paste order, camera."""
+    return replace(layout, boxes=other.boxes, paste_order=other.paste_order, camera=other.camera, depth=other.depth,
+                   occluding=other.occluding)

@@ -8,13 +8,15 @@ Gen4Gen's minimum area rule, and no two boxes overlap by more than ``max_overlap
 """
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
 
 from gen4gen.hashing import stable_hash
 from gen4gen.layout.scenes import suggest_scenes as fitting_scenes
-from gen4gen.layout.schema import Layout, PlacedBox, PlanRequest, depth_order, min_box_area, overlap_fraction
+from gen4gen.layout.schema import (Layout, PlacedBox, PlanRequest, depth_order, hidden_share, min_box_area,
+                                   overlap_fraction)
 
 # keyword -> (category, typical longest side in cm, width / height of the usual photo of it)
 SIZES: dict[str, tuple[str, float, float]] = {
@@ -213,7 +215,7 @@ class HeuristicPlanner:
         for _ in range(20):
             xs = self._spread(order, w, h, base, W, pair, u[3], rng)
             boxes = [[x, max(0.0, y - hi), wi, min(hi, y)] for x, y, wi, hi in zip(xs, base, w, h)]
-            if self._ok(boxes):
+            if self._ok(boxes, pair):
                 break
             w, h = [v * 0.95 for v in w], [v * 0.95 for v in h]  # very crowded sets: shrink a little and place again
         placed = [PlacedBox(concept=c, index=k, box=[float(v) for v in boxes[i]]) for i, (c, k) in enumerate(inst)]
@@ -261,34 +263,47 @@ class HeuristicPlanner:
         return gamma, base, w, h, crowded
 
     def _spread(self, order, w, h, base, W, pair, t, rng) -> list[float]:
-        """x of each box: left to right in ``order`` with random margins; the occluding pair overlaps by a
-        drawn share of the smaller box, other neighbours only when the row is too wide for the canvas."""
+        """x of each box: left to right in ``order`` with random margins. The occluding pair overlaps: the
+        nearer box stands in front of the farther one's body (up to inside its width), hiding at most
+        ``max_overlap`` of the farther box; other neighbours overlap only when the row is too wide."""
         n = len(order)
-        gaps = [0.0] * (n - 1)  # fixed overlap (as a negative gap) between order[k] and order[k + 1]
+        gaps = [0.0] * (n - 1)  # between the right edge so far and the next box; negative: an overlap
         free_gap = [True] * (n - 1)
         if pair:
             k = next(k for k in range(n - 1) if {order[k], order[k + 1]} == set(pair))
             a, b = order[k], order[k + 1]
+            far = pair[0]
             iy = _rows_shared((a, b), base, h)
             if iy > 0:
-                share = _lerp((0.12, self.max_overlap), t) * 0.9
-                ix = min(share * min(w[a] * h[a], w[b] * h[b]) / iy, 0.9 * min(w[a], w[b]))
-                gaps[k], free_gap[k] = -ix, False
-        free = W - sum(w) - sum(gaps)
+                small, big = sorted((w[a], w[b]))
+                ix = _lerp((0.4, 1.0), t) * small + _lerp((0.0, 0.35), t) * (big - small)
+                gaps[k], free_gap[k] = -min(ix, 0.95 * self.max_overlap * w[far] * h[far] / iy), False
+        free = W - self._extent(order, w, gaps)
         if free >= 0:  # margins and the other gaps split at random
             parts = (rng.dirichlet(np.full(sum(free_gap) + 2, 2.0)) * free).tolist()
             it = iter(parts[1:-1])
             gaps = [next(it) if f else g for g, f in zip(gaps, free_gap)]
-            x, xs = parts[0], [0.0] * n
+            x0 = parts[0]
         else:  # too wide: neighbours overlap, each pair up to its share of the bound
             slack = [self._pair_slack(order[k], order[k + 1], w, h, base) if free_gap[k] else 0.0 for k in range(n - 1)]
             share = min(1.0, -free / max(sum(slack), 1e-9))
             gaps = [g - sl * share for g, sl in zip(gaps, slack)]
-            x, xs = 0.0, [0.0] * n
+            x0 = 0.0
+        xs = self._positions(order, w, gaps, x0)
+        return [min(max(0.0, x), W - wi) for x, wi in zip(xs, w)]
+
+    @staticmethod
+    def _positions(order, w, gaps, x0: float) -> list[float]:
+        xs, right = [0.0] * len(order), x0
         for k, i in enumerate(order):
-            xs[i] = min(max(0.0, x), W - w[i])
-            x += w[i] + (gaps[k] if k < n - 1 else 0.0)
+            xs[i] = x0 if k == 0 else max(x0, right + gaps[k - 1])
+            right = max(right, xs[i] + w[i])
         return xs
+
+    def _extent(self, order, w, gaps) -> float:
+        """Width of the row with every free gap at 0."""
+        xs = self._positions(order, w, [min(g, 0.0) for g in gaps], 0.0)
+        return max(x + wi for x, wi in zip(xs, w))
 
     def _pair_slack(self, i, j, w, h, base) -> float:
         """How far boxes i and j may overlap horizontally and stay within the overlap bound: a farther box
@@ -298,9 +313,15 @@ class HeuristicPlanner:
             return 0.9 * min(w[i], w[j])
         return min(0.9 * min(w[i], w[j]), 0.9 * self.max_overlap * min(w[i] * h[i], w[j] * h[j]) / iy)
 
-    def _ok(self, boxes) -> bool:
-        return all(overlap_fraction(a, b) <= self.max_overlap + 1e-6
-                   for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    def _ok(self, boxes, pair=None) -> bool:
+        """Every overlap within the bound: of the smaller box, or of the farther box for the planned pair."""
+        for i, j in itertools.combinations(range(len(boxes)), 2):
+            if pair and {i, j} == set(pair):
+                if hidden_share(boxes[pair[1]], boxes[pair[0]]) > self.max_overlap + 1e-6:
+                    return False
+            elif overlap_fraction(boxes[i], boxes[j]) > self.max_overlap + 1e-6:
+                return False
+        return True
 
 
 GOLDEN = 0.6180339887498949

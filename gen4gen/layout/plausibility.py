@@ -45,7 +45,7 @@ def floating(boxes: list[tuple[str, str, list[float]]], size: tuple[int, int], g
             for name, _, b in boxes if (b[1] + b[3]) / H < ground]
 
 
-def occluded(objects: list[dict], threshold: float = 0.98) -> bool:
+def occluded(objects: list[dict], threshold: float = 0.99) -> bool:
     """Whether some instance of a composition (layout.json objects) is partly hidden by a nearer one."""
     return any(float(o.get("visible_fraction", 1.0)) < threshold for o in objects)
 
@@ -61,4 +61,15 @@ def coverage(boxes: list[list[float]], size: tuple[int, int]) -> float:
     return float(g.mean())
 
 
-__all__ = ["size_order_violations", "floating", "occluded", "coverage"]
+def plausibility_of(layout, objects: list[dict]) -> dict:
+    from gen4gen.layout.heuristic import size_ratios  # the priors, for a layout that came without ratios
+
+    """layout.json's ``plausibility``: whether an instance is partly hidden, and size-order inversions of the
+    planned boxes (against the layout's own ratios, at equal depth)."""
+    boxes = [(b.name, b.concept, b.box) for b in layout.boxes]
+    ratios = layout.size_ratios or size_ratios(sorted({b.concept for b in layout.boxes}))
+    return {"occluded": occluded(objects),
+            "size_order_violations": size_order_violations(boxes, ratios, layout.size, layout.camera)}
+
+
+__all__ = ["size_order_violations", "floating", "occluded", "coverage", "plausibility_of"]

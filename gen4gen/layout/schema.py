@@ -92,6 +92,13 @@ def overlap_fraction(a: list[float], b: list[float]) -> float:
     return ix * iy / small if small > 0 else 1.0
 
 
+def hidden_share(near: list[float], far: list[float]) -> float:
+    """The share of the farther box ``far`` that the nearer box ``near`` covers (what an occluder may hide)."""
+    ix = max(0.0, min(near[0] + near[2], far[0] + far[2]) - max(near[0], far[0]))
+    iy = max(0.0, min(near[1] + near[3], far[1] + far[3]) - max(near[1], far[1]))
+    return ix * iy / (far[2] * far[3]) if far[2] * far[3] > 0 else 1.0
+
+
 # ---------------------------------------------------------------- names a model sees
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
 
@@ -143,5 +150,5 @@ def layout_fields(layout: Layout) -> dict:
 
 
 __all__ = ["ConceptCount", "PlanRequest", "PlacedBox", "Layout", "instance_name", "depth_order", "min_box_area",
-           "overlap_fraction", "prompt_label", "norm_key", "ObjectBox", "LayoutReply", "ScenesReply",
+           "overlap_fraction", "hidden_share", "prompt_label", "norm_key", "ObjectBox", "LayoutReply", "ScenesReply",
            "ObjectRatio", "SizeRatiosReply", "layout_fields"]

@@ -42,8 +42,10 @@ def test_pasted_pixels_equal_the_scaled_source(tmp_path):
             flips.add(obj["transform"]["flip"])
             if obj["transform"]["flip"]:  # mirrored after scaling
                 exp_rgb, exp_a = exp_rgb[:, ::-1], exp_a[:, ::-1]
-            assert obj["transform"]["scale"] == pytest.approx(min(obj["planned_box"][2] / alpha.shape[1],
-                                                                  obj["planned_box"][3] / alpha.shape[0]), rel=0.01)
+            bw, bh = obj["planned_box"][2:]
+            ch, cw = alpha.shape
+            assert obj["transform"]["scale"] == pytest.approx(
+                min((bw * bh / (cw * ch)) ** 0.5, bh / ch, 1.5 * bw / cw), rel=0.01)
             mine = comp.instances[obj["name"]][y:y + h, x:x + w] > 0
             solid = (exp_a == 255) & mine
             assert solid.sum() > 0.5 * (exp_a == 255).sum()
@@ -142,3 +144,13 @@ def test_occlusion_share_min_visible_and_exact_masks_over_many_samples(tmp_path)
             ys, xs = np.nonzero(comp.instances[obj["name"]])
             assert obj["box"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
     assert abs(hidden / n - 0.3) <= 0.1, hidden
+
+
+def test_a_cutout_shaped_unlike_its_box_keeps_the_boxs_area_not_its_width():
+    from gen4gen.layout.compose import fit_scale
+
+    # a lying dog (2.5:1) in a box planned for a sitting one (1:1, 200 px): as large, no taller, <= 1.5x as wide
+    s = fit_scale(500, 200, 200, 200, 0.5, 1024)
+    assert s * 200 <= 200 and s * 500 <= 300 + 1e-9 and (s * 500) * (s * 200) >= 0.75 * 200 * 200
+    assert fit_scale(100, 100, 200, 200, 0.5, 1024) == 2.0  # same shape: fills the box exactly
+    assert fit_scale(100, 400, 200, 200, 0.5, 1024) == 0.5  # taller than the box: height-limited

@@ -75,7 +75,7 @@ def test_ground_plane_depth_perspective_and_paste_order():
     horizons, cams = set(), set()
     for names, lay in plans():
         cam = lay.camera
-        assert 0.3 <= cam["horizon"] <= 0.5 and 0.9 <= cam["near"] <= 0.99 and 0.75 <= cam["height"] <= 1.6
+        assert 0.3 <= cam["horizon"] <= 0.5 and 0.9 <= cam["near"] <= 0.99 and 0.6 <= cam["height"] <= 1.3
         horizons.add(cam["horizon"])
         cams.add(cam["height"])
         for b in lay.boxes:  # further back = base higher (towards the horizon), by the perspective factor

@@ -1,8 +1,8 @@
 """The composer: s1 cut-outs pasted into a planned layout, back to front, on a black canvas.
 
 Each instance gets a source cut-out (seeded), cropped to its mask box, optionally flipped, rotated
-a little and shifted a little, scaled into its planned box with its aspect ratio kept and standing
-on the box's bottom edge. Compositing is ordinary "over" with the soft alpha. Every canvas pixel
+a little and shifted a little, scaled to its planned box's area with its aspect ratio kept (never
+taller than the box, at most ``widen`` wider) and standing on the box's bottom edge. Compositing is ordinary "over" with the soft alpha. Every canvas pixel
 that any cut-out touches belongs to the front-most of them, so the per-instance masks are
 disjoint and add up exactly to the union mask; a composition in which some instance keeps less
 than ``min_visible`` of its area is drawn again (other sources and augmentations, a new heuristic
@@ -62,8 +62,9 @@ class Composition:
 
 class Composer:
     def __init__(self, augment: Augment = Augment(), min_visible: float = 0.6, max_attempts: int = 8,
-                 max_pixels: int = 80_000_000, min_side: int = 1, cache_size: int = 16):
+                 max_pixels: int = 80_000_000, min_side: int = 1, cache_size: int = 16, widen: float = 0.5):
         self.augment = augment
+        self.widen = float(widen)  # a cut-out wider than its box may exceed the box width by this share
         self.min_visible = float(min_visible)
         self.max_attempts = max(1, int(max_attempts))
         self.max_pixels, self.min_side = int(max_pixels), int(min_side)
@@ -95,14 +96,17 @@ class Composer:
     def _sprites(self, layout: Layout, sources, rng) -> list[Sprite]:
         picks = _pick_sources(layout.boxes, sources, rng)
         by_name = {b.name: b for b in layout.boxes}
+        shift_px = 2.0 * float(self.augment.max_shift) * layout.size[0]  # two neighbours may shift towards each other
         sprites = []
         for name in layout.paste_order:
             box = by_name[name]
             src = picks[name]
-            sprites.append(self._sprite(box, src, *self._load(src.cutout), layout.size, rng))
+            room = side_room(box.box, [b.box for b in layout.boxes if b is not box]) - shift_px  # shifts eat room
+            widen = min(self.widen, max(0.0, 2.0 * room / box.box[2]))
+            sprites.append(self._sprite(box, src, *self._load(src.cutout), layout.size, rng, widen))
         return sprites
 
-    def _sprite(self, box: PlacedBox, src: Source, rgb, alpha, size, rng) -> Sprite:
+    def _sprite(self, box: PlacedBox, src: Source, rgb, alpha, size, rng, widen: float = 0.0) -> Sprite:
         W, H = size
         # draws in a fixed order, whatever is enabled, so one setting does not reshuffle the others
         flip = bool(rng.random() < 0.5) and self.augment.flip
@@ -115,7 +119,7 @@ class Composer:
         # scale first (a 4k cut-out is never rotated at full size), to fit the rotated rectangle
         rad = np.deg2rad(angle)
         rw, rh = cw * abs(np.cos(rad)) + ch * abs(np.sin(rad)), cw * abs(np.sin(rad)) + ch * abs(np.cos(rad))
-        scale = min(bw / rw, bh / rh)
+        scale = fit_scale(rw, rh, bw, bh, widen, W)
         rgb, alpha = resize(rgb, alpha, max(1, int(round(cw * scale))), max(1, int(round(ch * scale))))
         if flip:  # after scaling: mirroring the small sprite, not the photo
             rgb, alpha = np.ascontiguousarray(rgb[:, ::-1]), np.ascontiguousarray(alpha[:, ::-1])
@@ -130,6 +134,25 @@ class Composer:
         dy = y - int(round(by + bh - nh))
         return Sprite(box.name, rgb, alpha, x, y, src,
                       {"scale": round(scale, 5), "flip": flip, "rotation": round(angle, 3), "shift": [dx, dy]})
+
+
+def fit_scale(rw: float, rh: float, bw: float, bh: float, widen: float, canvas_w: float) -> float:
+    """Scale of an ``rw`` x ``rh`` cut-out in a ``bw`` x ``bh`` box: the box's area (a lying dog planned in a box
+    shaped like its sitting photo keeps its size instead of shrinking to the box's width), never taller than
+    the box (the planned height carries the size order), at most ``widen`` wider than it and the canvas."""
+    return min((bw * bh / (rw * rh)) ** 0.5, bh / rh, (1.0 + widen) * bw / rw, canvas_w / rw)
+
+
+def side_room(box: list[float], others: list[list[float]]) -> float:
+    """Free width beside ``box`` (the smaller side) up to the next box standing in the same rows; boxes that
+    already overlap it horizontally (a planned occluder, or one above or below it) do not count."""
+    x0, y0, x1, y1 = box[0], box[1], box[0] + box[2], box[1] + box[3]
+    room = float("inf")
+    for o in others:
+        if o[1] >= y1 or o[1] + o[3] <= y0 or (o[0] < x1 and o[0] + o[2] > x0):
+            continue
+        room = min(room, o[0] - x1 if o[0] >= x1 else x0 - (o[0] + o[2]))
+    return max(0.0, room)
 
 
 def _pick_sources(boxes: list[PlacedBox], sources: dict[str, list[Source]], rng) -> dict[str, Source]:

@@ -107,7 +107,7 @@ class HeuristicPlanner:
     name = "heuristic"
 
     def __init__(self, max_overlap: float = 0.35, occlusion: float = 0.3, horizon: tuple[float, float] = (0.3, 0.5),
-                 near: tuple[float, float] = (0.9, 0.99), camera: tuple[float, float] = (0.75, 1.6),
+                 near: tuple[float, float] = (0.9, 0.99), camera: tuple[float, float] = (0.6, 1.3),
                  depth: tuple[float, float] = (0.4, 1.0), max_height: float = 0.8, aspect_jitter: float = 0.1,
                  smallest_ratio: float = 0.4):
         self.max_overlap = float(max_overlap)

@@ -61,6 +61,47 @@ def coverage(boxes: list[list[float]], size: tuple[int, int]) -> float:
     return float(g.mean())
 
 
+# things that are photographed in the air as often as on the ground: no base check
+AIRBORNE = ("bird", "parrot", "owl", "kite", "balloon", "drone", "plane", "airplane", "butterfly", "rocket")
+
+
+def check_plausible(reply, concepts: list[str], ratios: dict[str, float], frame: int):
+    """An LLM layout reply (names already mapped, boxes in request order) that could be a photo, else
+    ``ReplyInvalid`` with what to change, which the client feeds back to the model on its retry."""
+    from gen4gen.llm import ReplyInvalid
+
+    boxes = [(o.name, c, list(o.box)) for o, c in zip(reply.objects, concepts)]
+    problems = size_order_violations(boxes, ratios, (frame, frame))
+    grounded = [b for b in boxes if not any(w in b[1].lower() for w in AIRBORNE)]
+    problems += floating(grounded, (frame, frame))
+    if problems:
+        raise ReplyInvalid("implausible layout: " + "; ".join(problems[:4]) + ". Stand every object on the ground "
+                           f"(its base in the lower half of the {frame}x{frame} frame); at the same depth a smaller "
+                           "real object must be drawn smaller, further back means higher and smaller")
+    return reply
+
+
+def fitting_llm_scenes(scenes: list[str], concepts: list[str], rng) -> tuple[list[str], list[str]]:
+    """The model's scene phrases with each one that contradicts a concept (or names no drawable background)
+    replaced by a built-in phrase that fits; returns the scenes and one reason per replacement."""
+    from gen4gen.layout.heuristic import size_prior, suggest_scenes
+    from gen4gen.layout.scenes import scene_conflict
+
+    cats = [size_prior(c)[0] for c in concepts]
+    why_not = [scene_conflict(p, cats) for p in scenes]
+    if not any(why_not):
+        return list(scenes), []
+    spare = [p for p in suggest_scenes(concepts, rng, k=6) if p not in scenes]
+    out, reasons = [], []
+    for phrase, why in zip(scenes, why_not):
+        if why is None or not spare:
+            out.append(phrase)
+        else:
+            out.append(spare.pop(0))
+            reasons.append(f"{why}: replaced by {out[-1]!r}")
+    return out, reasons
+
+
 def plausibility_of(layout, objects: list[dict]) -> dict:
     from gen4gen.layout.heuristic import size_ratios  # the priors, for a layout that came without ratios
 
@@ -72,4 +113,5 @@ def plausibility_of(layout, objects: list[dict]) -> dict:
             "size_order_violations": size_order_violations(boxes, ratios, layout.size, layout.camera)}
 
 
-__all__ = ["size_order_violations", "floating", "occluded", "coverage", "plausibility_of"]
+__all__ = ["size_order_violations", "floating", "occluded", "coverage", "plausibility_of", "check_plausible",
+           "fitting_llm_scenes", "AIRBORNE"]

@@ -125,6 +125,29 @@ def feet_line(mask: np.ndarray, min_area: float = 0.002) -> float | None:
     return min(bottoms) if bottoms else None
 
 
+def structure(image: np.ndarray, side: int = 128, edge: float = 24.0) -> np.ndarray:
+    """HxW bool: where the photo has object structure (outlines and the parts between them) rather than
+    flat or fine texture: strong edges of the softened image at ``side`` px, closed over a few pixels."""
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (side, max(1, round(side * h / w))), interpolation=cv2.INTER_AREA)
+    grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 1.5)
+    mag = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)) / 4.0
+    edges = (mag > edge).astype(np.uint8)
+    closed = cv2.morphologyEx(edges, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    return cv2.resize(closed, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def salient_share(background: np.ndarray, concepts: np.ndarray, reach: float = 0.05) -> float:
+    """Share of the place where the concepts stand (their mask widened by ``reach`` of the width) that the
+    background photo fills with object structure: high means something (a bicycle) competes with them."""
+    h, w = concepts.shape
+    k = max(3, int(reach * w) | 1)
+    region = cv2.dilate(concepts.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    if not region.any():
+        return 0.0
+    return float(structure(background)[region].mean())
+
+
 def cover(image: np.ndarray, w: int, h: int) -> np.ndarray:
     """Scale ``image`` to cover ``w``x``h`` and crop the centre."""
     ih, iw = image.shape[:2]

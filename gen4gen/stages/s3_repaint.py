@@ -22,7 +22,8 @@ from gen4gen.images import read_image
 from gen4gen.markers import read_meta
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
-from gen4gen.repaint.backgrounds import BackgroundSource, feet_line, plan_sources, render, scan_photo_folders
+from gen4gen.repaint.backgrounds import (BackgroundSource, feet_line, plan_sources, render, salient_share,
+                                         scan_photo_folders)
 from gen4gen.repaint.mask import repaint_mask, to_u8
 from gen4gen.repaint.prompt import build_prompt
 from gen4gen.runner import Item, ItemWriter, run_stage
@@ -146,8 +147,15 @@ class RepaintStage:
         out.image("image.png", image)
         out.image("mask_used.png", to_u8(job.repaint))
         src: BackgroundSource = item.data["source"]
+        background = src.describe()
+        if src.kind == "photo":  # a user's photo with a bicycle where the pets stand is flagged, not silently used
+            share = salient_share(job.background, job.alpha > 0.5)
+            background["salient_share"] = round(share, 3)
+            if share > float(self.rcfg.get("max_salient", 0.2)):
+                background["flag"] = (f"a salient object of the photo covers {share:.0%} of where the concepts "
+                                      "stand (repaint.max_salient); choose a calmer photo for this scene")
         return {"composition": item.data["composition"], "composition_dir": item.data["path"],
-                "variant": item.data["variant"], "background": src.describe(),
+                "variant": item.data["variant"], "background": background,
                 "backend": getattr(self.backend, "name", type(self.backend).__name__), "prompt": job.prompt,
                 "negative_prompt": job.negative_prompt, "seed": job.seed, "size": list(job.size),
                 "repaint_fraction": round(float(job.repaint.mean()), 4),
@@ -160,6 +168,9 @@ class RepaintStage:
         fallbacks = sum(1 for _, meta in _metas(self.out_root) if (meta.get("background") or {}).get("fallback"))
         if fallbacks:
             summary.notes["no matching photo folder (procedural used)"] = fallbacks
+        busy = sum(1 for _, meta in _metas(self.out_root) if (meta.get("background") or {}).get("flag"))
+        if busy:
+            summary.notes["photo with a salient object behind the concepts (flagged)"] = busy
 
     # ------------------------------------------------------------ work
     def job(self, item: Item) -> RepaintJob:

@@ -6,7 +6,8 @@ taller than the box, at most ``widen`` wider) and standing on the box's bottom e
 that any cut-out touches belongs to the front-most of them, so the per-instance masks are
 disjoint and add up exactly to the union mask; a composition in which some instance keeps less
 than ``min_visible`` of its area is drawn again (other sources and augmentations, a new heuristic
-layout when the heuristic made it), a bounded number of times.
+layout when the heuristic made it), a bounded number of times; so is a planned overlap that hid
+nothing (the occluder in front of thin legs), so the occluded share follows ``compose.occlusion``.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
+from gen4gen.layout.plausibility import occluded
 from gen4gen.layout.schema import Layout, PlacedBox
 
 
@@ -78,6 +80,7 @@ class Composer:
                 replan: Callable[[int], Layout] | None = None) -> Composition:
         """Paste every instance of ``layout``; retry with new draws while an instance is too hidden."""
         rejected: list[str] = []
+        spare = None  # a planned overlap that hid nothing (thin legs, a box corner): kept if no draw does better
         for attempt in range(self.max_attempts):
             if attempt and replan is not None:
                 layout = replan(attempt)
@@ -86,8 +89,15 @@ class Composer:
             hidden = [o for o in comp.objects if o["visible_fraction"] < self.min_visible]
             if not hidden:
                 comp.attempts, comp.rejected = attempt + 1, rejected
-                return comp
+                if not layout.occluding or replan is None or occluded(comp.objects):
+                    return comp
+                spare = spare or comp
+                rejected.append(f"{layout.occluding[0]} hides nothing of {layout.occluding[1]}")
+                continue
             rejected.append(", ".join(f"{o['name']} keeps {o['visible_fraction']:.0%}" for o in hidden))
+        if spare is not None:
+            spare.rejected = rejected
+            return spare
         raise ItemFailed(f"no composition keeps every instance at least {self.min_visible:.0%} visible "
                          f"(compose.min_visible) in {self.max_attempts} attempts; last: {rejected[-1]}. "
                          "Lower compose.min_visible, raise compose.max_attempts or use fewer objects per scene")

@@ -294,7 +294,8 @@ def contact_sheet(path: Path, seeds: int = 8, side: int = 512) -> Path:
             job = RepaintJob(rgb=comp.rgba[..., :3].copy(), alpha=comp.mask.astype(np.float32) / 255.0,
                              repaint=repaint_mask(comp.mask), background=bg)
             tile = inpainter([job])[0].copy()
-            hidden = [f"{o['name']} {1 - o['visible_fraction']:.0%}" for o in comp.objects if o["visible_fraction"] < 0.99]
+            hidden = [f"{o['name']} {1 - o['visible_fraction']:.0%}" for o in comp.objects
+                      if o["visible_fraction"] < 0.99]
             caption = f"{lay.background_prompt}" + (f" | hidden: {', '.join(hidden)}" if hidden else "")
             cv2.rectangle(tile, (0, side - 22), (side, side), (0, 0, 0), -1)
             cv2.putText(tile, caption[:70], (6, side - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1,

@@ -51,7 +51,7 @@ def looks_like(img: np.ndarray, horizon: float) -> str:
         if strip[2] > strip[0] + 20:
             return "beach"
         px = _band(img, 0.0, horizon - 0.1)
-        if np.percentile(px[:, 2] - px[:, 0], 90) > 40:  # an open blue sky, not a wall: desert or savanna, by the hue of the ground
+        if np.percentile(px[:, 2] - px[:, 0], 90) > 40:  # an open blue sky, not a wall: desert or savanna by hue
             return "savanna" if _hue(ground) > 40 else "desert"
         return "kitchen" if sky[0] > sky[2] + 15 else "room"  # a warm wall over a dark table, a cool one over a floor
     return "studio"

@@ -2,12 +2,13 @@
 
 Each instance gets a source cut-out (seeded), cropped to its mask box, optionally flipped, rotated
 a little and shifted a little, scaled to its planned box's area with its aspect ratio kept (never
-taller than the box, at most ``widen`` wider) and standing on the box's bottom edge. Compositing is ordinary "over" with the soft alpha. Every canvas pixel
-that any cut-out touches belongs to the front-most of them, so the per-instance masks are
-disjoint and add up exactly to the union mask; a composition in which some instance keeps less
-than ``min_visible`` of its area is drawn again (other sources and augmentations, a new heuristic
-layout when the heuristic made it), a bounded number of times; so is a planned overlap that hid
-nothing (the occluder in front of thin legs), so the occluded share follows ``compose.occlusion``.
+taller than the box, at most ``widen`` wider) and standing on the box's bottom edge. Compositing is
+ordinary "over" with the soft alpha. Every canvas pixel that any cut-out touches belongs to the
+front-most of them, so the per-instance masks are disjoint and add up exactly to the union mask;
+a composition in which some instance keeps less than ``min_visible`` of its area is drawn again
+(other sources and augmentations, a new heuristic layout when the heuristic made it), a bounded
+number of times; so is a planned overlap that hid nothing (the occluder in front of thin legs),
+so the occluded share follows ``compose.occlusion``.
 """
 from __future__ import annotations
 

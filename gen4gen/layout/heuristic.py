@@ -96,6 +96,7 @@ def suggest_scenes(concepts: list[str], rng: np.random.Generator, k: int = 3) ->
     """``k`` scene phrases that fit every concept's category and that s3 draws as what they say."""
     return fitting_scenes([size_prior(c)[0] for c in concepts], rng, k)
 
+
 class HeuristicPlanner:
     """Objects stand on a ground plane seen by a pinhole camera: an object further back has its base
     higher on the canvas (towards the horizon) and is drawn smaller by the same factor, so the paste
@@ -103,7 +104,9 @@ class HeuristicPlanner:
     per seed. Heights follow real-world priors; Gen4Gen's bound (never under ``smallest_ratio`` of the
     largest drawn object) is met by moving small objects nearer first and only then by compressing the
     ratios with a power (order kept, never a tie). In an ``occlusion`` share of the compositions a nearer
-    object overlaps a farther neighbour by up to ``max_overlap`` of the smaller box."""
+    object stands in front of a farther neighbour, hiding up to ``max_overlap`` of its box; other boxes
+    do not overlap unless the row is too crowded for the canvas (then by up to ``max_overlap`` of the
+    smaller one)."""
     name = "heuristic"
 
     def __init__(self, max_overlap: float = 0.35, occlusion: float = 0.3, horizon: tuple[float, float] = (0.3, 0.5),
@@ -196,6 +199,7 @@ class HeuristicPlanner:
         gamma, base, w, h, _ = sized
         if pair:  # (farther, nearer) by where they stand now that the small ones came nearer
             pair = tuple(sorted(pair, key=lambda i: base[i]))
+
         def overlaps(a, b):  # they share a quarter of the smaller height: a real occlusion is possible
             return _rows_shared((a, b), base, h) > 0.25 * min(h[a], h[b]) and base[a] != base[b]
 
@@ -206,8 +210,7 @@ class HeuristicPlanner:
             again = self._size(real, moved, aspect, pair, horizon, near, cam, W, H)
             if not again[-1]:  # only when every box still fits at its size
                 s, (gamma, base, w, h, _) = moved, again
-        if pair and not overlaps(*pair):  # still apart: overlap a neighbour
-            # that stands in the same rows instead, else none
+        if pair and not overlaps(*pair):  # still apart: a neighbouring pair that stands in the same rows, else none
             cands = [(order[k], order[k + 1]) for k in range(n - 1) if overlaps(order[k], order[k + 1])]
             pair = tuple(sorted(cands[int(rng.integers(len(cands)))], key=lambda i: base[i])) if cands else None
             if pair is None:  # the row was sized for an overlap: size it for none

@@ -8,8 +8,8 @@ boxes are rescaled / clipped / grown to the minimum area and re-ordered, and wha
 repaired goes back to the model as the error of a retry; so do implausible boxes (a smaller thing
 drawn taller than a bigger one at the same depth against its own ratios, a base above the ground).
 Suggested scenes that contradict a concept, or that no background can be drawn for, are replaced by
-built-in ones that fit, with the reason in layout.json (``llm.scene_replacements``). A composition whose layout still fails
-gets the heuristic planner's boxes, and layout.json says why (``fallback``).
+built-in ones that fit, with the reason in layout.json (``llm.scene_replacements``). A composition
+whose layout still fails gets the heuristic planner's boxes, and layout.json says why (``fallback``).
 All requests of a run go out at once through ``LLMClient.run`` (bounded concurrency, disk cache).
 """
 from __future__ import annotations

@@ -9,7 +9,6 @@ every phrase the built-in planner can choose names one of these styles (``layout
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -244,7 +244,7 @@ def planner_speed(ref: str | None, repeats: int = 3) -> list[tuple]:
 
 
 # ---------------------------------------------------------------- contact sheet (look at it)
-def contact_sheet(path: Path, seeds: int = 8, side: int = 512) -> Path:
+def contact_sheet(path: Path, seeds: int = 8, side: int = 384) -> Path:
     """A cat, two dogs and a horse: the shared pet photos cut out with their IS-Net masks and scikit-image's
     horse silhouette (painted brown), planned, composed and repainted by the classical backend over the
     background the layout names, one tile per seed, captioned with the phrase and what is hidden."""
@@ -298,7 +298,7 @@ def contact_sheet(path: Path, seeds: int = 8, side: int = 512) -> Path:
                       if o["visible_fraction"] < 0.99]
             caption = f"{lay.background_prompt}" + (f" | hidden: {', '.join(hidden)}" if hidden else "")
             cv2.rectangle(tile, (0, side - 22), (side, side), (0, 0, 0), -1)
-            cv2.putText(tile, caption[:70], (6, side - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1,
+            cv2.putText(tile, caption[:60], (6, side - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1,
                         cv2.LINE_AA)
             tiles.append(tile)
     cols = 4

@@ -67,7 +67,7 @@ def test_good_json_maps_frame_to_canvas_and_runs_concurrently(tmp_path):
         assert lay.planner == "llm" and lay.fallback is None
         assert_valid(lay, r)
         assert lay.scenes == ["in the garden", "on a sunny lawn", "in a sunny park"]
-        assert lay.size_ratios == {"cat": 1.0, "dog": 0.7}
+        assert lay.size_ratios == {"cat": 1.0, "dog": 0.7} and lay.size_source == {"cat": "llm", "dog": "llm"}
         assert lay.llm["attempts"] == 1 and lay.llm["usage"]["total_tokens"] == 30
     # boxes of the 512 frame scaled to the 1024x768 canvas
     x, y, w, h = layouts[0].boxes[0].box

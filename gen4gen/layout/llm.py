@@ -24,7 +24,7 @@ import numpy as np
 from gen4gen.console import progress
 from gen4gen.layout.checks import check_layout, check_ratios, check_scenes, instance_ids, labels_of
 from gen4gen.layout.coco_examples import CocoExamples
-from gen4gen.layout.heuristic import HeuristicPlanner, size_ratios, suggest_scenes
+from gen4gen.layout.heuristic import HeuristicPlanner, size_ratios, size_source, suggest_scenes
 from gen4gen.layout.plausibility import check_plausible, fitting_llm_scenes
 from gen4gen.layout.prompts import (LAYOUT_SYSTEM, RATIOS_SYSTEM, RATIOS_USER, SCENES_SYSTEM, SCENES_USER,
                                     layout_user)
@@ -163,7 +163,8 @@ class LLMPlanner:
             llm_info["background"] = clean_text(res.value.background_prompt)
             return Layout(size=(W, H), boxes=boxes, paste_order=depth_order(boxes), scenes=scenes,
                           background_prompt=background, planner=self.name, seed=int(r.seed), size_ratios=ratios,
-                          fallback="; ".join(notes) or None, llm=llm_info)
+                          fallback="; ".join(notes) or None, llm=llm_info,
+                          size_source={c.name: "llm" if ratios else size_source(c.name) for c in r.concepts})
         reason = f"llm layout failed after {res.attempts} attempt(s): {_last(res)}"
         layout = self.fallback.plan(r, ratios=ratios, scenes=scenes)
         layout.background_prompt = background

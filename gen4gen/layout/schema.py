@@ -58,7 +58,7 @@ class Layout:
     size_ratios: dict[str, float] | None = None
     fallback: str | None = None  # why the configured planner's answer was not used
     llm: dict | None = None  # attempts, cached, usage, errors, repairs
-    size_source: dict[str, str] | None = None  # concept -> "prior" | "unknown" (drawn as a medium thing)
+    size_source: dict[str, str] | None = None  # concept -> "prior" | "unknown" (drawn as a medium thing) | "llm"
     camera: dict | None = None  # horizon, near (fractions of H from the top), height (x the tallest), gamma
     depth: dict[str, float] | None = None  # instance -> perspective factor (1: on the nearest ground line)
     occluding: list[str] | None = None  # [nearer, farther] instance planned to overlap, None: no overlap planned

@@ -161,8 +161,9 @@ def test_sdxl_stage_batched_equals_one_by_one(tmp_path, cfg_factory):
         assert np.abs(images[2][key].astype(int) - images[1][key]).max() <= 2
 
 
-def test_photo_with_a_salient_object_where_the_concepts_stand_is_flagged(tmp_path, cfg_factory):
-    """A bicycle on the lawn behind the pets: flagged in meta.json and counted in the summary; a calm lawn is not."""
+def test_photo_with_a_salient_object_where_the_concepts_stand_is_skipped_or_flagged(tmp_path, cfg_factory):
+    """A bicycle on the lawn behind the pets: flagged in meta.json and counted in the summary when its folder has
+    nothing calmer; a calm lawn is not; with a calm photo beside it in the folder, that one is used instead."""
     import cv2
 
     s2_tree(tmp_path)
@@ -186,3 +187,14 @@ def test_photo_with_a_salient_object_where_the_concepts_stand_is_flagged(tmp_pat
     assert busy["salient_share"] > 0.2 and "salient object" in busy["flag"]
     assert calm["salient_share"] < 0.1 and "flag" not in calm
     assert summary.notes["photo with a salient object behind the concepts (flagged)"] == 1
+
+    Image.fromarray(lawn).save(bgs / "garden" / "garden2.png")  # a calm photo of the same scene
+    for p in (tmp_path / "stages" / S3).rglob("meta.json"):
+        p.unlink()
+    summary = s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={bgs}", "repaint.blur=3",
+                                         "repaint.photo_blur=0", "repaint.max_backgrounds=2"))
+    for variant in ("v0_photo", "v1_photo"):
+        used = read_json(out / "cat+dog_000" / variant / "meta.json")["background"]
+        assert "flag" not in used and used["salient_share"] < 0.1
+        assert used.get("source", "").endswith("garden2.png")
+    assert summary.notes["photo with a salient object behind the concepts (another used)"] == 1

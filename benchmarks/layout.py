@@ -157,12 +157,14 @@ def _heuristic_from(ref: str):
 
 
 def plausibility_report(n: int, occlusion: float, size: int, baseline_ref: str | None) -> dict:
-    """N compositions over PLAUSIBLE_SETS through planner + composer (synthetic cut-outs), each measured."""
+    """N compositions over PLAUSIBLE_SETS through planner + composer (synthetic cut-outs shaped like their
+    category, their aspect passed to the planner as the s2 stage does), each composition measured."""
     import tempfile as tf
 
     from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
-    from gen4gen.layout.heuristic import HeuristicPlanner
+    from gen4gen.layout.heuristic import HeuristicPlanner, size_prior
     from gen4gen.layout.plausibility import occluded, plausibility_of
+    from gen4gen.stages.s2_compose import S1_DIR, concept_aspect, read_s1
     from gen4gen.layout.scenes import STYLE_PHRASES, style_for
     from gen4gen.repaint.backgrounds import procedural
     from tests.background_signatures import looks_like
@@ -175,17 +177,19 @@ def plausibility_report(n: int, occlusion: float, size: int, baseline_ref: str |
     out = {}
     with tf.TemporaryDirectory() as tmp:
         names = sorted({c for s in PLAUSIBLE_SETS for c in s})
-        paths = fake_s1(Path(tmp), {"bench": {c: 2 for c in names}}, size=(520, 460), soft=True)
-        src: dict[str, list[Source]] = {}
-        for p in paths:
-            src.setdefault(p.parent.parent.name, []).append(Source(f"bench/{p.parent.parent.name}/{p.parent.name}", p))
+        for i, c in enumerate(names):  # cut-outs shaped like the thing (a tall plant, a wide horse), as s1 gives
+            fake_s1(Path(tmp), {"bench": {c: 2}}, size=(round(400 * size_prior(c)[2]), 400), soft=True, seed=10 * i)
+        found, _ = read_s1(Path(tmp) / S1_DIR)
+        src: dict[str, list[Source]] = {c: [s for s, _ in v] for c, v in found["bench"].items()}
+        aspect = {c: concept_aspect(v) for c, v in src.items()}  # what the s2 stage tells the planner
         composer = Composer(Augment(), min_visible=0.6)
         for label, planner in planners.items():
             rows = []
             per_set = -(-n // len(PLAUSIBLE_SETS))
             for si, names_ in enumerate(PLAUSIBLE_SETS):
                 for k in range(per_set):
-                    r = PlanRequest(tuple(ConceptCount(c) for c in names_), (size, size), 7919 * si + k, sample=k)
+                    r = PlanRequest(tuple(ConceptCount(c, 1, aspect[c]) for c in names_), (size, size), 7919 * si + k,
+                                    sample=k)
                     lay = planner.plan(r)
                     comp = composer.compose(lay, src, np.random.default_rng(r.seed), replan=lambda a, r=r, lay=lay:
                                             with_boxes(lay, planner.plan(r.reseeded(r.seed + 7919 * a),

@@ -143,7 +143,7 @@ def test_occlusion_share_min_visible_and_exact_masks_over_many_samples(tmp_path)
         for obj in comp.objects:
             ys, xs = np.nonzero(comp.instances[obj["name"]])
             assert obj["box"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
-    assert abs(hidden / n - 0.3) <= 0.1, hidden
+    assert abs(hidden / n - 0.3) <= 0.05, hidden  # 18 of 60 today
 
 
 def test_a_cutout_shaped_unlike_its_box_keeps_the_boxs_area_not_its_width():

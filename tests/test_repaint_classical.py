@@ -265,3 +265,21 @@ def test_render_uses_the_layouts_horizon():
     sky_a, sky_b = a[:, :, 2].astype(int) - a[:, :, 1], b[:, :, 2].astype(int) - b[:, :, 1]
     row = int(0.4 * 128)  # grass at 40 % of the height under a 0.3 horizon, still sky under a 0.5 one
     assert sky_a[row + 4].mean() < 0 < sky_b[row - 4].mean()
+
+
+def test_salient_share_tells_a_photo_with_an_animal_from_plain_scenery():
+    """Where the concepts will stand: drawn scenery (horizons, shorelines, table edges) scores ~0, a real photo
+    with a dog in the middle scores above repaint.max_salient (0.12)."""
+    from gen4gen.images import read_image
+    from gen4gen.layout.scenes import STYLE_WORDS
+    from gen4gen.repaint.backgrounds import cover, salient_share
+    from tests.conftest import shared
+
+    where = np.zeros((256, 320), bool)
+    where[140:240, 60:260] = True
+    for style in STYLE_WORDS:
+        for k in range(4):
+            bg = procedural(style, 320, 256, np.random.default_rng(k), horizon=0.3 + 0.05 * k)
+            assert salient_share(bg, where) < 0.02, style
+    dog = cover(read_image(shared("segmentation", "gen4gen", "images", "dog_01.jpg")), 320, 256)
+    assert salient_share(dog, where) > 0.12

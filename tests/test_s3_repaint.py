@@ -184,7 +184,7 @@ def test_photo_with_a_salient_object_where_the_concepts_stand_is_skipped_or_flag
     out = tmp_path / "stages" / S3 / "pets"
     busy = read_json(out / "cat+dog_000" / "v0_photo" / "meta.json")["background"]
     calm = read_json(out / "cat+dog_001" / "v0_photo" / "meta.json")["background"]
-    assert busy["salient_share"] > 0.2 and "salient object" in busy["flag"]
+    assert busy["salient_share"] > 0.2 and "salient object" in busy["flag"]  # 0.26 today; the limit is 0.12
     assert calm["salient_share"] < 0.1 and "flag" not in calm
     assert summary.notes["photo with a salient object behind the concepts (flagged)"] == 1
 

@@ -126,12 +126,14 @@ def feet_line(mask: np.ndarray, min_area: float = 0.002) -> float | None:
 
 def structure(image: np.ndarray, side: int = 128, edge: float = 24.0) -> np.ndarray:
     """HxW bool: where the photo has object structure (outlines and the parts between them) rather than
-    flat or fine texture: strong edges of the softened image at ``side`` px, closed over a few pixels."""
+    flat or fine texture: strong edges of the softened image at ``side`` px, closed over a few pixels.
+    Near-horizontal edges (a horizon, a shoreline, a table edge) are scenery, not objects: left out."""
     h, w = image.shape[:2]
     small = cv2.resize(image, (side, max(1, round(side * h / w))), interpolation=cv2.INTER_AREA)
     grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 1.5)
-    mag = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)) / 4.0
-    edges = (mag > edge).astype(np.uint8)
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3) / 4.0, cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3) / 4.0
+    mag = np.hypot(gx, gy)
+    edges = ((mag > edge) & (np.abs(gx) > 0.35 * mag)).astype(np.uint8)
     closed = cv2.morphologyEx(edges, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
     return cv2.resize(closed, (w, h), interpolation=cv2.INTER_NEAREST) > 0
 

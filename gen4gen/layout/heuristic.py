@@ -45,7 +45,8 @@ SIZES: dict[str, tuple[str, float, float]] = {
 MEDIUM = ("object", 50.0, 1.0)  # unknown names: a medium thing, as wide as high
 
 SIZES.update({
-    "goat": ("farm", 130, 1.2), "pig": ("farm", 150, 1.5), "chicken": ("farm", 45, 1.0), "pigeon": ("small_animal", 30, 1.0),
+    "goat": ("farm", 130, 1.2), "pig": ("farm", 150, 1.5), "chicken": ("farm", 45, 1.0),
+    "pigeon": ("small_animal", 30, 1.0),
     "donkey": ("farm", 180, 1.2), "deer": ("wild", 180, 1.1), "fox": ("wild", 90, 1.4), "zebra": ("wild", 240, 1.3),
     "camel": ("wild", 300, 1.1), "penguin": ("wild", 70, 0.5), "monkey": ("wild", 70, 0.8),
     "owl": ("wild", 40, 0.7), "squirrel": ("small_animal", 40, 0.9), "frog": ("small_animal", 10, 1.3),

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -136,7 +137,8 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
     assert len(ranking) == 6 and sorted(r["rank"] for r in ranking) == ["1", "1", "1", "2", "2", "2"]
     gallery = (report / "gallery.html").read_text()
     assert gallery.count("<img ") == 12
-    assert all((report / src).resolve().is_file() for src in
+    # src are URLs (quoted): the files they name exist
+    assert all((report / unquote(src)).resolve().is_file() for src in
                __import__("re").findall(r'src="([^"]+)"', gallery))
 
     # rerun: every image is skipped and nothing is rewritten; the metrics come from their cache, unchanged

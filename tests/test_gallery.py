@@ -99,3 +99,18 @@ def test_gallery_shows_at_most_the_configured_compositions_per_scene(tmp_path):
     text = page.read_text()
     assert "showing 2 of 3 compositions" in text and "<b>3</b> final images" in text
     assert "pets/cat+dog_002" not in text and not (page.parent / "thumbs/pets__cat+dog_002__v0_procedural.jpg").exists()
+
+
+def test_bench_gallery_escapes_prompts_and_quotes_links(tmp_path):
+    from gen4gen.bench.report import gallery_html
+
+    rows = [{"model": "sd<1>", "prompt_key": "p&1", "prompt": 'a <script>alert("x")</script> cat', "category": "a&b",
+             "image": f"images/sd<1>/p#1 s{s}.png", "seed": s} for s in (1, 0)]
+    text = gallery_html(rows, tmp_path / "run", tmp_path / "run/report/gallery.html")
+    assert "<script>" not in text and "a &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; cat" in text
+    assert "<th>sd&lt;1&gt;</th>" in text and "<b>p&amp;1</b> <i>a&amp;b</i>" in text
+    parser = Images()
+    parser.feed(text)
+    # seeds in order; '#' quoted so the browser does not read it as a fragment
+    assert parser.srcs == ["../images/sd<1>/p#1 s0.png", "../images/sd<1>/p#1 s1.png"]
+    assert 'src="../images/sd%3C1%3E/p%231%20s0.png"' in text

@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: requirements/runtime.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(if $(filter keep,$(TORCH)),,$(PIP) install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)")
-	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(KEEP_TORCH)
+	$(PY) -c "import importlib.metadata as m; print('torch==' + m.version('torch'))" > $(KEEP_TORCH)
 	$(PIP) install -q -c $(KEEP_TORCH) -r requirements/runtime.txt
 	$(PIP) install -q --no-deps -e .
 	touch $@

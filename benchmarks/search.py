@@ -29,9 +29,6 @@ from gen4gen.search import query as Q  # noqa: E402
 from gen4gen.search.index import IndexInfo, IndexWriter, ModelIndex, MomentSpec, Space, write_info  # noqa: E402
 from timing import timed  # noqa: E402  (benchmarks/timing.py: the script folder is on sys.path)
 
-NPROBES = (8, 16, 32, 64)
-
-
 def synthetic_index(root: Path, n: int, d: int, dtype: str, kind: str, seed: int = 0) -> ModelIndex:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((2000, d)).astype(np.float32)
@@ -54,7 +51,7 @@ def recall_at_10(space: Space, qs: np.ndarray, exact_rows: np.ndarray, nprobe: i
                           for q, e in zip(qs, exact_rows)]))
 
 
-def measure(space: Space, qs: np.ndarray, backend: str) -> list[str]:
+def measure(space: Space, qs: np.ndarray, backend: str, nprobes: list[int]) -> list[str]:
     """Build the IVF with ``backend``; its build wall/CPU seconds, then ms per query and recall@10 per nprobe."""
     exact_rows = Q.first_moment_topk(space.mu_hat, qs, k=10)[0]
     wall, cpu = time.perf_counter(), time.process_time()
@@ -62,7 +59,7 @@ def measure(space: Space, qs: np.ndarray, backend: str) -> list[str]:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     lists = len(space.ivf_centroids)
     cells = [backend, str(lists), f"{wall:.1f}", f"{cpu:.1f}"]
-    for nprobe in NPROBES:
+    for nprobe in nprobes:
         nprobe = min(nprobe, lists)
         Q.ivf_topk(space, qs[0], 10, nprobe)  # the probed lists' pages
         ms = timed(lambda nprobe=nprobe: [Q.ivf_topk(space, q, 10, nprobe) for q in qs], 3) / len(qs) * 1000
@@ -86,13 +83,14 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--nprobes", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--dir", default=None, help="where the synthetic indexes go (default: a temp dir)")
     args = ap.parse_args()
     rng = np.random.default_rng(1)
     print(f"load average at start: {os.getloadavg()}")
     table = Table(title=f"first-moment top-10, d={args.dim}, mu_hat {args.dtype}, {os.cpu_count()} CPU cores")
     for col in ("set", "models", "exact 1 query ms", "exact batch-64 ms/query", "IVF", "lists", "build s",
-                "build CPU s", *(f"nprobe={p} ms / recall@10" for p in NPROBES), "load avg", "peak RSS MB"):
+                "build CPU s", *(f"nprobe={p} ms / recall@10" for p in args.nprobes), "load avg", "peak RSS MB"):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for kind in args.sets:
@@ -105,7 +103,7 @@ def main() -> None:
                 qs = (qs / np.linalg.norm(qs, axis=1, keepdims=True)).astype(np.float32)
                 single, batched = exact_ms(space, qs)
                 for backend in args.backends:
-                    cells = measure(space, qs, backend)
+                    cells = measure(space, qs, backend, args.nprobes)
                     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                     table.add_row(kind, f"{n:,}", f"{single:.1f}", f"{batched:.2f}", *cells,
                                   f"{os.getloadavg()[0]:.1f}", f"{peak:.0f}")

@@ -61,6 +61,10 @@ def first_moment_topk(mu_hat: np.ndarray, q: np.ndarray, k: int = 10, chunk: int
     return np.take_along_axis(best_rows, keep, 1), np.take_along_axis(best, keep, 1)
 
 
+# faiss's k-means is trained on this many models per list (its own advice: at least 39), not on every model
+TRAIN_PER_LIST = 40
+
+
 def build_ivf(space: Space, n_lists: int | None = None, iters: int = 10, sample: int = 100_000, seed: int = 0,
               backend: str = "auto") -> str:
     """Inverted file over mu_hat (spherical k-means): first-moment queries then scan ``nprobe`` lists instead
@@ -78,8 +82,7 @@ def build_ivf(space: Space, n_lists: int | None = None, iters: int = 10, sample:
         backend = "faiss" if _faiss() is not None else "numpy"
     if backend not in ("faiss", "numpy"):
         raise ValueError(f"IVF backend {backend!r}: faiss, numpy or auto")
-    # k-means needs a few dozen points per list, not every model
-    size = min(m, max(n_lists, sample if backend == "numpy" else min(sample, 40 * n_lists)))
+    size = min(m, max(n_lists, sample if backend == "numpy" else min(sample, TRAIN_PER_LIST * n_lists)))
     x = np.asarray(mu_hat[np.sort(rng.choice(m, size=size, replace=False))], np.float32)
     if backend == "faiss":
         cent, assign = _faiss_quantiser(x, n_lists, iters, seed)

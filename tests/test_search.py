@@ -128,8 +128,44 @@ def test_ivf_matches_exact_search_when_probing_every_list(tmp_path, backend):
     rows, scores = Q.ivf_topk(space, q, k=10, nprobe=25)
     assert rows.tolist() == exact_rows[0].tolist()
     np.testing.assert_allclose(scores, exact[0], rtol=1e-6)
-    rows4, _ = Q.ivf_topk(space, q, k=10, nprobe=4)  # a few lists already hold the neighbours of a clustered query
+    rows4, _ = Q.ivf_topk(space, q, k=10, nprobe=4, min_recall=0)  # a few lists hold a clustered query's neighbours
     assert len(set(rows4.tolist()) & set(exact_rows[0].tolist())) >= 8
+
+
+def _synthetic_space(root, mu):
+    w = IndexWriter(root, "image", len(mu), mu.shape[1], MomentSpec("diag"))
+    w.set_rows(slice(0, len(mu)), mu=mu, var=np.ones_like(mu))
+    w.close()
+    write_info(root, IndexInfo(names=[f"m{i}" for i in range(len(mu))], spaces={
+        "image": {"dim": mu.shape[1], "encoder": "synthetic", "moment": "diag", "rank": 0, "raw": False}}))
+    return ModelIndex(root).spaces["image"]
+
+
+def test_an_ivf_that_misses_neighbours_is_not_used(tmp_path, caplog):
+    """Unclustered means (one Gaussian): a few lists hold few of a query's true neighbours, so the IVF's measured
+    recall is low and the search is exact; on clustered means the IVF is used."""
+    rng = np.random.default_rng(4)
+    space = _synthetic_space(tmp_path / "gauss", rng.normal(size=(4000, 64)))
+    Q.build_ivf(space, n_lists=64, backend="numpy")
+    assert Q.ivf_recall(space, 2) < 0.5
+    assert json.loads((tmp_path / "gauss/image_ivf_recall.json").read_text()) == {"2": Q.ivf_recall(space, 2)}
+    q = Q._unit(space.mu_hat[5] + 0.05 * rng.normal(size=64))
+    exact_rows, exact = Q.first_moment_topk(space.mu_hat, q[None], k=10)
+    with caplog.at_level("WARNING", logger="gen4gen.search.query"):
+        for _ in range(2):
+            rows, scores = Q.ivf_topk(space, q, k=10, nprobe=2)
+            assert rows.tolist() == exact_rows[0].tolist() and np.allclose(scores, exact[0])
+    assert len([r for r in caplog.records if "searching exactly" in r.getMessage()]) == 1  # said once
+
+    centres = rng.normal(size=(16, 64))
+    clustered = _synthetic_space(tmp_path / "clustered", centres[rng.integers(0, 16, 4000)]
+                                 + 0.1 * rng.normal(size=(4000, 64)))
+    Q.build_ivf(clustered, n_lists=64, backend="numpy")
+    assert Q.ivf_recall(clustered, 8) >= Q.MIN_RECALL
+    rows, _ = Q.ivf_topk(clustered, Q._unit(clustered.mu_hat[5]), k=10, nprobe=8)
+    assert 5 in rows.tolist()
+    Q.build_ivf(clustered, n_lists=32, backend="numpy")  # a rebuilt file is measured afresh
+    assert not (tmp_path / "clustered/image_ivf_recall.json").exists()
 
 
 def test_ivf_falls_back_to_numpy_without_faiss(tmp_path, monkeypatch):

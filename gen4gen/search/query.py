@@ -10,11 +10,16 @@ Scores per model (higher is better):
 """
 from __future__ import annotations
 
+import json
+import logging
 import math
 
 import numpy as np
 
+from gen4gen.io import json_bytes, write_atomic
 from gen4gen.search.index import ModelIndex, Space
+
+log = logging.getLogger(__name__)
 
 CHUNK = 65536
 
@@ -102,6 +107,7 @@ def build_ivf(space: Space, n_lists: int | None = None, iters: int = 10, sample:
     np.save(root / f"{name}_ivf_centroids.npy", cent.astype(np.float32))
     np.save(root / f"{name}_ivf_order.npy", order.astype(np.int64))
     np.save(root / f"{name}_ivf_offsets.npy", offsets.astype(np.int64))
+    (root / f"{name}_ivf_recall.json").unlink(missing_ok=True)  # measured for the lists it replaces
     for key in ("ivf_centroids", "ivf_order", "ivf_offsets", "ivf_vecs"):
         space._cache.pop(key, None)  # a rebuilt file is read afresh
     return backend
@@ -154,9 +160,27 @@ def _assign(x: np.ndarray, cent: np.ndarray) -> np.ndarray:
     return np.argmax(x @ cent.T, axis=1)
 
 
-def ivf_topk(space: Space, q: np.ndarray, k: int = 10, nprobe: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate first-moment top-k of one query through the inverted file."""
+# an inverted file that finds less of the exact top-10 than this is not used: exact search instead
+MIN_RECALL = 0.95
+_warned: set[tuple] = set()
+
+
+def ivf_topk(space: Space, q: np.ndarray, k: int = 10, nprobe: int = 16,
+             min_recall: float = MIN_RECALL) -> tuple[np.ndarray, np.ndarray]:
+    """First-moment top-k of one query through the inverted file; exact (streamed) when the file's measured
+    recall at this ``nprobe`` is under ``min_recall`` (features without clusters defeat any IVF)."""
     q = np.asarray(q, np.float32).ravel()
+    if min_recall > 0:
+        recall = ivf_recall(space, nprobe)
+        if recall < min_recall:
+            key = (str(space._root), space.name, nprobe)
+            if key not in _warned:
+                _warned.add(key)
+                log.warning("search: the inverted file finds %.0f%% of the exact top-10 at nprobe=%d on this index "
+                            "(features without clusters?): searching exactly; a larger search.ivf.nprobe may "
+                            "reach %.0f%%", 100 * recall, nprobe, 100 * min_recall)
+            rows, scores = first_moment_topk(space.mu_hat, q[None], k)
+            return rows[0], scores[0]
     cent, offsets = space.ivf_centroids, space.ivf_offsets
     lists = np.sort(topk(cent @ q, nprobe))  # in file order: the probed slices are read front to back
     vecs = space.ivf_vecs
@@ -165,6 +189,28 @@ def ivf_topk(space: Space, q: np.ndarray, k: int = 10, nprobe: int = 16) -> tupl
     pos = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in lists])
     top = topk(s, k)
     return np.asarray(space.ivf_order[pos[top]]), s[top]
+
+
+def ivf_recall(space: Space, nprobe: int, queries: int = 32, seed: int = 0) -> float:
+    """recall@10 of the inverted file at ``nprobe`` against exact search, the queries being the means of
+    ``queries`` random models (a model's neighbours are what a query near it should find). Measured once per
+    nprobe (one streamed pass over the models) and kept in ``<space>_ivf_recall.json``."""
+    path = space._root / f"{space.name}_ivf_recall.json"
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if str(nprobe) not in known:
+        m = len(space.mu_hat)
+        rows = np.sort(np.random.default_rng(seed).choice(m, size=min(queries, m), replace=False))
+        qs = np.asarray(space.mu_hat[rows], np.float32)
+        qs /= np.maximum(np.linalg.norm(qs, axis=1, keepdims=True), 1e-12)
+        exact = first_moment_topk(space.mu_hat, qs, k=10)[0]
+        found = [len(set(ivf_topk(space, q, 10, nprobe, min_recall=0)[0].tolist()) & set(e.tolist())) / len(e)
+                 for q, e in zip(qs, exact)]
+        known[str(nprobe)] = round(float(np.mean(found)), 4)
+        write_atomic(path, json_bytes(known))
+    return float(known[str(nprobe)])
 
 
 def has_ivf(space: Space) -> bool:

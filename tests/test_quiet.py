@@ -70,3 +70,39 @@ def test_summary_fits_80_columns_and_keeps_paths_whole():
     assert summary_lines(summaries) == ["s1: stages/s1_segmented_foreground",
                                         "export: outputs/datasets/mycanvas_demo_with_a_long_name",
                                         f"export: gallery: {path}"]
+
+
+LOAD = """
+import sys
+if sys.argv[2] == "quiet":
+    from gen4gen.console import quiet_libraries
+    quiet_libraries()
+from transformers import BertConfig, BertModel
+if sys.argv[3] == "save":
+    config = BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    BertModel(config).save_pretrained(sys.argv[1])
+else:
+    BertModel.from_pretrained(sys.argv[1])
+"""
+
+
+def test_loading_weights_draws_no_bars(tmp_path):
+    """transformers draws a "Loading weights" bar per from_pretrained; after quiet_libraries (what the CLI runs
+    first) it draws none. Both runs load the same tiny model, so the check is not vacuous."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.pipeline_run import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    for key in g4console.QUIET_ENV:
+        env.pop(key, None)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "bert"), *args], env=env,
+                              capture_output=True, text=True, timeout=300, check=True)
+    run("loud", "save")
+    assert "Loading weights" in run("loud", "load").stderr
+    quiet = run("quiet", "load")
+    assert quiet.stderr == "" and quiet.stdout == ""

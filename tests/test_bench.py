@@ -376,6 +376,9 @@ def test_promptset_loaders_on_the_shared_files(tmp_path):
     assert scene.text.startswith("<new1> cat") and scene.scored_text.startswith("a cat on the left")
     assert novel.text == "<new1> cat and <new2> dog on the surface of the moon"
     assert novel.scored_text == "a cat and a dog on the surface of the moon"
+    from gen4gen.bench.metrics import Detector
+
+    assert Detector.query("owl") == "a photo of an owl" and Detector.query("teddy_bear") == "a photo of a teddy bear"
     assert scene.references["dog"] == [str(ds / "refs" / "dog_0.png")]
     with pytest.raises(UserError, match="missing column"):
         P.load_drawbench("x", shared("prompts", "PartiPrompts.tsv"))

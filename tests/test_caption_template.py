@@ -121,6 +121,8 @@ def test_checker_finds_missing_wrong_count_invented_and_too_long():
     assert plural_single == ["it calls the single cat 'cats'; there is exactly one"]
     invented = caption_problems("A cat, two dogs and a plant.", counts, known, 60)
     assert invented == ["it mentions a plant, which is not in this picture"]
+    owl = caption_problems("A cat, two dogs and an owl.", counts, known + ["owl"], 60)
+    assert owl == ["it mentions an owl, which is not in this picture"]
     long = caption_problems("A cat and two dogs " + "very " * 60, counts, known, 60)
     assert any("limit is 60" in p for p in long)
 

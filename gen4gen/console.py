@@ -71,8 +71,9 @@ def print_summaries(summaries: list[Summary]) -> None:
 
 # ---------------------------------------------------------------- library logging
 # libraries that install their own stderr handler or draw progress bars while loading weights: errors only, no bars
-QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error", "HF_HUB_VERBOSITY": "error",
-             "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+# log lines of an HTTP client that retries a request: counted, not shown
+RETRY_LINES = {"openai": ("Retrying",), "huggingface_hub": ("Retrying in", "Rate limited")}
 _retries = 0
 _retries_lock = threading.Lock()
 
@@ -84,7 +85,7 @@ class OwnRecords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         top = record.name.split(".", 1)[0]
-        if top == "openai" and str(record.msg).startswith("Retrying"):
+        if top in RETRY_LINES and str(record.msg).startswith(RETRY_LINES[top]):
             global _retries
             with _retries_lock:
                 _retries += 1
@@ -100,9 +101,15 @@ def take_retries() -> int:
 
 
 def quiet_libraries() -> None:
-    """Before any library is imported: dependency warnings go to the logging system (and so to the log file,
-    not the terminal), libraries with their own stderr handlers print errors only (a user's own setting of
-    these variables wins)."""
+    """Before the stages import their libraries: dependency warnings go to the logging system (and so to the log
+    file, not the terminal); transformers and diffusers, which have their own stderr handlers, print errors only
+    and draw no weight-loading bars (a user's own setting of these variables wins)."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     logging.captureWarnings(True)
+    # huggingface_hub prints through its own stderr handler *and* propagates to the root logger: each of its
+    # retry lines appeared twice. Without its handler its records take the root's way (the log file; the terminal
+    # filter counts its retries)
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.get_logger().handlers.clear()

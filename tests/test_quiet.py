@@ -37,9 +37,12 @@ def test_a_stage_run_prints_no_library_log_lines(tmp_path):
     assert log.read_text().count("Retrying request") == 2
 
 
-def test_dependency_warnings_reach_the_log_not_the_terminal(capsys):
+def test_dependency_warnings_reach_the_log_not_the_terminal(capsys, monkeypatch):
     import logging
 
+    for key in g4console.QUIET_ENV:  # restored (unset) after the test
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     records = []
     handler = logging.Handler()
     handler.emit = records.append
@@ -55,6 +58,34 @@ def test_dependency_warnings_reach_the_log_not_the_terminal(capsys):
     assert "torchvision is deprecated here" in records[0].getMessage()
     assert not g4console.OwnRecords().filter(records[0])  # the terminal's filter drops it
     assert "deprecated" not in capsys.readouterr().err
+
+
+def test_hub_retry_lines_are_counted_once_not_printed_twice(capfd, monkeypatch):
+    import logging
+
+    for key in g4console.QUIET_ENV:
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    g4console.quiet_libraries()
+    logging.captureWarnings(False)
+    root_records = []
+    terminal = logging.Handler()
+    terminal.addFilter(g4console.OwnRecords())
+    terminal.emit = root_records.append
+    logging.getLogger().addHandler(terminal)
+    g4console.take_retries()
+    openai_log = logging.getLogger("openai._base_client")
+    openai_log.setLevel(logging.INFO)  # as under the run's logging config (root at INFO)
+    try:
+        hub = logging.getLogger("huggingface_hub.utils._http")
+        hub.warning("Retrying in 1s [Retry 1/5].")
+        hub.warning("Rate limited. Waiting 2s before retry [Retry 2/5].")
+        openai_log.info("Retrying request in %f seconds", 0.5)
+    finally:
+        logging.getLogger().removeHandler(terminal)
+        openai_log.setLevel(logging.NOTSET)
+    assert g4console.take_retries() == 3 and root_records == []  # counted, and kept off the terminal
+    assert "Retrying" not in capfd.readouterr().err  # the hub's own stderr handler is gone
 
 
 def test_summary_fits_80_columns_and_keeps_paths_whole():

@@ -5,6 +5,7 @@ with ``cutout.png`` (RGBA, soft alpha), ``mask.png`` (8-bit soft mask) and ``met
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -45,9 +46,9 @@ def discover_photos(source_dir: Path, out_root: Path) -> list[Item]:
             if not photos and not others:
                 items.append(Item(rel, out_root / rel, {"path": str(concept)},
                                   error="empty concept folder: no photos"))
-            stems = [p.stem for p in photos]
+            names = photo_ids(photos)
             for p in photos:
-                name = p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_")
+                name = names[p]
                 try:
                     fp = file_fingerprint(p)
                 except OSError as e:
@@ -57,6 +58,33 @@ def discover_photos(source_dir: Path, out_root: Path) -> list[Item]:
                 items.append(Item(f"{rel}/{name}", out_root / rel / name,
                                   {"path": str(p), "scene": scene.name, "concept": concept.name}, fp))
     return items
+
+
+def photo_ids(photos: list[Path]) -> dict[Path, str]:
+    """A distinct item id per photo of one folder, from the folder's file names alone (so it is the same on
+    every run): the stem (``x``), or when the stem is shared the name with ``_`` for dots (``x_jpg``), or
+    when that clashes too (``x.jpg`` beside ``x_jpg.webp``) the name plus a hash of it. Ids are compared
+    without case: ``X.jpg`` and ``x.png`` must not share a folder on a case-insensitive file system."""
+    def candidates(p: Path) -> list[str]:
+        under = p.name.replace(".", "_")
+        return [p.stem, under, f"{under}~{hashlib.sha1(p.name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"]
+
+    cands = {p: candidates(p) for p in photos}
+    level = {p: 0 for p in photos}
+    while True:
+        groups: dict[str, list[Path]] = {}
+        for p in photos:
+            groups.setdefault(cands[p][level[p]].casefold(), []).append(p)
+        clashes = [g for g in groups.values() if len(g) > 1]
+        if not clashes:
+            return {p: cands[p][level[p]] for p in photos}
+        for g in clashes:  # the photos on the plainest id in a clash move on; the last level cannot clash
+            low = min(level[p] for p in g)
+            for p in g:
+                if level[p] == low and low < 2:
+                    level[p] += 1
+        if all(level[p] == 2 for g in clashes for p in g):
+            return {p: cands[p][level[p]] for p in photos}
 
 
 def _entries(folder: Path, items: list[Item], out_root: Path) -> list[Path]:

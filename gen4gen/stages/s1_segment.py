@@ -9,6 +9,7 @@ import hashlib
 import json
 import shutil
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from gen4gen.device import usable_cores
 from gen4gen.errors import UserError
 from gen4gen.hashing import file_fingerprint
 from gen4gen.images import IMAGE_EXTENSIONS, read_image
+from gen4gen.io import png_bytes
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.segment.quality import keep_largest, mask_stats
@@ -179,8 +181,9 @@ class SegmentStage:
             stats = {**mask_stats(mask, frame=info.get("frame_xyxy")), "multiple_objects": True, "parts": stats["parts"]}
             stats["flags"].append("multiple_objects")
         alpha = _u8(mask)
-        out.image("cutout.png", np.dstack([rgb, alpha]))
-        out.image("mask.png", alpha)
+        # same pixels as ItemWriter.image, zlib strategies chosen for a photo and a mask (see png_bytes)
+        out.bytes("cutout.png", png_bytes(np.dstack([rgb, alpha]), zlib.Z_HUFFMAN_ONLY))
+        out.bytes("mask.png", png_bytes(alpha, zlib.Z_RLE))
         return {"source": item.data["path"], "scene": item.data["scene"], "concept": item.data["concept"],
                 "backend": getattr(self.segmenter, "name", type(self.segmenter).__name__),
                 "size": [int(rgb.shape[1]), int(rgb.shape[0])], **stats, "keep": self.keep, **info,

@@ -178,3 +178,17 @@ def test_photos_whose_names_collide_each_get_their_own_stable_item(tmp_path, cfg
     names = [Path(n) for n in ["x.jpg", "x.png", "x_jpg.webp", "X.JPG", "y.png"]]
     assert photo_ids(names) == photo_ids(names[::-1])
     assert photo_ids(names)[Path("y.png")] == "y" and photo_ids([Path("x.jpg")]) == {Path("x.jpg"): "x"}
+
+
+def test_zoom_gains_on_real_subjects_pasted_small_onto_real_photos():
+    """The pasted set's two smallest bands (5-20 % of the frame, 42 photos, exact masks): measured single
+    0.795 / 0.818 -> zoom 0.844 / 0.844; 2 photos worse by > 0.02."""
+    from benchmarks.pasted_set import build
+    from tests.conftest import shared
+
+    cases = [c for c in build(shared()) if c.band in ("5-10 %", "10-20 %")]
+    assert len(cases) == 42
+    single, zoom = _u2netp(zoom=0.0), _u2netp()
+    gains = np.array([_iou(zoom(c.rgb), c.truth) - _iou(single(c.rgb), c.truth) for c in cases])
+    assert gains.mean() >= 0.025, gains.mean()
+    assert (gains > 0.02).sum() >= 4 * max(1, (gains < -0.02).sum())

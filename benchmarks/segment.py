@@ -29,9 +29,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.pasted_set import BANDS, band_name, build  # noqa: E402
-from gen4gen.device import usable_cores  # noqa: E402
-from gen4gen.images import read_image  # noqa: E402
+from benchmarks.pasted_set import BANDS, band_name, build
+from gen4gen.device import usable_cores
+from gen4gen.images import read_image
 
 SHARED = Path(os.environ.get("GEN4GEN_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
 SETS = [("u2net", ("u2netp_ref", "u2net_ref")), ("gen4gen", ("isnet_ref",))]
@@ -85,8 +85,8 @@ def stage_row(workers: int, *overrides: str) -> dict:
     from hydra import compose, initialize_config_dir
 
     from gen4gen.__main__ import conf_dir
-    from gen4gen.stages.s1_segment import SegmentStage
     from gen4gen.runner import run_stage
+    from gen4gen.stages.s1_segment import SegmentStage
 
     with tempfile.TemporaryDirectory() as tmp:
         concept = Path(tmp, "src", "web", "things")

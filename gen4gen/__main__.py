@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 import gen4gen
+from gen4gen.console import quiet_libraries
 
 
 def conf_dir() -> str:
@@ -31,6 +32,7 @@ def main() -> None:
     if problem:
         print(f"gen4gen: {problem}", file=sys.stderr)
         sys.exit(2)
+    quiet_libraries()
     _hydra_main()
 
 

@@ -28,11 +28,11 @@ def _hydra_main(cfg: DictConfig) -> int:
 def main() -> None:
     from gen4gen.config_check import override_problem
 
+    quiet_libraries()
     problem = override_problem(conf_dir(), sys.argv[1:])  # before Hydra's raw lines about it
     if problem:
         print(f"gen4gen: {problem}", file=sys.stderr)
         sys.exit(2)
-    quiet_libraries()
     _hydra_main()
 
 

@@ -231,22 +231,24 @@ class LLMClient:
         return self.unreachable
 
     async def _probe(self) -> str | None:
-        import httpx
+        import openai
 
         key = self._key()
         if not key and self.api_key_env:
             return f"{self.api_key_env} is not set; export it (or llm.api_key_env=null for a server without keys)"
+        probe = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or "no-key", timeout=min(self.timeout, 10.0),
+                                   max_retries=0)
         try:
-            async with httpx.AsyncClient(timeout=min(self.timeout, 10.0)) as http:
-                resp = await http.get(self.base_url.rstrip("/") + "/models",
-                                      headers={"Authorization": f"Bearer {key}"} if key else {})
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as e:
-            return f"cannot reach {self.base_url} ({type(e).__name__}); check llm.base_url"
-        except Exception:  # noqa: BLE001 - a slow or odd server: the requests themselves will tell
+            await probe.models.list()  # GET /models: cheap, and every OpenAI-compatible server has it or a 404
+        except openai.APITimeoutError:
+            return None  # slow, not absent: the requests themselves will tell
+        except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as e:
+            return self._unreachable_reason(e)
+        except Exception:  # noqa: BLE001 - 404 (no /models), 5xx, an odd body: the server is there
             return None
-        if resp.status_code in (401, 403):
-            return f"{self.base_url} refused the key in {self.api_key_env} (HTTP {resp.status_code}); check it"
-        return None  # 200, or a server without /models (404, 501): it is there
+        finally:
+            await probe.close()
+        return None
 
     def _unreachable_reason(self, e: Exception) -> str:
         status = getattr(e, "status_code", None)

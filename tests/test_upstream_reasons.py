@@ -32,7 +32,7 @@ def test_photos_directly_in_the_scene_folder(tmp_path):
     photo(tmp_path / "src" / "pets" / "dog.jpg", 1)
     result = run_all(tmp_path)
     assert result.returncode == 2
-    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("s2: ")]
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("s2: no usable")]
     assert "no usable s1 cut-outs" in line
     assert "upstream failures: s1 pets/cat.jpg: a photo outside a concept folder: photos go in <scene>/<concept>/; " \
            "s1 pets/dog.jpg: a photo outside a concept folder" in line
@@ -45,7 +45,7 @@ def test_a_scene_with_one_concept(tmp_path):
     photo(tmp_path / "src" / "solo" / "cat" / "b.jpg", 2)
     result = run_all(tmp_path)
     assert result.returncode == 2
-    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("s3: ")]
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("s3: nothing")]
     assert line.startswith("s3: nothing to repaint: no s2 composition in stages/s2_object_compositions; "
                            "upstream failures: s2 solo: scene 'solo' has 1 usable concept(s) (cat); "
                            "compose.min_objects=2 needs at least 2")

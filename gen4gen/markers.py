@@ -9,9 +9,9 @@ from typing import Iterable
 META = "meta.json"
 
 
-def read_meta(out_dir: Path) -> dict | None:
+def read_meta(out_dir: Path, name: str = META) -> dict | None:
     try:
-        meta = json.loads((out_dir / META).read_text("utf-8"))
+        meta = json.loads((out_dir / name).read_text("utf-8"))
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) else None

@@ -200,3 +200,82 @@ def test_failures_of_shards_merge_without_duplicates_and_drop_items_done_since(t
     assert [f["id"] for f in read_failures(root)] == ["s/c/1"]
     run_stage(NoiseStage(root, ids), cfg_factory())  # fixed input: the shard file's old line no longer counts
     assert read_failures(root) == []
+
+
+class BatchStage(NoiseStage):
+    """NoiseStage through the batch hook: items grouped by their id's middle part; a batch holding ``boom``
+    raises as a whole (out of GPU memory), ``bad`` fails alone."""
+
+    batch_size = 3
+
+    def __init__(self, root: Path, ids: list[str], bad: str | None = None, boom: str | None = None):
+        super().__init__(root, ids, bad)
+        self.boom, self.calls = boom, []
+
+    def batch_key(self, item):
+        return item.id.split("/")[1]
+
+    def process_batch(self, items, writers, rngs):
+        self.calls.append([it.id for it in items])
+        if any(it.id == self.boom for it in items):
+            raise RuntimeError("CUDA out of memory")
+        out = []
+        for it, w, rng in zip(items, writers, rngs):
+            try:
+                out.append(self.process(it, w, rng))
+            except ItemFailed as e:
+                out.append(e)
+        return out
+
+
+def test_batch_hook_groups_by_key_in_order_and_keeps_markers_and_failures(tmp_path, cfg_factory):
+    ids = [f"s/a/{k}" for k in range(4)] + ["s/b/0", "s/b/1"] + [f"s/a/{k}" for k in range(4, 6)]
+    root = tmp_path / "batched"
+    stage = BatchStage(root, ids, bad="s/a/1", boom="s/b/1")
+    s = run_stage(stage, cfg_factory("seed=3"))
+    # consecutive runs of one key, cut at batch_size; order kept
+    assert stage.calls == [["s/a/0", "s/a/1", "s/a/2"], ["s/a/3"], ["s/b/0", "s/b/1"], ["s/a/4", "s/a/5"]]
+    assert (s.total, s.done, s.failed) == (8, 5, 3)
+    reasons = {f["id"]: f["reason"] for f in read_failures(root)}
+    assert reasons == {"s/a/1": "this one is bad", "s/b/0": "batch of 2 failed: RuntimeError: CUDA out of memory",
+                       "s/b/1": "batch of 2 failed: RuntimeError: CUDA out of memory"}
+    # the same bytes as one by one: randomness is per item, not per batch
+    one = tmp_path / "one"
+    run_stage(NoiseStage(one, ids), cfg_factory("seed=3"))
+    for i in ids:
+        if i not in reasons:
+            assert (root / i / "noise.png").read_bytes() == (one / i / "noise.png").read_bytes()
+            meta = json.loads((root / i / "meta.json").read_text())
+            assert meta["id"] == i and meta["first"] == json.loads((one / i / "meta.json").read_text())["first"]
+    # a rerun redoes only the failed items, in batches of their own
+    stage = BatchStage(root, ids)
+    s = run_stage(stage, cfg_factory("seed=3"))
+    assert (s.done, s.skipped, s.failed) == (3, 5, 0) and stage.calls == [["s/a/1"], ["s/b/0", "s/b/1"]]
+
+
+def test_shared_folder_items_use_their_own_marker_and_temp_files(tmp_path, cfg_factory):
+    """Items that share one folder (bench images) each have a ``<stem>.json`` marker and own only their stem's
+    temporary files; a stale temp file of the stage folder itself is removed at the start of the next run."""
+    root = tmp_path / "shared"
+
+    class FileStage(NoiseStage):
+        def discover(self):
+            return [Item(i, self.out_root / "imgs", {"path": i}, marker=self.out_root / "imgs" / f"{i}.json")
+                    for i in self.ids]
+
+        def process(self, item, out, rng):
+            out.bytes(f"{item.id}.png", b"png" + item.id.encode())
+            return {"n": item.id}
+
+    (root / "imgs").mkdir(parents=True)
+    (root / "imgs" / ".a.png.999999.tmp").write_bytes(b"half")  # item a was killed mid-write
+    (root / "imgs" / ".b.png.999999.tmp").write_bytes(b"b is being written by a live shard")
+    (root / ".failures.jsonl.999999.tmp").write_bytes(b"disk full")  # pid 999999: not running
+    live = root / f".failures.shard-1-of-2.jsonl.{os.getppid()}.tmp"  # a running writer's file stays
+    live.write_bytes(b"")
+    s = run_stage(FileStage(root, ["a"]), cfg_factory())
+    assert s.done == 1 and json.loads((root / "imgs" / "a.json").read_text())["n"] == "a"
+    assert sorted(p.name for p in root.rglob(".*.tmp")) == [".b.png.999999.tmp", live.name]
+    assert run_stage(FileStage(root, ["a"]), cfg_factory()).skipped == 1
+    (root / "imgs" / "a.json").unlink()  # a lost marker redoes that item alone
+    assert run_stage(FileStage(root, ["a", "b"]), cfg_factory()).done == 2

@@ -171,8 +171,10 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
         task = bar.add_task(f"{stage.name}", total=len(pending))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(work, batch): batch for batch in groups}
+            counted = set()
             try:
                 for fut in as_completed(futures):
+                    counted.add(fut)
                     for it, reason in zip(futures[fut], fut.result()):
                         if reason is None:
                             summary.done += 1
@@ -182,6 +184,9 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
                         bar.advance(task)
             except BaseException:  # Ctrl-C or a crash: stop now instead of running every queued item first
                 pool.shutdown(wait=True, cancel_futures=True)
+                # items that finished while we waited are done too: the count a user reads must match the disk
+                summary.done += sum(r is None for f in futures if f not in counted and f.done() and not f.cancelled()
+                                    and f.exception() is None for r in f.result())
                 raise
 
     summary.failed = len(failures)

@@ -279,3 +279,55 @@ def test_shared_folder_items_use_their_own_marker_and_temp_files(tmp_path, cfg_f
     assert run_stage(FileStage(root, ["a"]), cfg_factory()).skipped == 1
     (root / "imgs" / "a.json").unlink()  # a lost marker redoes that item alone
     assert run_stage(FileStage(root, ["a", "b"]), cfg_factory()).done == 2
+
+
+def _sigint_mid_run(cli: list[str], cwd: Path, out: Path, at_least: int, env: dict | None = None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
+    proc = subprocess.Popen(cli, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(list(out.rglob("meta.json"))) < at_least and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stdout + stderr
+
+
+def test_ctrl_c_in_the_cli_prints_one_line_exits_130_and_the_rerun_resumes(tmp_path):
+    photos(tmp_path / "src", 8)
+    cli = [sys.executable, "-m", "gen4gen", "stage=s1", f"paths.source_dir={tmp_path / 'src'}",
+           f"paths.stages_dir={tmp_path / 'stages'}", f"paths.outputs_dir={tmp_path / 'outputs'}",
+           search_path(tmp_path), "segmenter=darkness", "segmenter.sleep=0.3", "workers=1"]
+    out = tmp_path / "stages" / "s1_segmented_foreground"
+    code, text = _sigint_mid_run(cli, tmp_path, out, at_least=2)
+    done = len(list(out.rglob("meta.json")))
+    assert code == 130 and 2 <= done < 8, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    assert [line for line in text.splitlines() if "interrupted" in line] == [
+        f"interrupted: {done} items done, rerun to resume"]
+    cfg = s1_cfg(tmp_path, "stages", "segmenter.sleep=0.3")  # the same config: finished items are kept
+    summary = run_stage(SegmentStage(cfg), cfg)
+    assert (summary.skipped, summary.done, summary.failed) == (done, 8 - done, 0)
+
+
+def test_ctrl_c_while_waiting_for_the_llm_is_one_line_and_130(tmp_path):
+    """The prepare phase (concurrent LLM calls, before any item runs): the same line, no asyncio traceback."""
+    from tests.llm_server import LLMServer, Reply
+    from tests.s2_data import fake_s1
+    from tests.s2_llm_replies import good_content
+
+    fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}})
+    with LLMServer(lambda body, n: Reply(good_content(body), delay=30)) as srv:
+        cli = [sys.executable, "-m", "gen4gen", "stage=s2", "layout=llm", f"llm.base_url={srv.base_url}",
+               f"paths.source_dir={tmp_path / 'src'}", f"paths.stages_dir={tmp_path / 'stages'}",
+               f"paths.outputs_dir={tmp_path / 'outputs'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OPENAI_API_KEY": "sk-test"}
+        proc = subprocess.Popen(cli, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not srv.requests and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        started = time.time()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    text = stdout + stderr
+    assert proc.returncode == 130 and time.time() - started < 20, text  # not after the 30 s replies
+    assert "Traceback" not in text and "interrupted: 0 items done, rerun to resume" in text

@@ -30,6 +30,23 @@ def failures_path(out_root: Path, shard_index: int = 0, shard_count: int = 1) ->
     return out_root / name
 
 
+def write_failures(out_root: Path, shard_index: int, shard_count: int, failures: list[dict]) -> None:
+    """The shard's failures file (replaced: it tells the latest run), and a copy beside Hydra's log so each run
+    dir tells its own story."""
+    from gen4gen.io import jsonl_bytes, write_atomic
+
+    lines = jsonl_bytes(failures)
+    write_atomic(failures_path(out_root, shard_index, shard_count), lines)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        with open(run_dir / "failures.jsonl", "ab") as f:
+            f.write(lines)
+    except Exception:  # noqa: BLE001 - not under Hydra (library use, tests)
+        pass
+
+
 def read_failures(out_root: Path) -> list[dict]:
     """The stage's failures, merged across shard files: one line per item (the newest file wins), and
     none for an item that has been done since (a later run with other shards or fixed input)."""

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 from PIL import Image
@@ -24,8 +24,8 @@ from PIL import Image
 from gen4gen.console import Summary, progress
 from gen4gen.errors import Interrupted, ItemFailed
 from gen4gen.hashing import config_hash, in_shard, item_rng, shard_key
-from gen4gen.io import json_bytes, jsonl_bytes, png_bytes, write_atomic
-from gen4gen.markers import META, failures_path, read_meta
+from gen4gen.io import json_bytes, png_bytes, write_atomic
+from gen4gen.markers import META, read_meta, write_failures
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Stage(Protocol):
     #   process_batch(items, writers, rngs) -> list[dict | ItemFailed]   # one result per item, in order;
     #                                           # used instead of process() when present
     #   batch_key(item) -> hashable             # only consecutive items with equal keys share a batch
+    #   shard_key(item_id) -> str               # what a shard owns (default: the item; bench: a whole model)
 
 
 # ---------------------------------------------------------------- item files
@@ -124,7 +125,8 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
     remove_stale_temps(Path(stage.out_root))
 
     whole = str(cfg.get("stage", "")) == "all"
-    items = [it for it in stage.discover() if in_shard(shard_key(it.id, whole), shard_index, shard_count)]
+    key = getattr(stage, "shard_key", None) or (lambda item_id: shard_key(item_id, whole))
+    items = [it for it in stage.discover() if in_shard(key(it.id), shard_index, shard_count)]
     summary.total = len(items)
     pending = []
     for it in items:
@@ -191,7 +193,7 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
 
     summary.failed = len(failures)
     failures.sort(key=lambda f: f["id"])
-    _write_failures(stage.out_root, shard_index, shard_count, failures)
+    write_failures(stage.out_root, shard_index, shard_count, failures)
     finish = getattr(stage, "finish", None)
     if finish:
         finish(summary)
@@ -252,16 +254,3 @@ def _failure(stage: str, item: Item, reason: str) -> dict:
     src = item.data.get("path") if isinstance(item.data, dict) else None
     return {"stage": stage, "id": item.id, "path": str(src or item.out_dir), "reason": reason,
             "item_dir": str(item.out_dir)}
-
-
-def _write_failures(out_root: Path, shard_index: int, shard_count: int, failures: list[dict]) -> None:
-    lines = jsonl_bytes(failures)
-    write_atomic(failures_path(out_root, shard_index, shard_count), lines)
-    try:  # a copy beside Hydra's log, so each run dir tells its own story
-        from hydra.core.hydra_config import HydraConfig
-
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        with open(run_dir / "failures.jsonl", "ab") as f:
-            f.write(lines)
-    except Exception:  # noqa: BLE001 - not under Hydra (library use, tests)
-        pass

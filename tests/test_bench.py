@@ -23,6 +23,7 @@ from gen4gen.bench.metrics import (Clip, Detector, Dino, clip_t_score, cp_clip_s
 from gen4gen.bench.report import pareto_front, weighted_ranking
 from gen4gen.bench.roster import load_roster
 from gen4gen.errors import UserError
+from gen4gen.stages.bench import generate
 
 
 # ---------------------------------------------------------------- tiny models, built once for the module
@@ -208,7 +209,7 @@ def test_roster_components_scheduler_and_lora_load_and_each_model_is_freed(tmp_p
         return pipe
 
     monkeypatch.setattr(G, "load_pipeline", tracking_load)
-    result = G.generate(plan, run_dir, "cpu", cfg.bench)
+    result = generate(plan, run_dir, "cpu", cfg.bench)
     assert (result.done, result.failures) == (4, [])
     assert alive_at_load == [0, 0, 0, 0]  # each model freed before the next one loads
     img = {m.name: np.asarray(Image.open(plan[m.name][0].image), dtype=np.int16) for m in roster.models}
@@ -226,8 +227,8 @@ def test_a_model_that_cannot_load_fails_its_images_not_the_run(tmp_path, tiny):
         {"name": "ok", "source": str(tiny["sd"]), "steps": 1, "guidance": 0.0, "resolution": 32}]})
     cfg = _bench_cfg(tmp_path, tiny, "bench.use=[drawbench]", "bench.seeds=[0]", "bench.warmup=false")
     prompts, _ = P.load_promptsets(OmegaConf.to_container(cfg.bench.promptsets), ["drawbench"])
-    result = G.generate(G.plan_jobs(roster.models, prompts, tmp_path / "run", cfg.bench), tmp_path / "run", "cpu",
-                        cfg.bench)
+    result = generate(G.plan_jobs(roster.models, prompts, tmp_path / "run", cfg.bench), tmp_path / "run", "cpu",
+                      cfg.bench)
     assert result.done == 1 and len(result.failures) == 1
     assert result.failures[0]["id"].startswith("missing/") and "cannot load model" in result.failures[0]["reason"]
 

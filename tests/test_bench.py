@@ -386,7 +386,7 @@ def test_clip_i_and_dino_of_an_image_equal_to_its_reference_is_one(tiny):
     img = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
     other = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
     for model in (Clip(str(tiny["clip"])), Dino(str(tiny["dino"]))):
-        e = model.images([img, img.copy(), other])
+        e = model.encode_images([img, img.copy(), other], np.float64)
         assert reference_similarity(e[0], e[1:2]) == pytest.approx(1.0, abs=1e-6)
         assert reference_similarity(e[0], e[1:3]) == pytest.approx((1.0 + float(e[0] @ e[2])) / 2, abs=1e-6)
     assert math.isnan(reference_similarity(e[0], np.zeros((0, 4))))
@@ -396,7 +396,7 @@ def test_cp_clip_scores_an_undetected_concept_zero(tiny):
     rng = np.random.default_rng(2)
     img = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
     clip = Clip(str(tiny["clip"]))
-    refs = {"cat": clip.images([img]), "dog": clip.images([img.transpose(Image.FLIP_LEFT_RIGHT)])}
+    refs = {"cat": clip.encode_images([img]), "dog": clip.encode_images([img.transpose(Image.FLIP_LEFT_RIGHT)])}
 
     # nothing clears a threshold above every possible score: each concept is missing -> 0
     none = Detector(str(tiny["owl"]), threshold=1.01).best_boxes([img, img], [["cat", "dog"], ["cat"]])
@@ -408,7 +408,7 @@ def test_cp_clip_scores_an_undetected_concept_zero(tiny):
     assert set(found[1]) == {"cat"}  # the padding query of the shorter list is ignored
     boxes = found[0]
     assert all(b is not None and 0 <= b[0] < b[2] <= 64 and 0 <= b[1] < b[3] <= 48 for b in boxes.values())
-    crops = {c: clip.images([img.crop(b)])[0] for c, b in boxes.items()}
+    crops = {c: clip.encode_images([img.crop(b)])[0] for c, b in boxes.items()}
     hand = np.mean([float(crops[c] @ refs[c][0]) for c in ("cat", "dog")])
     assert cp_clip_score(crops, refs) == pytest.approx(hand, abs=1e-6)
     half = cp_clip_score({"cat": crops["cat"], "dog": None}, refs)
@@ -438,13 +438,13 @@ def test_clip_t_long_prompts_average_their_77_token_windows(tiny):
     with torch.inference_mode():
         f = clip.model.get_text_features(input_ids=ref.input_ids, attention_mask=ref.attention_mask).pooler_output
     f = (f / f.norm(dim=-1, keepdim=True))[0].numpy()
-    (emb,), (n,) = clip.texts([short])
+    (emb,), (n,) = clip.encode_long_texts([short])
     assert n == 1 and np.allclose(emb, f, atol=1e-5)
 
     long = " ".join(["a small red cat sitting on a blue sofa next to a green plant"] * 12)
     ids = clip.tokenizer(long, add_special_tokens=False).input_ids
     assert len(ids) > 150
-    (emb_long,), (windows,) = clip.texts([long])
+    (emb_long,), (windows,) = clip.encode_long_texts([long])
     parts = text_windows(ids, 77)
     assert windows == len(parts) == math.ceil(len(ids) / 75)
     per = []

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scipy import linalg, stats
 
+from gen4gen.encoders import unit
 from gen4gen.search import query as Q
 from gen4gen.search.index import IndexInfo, IndexWriter, ModelIndex, MomentSpec, gaussian_moments, write_info
 
@@ -118,7 +119,7 @@ def test_ivf_matches_exact_search_when_probing_every_list(tmp_path):
                                    spaces={"image": {"dim": 16, "encoder": "synthetic", "moment": "diag", "rank": 0, "raw": False}}))
     space = ModelIndex(tmp_path).spaces["image"]
     Q.build_ivf(space, n_lists=25, seed=0)
-    q = Q._unit(mu[123] + 0.01)
+    q = unit(np.ravel(mu[123] + 0.01), np.float32)
     exact_rows, exact = Q.first_moment_topk(space.mu_hat, q[None], k=10)
     rows, scores = Q.ivf_topk(space, q, k=10, nprobe=25)
     assert rows.tolist() == exact_rows[0].tolist()
@@ -204,7 +205,7 @@ def _tiny_clip(path):
 
 
 def test_clip_path_through_from_pretrained(tmp_path, cfg_factory):
-    from gen4gen.search.features import ClipEncoder
+    from gen4gen.encoders import Clip as ClipEncoder
     from gen4gen.stages import search
 
     clip = _tiny_clip(tmp_path / "clip")

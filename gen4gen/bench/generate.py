@@ -97,17 +97,7 @@ def shard_models(models: list[RosterEntry], index: int, count: int) -> list[Rost
     return [m for m in models if in_shard(m.name, index, count)]
 
 
-# ---------------------------------------------------------------- device and work estimate
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        return "cpu"
-    return name
-
-
+# ---------------------------------------------------------------- work estimate
 def _kind(entry: RosterEntry) -> str:
     pipe = detect_pipeline(entry)
     text = f"{pipe} {entry.source} {entry.base_model or ''}".lower()

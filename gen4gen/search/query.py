@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from gen4gen.encoders import unit
 from gen4gen.search.index import ModelIndex, Space
 
 CHUNK = 65536
@@ -121,7 +122,7 @@ def _chunks(m: int, chunk: int):
 
 
 def first_moment(space: Space, q: np.ndarray) -> np.ndarray:
-    q = _unit(q)
+    q = unit(np.ravel(q), np.float32)
     return np.concatenate([scores_of(space.mu_hat[s], q[None])[:, 0] for s in _chunks(len(space.mu_hat), CHUNK)])
 
 
@@ -137,7 +138,7 @@ def quad_form(space: Space, q: np.ndarray, rows: slice) -> np.ndarray:
 
 
 def second_moment(space: Space, q: np.ndarray, tau: float) -> np.ndarray:
-    q = _unit(q).astype(np.float64)
+    q = unit(np.ravel(q), np.float32).astype(np.float64)
     chunk = _rows_per_chunk(space)
     return np.concatenate([tau * (np.asarray(space.mu[s], np.float64) @ q) + 0.5 * tau ** 2 * quad_form(space, q, s)
                            for s in _chunks(len(space.mu), chunk)])
@@ -204,7 +205,7 @@ def _cov_term(space: Space, a: int, b: int) -> float:
 def monte_carlo(space: Space, q: np.ndarray, tau: float) -> np.ndarray:
     """log mean_i exp(tau cos(q, x_i)) over each model's kept samples: the sampling baseline that the
     moment scores approximate."""
-    q = _unit(q)
+    q = unit(np.ravel(q), np.float32)
     out = np.full(len(space.mu), -np.inf)
     for row in range(len(space.mu)):
         x = space.samples(row)
@@ -223,11 +224,6 @@ def combine(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
         s[~finite] = s[finite].min() if finite.any() else 0.0
         total += weight * (s - s.mean()) / (s.std() + 1e-12)
     return total
-
-
-def _unit(q: np.ndarray) -> np.ndarray:
-    q = np.asarray(q, np.float32).ravel()
-    return q / max(float(np.linalg.norm(q)), 1e-12)
 
 
 def _rows_per_chunk(space: Space) -> int:

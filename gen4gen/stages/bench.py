@@ -15,12 +15,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gen4gen.bench.generate import Generator, Job, estimate, plan_jobs, read_records, resolve_device
+from gen4gen.bench.generate import Generator, Job, estimate, plan_jobs, read_records
 from gen4gen.bench.metrics import MetricsConfig, score_records
 from gen4gen.bench.prompts import load_promptsets
 from gen4gen.bench.report import csv_bytes, write_reports
 from gen4gen.bench.roster import load_roster
 from gen4gen.console import Summary, console
+from gen4gen.encoders import resolve_device
 from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash
 from gen4gen.io import jsonl_bytes, read_jsonl, write_atomic

@@ -28,7 +28,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 import gen4gen.runner as R
 
-out, n, workers, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+out, n, workers, batch, reruns = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 
 class NoOp:
     name = "noop"
@@ -51,23 +51,28 @@ stage.workers = workers
 stage.batch_size = batch
 cfg = OmegaConf.create({"seed": 0, "stage": "noop", "shard": {"index": 0, "count": 1}})
 res = {"runner": R.__file__}
-for phase in ("first", "rerun"):
+for phase in ["first"] + ["rerun"] * reruns:
     w0, c0 = time.perf_counter(), time.process_time()
     s = R.run_stage(stage, cfg)
-    res[phase] = {"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0, "done": s.done,
-                  "skipped": s.skipped}
+    res.setdefault(phase, []).append({"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0,
+                                      "done": s.done, "skipped": s.skipped})
 print(json.dumps(res))
 """
 
 
-def one(code_root: Path, items: int, workers: int, batch: int) -> dict:
+def one(code_root: Path, items: int, workers: int, batch: int, reruns: int) -> dict:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         env = {**os.environ, "PYTHONPATH": str(code_root)}
-        r = subprocess.run([sys.executable, "-c", CHILD, str(Path(tmp) / "out"), str(items), str(workers), str(batch)],
+        r = subprocess.run([sys.executable, "-c", CHILD, str(Path(tmp) / "out"), str(items), str(workers), str(batch),
+                            str(reruns)],
                            env=env, capture_output=True, text=True, cwd=tmp)
         if r.returncode:
             raise SystemExit(f"{code_root}: {r.stderr[-2000:]}")
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        # a rerun's figure: the median of its repeats in this process (the first run happens once)
+        return {"runner": res["runner"], "first": res["first"][0],
+                "rerun": {k: statistics.median(x[k] for x in res["rerun"]) for k in ("wall", "cpu", "skipped")},
+                "rerun_walls": [round(x["wall"], 3) for x in res["rerun"]]}
 
 
 def main() -> None:
@@ -75,20 +80,24 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--reruns", type=int, default=5, help="reruns per process (median)")
     ap.add_argument("--base", default="/work/base")
     args = ap.parse_args()
     variants = {"before": (Path(args.base), 1), "after": (ROOT, 1), "after, batch hook (16)": (ROOT, 16)}
     runs: dict[str, list[dict]] = {k: [] for k in variants}
     load = [os.getloadavg()[0]]
-    for _ in range(args.repeats):
-        for name, (root, batch) in variants.items():
-            res = one(root, args.items, args.workers, batch)
+    names = list(variants)
+    for rep in range(args.repeats):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotated: no variant always goes first
+            root, batch = variants[name]
+            res = one(root, args.items, args.workers, batch, args.reruns)
             assert res["runner"].startswith(str(root)), res["runner"]
             assert res["first"]["done"] == args.items and res["rerun"]["skipped"] == args.items
             runs[name].append(res)
             load.append(os.getloadavg()[0])
     n = args.items
-    print(f"{n} items, {args.repeats} repeats (median), workers={args.workers}, "
+    print(f"{n} items, {args.repeats} processes per variant (median; each rerun figure itself the median of "
+          f"{args.reruns} reruns), workers={args.workers}, "
           f"load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} cores")
     print("| variant | first run: wall s | us/item wall | us/item CPU | rerun (all done): wall s | CPU s | ratio first / rerun vs before |")
     print("|---|---|---|---|---|---|---|")
@@ -99,9 +108,9 @@ def main() -> None:
                  f"{m['rerun']['wall'] / med['before']['rerun']['wall']:.2f}x")
         print(f"| {name} | {m['first']['wall']:.2f} | {m['first']['wall'] / n * 1e6:.0f} | "
               f"{m['first']['cpu'] / n * 1e6:.0f} | {m['rerun']['wall']:.3f} | {m['rerun']['cpu']:.3f} | {ratio} |")
-    spread = {name: [round(r["first"]["wall"], 2) for r in rs] + [round(r["rerun"]["wall"], 3) for r in rs]
+    spread = {name: {"first": [round(r["first"]["wall"], 2) for r in rs], "rerun": [r["rerun_walls"] for r in rs]}
               for name, rs in runs.items()}
-    print("all runs (first walls, then rerun walls):", json.dumps(spread))
+    print("every run's wall seconds:", json.dumps(spread))
 
 
 if __name__ == "__main__":

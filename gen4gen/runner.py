@@ -95,7 +95,8 @@ class ItemWriter:
 
 
 def is_done(item: Item, chash: str) -> bool:
-    meta = read_meta(item.meta_path.parent, item.meta_path.name)
+    # no Path arithmetic for the usual marker: this runs for every item of every rerun
+    meta = read_meta(item.out_dir) if item.marker is None else read_meta(item.marker.parent, item.marker.name)
     return bool(meta) and meta.get("config_hash") == chash and meta.get("fingerprint", "") == item.fingerprint
 
 

@@ -472,3 +472,43 @@ def test_pareto_front_and_weighted_ranking_by_hand():
     # a: clip 1, dist 0, pop 0 ; b: clip 0, dist 1, pop 1 ; c: clip 0.5, dist 0.5, pop (unknown) 0
     assert scores == pytest.approx({"a": 1.0, "b": 1.0, "c": 0.9})
     assert [r["model"] for r in rank] == ["a", "b", "c"] and [r["rank"] for r in rank] == [1, 2, 3]
+
+
+def test_a_failing_batch_fails_its_images_through_the_runner_and_a_rerun_redoes_only_them(tmp_path, tiny, monkeypatch):
+    """Bench generation is a runner stage: an exception from one pipeline call (out of GPU memory) fails that
+    batch's images with one reason in the shard's failures.jsonl, the others are done with the runner's marker
+    (their .json record), and a rerun redoes just the failed batch."""
+    from gen4gen.bench import generate as G
+    from gen4gen.bench.roster import Roster
+    from gen4gen.markers import read_failures
+
+    roster = Roster.model_validate({"models": [
+        {"name": "ok", "source": str(tiny["sd"]), "steps": 1, "guidance": 0.0, "resolution": 32}]})
+    cfg = _bench_cfg(tmp_path, tiny, "bench.use=[drawbench]", "bench.seeds=[0,1,2]", "bench.warmup=false")
+    prompts, _ = P.load_promptsets(OmegaConf.to_container(cfg.bench.promptsets), ["drawbench"])
+    run_dir = tmp_path / "run"
+    plan = G.plan_jobs(roster.models, prompts, run_dir, cfg.bench)
+    real = G._call
+
+    def oom_on_seed_0(pipe, group, takes, steps=None):
+        if any(j.seed == 0 for j in group):
+            raise RuntimeError("CUDA out of memory")
+        return real(pipe, group, takes, steps)
+
+    monkeypatch.setattr(G, "_call", oom_on_seed_0)
+    result = generate(plan, run_dir, "cpu", cfg.bench)
+    assert result.done == 1 and [f["reason"] for f in result.failures] == [
+        "batch of 2 failed: RuntimeError: CUDA out of memory"] * 2
+    assert [f["id"] for f in read_failures(run_dir)] == [j.id for j in plan["ok"][:2]]
+    done = plan["ok"][2]
+    record = json.loads(done.record.read_text())
+    assert record["id"] == done.id and record["stage"] == "bench" and record["batch_size"] == 1
+    assert record["fingerprint"] and record["config_hash"] and done.image.is_file()
+    assert not plan["ok"][0].image.exists() and not plan["ok"][0].record.exists()
+
+    monkeypatch.setattr(G, "_call", real)
+    again = generate(plan, run_dir, "cpu", cfg.bench)
+    assert (again.done, again.skipped, again.failures) == (2, 1, [])
+    assert read_failures(run_dir) == []
+    rows = G.read_records(run_dir)
+    assert len(rows) == 3 and not {"id", "stage", "config_hash", "fingerprint", "seconds"} & set(rows[0])

@@ -7,7 +7,7 @@ run pays before doing anything). ``after`` is this checkout; ``before`` is the c
 commit checked out there), imported in its own subprocess with that folder first on ``sys.path``. Runs
 alternate before/after so both see the same machine load; wall and process CPU time are reported.
 
-    python benchmarks/runner.py --items 10000 --repeats 3 [--base /work/base]
+    python benchmarks/runner.py --items 10000 --repeats 3 [--no-fsync] [--base /work/base]
 """
 from __future__ import annotations
 
@@ -28,7 +28,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 import gen4gen.runner as R
 
-out, n, workers, batch, reruns = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+out = Path(sys.argv[1])
+n, workers, batch, reruns, fsync = (int(a) for a in sys.argv[2:7])
+if not fsync:  # the runner's own overhead, without the disk's flush time (which swamps it on a shared disk)
+    import os
+    os.fsync = lambda fd: None
 
 class NoOp:
     name = "noop"
@@ -60,11 +64,11 @@ print(json.dumps(res))
 """
 
 
-def one(code_root: Path, items: int, workers: int, batch: int, reruns: int) -> dict:
+def one(code_root: Path, items: int, workers: int, batch: int, reruns: int, fsync: bool) -> dict:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         env = {**os.environ, "PYTHONPATH": str(code_root)}
         r = subprocess.run([sys.executable, "-c", CHILD, str(Path(tmp) / "out"), str(items), str(workers), str(batch),
-                            str(reruns)],
+                            str(reruns), str(int(fsync))],
                            env=env, capture_output=True, text=True, cwd=tmp)
         if r.returncode:
             raise SystemExit(f"{code_root}: {r.stderr[-2000:]}")
@@ -81,6 +85,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--reruns", type=int, default=5, help="reruns per process (median)")
+    ap.add_argument("--no-fsync", action="store_true", help="os.fsync as a no-op: the runner's CPU overhead alone")
     ap.add_argument("--base", default="/work/base")
     args = ap.parse_args()
     variants = {"before": (Path(args.base), 1), "after": (ROOT, 1), "after, batch hook (16)": (ROOT, 16)}
@@ -90,19 +95,20 @@ def main() -> None:
     for rep in range(args.repeats):
         for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotated: no variant always goes first
             root, batch = variants[name]
-            res = one(root, args.items, args.workers, batch, args.reruns)
+            res = one(root, args.items, args.workers, batch, args.reruns, not args.no_fsync)
             assert res["runner"].startswith(str(root)), res["runner"]
             assert res["first"]["done"] == args.items and res["rerun"]["skipped"] == args.items
             runs[name].append(res)
             load.append(os.getloadavg()[0])
     n = args.items
     print(f"{n} items, {args.repeats} processes per variant (median; each rerun figure itself the median of "
-          f"{args.reruns} reruns), workers={args.workers}, "
+          f"{args.reruns} reruns), workers={args.workers}, fsync={'off' if args.no_fsync else 'on'}, "
           f"load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} cores")
-    print("| variant | first run: wall s | us/item wall | us/item CPU | rerun (all done): wall s | CPU s | ratio first / rerun vs before |")
+    print("| variant | first run: wall s | us/item wall | us/item CPU | rerun (all done): wall s | CPU s "
+          "| ratio first / rerun vs before |")
     print("|---|---|---|---|---|---|---|")
-    med = {name: {ph: {k: statistics.median(r[ph][k] for r in rs) for k in ("wall", "cpu")} for ph in ("first", "rerun")}
-           for name, rs in runs.items()}
+    med = {name: {ph: {k: statistics.median(r[ph][k] for r in rs) for k in ("wall", "cpu")}
+                  for ph in ("first", "rerun")} for name, rs in runs.items()}
     for name, m in med.items():
         ratio = (f"{m['first']['wall'] / med['before']['first']['wall']:.2f}x / "
                  f"{m['rerun']['wall'] / med['before']['rerun']['wall']:.2f}x")

@@ -203,7 +203,9 @@ class Detector:
 
     @staticmethod
     def query(concept: str) -> str:
-        return f"a photo of a {concept.replace('_', ' ')}"
+        from gen4gen.caption.words import count_phrase  # "a photo of an owl": the article by sound
+
+        return f"a photo of {count_phrase(concept.replace('_', ' '), 1)}"
 
     def best_boxes(self, images: Sequence, concepts: Sequence[Sequence[str]]) -> list[dict[str, tuple | None]]:
         """Per image, each concept's highest-scoring box (x0, y0, x1, y1 in pixels) above the threshold, or None."""

@@ -165,7 +165,9 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
             log.debug("%s failed:\n%s", batch[0].id if len(batch) == 1 else f"batch at {batch[0].id}",
                       traceback.format_exc())
             reason = f"{type(e).__name__}: {e}"
-            results = [ItemFailed(reason if len(batch) == 1 else f"batch of {len(batch)} failed: {reason}")] * len(batch)
+            if len(batch) > 1:
+                reason = f"batch of {len(batch)} failed: {reason}"
+            results = [ItemFailed(reason)] * len(batch)
         seconds = round((time.perf_counter() - started) / len(batch), 4)
         return [_finish_item(stage.name, it, res, chash, seconds) for it, res in zip(batch, results)]
 

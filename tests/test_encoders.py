@@ -55,8 +55,9 @@ def test_every_stage_that_loads_models_applies_the_policy(no_gpu, tmp_path, cfg_
     from gen4gen.segment.sam import SAM
     from tests.conftest import shared
 
+    drawbench = f"bench.promptsets.drawbench.path={shared('prompts', 'DrawBench.csv')}"
     extra = {"route": ["route.train_dir=x"], "search": [f"search.index={tmp_path}"],
-             "bench": ["bench.use=[drawbench]", f"bench.promptsets.drawbench.path={shared('prompts', 'DrawBench.csv')}"]}
+             "bench": ["bench.use=[drawbench]", drawbench]}
     for stage, args in extra.items():
         capsys.readouterr()
         assert run(cfg_factory(f"stage={stage}", "device=cuda", *args)) == 2

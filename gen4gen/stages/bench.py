@@ -78,7 +78,8 @@ class GenerateStage:
             text, _ = estimate(by_model)
             raise UserError("no CUDA GPU here, and generating on the CPU takes hours for real models.\n"
                             f"Work left ({self.shard or 'this run'}): {text}\nRun it on a GPU machine (one GPU per "
-                            "shard: shard.count=N with a Hydra launcher), or set bench.force_cpu=true to run here anyway.")
+                            "shard: shard.count=N with a Hydra launcher), or set bench.force_cpu=true to run here "
+                            "anyway.")
 
     def process_batch(self, items: list[Item], writers: list[ItemWriter], rngs) -> list[dict]:
         generated = self.generator([it.data["job"] for it in items])

@@ -33,7 +33,12 @@ def main() -> None:
     if problem:
         print(f"gen4gen: {problem}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:  # before a stage started (imports, config): nothing done yet
+        from gen4gen.app import interrupted
+
+        interrupted(0)
 
 
 if __name__ == "__main__":

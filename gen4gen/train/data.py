@@ -1,0 +1,150 @@
+"""What a train run learns from: an exported dataset's ``mycanvas/index.jsonl`` read through a pydantic row
+model, turned into (image, caption, mask) examples.
+
+``train.data``: ``mycanvas`` (the composed scenes with their personalised captions), ``sources`` (each
+concept's reference cut-outs, "a photo of a <newK> <class>": Custom Diffusion's own recipe, the baseline) or
+``both``. A row that does not parse, or an example that names a modifier token no concept owns, is left
+out with one line; the run goes on with the rest.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gen4gen.caption.words import display_name, plural
+from gen4gen.errors import UserError
+
+DATA_KINDS = ("mycanvas", "sources", "both")
+CAPTION_KINDS = ("personalized", "detailed", "short")
+TOKEN = re.compile(r"<new\d+>")
+
+
+class IndexRow(BaseModel):
+    """One line of ``mycanvas/index.jsonl`` (what ``gen4gen.export.mycanvas`` writes); extra keys are ignored."""
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    image: str  # relative to mycanvas/
+    concepts: list[str]
+    captions: dict[str, str | None]
+    modifier_tokens: dict[str, str] = {}
+    reference_images: dict[str, list[str]] = {}  # relative to the dataset root
+    mask: str | None = None  # union of the instance masks, relative to mycanvas/
+
+
+@dataclass(frozen=True)
+class Concept:
+    name: str  # folder name, "teddy_bear"
+    token: str  # "<new1>"
+    noun: str  # the class words, "teddy bear"
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    image: Path
+    caption: str
+    mask: Path | None = None  # where the concepts are (masked loss); None: the whole image counts
+    prior: bool = False  # a class image (prior preservation), not an instance of a concept
+
+
+def with_tokens(text: str, concepts: list[Concept]) -> str:
+    """A caption without tokens with each concept's token put before its class words ("two dogs" ->
+    "two <new2> dogs"): the detailed/short captions in personalised form."""
+    for c in concepts:
+        words = rf"\b({re.escape(c.noun)}|{re.escape(plural(c.noun))})\b"
+        text = re.sub(words, lambda m: f"{c.token} {m.group(0)}", text, flags=re.I)
+    return text
+
+
+def class_words(text: str, concepts: list[Concept]) -> str:
+    """A personalised caption read as class words: "<new1> cat" -> "cat" (what a base model is given)."""
+    for c in concepts:
+        text = text.replace(f"{c.token} ", "").replace(c.token, c.noun)
+    return " ".join(text.split())
+
+
+def load_examples(root: Path, data: str = "mycanvas", caption: str = "personalized",
+                  ) -> tuple[list[Example], list[Concept], list[str]]:
+    """Examples, concepts (ordered by token) and one problem line per example or row left out."""
+    if data not in DATA_KINDS:
+        raise UserError(f"train.data={data!r}: choose one of {', '.join(DATA_KINDS)}")
+    if caption not in CAPTION_KINDS:
+        raise UserError(f"train.caption={caption!r}: choose one of {', '.join(CAPTION_KINDS)}")
+    index = Path(root) / "mycanvas" / "index.jsonl"
+    if not index.is_file():
+        raise UserError(f"train dataset not found: {index} does not exist (run stage=export, or set train.dataset)")
+    rows, problems = [], []
+    for n, line in enumerate(index.read_text("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(IndexRow.model_validate(json.loads(line)))
+        except (ValueError, ValidationError) as e:
+            problems.append(f"{index}:{n}: not a MyCanvas index row: {str(e).splitlines()[0]}")
+    tokens: dict[str, str] = {}
+    for r in rows:
+        tokens.update(r.modifier_tokens)
+    concepts = sorted((Concept(c, t, display_name(c)) for c, t in tokens.items()),
+                      key=lambda c: (len(c.token), c.token))
+    owned = {c.token for c in concepts}
+    examples: list[Example] = []
+    if data in ("mycanvas", "both"):
+        for r in rows:
+            image = Path(root) / "mycanvas" / r.image
+            text = r.captions.get(caption) or ""
+            if caption != "personalized":
+                text = with_tokens(text, [c for c in concepts if c.name in r.concepts])
+            problem = _check(r.id, image, text, owned)
+            if problem:
+                problems.append(problem)
+                continue
+            mask = Path(root) / "mycanvas" / r.mask if r.mask else None
+            examples.append(Example(r.id, image, " ".join(text.split()), mask if mask and mask.is_file() else None))
+    if data in ("sources", "both"):
+        refs: dict[str, set[str]] = {}
+        for r in rows:
+            for c, paths in r.reference_images.items():
+                refs.setdefault(c, set()).update(paths)
+        for c in concepts:
+            for p in sorted(refs.get(c.name, ())):
+                image = Path(root) / p
+                text = f"a photo of a {c.token} {c.noun}"
+                problem = _check(f"{c.name}/{Path(p).name}", image, text, owned)
+                if problem:
+                    problems.append(problem)
+                else:
+                    examples.append(Example(f"source/{c.name}/{Path(p).stem}", image, text))
+    if not examples:
+        raise UserError(f"train dataset {root}: no complete example (data={data}, caption={caption})"
+                        + (f"; first problem: {problems[0]}" if problems else ""))
+    return examples, concepts, problems
+
+
+def _check(item: str, image: Path, text: str, owned: set[str]) -> str | None:
+    if not image.is_file():
+        return f"{item}: image {image} is missing"
+    if not text.strip():
+        return f"{item}: empty caption"
+    stray = sorted(set(TOKEN.findall(text)) - owned)
+    if stray:
+        return f"{item}: caption uses {', '.join(stray)}, which no concept of the dataset owns (no embedding to train)"
+    if not TOKEN.search(text):
+        return f"{item}: caption has no modifier token: {text!r}"
+    return None
+
+
+def prior_examples(folder: Path, concepts: list[Concept]) -> list[Example]:
+    """Class images for prior preservation: ``<folder>/<concept>/*.{png,jpg}``, captioned "a photo of a <class>"."""
+    out = []
+    for c in concepts:
+        for p in sorted((Path(folder) / c.name).glob("*")):
+            if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+                out.append(Example(f"prior/{c.name}/{p.stem}", p, f"a photo of a {c.noun}", prior=True))
+    if not out:
+        raise UserError(f"train.prior.class_dir={folder}: no class images under <concept>/ for "
+                        f"{', '.join(c.name for c in concepts)}")
+    return out

@@ -41,6 +41,8 @@ class Manifest(BaseModel):
     base_kind: Literal["sd", "sdxl"]
     weights: str  # file name in the run folder
     tokens: list[TokenFile]
+    data: str = ""  # mycanvas | sources | both (train.data)
+    caption: str = ""  # the caption kind trained on
 
     @classmethod
     def load(cls, run_dir: Path) -> "Manifest":
@@ -58,9 +60,9 @@ class Manifest(BaseModel):
 
     def class_words(self, text: str) -> str:
         """A personalised prompt as class words ("<new1> cat" -> "cat"): what CLIP-T scores."""
-        for t in self.tokens:
-            text = text.replace(f"{t.token} ", "").replace(t.token, t.noun)
-        return " ".join(text.split())
+        from gen4gen.caption.words import as_class_words
+
+        return as_class_words(text, {t.token: t.noun for t in self.tokens})
 
 
 def load(pipe, run_dir: str | Path):

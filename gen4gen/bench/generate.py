@@ -44,6 +44,10 @@ class Job:
     settings: dict  # width, height, steps, guidance, negative
     image: Path
     record: Path
+    text: str = ""  # what the model is given: the personalised prompt for a train run, else class words
+
+    def __post_init__(self):
+        self.text = self.text or self.prompt.given(bool(self.model.train_run))
 
     @property
     def id(self) -> str:
@@ -51,7 +55,7 @@ class Job:
 
     @property
     def settings_hash(self) -> str:
-        return config_hash({"prompt": self.prompt.text, "seed": self.seed, **self.settings})
+        return config_hash({"prompt": self.text, "seed": self.seed, **self.settings})
 
 
 def call_settings(entry: RosterEntry, prompt: Prompt, use_prompt_size: bool) -> dict:
@@ -211,6 +215,10 @@ def load_pipeline(entry: RosterEntry, device: str, safety_checker: bool = False)
         fused = [n for n, lo in zip(names, entry.loras) if lo.fuse]
         if fused:
             pipe.fuse_lora(adapter_names=fused)
+    if entry.train_run:
+        from gen4gen.personalize import load
+
+        load(pipe, entry.train_run)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -359,7 +367,7 @@ def _call(pipe, group: list[Job], takes: set[str], steps: int | None = None) -> 
 
     s = group[0].settings
     kwargs: dict[str, Any] = {
-        "prompt": [j.prompt.text for j in group], "num_inference_steps": steps or s["steps"],
+        "prompt": [j.text for j in group], "num_inference_steps": steps or s["steps"],
         "guidance_scale": s["guidance"], "width": s["width"], "height": s["height"], "output_type": "pil",
         # one generator per (prompt, seed) on the CPU: the same noise whatever the batch, order and device
         "generator": [torch.Generator("cpu").manual_seed(j.seed) for j in group],
@@ -384,7 +392,7 @@ def _write(job: Job, image, run_dir: Path, per_image: float, batch_seconds: floa
     s = job.settings
     cost = job.model.cost.per_image(per_image, mem_gb)
     record = {
-        "model": job.model.name, "set": job.prompt.set, "prompt_id": job.prompt.id, "prompt": job.prompt.text,
+        "model": job.model.name, "set": job.prompt.set, "prompt_id": job.prompt.id, "prompt": job.text,
         "category": job.prompt.category, "seed": job.seed, "width": s["width"], "height": s["height"],
         "steps": s["steps"], "guidance": s["guidance"], "negative": s["negative"],
         "image": job.image.relative_to(run_dir).as_posix(), "latency_s": round(per_image, 6),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gen4gen.caption.words import as_class_words, display_name
 from gen4gen.errors import UserError
 from gen4gen.hashing import stable_hash
 
@@ -34,6 +35,12 @@ class Prompt:
     concepts: list[str] = field(default_factory=list)
     references: dict[str, list[str]] = field(default_factory=dict)  # concept -> reference image paths
     novel_background: bool = False  # counts in TI-CLIP
+    class_text: str | None = None  # ``text`` with each "<newK> class" read as class words (for models without tokens)
+
+    def given(self, personalised: bool) -> str:
+        """What a model is given: the prompt as written to a personalised model (a train run that owns the
+        tokens), with class words to any other (a base model has no <newK> tokens)."""
+        return self.text if personalised or not self.class_text else self.class_text
 
     @property
     def key(self) -> str:
@@ -142,8 +149,11 @@ def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgro
             raise UserError(f"{index}:{n + 1}: not a MyCanvas index line ({type(e).__name__}: {e})") from None
         refs = {c: [str(root / p) for p in row.get("reference_images", {}).get(c, [])] for c in concepts}
         safe_id = str(row["id"]).replace("/", "__")
+        nouns = {t: display_name(c) for c, t in (row.get("modifier_tokens") or {}).items()}
+        plain_text = as_class_words(text, nouns)
         prompts.append(Prompt(name, safe_id, text, row.get("scene", ""), eval_text=caps.get("detailed") or text,
-                              concepts=concepts, references=refs))
+                              concepts=concepts, references=refs,
+                              class_text=plain_text if plain_text != text else None))
         captions_seen.append(" ".join(str(v) for v in caps.values() if isinstance(v, str)).lower())
         concept_sets.setdefault(tuple(sorted(concepts)), (refs, row.get("modifier_tokens") or {}))
     seen = " ".join(captions_seen)

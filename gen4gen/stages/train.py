@@ -138,7 +138,8 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
         write_atomic(run_dir / file, safetensors.torch.save(state, metadata={"format": "pt"}))
         tokens.append(TokenFile(token=c.token, concept=c.name, noun=c.noun, file=file))
         files.append(file)
-    man = Manifest(trainer=trainer.name, base=s.base, base_kind=base.kind, weights=files[0], tokens=tokens)
+    man = Manifest(trainer=trainer.name, base=s.base, base_kind=base.kind, weights=files[0], tokens=tokens,
+                   data=s.data, caption=s.caption)
     write_atomic(run_dir / "personalization.json", man.dump())
     write_atomic(run_dir / "loss.png", loss_png(result.losses))
     entry = roster_entry(name, man, run_dir, s.resolution)
@@ -146,7 +147,8 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
     files += ["personalization.json", "loss.png", "roster_entry.yaml", "failures.jsonl"]
     losses = result.losses
     info = {"dataset": str(dataset), "examples": len(examples), "priors": len(priors or []),
-            "example_caption": examples[0].caption, "device": device, "seconds": round(result.seconds, 2),
+            "example_caption": examples[0].caption, "device": device,
+            "precision": s.mixed_precision if device.startswith("cuda") else "fp32", "seconds": round(result.seconds, 2),
             "steps_per_s": round(result.steps_done / max(result.seconds, 1e-9), 4),
             "peak_memory_gb": round(result.peak_memory_gb, 3), "memory_kind": result.memory_kind,
             "loss_first": float(sum(losses[:10]) / len(losses[:10])),

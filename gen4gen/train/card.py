@@ -59,7 +59,7 @@ def card(name: str, man: Manifest, settings: dict, info: dict, files: list[str])
              f"| captions | `{settings['caption']}` (e.g. \"{info['example_caption']}\") |",
              f"| tokens | {tokens} |",
              f"| steps | {settings['max_steps']} x batch {settings['batch_size']} x accumulation {settings['grad_accum']}, "
-             f"lr {settings['lr']}, resolution {settings['resolution']}, {settings['mixed_precision']} on {info['device']} |",
+             f"lr {settings['lr']}, resolution {settings['resolution']}, {info['precision']} on {info['device']} |",
              f"| loss | {info['loss_first']:.4f} (first 10 steps) -> {info['loss_last']:.4f} (last 10) |",
              f"| time | {info['seconds']:.1f} s ({info['steps_per_s']:.3f} steps/s) |",
              f"| peak memory | {info['peak_memory_gb']:.2f} GB ({info['memory_kind']}) |",

@@ -60,13 +60,6 @@ def with_tokens(text: str, concepts: list[Concept]) -> str:
     return text
 
 
-def class_words(text: str, concepts: list[Concept]) -> str:
-    """A personalised caption read as class words: "<new1> cat" -> "cat" (what a base model is given)."""
-    for c in concepts:
-        text = text.replace(f"{c.token} ", "").replace(c.token, c.noun)
-    return " ".join(text.split())
-
-
 def load_examples(root: Path, data: str = "mycanvas", caption: str = "personalized",
                   ) -> tuple[list[Example], list[Concept], list[str]]:
     """Examples, concepts (ordered by token) and one problem line per example or row left out."""

@@ -20,6 +20,7 @@ from gen4gen.errors import UserError
 from gen4gen.train import checkpoints
 from gen4gen.train.custom_diffusion import CustomDiffusion, cross_attention_kv
 from gen4gen.train.data import load_examples
+from gen4gen.train.lora import Lora
 from gen4gen.train.loop import TrainSettings, train
 from gen4gen.train.models import load_base
 
@@ -77,10 +78,32 @@ def test_custom_diffusion_changes_exactly_cross_attention_kv_and_the_new_token_r
             assert not torch.equal(new_sd[emb][i], start)
 
 
-def test_overfitting_one_fixed_batch_lowers_the_loss_clearly(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["sd", "sdxl"])
+def test_lora_changes_only_its_adapters_and_the_new_token_rows(tiny, tmp_path, kind):
+    fresh = load_base(str(tiny[kind]))
+    result, _, concepts, _ = _train(tiny, kind, tmp_path, trainer=Lora(rank=2, alpha=4.0))
+    trained = result.base.unet.state_dict()
+    lora = {k for k in trained if "lora_" in k}
+    assert lora and all(".attn1." in k or ".attn2." in k for k in lora)
+    # every base weight is bit-identical (peft keeps it as <layer>.base_layer.<param>)
+    for k, v in fresh.unet.state_dict().items():
+        head, _, leaf = k.rpartition(".")
+        assert torch.equal(v, trained[k] if k in trained else trained[f"{head}.base_layer.{leaf}"]), k
+    assert set(trained) - lora - {f"{k.rpartition('.')[0]}.base_layer.{k.rpartition('.')[2]}" for k in
+                                  fresh.unet.state_dict()} - set(fresh.unet.state_dict()) == set()
+    assert all(trained[k].abs().sum() > 0 for k in lora if "lora_B" in k)  # B started at zero and trained
+    old, new = fresh.text_encoders[0].state_dict(), result.base.text_encoders[0].state_dict()
+    emb = next(k for k in old if k.endswith("token_embedding.weight"))
+    assert torch.equal(new[emb][:old[emb].shape[0]], old[emb])
+    assert not _changed({k: v for k, v in old.items() if k != emb}, new)
+
+
+@pytest.mark.parametrize("trainer,lr", [(CustomDiffusion(), 2e-2), (Lora(rank=4, alpha=4.0), 2e-2)],
+                         ids=["custom_diffusion", "lora"])
+def test_overfitting_one_fixed_batch_lowers_the_loss_clearly(tiny, tmp_path, monkeypatch, trainer, lr):
     # one batch: every step draws the same examples, noise and timesteps
     monkeypatch.setattr("gen4gen.train.loop.stable_hash", lambda text: 1234567)
-    result, *_ = _train(tiny, "sd", tmp_path, max_steps=40, lr=2e-2)
+    result, *_ = _train(tiny, "sd", tmp_path, trainer=trainer, max_steps=40, lr=lr)
     losses = np.array(result.losses)
     assert losses[-5:].mean() < 0.92 * losses[:5].mean(), losses
     assert (np.diff(losses) < 0).mean() > 0.8  # falls step after step, not by chance
@@ -119,11 +142,12 @@ def _image(pipe, prompt: str) -> np.ndarray:
                 generator=torch.Generator("cpu").manual_seed(0)).images[0]
 
 
-def _save(tiny, kind, run_dir: Path):
+def _save(tiny, kind, run_dir: Path, trainer=None):
     from gen4gen.stages.train import save_run
 
-    result, examples, concepts, s = _train(tiny, kind, run_dir)
-    save_run(run_dir, "run", s, CustomDiffusion(), result, concepts, examples, None, [], tiny["dataset"], "cpu")
+    trainer = trainer or CustomDiffusion()
+    result, examples, concepts, s = _train(tiny, kind, run_dir, trainer=trainer)
+    save_run(run_dir, "run", s, trainer, result, concepts, examples, None, [], tiny["dataset"], "cpu")
     b = result.base
     parts = {"unet": b.unet, "text_encoder": b.text_encoders[0], "tokenizer": b.tokenizers[0]}
     if kind == "sdxl":
@@ -148,6 +172,7 @@ def test_saved_run_loads_into_a_fresh_pipeline_and_reproduces_the_trained_image(
     assert np.array_equal(got, want)  # bit-identical: the same weights, the same attention code
     assert np.abs(base_image - want).max() > 1e-3  # and the training made a visible difference
     assert man.class_words(prompt) == "cat on the left and dog in the garden"
+    assert (man.data, man.caption) == ("mycanvas", "personalized")
     files = {p.name for p in run.iterdir()}
     assert {"pytorch_custom_diffusion_weights.safetensors", "pytorch_custom_diffusion_weights.bin",
             "<new1>.safetensors", "<new2>.safetensors", "personalization.json", "loss.png", "README.md",
@@ -164,6 +189,28 @@ def test_saved_run_loads_into_a_fresh_pipeline_and_reproduces_the_trained_image(
         with pytest.raises(ValueError, match="number of processors"):
             cls.from_pretrained(tiny[kind]).unet.load_attn_procs(
                 run, weight_name="pytorch_custom_diffusion_weights.safetensors", _pipeline=other)
+
+
+@pytest.mark.parametrize("kind", ["sd", "sdxl"])
+def test_saved_lora_run_loads_into_a_fresh_pipeline_and_reproduces_the_trained_image(tiny, tmp_path, kind):
+    import gen4gen.personalize
+
+    run = tmp_path / "run"
+    in_memory = _save(tiny, kind, run, Lora(rank=2, alpha=4.0))  # alpha != rank: the scale must survive saving
+    prompt = "<new2> dog above <new1> cat on the moon"
+    want = _image(in_memory, prompt)
+    cls = _pipeline_class(kind)
+    fresh = cls.from_pretrained(tiny[kind])
+    base_image = _image(fresh, prompt)
+    man = gen4gen.personalize.load(fresh, run)
+    assert man.trainer == "lora" and man.weights == "pytorch_lora_weights.safetensors"
+    assert np.allclose(_image(fresh, prompt), want, atol=1e-6)
+    assert np.abs(base_image - want).max() > 1e-3
+    from safetensors import safe_open
+
+    with safe_open(str(run / man.weights), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(k.startswith("unet.") for k in keys)  # the diffusers LoRA layout
 
 
 # ---------------------------------------------------------------- the stage and bad input

@@ -89,6 +89,10 @@ def run(cfg: DictConfig) -> Summary:
 
     import torch
 
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise UserError("stage=train needs accelerate: pip install gen4gen[train]") from None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not cfg.train.force_cpu:
         raise UserError(f"no CUDA GPU here, and fine-tuning on the CPU takes hours for real models.\n"
@@ -127,6 +131,7 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
     from gen4gen.train.card import card, loss_png, roster_entry
 
     base = result.base
+    run_dir.mkdir(parents=True, exist_ok=True)
     files = trainer.save(base.unet, run_dir)
     tokens = []
     for c in concepts:

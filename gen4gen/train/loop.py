@@ -139,6 +139,7 @@ def train(settings: TrainSettings, trainer, base: Base, examples: list[Example],
 
     # what trains: the trainer's UNet tensors + the new token rows; the rest is frozen (load_base froze all)
     rows = add_tokens(base, [c.token for c in concepts], [c.noun for c in concepts])
+    torch.manual_seed(settings.seed)  # adapters start from random weights (LoRA's A): the same in every run
     unet_params = trainer.trainable(base.unet)
     named = {**{f"unet.{n}": p for n, p in unet_params.items()},
              **{f"text_encoder_{k}.rows": r.rows for k, r in enumerate(rows)}}

@@ -58,6 +58,12 @@ class Manifest(BaseModel):
     def dump(self) -> bytes:
         return (self.model_dump_json(indent=2) + "\n").encode("utf-8")
 
+    @property
+    def method(self) -> str:
+        """The row name in Gen4Gen's table: "Custom Diffusion on MyCanvas", "LoRA on sources"."""
+        trainer = {"custom_diffusion": "Custom Diffusion", "lora": "LoRA"}[self.trainer]
+        return f"{trainer} on {({'mycanvas': 'MyCanvas'}).get(self.data, self.data or '?')}"
+
     def class_words(self, text: str) -> str:
         """A personalised prompt as class words ("<new1> cat" -> "cat"): what CLIP-T scores."""
         from gen4gen.caption.words import as_class_words

@@ -331,3 +331,55 @@ def test_the_loader_names_a_token_without_its_embedding_file(tiny, tmp_path):
     with pytest.raises(UserError, match="<new2> have no embedding file") as e:
         gen4gen.personalize.load(_pipeline_class("sd").from_pretrained(tiny["sd"]), run)
     assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------- the bench consumes train runs
+def test_bench_generates_and_scores_personalised_models_and_prints_gen4gen_table(tiny, tmp_path):
+    import csv
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    from tests.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
+    from gen4gen.bench.report import GEN4GEN_ORDER
+    from gen4gen.stages import bench, train as stage
+
+    entries = []
+    for trainer, data, lr in [("custom_diffusion", "mycanvas", 1e-3), ("custom_diffusion", "sources", 1e-3),
+                              ("lora", "mycanvas", 1e-2)]:
+        cfg = _cfg(tmp_path, tiny, f"trainer={trainer}", f"train.data={data}", f"train.lr={lr}", "train.max_steps=2")
+        assert stage.run(cfg).done == 1
+        entry = yaml.safe_load((Path(cfg.train.out_dir) / f"{trainer}_{data}" / "roster_entry.yaml").read_text())
+        entries.append({**entry, "steps": 2, "guidance": 2.0})
+    tok = clip_tokenizer(str(shared(BPE)), str(tmp_path))
+    cfg = make_cfg(tmp_path, "stage=bench", "bench.force_cpu=true", "bench.batch_size=2", "bench.seeds=[0]",
+                   "bench.use=[mycanvas]", f"bench.promptsets.mycanvas.path={tiny['dataset']}",
+                   "bench.promptsets.mycanvas.caption=personalized", "bench.promptsets.mycanvas.limit=null",
+                   "bench.promptsets.mycanvas.novel_backgrounds=[on the surface of the moon]",
+                   f"bench.metrics.backbones.clip={save_tiny_clip(tmp_path / 'clip', tok)}",
+                   f"bench.metrics.backbones.dino={save_tiny_dino(tmp_path / 'dino')}",
+                   f"bench.metrics.backbones.detector={save_tiny_owlvit(tmp_path / 'owl', tok)}",
+                   "bench.metrics.detector_threshold=0.0", "bench.warmup=false")
+    OmegaConf.set_struct(cfg, False)
+    cfg.roster = OmegaConf.create({"name": "personal", "models": [
+        {"name": "base", "source": str(tiny["sd"]), "steps": 2, "guidance": 2.0, "resolution": 32}, *entries]})
+    summary = bench.run(cfg)
+    assert (summary.done, summary.failed) == (12, 0)  # 4 models x (2 scene prompts + 1 novel background)
+    run = Path(cfg.bench.out_dir) / "personal"
+    records = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+    for r in records:
+        personal = r["model"] != "base"
+        assert ("<new1>" in r["prompt"]) == personal, r
+    novel = {r["model"]: r["prompt"] for r in records if r["prompt_id"].startswith("novel")}
+    assert novel["base"] == "a cat and a dog on the surface of the moon"
+    assert novel["lora_mycanvas"] == "<new1> cat and <new2> dog on the surface of the moon"
+    with open(run / "report" / "gen4gen.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["method"] for r in table] == list(GEN4GEN_ORDER)
+    assert [r["model"] for r in table] == ["base", "custom_diffusion_sources", "custom_diffusion_mycanvas",
+                                           "lora_mycanvas"]
+    for r in table:
+        assert r["n"] == "3" and all(r[c] != "" for c in ("clip_t", "clip_i", "dino", "cp_clip", "ti_clip")), r
+    assert "## Gen4Gen: personalised models" in (run / "report" / "leaderboard.md").read_text()
+    page = (run / "report" / "gallery.html").read_text()
+    assert all(f"<th>{m}</th>" in page for m in ("base", "custom_diffusion_mycanvas", "lora_mycanvas"))

@@ -167,7 +167,7 @@ def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgro
             given = f"{personal if caption == 'personalized' else plain} {bg}"
             prompts.append(Prompt(name, f"novel__{'+'.join(concepts)}__{k:02d}", given, "novel background",
                                   eval_text=f"{plain} {bg}", concepts=list(concepts), references=refs,
-                                  novel_background=True))
+                                  novel_background=True, class_text=f"{plain} {bg}" if given != f"{plain} {bg}" else None))
     return prompts
 
 

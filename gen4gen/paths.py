@@ -63,6 +63,9 @@ def isolate_sweep_job(cfg: DictConfig, stages: list[str]) -> Path | None:
         link = own / name
         if stage not in stages and (shared / name).is_dir() and not link.exists():
             os.symlink(shared / name, link, target_is_directory=True)
+    datasets = Path(cfg.paths.outputs_dir).resolve() / "datasets"
+    if "export" not in stages and datasets.is_dir() and not (job_dir / "datasets").exists():
+        os.symlink(datasets, job_dir / "datasets", target_is_directory=True)  # a train job reads the export
     OmegaConf.update(cfg, "paths.stages_dir", str(own))
     OmegaConf.update(cfg, "paths.outputs_dir", str(job_dir))
     return job_dir

@@ -383,3 +383,35 @@ def test_bench_generates_and_scores_personalised_models_and_prints_gen4gen_table
     assert "## Gen4Gen: personalised models" in (run / "report" / "leaderboard.md").read_text()
     page = (run / "report" / "gallery.html").read_text()
     assert all(f"<th>{m}</th>" in page for m in ("base", "custom_diffusion_mycanvas", "lora_mycanvas"))
+
+
+# ---------------------------------------------------------------- one command for the whole experiment
+def test_experiment_trains_each_variant_as_a_multirun_then_benches_them(tiny, tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    from tests.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
+
+    tok = clip_tokenizer(str(shared(BPE)), str(tmp_path))
+    out = tmp_path / "outputs"
+    args = ["-m", "+experiment=personalize", f"paths.outputs_dir={out}", f"paths.stages_dir={tmp_path / 'stages'}",
+            f"train.base={tiny['sd']}", f"train.dataset={tiny['dataset']}", "train.force_cpu=true",
+            "train.resolution=32", "train.max_steps=2", "train.checkpoint_every=2", "bench.force_cpu=true",
+            f"bench.promptsets.mycanvas.path={tiny['dataset']}", "bench.seeds=[0]", "bench.warmup=false",
+            "bench.promptsets.mycanvas.novel_backgrounds=[on the moon]",
+            f"bench.metrics.backbones.clip={save_tiny_clip(tmp_path / 'clip', tok)}",
+            f"bench.metrics.backbones.dino={save_tiny_dino(tmp_path / 'dino')}",
+            f"bench.metrics.backbones.detector={save_tiny_owlvit(tmp_path / 'owl', tok)}",
+            "bench.metrics.detector_threshold=0.0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "gen4gen", *args], capture_output=True, text=True, timeout=900,
+                          cwd=Path(__file__).resolve().parents[1], env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["cd_mycanvas", "cd_sources", "lora_mycanvas"]
+    with open(out / "bench" / "personalize" / "report" / "gen4gen.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["method"], r["model"]) for r in table] == [
+        ("base model (class words, no fine-tuning)", "base"), ("Custom Diffusion on sources", "cd_sources"),
+        ("Custom Diffusion on MyCanvas", "cd_mycanvas"), ("LoRA on MyCanvas", "lora_mycanvas")]
+    assert all(r["clip_t"] and r["cp_clip"] and r["ti_clip"] for r in table)

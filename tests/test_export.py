@@ -134,10 +134,33 @@ def test_customdiffusion_concepts_list_is_what_the_diffusers_script_reads(built)
     assert [c["class_prompt"] for c in concepts] == ["cat", "dog", "plant"]
     paths = (cd / "compositions/images.txt").read_text().splitlines()
     captions = (cd / "compositions/captions.txt").read_text().splitlines()
-    assert len(paths) == len(captions) == 4 and all((cd / p).is_file() for p in paths)
+    masks = (cd / "compositions/masks.txt").read_text().splitlines()
+    # paths relative to the list file
+    assert len(paths) == len(captions) == len(masks) == 4
+    assert all((cd / "compositions" / p).is_file() for p in paths + masks)
     assert all("<new" in c for c in captions)
     script = (cd / "train.sh").read_text()
     assert "--concepts_list=concepts_list.json" in script and "--modifier_token='<new1>+<new2>+<new3>'" in script
+
+
+def test_stage_train_reads_the_customdiffusion_scenes_as_it_reads_mycanvas(built, tmp_path):
+    import shutil
+
+    from gen4gen.train.data import load_examples
+
+    _, _, _, _, ds = built
+    only = tmp_path / "cd_only"
+    shutil.copytree(ds / "customdiffusion", only / "customdiffusion")  # an export without mycanvas/
+    for data in ("mycanvas", "sources"):
+        via_index, concepts, problems = load_examples(ds, data)
+        via_lists, concepts_cd, problems_cd = load_examples(only, data)
+        assert concepts_cd == concepts and problems == problems_cd == []
+        assert [e.caption for e in via_lists] == [e.caption for e in via_index] and len(via_index) >= 4
+        for a, b in zip(via_lists, via_index):
+            assert a.image.read_bytes() == b.image.read_bytes()
+            assert (a.mask is None) == (b.mask is None) and (a.mask is None or a.mask.read_bytes() == b.mask.read_bytes())
+    with pytest.raises(UserError, match="personalised captions only"):
+        load_examples(only, "mycanvas", "detailed")
 
 
 def test_rerun_rewrites_the_same_bytes(built):

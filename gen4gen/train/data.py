@@ -24,7 +24,8 @@ TOKEN = re.compile(r"<new\d+>")
 
 
 class IndexRow(BaseModel):
-    """One line of ``mycanvas/index.jsonl`` (what ``gen4gen.export.mycanvas`` writes); extra keys are ignored."""
+    """One line of ``mycanvas/index.jsonl`` (what ``gen4gen.export.mycanvas`` writes); extra keys are ignored.
+    ``read_rows`` turns its paths absolute."""
     model_config = ConfigDict(extra="ignore")
     id: str
     image: str  # relative to mycanvas/
@@ -60,6 +61,58 @@ def with_tokens(text: str, concepts: list[Concept]) -> str:
     return text
 
 
+def read_rows(root: Path, caption: str = "personalized") -> tuple[list[IndexRow], list[str]]:
+    """The dataset's images as index rows with absolute paths: ``mycanvas/index.jsonl`` when exported, else
+    ``customdiffusion/compositions/`` (``images.txt`` + ``captions.txt`` [+ ``masks.txt``], paths relative to
+    the list, personalised captions only; ``concepts_list.json`` names each token's concept and photos)."""
+    root = Path(root)
+    index = root / "mycanvas" / "index.jsonl"
+    listing = root / "customdiffusion" / "compositions" / "images.txt"
+    rows, problems = [], []
+    if index.is_file():
+        for n, line in enumerate(index.read_text("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = IndexRow.model_validate(json.loads(line))
+            except (ValueError, ValidationError) as e:
+                problems.append(f"{index}:{n}: not a MyCanvas index row: {str(e).splitlines()[0]}")
+                continue
+            r.image = str(root / "mycanvas" / r.image)
+            r.mask = str(root / "mycanvas" / r.mask) if r.mask else None
+            r.reference_images = {c: [str(root / p) for p in ps] for c, ps in r.reference_images.items()}
+            rows.append(r)
+        return rows, problems
+    if not listing.is_file():
+        raise UserError(f"train dataset not found: neither {index} nor {listing} exists "
+                        f"(run stage=export, or set train.dataset)")
+    if caption != "personalized":
+        raise UserError(f"{listing.parent} holds personalised captions only: set train.caption=personalized, "
+                        f"or export the mycanvas format")
+    cd = listing.parent.parent
+    try:
+        concepts = json.loads((cd / "concepts_list.json").read_text("utf-8"))
+        tokens = {Path(c["instance_data_dir"]).name: TOKEN.search(c["instance_prompt"]).group(0) for c in concepts}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{cd / 'concepts_list.json'}: unreadable ({type(e).__name__}: {e})") from None
+    refs = {c["instance_data_dir"]: sorted(str(p) for p in (cd / c["instance_data_dir"]).glob("*") if p.is_file())
+            for c in concepts}
+    refs = {Path(d).name: ps for d, ps in refs.items()}
+    lists = [(listing.parent / f).read_text("utf-8").splitlines() if (listing.parent / f).is_file() else []
+             for f in ("images.txt", "captions.txt", "masks.txt")]
+    images, captions, masks = lists
+    if len(captions) != len(images):
+        raise UserError(f"{listing.parent}: {len(images)} images but {len(captions)} captions")
+    for n, (image, text) in enumerate(zip(images, captions)):
+        mask = masks[n] if n < len(masks) and masks[n].strip() else None
+        used = [c for c, t in tokens.items() if t in text]
+        rows.append(IndexRow(id=f"compositions/{Path(image).stem}", image=str(listing.parent / image), concepts=used,
+                             captions={"personalized": text}, modifier_tokens=tokens,
+                             reference_images={c: refs.get(c, []) for c in used},
+                             mask=str(listing.parent / mask) if mask else None))
+    return rows, problems
+
+
 def load_examples(root: Path, data: str = "mycanvas", caption: str = "personalized",
                   ) -> tuple[list[Example], list[Concept], list[str]]:
     """Examples, concepts (ordered by token) and one problem line per example or row left out."""
@@ -67,17 +120,7 @@ def load_examples(root: Path, data: str = "mycanvas", caption: str = "personaliz
         raise UserError(f"train.data={data!r}: choose one of {', '.join(DATA_KINDS)}")
     if caption not in CAPTION_KINDS:
         raise UserError(f"train.caption={caption!r}: choose one of {', '.join(CAPTION_KINDS)}")
-    index = Path(root) / "mycanvas" / "index.jsonl"
-    if not index.is_file():
-        raise UserError(f"train dataset not found: {index} does not exist (run stage=export, or set train.dataset)")
-    rows, problems = [], []
-    for n, line in enumerate(index.read_text("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(IndexRow.model_validate(json.loads(line)))
-        except (ValueError, ValidationError) as e:
-            problems.append(f"{index}:{n}: not a MyCanvas index row: {str(e).splitlines()[0]}")
+    rows, problems = read_rows(root, caption)
     tokens: dict[str, str] = {}
     for r in rows:
         tokens.update(r.modifier_tokens)
@@ -87,7 +130,7 @@ def load_examples(root: Path, data: str = "mycanvas", caption: str = "personaliz
     examples: list[Example] = []
     if data in ("mycanvas", "both"):
         for r in rows:
-            image = Path(root) / "mycanvas" / r.image
+            image = Path(r.image)
             text = r.captions.get(caption) or ""
             if caption != "personalized":
                 text = with_tokens(text, [c for c in concepts if c.name in r.concepts])
@@ -95,7 +138,7 @@ def load_examples(root: Path, data: str = "mycanvas", caption: str = "personaliz
             if problem:
                 problems.append(problem)
                 continue
-            mask = Path(root) / "mycanvas" / r.mask if r.mask else None
+            mask = Path(r.mask) if r.mask else None
             examples.append(Example(r.id, image, " ".join(text.split()), mask if mask and mask.is_file() else None))
     if data in ("sources", "both"):
         refs: dict[str, set[str]] = {}
@@ -104,13 +147,13 @@ def load_examples(root: Path, data: str = "mycanvas", caption: str = "personaliz
                 refs.setdefault(c, set()).update(paths)
         for c in concepts:
             for p in sorted(refs.get(c.name, ())):
-                image = Path(root) / p
+                image = Path(p)
                 text = f"a photo of a {c.token} {c.noun}"
-                problem = _check(f"{c.name}/{Path(p).name}", image, text, owned)
+                problem = _check(f"{c.name}/{image.name}", image, text, owned)
                 if problem:
                     problems.append(problem)
                 else:
-                    examples.append(Example(f"source/{c.name}/{Path(p).stem}", image, text))
+                    examples.append(Example(f"source/{c.name}/{image.stem}", image, text))
     if not examples:
         raise UserError(f"train dataset {root}: no complete example (data={data}, caption={caption})"
                         + (f"; first problem: {problems[0]}" if problems else ""))

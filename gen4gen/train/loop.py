@@ -76,6 +76,9 @@ def _pixels(path: Path, res: int, mode: str) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
+        w, h = im.size
+        s = res / min(w, h)
+        im.draft(mode, (max(1, round(w * s)), max(1, round(h * s))))  # JPEG: decode at 1/2..1/8 scale, not 4000 px
         im = im.convert(mode)
         w, h = im.size
         s = res / min(w, h)

@@ -109,6 +109,56 @@ def test_overfitting_one_fixed_batch_lowers_the_loss_clearly(tiny, tmp_path, mon
     assert (np.diff(losses) < 0).mean() > 0.8  # falls step after step, not by chance
 
 
+def test_gradient_checkpointing_trains_the_same_weights(tiny, tmp_path):
+    plain, *_ = _train(tiny, "sd", tmp_path / "a", max_steps=3)
+    ckpt, *_ = _train(tiny, "sd", tmp_path / "b", max_steps=3, gradient_checkpointing=True)
+    for (k, a), b in zip(plain.base.unet.state_dict().items(), ckpt.base.unet.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_masked_loss_weights_the_concept_pixels_and_prior_images_join_the_batch(tiny, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from gen4gen.train.data import prior_examples
+    from gen4gen.train.loop import cache_latents
+
+    examples, concepts, _ = load_examples(tiny["dataset"])
+    base = load_base(str(tiny["sd"]))
+    cache = cache_latents(base, examples, 32, "cpu", masked=True)
+    # the exported union mask (a box over the left part of a 40x48 image) at latent size, centre-cropped like the image
+    m = cache["mask"][0, 0]
+    assert cache["mean"].shape == (2, 4, 16, 16) and m.shape == (16, 16)
+    assert m[8, 3].item() == 1.0 and m[8, 14].item() == 0.0 and m[0, 3].item() == 0.0
+    assert 0 < m.mean().item() < 0.5
+    plain = cache_latents(base, examples, 32, "cpu", masked=False)
+    assert torch.equal(plain["mean"], cache["mean"]) and bool((plain["mask"] == 1).all())
+    # masked training on a fixed batch: the loss falls and differs from the unmasked one
+    monkeypatch.setattr("gen4gen.train.loop.stable_hash", lambda text: 7)
+    masked, *_ = _train(tiny, "sd", tmp_path / "m", max_steps=15, masked_loss=True, mask_background_weight=0.0)
+    unmasked, *_ = _train(tiny, "sd", tmp_path / "u", max_steps=15)
+    assert masked.losses[0] != unmasked.losses[0] and masked.losses[-1] < masked.losses[0]
+    # prior preservation: class images from <dir>/<concept>/, captioned with the class words only
+    for c in ("cat", "dog"):
+        (tmp_path / "class" / c).mkdir(parents=True)
+        Image.new("RGB", (36, 36), (200, 100, 50)).save(tmp_path / "class" / c / "0.png")
+    priors = prior_examples(tmp_path / "class", concepts)
+    assert [(p.caption, p.prior) for p in priors] == [("a photo of a cat", True), ("a photo of a dog", True)]
+    s = _settings(tiny, "sd", max_steps=15, prior={"class_dir": str(tmp_path / "class"), "weight": 1.0})
+    with_prior = train(s, CustomDiffusion(), load_base(s.base), examples, concepts, tmp_path / "p", "cpu", "h", 100,
+                       priors=priors)
+    assert with_prior.losses[0] > unmasked.losses[0]  # the prior term adds to the instance loss
+    with pytest.raises(UserError, match="no class images"):
+        prior_examples(tmp_path / "nowhere", concepts)
+
+
+def test_detailed_captions_get_each_concepts_token_before_its_class_words():
+    from gen4gen.train.data import Concept, with_tokens
+
+    concepts = [Concept("cat", "<new1>", "cat"), Concept("teddy_bear", "<new2>", "teddy bear")]
+    assert (with_tokens("a cat next to two teddy bears, cats love them", concepts)
+            == "a <new1> cat next to two <new2> teddy bears, <new1> cats love them")
+
+
 # ---------------------------------------------------------------- exact resume
 def test_killed_after_a_checkpoint_resumes_to_the_same_weights(tiny, tmp_path):
     whole, *_ = _train(tiny, "sd", tmp_path / "whole", checkpoint_every=3, max_steps=8)

@@ -448,7 +448,7 @@ def test_experiment_trains_each_variant_as_a_multirun_then_benches_them(tiny, tm
     args = ["-m", "+experiment=personalize", f"paths.outputs_dir={out}", f"paths.stages_dir={tmp_path / 'stages'}",
             f"train.base={tiny['sd']}", f"train.dataset={tiny['dataset']}", "train.force_cpu=true",
             "train.resolution=32", "train.max_steps=2", "train.checkpoint_every=2", "bench.force_cpu=true",
-            f"bench.promptsets.mycanvas.path={tiny['dataset']}", "bench.seeds=[0]", "bench.warmup=false",
+            "bench.seeds=[0]", "bench.warmup=false",
             "bench.promptsets.mycanvas.novel_backgrounds=[on the moon]",
             f"bench.metrics.backbones.clip={save_tiny_clip(tmp_path / 'clip', tok)}",
             f"bench.metrics.backbones.dino={save_tiny_dino(tmp_path / 'dino')}",
@@ -465,3 +465,23 @@ def test_experiment_trains_each_variant_as_a_multirun_then_benches_them(tiny, tm
         ("base model (class words, no fine-tuning)", "base"), ("Custom Diffusion on sources", "cd_sources"),
         ("Custom Diffusion on MyCanvas", "cd_mycanvas"), ("LoRA on MyCanvas", "lora_mycanvas")]
     assert all(r["clip_t"] and r["cp_clip"] and r["ti_clip"] for r in table)
+
+
+def test_prior_class_images_are_generated_by_the_base_model_once(tiny, tmp_path):
+    from gen4gen.markers import read_meta
+    from gen4gen.stages import train as stage
+
+    classes = tmp_path / "class"
+    (classes / "dog").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(classes / "dog" / "mine.png")  # the user's own image counts
+    cfg = _cfg(tmp_path, tiny, f"train.prior.class_dir={classes}", "train.prior.generate=2")
+    summary = stage.run(cfg)
+    assert summary.done == 1 and summary.notes["class images"].startswith("3 generated")
+    assert sorted(p.name for p in (classes / "cat").iterdir()) == ["gen_0000.png", "gen_0001.png"]
+    assert sorted(p.name for p in (classes / "dog").iterdir()) == ["gen_0000.png", "mine.png"]
+    with Image.open(classes / "cat" / "gen_0000.png") as im:
+        assert im.size == (32, 32)
+    assert read_meta(Path(cfg.train.out_dir) / "custom_diffusion_mycanvas")["priors"] == 4
+    assert stage.run(cfg).skipped == 1  # nothing regenerated, nothing retrained

@@ -76,11 +76,14 @@ def run(cfg: DictConfig) -> Summary:
     for p in problems:
         console.print(f"[yellow]train: left out {p}[/yellow]")
     kind = base_kind(s.base)
-    priors = prior_examples(Path(s.prior.class_dir), concepts) if s.prior.class_dir else None
+    if s.prior.generate and not s.prior.class_dir:
+        raise UserError("train.prior.generate needs train.prior.class_dir (where the class images go)")
+    # generated class images follow from the settings; a folder of the user's own is listed
+    listed = prior_examples(Path(s.prior.class_dir), concepts) if s.prior.class_dir and not s.prior.generate else []
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     chash = config_hash({"train": s.model_dump(), "trainer": trainer_cfg,
                          "examples": [(e.id, e.caption, e.mask is not None) for e in examples],
-                         "priors": [e.id for e in priors or []]})
+                         "priors": [e.id for e in listed]})
     meta = read_meta(run_dir)
     if meta and meta.get("config_hash") == chash:
         summary.skipped = 1
@@ -98,6 +101,13 @@ def run(cfg: DictConfig) -> Summary:
         raise UserError(f"no CUDA GPU here, and fine-tuning on the CPU takes hours for real models.\n"
                         f"Work: {estimate(kind, s)}\nRun it on a GPU machine, or set train.force_cpu=true to run here.")
     write_atomic(run_dir / "failures.jsonl", jsonl_bytes([{"stage": "train", "reason": p} for p in problems]))
+    if s.prior.generate:
+        from gen4gen.train.prior import generate_class_images
+
+        made = generate_class_images(s.base, kind, Path(s.prior.class_dir), concepts, s.prior.generate,
+                                     s.resolution, s.seed, device)
+        summary.notes["class images"] = f"{made} generated into {s.prior.class_dir}"
+    priors = prior_examples(Path(s.prior.class_dir), concepts) if s.prior.class_dir else None
     from gen4gen.train.loop import train
     from gen4gen.train.models import load_base
 

@@ -21,6 +21,7 @@ from gen4gen.errors import UserError
 DATA_KINDS = ("mycanvas", "sources", "both")
 CAPTION_KINDS = ("personalized", "detailed", "short")
 TOKEN = re.compile(r"<new\d+>")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 class IndexRow(BaseModel):
@@ -178,7 +179,7 @@ def prior_examples(folder: Path, concepts: list[Concept]) -> list[Example]:
     out = []
     for c in concepts:
         for p in sorted((Path(folder) / c.name).glob("*")):
-            if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
                 out.append(Example(f"prior/{c.name}/{p.stem}", p, f"a photo of a {c.noun}", prior=True))
     if not out:
         raise UserError(f"train.prior.class_dir={folder}: no class images under <concept>/ for "

@@ -28,6 +28,7 @@ class PriorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     class_dir: str | None = None  # <dir>/<concept>/*.png, captioned "a photo of a <class>"
     weight: float = 1.0
+    generate: int = Field(0, ge=0)  # fill each <class_dir>/<concept>/ up to this many images with the base model
 
 
 class TrainSettings(BaseModel):

@@ -12,17 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from tests.bench_tiny import BPE, clip_tokenizer, save_tiny_sd, save_tiny_sdxl
-from tests.conftest import make_cfg, shared
-from tests.train_tiny import save_tiny_dataset
-
 from gen4gen.errors import UserError
 from gen4gen.train import checkpoints
 from gen4gen.train.custom_diffusion import CustomDiffusion, cross_attention_kv
 from gen4gen.train.data import load_examples
-from gen4gen.train.lora import Lora
 from gen4gen.train.loop import TrainSettings, train
+from gen4gen.train.lora import Lora
 from gen4gen.train.models import load_base
+from tests.bench_tiny import BPE, clip_tokenizer, save_tiny_sd, save_tiny_sdxl
+from tests.conftest import make_cfg, shared
+from tests.train_tiny import save_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -390,9 +389,10 @@ def test_bench_generates_and_scores_personalised_models_and_prints_gen4gen_table
     import yaml
     from omegaconf import OmegaConf
 
-    from tests.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
     from gen4gen.bench.report import GEN4GEN_ORDER
-    from gen4gen.stages import bench, train as stage
+    from gen4gen.stages import bench
+    from gen4gen.stages import train as stage
+    from tests.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
 
     entries = []
     for trainer, data, lr in [("custom_diffusion", "mycanvas", 1e-3), ("custom_diffusion", "sources", 1e-3),

@@ -52,7 +52,7 @@ def writable_dir(path: Path) -> None:
 def estimate(kind: str, s) -> str:
     work = s.max_steps * s.grad_accum * s.batch_size * (2 if s.prior.class_dir else 1) * (s.resolution / 512) ** 2
     cpu, gpu = work * CPU_SAMPLE_SECONDS[kind], work * GPU_SAMPLE_SECONDS[kind]
-    h = lambda x: f"{x / 3600:.1f} h" if x > 7200 else f"{x / 60:.0f} min"  # noqa: E731
+    h = lambda x: f"{x / 3600:.1f} h" if x > 7200 else f"{x / 60:.0f} min"
     return (f"{s.max_steps} steps x batch {s.batch_size} x accumulation {s.grad_accum} at {s.resolution}px ({kind}): "
             f"roughly {h(cpu)} on this CPU vs {h(gpu)} on one GPU (estimates from typical step times, not measured here)")
 

@@ -58,7 +58,7 @@ def with_tokens(text: str, concepts: list[Concept]) -> str:
     "two <new2> dogs"): the detailed/short captions in personalised form."""
     for c in concepts:
         words = rf"\b({re.escape(c.noun)}|{re.escape(plural(c.noun))})\b"
-        text = re.sub(words, lambda m: f"{c.token} {m.group(0)}", text, flags=re.I)
+        text = re.sub(words, lambda m, token=c.token: f"{token} {m.group(0)}", text, flags=re.IGNORECASE)
     return text
 
 

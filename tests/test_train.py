@@ -108,6 +108,22 @@ def test_overfitting_one_fixed_batch_lowers_the_loss_clearly(tiny, tmp_path, mon
     assert (np.diff(losses) < 0).mean() > 0.8  # falls step after step, not by chance
 
 
+@pytest.mark.parametrize("trainer", [CustomDiffusion(), Lora(rank=2)], ids=["custom_diffusion", "lora"])
+def test_mixed_precision_keeps_frozen_weights_in_bf16_and_trains_fp32_copies(tiny, tmp_path, trainer):
+    # the GPU's mixed-precision path, run on the CPU's bf16 autocast (fp16 has none there)
+    fresh = load_base(str(tiny["sdxl"]))
+    result, *_ = _train(tiny, "sdxl", tmp_path, trainer=trainer, max_steps=3, mixed_precision="bf16")
+    unet = result.base.unet
+    trained = {n for n, p in unet.named_parameters() if p.requires_grad}
+    assert trained and {p.dtype for n, p in unet.named_parameters() if n in trained} == {torch.float32}
+    assert {p.dtype for n, p in unet.named_parameters() if n not in trained} == {torch.bfloat16}
+    assert all(np.isfinite(result.losses))
+    after = unet.state_dict()
+    for k, v in fresh.unet.state_dict().items():  # frozen: exactly the base weight in bf16
+        if k in after and k not in trained:
+            assert torch.equal(after[k], v.to(torch.bfloat16)), k
+
+
 def test_gradient_checkpointing_trains_the_same_weights(tiny, tmp_path):
     plain, *_ = _train(tiny, "sd", tmp_path / "a", max_steps=3)
     ckpt, *_ = _train(tiny, "sd", tmp_path / "b", max_steps=3, gradient_checkpointing=True)

@@ -163,7 +163,7 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
     losses = result.losses
     info = {"dataset": str(dataset), "examples": len(examples), "priors": len(priors or []),
             "example_caption": examples[0].caption, "device": device,
-            "precision": s.mixed_precision if device.startswith("cuda") else "fp32", "seconds": round(result.seconds, 2),
+            "precision": s.mixed_precision if device.startswith("cuda") or s.mixed_precision == "bf16" else "fp32", "seconds": round(result.seconds, 2),
             "steps_per_s": round(result.steps_done / max(result.seconds, 1e-9), 4),
             "peak_memory_gb": round(result.peak_memory_gb, 3), "memory_kind": result.memory_kind,
             "loss_first": float(sum(losses[:10]) / len(losses[:10])),

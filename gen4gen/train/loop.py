@@ -135,7 +135,9 @@ def train(settings: TrainSettings, trainer, base: Base, examples: list[Example],
 
     t0 = time.perf_counter()
     on_cuda = str(device).startswith("cuda")
-    accelerator = Accelerator(cpu=not on_cuda, mixed_precision=settings.mixed_precision if on_cuda else "no")
+    # the CPU has bf16 autocast but no fp16 one: fp16 there means fp32
+    precision = settings.mixed_precision if on_cuda or settings.mixed_precision == "bf16" else "no"
+    accelerator = Accelerator(cpu=not on_cuda, mixed_precision=precision)
     dev = accelerator.device
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(dev)

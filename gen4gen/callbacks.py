@@ -57,11 +57,9 @@ class BenchAfterTraining(Callback):
             return
         cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
         del cfg["hydra"]
-        base = entries[0]
-        cfg.roster = OmegaConf.create({"name": str(config.bench.name), "models": [
-            {"name": "base", "source": base["source"], "pipeline": base["pipeline"], "resolution": base["resolution"],
-             "steps": base["steps"], "guidance": base["guidance"], "tags": ["base"]},
-            *[{**e, "steps": base["steps"], "guidance": base["guidance"]} for e in entries]]})
+        base = {k: entries[0][k] for k in ("source", "pipeline", "resolution", "steps", "guidance")}
+        cfg.roster = OmegaConf.create({"name": str(config.bench.name),
+                                       "models": [{"name": "base", **base, "tags": ["base"]}, *entries]})
         OmegaConf.update(cfg, "stage", "bench")
         log.info("training sweep done: benching the base model and %d trained run(s)", len(entries))
         run(cfg)

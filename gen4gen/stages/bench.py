@@ -119,14 +119,12 @@ def personal_methods(models) -> dict[str, str]:
     from gen4gen.bench.report import BASE_METHOD
     from gen4gen.personalize import Manifest
 
-    from gen4gen.errors import UserError
-
     runs = {}
-    for m in models:
+    for m in (m for m in models if m.train_run):
         try:
-            runs.update({m.name: Manifest.load(Path(m.train_run))} if m.train_run else {})
+            runs[m.name] = Manifest.load(Path(m.train_run))
         except UserError:
-            continue  # its images failed to generate with this reason; the table goes without it
+            continue  # its images failed to load with this reason (failures.jsonl); the table goes without it
     bases = {man.base for man in runs.values()}
     out = {m.name: BASE_METHOD for m in models if not m.train_run and m.source in bases}
     return {**out, **{name: man.method for name, man in runs.items()}} if runs else {}

@@ -130,6 +130,7 @@ def train(settings: TrainSettings, trainer, base: Base, examples: list[Example],
           priors: list[Example] | None = None, on_step: Callable[[int, float | None], None] | None = None) -> Result:
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from gen4gen.console import progress
 
@@ -137,6 +138,9 @@ def train(settings: TrainSettings, trainer, base: Base, examples: list[Example],
     on_cuda = str(device).startswith("cuda")
     # the CPU has bf16 autocast but no fp16 one: fp16 there means fp32
     precision = settings.mixed_precision if on_cuda or settings.mixed_precision == "bf16" else "no"
+    # accelerate keeps one process-wide state; a second run in this process (a Hydra sweep runs its jobs in one
+    # process) may use another precision: drop the old settings, keep the distributed set-up
+    AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=not on_cuda, mixed_precision=precision)
     dev = accelerator.device
     if on_cuda:

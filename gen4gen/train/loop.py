@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -68,7 +68,6 @@ class Result:
     peak_memory_gb: float
     memory_kind: str
     resumed_from: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- images -> cached latents

@@ -175,17 +175,18 @@ def test_detailed_captions_get_each_concepts_token_before_its_class_words():
 
 
 # ---------------------------------------------------------------- exact resume
-def test_killed_after_a_checkpoint_resumes_to_the_same_weights(tiny, tmp_path):
-    whole, *_ = _train(tiny, "sd", tmp_path / "whole", checkpoint_every=3, max_steps=8)
+@pytest.mark.parametrize("accum", [1, 2])
+def test_killed_after_a_checkpoint_resumes_to_the_same_weights(tiny, tmp_path, accum):
+    whole, *_ = _train(tiny, "sd", tmp_path / "whole", checkpoint_every=3, max_steps=8, grad_accum=accum)
 
     def kill(step, _loss):
         if step == 5:
             raise KeyboardInterrupt  # the process dies after step 5; the checkpoint of step 3 is on disk
 
     with pytest.raises(KeyboardInterrupt):
-        _train(tiny, "sd", tmp_path / "killed", checkpoint_every=3, max_steps=8, on_step=kill)
+        _train(tiny, "sd", tmp_path / "killed", checkpoint_every=3, max_steps=8, on_step=kill, grad_accum=accum)
     assert [p.name for p in (tmp_path / "killed" / checkpoints.DIR).iterdir()] == ["step_0000003.pt"]
-    resumed, *_ = _train(tiny, "sd", tmp_path / "killed", checkpoint_every=3, max_steps=8)
+    resumed, *_ = _train(tiny, "sd", tmp_path / "killed", checkpoint_every=3, max_steps=8, grad_accum=accum)
     assert resumed.resumed_from == 3 and resumed.steps_done == 5
     assert not _changed(whole.base.unet.state_dict(), resumed.base.unet.state_dict())
     assert not _changed(whole.base.text_encoders[0].state_dict(), resumed.base.text_encoders[0].state_dict())

@@ -194,20 +194,32 @@ def train(settings: TrainSettings, trainer, base: Base, examples: list[Example],
         log.info("train: resumed from step %d", start)
     resumed_from = start
 
-    def branch(c: dict, cid: list, idx: list[int], gen: torch.Generator) -> torch.Tensor:
-        """Per-example diffusion loss of examples ``idx`` of one cache (mask-weighted mean)."""
-        i = torch.tensor(idx, device=dev)
+    n_proc, rank, accum, bsz = accelerator.num_processes, accelerator.process_index, settings.grad_accum, \
+        settings.batch_size
+
+    def schedule(n: int, salt: str) -> torch.Tensor:
+        """Example indices of every remaining (step, micro-batch) of this process, on the device at once:
+        indexing the cache costs no host round trip per step."""
+        picks = [_pick(n, ((step * accum + micro) * n_proc + rank) * bsz, bsz, settings.seed, salt)
+                 for step in range(start, settings.max_steps) for micro in range(accum)]
+        return torch.tensor(picks, dtype=torch.long).view(-1, accum, bsz).to(dev)
+
+    inst_idx = schedule(len(examples), "inst")
+    prior_idx = schedule(len(priors), "prior") if priors else None
+
+    def branch(c: dict, cid: list, i: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Per-example diffusion loss of examples ``i`` (a device index tensor) of one cache (mask-weighted mean)."""
         mean, std = c["mean"][i], c["std"][i]
         latents = (mean + std * torch.randn(mean.shape, generator=gen, device=dev)) * scaling
         noise = torch.randn(latents.shape, generator=gen, device=dev)
-        t = torch.randint(0, T, (len(idx),), generator=gen, device=dev)
+        t = torch.randint(0, T, (len(i),), generator=gen, device=dev)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise  # DDPMScheduler.add_noise, without its host syncs
         target = (a.sqrt() * noise - (1 - a).sqrt() * latents) if v_pred else noise
         embeds, pooled = encode(base, [x[i] for x in cid], encoders)
         extra = {}
         if pooled is not None:
-            extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids.expand(len(idx), -1)}
+            extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids.expand(len(i), -1)}
         if on_cuda:
             noisy = noisy.to(memory_format=torch.channels_last)
         pred = unet(noisy.to(weight_dtype), t, embeds, **extra).sample
@@ -218,22 +230,19 @@ def train(settings: TrainSettings, trainer, base: Base, examples: list[Example],
         return (err * w).sum((1, 2, 3)) / (w.sum((1, 2, 3)) * err.shape[1])
 
     log_buf = torch.zeros(settings.max_steps, device=dev)
-    n_proc, rank = accelerator.num_processes, accelerator.process_index
     params = list(named.values())
     with progress() as bar:
         task = bar.add_task("train", total=settings.max_steps, completed=start)
         for step in range(start, settings.max_steps):
-            for micro in range(settings.grad_accum):
+            for micro in range(accum):
                 gen = torch.Generator(dev).manual_seed(stable_hash(f"{settings.seed}/{step}/{micro}/{rank}") >> 1)
-                k = ((step * settings.grad_accum + micro) * n_proc + rank) * settings.batch_size
                 with accelerator.autocast():
-                    loss = branch(cache, ids, _pick(len(examples), k, settings.batch_size, settings.seed, "inst"),
-                                  gen).mean()
+                    loss = branch(cache, ids, inst_idx[step - start, micro], gen).mean()
                     if prior_cache is not None:
-                        pidx = _pick(len(priors), k, settings.batch_size, settings.seed, "prior")
-                        loss = loss + settings.prior.weight * branch(prior_cache, prior_ids, pidx, gen).mean()
-                accelerator.backward(loss / settings.grad_accum)
-                log_buf[step] += loss.detach() / settings.grad_accum
+                        loss = loss + settings.prior.weight * branch(prior_cache, prior_ids,
+                                                                     prior_idx[step - start, micro], gen).mean()
+                accelerator.backward(loss / accum)
+                log_buf[step] += loss.detach() / accum
             if settings.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()

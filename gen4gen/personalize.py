@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gen4gen.errors import UserError
 
 MANIFEST = "personalization.json"
+TRAINER_NAMES = {"custom_diffusion": "Custom Diffusion", "lora": "LoRA"}
 FORMAT = "gen4gen-personalization/1"
 
 
@@ -61,8 +62,7 @@ class Manifest(BaseModel):
     @property
     def method(self) -> str:
         """The row name in Gen4Gen's table: "Custom Diffusion on MyCanvas", "LoRA on sources"."""
-        trainer = {"custom_diffusion": "Custom Diffusion", "lora": "LoRA"}[self.trainer]
-        return f"{trainer} on {({'mycanvas': 'MyCanvas'}).get(self.data, self.data or '?')}"
+        return f"{TRAINER_NAMES[self.trainer]} on {({'mycanvas': 'MyCanvas'}).get(self.data, self.data or '?')}"
 
     def class_words(self, text: str) -> str:
         """A personalised prompt as class words ("<new1> cat" -> "cat"): what CLIP-T scores."""

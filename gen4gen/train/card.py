@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gen4gen.personalize import Manifest
+from gen4gen.personalize import TRAINER_NAMES, Manifest
 
 USE = {
     "custom_diffusion": ("`pipe.unet.load_attn_procs(run, weight_name=\"pytorch_custom_diffusion_weights.bin\", "
@@ -50,7 +50,7 @@ def roster_entry(name: str, man: Manifest, run_dir: Path, resolution: int) -> di
 def card(name: str, man: Manifest, settings: dict, info: dict, files: list[str]) -> str:
     tokens = ", ".join(f"`{t.token}` {t.noun}" for t in man.tokens)
     lines = [f"# {name}", "",
-             f"{man.trainer.replace('_', ' ').title()} fine-tuning of `{man.base}` ({man.base_kind}) made by "
+             f"{TRAINER_NAMES[man.trainer]} fine-tuning of `{man.base}` ({man.base_kind}) made by "
              f"gen4gen `stage=train`.", "",
              "| | |", "|---|---|",
              f"| base | `{man.base}` ({man.base_kind}) |",

@@ -96,7 +96,9 @@ def run(cfg: DictConfig) -> Summary:
         import accelerate  # noqa: F401
     except ImportError:
         raise UserError("stage=train needs accelerate: pip install gen4gen[train]") from None
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    from gen4gen.encoders import resolve_device
+
+    device = resolve_device(cfg.device)  # accelerate picks the GPU itself (LOCAL_RANK under accelerate launch)
     if device == "cpu" and not cfg.train.force_cpu:
         raise UserError(f"no CUDA GPU here, and fine-tuning on the CPU takes hours for real models.\n"
                         f"Work: {estimate(kind, s)}\nRun it on a GPU machine, or set train.force_cpu=true to run here.")

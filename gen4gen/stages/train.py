@@ -90,8 +90,6 @@ def run(cfg: DictConfig) -> Summary:
         summary.notes["train"] = f"already trained with this configuration ({run_dir / META})"
         return summary
 
-    import torch
-
     try:
         import accelerate  # noqa: F401
     except ImportError:

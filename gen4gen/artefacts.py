@@ -23,6 +23,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr,
 from gen4gen.errors import ItemFailed
 from gen4gen.io import json_bytes
 from gen4gen.markers import META
+from gen4gen.paths import STAGE_DIRS
 
 
 # ---------------------------------------------------------------- field types
@@ -45,6 +46,13 @@ def _inner_path(v: str) -> str:
     return v
 
 
+def _stage_path(v: str) -> str:
+    p = PurePosixPath(v)
+    if not v or (not p.is_absolute() and ".." in p.parts):
+        raise ValueError(f"expected a path inside the stages folder, got {v!r}")
+    return v
+
+
 # ints stay ints and floats stay floats (dump writes what was given); bools and numeric strings are refused
 Number = Annotated[StrictInt | StrictFloat, AfterValidator(_finite)]
 Text = Annotated[StrictStr, AfterValidator(_not_blank)]
@@ -52,6 +60,7 @@ Count = Annotated[StrictInt, Field(ge=0)]
 Box = Annotated[list[Number], Field(min_length=4, max_length=4)]  # [x, y, w, h]
 Size = Annotated[list[Annotated[StrictInt, Field(ge=1, le=1 << 20)]], Field(min_length=2, max_length=2)]
 InnerPath = Annotated[StrictStr, AfterValidator(_inner_path)]
+StagePath = Annotated[StrictStr, AfterValidator(_stage_path)]  # relative to paths.stages_dir (absolute: older trees)
 
 
 class Record(BaseModel):
@@ -92,13 +101,13 @@ class Artefact(Record):
         try:
             text = path.read_text("utf-8")
         except FileNotFoundError:
-            raise ItemFailed(f"{name}: missing ({path})") from None
+            raise ItemFailed(f"cannot read {name}: No such file: {path}") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise ItemFailed(f"{name}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+            raise ItemFailed(f"cannot read {name}: {getattr(e, 'strerror', None) or e}") from None
         try:
             raw = json.loads(text)
         except ValueError as e:
-            raise ItemFailed(f"{name}: not valid JSON ({e})") from None
+            raise ItemFailed(f"{name} is not valid JSON: {e}") from None
         return cls.parse(raw, name)
 
     @classmethod
@@ -110,6 +119,12 @@ class Artefact(Record):
             return cls.model_validate(raw)
         except ValidationError as e:
             raise ItemFailed(f"{name}: {explain(e)}") from None
+
+    @classmethod
+    def build(cls, fields: dict):
+        """What a writer writes: ``fields`` as JSON holds them (numpy numbers, tuples and paths become
+        plain values, exactly as ``json_bytes`` writes them), validated."""
+        return cls.parse(json.loads(json_bytes(fields)), cls.FILE)
 
     def dump(self) -> bytes:
         return json_bytes(self.model_dump())
@@ -217,7 +232,7 @@ class LayoutObject(Record):
     box: Box  # the tight box of the instance's visible pixels; [0, 0, 0, 0] when fully hidden
     mask: InnerPath | None = None
     source: StrictStr | None = None
-    source_path: StrictStr | None = None  # relative to paths.stages_dir (absolute in older trees)
+    source_path: StagePath | None = None
 
     @property
     def mask_file(self) -> str:
@@ -255,17 +270,27 @@ class Layout(Artefact):
 
 
 class S2Meta(StageMeta):
-    scene: Text
-    composition_id: Text
+    """Later stages use its hash; the layout itself is in ``layout.json``."""
+    scene: StrictStr = ""
+    composition_id: StrictStr = ""
 
 
 class S3Meta(StageMeta):
     composition: Text  # "<scene>/<composition id>"
-    composition_dir: StrictStr | None = None  # relative to paths.stages_dir (absolute in older trees)
+    composition_dir: StagePath | None = None
     variant: StrictStr = ""
     background: dict | None = None
     backend: StrictStr = ""
     size: Size | None = None
+
+    def s2_dir(self, stages_dir: Path) -> Path:
+        """The s2 folder this variant was repainted from, inside ``stages_dir``. An older tree stores an
+        absolute path: the composition's own folder here wins, so a copied tree never reads the original."""
+        own = Path(stages_dir) / STAGE_DIRS["s2"] / self.composition
+        if self.composition_dir is None:
+            return own
+        given = stage_path(self.composition_dir, stages_dir)
+        return own if Path(self.composition_dir).is_absolute() and own.is_dir() else given
 
     @property
     def phrase(self) -> str | None:
@@ -287,7 +312,7 @@ class Captions(Artefact):
 class S4Meta(StageMeta):
     captioner: StrictStr = ""
     fallback: StrictStr | None = None
-    layout: StrictStr | None = None  # relative to paths.stages_dir (absolute in older trees)
+    layout: StagePath | None = None
     s3_config_hash: StrictStr | None = None
     s3_fingerprint: StrictStr | None = None
 

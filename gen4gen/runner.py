@@ -11,7 +11,7 @@ import logging
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
@@ -22,6 +22,7 @@ from gen4gen.console import Summary, progress
 from gen4gen.errors import ItemFailed
 from gen4gen.hashing import config_hash, in_shard, item_rng, shard_key
 from gen4gen.io import json_bytes, jsonl_bytes, png_bytes, write_atomic
+from gen4gen.manifest import write_manifest
 from gen4gen.markers import META, failures_path, read_meta
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Item:
     data: Any = None  # whatever the stage needs to process it
     fingerprint: str = ""  # of its inputs: a changed input redoes the item
     error: str | None = None  # found bad at discovery: recorded as a failure, never processed
+    inputs: dict = field(default_factory=dict)  # upstream item id -> its hash, for the manifest (gen4gen.manifest)
 
 
 class Stage(Protocol):
@@ -52,6 +54,7 @@ class Stage(Protocol):
     #   prepare(pending: list[Item]) -> None   # batched or concurrent work before the loop (LLM calls)
     #   finish(summary: Summary) -> None        # stage-level files (indices) after the loop
     #   workers: int                            # threads for process(); 1 when absent
+    #   meta_model: type[StageMeta]             # the artefact model its meta.json is written through
 
 
 # ---------------------------------------------------------------- item files
@@ -95,18 +98,21 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
     whole = str(cfg.get("stage", "")) == "all"
     items = [it for it in stage.discover() if in_shard(shard_key(it.id, whole), shard_index, shard_count)]
     summary.total = len(items)
-    pending = []
+    pending, done = [], []
     for it in items:
         if it.error:
             failures.append(_failure(stage.name, it, it.error))
         elif is_done(it, chash):
             summary.skipped += 1
+            done.append(it)
         else:
             pending.append(it)
 
     prepare = getattr(stage, "prepare", None)
     if prepare and pending:
         prepare(pending)
+
+    meta_model = getattr(stage, "meta_model", None)
 
     def work(it: Item) -> str | None:
         (it.out_dir / META).unlink(missing_ok=True)  # being redone: not done until meta lands again
@@ -116,14 +122,16 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
         started = time.perf_counter()
         try:
             extra = stage.process(it, ItemWriter(it.out_dir), item_rng(cfg.seed, it.id))
+            meta = {"id": it.id, "stage": stage.name, "config_hash": chash, "fingerprint": it.fingerprint,
+                    "seconds": round(time.perf_counter() - started, 4), **(extra or {})}
+            # a stage with an artefact model (gen4gen.artefacts) never writes a meta its readers would refuse
+            data = meta_model.build(meta).dump() if meta_model else json_bytes(meta)
         except ItemFailed as e:
             return str(e)
         except Exception as e:  # noqa: BLE001 - one bad item must not stop the run
             log.debug("item %s failed:\n%s", it.id, traceback.format_exc())
             return f"{type(e).__name__}: {e}"
-        meta = {"id": it.id, "stage": stage.name, "config_hash": chash, "fingerprint": it.fingerprint,
-                "seconds": round(time.perf_counter() - started, 4), **(extra or {})}
-        write_atomic(it.out_dir / META, json_bytes(meta))
+        write_atomic(it.out_dir / META, data)
         return None
 
     workers = max(1, int(getattr(stage, "workers", 1)))
@@ -137,6 +145,7 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
                     reason = fut.result()
                     if reason is None:
                         summary.done += 1
+                        done.append(it)
                     else:
                         failures.append(_failure(stage.name, it, reason))
                         log.warning("%s: %s: %s", stage.name, it.id, reason)
@@ -148,6 +157,9 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
     summary.failed = len(failures)
     failures.sort(key=lambda f: f["id"])
     _write_failures(stage.out_root, shard_index, shard_count, failures)
+    write_manifest(stage.out_root, stage.name, shard_index, shard_count,
+                   {it.id: {"hash": f"{chash}:{it.fingerprint}", "inputs": dict(sorted(it.inputs.items()))}
+                    for it in done})
     finish = getattr(stage, "finish", None)
     if finish:
         finish(summary)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from gen4gen.errors import ItemFailed
 from gen4gen.io import png_bytes
+from gen4gen.manifest import read_manifest
 from gen4gen.markers import read_failures
 from gen4gen.runner import Item, run_stage
 from gen4gen.stages.s1_segment import SegmentStage
@@ -37,7 +38,7 @@ def snapshot(root: Path) -> dict[str, object]:
     """Every output file's bytes; meta.json parsed with its timing fields removed (they differ per run)."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if not p.is_file() or p.name.startswith("failures"):
+        if not p.is_file() or p.name.startswith(("failures", "manifest")):  # per shard: compared merged
             continue
         rel = p.relative_to(root).as_posix()
         if p.name == "meta.json":
@@ -142,6 +143,8 @@ def test_union_of_three_shards_is_one_full_run(tmp_path):
     assert snapshot(s1_out(full)) == snapshot(tmp_path / "sharded" / "s1_segmented_foreground")
     assert sorted(p.name for p in (tmp_path / "sharded" / "s1_segmented_foreground").glob("failures*")) == [
         f"failures.shard-{k}-of-3.jsonl" for k in range(3)]
+    merged = read_manifest(tmp_path / "sharded" / "s1_segmented_foreground")
+    assert merged == read_manifest(s1_out(full)) and len(merged) == 9  # the shards' manifests merge to the full one
 
 
 class NoiseStage:

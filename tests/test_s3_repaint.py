@@ -56,7 +56,7 @@ def test_classical_stage_end_to_end(tmp_path, cfg_factory):
         assert sorted(p.name for p in (out / "pets" / comp).iterdir()) == ["v0_procedural", "v1_procedural"]
     meta = check_variant(out / "pets" / "cat+dog_001" / "v0_procedural", s2 / "pets" / "cat+dog_001")
     assert meta["composition"] == "pets/cat+dog_001" and meta["variant"] == "v0_procedural"
-    assert meta["composition_dir"] == str(s2 / "pets" / "cat+dog_001") and meta["backend"] == "classical"
+    assert meta["composition_dir"] == f"{S2}/pets/cat+dog_001" and meta["backend"] == "classical"  # stages-relative
     assert meta["background"]["kind"] == "procedural" and meta["background"]["source"] == "kitchen"
     assert meta["prompt"] == "a realistic photo of a cat and a dog on the kitchen table"
     v1 = read_json(out / "pets" / "cat+dog_001" / "v1_procedural" / "meta.json")

@@ -14,6 +14,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.artefacts import S1Meta
 from gen4gen.console import Summary
 from gen4gen.device import usable_cores
 from gen4gen.errors import UserError
@@ -90,6 +91,7 @@ def _subdirs(folder: Path, items: list[Item], out_root: Path, root: Path) -> lis
 
 class SegmentStage:
     name = "s1"
+    meta_model = S1Meta
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg

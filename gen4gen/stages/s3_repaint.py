@@ -7,7 +7,6 @@ pixels stay exact (``mask_used.png`` is 0 there), so s2's instance masks and box
 """
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -15,10 +14,12 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.artefacts import Layout, S2Meta, S3Meta, stage_rel
 from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, item_rng
 from gen4gen.images import read_image
+from gen4gen.manifest import Currency
 from gen4gen.markers import read_meta
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
@@ -51,11 +52,12 @@ def build_backend(node: DictConfig):
 
 class RepaintStage:
     name = "s3"
+    meta_model = S3Meta
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self.rcfg = cfg.repaint
-        stages = Path(cfg.paths.stages_dir)
+        self.stages_dir = stages = Path(cfg.paths.stages_dir)
         self.in_root = stages / S2_DIR_NAME
         self.out_root = stages / DIR_NAME
         self.kind = str(self.rcfg.source)
@@ -70,6 +72,7 @@ class RepaintStage:
         self._batches: dict[str, list[Item]] = {}
         self._results: dict[str, tuple | Exception] = {}
         self._lock = threading.Lock()
+        self._stale = 0
 
     def _photo_folders(self) -> dict:
         if not self.rcfg.backgrounds:
@@ -88,26 +91,28 @@ class RepaintStage:
         if not self.in_root.is_dir():
             raise UserError(f"no s2 output at {self.in_root}; run `python -m gen4gen stage=s2` first")
         items: list[Item] = []
+        current = Currency(self.stages_dir).current("s2")
         for scene in _subdirs(self.in_root):
             for comp in _subdirs(scene):
-                items += self._items_for(comp, f"{scene.name}/{comp.name}")
+                cid = f"{scene.name}/{comp.name}"
+                meta = read_meta(comp)
+                if meta is not None and cid not in current:  # not made by s2's latest run, or from stale cut-outs
+                    self._stale += 1
+                    continue
+                items += self._items_for(comp, cid)
         return items
 
     def _items_for(self, comp: Path, cid: str) -> list[Item]:
         def bad(reason: str) -> list[Item]:
             return [Item(cid, self.out_root / cid, {"path": str(comp)}, error=reason)]
 
-        meta = read_meta(comp)
-        if meta is None:
+        if read_meta(comp) is None:
             return bad("s2 composition is unfinished (no readable meta.json); rerun stage=s2")
         try:
-            layout = json.loads((comp / "layout.json").read_text("utf-8"))
-        except OSError as e:
-            return bad(f"cannot read layout.json: {e.strerror or e}")
-        except ValueError as e:
-            return bad(f"layout.json is not valid JSON: {e}")
-        if not isinstance(layout, dict):
-            return bad("layout.json does not hold a JSON object")
+            meta = S2Meta.load(comp)
+            layout = Layout.load(comp).data()
+        except ItemFailed as e:
+            return bad(str(e))
         sources = plan_sources(layout, kind=self.kind, max_backgrounds=int(self.rcfg.max_backgrounds),
                                rng=item_rng(int(self.cfg.seed), cid + "/backgrounds"),
                                photo_folders=self.photo_folders)
@@ -115,9 +120,10 @@ class RepaintStage:
         for k, src in enumerate(sources):
             variant = f"v{k}_{src.kind}"
             vid = f"{cid}/{variant}"
-            fp = config_hash([meta.get("config_hash"), meta.get("fingerprint", ""), src.describe()])
+            fp = config_hash([meta.config_hash, meta.fingerprint, src.describe()])
             items.append(Item(vid, self.out_root / vid, {"path": str(comp), "composition": cid, "variant": variant,
-                                                        "source": src, "layout": layout}, fp))
+                                                        "source": src, "layout": layout}, fp,
+                              inputs={cid: meta.hash}))
         return items
 
     def config(self) -> dict:
@@ -146,7 +152,8 @@ class RepaintStage:
         out.image("image.png", image)
         out.image("mask_used.png", to_u8(job.repaint))
         src: BackgroundSource = item.data["source"]
-        return {"composition": item.data["composition"], "composition_dir": item.data["path"],
+        return {"composition": item.data["composition"],
+                "composition_dir": stage_rel(item.data["path"], self.stages_dir),
                 "variant": item.data["variant"], "background": src.describe(),
                 "backend": getattr(self.backend, "name", type(self.backend).__name__), "prompt": job.prompt,
                 "negative_prompt": job.negative_prompt, "seed": job.seed, "size": list(job.size),
@@ -157,6 +164,8 @@ class RepaintStage:
     def finish(self, summary: Summary) -> None:
         summary.notes["inpainter"] = getattr(self.backend, "name", type(self.backend).__name__)
         summary.notes["backgrounds"] = self.kind
+        if self._stale:
+            summary.notes["stale compositions ignored (not made by the latest s2 run; rerun stage=s2)"] = self._stale
         fallbacks = sum(1 for _, meta in _metas(self.out_root) if (meta.get("background") or {}).get("fallback"))
         if fallbacks:
             summary.notes["no matching photo folder (procedural used)"] = fallbacks

@@ -96,7 +96,7 @@ def bench_layouts(n: int, latency: float, concurrencies: list[int]) -> list[tupl
 
 def bench_compose(n: int, workers: int, photo: tuple[int, int]) -> dict:
     from tests.conftest import make_cfg
-    from tests.s2_data import fake_s1
+    from tests.helpers.trees import fake_s1
     from gen4gen.stages.s2_compose import run
 
     with tempfile.TemporaryDirectory() as tmp:

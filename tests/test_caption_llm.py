@@ -12,7 +12,7 @@ from gen4gen.caption.llm import LLMCaptioner, VLMCaptioner
 from gen4gen.caption.template import CaptionJob
 from gen4gen.markers import read_meta
 from gen4gen.stages import s4_caption
-from tests.fixtures_pipeline import make_pipeline
+from tests.helpers.trees import make_pipeline
 from tests.llm_server import LLMServer, Reply
 
 LAYOUT = {"scene": "pets", "composition_id": "cat+dog_000", "size": [200, 200], "background_prompt": "in the garden",

@@ -12,7 +12,7 @@ from gen4gen.images import read_image
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.stages import export, s4_caption
 from tests.conftest import make_cfg
-from tests.fixtures_pipeline import add_failure, make_pipeline
+from tests.helpers.trees import add_failure, make_pipeline
 
 VARIANTS = ("v0_procedural", "v1_photo")
 
@@ -159,12 +159,12 @@ def test_export_of_a_run_with_failures_exports_only_complete_items(tmp_path):
     # s4 failed on one image (no meta), another image was repainted again after s4 ran, one s3 image never got made
     s4 = stages / "s4_captions"
     (s4 / "pets/cat+dog_000/v1_photo/meta.json").unlink()
-    add_failure(stages, "s4_captions", "s4", "pets/cat+dog_000/v1_photo", "cannot caption: layout has no objects")
+    add_failure(stages, "s4", "pets/cat+dog_000/v1_photo", "cannot caption: layout has no objects")
     s3_meta = stages / "s3_background_repainting/kitchen/cat+plant_000/v1_photo/meta.json"
     meta = json.loads(s3_meta.read_text())
     write_atomic(s3_meta, json_bytes({**meta, "config_hash": "changed"}))
-    add_failure(stages, "s3_background_repainting", "s3", "pets/cat+dog_001/v0_photo", "background photo unreadable")
-    add_failure(stages, "s1_segmented_foreground", "s1", "pets/cat/bad.jpg", "not an image (the content is text)")
+    add_failure(stages, "s3", "pets/cat+dog_001/v0_photo", "background photo unreadable")
+    add_failure(stages, "s1", "pets/cat/bad.jpg", "not an image (the content is text)")
     (stages / "s1_segmented_foreground/kitchen/plant/plant_02/cutout.png").write_bytes(b"")  # lost after s1
     summary = export.run(cfg)
     ds = tmp_path / "outputs/datasets/mycanvas_demo"

@@ -14,7 +14,7 @@ from PIL import Image
 
 from gen4gen.stages import export, s4_caption
 from tests.conftest import make_cfg
-from tests.fixtures_pipeline import COLOURS, add_failure, make_pipeline
+from tests.helpers.trees import COLOURS, add_failure, make_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def gallery(tmp_path_factory):
     info = make_pipeline(root, size=(200, 200), scenes={
         "pets": ("cat+dog_000", "in the garden",
                  [("dog", 0, (100, 60, 40, 80)), ("dog", 1, (148, 68, 36, 72)), ("cat", 0, (12, 80, 48, 60))])})
-    add_failure(info["stages"], "s3_background_repainting", "s3", "pets/cat+dog_001/v0_photo",
+    add_failure(info["stages"], "s3", "pets/cat+dog_001/v0_photo",
                 "background <photo> unreadable")
     cfg = make_cfg(root, "export.formats=[mycanvas]")
     s4_caption.run(cfg)

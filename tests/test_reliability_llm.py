@@ -14,7 +14,7 @@ from gen4gen.caption.words import count_phrase, join_list
 from gen4gen.markers import done_items, read_failures
 from gen4gen.stages import s2_compose, s3_repaint, s4_caption
 from tests.llm_server import LLMServer, Reply
-from tests.s2_data import fake_s1
+from tests.helpers.trees import fake_s1
 from tests.s2_llm_replies import good_content
 
 SENTINEL = "sk-SENTINEL-4f1c9e-do-not-leak"

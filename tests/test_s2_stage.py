@@ -8,7 +8,7 @@ from gen4gen.markers import read_failures
 from gen4gen.stages.s2_compose import run
 from tests.conftest import make_cfg
 from tests.llm_server import LLMServer
-from tests.s2_data import fake_s1
+from tests.helpers.trees import fake_s1
 from tests.s2_llm_replies import good, kind
 
 LAYOUT_KEYS = {"scene", "composition_id", "size", "planner", "fallback", "background_prompt", "scenes", "objects",
@@ -112,7 +112,7 @@ def test_missing_s1_is_a_user_error(tmp_path):
 def test_real_photos_with_the_papers_masks(tmp_path):
     """Gen4Gen's own pet photos with its IS-Net masks: real soft alpha, real shapes and proportions."""
     from tests.conftest import shared
-    from tests.s2_data import real_s1
+    from tests.helpers.trees import real_s1
 
     seg = shared("segmentation", "gen4gen")
     pair = lambda name: (seg / "images" / f"{name}.jpg", seg / "isnet_ref" / f"{name}.png")  # noqa: E731

@@ -11,7 +11,7 @@ from gen4gen.errors import UserError
 from gen4gen.images import read_image
 from gen4gen.markers import read_failures
 from gen4gen.stages import s3_repaint
-from tests.s2_fixture import make_composition, read_json
+from tests.helpers.trees import make_composition, read_json
 
 S2 = "s2_object_compositions"
 S3 = "s3_background_repainting"

@@ -5,7 +5,7 @@ import shutil
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.markers import read_failures, read_meta
 from gen4gen.stages import s4_caption
-from tests.fixtures_pipeline import SCENES, make_pipeline
+from tests.helpers.trees import SCENES, make_pipeline
 
 
 def test_captions_follow_the_contract_and_reruns_skip(tmp_path, cfg_factory):

@@ -46,6 +46,12 @@ def _inner_path(v: str) -> str:
     return v
 
 
+def _file_name(v: str) -> str:
+    if v in (".", "..") or any(c in v for c in "/\\\0") or len(v.encode("utf-8")) > 200:
+        raise ValueError(f"expected a name that is one file name (no slashes, at most 200 bytes), got {_kind(v)}")
+    return v
+
+
 def _stage_path(v: str) -> str:
     p = PurePosixPath(v)
     if not v or (not p.is_absolute() and ".." in p.parts):
@@ -56,11 +62,12 @@ def _stage_path(v: str) -> str:
 # ints stay ints and floats stay floats (dump writes what was given); bools and numeric strings are refused
 Number = Annotated[StrictInt | StrictFloat, AfterValidator(_finite)]
 Text = Annotated[StrictStr, AfterValidator(_not_blank)]
+Name = Annotated[Text, AfterValidator(_file_name)]  # instance and concept names become file and folder names
 Count = Annotated[StrictInt, Field(ge=0)]
 Box = Annotated[list[Number], Field(min_length=4, max_length=4)]  # [x, y, w, h]
 Size = Annotated[list[Annotated[StrictInt, Field(ge=1, le=1 << 20)]], Field(min_length=2, max_length=2)]
-InnerPath = Annotated[StrictStr, AfterValidator(_inner_path)]
-StagePath = Annotated[StrictStr, AfterValidator(_stage_path)]  # relative to paths.stages_dir (absolute: older trees)
+InnerPath = Annotated[StrictStr, Field(max_length=4096), AfterValidator(_inner_path)]
+StagePath = Annotated[StrictStr, Field(max_length=4096), AfterValidator(_stage_path)]  # relative to paths.stages_dir (absolute: older trees)
 
 
 class Record(BaseModel):
@@ -93,9 +100,9 @@ class Artefact(Record):
 
     @classmethod
     def load(cls, path: Path | str):
-        """The file at ``path`` (a folder: its ``FILE``), or ``ItemFailed`` with one clear reason."""
+        """The file at ``path`` (or ``FILE`` in the folder ``path``), or ``ItemFailed`` with one clear reason."""
         path = Path(path)
-        if cls.FILE and path.name != cls.FILE and path.is_dir():
+        if cls.FILE and path.name != cls.FILE:
             path = path / cls.FILE
         name = _label(path)
         try:
@@ -197,8 +204,8 @@ class StageMeta(Artefact):
 
 
 class S1Meta(StageMeta):
-    scene: Text
-    concept: Text
+    scene: Name
+    concept: Name
     backend: StrictStr = ""
     size: Size | None = None
     bbox_xyxy: Box | None = None
@@ -226,8 +233,8 @@ def _wh(size) -> str:
 
 
 class LayoutObject(Record):
-    name: Text
-    concept: Text
+    name: Name
+    concept: Name
     index: Count = 0
     box: Box  # the tight box of the instance's visible pixels; [0, 0, 0, 0] when fully hidden
     mask: InnerPath | None = None
@@ -276,7 +283,7 @@ class S2Meta(StageMeta):
 
 
 class S3Meta(StageMeta):
-    composition: Text  # "<scene>/<composition id>"
+    composition: Annotated[Text, AfterValidator(_inner_path)]  # "<scene>/<composition id>"
     composition_dir: StagePath | None = None
     variant: StrictStr = ""
     background: dict | None = None
@@ -290,7 +297,11 @@ class S3Meta(StageMeta):
         if self.composition_dir is None:
             return own
         given = stage_path(self.composition_dir, stages_dir)
-        return own if Path(self.composition_dir).is_absolute() and own.is_dir() else given
+        try:
+            mine = Path(self.composition_dir).is_absolute() and own.is_dir()
+        except OSError:  # a name too long for the file system: the reader reports it
+            mine = False
+        return own if mine else given
 
     @property
     def phrase(self) -> str | None:
@@ -338,5 +349,5 @@ def stage_path(value: str, stages_dir: Path | str) -> Path:
     return p if p.is_absolute() else Path(stages_dir) / p
 
 
-__all__ = ["Number", "Text", "Box", "Size", "Record", "Artefact", "explain", "StageMeta", "S1Meta", "LayoutObject",
+__all__ = ["Number", "Text", "Name", "Box", "Size", "Record", "Artefact", "explain", "StageMeta", "S1Meta", "LayoutObject",
            "Layout", "S2Meta", "S3Meta", "Captions", "S4Meta", "META_MODELS", "stage_rel", "stage_path"]

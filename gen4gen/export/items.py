@@ -18,7 +18,7 @@ from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
 from gen4gen.io import png_bytes
 from gen4gen.manifest import Currency
-from gen4gen.markers import done_items, read_failures, read_meta
+from gen4gen.markers import META, done_items, read_failures
 from gen4gen.paths import STAGE_DIRS
 
 S1_DIR, S2_DIR, S3_DIR, S4_DIR = (STAGE_DIRS[s] for s in ("s1", "s2", "s3", "s4"))
@@ -95,33 +95,38 @@ def collect(stages_dir: Path, currency: Currency | None = None) -> tuple[list[Ex
     currency = currency or Currency(stages_dir)
     s3_root, s4_root = (stages_dir / d for d in (S3_DIR, S4_DIR))
     items, left_out, keys, stale = [], [], set(), 0
-    finals = [f for f, _ in done_items(s3_root) if len(f.relative_to(s3_root).parts) == 3] \
-        if s3_root.is_dir() else []
+    # every s3 variant with a meta.json, readable or not: a broken meta is a left-out line, not a silent gap
+    finals = sorted(p.parent for p in s3_root.glob(f"*/*/*/{META}")) if s3_root.is_dir() else []
     current3, current4 = currency.current("s3"), currency.current("s4")
     s4_reasons = {f["id"]: f["reason"] for f in read_failures(s4_root)} if s4_root.is_dir() else {}
     for folder in finals:
         item_id = folder.relative_to(s3_root).as_posix()
-        if item_id not in current3:
-            stale += 1
-            continue
-        s4_dir = s4_root / item_id
 
         def leave(stage: str, reason: str) -> None:
             left_out.append({"stage": stage, "id": item_id, "reason": reason})
 
-        if read_meta(s4_dir) is None:
+        try:
+            meta = S3Meta.load(folder)
+        except ItemFailed as e:
+            leave("export", str(e))
+            continue
+        if current3.get(item_id) != meta.hash:
+            stale += 1
+            continue
+        s4_dir = s4_root / item_id
+        if not (s4_dir / META).is_file():
             reason = s4_reasons.get(item_id)
             leave("s4", f"captioning failed: {reason}" if reason else "no captions yet (run stage=s4)")
             continue
         try:
-            meta, s4_meta = S3Meta.load(folder), S4Meta.load(s4_dir)
+            s4_meta = S4Meta.load(s4_dir)
         except ItemFailed as e:
             leave("export", str(e))
             continue
         if (s4_meta.s3_config_hash, s4_meta.s3_fingerprint) != (meta.config_hash, meta.fingerprint):
             leave("s4", "captions are out of date: the s3 image changed after s4 ran (rerun stage=s4)")
             continue
-        if item_id not in current4:
+        if current4.get(item_id) != s4_meta.hash:
             leave("s4", "captions were not made by the latest s4 run (rerun stage=s4)")
             continue
         s2_dir = meta.s2_dir(stages_dir)
@@ -150,16 +155,17 @@ def upstream_failures(stages_dir: Path) -> list[dict]:
 
 def load_instances(item: ExportItem, threshold: int) -> ExportItem:
     """Instance masks -> boxes, areas and COCO RLE. Every image the export ships or draws (the final
-    image, the composition, the instance masks) is decoded in full here, so a truncated file whose
+    image, the composition and its mask, the instance masks) is decoded in full here, so a truncated file whose
     header still reads fails this item instead of reaching a dataset; sizes must match the layout."""
     try:
         final = read_image(item.image_path)
     except ItemFailed as e:
         raise ItemFailed(f"final image: {e}") from None
-    try:
-        read_image(item.s2_dir / "image.png")  # the gallery draws the layout over it
-    except ItemFailed as e:
-        raise ItemFailed(f"s2 image.png: {e}") from None
+    for name in ("image.png", "mask.png"):  # the gallery draws the layout over the first, MyCanvas ships the second
+        try:
+            read_image(item.s2_dir / name)
+        except ItemFailed as e:
+            raise ItemFailed(f"s2 {name}: {e}") from None
     size = (int(final.shape[1]), int(final.shape[0]))
     want = tuple(item.layout["size"])
     if size != want:

@@ -20,7 +20,7 @@ from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, item_rng
 from gen4gen.images import read_image
 from gen4gen.manifest import Currency
-from gen4gen.markers import read_meta
+from gen4gen.markers import META, read_meta
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.backgrounds import BackgroundSource, feet_line, plan_sources, render, scan_photo_folders
@@ -94,22 +94,23 @@ class RepaintStage:
         current = Currency(self.stages_dir).current("s2")
         for scene in _subdirs(self.in_root):
             for comp in _subdirs(scene):
-                cid = f"{scene.name}/{comp.name}"
-                meta = read_meta(comp)
-                if meta is not None and cid not in current:  # not made by s2's latest run, or from stale cut-outs
-                    self._stale += 1
-                    continue
-                items += self._items_for(comp, cid)
+                items += self._items_for(comp, f"{scene.name}/{comp.name}", current)
         return items
 
-    def _items_for(self, comp: Path, cid: str) -> list[Item]:
+    def _items_for(self, comp: Path, cid: str, current: dict[str, str]) -> list[Item]:
         def bad(reason: str) -> list[Item]:
             return [Item(cid, self.out_root / cid, {"path": str(comp)}, error=reason)]
 
-        if read_meta(comp) is None:
-            return bad("s2 composition is unfinished (no readable meta.json); rerun stage=s2")
+        if not (comp / META).is_file():
+            return bad("s2 composition is unfinished (no meta.json); rerun stage=s2")
         try:
             meta = S2Meta.load(comp)
+        except ItemFailed as e:
+            return bad(str(e))
+        if current.get(cid) != meta.hash:  # not made by s2's latest run, or from stale cut-outs
+            self._stale += 1
+            return []
+        try:
             layout = Layout.load(comp).data()
         except ItemFailed as e:
             return bad(str(e))

@@ -328,6 +328,23 @@ class S4Meta(StageMeta):
     s3_fingerprint: StrictStr | None = None
 
 
+class MyCanvasRow(Artefact):
+    """One line of an exported ``mycanvas/index.jsonl``, as bench reads it back as a promptset."""
+    FILE: ClassVar[str] = "index.jsonl"
+    id: Text
+    scene: StrictStr = ""
+    concepts: Annotated[list[Name], Field(min_length=1)]
+    captions: dict[StrictStr, StrictStr | None]
+    modifier_tokens: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    reference_images: dict[StrictStr, list[InnerPath]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _has_detailed(self):
+        if not (self.captions.get("detailed") or "").strip():
+            raise ValueError("captions.detailed: expected a non-empty text")
+        return self
+
+
 META_MODELS: dict[str, type[StageMeta]] = {"s1": S1Meta, "s2": S2Meta, "s3": S3Meta, "s4": S4Meta}
 
 
@@ -350,4 +367,4 @@ def stage_path(value: str, stages_dir: Path | str) -> Path:
 
 
 __all__ = ["Number", "Text", "Name", "Box", "Size", "Record", "Artefact", "explain", "StageMeta", "S1Meta", "LayoutObject",
-           "Layout", "S2Meta", "S3Meta", "Captions", "S4Meta", "META_MODELS", "stage_rel", "stage_path"]
+           "Layout", "S2Meta", "S3Meta", "Captions", "S4Meta", "MyCanvasRow", "META_MODELS", "stage_rel", "stage_path"]

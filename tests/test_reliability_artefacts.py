@@ -40,14 +40,15 @@ def bad_values(value) -> list[tuple[str, object]]:
     return [("wrong type", wrong), ("null", None), ("empty", empty), ("huge", huge)]
 
 
+# what the fields hold in a good file (text unless listed), so each gets values of other types
+SAMPLES = {"size": [100, 100], "box": [1, 2, 3, 4], "objects": [{}], "modifier_tokens": {"cat": "<new1>"},
+           "scenes": ["x"], "index": 0, "background": {"phrase": "in the garden"}}
 # (file in an item folder, stage folder, model, where in the JSON the model's fields live)
 FILES = [("layout.json", "s2", Layout, ()), ("layout.json", "s2", LayoutObject, ("objects", 0)),
          ("meta.json", "s3", S3Meta, ()), ("captions.json", "s4", Captions, ()), ("meta.json", "s4", S4Meta, ())]
 CASES = [(f"{stage}/{name}:{'.'.join(map(str, at)) + '.' if at else ''}{field}:{kind}", stage, name, at, field, bad)
          for name, stage, model, at in FILES for field in model.model_fields
-         for kind, bad in bad_values({"size": [100, 100], "box": [1, 2, 3, 4], "objects": [{}],
-                                      "modifier_tokens": {"cat": "<new1>"}, "scenes": ["x"],
-                                      "flags": []}.get(field, "text"))]
+         for kind, bad in bad_values(SAMPLES.get(field, "text"))]
 # and whole files that hold no object at all
 CASES += [(f"{stage}/{name}:whole:{kind}", stage, name, None, None, bad)
           for name, stage, _, at in FILES if not at for kind, bad in (("list", []), ("number", 3), ("truncated", ...))]
@@ -279,3 +280,22 @@ def test_items_built_from_an_earlier_s1_never_reach_the_dataset(tmp_path):
     assert s2_compose.run(cfg).done == 2  # redone from the new cut-outs
     assert s3_repaint.run(cfg).done == 2 and s4_caption.run(cfg).done == 2
     assert export.run(cfg).done == 2
+
+
+def test_bench_reads_an_exported_index_through_its_model(tmp_path):
+    from gen4gen.bench.prompts import load_dataset
+
+    index = tmp_path / "ds" / "mycanvas" / "index.jsonl"
+    index.parent.mkdir(parents=True)
+    good = {"id": "pets/cat+dog_000/v0", "scene": "pets", "concepts": ["cat", "dog"],
+            "captions": {"short": "a cat and a dog", "detailed": "A cat and a dog.", "personalized": "<new1> cat"},
+            "modifier_tokens": {"cat": "<new1>"}, "reference_images": {"cat": ["mycanvas/references/cat/a.png"]}}
+    for bad, why in (({**good, "concepts": "cat"}, "concepts: expected a list"),
+                     ({**good, "captions": {"detailed": ""}}, "captions.detailed: expected a non-empty text"),
+                     ({**good, "reference_images": {"cat": ["/etc/passwd"]}}, "reference_images.cat.0")):
+        index.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(UserError, match=f"index.jsonl:2: not a MyCanvas index line .*{why}"):
+            load_dataset("mc", tmp_path / "ds", novel_backgrounds=[])
+    index.write_text(json.dumps(good) + "\n")
+    (prompt,) = load_dataset("mc", tmp_path / "ds", novel_backgrounds=[])
+    assert prompt.text == "A cat and a dog." and prompt.references["cat"] == [str(tmp_path / "ds/mycanvas/references/cat/a.png")]

@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from gen4gen.layout.llm import LLMPlanner  # noqa: E402
 from gen4gen.layout.schema import ConceptCount, PlanRequest  # noqa: E402
 from gen4gen.llm import LLMClient, extract_json  # noqa: E402
+from gen4gen.paths import STAGE_DIRS  # noqa: E402
 from tests.llm_server import LLMServer, Reply  # noqa: E402
 from tests.s2_llm_replies import good_content  # noqa: E402
 
@@ -108,7 +109,7 @@ def bench_compose(n: int, workers: int, photo: tuple[int, int]) -> dict:
         wall = time.perf_counter() - t0
         import json
 
-        metas = [json.loads(p.read_text()) for p in (tmp / "stages" / "s2_object_compositions").rglob("meta.json")]
+        metas = [json.loads(p.read_text()) for p in (tmp / "stages" / STAGE_DIRS["s2"]).rglob("meta.json")]
     timing = {k: sum(m["timing"][k] for m in metas) / max(1, len(metas)) for k in ("plan_s", "compose_s", "write_s")}
     return {"done": summary.done, "wall": wall, "rate": summary.done / wall, **timing}
 

@@ -17,6 +17,7 @@ from gen4gen.errors import ItemFailed
 from gen4gen.io import png_bytes
 from gen4gen.manifest import read_manifest
 from gen4gen.markers import read_failures
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, run_stage
 from gen4gen.stages.s1_segment import SegmentStage
 from tests.conftest import make_cfg
@@ -56,7 +57,7 @@ def s1_cfg(tmp_path: Path, stages: str, *overrides: str):
 
 
 def s1_out(cfg) -> Path:
-    return Path(cfg.paths.stages_dir) / "s1_segmented_foreground"
+    return Path(cfg.paths.stages_dir) / STAGE_DIRS["s1"]
 
 
 def test_killed_run_resumes_to_exactly_the_uninterrupted_output(tmp_path):
@@ -71,7 +72,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_output(tmp_path):
            search_path(tmp_path), "segmenter=darkness", "segmenter.sleep=0.4", "workers=1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cli, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    out = tmp_path / "killed" / "s1_segmented_foreground"
+    out = tmp_path / "killed" / STAGE_DIRS["s1"]
     deadline = time.time() + 120
     while len(list(out.rglob("meta.json"))) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -140,10 +141,10 @@ def test_union_of_three_shards_is_one_full_run(tmp_path):
         cfg = s1_cfg(tmp_path, "sharded", f"shard.index={k}", "shard.count=3")
         counts.append(run_stage(SegmentStage(cfg), cfg).done)
     assert sum(counts) == 9 and max(counts) < 9  # every item exactly once, split between shards
-    assert snapshot(s1_out(full)) == snapshot(tmp_path / "sharded" / "s1_segmented_foreground")
-    assert sorted(p.name for p in (tmp_path / "sharded" / "s1_segmented_foreground").glob("failures*")) == [
+    assert snapshot(s1_out(full)) == snapshot(tmp_path / "sharded" / STAGE_DIRS["s1"])
+    assert sorted(p.name for p in (tmp_path / "sharded" / STAGE_DIRS["s1"]).glob("failures*")) == [
         f"failures.shard-{k}-of-3.jsonl" for k in range(3)]
-    merged = read_manifest(tmp_path / "sharded" / "s1_segmented_foreground")
+    merged = read_manifest(tmp_path / "sharded" / STAGE_DIRS["s1"])
     assert merged == read_manifest(s1_out(full)) and len(merged) == 9  # the shards' manifests merge to the full one
 
 

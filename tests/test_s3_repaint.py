@@ -10,11 +10,12 @@ from PIL import Image
 from gen4gen.errors import UserError
 from gen4gen.images import read_image
 from gen4gen.markers import read_failures
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import s3_repaint
 from tests.helpers.trees import make_composition, read_json
 
-S2 = "s2_object_compositions"
-S3 = "s3_background_repainting"
+S2 = STAGE_DIRS["s2"]
+S3 = STAGE_DIRS["s3"]
 
 
 def s2_tree(tmp_path: Path) -> Path:

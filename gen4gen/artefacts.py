@@ -1,7 +1,7 @@
 """The files one stage writes and a later stage reads, as pydantic models: s1 ``meta.json``, s2
 ``layout.json`` and ``meta.json``, s3 ``meta.json``, s4 ``captions.json`` and ``meta.json``.
 
-Writers write through ``Model(**fields).dump()`` (the same bytes as ``json_bytes``: keys in the order
+Writers write through ``Model.build(fields).dump()`` (the same bytes as ``json_bytes``: keys in the order
 given, numbers as given); readers read through ``Model.load(path)``, which turns anything malformed
 into one ``ItemFailed`` naming the file, the field and what was wrong. The models are strict on what
 later stages use (types, lengths, finite numbers, non-empty names, boxes inside the canvas) and keep
@@ -42,7 +42,7 @@ def _not_blank(v: str) -> str:
 def _inner_path(v: str) -> str:
     p = PurePosixPath(v)
     if not v or p.is_absolute() or ".." in p.parts or "\\" in v:
-        raise ValueError(f"expected a relative path inside the item folder, got {v!r}")
+        raise ValueError(f"expected a relative path inside the item folder, got {_kind(v)}")
     return v
 
 
@@ -55,7 +55,7 @@ def _file_name(v: str) -> str:
 def _stage_path(v: str) -> str:
     p = PurePosixPath(v)
     if not v or (not p.is_absolute() and ".." in p.parts):
-        raise ValueError(f"expected a path inside the stages folder, got {v!r}")
+        raise ValueError(f"expected a path inside the stages folder, got {_kind(v)}")
     return v
 
 
@@ -67,12 +67,13 @@ Count = Annotated[StrictInt, Field(ge=0)]
 Box = Annotated[list[Number], Field(min_length=4, max_length=4)]  # [x, y, w, h]
 Size = Annotated[list[Annotated[StrictInt, Field(ge=1, le=1 << 20)]], Field(min_length=2, max_length=2)]
 InnerPath = Annotated[StrictStr, Field(max_length=4096), AfterValidator(_inner_path)]
-StagePath = Annotated[StrictStr, Field(max_length=4096), AfterValidator(_stage_path)]  # relative to paths.stages_dir (absolute: older trees)
+# relative to paths.stages_dir (absolute in trees written before paths were relative)
+StagePath = Annotated[StrictStr, Field(max_length=4096), AfterValidator(_stage_path)]
 
 
 class Record(BaseModel):
     """A JSON object that keeps unknown keys and dumps its keys in the order it was given them."""
-    model_config = ConfigDict(extra="allow", validate_assignment=False)
+    model_config = ConfigDict(extra="allow")
     _order: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="wrap")
@@ -113,8 +114,8 @@ class Artefact(Record):
             raise ItemFailed(f"cannot read {name}: {getattr(e, 'strerror', None) or e}") from None
         try:
             raw = json.loads(text)
-        except ValueError as e:
-            raise ItemFailed(f"{name} is not valid JSON: {e}") from None
+        except (ValueError, RecursionError) as e:  # RecursionError: brackets nested thousands deep
+            raise ItemFailed(f"{name} is not valid JSON: {str(e)[:200]}") from None
         return cls.parse(raw, name)
 
     @classmethod
@@ -366,5 +367,6 @@ def stage_path(value: str, stages_dir: Path | str) -> Path:
     return p if p.is_absolute() else Path(stages_dir) / p
 
 
-__all__ = ["Number", "Text", "Name", "Box", "Size", "Record", "Artefact", "explain", "StageMeta", "S1Meta", "LayoutObject",
-           "Layout", "S2Meta", "S3Meta", "Captions", "S4Meta", "MyCanvasRow", "META_MODELS", "stage_rel", "stage_path"]
+__all__ = ["Number", "Text", "Name", "Box", "Size", "Record", "Artefact", "explain", "StageMeta", "S1Meta",
+           "LayoutObject", "Layout", "S2Meta", "S3Meta", "Captions", "S4Meta", "MyCanvasRow", "META_MODELS",
+           "stage_rel", "stage_path"]

@@ -42,8 +42,8 @@ def write_manifest(out_root: Path, stage: str, shard_index: int, shard_count: in
         m = _FILE.fullmatch(p.name)
         if m and int(m.group(2) or 1) != shard_count:  # an earlier split of the work
             p.unlink(missing_ok=True)
-    write_atomic(manifest_path(out_root, shard_index, shard_count),
-                 json_bytes({"stage": stage, "shard": [shard_index, shard_count], "items": dict(sorted(entries.items()))}))
+    body = {"stage": stage, "shard": [shard_index, shard_count], "items": dict(sorted(entries.items()))}
+    write_atomic(manifest_path(out_root, shard_index, shard_count), json_bytes(body))
 
 
 def read_manifest(out_root: Path) -> dict[str, dict] | None:
@@ -56,7 +56,7 @@ def read_manifest(out_root: Path) -> dict[str, dict] | None:
     for p in files:
         try:
             items = json.loads(p.read_text("utf-8")).get("items")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, RecursionError, AttributeError):
             continue  # a torn or foreign file describes nothing
         if isinstance(items, dict):
             merged.update({str(k): v for k, v in items.items() if isinstance(v, dict)})

@@ -49,9 +49,16 @@ FILES = [("layout.json", "s2", Layout, ()), ("layout.json", "s2", LayoutObject, 
 CASES = [(f"{stage}/{name}:{'.'.join(map(str, at)) + '.' if at else ''}{field}:{kind}", stage, name, at, field, bad)
          for name, stage, model, at in FILES for field in model.model_fields
          for kind, bad in bad_values(SAMPLES.get(field, "text"))]
-# and whole files that hold no object at all
+
+
+class Raw(bytes):
+    """A whole file's bytes, not JSON-encoded."""
+
+
+# and whole files that hold no object at all, or no JSON
 CASES += [(f"{stage}/{name}:whole:{kind}", stage, name, None, None, bad)
-          for name, stage, _, at in FILES if not at for kind, bad in (("list", []), ("number", 3), ("truncated", ...))]
+          for name, stage, _, at in FILES if not at
+          for kind, bad in (("list", []), ("number", 3), ("truncated", ...), ("nested", Raw(b"[" * 100_000)))]
 
 
 def item_file(stages: Path, stage: str, name: str, item_id: str) -> Path:
@@ -61,7 +68,7 @@ def item_file(stages: Path, stage: str, name: str, item_id: str) -> Path:
 
 def mutate(path: Path, at, field, bad) -> None:
     if field is None:
-        path.write_bytes(path.read_bytes()[:40] if bad is ... else json_bytes(bad))
+        path.write_bytes(path.read_bytes()[:40] if bad is ... else bad if isinstance(bad, Raw) else json_bytes(bad))
         return
     data = json.loads(path.read_text("utf-8"))
     node = data
@@ -298,4 +305,5 @@ def test_bench_reads_an_exported_index_through_its_model(tmp_path):
             load_dataset("mc", tmp_path / "ds", novel_backgrounds=[])
     index.write_text(json.dumps(good) + "\n")
     (prompt,) = load_dataset("mc", tmp_path / "ds", novel_backgrounds=[])
-    assert prompt.text == "A cat and a dog." and prompt.references["cat"] == [str(tmp_path / "ds/mycanvas/references/cat/a.png")]
+    assert prompt.text == "A cat and a dog."
+    assert prompt.references["cat"] == [str(tmp_path / "ds/mycanvas/references/cat/a.png")]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Container
 
 from gen4gen.artefacts import Layout
 from gen4gen.errors import ItemFailed
@@ -14,10 +15,12 @@ def layout_concepts(layout: Layout | dict) -> set[str]:
     return {str(o["concept"]) for o in layout.get("objects") or [] if o.get("concept")}
 
 
-def dataset_concepts(s2_root: Path, source_dir: Path | None = None) -> list[str]:
+def dataset_concepts(s2_root: Path, source_dir: Path | None = None,
+                     current: Container[str] | None = None) -> list[str]:
     """Every concept of the dataset, sorted: the concept folders of the source photos plus any concept
-    in the s2 output. The source folders make the numbering the same in every shard of a run, since a
-    shard's s2 output holds only its own scenes."""
+    in the s2 output (``current``: only those compositions, so stale ones do not shift the numbering).
+    The source folders make the numbering the same in every shard of a run, since a shard's s2 output
+    holds only its own scenes."""
     concepts: set[str] = set()
     if source_dir is not None and source_dir.is_dir():
         for scene in sorted(source_dir.iterdir()):
@@ -27,6 +30,8 @@ def dataset_concepts(s2_root: Path, source_dir: Path | None = None) -> list[str]
             except OSError:
                 continue  # unreadable or looping folder: s1 reports it
     for folder, _ in done_items(s2_root):
+        if current is not None and folder.relative_to(s2_root).as_posix() not in current:
+            continue
         try:
             concepts |= Layout.load(folder).concepts
         except ItemFailed:

@@ -46,7 +46,8 @@ class CaptionStage:
     def discover(self) -> list[Item]:
         if not self.s3_root.is_dir():
             raise UserError(f"no s3 output in {self.s3_root}; run stage=s3 first")
-        current = Currency(self.stages_dir).current("s3")
+        currency = Currency(self.stages_dir)
+        current = currency.current("s3")
         finals: list[tuple[Path, str, S3Meta | str]] = []  # (folder, id, meta or why it is unreadable)
         for folder, _ in done_items(self.s3_root):
             item_id = folder.relative_to(self.s3_root).as_posix()
@@ -68,7 +69,7 @@ class CaptionStage:
                         layouts[path] = Layout.load(path)
                     except ItemFailed as e:  # say which composition's layout, as s4 reads another stage's file
                         layouts[path] = f"cannot read layout {stage_rel(path, self.stages_dir)}: {e}"
-        concepts = set(dataset_concepts(self.s2_root, Path(self.cfg.paths.source_dir)))
+        concepts = set(dataset_concepts(self.s2_root, Path(self.cfg.paths.source_dir), currency.current("s2")))
         for layout in layouts.values():
             if isinstance(layout, Layout):
                 concepts |= layout.concepts

@@ -172,7 +172,8 @@ def make_pipeline(root: Path, size: tuple[int, int] = (100, 100), variants: tupl
                                        "planned_box": list(box), "source": source,
                                        "source_path": f"{tree.dir('s1').name}/{source}/cutout.png",
                                        "transform": TRANSFORM, "mask": f"instances/{name}.png", "z": z,
-                                       "visible_fraction": round(float((vis > 0).sum() / max(1, (alphas[z] > 0).sum())), 3)})
+                                       "visible_fraction": round(float((vis > 0).sum()
+                                                                         / max(1, (alphas[z] > 0).sum())), 3)})
             tree.composition(scene, comp, image=canvas, rgba=np.dstack([canvas, union]), mask=union,
                              instances=instances, objects=layout_objects,
                              layout={"background_prompt": background, "scenes": [background], "size_ratios": None,

@@ -21,7 +21,7 @@ from gen4gen.console import Summary, progress
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import file_fingerprint, stable_hash
 from gen4gen.manifest import Currency
-from gen4gen.markers import done_items
+from gen4gen.markers import META, done_items
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
 
@@ -49,17 +49,18 @@ class CaptionStage:
         currency = Currency(self.stages_dir)
         current = currency.current("s3")
         finals: list[tuple[Path, str, S3Meta | str]] = []  # (folder, id, meta or why it is unreadable)
-        for folder, _ in done_items(self.s3_root):
+        # final images sit at <scene>/<comp>/<variant>/; a meta.json that does not parse is a failure, not a gap
+        for folder in sorted(p.parent for p in self.s3_root.glob(f"*/*/*/{META}")):
             item_id = folder.relative_to(self.s3_root).as_posix()
-            if len(folder.relative_to(self.s3_root).parts) != 3:  # final images sit at <scene>/<comp>/<variant>/
-                continue
-            if item_id not in current:  # not made by s3's latest run, or from a stale composition
-                self._stale += 1
-                continue
             try:
-                finals.append((folder, item_id, S3Meta.load(folder)))
+                meta = S3Meta.load(folder)
             except ItemFailed as e:
                 finals.append((folder, item_id, str(e)))
+                continue
+            if current.get(item_id) != meta.hash:  # not made by s3's latest run, or from a stale composition
+                self._stale += 1
+                continue
+            finals.append((folder, item_id, meta))
         layouts: dict[Path, Layout | str] = {}
         for _, _, meta in finals:
             if isinstance(meta, S3Meta):

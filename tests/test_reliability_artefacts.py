@@ -307,3 +307,19 @@ def test_bench_reads_an_exported_index_through_its_model(tmp_path):
     (prompt,) = load_dataset("mc", tmp_path / "ds", novel_backgrounds=[])
     assert prompt.text == "A cat and a dog."
     assert prompt.references["cat"] == [str(tmp_path / "ds/mycanvas/references/cat/a.png")]
+
+
+def test_manifests_of_shards_merge_and_a_new_split_replaces_them(tmp_path):
+    from gen4gen.manifest import read_manifest, write_manifest
+
+    root = tmp_path / "s2"
+    root.mkdir()
+    assert read_manifest(root) is None  # an older tree: no manifest, everything finished counts
+    write_manifest(root, "s2", 0, 1, {f"a/{k}": {"hash": "h", "inputs": {}} for k in range(5)})
+    write_manifest(root, "s2", 0, 2, {"a/0": {"hash": "h2", "inputs": {}}})
+    write_manifest(root, "s2", 1, 2, {"a/1": {"hash": "h2", "inputs": {}}})
+    # the unsharded run's list is gone: the two shards of the new split are what s2 makes now
+    assert sorted(p.name for p in root.iterdir()) == ["manifest.shard-0-of-2.json", "manifest.shard-1-of-2.json"]
+    assert read_manifest(root) == {"a/0": {"hash": "h2", "inputs": {}}, "a/1": {"hash": "h2", "inputs": {}}}
+    (root / "manifest.shard-1-of-2.json").write_text("[not json")  # torn: describes nothing
+    assert list(read_manifest(root)) == ["a/0"]

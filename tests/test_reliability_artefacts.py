@@ -188,7 +188,8 @@ def test_truncated_images_never_reach_the_dataset(tmp_path, gallery):
     s2, s3 = (info["stages"] / STAGE_DIRS[s] for s in ("s2", "s3"))
     for item_id in info["finals"]:
         comp = s2 / item_id.rsplit("/", 1)[0]
-        read = [s3 / item_id / "image.png", comp / "image.png", comp / "mask.png",
+        # what the dataset holds or draws: the s2 composition only appears in the gallery
+        read = [s3 / item_id / "image.png", *([comp / "image.png"] if gallery else []), comp / "mask.png",
                 *sorted((comp / "instances").glob("*.png"))]
         if any(p in draws for p in read):
             assert item_id not in ids and item_id in left

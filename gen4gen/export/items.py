@@ -153,15 +153,17 @@ def upstream_failures(stages_dir: Path) -> list[dict]:
     return rows
 
 
-def load_instances(item: ExportItem, threshold: int) -> ExportItem:
+def load_instances(item: ExportItem, threshold: int, s2_files: tuple[str, ...] = ("image.png", "mask.png")
+                   ) -> ExportItem:
     """Instance masks -> boxes, areas and COCO RLE. Every image the export ships or draws (the final
-    image, the composition and its mask, the instance masks) is decoded in full here, so a truncated file whose
-    header still reads fails this item instead of reaching a dataset; sizes must match the layout."""
+    image, the instance masks and the ``s2_files`` the chosen outputs use) is decoded in full here, so a
+    truncated file whose header still reads fails this item instead of reaching a dataset; sizes must
+    match the layout."""
     try:
         final = read_image(item.image_path)
     except ItemFailed as e:
         raise ItemFailed(f"final image: {e}") from None
-    for name in ("image.png", "mask.png"):  # the gallery draws the layout over the first, MyCanvas ships the second
+    for name in s2_files:
         try:
             read_image(item.s2_dir / name)
         except ItemFailed as e:

@@ -55,13 +55,16 @@ def run(cfg: DictConfig) -> Summary:
     failures = upstream_failures(stages)
     workers = max(1, int(cfg.workers))
     threshold = int(opts.get("mask_threshold", 128))
+    # the s2 files an output uses: the gallery draws the layout over image.png, MyCanvas ships mask.png
+    s2_files = tuple(f for f, used in (("image.png", opts.get("gallery", True)), ("mask.png", "mycanvas" in formats))
+                     if used)
     loaded, export_failures = [], []
     with progress() as bar, ThreadPoolExecutor(workers) as pool:
         task = bar.add_task("export items", total=len(items))
 
         def load(it):
             try:
-                return load_instances(it, threshold), None
+                return load_instances(it, threshold, s2_files), None
             except ItemFailed as e:
                 return it, str(e)
             except Exception as e:  # noqa: BLE001 - nothing read from disk may stop the export: one item fails

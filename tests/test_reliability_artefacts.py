@@ -16,7 +16,7 @@ from gen4gen.artefacts import Captions, Layout, LayoutObject, S1Meta, S2Meta, S3
 from gen4gen.errors import UserError
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.paths import STAGE_DIRS
-from gen4gen.stages import export, s2_compose, s3_repaint, s4_caption
+from gen4gen.stages import export, s1_segment, s2_compose, s3_repaint, s4_caption
 from tests.conftest import make_cfg
 from tests.helpers.tree import StageTree
 from tests.helpers.trees import SCENES, fake_s1, make_pipeline
@@ -276,18 +276,27 @@ def test_compositions_the_current_config_does_not_make_never_reach_the_dataset(t
 
 
 def test_items_built_from_an_earlier_s1_never_reach_the_dataset(tmp_path):
-    fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}})
-    cfg = make_cfg(tmp_path, FORMATS, "compose.size=[128,128]", "compose.num_samples=2")
-    for stage in (s2_compose, s3_repaint, s4_caption):
-        stage.run(cfg)
-    assert export.run(cfg).done == 2
-    StageTree(tmp_path / "stages").rerun("s1", "rounds3")  # s1 rerun with other settings, nothing after it
+    """s1 rerun with ``segment.rounds=3`` (a real run): nothing made from the old cut-outs is exported
+    until s2..s4 have run again on the new ones."""
+    from tests.image_cases import disc
+    from tests.segmenters import search_path
+
+    for k in range(4):
+        d = tmp_path / "src" / "pets" / ("cat" if k % 2 else "dog")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(disc(64 + 8 * k, colour=(30 * k, 30, 40))).save(d / f"photo{k}.png")
+    common = (FORMATS, search_path(tmp_path), "segmenter=darkness", "compose.size=[128,128]", "compose.num_samples=2")
+    one, three = make_cfg(tmp_path, *common), make_cfg(tmp_path, *common, "segment.rounds=3")
+    for stage in (s1_segment, s2_compose, s3_repaint, s4_caption):
+        assert stage.run(one).failed == 0
+    assert export.run(one).done == 2
+    assert s1_segment.run(three).done == 4  # new cut-outs; s2..s4 not rerun
     with pytest.raises(UserError, match="nothing to export"):
-        export.run(cfg)
-    assert s3_repaint.run(cfg).total == 0  # the compositions are stale too: s2 must run first
-    assert s2_compose.run(cfg).done == 2  # redone from the new cut-outs
-    assert s3_repaint.run(cfg).done == 2 and s4_caption.run(cfg).done == 2
-    assert export.run(cfg).done == 2
+        export.run(three)
+    assert s3_repaint.run(three).total == 0  # the compositions are stale too: s2 must run first
+    assert s2_compose.run(three).done == 2  # redone from the new cut-outs
+    assert s3_repaint.run(three).done == 2 and s4_caption.run(three).done == 2
+    assert export.run(three).done == 2
 
 
 def test_bench_reads_an_exported_index_through_its_model(tmp_path):

@@ -8,9 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gen4gen.artefacts import META_MODELS, Captions, Layout, stage_rel
+from gen4gen.artefacts import META_MODELS, Layout, stage_rel
 from gen4gen.io import png_bytes, write_atomic
-from gen4gen.manifest import meta_hash, write_manifest
 from gen4gen.paths import STAGE_DIRS
 
 
@@ -111,25 +110,9 @@ class StageTree:
                   composition_dir=stage_rel(self.dir("s2") / scene / comp, self.stages), variant=variant, **meta)
         return folder
 
-    def captions(self, item_id: str, captions: dict) -> Path:
-        path = self.dir("s4") / item_id / Captions.FILE
-        write_atomic(path, Captions.build(captions).dump())
-        return path
-
     def failure(self, stage: str, item_id: str, reason: str) -> None:
         """Append a failure line as the runner writes it."""
         path = self.dir(stage) / "failures.jsonl"
         old = path.read_text("utf-8") if path.exists() else ""
         line = json.dumps({"stage": stage, "id": item_id, "path": str(self.dir(stage) / item_id), "reason": reason})
         write_atomic(path, (old + line + "\n").encode("utf-8"))
-
-    def rerun(self, stage: str, config_hash: str) -> None:
-        """What rerunning ``stage`` with other settings leaves: every item redone with a new config hash and
-        the stage's manifest listing them (the items below it now stale until their stages rerun)."""
-        root, entries = self.dir(stage), {}
-        for meta_path in sorted(root.rglob("meta.json")):
-            meta = json.loads(meta_path.read_text("utf-8"))
-            meta["config_hash"] = config_hash
-            write_atomic(meta_path, META_MODELS[stage].build(meta).dump())
-            entries[meta_path.parent.relative_to(root).as_posix()] = {"hash": meta_hash(meta), "inputs": {}}
-        write_manifest(root, stage, 0, 1, entries)

@@ -47,8 +47,8 @@ def _inner_path(v: str) -> str:
 
 
 def _file_name(v: str) -> str:
-    if v in (".", "..") or any(c in v for c in "/\\\0") or len(v.encode("utf-8")) > 200:
-        raise ValueError(f"expected a name that is one file name (no slashes, at most 200 bytes), got {_kind(v)}")
+    if v in (".", "..") or any(c in v for c in "/\\\0") or len(v.encode("utf-8")) > 250:
+        raise ValueError(f"expected a name that is one file name (no slashes, at most 250 bytes), got {_kind(v)}")
     return v
 
 

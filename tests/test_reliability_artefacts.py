@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -333,3 +334,19 @@ def test_manifests_of_shards_merge_and_a_new_split_replaces_them(tmp_path):
     assert read_manifest(root) == {"a/0": {"hash": "h2", "inputs": {}}, "a/1": {"hash": "h2", "inputs": {}}}
     (root / "manifest.shard-1-of-2.json").write_text("[not json")  # torn: describes nothing
     assert list(read_manifest(root)) == ["a/0"]
+
+
+def test_names_near_the_file_name_limit_export_in_every_format(tmp_path):
+    """Concept and scene names of 120 bytes make item keys and thumbnail names longer than a file system
+    allows: they are cut with a hash, nothing raises out of the export's thread pools."""
+    cat, dog, scene = "c" * 120, "dög" * 30, "s" * 120  # the composition id: 245 bytes
+    make_pipeline(tmp_path, scenes={scene: (f"{cat}+{dog}_000", "in the garden",
+                                            [(dog, 0, (50, 30, 20, 40)), (cat, 0, (6, 40, 24, 30))])})
+    cfg = make_cfg(tmp_path, FORMATS)
+    assert s4_caption.run(cfg).done == 1
+    assert export.run(cfg).done == 1
+    ds = tmp_path / "outputs/datasets/mycanvas_demo"
+    assert dataset_ids(ds) == [f"{scene}/{cat}+{dog}_000/v0_procedural"]
+    assert all(len(p.name.encode()) <= 255 for p in ds.rglob("*"))
+    html = (ds / "gallery/index.html").read_text()
+    assert all(f"thumbs/{quote(p.name)}" in html for p in (ds / "gallery/thumbs").iterdir())

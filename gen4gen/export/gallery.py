@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from gen4gen.console import progress
-from gen4gen.export.items import ExportContext, ExportItem, flat_key, jpeg_bytes, write_bytes
+from gen4gen.export.items import ExportContext, ExportItem, fit_name, flat_key, jpeg_bytes, write_bytes
 from gen4gen.images import read_image
 
 NAME = "gallery"
@@ -53,6 +53,14 @@ def layout_picture(item: ExportItem, side: int, concepts: list[str]) -> Image.Im
     return im
 
 
+def layout_thumb(comp: str) -> str:
+    return f"thumbs/{fit_name(flat_key(comp) + '__layout')}.jpg"
+
+
+def ref_thumb(concept: str, ref) -> str:
+    return f"thumbs/{fit_name(f'ref__{concept}__{ref.file_name[:-4]}')}.jpg"
+
+
 def write(ctx: ExportContext) -> dict:
     out = ctx.root / NAME
     side = int(ctx.settings.get("thumb_size", 256))
@@ -66,10 +74,10 @@ def write(ctx: ExportContext) -> dict:
         for it in its:
             jobs.append((f"thumbs/{it.key}.jpg", lambda it=it: thumbnail(read_image(it.image_path), side)))
     for comp, its in by_comp.items():
-        jobs.append((f"thumbs/{flat_key(comp)}__layout.jpg", lambda it=its[0]: layout_picture(it, side, concepts)))
+        jobs.append((layout_thumb(comp), lambda it=its[0]: layout_picture(it, side, concepts)))
     for concept, refs in ctx.references.items():
         for ref in refs:
-            jobs.append((f"thumbs/ref__{concept}__{ref.file_name[:-4]}.jpg",
+            jobs.append((ref_thumb(concept, ref),
                          lambda ref=ref: thumbnail(read_image(ref.cutout), side // 2)))
 
     def make(job):
@@ -141,7 +149,7 @@ td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left}} .ok{{color:#080
         for concept, refs in ctx.references.items():
             for ref in refs:
                 if ref.scene == scene:
-                    parts.append(f"<figure>{_img(f'thumbs/ref__{concept}__{ref.file_name[:-4]}.jpg', ref.s1_id)}"
+                    parts.append(f"<figure>{_img(ref_thumb(concept, ref), ref.s1_id)}"
                                  f"<figcaption>{e(concept)} <small>{e(ref.s1_id)}</small></figcaption></figure>")
         parts.append("</div>")
         total = len({it.composition for it in ctx.items if it.scene == scene})
@@ -151,7 +159,7 @@ td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left}} .ok{{color:#080
         for comp in comps:
             its = by_comp[comp]
             parts.append(f'<h3>{e(comp)}</h3><div class="row"><figure>'
-                         f"{_img(f'thumbs/{flat_key(comp)}__layout.jpg', comp + ' layout')}"
+                         f"{_img(layout_thumb(comp), comp + ' layout')}"
                          f"<figcaption>layout ({e(str(its[0].layout.get('planner', '')))}): "
                          f"{e(', '.join(o.get('name', '') for o in its[0].layout.get('objects') or []))}"
                          f"</figcaption></figure>")

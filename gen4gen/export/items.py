@@ -3,6 +3,7 @@ captions and instance masks; everything else is listed as left out with the reas
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import shutil
@@ -89,6 +90,15 @@ def flat_key(item_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_+\-]", "_", item_id.replace("/", "__"))
 
 
+def fit_name(name: str, limit: int = 200) -> str:
+    """``name`` unchanged when it fits in one file name with room for a suffix; else cut, with a hash of
+    the whole name so that two long names stay apart (file systems stop at 255 bytes)."""
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).hexdigest()
+    return name.encode("utf-8")[:limit - 17].decode("utf-8", "ignore") + "_" + digest
+
+
 def collect(stages_dir: Path, currency: Currency | None = None) -> tuple[list[ExportItem], list[dict], int]:
     """Complete items (sorted by id), the final images left out, each ``{stage, id, reason}``, and how
     many finished final images are stale (not made by the current configuration: never exported)."""
@@ -135,7 +145,7 @@ def collect(stages_dir: Path, currency: Currency | None = None) -> tuple[list[Ex
         except ItemFailed as e:
             leave("export", str(e))
             continue
-        key = flat_key(item_id)
+        key = fit_name(flat_key(item_id))
         while key in keys:  # ids that differ only in odd characters
             key += "_"
         keys.add(key)
@@ -210,7 +220,7 @@ def find_references(stages_dir: Path, concepts: set[str],
             continue  # s2 did not use it either
         if meta.concept in refs and current.get(s1_id) == meta.hash and (folder / "cutout.png").is_file():
             refs[meta.concept].append(Reference(meta.concept, meta.scene, s1_id, folder / "cutout.png",
-                                                meta.bbox_xyxy, f"{flat_key(meta.scene)}__{flat_key(folder.name)}.png",
+                                                meta.bbox_xyxy, fit_name(f"{flat_key(meta.scene)}__{flat_key(folder.name)}") + ".png",
                                                 meta.backend))
     return refs
 

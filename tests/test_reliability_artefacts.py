@@ -350,3 +350,23 @@ def test_names_near_the_file_name_limit_export_in_every_format(tmp_path):
     assert all(len(p.name.encode()) <= 255 for p in ds.rglob("*"))
     html = (ds / "gallery/index.html").read_text()
     assert all(f"thumbs/{quote(p.name)}" in html for p in (ds / "gallery/thumbs").iterdir())
+
+
+def test_a_meta_json_that_is_not_an_object_is_redone_not_a_crash(tmp_path):
+    from tests.image_cases import disc
+    from tests.segmenters import search_path
+
+    d = tmp_path / "src" / "pets" / "cat"
+    d.mkdir(parents=True)
+    Image.fromarray(disc(64)).save(d / "photo.png")
+    cfg = make_cfg(tmp_path, search_path(tmp_path), "segmenter=darkness")
+    assert s1_segment.run(cfg).done == 1
+    meta = StageTree(tmp_path / "stages").dir("s1") / "pets/cat/photo/meta.json"
+    good = meta.read_bytes()
+    meta.write_text("[]")
+    gone = meta.parent.parent / "removed_photo" / "meta.json"  # its photo was deleted: s1 never redoes it
+    gone.parent.mkdir()
+    gone.write_text("[]")
+    summary = s1_segment.run(cfg)
+    assert (summary.done, summary.failed) == (1, 0) and meta.read_bytes() != b"[]"
+    assert json.loads(meta.read_text())["concept"] == json.loads(good)["concept"]

@@ -5,7 +5,6 @@ with ``cutout.png`` (RGBA, soft alpha), ``mask.png`` (8-bit soft mask) and ``met
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from gen4gen.device import usable_cores
 from gen4gen.errors import UserError
 from gen4gen.hashing import file_fingerprint
 from gen4gen.images import IMAGE_EXTENSIONS, read_image
+from gen4gen.markers import done_items
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.segment.quality import mask_stats
@@ -149,10 +149,7 @@ class SegmentStage:
                 "chosen_round": best}
 
     def finish(self, summary: Summary) -> None:
-        flagged = 0
-        for p in self.out_root.rglob("meta.json"):
-            if json.loads(p.read_text("utf-8")).get("flags"):
-                flagged += 1
+        flagged = sum(1 for _, meta in done_items(self.out_root) if meta.get("flags"))  # a torn meta: not done
         if flagged:
             summary.notes["masks with quality flags"] = flagged
 

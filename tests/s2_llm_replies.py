@@ -36,7 +36,7 @@ def good_boxes(n: int, frame: int = 512) -> list[list[int]]:
 def good_content(body: dict) -> str:
     k = kind(body)
     if k == "scenes":
-        return json.dumps({"scenes": ["in the garden", "on a wooden porch", "in a sunny park"]})
+        return json.dumps({"scenes": ["in the garden", "on a sunny lawn", "in a sunny park"]})
     objs = asked_objects(body)
     if k == "ratios":
         return json.dumps({"ratios": [{"name": lab, "ratio": 1.0 - 0.3 * i} for i, lab in enumerate(objs)]})

@@ -115,7 +115,10 @@ def test_poisson_blending_keeps_interiors():
 @pytest.mark.parametrize("phrase,style", [("in the garden", "garden"), ("at the beach", "beach"),
                                           ("on the kitchen table", "kitchen"), ("on a sofa", "room"),
                                           ("in the underwater cave", "underwater"), ("on the sea", "water"),
-                                          ("over the mountains", "snow"), ("somewhere nice", "studio")])
+                                          ("over the mountains", "snow"), ("somewhere nice", "studio"),
+                                          ("in the desert", "desert"), ("on the savanna", "savanna"),
+                                          ("on a farm", "farm"), ("on the surface of the moon", "moon"),
+                                          ("under a starry sky", "night"), ("in a parking lot", "city")])
 def test_style_from_phrase(phrase, style):
     assert style_for(phrase) == style
 
@@ -231,3 +234,52 @@ def test_harmonisation_is_per_object():
     right[:, :64] = False
     assert (out[left][:, 2] - out[left][:, 0]).mean() > 20  # bluer than grey
     assert (out[right][:, 0] - out[right][:, 2]).mean() > 20  # redder than grey
+
+
+def test_every_phrase_the_planner_can_choose_is_drawn_as_what_it_says():
+    """Phrase -> style by its words, and the pixels of that style look like it (colour statistics of the
+    sky, the strip under the horizon where a beach has its sea, and the ground): a desert has no sea."""
+    from gen4gen.layout.scenes import STYLE_PHRASES, STYLE_WORDS
+    from tests.background_signatures import looks_like
+
+    for style, phrases in STYLE_PHRASES.items():
+        assert [style_for(p) for p in phrases] == [style] * len(phrases)
+    seen = {}
+    for style in STYLE_WORDS:
+        for seed in range(24):
+            hz = 0.3 + 0.2 * (seed % 12) / 11
+            img = procedural(style, 160, 128 if seed % 2 else 160, np.random.default_rng(seed), horizon=hz)
+            seen[(style, seed)] = looks_like(img, hz)
+    assert {k: v for k, v in seen.items() if v != k[0]} == {}
+    beach, desert = (procedural(s, 128, 128, np.random.default_rng(1), horizon=0.4) for s in ("beach", "desert"))
+    strip = slice(int(0.41 * 128), int(0.46 * 128))
+    assert beach[strip, :, 2].mean() > beach[strip, :, 0].mean() + 20  # the sea behind the sand
+    assert desert[strip, :, 2].mean() < desert[strip, :, 0].mean() - 40  # sand to the horizon
+
+
+def test_render_uses_the_layouts_horizon():
+    a = render(BackgroundSource("procedural", "in the garden", "garden"), (128, 128), np.random.default_rng(0),
+               horizon=0.3)
+    b = render(BackgroundSource("procedural", "in the garden", "garden"), (128, 128), np.random.default_rng(0),
+               horizon=0.5)
+    sky_a, sky_b = a[:, :, 2].astype(int) - a[:, :, 1], b[:, :, 2].astype(int) - b[:, :, 1]
+    row = int(0.4 * 128)  # grass at 40 % of the height under a 0.3 horizon, still sky under a 0.5 one
+    assert sky_a[row + 4].mean() < 0 < sky_b[row - 4].mean()
+
+
+def test_salient_share_tells_a_photo_with_an_animal_from_plain_scenery():
+    """Where the concepts will stand: drawn scenery (horizons, shorelines, table edges) scores ~0, a real photo
+    with a dog in the middle scores above repaint.max_salient (0.12)."""
+    from gen4gen.images import read_image
+    from gen4gen.layout.scenes import STYLE_WORDS
+    from gen4gen.repaint.backgrounds import cover, salient_share
+    from tests.conftest import shared
+
+    where = np.zeros((256, 320), bool)
+    where[140:240, 60:260] = True
+    for style in STYLE_WORDS:
+        for k in range(4):
+            bg = procedural(style, 320, 256, np.random.default_rng(k), horizon=0.3 + 0.05 * k)
+            assert salient_share(bg, where) < 0.02, style
+    dog = cover(read_image(shared("segmentation", "gen4gen", "images", "dog_01.jpg")), 320, 256)
+    assert salient_share(dog, where) > 0.12

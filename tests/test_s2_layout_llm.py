@@ -66,8 +66,8 @@ def test_good_json_maps_frame_to_canvas_and_runs_concurrently(tmp_path):
     for r, lay in zip(requests, layouts):
         assert lay.planner == "llm" and lay.fallback is None
         assert_valid(lay, r)
-        assert lay.scenes == ["in the garden", "on a wooden porch", "in a sunny park"]
-        assert lay.size_ratios == {"cat": 1.0, "dog": 0.7}
+        assert lay.scenes == ["in the garden", "on a sunny lawn", "in a sunny park"]
+        assert lay.size_ratios == {"cat": 1.0, "dog": 0.7} and lay.size_source == {"cat": "llm", "dog": "llm"}
         assert lay.llm["attempts"] == 1 and lay.llm["usage"]["total_tokens"] == 30
     # boxes of the 512 frame scaled to the 1024x768 canvas
     x, y, w, h = layouts[0].boxes[0].box
@@ -122,7 +122,7 @@ def test_out_of_bounds_boxes_are_rescaled_clipped_or_retried(tmp_path):
     def script(body, n):
         objs = asked_objects(body)
         if n == 0:  # a 1024 px frame: rescaled
-            boxes = [[40, 500, 400, 400], [560, 500, 400, 420]]
+            boxes = [[40, 500, 400, 420], [560, 500, 400, 400]]  # cat (ratio 1.0) no smaller than dog (0.7)
         elif n == 1:  # slightly out: clipped
             boxes = [[-10, 300, 200, 220], [300, 300, 230, 220]]
         elif n == 2:  # mostly outside: retried, then good
@@ -136,7 +136,7 @@ def test_out_of_bounds_boxes_are_rescaled_clipped_or_retried(tmp_path):
         rescaled, clipped, retried = p.plan_many([req("cat", "dog", sample=k) for k in range(3)])
     assert any("rescaled" in r for r in rescaled.llm["repairs"])
     assert rescaled.boxes[1].box[0] + rescaled.boxes[1].box[2] <= SIZE[0]
-    assert any("clipped cat_0" in r for r in clipped.llm["repairs"]) and clipped.boxes[0].box[0] == 0
+    assert any("clipped cat_0" in r for r in clipped.llm["repairs"]) and clipped.boxes[0].box[0] == 0, clipped.llm
     assert retried.llm["attempts"] == 2 and "outside" in retried.llm["errors"][0]
     for lay in (rescaled, clipped, retried):
         assert lay.planner == "llm"
@@ -172,7 +172,7 @@ def test_always_invalid_falls_back_to_heuristic_with_reason(tmp_path):
         [lay] = planner(srv, tmp_path, max_attempts=3).plan_many([req("cat", "dog")])
         assert sum(kind(b) == "layout" for b in srv.requests) == 3
     assert lay.planner == "heuristic" and lay.fallback.startswith("llm layout failed after 3 attempt(s)")
-    assert lay.scenes == ["in the garden", "on a wooden porch", "in a sunny park"]  # the LLM's scenes are kept
+    assert lay.scenes == ["in the garden", "on a sunny lawn", "in a sunny park"]  # the LLM's scenes are kept
     assert_valid(lay, req("cat", "dog"))
 
 
@@ -290,3 +290,55 @@ def test_known_aspect_reaches_the_prompt(tmp_path):
         planner(srv, tmp_path).plan_many([r])
         user = next(b for b in srv.requests if kind(b) == "layout")["messages"][-1]["content"]
     assert '{"name": "cat_0", "label": "cat", "aspect": 1.5}, {"name": "dog_0", "label": "dog"}' in user
+
+
+def test_implausible_boxes_are_retried_with_the_reason_fed_back(tmp_path):
+    """Its own ratios say cat 1.0, dog 0.7: a dog drawn taller than the cat at the same depth, then a cat
+    floating in the sky, are sent back with what to change; the third reply stands on the ground."""
+    def script(body, n):
+        objs = asked_objects(body)
+        if n == 0:
+            boxes = [[20, 300, 150, 160], [250, 260, 200, 200]]  # same base, the dog taller
+        elif n == 1:
+            boxes = [[20, 20, 200, 180], [250, 300, 200, 150]]  # the cat's base at 39 % of the frame
+        else:
+            return Reply(good_content(body))
+        return Reply(json.dumps({"objects": [{"name": o["name"], "box": b} for o, b in zip(objs, boxes)]}))
+
+    with LLMServer(layout_replies(script)) as srv:
+        lay = planner(srv, tmp_path, concurrency=1).plan(req("cat", "dog"))
+        layout_bodies = [b for b in srv.requests if kind(b) == "layout"]
+    assert lay.planner == "llm" and lay.llm["attempts"] == 3
+    first, second = lay.llm["errors"][:2]
+    assert "dog_0 is drawn taller than cat_0 at the same depth" in first
+    assert "cat_0 has its base at 39 %" in second.replace("39%", "39 %")
+    assert "implausible layout" in json.dumps(layout_bodies[1]["messages"])  # the reason went back to the model
+
+
+def test_llm_scenes_that_contradict_a_concept_are_replaced_with_the_reason():
+    import numpy as np
+
+    from gen4gen.layout.plausibility import fitting_llm_scenes
+    from gen4gen.layout.scenes import style_for
+
+    scenes, why = fitting_llm_scenes(["in a cozy living room", "in a green meadow", "on a wooden porch"],
+                                     ["cat", "horse"], np.random.default_rng(0))
+    assert scenes[1] == "in a green meadow" and len(set(scenes)) == 3 and len(why) == 2
+    assert all(style_for(s) in {"garden", "beach", "snow", "farm", "studio"} for s in scenes)
+    assert why[0].startswith("'in a cozy living room' (room) does not fit farm concepts: replaced by")
+    assert "names no background" in why[1]
+    kept, none = fitting_llm_scenes(["in the garden", "at the beach", "in the snow"], ["cat", "horse"],
+                                    np.random.default_rng(0))
+    assert kept == ["in the garden", "at the beach", "in the snow"] and none == []
+
+
+def test_planner_records_scene_replacements(tmp_path):
+    def replies(body, n):
+        if kind(body) == "scenes":
+            return Reply(json.dumps({"scenes": ["in a cozy living room", "in the garden", "on a sunny lawn"]}))
+        return good(body)
+
+    with LLMServer(replies) as srv:
+        lay = planner(srv, tmp_path).plan(req("cat", "horse"))
+    assert "in a cozy living room" not in lay.scenes and lay.background_prompt in lay.scenes
+    assert len(lay.llm["scene_replacements"]) == 1 and "does not fit farm" in lay.llm["scene_replacements"][0]

@@ -57,6 +57,13 @@ def test_heuristic_stage_writes_the_contract_and_reruns_cheaply(tmp_path):
         assert o["visible_fraction"] >= 0.6
         total += inst
     np.testing.assert_array_equal(total, mask)
+    # issue 17's fields: the camera and depth the boxes were drawn with, where sizes came from, plausibility
+    assert set(layout["camera"]) >= {"horizon", "near", "height"} and set(layout["depth"]) == set(names)
+    assert layout["size_source"] == {"cat": "prior", "dog": "prior", "houseplant": "prior"}
+    assert layout["plausibility"]["size_order_violations"] == []
+    assert layout["plausibility"]["occluded"] == any(o["visible_fraction"] < 0.99 for o in layout["objects"])
+    assert summary.notes["size-order violations"] == 0
+    assert summary.notes["occluded compositions"].endswith("/8 (compose.occlusion 30%)")
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["planner"] == "heuristic" and set(meta["timing"]) == {"plan_s", "compose_s", "write_s"}
     assert meta["concepts"] == ["cat", "dog", "houseplant"] and meta["counts"]["dog"] == 2

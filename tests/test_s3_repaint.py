@@ -102,7 +102,7 @@ def test_photo_backgrounds_matched_by_scene(tmp_path, cfg_factory):
     out = tmp_path / "stages" / S3 / "pets"
     garden = read_json(out / "cat+dog_000" / "v0_photo" / "meta.json")
     assert garden["background"] == {"kind": "photo", "source": str(bgs / "garden" / "garden1.jpg"),
-                                    "phrase": "in the garden", "fallback": None}
+                                    "phrase": "in the garden", "fallback": None, "salient_share": 0.0}
     assert garden["prompt"] == "a realistic photo of a cat and a dog in the garden"
     img = read_image(out / "cat+dog_000" / "v0_photo" / "image.png")
     assert np.abs(img[2, 2].astype(int) - (20, 160, 30)).max() <= 6  # the photo is the background
@@ -160,3 +160,42 @@ def test_sdxl_stage_batched_equals_one_by_one(tmp_path, cfg_factory):
     assert images[2].keys() == images[1].keys() and len(images[1]) == 2
     for key in images[1]:
         assert np.abs(images[2][key].astype(int) - images[1][key]).max() <= 2
+
+
+def test_photo_with_a_salient_object_where_the_concepts_stand_is_skipped_or_flagged(tmp_path, cfg_factory):
+    """A bicycle on the lawn behind the pets: flagged in meta.json and counted in the summary when its folder has
+    nothing calmer; a calm lawn is not; with a calm photo beside it in the folder, that one is used instead."""
+    import cv2
+
+    s2_tree(tmp_path)
+    bgs = tmp_path / "backgrounds"
+    rng = np.random.default_rng(0)
+    lawn = np.clip(np.full((150, 200, 3), (70, 140, 60), np.float32) + rng.normal(0, 10, (150, 200, 3)), 0, 255)
+    lawn = lawn.astype(np.uint8)
+    bike = lawn.copy()
+    for cx in (60, 140):  # two wheels and a red frame across the whole photo
+        cv2.circle(bike, (cx, 90), 38, (15, 15, 15), 5)
+    cv2.line(bike, (60, 90), (100, 40), (210, 30, 30), 5)
+    cv2.line(bike, (100, 40), (140, 90), (210, 30, 30), 5)
+    for scene, photo in (("garden", bike), ("kitchen", lawn)):
+        (bgs / scene).mkdir(parents=True)
+        Image.fromarray(photo).save(bgs / scene / f"{scene}1.png")
+    summary = s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={bgs}", "repaint.blur=3",
+                                         "repaint.photo_blur=0"))
+    out = tmp_path / "stages" / S3 / "pets"
+    busy = read_json(out / "cat+dog_000" / "v0_photo" / "meta.json")["background"]
+    calm = read_json(out / "cat+dog_001" / "v0_photo" / "meta.json")["background"]
+    assert busy["salient_share"] > 0.2 and "salient object" in busy["flag"]  # 0.26 today; the limit is 0.12
+    assert calm["salient_share"] < 0.1 and "flag" not in calm
+    assert summary.notes["photo with a salient object behind the concepts (flagged)"] == 1
+
+    Image.fromarray(lawn).save(bgs / "garden" / "garden2.png")  # a calm photo of the same scene
+    for p in (tmp_path / "stages" / S3).rglob("meta.json"):
+        p.unlink()
+    summary = s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={bgs}", "repaint.blur=3",
+                                         "repaint.photo_blur=0", "repaint.max_backgrounds=2"))
+    for variant in ("v0_photo", "v1_photo"):
+        used = read_json(out / "cat+dog_000" / variant / "meta.json")["background"]
+        assert "flag" not in used and used["salient_share"] < 0.1
+        assert used.get("source", "").endswith("garden2.png")
+    assert summary.notes["photo with a salient object behind the concepts (another used)"] == 1

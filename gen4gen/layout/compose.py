@@ -1,12 +1,14 @@
 """The composer: s1 cut-outs pasted into a planned layout, back to front, on a black canvas.
 
 Each instance gets a source cut-out (seeded), cropped to its mask box, optionally flipped, rotated
-a little and shifted a little, scaled into its planned box with its aspect ratio kept and standing
-on the box's bottom edge. Compositing is ordinary "over" with the soft alpha. Every canvas pixel
-that any cut-out touches belongs to the front-most of them, so the per-instance masks are
-disjoint and add up exactly to the union mask; a composition in which some instance keeps less
-than ``min_visible`` of its area is drawn again (other sources and augmentations, a new heuristic
-layout when the heuristic made it), a bounded number of times.
+a little and shifted a little, scaled to its planned box's area with its aspect ratio kept (never
+taller than the box, at most ``widen`` wider) and standing on the box's bottom edge. Compositing is
+ordinary "over" with the soft alpha. Every canvas pixel that any cut-out touches belongs to the
+front-most of them, so the per-instance masks are disjoint and add up exactly to the union mask;
+a composition in which some instance keeps less than ``min_visible`` of its area is drawn again
+(other sources and augmentations, a new heuristic layout when the heuristic made it), a bounded
+number of times; so is a planned overlap that hid nothing (the occluder in front of thin legs),
+so the occluded share follows ``compose.occlusion``.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
+from gen4gen.layout.plausibility import occluded
 from gen4gen.layout.schema import Layout, PlacedBox
 
 
@@ -62,8 +65,9 @@ class Composition:
 
 class Composer:
     def __init__(self, augment: Augment = Augment(), min_visible: float = 0.6, max_attempts: int = 8,
-                 max_pixels: int = 80_000_000, min_side: int = 1, cache_size: int = 16):
+                 max_pixels: int = 80_000_000, min_side: int = 1, cache_size: int = 16, widen: float = 0.5):
         self.augment = augment
+        self.widen = float(widen)  # a cut-out wider than its box may exceed the box width by this share
         self.min_visible = float(min_visible)
         self.max_attempts = max(1, int(max_attempts))
         self.max_pixels, self.min_side = int(max_pixels), int(min_side)
@@ -77,6 +81,7 @@ class Composer:
                 replan: Callable[[int], Layout] | None = None) -> Composition:
         """Paste every instance of ``layout``; retry with new draws while an instance is too hidden."""
         rejected: list[str] = []
+        spare = None  # a planned overlap that hid nothing (thin legs, a box corner): kept if no draw does better
         for attempt in range(self.max_attempts):
             if attempt and replan is not None:
                 layout = replan(attempt)
@@ -85,8 +90,15 @@ class Composer:
             hidden = [o for o in comp.objects if o["visible_fraction"] < self.min_visible]
             if not hidden:
                 comp.attempts, comp.rejected = attempt + 1, rejected
-                return comp
+                if not layout.occluding or replan is None or occluded(comp.objects):
+                    return comp
+                spare = spare or comp
+                rejected.append(f"{layout.occluding[0]} hides nothing of {layout.occluding[1]}")
+                continue
             rejected.append(", ".join(f"{o['name']} keeps {o['visible_fraction']:.0%}" for o in hidden))
+        if spare is not None:
+            spare.rejected = rejected
+            return spare
         raise ItemFailed(f"no composition keeps every instance at least {self.min_visible:.0%} visible "
                          f"(compose.min_visible) in {self.max_attempts} attempts; last: {rejected[-1]}. "
                          "Lower compose.min_visible, raise compose.max_attempts or use fewer objects per scene")
@@ -95,14 +107,17 @@ class Composer:
     def _sprites(self, layout: Layout, sources, rng) -> list[Sprite]:
         picks = _pick_sources(layout.boxes, sources, rng)
         by_name = {b.name: b for b in layout.boxes}
+        shift_px = 2.0 * float(self.augment.max_shift) * layout.size[0]  # two neighbours may shift towards each other
         sprites = []
         for name in layout.paste_order:
             box = by_name[name]
             src = picks[name]
-            sprites.append(self._sprite(box, src, *self._load(src.cutout), layout.size, rng))
+            room = side_room(box.box, [b.box for b in layout.boxes if b is not box]) - shift_px  # shifts eat room
+            widen = min(self.widen, max(0.0, 2.0 * room / box.box[2]))
+            sprites.append(self._sprite(box, src, *self._load(src.cutout), layout.size, rng, widen))
         return sprites
 
-    def _sprite(self, box: PlacedBox, src: Source, rgb, alpha, size, rng) -> Sprite:
+    def _sprite(self, box: PlacedBox, src: Source, rgb, alpha, size, rng, widen: float = 0.0) -> Sprite:
         W, H = size
         # draws in a fixed order, whatever is enabled, so one setting does not reshuffle the others
         flip = bool(rng.random() < 0.5) and self.augment.flip
@@ -115,7 +130,7 @@ class Composer:
         # scale first (a 4k cut-out is never rotated at full size), to fit the rotated rectangle
         rad = np.deg2rad(angle)
         rw, rh = cw * abs(np.cos(rad)) + ch * abs(np.sin(rad)), cw * abs(np.sin(rad)) + ch * abs(np.cos(rad))
-        scale = min(bw / rw, bh / rh)
+        scale = fit_scale(rw, rh, bw, bh, widen, W)
         rgb, alpha = resize(rgb, alpha, max(1, int(round(cw * scale))), max(1, int(round(ch * scale))))
         if flip:  # after scaling: mirroring the small sprite, not the photo
             rgb, alpha = np.ascontiguousarray(rgb[:, ::-1]), np.ascontiguousarray(alpha[:, ::-1])
@@ -130,6 +145,25 @@ class Composer:
         dy = y - int(round(by + bh - nh))
         return Sprite(box.name, rgb, alpha, x, y, src,
                       {"scale": round(scale, 5), "flip": flip, "rotation": round(angle, 3), "shift": [dx, dy]})
+
+
+def fit_scale(rw: float, rh: float, bw: float, bh: float, widen: float, canvas_w: float) -> float:
+    """Scale of an ``rw`` x ``rh`` cut-out in a ``bw`` x ``bh`` box: the box's area (a lying dog planned in a box
+    shaped like its sitting photo keeps its size instead of shrinking to the box's width), never taller than
+    the box (the planned height carries the size order), at most ``widen`` wider than it and the canvas."""
+    return min((bw * bh / (rw * rh)) ** 0.5, bh / rh, (1.0 + widen) * bw / rw, canvas_w / rw)
+
+
+def side_room(box: list[float], others: list[list[float]]) -> float:
+    """Free width beside ``box`` (the smaller side) up to the next box standing in the same rows; boxes that
+    already overlap it horizontally (a planned occluder, or one above or below it) do not count."""
+    x0, y0, x1, y1 = box[0], box[1], box[0] + box[2], box[1] + box[3]
+    room = float("inf")
+    for o in others:
+        if o[1] >= y1 or o[1] + o[3] <= y0 or (o[0] < x1 and o[0] + o[2] > x0):
+            continue
+        room = min(room, o[0] - x1 if o[0] >= x1 else x0 - (o[0] + o[2]))
+    return max(0.0, room)
 
 
 def _pick_sources(boxes: list[PlacedBox], sources: dict[str, list[Source]], rng) -> dict[str, Source]:
@@ -249,5 +283,6 @@ def _rect(sp: Sprite):
 
 
 def with_boxes(layout: Layout, other: Layout) -> Layout:
-    """``layout`` with the boxes and paste order of ``other`` (a re-drawn heuristic layout)."""
-    return replace(layout, boxes=other.boxes, paste_order=other.paste_order)
+    """``layout`` with the geometry of ``other`` (a re-drawn heuristic layout): boxes, paste order, camera."""
+    return replace(layout, boxes=other.boxes, paste_order=other.paste_order, camera=other.camera, depth=other.depth,
+                   occluding=other.occluding)

@@ -1,23 +1,28 @@
-"""The embedded planner: real-world size priors, a shared ground line, bounded overlap, seeded variety.
+"""The embedded planner: real-world size priors, a ground plane in perspective, controlled occlusion.
 
-No model and no network: a table maps category keywords in a concept's name to a typical size,
-aspect ratio and a few plausible scenes. Objects stand on a common ground line (a little depth
-jitter), left-right order and spacing change with the seed, every box meets Gen4Gen's minimum
-area rule, and no two boxes overlap by more than ``max_overlap`` of the smaller one.
+No model and no network: a table maps category keywords in a concept's name to a typical size and
+aspect ratio (an unknown name is a medium thing, and layout.json says ``size_source: unknown``); the
+category picks scenes that fit every concept (``layout/scenes.py``). Objects stand on a ground plane:
+further back means a base higher on the canvas and a smaller drawing, pasted first. Every box meets
+Gen4Gen's minimum area rule, and no two boxes overlap by more than ``max_overlap`` of the smaller one.
 """
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
 
-from gen4gen.layout.schema import Layout, PlacedBox, PlanRequest, depth_order, min_box_area, overlap_fraction
+from gen4gen.hashing import stable_hash
+from gen4gen.layout.scenes import suggest_scenes as fitting_scenes
+from gen4gen.layout.schema import (Layout, PlacedBox, PlanRequest, depth_order, hidden_share, min_box_area,
+                                   overlap_fraction)
 
 # keyword -> (category, typical longest side in cm, width / height of the usual photo of it)
 SIZES: dict[str, tuple[str, float, float]] = {
     "cat": ("pet", 45, 1.1), "kitten": ("pet", 25, 1.1), "dog": ("pet", 70, 1.1), "puppy": ("pet", 35, 1.1),
-    "rabbit": ("pet", 35, 0.9), "bunny": ("pet", 35, 0.9), "hamster": ("pet", 12, 1.3), "bird": ("pet", 20, 0.9),
-    "parrot": ("pet", 35, 0.7), "turtle": ("pet", 25, 1.5), "lion": ("wild", 200, 1.5), "tiger": ("wild", 220, 1.6),
+    "rabbit": ("pet", 35, 0.9), "bunny": ("pet", 35, 0.9), "bird": ("pet", 20, 0.9),
+    "parrot": ("pet", 35, 0.7), "lion": ("wild", 200, 1.5), "tiger": ("wild", 220, 1.6),
     "bear": ("wild", 200, 1.3), "elephant": ("wild", 500, 1.3), "giraffe": ("wild", 500, 0.6),
     "horse": ("farm", 220, 1.3), "cow": ("farm", 220, 1.5), "sheep": ("farm", 120, 1.3), "duck": ("farm", 40, 1.0),
     "houseplant": ("plant", 60, 0.75), "plant": ("plant", 50, 0.75), "flower": ("plant", 35, 0.7),
@@ -39,24 +44,28 @@ SIZES: dict[str, tuple[str, float, float]] = {
 }
 MEDIUM = ("object", 50.0, 1.0)  # unknown names: a medium thing, as wide as high
 
-SCENES: dict[str, list[str]] = {
-    "pet": ["in the garden", "in a cozy living room", "on a sunny lawn", "on a sofa"],
-    "wild": ["on the savanna", "in a grassy field", "at the edge of a forest"],
-    "farm": ["on a farm", "in a green meadow", "in front of a red barn"],
-    "plant": ["in a bright living room", "by a sunny window", "on a balcony"],
-    "tableware": ["on a kitchen table", "on a wooden desk", "in a cozy cafe"],
-    "toy": ["on a bed", "in a playroom", "on a wooden floor"],
-    "space": ["on a launch pad", "in the desert", "on the surface of the moon"],
-    "vehicle": ["on a city street", "on a country road", "in a parking lot"],
-    "person": ["in a park", "on a city street", "at the beach"],
-    "furniture": ["in a bright living room", "in a modern apartment", "in a cozy bedroom"],
-    "object": ["on a wooden table", "in a bright room", "in a park"],
-}
+SIZES.update({
+    "goat": ("farm", 130, 1.2), "pig": ("farm", 150, 1.5), "chicken": ("farm", 45, 1.0),
+    "pigeon": ("small_animal", 30, 1.0),
+    "donkey": ("farm", 180, 1.2), "deer": ("wild", 180, 1.1), "fox": ("wild", 90, 1.4), "zebra": ("wild", 240, 1.3),
+    "camel": ("wild", 300, 1.1), "penguin": ("wild", 70, 0.5), "monkey": ("wild", 70, 0.8),
+    "owl": ("wild", 40, 0.7), "squirrel": ("small_animal", 40, 0.9), "frog": ("small_animal", 10, 1.3),
+    "hamster": ("small_animal", 12, 1.3), "turtle": ("small_animal", 25, 1.5), "mouse": ("small_animal", 10, 1.5),
+})
 _WORD = re.compile(r"[a-z]+")
 
 
 def size_prior(concept: str) -> tuple[str, float, float]:
     """(category, typical size in cm, aspect) from the first keyword found in the concept's name."""
+    return _lookup(concept) or MEDIUM
+
+
+def size_source(concept: str) -> str:
+    """Where a concept's size comes from: "prior" (the table) or "unknown" (drawn as a medium thing)."""
+    return "prior" if _lookup(concept) else "unknown"
+
+
+def _lookup(concept: str) -> tuple[str, float, float] | None:
     name = concept.lower()
     words = _WORD.findall(name)
     for w in words:
@@ -67,39 +76,50 @@ def size_prior(concept: str) -> tuple[str, float, float]:
     for key in sorted(SIZES, key=len, reverse=True):  # "myhouseplant", "blackcat": long keywords inside a word
         if len(key) >= 3 and key in name.replace("_", "").replace(" ", ""):
             return SIZES[key]
-    return MEDIUM
+    return None
 
 
-def size_ratios(concepts: list[str], smallest: float = 0.4) -> dict[str, float]:
-    """Real-world size relative to the biggest concept (1.0); Gen4Gen keeps the smallest at >= 0.4
-    so a cup next to a car is still visible."""
-    sizes = {c: size_prior(c)[1] for c in concepts}
+def real_height(concept: str) -> float:
+    """Typical standing height in cm: the longest side, less for things wider than high."""
+    _, longest, aspect = size_prior(concept)
+    return longest / max(aspect, 1.0)
+
+
+def size_ratios(concepts: list[str]) -> dict[str, float]:
+    """Real-world height relative to the biggest concept (1.0), unbounded: the planner meets Gen4Gen's
+    lower bound by depth and, where depth is not enough, by a power that keeps the order."""
+    sizes = {c: real_height(c) for c in concepts}
     top = max(sizes.values())
-    return {c: round(max(smallest, s / top), 3) for c, s in sizes.items()}
+    return {c: round(v / top, 4) for c, v in sizes.items()}
 
 
 def suggest_scenes(concepts: list[str], rng: np.random.Generator, k: int = 3) -> list[str]:
-    """The ``k`` scenes most concepts agree on (earlier in a category's list counts more), ties by rng."""
-    score: dict[str, float] = {}
-    for c in concepts:
-        for rank, scene in enumerate(SCENES[size_prior(c)[0]]):
-            score[scene] = score.get(scene, 0.0) + (len(SCENES) - rank)
-    for scene in SCENES["object"]:  # always enough candidates
-        score.setdefault(scene, 0.0)
-    noise = {s: float(rng.random()) for s in sorted(score)}
-    return sorted(score, key=lambda s: (-score[s], noise[s]))[:k]
+    """``k`` scene phrases that fit every concept's category and that s3 draws as what they say."""
+    return fitting_scenes([size_prior(c)[0] for c in concepts], rng, k)
 
 
 class HeuristicPlanner:
+    """Objects stand on a ground plane seen by a pinhole camera: an object further back has its base
+    higher on the canvas (towards the horizon) and is drawn smaller by the same factor, so the paste
+    order far to near follows from the bases. Horizon, nearest ground line and camera height are drawn
+    per seed. Heights follow real-world priors; Gen4Gen's bound (never under ``smallest_ratio`` of the
+    largest drawn object) is met by moving small objects nearer first and only then by compressing the
+    ratios with a power (order kept, never a tie). In an ``occlusion`` share of the compositions a nearer
+    object stands in front of a farther neighbour, hiding up to ``max_overlap`` of its box; other boxes
+    do not overlap unless the row is too crowded for the canvas (then by up to ``max_overlap`` of the
+    smaller one)."""
     name = "heuristic"
 
-    def __init__(self, max_overlap: float = 0.2, fill: tuple[float, float] = (0.7, 0.95),
-                 ground: tuple[float, float] = (0.82, 0.95), depth: float = 0.04, max_height: float = 0.75,
-                 aspect_jitter: float = 0.1, smallest_ratio: float = 0.4):
+    def __init__(self, max_overlap: float = 0.35, occlusion: float = 0.3, horizon: tuple[float, float] = (0.3, 0.5),
+                 near: tuple[float, float] = (0.9, 0.99), camera: tuple[float, float] = (0.6, 1.3),
+                 depth: tuple[float, float] = (0.4, 1.0), max_height: float = 0.8, aspect_jitter: float = 0.1,
+                 smallest_ratio: float = 0.4):
         self.max_overlap = float(max_overlap)
-        self.fill = (float(fill[0]), float(fill[1]))
-        self.ground = (float(ground[0]), float(ground[1]))
-        self.depth = float(depth)
+        self.occlusion = float(occlusion)
+        self.horizon = (float(horizon[0]), float(horizon[1]))  # fraction of H from the top
+        self.near = (float(near[0]), float(near[1]))  # base of the nearest possible object, fraction of H
+        self.camera = (float(camera[0]), float(camera[1]))  # camera height / real height of the tallest object
+        self.depth = (max(float(depth[0]), float(smallest_ratio)), float(depth[1]))  # perspective factor range
         self.max_height = float(max_height)
         self.aspect_jitter = float(aspect_jitter)
         self.smallest_ratio = float(smallest_ratio)
@@ -120,93 +140,217 @@ class HeuristicPlanner:
         """A layout for ``request``; ``ratios`` / ``scenes`` from elsewhere (an LLM) replace the priors."""
         rng = np.random.default_rng(int(request.seed) & 0xFFFFFFFF)
         concepts = [c.name for c in request.concepts]
-        ratios = dict(ratios) if ratios else size_ratios(concepts, self.smallest_ratio)
+        ratios = dict(ratios) if ratios else size_ratios(concepts)
         scenes = list(scenes) if scenes else suggest_scenes(concepts, rng)
         background = scenes[int(rng.integers(len(scenes)))]
-        boxes = self.place(request, ratios, rng)
+        boxes, camera, depth, occluding = self.place(request, ratios, rng, self.occludes(request))
         return Layout(size=tuple(request.size), boxes=boxes, paste_order=depth_order(boxes),
                       scenes=scenes, background_prompt=background, planner=self.name, seed=int(request.seed),
-                      size_ratios=ratios)
+                      size_ratios=ratios, size_source={c: size_source(c) for c in concepts}, camera=camera,
+                      depth=depth, occluding=occluding)
+
+    def occludes(self, request: PlanRequest) -> bool:
+        """Whether this composition gets an overlap: samples of a concept set walk a golden-ratio sequence,
+        so any run of them holds the configured share to within about one composition (a coin per
+        composition would drift), and a re-drawn layout (new seed, same sample) keeps the decision."""
+        offset = stable_hash("+".join(c.name for c in request.concepts)) / 2.0 ** 64
+        return (offset + GOLDEN * int(request.sample)) % 1.0 < self.occlusion
 
     # -------------------------------------------------------------- geometry
-    def place(self, request: PlanRequest, ratios: dict[str, float], rng: np.random.Generator) -> list[PlacedBox]:
+    def place(self, request: PlanRequest, ratios: dict[str, float], rng: np.random.Generator,
+              occlude: bool) -> tuple[list[PlacedBox], dict, dict, list[str] | None]:
         W, H = request.size
         inst = request.instances
         n = len(inst)
         if n == 0:
-            return []
+            return [], {}, {}, None
+        u = rng.random(4 + n).tolist()  # one draw, each value with a fixed role
+        horizon, near, cam = _lerp(self.horizon, u[0]), _lerp(self.near, u[1]), _lerp(self.camera, u[2])
         # boxes shaped like the cut-outs that will fill them when s1 told us, else like the category
         known = {c.name: c.aspect for c in request.concepts if c.aspect}
-        jitter = np.exp(rng.normal(0, self.aspect_jitter, n))
-        aspect = np.array([known.get(c) or size_prior(c)[2] * j for (c, _), j in zip(inst, jitter)])
-        ratio = np.array([ratios.get(c, 1.0) for c, _ in inst])
-        # a longest side proportional to the real-world ratio; width and height from the aspect
-        h_unit = ratio / np.maximum(aspect, 1.0)
-        w_unit = h_unit * aspect
-        fill = rng.uniform(*self.fill)
-        scale = min(fill * W / w_unit.sum(), self.max_height * H / h_unit.max())
-        w, h = w_unit * scale, h_unit * scale
-        a_min = min_box_area((W, H), n) * 1.02  # a little over: rounding must not break the rule
-        grow = np.sqrt(np.maximum(1.0, a_min / (w * h)))
-        w, h = w * grow, h * grow
-        cap = np.minimum(1.0, np.minimum(0.95 * W / w, 0.95 * H / h))  # a huge aspect never leaves the canvas
-        w, h = w * cap, h * cap
+        jitter = np.exp(rng.normal(0.0, self.aspect_jitter, n)).tolist()
+        aspect = [known.get(c) or size_prior(c)[2] * j for (c, _), j in zip(inst, jitter)]
+        real = [max(1e-6, float(ratios.get(c, 1.0))) for c, _ in inst]
+        top = max(real)
+        real = [v / top for v in real]
+        order = rng.permutation(n).tolist()  # left to right
+        s = [_lerp(self.depth, u[4 + i]) for i in range(n)]  # 1: on the nearest ground line
+        pair = None
+        if occlude and n >= 2:
+            k = int(rng.integers(n - 1))
+            a, b = order[k], order[k + 1]
+            far, close = (a, b) if s[a] <= s[b] else (b, a)
+            gap = 0.2 * (self.depth[1] - self.depth[0])  # the occluder stands clearly in front
+            if s[close] - s[far] < gap:
+                s[close] = min(self.depth[1], s[far] + gap)
+                s[far] = s[close] - gap
+            pair = (far, close)
+        # Gen4Gen's bound on the drawn heights: small objects come nearer first ...
+        b = self.smallest_ratio
+        tallest = max(r * d for r, d in zip(real, s))
+        s = [min(self.depth[1], max(d, b * tallest / r)) for r, d in zip(real, s)]
+        sized = self._size(real, s, aspect, pair, horizon, near, cam, W, H)
+        if sized[-1] and n > 1:  # no room for every box at its size: the biggest to the back, the smallest in front
+            lo, hi = self.depth
+            for rank, i in enumerate(sorted(range(n), key=lambda i: -real[i])):
+                s[i] = lo + (hi - lo) * rank / (n - 1)
+            if pair:
+                pair = tuple(sorted(pair, key=lambda i: s[i]))
+            sized = self._size(real, s, aspect, pair, horizon, near, cam, W, H)
+        gamma, base, w, h, _ = sized
+        if pair:  # (farther, nearer) by where they stand now that the small ones came nearer
+            pair = tuple(sorted(pair, key=lambda i: base[i]))
 
-        order = list(rng.permutation(n))  # left-to-right order varies with the seed
+        def overlaps(a, b):  # they share a quarter of the smaller height: a real occlusion is possible
+            return _rows_shared((a, b), base, h) > 0.25 * min(h[a], h[b]) and base[a] != base[b]
+
+        if pair and not overlaps(*pair):  # the occluder's head is below the other's feet: bring the other forward
+            far, close = pair
+            moved = list(s)
+            moved[far] = max(s[far], s[close] - 0.05 * (self.depth[1] - self.depth[0]))
+            again = self._size(real, moved, aspect, pair, horizon, near, cam, W, H)
+            if not again[-1]:  # only when every box still fits at its size
+                s, (gamma, base, w, h, _) = moved, again
+        if pair and not overlaps(*pair):  # still apart: a neighbouring pair that stands in the same rows, else none
+            cands = [(order[k], order[k + 1]) for k in range(n - 1) if overlaps(order[k], order[k + 1])]
+            pair = tuple(sorted(cands[int(rng.integers(len(cands)))], key=lambda i: base[i])) if cands else None
+            if pair is None:  # the row was sized for an overlap: size it for none
+                gamma, base, w, h, _ = self._size(real, s, aspect, None, horizon, near, cam, W, H)
         for _ in range(20):
-            boxes = self._rows(order, w, h, W, H, rng)
-            if self._ok(boxes):
+            xs = self._spread(order, w, h, base, W, pair, u[3], rng)
+            boxes = [[x, max(0.0, y - hi), wi, min(hi, y)] for x, y, wi, hi in zip(xs, base, w, h)]
+            if self._ok(boxes, pair):
                 break
-            w, h = w * 0.95, h * 0.95  # very crowded sets: shrink a little and place again
-        return [PlacedBox(concept=c, index=k, box=[float(v) for v in boxes[i]]) for i, (c, k) in enumerate(inst)]
+            w, h = [v * 0.95 for v in w], [v * 0.95 for v in h]  # very crowded sets: shrink a little and place again
+        placed = [PlacedBox(concept=c, index=k, box=[float(v) for v in boxes[i]]) for i, (c, k) in enumerate(inst)]
+        camera = {"horizon": round(horizon, 4), "near": round(near, 4), "height": round(cam, 4),
+                  "height_cm": round(cam * max(real_height(c) for c, _ in inst), 1), "gamma": round(gamma, 4)}
+        depth = {p.name: round(d, 4) for p, d in zip(placed, s)}
+        occluding = [placed[pair[1]].name, placed[pair[0]].name] if pair else None
+        return placed, camera, depth, occluding
 
-    def _rows(self, order, w, h, W, H, rng) -> list[list[float]]:
-        """Split ``order`` into as few rows as fit, front row on the ground line, rows behind higher up."""
-        rows: list[list[int]] = []
-        for i in order:
-            if rows and self._fits(rows[-1] + [i], w, h, W):
-                rows[-1].append(i)
-            else:
-                rows.append([i])
-        boxes: list[list[float] | None] = [None] * len(w)
-        ground = rng.uniform(*self.ground) * H
-        for row in rows:
-            xs = self._spread(row, w, h, W, rng)
-            for i, x in zip(row, xs):
-                bottom = min(H, ground + rng.uniform(-self.depth, self.depth) * H)
-                top = max(0.0, bottom - h[i])
-                boxes[i] = [x, top, float(w[i]), float(min(h[i], H - top))]
-            # the next row stands behind: its ground is high enough to keep vertical overlap bounded
-            ground -= max(h[i] for i in row) * (1.0 - self.max_overlap * 0.5) + self.depth * H
-        return boxes  # type: ignore[return-value]
+    def _size(self, real, s, aspect, pair, horizon, near, cam, W, H):
+        """(gamma, bases, widths, heights, crowded) for perspective factors ``s``: heights by the pinhole model,
+        one scale for all (so the order holds) within the canvas, the minimum area met where the row allows."""
+        n = len(real)
+        gamma = _gamma(real, s, self.smallest_ratio)  # compress only as much as depth could not do
+        eff = [r ** gamma for r in real]  # r ** gamma keeps the order strictly: never a tie
+        base = [(horizon + d * (near - horizon)) * H for d in s]
+        # pinhole: height = (base - horizon) * real height / camera height; the tallest is 1 / cam of that
+        K = (near - horizon) * H / cam
+        unit = [e * d for e, d in zip(eff, s)]
+        limit = min(min(self.max_height * H, y) / v for v, y in zip(unit, base))
+        limit = min(limit, min(0.95 * W / (v * a) for v, a in zip(unit, aspect)))
+        row = sum(v * a for v, a in zip(unit, aspect))  # the row of boxes side by side, an overlap subtracted
+        if pair:
+            row -= 0.9 * self.max_overlap * min(unit[pair[0]] * aspect[pair[0]], unit[pair[1]] * aspect[pair[1]])
+        limit = min(limit, 0.98 * W / row)
+        area_min = min_box_area((W, H), n) * 1.02  # a little over: rounding must not break the rule
+        need = max(area_min / (v * v * a) for v, a in zip(unit, aspect)) ** 0.5
+        K = min(max(K, need), limit)  # everything grows together, so the ratios hold
+        h = [K * v for v in unit]
+        w = [hi * a for hi, a in zip(h, aspect)]
+        crowded = need > limit * (1 + 1e-9)
+        if crowded:  # a very thin or flat thing, or too many: grow the small ones, then every bigger one as much
+            for i in range(n):
+                g = (area_min / (w[i] * h[i])) ** 0.5
+                if g > 1.0:
+                    g = max(1.0, min(g, self.max_height * H / h[i], base[i] / h[i], 0.95 * W / w[i]))
+                    w[i], h[i] = w[i] * g, h[i] * g
+            floor = 0.0
+            for i in sorted(range(n), key=lambda i: real[i]):  # at the same depth a bigger thing stays bigger
+                g = floor * s[i] / h[i]
+                if g > 1.0:
+                    g = max(1.0, min(g, self.max_height * H / h[i], base[i] / h[i], 0.95 * W / w[i]))
+                    w[i], h[i] = w[i] * g, h[i] * g
+                floor = max(floor, h[i] / s[i])
+        return gamma, base, w, h, crowded
 
-    def _pair_slack(self, i, j, w, h) -> float:
-        """How far boxes i and j may overlap horizontally and stay within the overlap bound."""
-        return 0.9 * self.max_overlap * min(w[i] * h[i], w[j] * h[j]) / min(h[i], h[j])
+    def _spread(self, order, w, h, base, W, pair, t, rng) -> list[float]:
+        """x of each box: left to right in ``order`` with random margins. The occluding pair overlaps: the
+        nearer box stands in front of the farther one's body (up to inside its width), hiding at most
+        ``max_overlap`` of the farther box; other neighbours overlap only when the row is too wide."""
+        n = len(order)
+        gaps = [0.0] * (n - 1)  # between the right edge so far and the next box; negative: an overlap
+        free_gap = [True] * (n - 1)
+        if pair:
+            k = next(k for k in range(n - 1) if {order[k], order[k + 1]} == set(pair))
+            a, b = order[k], order[k + 1]
+            far = pair[0]
+            iy = _rows_shared((a, b), base, h)
+            if iy > 0:
+                small, big = sorted((w[a], w[b]))
+                ix = _lerp((0.4, 1.0), t) * small + _lerp((0.0, 0.35), t) * (big - small)
+                gaps[k], free_gap[k] = -min(ix, 0.95 * self.max_overlap * w[far] * h[far] / iy), False
+        free = W - self._extent(order, w, gaps)
+        if free >= 0:  # margins and the other gaps split at random
+            parts = (rng.dirichlet(np.full(sum(free_gap) + 2, 2.0)) * free).tolist()
+            it = iter(parts[1:-1])
+            gaps = [next(it) if f else g for g, f in zip(gaps, free_gap)]
+            x0 = parts[0]
+        else:  # too wide: neighbours overlap, each pair up to its share of the bound
+            slack = [self._pair_slack(order[k], order[k + 1], w, h, base) if free_gap[k] else 0.0 for k in range(n - 1)]
+            share = min(1.0, -free / max(sum(slack), 1e-9))
+            gaps = [g - sl * share for g, sl in zip(gaps, slack)]
+            x0 = 0.0
+        xs = self._positions(order, w, gaps, x0)
+        return [min(max(0.0, x), W - wi) for x, wi in zip(xs, w)]
 
-    def _fits(self, row, w, h, W) -> bool:
-        need = sum(w[i] for i in row) - W
-        return need <= 0 or need <= sum(self._pair_slack(a, b, w, h) for a, b in zip(row, row[1:]))
+    @staticmethod
+    def _positions(order, w, gaps, x0: float) -> list[float]:
+        xs, right = [0.0] * len(order), x0
+        for k, i in enumerate(order):
+            xs[i] = x0 if k == 0 else max(x0, right + gaps[k - 1])
+            right = max(right, xs[i] + w[i])
+        return xs
 
-    def _spread(self, row, w, h, W, rng) -> list[float]:
-        widths = [float(w[i]) for i in row]
-        free = W - sum(widths)
-        if free >= 0:  # margins and gaps split at random
-            parts = rng.dirichlet(np.full(len(row) + 1, 2.0)) * free
-            xs, x = [], parts[0]
-            for k, wi in enumerate(widths):
-                xs.append(x)
-                x += wi + parts[k + 1]
-            return xs
-        slack = [self._pair_slack(a, b, w, h) for a, b in zip(row, row[1:])]
-        share = -free / max(sum(slack), 1e-9)
-        xs, x = [], 0.0
-        for k, wi in enumerate(widths):
-            xs.append(x)
-            x += wi - (slack[k] * share if k < len(slack) else 0.0)
-        return [min(max(0.0, v), W - wi) for v, wi in zip(xs, widths)]
+    def _extent(self, order, w, gaps) -> float:
+        """Width of the row with every free gap at 0."""
+        xs = self._positions(order, w, [min(g, 0.0) for g in gaps], 0.0)
+        return max(x + wi for x, wi in zip(xs, w))
 
-    def _ok(self, boxes) -> bool:
-        return all(overlap_fraction(a, b) <= self.max_overlap + 1e-6
-                   for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    def _pair_slack(self, i, j, w, h, base) -> float:
+        """How far boxes i and j may overlap horizontally and stay within the overlap bound: a farther box
+        overlaps a nearer one only in the rows they share."""
+        iy = _rows_shared((i, j), base, h)
+        if iy <= 0:
+            return 0.9 * min(w[i], w[j])
+        return min(0.9 * min(w[i], w[j]), 0.9 * self.max_overlap * min(w[i] * h[i], w[j] * h[j]) / iy)
 
+    def _ok(self, boxes, pair=None) -> bool:
+        """Every overlap within the bound: of the smaller box, or of the farther box for the planned pair."""
+        for i, j in itertools.combinations(range(len(boxes)), 2):
+            if pair and {i, j} == set(pair):
+                if hidden_share(boxes[pair[1]], boxes[pair[0]]) > self.max_overlap + 1e-6:
+                    return False
+            elif overlap_fraction(boxes[i], boxes[j]) > self.max_overlap + 1e-6:
+                return False
+        return True
+
+
+GOLDEN = 0.6180339887498949
+
+
+def _lerp(bounds: tuple[float, float], t: float) -> float:
+    return bounds[0] + (bounds[1] - bounds[0]) * t
+
+
+def _rows_shared(pair, base, h) -> float:
+    """Pixel rows two boxes standing on ``base`` share (<= 0: one is entirely above the other)."""
+    i, j = pair
+    return min(base[i], base[j]) - max(base[i] - h[i], base[j] - h[j])
+
+
+def _gamma(real: list[float], s: list[float], bound: float) -> float:
+    """The largest power in [0, 1] for which every drawn height r**g * s is >= ``bound`` of the largest."""
+    def ok(g: float) -> bool:
+        d = [r ** g * x for r, x in zip(real, s)]
+        return min(d) >= bound * max(d) - 1e-9
+
+    if ok(1.0):
+        return 1.0
+    lo, hi = 0.0, 1.0  # ok(0): the depth range alone keeps the bound
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo

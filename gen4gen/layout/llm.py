@@ -5,8 +5,11 @@ size ratios (biggest 1.0, smallest >= 0.4); per composition it places one box ``
 object in a 512x512 frame. Every reply is parsed JSON validated by pydantic, then checked here:
 names are mapped back to the requested objects (a model-returned name never reaches a file path),
 boxes are rescaled / clipped / grown to the minimum area and re-ordered, and what cannot be
-repaired goes back to the model as the error of a retry. A composition whose layout still fails
-gets the heuristic planner's boxes, and layout.json says why (``fallback``).
+repaired goes back to the model as the error of a retry; so do implausible boxes (a smaller thing
+drawn taller than a bigger one at the same depth against its own ratios, a base above the ground).
+Suggested scenes that contradict a concept, or that no background can be drawn for, are replaced by
+built-in ones that fit, with the reason in layout.json (``llm.scene_replacements``). A composition
+whose layout still fails gets the heuristic planner's boxes, and layout.json says why (``fallback``).
 All requests of a run go out at once through ``LLMClient.run`` (bounded concurrency, disk cache).
 """
 from __future__ import annotations
@@ -21,7 +24,8 @@ import numpy as np
 from gen4gen.console import progress
 from gen4gen.layout.checks import check_layout, check_ratios, check_scenes, instance_ids, labels_of
 from gen4gen.layout.coco_examples import CocoExamples
-from gen4gen.layout.heuristic import HeuristicPlanner, suggest_scenes
+from gen4gen.layout.heuristic import HeuristicPlanner, size_ratios, size_source, suggest_scenes
+from gen4gen.layout.plausibility import check_plausible, fitting_llm_scenes
 from gen4gen.layout.prompts import (LAYOUT_SYSTEM, RATIOS_SYSTEM, RATIOS_USER, SCENES_SYSTEM, SCENES_USER,
                                     layout_user)
 from gen4gen.layout.schema import Layout, LayoutReply, PlacedBox, PlanRequest, ScenesReply, SizeRatiosReply, \
@@ -38,6 +42,7 @@ class Draft:
     notes: list[str]  # what fell back to built-in answers
     set_errors: list[str]  # errors of the scenes / ratios requests
     background: str
+    replaced: list[str] = field(default_factory=list)  # llm scenes that contradicted a concept, and why
     repairs: list[str] = field(default_factory=list)  # filled by the layout check on success
     request: Request | None = None
 
@@ -107,7 +112,9 @@ class LLMPlanner:
             for r in requests:
                 scenes, ratios, notes, errors = self._set_answers(r, per_set.get(self._set_key(r), {}))
                 rng = np.random.default_rng(int(r.seed) & 0xFFFFFFFF)
-                draft = Draft(r, scenes, ratios, notes, errors, background=scenes[int(rng.integers(len(scenes)))])
+                scenes, replaced = fitting_llm_scenes(scenes, [c.name for c in r.concepts], rng)
+                draft = Draft(r, scenes, ratios, notes, errors, background=scenes[int(rng.integers(len(scenes)))],
+                              replaced=replaced)
                 draft.request = self._layout_request(r, draft.background, ratios, rng, draft.repairs)
                 drafts.append(draft)
             layout_results = self.client.run([d.request for d in drafts], on_done=tick)
@@ -146,7 +153,8 @@ class LLMPlanner:
         r, scenes, ratios, notes, background = d.plan, d.scenes, d.ratios, d.notes, d.background
         errors = d.set_errors + [f"layout {e}" for e in res.errors]
         llm_info = {"attempts": res.attempts, "cached": res.cached, "usage": dict(res.usage), "errors": errors,
-                    "repairs": list(d.repairs), "temperature": d.request.temperature}
+                    "repairs": list(d.repairs), "temperature": d.request.temperature,
+                    "scene_replacements": list(d.replaced)}
         W, H = r.size
         if res.ok:
             sx, sy = W / self.frame, H / self.frame
@@ -155,7 +163,8 @@ class LLMPlanner:
             llm_info["background"] = clean_text(res.value.background_prompt)
             return Layout(size=(W, H), boxes=boxes, paste_order=depth_order(boxes), scenes=scenes,
                           background_prompt=background, planner=self.name, seed=int(r.seed), size_ratios=ratios,
-                          fallback="; ".join(notes) or None, llm=llm_info)
+                          fallback="; ".join(notes) or None, llm=llm_info,
+                          size_source={c.name: "llm" if ratios else size_source(c.name) for c in r.concepts})
         reason = f"llm layout failed after {res.attempts} attempt(s): {_last(res)}"
         layout = self.fallback.plan(r, ratios=ratios, scenes=scenes)
         layout.background_prompt = background
@@ -197,9 +206,14 @@ class LLMPlanner:
         aspects = {c.name: c.aspect for c in r.concepts}
         msgs.append({"role": "user", "content": layout_user(ids, labels, background, hint, r.sample,
                                                              [aspects[c] for c, _ in r.instances])})
-        return Request(msgs, LayoutReply, temperature=self._temperature(r), tag=f"layout {r.key}",
-                       check=lambda v: check_layout(v, ids, labels, self.frame, self.max_overlap,
-                                                    self.min_area_rule, repairs))
+        concepts = [c for c, _ in r.instances]
+        own = ratios or size_ratios(sorted(set(concepts)))  # the size order it is held to: its own ratios
+
+        def check(v: LayoutReply) -> LayoutReply:
+            v = check_layout(v, ids, labels, self.frame, self.max_overlap, self.min_area_rule, repairs)
+            return check_plausible(v, concepts, own, self.frame)
+
+        return Request(msgs, LayoutReply, temperature=self._temperature(r), tag=f"layout {r.key}", check=check)
 
 
 def _last(res: Result) -> str:

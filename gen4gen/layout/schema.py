@@ -58,6 +58,10 @@ class Layout:
     size_ratios: dict[str, float] | None = None
     fallback: str | None = None  # why the configured planner's answer was not used
     llm: dict | None = None  # attempts, cached, usage, errors, repairs
+    size_source: dict[str, str] | None = None  # concept -> "prior" | "unknown" (drawn as a medium thing) | "llm"
+    camera: dict | None = None  # horizon, near (fractions of H from the top), height (x the tallest), gamma
+    depth: dict[str, float] | None = None  # instance -> perspective factor (1: on the nearest ground line)
+    occluding: list[str] | None = None  # [nearer, farther] instance planned to overlap, None: no overlap planned
 
     def box_of(self, name: str) -> PlacedBox:
         return next(b for b in self.boxes if b.name == name)
@@ -86,6 +90,13 @@ def overlap_fraction(a: list[float], b: list[float]) -> float:
     iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     small = min(a[2] * a[3], b[2] * b[3])
     return ix * iy / small if small > 0 else 1.0
+
+
+def hidden_share(near: list[float], far: list[float]) -> float:
+    """The share of the farther box ``far`` that the nearer box ``near`` covers (what an occluder may hide)."""
+    ix = max(0.0, min(near[0] + near[2], far[0] + far[2]) - max(near[0], far[0]))
+    iy = max(0.0, min(near[1] + near[3], far[1] + far[3]) - max(near[1], far[1]))
+    return ix * iy / (far[2] * far[3]) if far[2] * far[3] > 0 else 1.0
 
 
 # ---------------------------------------------------------------- names a model sees
@@ -133,9 +144,11 @@ def layout_fields(layout: Layout) -> dict:
     """The planner's part of layout.json (the composer adds objects and the composition id)."""
     return {"size": list(layout.size), "planner": layout.planner, "fallback": layout.fallback,
             "background_prompt": layout.background_prompt, "scenes": list(layout.scenes),
-            "size_ratios": layout.size_ratios, "llm": layout.llm, "seed": int(layout.seed)}
+            "size_ratios": layout.size_ratios, "llm": layout.llm, "seed": int(layout.seed),
+            "size_source": layout.size_source, "camera": layout.camera, "depth": layout.depth,
+            "occluding": layout.occluding}
 
 
 __all__ = ["ConceptCount", "PlanRequest", "PlacedBox", "Layout", "instance_name", "depth_order", "min_box_area",
-           "overlap_fraction", "prompt_label", "norm_key", "ObjectBox", "LayoutReply", "ScenesReply",
+           "overlap_fraction", "hidden_share", "prompt_label", "norm_key", "ObjectBox", "LayoutReply", "ScenesReply",
            "ObjectRatio", "SizeRatiosReply", "layout_fields"]

@@ -4,11 +4,11 @@ A composition gets up to ``max_backgrounds`` sources (one output variant each). 
 ``<backgrounds>/<scene>/*.jpg`` where the scene folder matches one of the layout's scene phrases
 ("in the garden" -> ``garden/``); noise is Gen4Gen's ``--noise-bkg`` start; procedural scenes are
 gradients and textures picked from the phrase (garden -> sky over grass, beach -> sea over sand,
-kitchen -> wall over a wood table) so the embedded demo needs no downloads.
+desert -> dunes under a hot sky, kitchen -> wall over a wood table) so the embedded demo needs no downloads;
+every phrase the built-in planner can choose names one of these styles (``layout/scenes.py``).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +16,9 @@ import cv2
 import numpy as np
 
 from gen4gen.images import IMAGE_EXTENSIONS, read_image
+from gen4gen.layout.scenes import STYLE_WORDS, scene_words, style_for  # noqa: F401 - one vocabulary for s2 and s3
 
 KINDS = ("photo", "noise", "procedural")
-_FILLER = {"in", "on", "at", "the", "a", "an", "over", "by", "near", "inside", "under", "of", "with", "and", "into",
-           "onto", "beside", "next", "to", "front", "top"}
 
 
 @dataclass(frozen=True)
@@ -31,11 +30,6 @@ class BackgroundSource:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "source": self.source, "phrase": self.phrase, "fallback": self.fallback}
-
-
-def scene_words(text: str) -> list[str]:
-    """Content words of a scene phrase or folder name: "in the living-room" -> ["living", "room"]."""
-    return [w for w in re.split(r"[^a-z0-9]+", text.lower()) if w and w not in _FILLER]
 
 
 def layout_phrases(layout: dict) -> list[str]:
@@ -104,9 +98,10 @@ def _round_robin(groups: list[list]) -> list:
 
 
 def render(src: BackgroundSource, size: tuple[int, int], rng: np.random.Generator, *,
-           photo_blur: float = 1.0, max_pixels: int = 80_000_000, horizon_max: float | None = None) -> np.ndarray:
+           photo_blur: float = 1.0, max_pixels: int = 80_000_000, horizon_max: float | None = None,
+           horizon: float | None = None) -> np.ndarray:
     """The background as uint8 HxWx3 of ``size`` = (W, H); ``horizon_max`` (fraction of H) keeps a
-    procedural horizon above the objects' feet (see ``feet_line``)."""
+    procedural horizon above the objects' feet (see ``feet_line``), ``horizon`` is the layout's camera one."""
     w, h = size
     if src.kind == "noise":
         return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
@@ -116,7 +111,7 @@ def render(src: BackgroundSource, size: tuple[int, int], rng: np.random.Generato
         if photo_blur > 0:  # Gen4Gen softens the photo (GaussianBlur radius 1): its detail must not fight the concepts
             out = cv2.GaussianBlur(out, (0, 0), photo_blur)
         return out
-    return procedural(src.source or style_for(src.phrase), w, h, rng, horizon_max=horizon_max)
+    return procedural(src.source or style_for(src.phrase), w, h, rng, horizon_max=horizon_max, horizon=horizon)
 
 
 def feet_line(mask: np.ndarray, min_area: float = 0.002) -> float | None:
@@ -127,6 +122,31 @@ def feet_line(mask: np.ndarray, min_area: float = 0.002) -> float | None:
     h = mask.shape[0]
     bottoms = [(y + bh) / h for x, y, bw, bh, area in stats[1:] if area >= min_area * mask.size]
     return min(bottoms) if bottoms else None
+
+
+def structure(image: np.ndarray, side: int = 128, edge: float = 24.0) -> np.ndarray:
+    """HxW bool: where the photo has object structure (outlines and the parts between them) rather than
+    flat or fine texture: strong edges of the softened image at ``side`` px, closed over a few pixels.
+    Near-horizontal edges (a horizon, a shoreline, a table edge) are scenery, not objects: left out."""
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (side, max(1, round(side * h / w))), interpolation=cv2.INTER_AREA)
+    grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 1.5)
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3) / 4.0, cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3) / 4.0
+    mag = np.hypot(gx, gy)
+    edges = ((mag > edge) & (np.abs(gx) > 0.35 * mag)).astype(np.uint8)
+    closed = cv2.morphologyEx(edges, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    return cv2.resize(closed, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def salient_share(background: np.ndarray, concepts: np.ndarray, reach: float = 0.05) -> float:
+    """Share of the place where the concepts stand (their mask widened by ``reach`` of the width) that the
+    background photo fills with object structure: high means something (a bicycle) competes with them."""
+    h, w = concepts.shape
+    k = max(3, int(reach * w) | 1)
+    region = cv2.dilate(concepts.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    if not region.any():
+        return 0.0
+    return float(structure(background)[region].mean())
 
 
 def cover(image: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -141,30 +161,6 @@ def cover(image: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- procedural scenes
-# style -> words that pick it; checked in this order, so "underwater" wins over "water", "kitchen table" over "room"
-STYLE_WORDS: dict[str, tuple[str, ...]] = {
-    "underwater": ("underwater", "aquarium", "reef", "coral"),
-    "night": ("galaxy", "space", "night", "stars", "universe"),
-    "kitchen": ("kitchen", "table", "cafe", "restaurant", "counter", "dining", "desk", "bar"),
-    "room": ("room", "sofa", "couch", "bedroom", "living", "playroom", "office", "gallery", "museum", "closet",
-             "house", "home", "indoors", "bed", "carpet", "floor", "store", "shop", "gym", "laboratory", "library"),
-    "beach": ("beach", "sand", "desert", "dune", "savannah", "oasis", "shore", "coast", "safari"),
-    "water": ("sea", "ocean", "lake", "harbor", "harbour", "pond", "river", "boat"),
-    "snow": ("snow", "mountain", "mountains", "winter", "ice", "glacier"),
-    "city": ("city", "street", "sidewalk", "road", "playground", "town", "village", "airport", "square"),
-    "garden": ("garden", "park", "grass", "meadow", "field", "lawn", "farm", "pasture", "countryside", "yard",
-               "backyard", "forest", "jungle", "grassland", "grasslands", "zoo", "woods", "hill", "outdoors", "sky"),
-}
-
-
-def style_for(phrase: str) -> str:
-    words = scene_words(phrase)
-    for style, keys in STYLE_WORDS.items():
-        if any(w in keys or w.rstrip("s") in keys for w in words):
-            return style
-    return "studio"
-
-
 def _noise(rng: np.random.Generator, h: int, w: int, cells: tuple[float, float], octaves: int = 3) -> np.ndarray:
     """Smooth value noise in [0, 1]; ``cells`` = (rows, cols) of the coarsest grid (anisotropic -> streaks)."""
     out = np.zeros((h, w), np.float32)
@@ -219,9 +215,13 @@ def _paint_above(img: np.ndarray, ridge: np.ndarray, base: int, colour_top, colo
         img[band] = layer[band]
 
 
-def procedural(style: str, w: int, h: int, rng: np.random.Generator, horizon_max: float | None = None) -> np.ndarray:
-    """A plausible, soft scene background of ``style`` as uint8 HxWx3 (see ``STYLE_WORDS``)."""
+def procedural(style: str, w: int, h: int, rng: np.random.Generator, horizon_max: float | None = None,
+               horizon: float | None = None) -> np.ndarray:
+    """A plausible, soft scene background of ``style`` as uint8 HxWx3 (see ``STYLE_WORDS``); ``horizon``
+    (fraction of H) is the planner's, so the ground plane the objects were sized for is the one drawn."""
     hz = rng.uniform(0.38, 0.5)  # horizon / wall-floor line: objects stand below it
+    if horizon is not None:
+        hz = float(horizon)
     sea_frac = rng.uniform(0.08, 0.14) if style == "beach" else 0.0  # the sea band lies behind the objects too
     if horizon_max is not None:
         hz = min(hz, horizon_max - 0.04 - sea_frac)
@@ -236,6 +236,35 @@ def procedural(style: str, w: int, h: int, rng: np.random.Generator, horizon_max
         img[:hz] = _sky(rng, h, w, hz)
         img[hz:sea] = _ground(rng, sea - hz, w, (52, 112, 160), (88, 168, 196), (h / 60, w / 8), 0.25)
         img[sea:] = _ground(rng, h - sea, w, (226, 208, 166), (204, 178, 128), (h / 40, w / 30), 0.18)
+    elif style == "desert":  # dunes under a hot, hazy sky: sand all the way to the horizon, no sea
+        img[:hz] = _sky(rng, h, w, hz, top=(120, 165, 215), low=(232, 222, 200))
+        img[hz:] = _ground(rng, h - hz, w, (226, 180, 120), (204, 146, 88), (h / 40, w / 12), 0.22)
+        _paint_above(img, _ridge(rng, w, hz + 2, int(h * 0.07)), hz + 2, _jitter(rng, (206, 160, 104)), (214, 172, 116))
+    elif style == "savanna":  # dry yellow grass, a far line of olive scrub
+        img[:hz] = _sky(rng, h, w, hz, top=(110, 160, 220), low=(225, 225, 215))
+        img[hz:] = _ground(rng, h - hz, w, (186, 180, 98), (150, 140, 66), (h / 12, w / 90), 0.4)
+        _paint_above(img, _ridge(rng, w, hz + 2, int(h * 0.04)), hz + 2, _jitter(rng, (104, 108, 58)), (120, 118, 64))
+    elif style == "farm":  # a green pasture, a red barn and a wooden fence at the back
+        img[:hz] = _sky(rng, h, w, hz)
+        img[hz:] = _ground(rng, h - hz, w, (120, 166, 84), (62, 120, 44), (h / 10, w / 90), 0.45)
+        bw, bh = int(w * rng.uniform(0.14, 0.22)), int(h * rng.uniform(0.1, 0.14))
+        bx = int(rng.uniform(0.05, 0.95) * w - bw / 2)
+        x0, x1 = max(0, bx), min(w, bx + bw)
+        img[max(0, hz - bh):hz + 1, x0:x1] = _jitter(rng, (158, 42, 36), 8)  # barn wall
+        img[max(0, hz - bh - bh // 3):max(0, hz - bh), x0:x1] = _jitter(rng, (70, 52, 48), 6)  # roof
+        rail = (128, 96, 62)
+        for y in (hz + max(2, h // 60), hz + max(4, h // 30)):
+            img[y:y + max(1, h // 200)] = rail
+        img[hz:hz + max(5, h // 24), ::max(6, w // 24)] = rail  # posts
+    elif style == "moon":  # grey regolith with craters under a black sky with stars
+        img[:hz] = 6.0
+        stars = rng.random((hz, w)) > 0.997
+        img[:hz][stars] = 230.0
+        img[hz:] = _ground(rng, h - hz, w, (120, 120, 122), (160, 160, 160), (h / 20, w / 20), 0.35)
+        for _ in range(int(rng.integers(5, 10))):
+            cx, cy = int(rng.uniform(0, w)), int(rng.uniform(hz, h))
+            rx = int(w * rng.uniform(0.02, 0.07) * (0.4 + 0.6 * (cy - hz) / max(1, h - hz)))
+            cv2.ellipse(img, (cx, cy), (max(2, rx), max(1, rx // 3)), 0, 0, 360, (92, 92, 94), -1)
     elif style == "water":
         img[:hz] = _sky(rng, h, w, hz)
         img[hz:] = _ground(rng, h - hz, w, (70, 125, 170), (30, 80, 125), (h / 50, w / 6), 0.3)
@@ -249,8 +278,9 @@ def procedural(style: str, w: int, h: int, rng: np.random.Generator, horizon_max
         tile = max(8, w // 12)
         img[hz:, ::tile] *= 0.82  # pavement joints
     elif style in ("kitchen", "room"):
-        wall = ((236, 226, 208), (214, 200, 180)) if style == "kitchen" else ((214, 218, 220), (192, 196, 200))
-        img[:hz] = _ground(rng, hz, w, _jitter(rng, wall[0], 5), _jitter(rng, wall[1], 5), (3, 4), 0.08)
+        # a warm kitchen wall over a dark table top, a cool grey room wall over a lighter floor
+        wall = ((240, 224, 196), (218, 198, 168)) if style == "kitchen" else ((208, 214, 222), (186, 192, 200))
+        img[:hz] = _ground(rng, hz, w, wall[0], wall[1], (3, 4), 0.08)
         wood_far, wood_near = ((150, 102, 62), (118, 76, 44)) if style == "kitchen" else ((176, 132, 92), (140, 98, 62))
         floor = _vgrad(h - hz, w, _jitter(rng, wood_far, 10), _jitter(rng, wood_near, 10))
         warp = _noise(rng, h - hz, w, (4, 3), octaves=3)

@@ -24,6 +24,7 @@ from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, stable_hash
 from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
+from gen4gen.layout.plausibility import plausibility_of
 from gen4gen.layout.schema import ConceptCount, Layout, PlanRequest, layout_fields
 from gen4gen.manifest import Currency
 from gen4gen.markers import done_items
@@ -206,13 +207,18 @@ class ComposeStage:
         for name, m in comp.instances.items():
             out.image(f"instances/{name}.png", m)
         final = comp.layout
+        check = plausibility_of(final, comp.objects)
         objects = [{**o, "source_path": stage_rel(o["source_path"], self.stages_dir)} if o.get("source_path") else o
                    for o in comp.objects]  # relative: a moved or copied stages folder reads its own cut-outs
         out.bytes("layout.json", LayoutFile.build(
             {"scene": d["scene"], "composition_id": d["composition_id"], **layout_fields(final), "objects": objects,
-             "paste_order": list(final.paste_order), "attempts": comp.attempts, "rejected": comp.rejected}).dump())
+             "paste_order": list(final.paste_order), "attempts": comp.attempts, "rejected": comp.rejected,
+             "plausibility": check}).dump())
         with self._lock:
             self._stats[f"planner {final.planner}"] += 1
+            self._stats["composed"] += 1
+            self._stats["occluded"] += check["occluded"]
+            self._stats["size-order violations"] += len(check["size_order_violations"])
             if final.fallback:
                 self._stats["with fallback"] += 1
                 self._first_fallback = self._first_fallback or f"{item.id}: {final.fallback}"
@@ -225,8 +231,13 @@ class ComposeStage:
                            "write_s": round(time.perf_counter() - t0 - t_plan - t_compose, 4)}}
 
     def finish(self, summary: Summary) -> None:
+        composed = self._stats.pop("composed", 0)
+        occluded = self._stats.pop("occluded", 0)
         for key, n in sorted(self._stats.items()):
             summary.notes[key] = n
+        if composed:  # plausibility of this run's compositions (benchmarks/layout.py measures it over many)
+            share = float(getattr(self.heuristic, "occlusion", 0.0))
+            summary.notes["occluded compositions"] = f"{occluded}/{composed} (compose.occlusion {share:.0%})"
         if self._first_fallback:  # e.g. a wrong llm.base_url or a missing key: say it once, loudly
             summary.notes["first fallback"] = self._first_fallback[:300]
         if self.plan_seconds:

@@ -23,7 +23,8 @@ from gen4gen.manifest import Currency
 from gen4gen.markers import META, read_meta
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
-from gen4gen.repaint.backgrounds import BackgroundSource, feet_line, plan_sources, render, scan_photo_folders
+from gen4gen.repaint.backgrounds import (BackgroundSource, feet_line, plan_sources, render, salient_share,
+                                         scan_photo_folders)
 from gen4gen.repaint.mask import repaint_mask, to_u8
 from gen4gen.repaint.prompt import build_prompt
 from gen4gen.runner import Item, ItemWriter, run_stage
@@ -71,6 +72,7 @@ class RepaintStage:
         self.workers = int(cfg.workers) if getattr(self.backend, "thread_safe", False) else 1
         self._batches: dict[str, list[Item]] = {}
         self._results: dict[str, tuple | Exception] = {}
+        self._bg_info: dict[str, dict] = {}  # item -> salient share, the photo used instead, or a flag
         self._lock = threading.Lock()
         self._stale = 0
 
@@ -153,9 +155,11 @@ class RepaintStage:
         out.image("image.png", image)
         out.image("mask_used.png", to_u8(job.repaint))
         src: BackgroundSource = item.data["source"]
+        # a user's photo with a bicycle where the pets stand: another of its folder, else flagged (see _calm_photo)
+        background = {**src.describe(), **self._bg_info.pop(item.id, {})}
         return {"composition": item.data["composition"],
                 "composition_dir": stage_rel(item.data["path"], self.stages_dir),
-                "variant": item.data["variant"], "background": src.describe(),
+                "variant": item.data["variant"], "background": background,
                 "backend": getattr(self.backend, "name", type(self.backend).__name__), "prompt": job.prompt,
                 "negative_prompt": job.negative_prompt, "seed": job.seed, "size": list(job.size),
                 "repaint_fraction": round(float(job.repaint.mean()), 4),
@@ -170,6 +174,12 @@ class RepaintStage:
         fallbacks = sum(1 for _, meta in _metas(self.out_root) if (meta.get("background") or {}).get("fallback"))
         if fallbacks:
             summary.notes["no matching photo folder (procedural used)"] = fallbacks
+        metas = [meta.get("background") or {} for _, meta in _metas(self.out_root)]
+        swapped, busy = sum(1 for b in metas if b.get("skipped")), sum(1 for b in metas if b.get("flag"))
+        if swapped:
+            summary.notes["photo with a salient object behind the concepts (another used)"] = swapped
+        if busy:
+            summary.notes["photo with a salient object behind the concepts (flagged)"] = busy
 
     # ------------------------------------------------------------ work
     def job(self, item: Item) -> RepaintJob:
@@ -189,10 +199,42 @@ class RepaintStage:
         seed = item_seed(int(self.cfg.seed), item.id)
         src: BackgroundSource = item.data["source"]
         bg = render(src, (w, h), np.random.default_rng(seed), photo_blur=float(r.photo_blur),
-                    max_pixels=int(io.max_pixels), horizon_max=feet_line(mask))
+                    max_pixels=int(io.max_pixels), horizon_max=feet_line(mask), horizon=_horizon(layout))
+        if src.kind == "photo":
+            bg = self._calm_photo(item.id, src, bg, mask > 127)
         return RepaintJob(rgb=np.ascontiguousarray(rgba[..., :3]), alpha=mask.astype(np.float32) / 255.0,
                           repaint=rep, background=bg, prompt=build_prompt(layout, src.phrase, str(r.prompt)),
                           negative_prompt=str(r.negative_prompt or ""), seed=seed)
+
+    def _calm_photo(self, item_id: str, src: BackgroundSource, bg: np.ndarray, concepts: np.ndarray,
+                    tries: int = 3) -> np.ndarray:
+        """``bg``, or when a salient object of it stands where the concepts stand (a bicycle behind the pets),
+        the first calm photo among the next ``tries`` of the same scene folder; flagged when none is calm."""
+        limit = float(self.rcfg.get("max_salient", 0.12))
+        share = salient_share(bg, concepts)
+        info: dict = {"salient_share": round(share, 3)}
+        if share > limit:
+            path = Path(src.source)
+            folder = self.photo_folders.get(path.parent.name, [])
+            start = folder.index(path) if path in folder else -1
+            skipped = [str(path)]
+            for other in [folder[(start + k) % len(folder)] for k in range(1, min(tries, len(folder) - 1) + 1)]:
+                try:
+                    alt = render(BackgroundSource("photo", src.phrase, str(other)), bg.shape[1::-1],
+                                 np.random.default_rng(0), photo_blur=float(self.rcfg.photo_blur),
+                                 max_pixels=int(self.cfg.io.max_pixels))
+                except ItemFailed:
+                    continue
+                alt_share = salient_share(alt, concepts)
+                if alt_share <= limit:
+                    bg, info = alt, {"salient_share": round(alt_share, 3), "source": str(other), "skipped": skipped}
+                    break
+                skipped.append(str(other))
+            else:
+                info["flag"] = (f"a salient object of the photo covers {share:.0%} of where the concepts stand "
+                                "(repaint.max_salient) and no other photo of the folder is calmer there")
+        self._bg_info[item_id] = info
+        return bg
 
     def _batched(self, item: Item) -> tuple:
         with self._lock:
@@ -237,6 +279,12 @@ def _read(path: Path, mode: str, io) -> np.ndarray:
 
 def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _horizon(layout: dict) -> float | None:
+    """The planner's horizon (fraction of H), when layout.json has a usable one."""
+    value = (layout.get("camera") or {}).get("horizon") if isinstance(layout.get("camera"), dict) else None
+    return float(value) if isinstance(value, (int, float)) and 0.05 <= value <= 0.95 else None
 
 
 def _metas(root: Path):

@@ -13,6 +13,8 @@ settings, s2's compositions were built from cut-outs that no longer exist. The r
   stale in their summary.
 - A run with ``shard.count=n`` removes the manifests of other shard counts: they describe an earlier
   split of the work. Shards of one count write separate files, so concurrent shards never clash.
+- A run that stops early (Ctrl-C, a crash) writes none: the previous manifest stands, so items it
+  redid with other settings are current only once a run of the stage finishes.
 - A stage folder without any manifest (written before manifests existed) counts every finished
   item as current, so older trees still work.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,15 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def png_bytes(image: Image.Image | np.ndarray) -> bytes:
+def png_bytes(image: Image.Image | np.ndarray, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
+    """``strategy``: zlib's, for content whose kind is known, e.g. ``Z_HUFFMAN_ONLY`` for a full-resolution
+    photo (string matching finds almost nothing in camera noise at level 1: ~20 % faster, +0.2 % bytes) or
+    ``Z_RLE`` for a mask (long runs: faster and smaller)."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)  # 1: ~1.5x faster than 4 for ~7 % larger files
+    # level 1: ~1.5x faster than 4 for ~7 % larger files
+    image.save(buf, format="PNG", compress_level=1, compress_type=strategy)
     return buf.getvalue()
 
 

@@ -33,6 +33,11 @@ class GrabCut:
             self.name = f"grabcut+{getattr(seed, 'name', type(seed).__name__)}"
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        return self.segment(rgb)[0]
+
+    def segment(self, rgb: np.ndarray) -> tuple[np.ndarray, dict]:
+        """The soft mask and ``{"frame_xyxy": the centre box (photo px) or None}``: a centre-box GrabCut can
+        mark nothing outside its box, so its masks are judged against the box (cut off by it, filling it)."""
         h, w = rgb.shape[:2]
         s = min(1.0, self.max_side / max(h, w))
         ws = (max(1, round(w * s)), max(1, round(h * s)))
@@ -46,7 +51,11 @@ class GrabCut:
         hard = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.float32)
         # soft edge: a small blur at the working size becomes a few pixels of feathering when upsampled
         soft = cv2.GaussianBlur(hard, (0, 0), self.softness) if self.softness > 0 else hard
-        return np.clip(cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+        mask = np.clip(cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+        if self.seed is not None:
+            return mask, {"frame_xyxy": None}
+        mx, my = max(1, round(self.margin * ws[0])) / s, max(1, round(self.margin * ws[1])) / s
+        return mask, {"frame_xyxy": [round(mx), round(my), w - round(mx), h - round(my)]}
 
     def _seed_labels(self, rgb: np.ndarray, ws: tuple[int, int]) -> np.ndarray:
         w, h = ws

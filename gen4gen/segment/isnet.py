@@ -24,7 +24,8 @@ class ISNet(OnnxSaliency):
 
     def __init__(self, model_path: str | None = None, size: int = 1024, mean=(0.5, 0.5, 0.5),
                  std=(1.0, 1.0, 1.0), scale: str = "255", flip_tta: bool = False, refine: str = "none",
-                 pad: float = 0.0, threads: int = 0):
+                 pad: float = 0.0, threads: int = 0, zoom: float = 0.5,
+                 zoom_margin: float = 0.25):
         if not model_path:
             raise UserError("segmenter=isnet needs a checkpoint: segmenter.model_path=/path/to/isnet.onnx; "
                             "no IS-Net weights ship with gen4gen. " + EXPORT_HINT)
@@ -33,4 +34,5 @@ class ISNet(OnnxSaliency):
             raise UserError(f"segmenter=isnet reads ONNX files, not PyTorch checkpoints ({path.name}): "
                             + EXPORT_HINT)
         super().__init__(path, size=size, mean=mean, std=std, scale=scale, flip_tta=flip_tta,
-                         refine=refine, pad=pad, threads=threads)
+                         refine=refine, pad=pad, threads=threads,
+                         zoom=zoom, zoom_margin=zoom_margin)

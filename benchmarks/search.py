@@ -1,10 +1,13 @@
-"""Model-search latency and memory vs number of models (synthetic, first-moment top-10).
+"""Model-search latency, build time and recall vs number of models (synthetic, first-moment top-10), the
+inverted file built by faiss (PCA + k-means coarse quantiser) side by side with the numpy spherical k-means.
 
-    python benchmarks/search.py [--sizes 1000 10000 100000 1000000] [--dim 512] [--dtype float16]
+    python benchmarks/search.py [--sizes 100000 1000000] [--sets clustered gaussian] [--dim 512]
 
-For each size it writes a real index (memory-mapped mu_hat via IndexWriter) of clustered synthetic
-model means, then times: exact streamed top-10 for one query, the same per query in batches of 64,
-and the inverted file (IVF, built once) at two nprobe values with its recall@10 against exact search.
+For each set and size it writes a real index (memory-mapped mu_hat via IndexWriter), then times exact streamed
+top-10 (one query, and per query in batches of 64) and, per IVF backend, the build (wall and CPU seconds) and
+per-query top-10 at several nprobe values with recall@10 against exact search. Sets: ``clustered`` (models
+around 2,000 base-model families, as fine-tunes cluster around their base) and ``gaussian`` (means drawn from
+one isotropic Gaussian: no structure for the lists to follow).
 """
 from __future__ import annotations
 
@@ -23,18 +26,19 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from gen4gen.search import query as Q  # noqa: E402
-from gen4gen.search.index import IndexInfo, IndexWriter, ModelIndex, MomentSpec, write_info  # noqa: E402
+from gen4gen.search.index import IndexInfo, IndexWriter, ModelIndex, MomentSpec, Space, write_info  # noqa: E402
 from timing import timed  # noqa: E402  (benchmarks/timing.py: the script folder is on sys.path)
 
-
-def synthetic_index(root: Path, n: int, d: int, dtype: str, seed: int = 0) -> ModelIndex:
-    """Model means drawn around 2,000 'base model' families, as fine-tunes cluster around their base."""
+def synthetic_index(root: Path, n: int, d: int, dtype: str, kind: str, seed: int = 0) -> ModelIndex:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((2000, d)).astype(np.float32)
     w = IndexWriter(root, "image", n, d, MomentSpec("diag", dtype=dtype))
     for s in range(0, n, 65536):
         m = min(65536, n - s)
-        mu = centres[rng.integers(0, len(centres), m)] + 0.5 * rng.standard_normal((m, d)).astype(np.float32)
+        if kind == "clustered":
+            mu = centres[rng.integers(0, len(centres), m)] + 0.5 * rng.standard_normal((m, d)).astype(np.float32)
+        else:
+            mu = rng.standard_normal((m, d)).astype(np.float32)
         w.arrays["mu_hat"][s:s + m] = mu / np.linalg.norm(mu, axis=1, keepdims=True)
     w.close()
     write_info(root, IndexInfo(names=[f"model_{i}" for i in range(n)],
@@ -42,51 +46,71 @@ def synthetic_index(root: Path, n: int, d: int, dtype: str, seed: int = 0) -> Mo
     return ModelIndex(root)
 
 
+def recall_at_10(space: Space, qs: np.ndarray, exact_rows: np.ndarray, nprobe: int) -> float:
+    return float(np.mean([len(set(Q.ivf_topk(space, q, 10, nprobe, min_recall=0)[0].tolist()) & set(e.tolist())) / 10
+                          for q, e in zip(qs, exact_rows)]))
+
+
+def measure(space: Space, qs: np.ndarray, backend: str, nprobes: list[int]) -> list[str]:
+    """Build the IVF with ``backend``; its build wall/CPU seconds, then ms per query and recall@10 per nprobe."""
+    exact_rows = Q.first_moment_topk(space.mu_hat, qs, k=10)[0]
+    wall, cpu = time.perf_counter(), time.process_time()
+    Q.build_ivf(space, backend=backend)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    lists = len(space.ivf_centroids)
+    # what the search stage would do: use the IVF at nprobe=8 only when its own recall check passes
+    self_recall = Q.ivf_recall(space, 8)
+    cells = [backend, str(lists), f"{wall:.1f}", f"{cpu:.1f}",
+             f"{self_recall:.3f} ({'IVF' if self_recall >= Q.MIN_RECALL else 'exact'})"]
+    for nprobe in nprobes:
+        nprobe = min(nprobe, lists)
+        Q.ivf_topk(space, qs[0], 10, nprobe, min_recall=0)  # the probed lists' pages
+        ms = timed(lambda nprobe=nprobe: [Q.ivf_topk(space, q, 10, nprobe, min_recall=0) for q in qs], 3) / len(qs) * 1000
+        cells.append(f"{ms:.2f} / {recall_at_10(space, qs, exact_rows, nprobe):.3f}")
+    return cells
+
+
+def exact_ms(space: Space, qs: np.ndarray) -> tuple[float, float]:
+    """Exact streamed top-10: ms for one query, and ms per query in a batch of 64."""
+    Q.first_moment_topk(space.mu_hat, qs[:1])  # warm the page cache
+    single = timed(lambda: [Q.first_moment_topk(space.mu_hat, q[None], k=10) for q in qs[:5]], 3) / 5
+    batch = np.repeat(qs, max(1, 64 // len(qs) + 1), axis=0)[:64]
+    return single * 1000, timed(lambda: Q.first_moment_topk(space.mu_hat, batch, k=10), 3) / 64 * 1000
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--sets", nargs="+", default=["clustered", "gaussian"], choices=["clustered", "gaussian"])
+    ap.add_argument("--backends", nargs="+", default=["numpy", "faiss"], choices=["numpy", "faiss"])
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--nprobes", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--dir", default=None, help="where the synthetic indexes go (default: a temp dir)")
     args = ap.parse_args()
     rng = np.random.default_rng(1)
+    print(f"load average at start: {os.getloadavg()}")
     table = Table(title=f"first-moment top-10, d={args.dim}, mu_hat {args.dtype}, {os.cpu_count()} CPU cores")
-    for col in ("models", "index MB", "exact 1 query ms", "exact batch-64 ms/query", "IVF lists", "IVF build s",
-                "IVF nprobe=8 ms", "recall@10", "IVF nprobe=32 ms", "recall@10 ", "peak RSS MB"):
+    for col in ("set", "models", "exact 1 query ms", "exact batch-64 ms/query", "IVF", "lists", "build s",
+                "build CPU s", "self-recall nprobe=8 (stage uses)", *(f"nprobe={p} ms / recall@10" for p in args.nprobes), "load avg", "peak RSS MB"):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        for n in args.sizes:
-            root = Path(tmp) / str(n)
-            index = synthetic_index(root, n, args.dim, args.dtype)
-            space = index.spaces["image"]
-            mb = (root / "image_mu_hat.npy").stat().st_size / 2 ** 20
-            # queries near random models (a text query lands near the models that match it)
-            picks = rng.integers(0, n, args.queries)
-            qs = np.asarray(space.mu_hat[np.sort(picks)], np.float32) + 0.05 * rng.standard_normal((args.queries, args.dim))
-            qs = (qs / np.linalg.norm(qs, axis=1, keepdims=True)).astype(np.float32)
-            Q.first_moment_topk(space.mu_hat, qs[:1])  # warm the page cache
-            exact_rows = Q.first_moment_topk(space.mu_hat, qs, k=10)[0]
-            single = timed(lambda: [Q.first_moment_topk(space.mu_hat, q[None], k=10) for q in qs[:5]], 3) / 5
-            batch = np.repeat(qs, max(1, 64 // len(qs) + 1), axis=0)[:64]
-            batched = timed(lambda: Q.first_moment_topk(space.mu_hat, batch, k=10), 3) / 64
-            t = time.perf_counter()
-            Q.build_ivf(space)
-            build = time.perf_counter() - t
-            lists = len(space.ivf_centroids)
-            ivf = []
-            for nprobe in (8, 32):
-                nprobe = min(nprobe, lists)
-                ms = timed(lambda: [Q.ivf_topk(space, q, 10, nprobe) for q in qs], 3) / len(qs) * 1000
-                recall = np.mean([len(set(Q.ivf_topk(space, q, 10, nprobe)[0].tolist()) & set(e.tolist())) / 10
-                                  for q, e in zip(qs, exact_rows)])
-                ivf += [f"{ms:.2f}", f"{recall:.3f}"]
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            table.add_row(f"{n:,}", f"{mb:.0f}", f"{single * 1000:.1f}", f"{batched * 1000:.2f}", str(lists),
-                          f"{build:.1f}", *ivf, f"{peak:.0f}")
-            Console(width=220).print(table)
-            del index, space
+        for kind in args.sets:
+            for n in args.sizes:
+                root = Path(tmp) / f"{kind}_{n}"
+                space = synthetic_index(root, n, args.dim, args.dtype, kind).spaces["image"]
+                # queries near random models (a text query lands near the models that match it)
+                picks = np.sort(rng.integers(0, n, args.queries))
+                qs = np.asarray(space.mu_hat[picks], np.float32) + 0.05 * rng.standard_normal((args.queries, args.dim))
+                qs = (qs / np.linalg.norm(qs, axis=1, keepdims=True)).astype(np.float32)
+                single, batched = exact_ms(space, qs)
+                for backend in args.backends:
+                    cells = measure(space, qs, backend, args.nprobes)
+                    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                    table.add_row(kind, f"{n:,}", f"{single:.1f}", f"{batched:.2f}", *cells,
+                                  f"{os.getloadavg()[0]:.1f}", f"{peak:.0f}")
+                    Console(width=250).print(table)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 import gen4gen
+from gen4gen.console import quiet_libraries
 
 
 def conf_dir() -> str:
@@ -24,6 +25,7 @@ def _hydra_main(cfg: DictConfig) -> int:
 
 
 def main() -> None:
+    quiet_libraries()
     _hydra_main()
 
 

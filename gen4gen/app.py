@@ -7,7 +7,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from gen4gen.console import Summary, console, print_summaries
+from gen4gen.console import Summary, console, print_summaries, take_retries
 from gen4gen.errors import UserError
 from gen4gen.paths import isolate_sweep_job
 
@@ -46,16 +46,19 @@ def run(cfg: DictConfig) -> int:
             summary = module.run(cfg)
         except UserError as e:
             console.print(f"[red]{name}: {e}[/red]")
-            summaries.append(Summary(stage=name, notes={"error": str(e)}))
+            summaries.append(Summary(stage=name, notes={"stopped": "see the error above"}))
             code = 2
             break
         except Exception as e:  # noqa: BLE001 - a bug, not bad input: one clear line here, the traceback in the log
             log.debug("stage %s crashed", name, exc_info=True)
             console.print(f"[red]{name} stopped: {type(e).__name__}: {e}[/red] (traceback in the run's gen4gen.log; "
                           f"finished items are kept, rerun to resume)")
-            summaries.append(Summary(stage=name, notes={"error": f"{type(e).__name__}: {e}"}))
+            summaries.append(Summary(stage=name, notes={"stopped": "see the error above"}))
             code = 1
             break
+        retries = take_retries()
+        if retries:  # the HTTP clients' own retry lines are in the log file only
+            summary.notes["HTTP retries"] = f"{retries} (429/5xx/timeouts; each in the run's gen4gen.log)"
         summaries.append(summary)
         log.info("%s: %d done, %d skipped, %d failed of %d in %.1fs", name, summary.done, summary.skipped,
                  summary.failed, summary.total, summary.seconds)

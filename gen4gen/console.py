@@ -1,7 +1,11 @@
-"""Terminal output: one rich console (stderr), progress bars and the end-of-stage summary table."""
+"""Terminal output: one rich console (stderr), progress bars, the end-of-stage summary table, and what
+reaches the terminal from the logging of gen4gen and its libraries."""
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import threading
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -39,17 +43,73 @@ def progress() -> Progress:
 
 def summary_table(summaries: list[Summary]) -> Table:
     table = Table(title="gen4gen summary", show_lines=False)
-    for col in ("stage", "items", "done", "skipped", "failed", "seconds", "output"):
-        # paths wrap instead of being cut: the last lines a user sees name the dataset and gallery
-        table.add_column(col, justify="right" if col not in ("stage", "output") else "left",
-                         overflow="fold" if col == "output" else "ellipsis")
+    for col in ("stage", "items", "done", "skipped", "failed", "seconds"):
+        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
     for s in summaries:
         failed = f"[red]{s.failed}[/red]" if s.failed else "0"
-        table.add_row(s.stage, str(s.total), str(s.done), str(s.skipped), failed, f"{s.seconds:.1f}", s.out_dir)
-        for key, value in s.notes.items():
-            table.add_row("", "", "", "", "", "", f"[dim]{key}: {value}[/dim]")
+        table.add_row(s.stage, str(s.total), str(s.done), str(s.skipped), failed, f"{s.seconds:.1f}")
     return table
+
+
+def summary_lines(summaries: list[Summary]) -> list[str]:
+    """Each stage's output folder and notes, one line each under the table: a table cell would break a long
+    path mid-word in an 80-column terminal; a line of its own is wrapped (if at all) by the terminal, and a
+    copied path stays whole."""
+    lines = []
+    for s in summaries:
+        if s.out_dir:
+            lines.append(f"{s.stage}: {s.out_dir}")
+        lines += [f"{s.stage}: {key}: {value}" for key, value in s.notes.items()]
+    return lines
 
 
 def print_summaries(summaries: list[Summary]) -> None:
     console.print(summary_table(summaries))
+    for line in summary_lines(summaries):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
+# ---------------------------------------------------------------- library logging
+# libraries that install their own stderr handler or draw progress bars while loading weights: errors only, no bars
+QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+# log lines of an HTTP client that retries a request: counted, not shown
+RETRY_LINES = {"openai": ("Retrying",), "huggingface_hub": ("Retrying in", "Rate limited")}
+_retries = 0
+_retries_lock = threading.Lock()
+
+
+class OwnRecords(logging.Filter):
+    """The terminal handler's filter (conf/config.yaml): gen4gen's and Hydra's records pass; a library's
+    records (httpx2 request lines, openai retries, captured warnings) go to the run's log file only. The
+    HTTP clients' retries are counted on the way, for one line per stage (:func:`take_retries`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        top = record.name.split(".", 1)[0]
+        if top in RETRY_LINES and str(record.msg).startswith(RETRY_LINES[top]):
+            global _retries
+            with _retries_lock:
+                _retries += 1
+        return top in ("gen4gen", "hydra")
+
+
+def take_retries() -> int:
+    """HTTP retries counted since the last call."""
+    global _retries
+    with _retries_lock:
+        n, _retries = _retries, 0
+    return n
+
+
+def quiet_libraries() -> None:
+    """Before the stages import their libraries: dependency warnings go to the logging system (and so to the log
+    file, not the terminal); transformers and diffusers, which have their own stderr handlers, print errors only
+    and draw no weight-loading bars (a user's own setting of these variables wins)."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    logging.captureWarnings(True)
+    # huggingface_hub prints through its own stderr handler *and* propagates to the root logger: each of its
+    # retry lines appeared twice. Without its handler its records take the root's way (the log file; the terminal
+    # filter counts its retries)
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.get_logger().handlers.clear()

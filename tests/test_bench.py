@@ -6,6 +6,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -136,7 +137,8 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
     assert len(ranking) == 6 and sorted(r["rank"] for r in ranking) == ["1", "1", "1", "2", "2", "2"]
     gallery = (report / "gallery.html").read_text()
     assert gallery.count("<img ") == 12
-    assert all((report / src).resolve().is_file() for src in
+    # src are URLs (quoted): the files they name exist
+    assert all((report / unquote(src)).resolve().is_file() for src in
                __import__("re").findall(r'src="([^"]+)"', gallery))
 
     # rerun: every image is skipped and nothing is rewritten; the metrics come from their cache, unchanged
@@ -374,6 +376,9 @@ def test_promptset_loaders_on_the_shared_files(tmp_path):
     assert scene.text.startswith("<new1> cat") and scene.scored_text.startswith("a cat on the left")
     assert novel.text == "<new1> cat and <new2> dog on the surface of the moon"
     assert novel.scored_text == "a cat and a dog on the surface of the moon"
+    from gen4gen.bench.metrics import Detector
+
+    assert Detector.query("owl") == "a photo of an owl" and Detector.query("teddy_bear") == "a photo of a teddy bear"
     assert scene.references["dog"] == [str(ds / "refs" / "dog_0.png")]
     with pytest.raises(UserError, match="missing column"):
         P.load_drawbench("x", shared("prompts", "PartiPrompts.tsv"))

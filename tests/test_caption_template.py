@@ -84,6 +84,15 @@ def test_words_plurals_and_multiword_concepts():
     assert plural("mouse") == "mice" and plural("sheep") == "sheep" and plural("toy") == "toys"
     assert count_phrase("owl", 1) == "an owl" and count_phrase("owl", 3) == "three owls"
     assert count_phrase("bird", 14) == "14 birds"
+
+
+@pytest.mark.parametrize("noun, phrase", [
+    ("unicorn", "a unicorn"), ("hour", "an hour"), ("hourglass", "an hourglass"), ("honest man", "an honest man"),
+    ("heir", "an heir"), ("university", "a university"), ("ukulele", "a ukulele"), ("european robin", "a european robin"),
+    ("one-eyed cat", "a one-eyed cat"), ("umbrella", "an umbrella"), ("owl", "an owl"), ("x-ray machine", "an x-ray machine"),
+    ("cat", "a cat"), ("yacht", "a yacht")])
+def test_articles_follow_the_sound_not_the_letter(noun, phrase):
+    assert count_phrase(noun, 1) == phrase
     c = captions(layout(("teddy_bear", (10, 10, 40, 40)), ("teddy_bear", (60, 10, 40, 40)), ("owl", (150, 10, 40, 40))),
                  tokens={"owl": "<new1>", "teddy_bear": "<new2>"})
     assert c["short"] == "a photo of two teddy bears and an owl in the garden"
@@ -112,6 +121,8 @@ def test_checker_finds_missing_wrong_count_invented_and_too_long():
     assert plural_single == ["it calls the single cat 'cats'; there is exactly one"]
     invented = caption_problems("A cat, two dogs and a plant.", counts, known, 60)
     assert invented == ["it mentions a plant, which is not in this picture"]
+    owl = caption_problems("A cat, two dogs and an owl.", counts, known + ["owl"], 60)
+    assert owl == ["it mentions an owl, which is not in this picture"]
     long = caption_problems("A cat and two dogs " + "very " * 60, counts, known, 60)
     assert any("limit is 60" in p for p in long)
 

@@ -1,6 +1,8 @@
 """The HTML gallery: every thumbnail it shows exists, captions and failures are on the page, the layout
 picture has its boxes drawn, and the page renders in headless Chromium (skipped without a browser)."""
+import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -73,22 +75,98 @@ def test_layout_thumbnail_has_labelled_boxes(gallery):
     assert drawn.mean() < 0.2  # the rest is the composition
 
 
-def test_renders_in_headless_chromium(gallery, tmp_path):
+def chromium() -> str:
+    """The browser; without one the test skips, except under CI (.ci/run installs it), where it fails."""
     browser = next((b for b in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"),
                                 shutil.which("google-chrome")) if b and Path(b).exists()), None)
     if browser is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("no Chromium under CI: .ci/run installs it (apt-get install chromium)")
         pytest.skip("no Chromium installed (apt-get install chromium) to render the gallery")
-    shot = tmp_path / "shot.png"
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    return browser
+
+
+def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1200", f"--screenshot={shot}",
-           gallery.as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=120)
+           f"--user-data-dir={tmp_path / 'profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def test_renders_in_headless_chromium(gallery, tmp_path):
+    shot = tmp_path / "shot.png"
+    run_chromium(tmp_path, "--window-size=1000,1200", f"--screenshot={shot}", gallery.as_uri())
     assert shot.is_file(), "Chromium wrote no screenshot"
     page = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     # the thumbnails were decoded and drawn: the cat's orange and the dogs' brown are on the page
     for colour in (COLOURS["cat"], COLOURS["dog"]):
         assert (np.abs(page - np.array(colour)).sum(-1) < 40).sum() > 200, colour
+
+
+# Run inside a copy of the page (same folder, so the same relative links): every <img> source is decoded by the
+# browser (lazy images too), and every element of a card must lie inside the card.
+CHECK = """<script>
+window.addEventListener("load", async () => {
+  const imgs = [...document.images];
+  const ok = await Promise.all(imgs.map(img => new Promise(done => {
+    const probe = new Image();
+    probe.onload = () => done(probe.naturalWidth > 0);
+    probe.onerror = () => done(false);
+    probe.src = img.src;
+  })));
+  const overflow = [];
+  for (const card of document.querySelectorAll("figure")) {
+    const box = card.getBoundingClientRect();
+    for (const el of [card, ...card.querySelectorAll("*")]) {
+      const r = el.getBoundingClientRect();
+      if (r.right > box.right + 0.5 || r.left < box.left - 0.5 || el.scrollWidth > el.clientWidth + 1)
+        overflow.push(el.tagName + ": " + el.textContent.slice(0, 80));
+    }
+  }
+  const out = document.createElement("pre");
+  out.id = "check";
+  out.textContent = JSON.stringify({images: imgs.length, broken: imgs.filter((_, i) => !ok[i]).map(i => i.src),
+                                    overflow, cards: document.querySelectorAll("figure").length,
+                                    width: document.documentElement.clientWidth});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def check_in_chromium(page: Path, tmp_path: Path) -> dict:
+    probe = page.with_name("check.html")
+    probe.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
+    result = run_chromium(tmp_path, "--window-size=1400,1000", "--virtual-time-budget=60000", "--dump-dom",
+                          probe.as_uri())
+    found = re.search(r'<pre id="check">(.*?)</pre>', result.stdout, re.S)
+    assert found, f"the check did not run in Chromium: {result.stderr[-2000:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_200_items_load_every_image_and_nothing_overflows_at_1400px(tmp_path):
+    long = "hippopotamusxylophonebutterflyextravaganza"  # one long word: names and ids must wrap in their cards
+    objects = [(long, 0, (10, 40, 30, 30)), ("dog", 0, (60, 40, 30, 30))]
+    make_pipeline(tmp_path, size=(96, 96),
+                  scenes={"pets": [(f"{long}+dog_{i:03d}", "in the garden", objects) for i in range(200)]})
+    cfg = make_cfg(tmp_path, "export.formats=[mycanvas]", "export.gallery_per_scene=0", "export.thumb_size=96")
+    s4_caption.run(cfg)
+    page = Path(export.run(cfg).notes["gallery"])
+    found = check_in_chromium(page, tmp_path)
+    # 4 cut-outs, then per composition its layout and its final image
+    assert found["images"] == 4 + 200 * 2 and found["cards"] == 4 + 200 * 2
+    assert found["width"] >= 1380
+    assert found["broken"] == [] and found["overflow"] == []
+
+
+def test_the_check_sees_a_broken_image_and_an_overflowing_caption(gallery, tmp_path):
+    """The browser check is not vacuous: a missing thumbnail and an unbreakable over-wide caption are found."""
+    broken = gallery.with_name("broken.html")
+    page = re.sub(r'src="thumbs/[^"]*__layout\.jpg"', 'src="thumbs/missing.jpg"', gallery.read_text())
+    broken.write_text(page.replace("</body>", '<figure><figcaption style="overflow-wrap:normal">' + "x" * 300
+                      + "</figcaption></figure></body>"))
+    found = check_in_chromium(broken, tmp_path)
+    assert [Path(unquote(b)).name for b in found["broken"]] == ["missing.jpg"]
+    assert found["overflow"] and found["overflow"][0].startswith("FIGURE: xxx")
 
 
 def test_gallery_shows_at_most_the_configured_compositions_per_scene(tmp_path):
@@ -100,3 +178,18 @@ def test_gallery_shows_at_most_the_configured_compositions_per_scene(tmp_path):
     text = page.read_text()
     assert "showing 2 of 3 compositions" in text and "<b>3</b> final images" in text
     assert "pets/cat+dog_002" not in text and not (page.parent / "thumbs/pets__cat+dog_002__v0_procedural.jpg").exists()
+
+
+def test_bench_gallery_escapes_prompts_and_quotes_links(tmp_path):
+    from gen4gen.bench.report import gallery_html
+
+    rows = [{"model": "sd<1>", "prompt_key": "p&1", "prompt": 'a <script>alert("x")</script> cat', "category": "a&b",
+             "image": f"images/sd<1>/p#1 s{s}.png", "seed": s} for s in (1, 0)]
+    text = gallery_html(rows, tmp_path / "run", tmp_path / "run/report/gallery.html")
+    assert "<script>" not in text and "a &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; cat" in text
+    assert "<th>sd&lt;1&gt;</th>" in text and "<b>p&amp;1</b> <i>a&amp;b</i>" in text
+    parser = Images()
+    parser.feed(text)
+    # seeds in order; '#' quoted so the browser does not read it as a fragment
+    assert parser.srcs == ["../images/sd<1>/p#1 s0.png", "../images/sd<1>/p#1 s1.png"]
+    assert 'src="../images/sd%3C1%3E/p%231%20s0.png"' in text

@@ -196,6 +196,10 @@ def test_prompt_names_the_objects_and_the_scene():
         "a realistic photo of two teddy bears, an apple, two foxes and two puppies on a sofa"
     assert build_prompt({"composition_id": "cat+lion_003"}, "in a garden", "{objects}, {background}") == \
         "a cat and a lion, in a garden"
+    # the article follows the sound; plurals as in captions
+    objs = [{"concept": c} for c in ("unicorn", "hourglass", "mouse", "mouse")]
+    assert build_prompt({"objects": objs}, "in a meadow") == \
+        "a realistic photo of a unicorn, an hourglass and two mice in a meadow"
 
 
 def test_procedural_horizon_stays_above_the_objects_feet():

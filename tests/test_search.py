@@ -106,7 +106,10 @@ def test_lowrank_moments_keep_the_total_variance():
     assert np.abs(np.abs(few["U"].T @ top).diagonal()).min() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_ivf_matches_exact_search_when_probing_every_list(tmp_path):
+@pytest.mark.parametrize("backend", ["faiss", "numpy"])
+def test_ivf_matches_exact_search_when_probing_every_list(tmp_path, backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
     rng = np.random.default_rng(2)
     centres = rng.normal(size=(20, 16))
     mu = centres[rng.integers(0, 20, 3000)] + 0.1 * rng.normal(size=(3000, 16))
@@ -117,14 +120,68 @@ def test_ivf_matches_exact_search_when_probing_every_list(tmp_path):
     write_info(tmp_path, IndexInfo(names=[f"m{i}" for i in range(len(mu))],
                                    spaces={"image": {"dim": 16, "encoder": "synthetic", "moment": "diag", "rank": 0, "raw": False}}))
     space = ModelIndex(tmp_path).spaces["image"]
-    Q.build_ivf(space, n_lists=25, seed=0)
+    assert Q.build_ivf(space, n_lists=25, seed=0, backend=backend) == backend
+    order = np.load(tmp_path / "image_ivf_order.npy")
+    assert sorted(order.tolist()) == list(range(len(mu)))  # every model in exactly one list
     q = Q._unit(mu[123] + 0.01)
     exact_rows, exact = Q.first_moment_topk(space.mu_hat, q[None], k=10)
     rows, scores = Q.ivf_topk(space, q, k=10, nprobe=25)
     assert rows.tolist() == exact_rows[0].tolist()
     np.testing.assert_allclose(scores, exact[0], rtol=1e-6)
-    rows4, _ = Q.ivf_topk(space, q, k=10, nprobe=4)  # a few lists already hold the neighbours of a clustered query
+    rows4, _ = Q.ivf_topk(space, q, k=10, nprobe=4, min_recall=0)  # a few lists hold a clustered query's neighbours
     assert len(set(rows4.tolist()) & set(exact_rows[0].tolist())) >= 8
+
+
+def _synthetic_space(root, mu):
+    w = IndexWriter(root, "image", len(mu), mu.shape[1], MomentSpec("diag"))
+    w.set_rows(slice(0, len(mu)), mu=mu, var=np.ones_like(mu))
+    w.close()
+    write_info(root, IndexInfo(names=[f"m{i}" for i in range(len(mu))], spaces={
+        "image": {"dim": mu.shape[1], "encoder": "synthetic", "moment": "diag", "rank": 0, "raw": False}}))
+    return ModelIndex(root).spaces["image"]
+
+
+def test_an_ivf_that_misses_neighbours_is_not_used(tmp_path, caplog):
+    """Unclustered means (one Gaussian): a few lists hold few of a query's true neighbours, so the IVF's measured
+    recall is low and the search is exact; on clustered means the IVF is used."""
+    rng = np.random.default_rng(4)
+    space = _synthetic_space(tmp_path / "gauss", rng.normal(size=(4000, 64)))
+    Q.build_ivf(space, n_lists=64, backend="numpy")
+    assert Q.ivf_recall(space, 2) < 0.5
+    assert json.loads((tmp_path / "gauss/image_ivf_recall.json").read_text()) == {"2": Q.ivf_recall(space, 2)}
+    q = Q._unit(space.mu_hat[5] + 0.05 * rng.normal(size=64))
+    exact_rows, exact = Q.first_moment_topk(space.mu_hat, q[None], k=10)
+    with caplog.at_level("WARNING", logger="gen4gen.search.query"):
+        for _ in range(2):
+            rows, scores = Q.ivf_topk(space, q, k=10, nprobe=2)
+            assert rows.tolist() == exact_rows[0].tolist() and np.allclose(scores, exact[0])
+    assert len([r for r in caplog.records if "searching exactly" in r.getMessage()]) == 1  # said once
+
+    centres = rng.normal(size=(16, 64))
+    clustered = _synthetic_space(tmp_path / "clustered", centres[rng.integers(0, 16, 4000)]
+                                 + 0.1 * rng.normal(size=(4000, 64)))
+    Q.build_ivf(clustered, n_lists=64, backend="numpy")
+    assert Q.ivf_recall(clustered, 8) >= Q.MIN_RECALL
+    rows, _ = Q.ivf_topk(clustered, Q._unit(clustered.mu_hat[5]), k=10, nprobe=8)
+    assert 5 in rows.tolist()
+    Q.build_ivf(clustered, n_lists=32, backend="numpy")  # a rebuilt file is measured afresh
+    assert not (tmp_path / "clustered/image_ivf_recall.json").exists()
+
+
+def test_ivf_falls_back_to_numpy_without_faiss(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss raises ImportError
+    mu = np.random.default_rng(3).normal(size=(400, 8))
+    w = IndexWriter(tmp_path, "image", len(mu), 8, MomentSpec("diag"))
+    w.set_rows(slice(0, len(mu)), mu=mu, var=np.ones_like(mu))
+    w.close()
+    write_info(tmp_path, IndexInfo(names=[f"m{i}" for i in range(len(mu))],
+                                   spaces={"image": {"dim": 8, "encoder": "synthetic", "moment": "diag", "rank": 0, "raw": False}}))
+    space = ModelIndex(tmp_path).spaces["image"]
+    assert Q.build_ivf(space, n_lists=10) == "numpy"
+    rows, _ = Q.ivf_topk(space, Q._unit(mu[7]), k=5, nprobe=10)
+    assert rows[0] == 7
 
 
 def _samples(root, colours: dict[str, tuple], n: int = 3, caption: str = "{name} picture"):

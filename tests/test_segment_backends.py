@@ -283,6 +283,8 @@ def test_sam_without_torchvision_says_what_to_install(tmp_path):
                        env={"PYTHONPATH": str(ROOT), "PATH": ""})
     assert r.returncode == 0, r.stderr
     assert "needs segment-anything and torchvision" in r.stdout and "pip install" in r.stdout
+    # the command keeps the installed torch (a bare `pip install torchvision` replaces it)
+    assert f"-c <(echo torch=={importlib.metadata.version('torch')})" in r.stdout and "make sam" in r.stdout
 
 
 def test_gen4gen_never_imports_torchvision():

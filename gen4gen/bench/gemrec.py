@@ -115,6 +115,22 @@ def import_roster(csv_path: Path, models_dir: Path | None, name: str = "gemrec",
     return roster, missing
 
 
+def bench_command(roster_file: Path, cwd: Path | None = None) -> str:
+    """The exact command that benchmarks a roster written to ``roster_file``. Hydra finds config groups in
+    the package's conf/ and in ``conf/`` of the working directory (``hydra.searchpath`` in config.yaml); a
+    roster elsewhere needs its config folder (the parent of ``roster/``) on the search path."""
+    roster_file = roster_file.resolve()
+    name = roster_file.stem
+    command = f"python -m gen4gen stage=bench roster={name}"
+    conf = roster_file.parent.parent
+    if roster_file.parent.name != "roster":
+        return (f"mkdir -p conf/roster && mv {roster_file} conf/roster/ && {command}  "
+                "(rosters are found in a roster/ folder)")
+    if conf in (((cwd or Path.cwd()) / "conf").resolve(), (Path(__file__).parents[1] / "conf").resolve()):
+        return command
+    return f"{command} 'hydra.searchpath=[file://{conf}]'"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gen4gen.bench.gemrec", description=__doc__.split("\n\n")[0])
     ap.add_argument("csv", type=Path, help="GEMRec roster.csv")
@@ -130,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("# imported from GEMRec roster.csv by python -m gen4gen.bench.gemrec\n"
                         + yaml.safe_dump(roster, sort_keys=False, allow_unicode=True), "utf-8")
-    print(f"wrote {args.out}: {len(roster['models'])} models (use roster={args.out.stem})")
+    print(f"wrote {args.out}: {len(roster['models'])} models; run it with:\n  {bench_command(args.out)}")
     if missing:
         verb = "kept with the expected path" if args.keep_missing else "left out"
         todo = args.out.with_suffix(".missing.tsv")

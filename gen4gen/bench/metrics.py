@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from gen4gen.caption.words import count_phrase
 from gen4gen.console import progress
 from gen4gen.hashing import config_hash
 from gen4gen.images import BadImage, read_image
@@ -175,7 +176,7 @@ class Detector:
 
     @staticmethod
     def query(concept: str) -> str:
-        return f"a photo of a {concept.replace('_', ' ')}"
+        return f"a photo of {count_phrase(concept.replace('_', ' '), 1)}"
 
     def best_boxes(self, images: Sequence, concepts: Sequence[Sequence[str]]) -> list[dict[str, tuple | None]]:
         """Per image, each concept's highest-scoring box (x0, y0, x1, y1 in pixels) above the threshold, or None."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gen4gen.artefacts import MyCanvasRow
+from gen4gen.caption.words import count_phrase
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import stable_hash
 
@@ -151,8 +152,8 @@ def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgro
         novel_backgrounds = NOVEL_BACKGROUNDS
     novel = [b for b in novel_backgrounds if b.lower() not in seen]
     for concepts, (refs, tokens) in sorted(concept_sets.items()):
-        plain = " and ".join(f"a {c}" for c in concepts)
-        personal = " and ".join(f"{tokens[c]} {c}" if c in tokens else f"a {c}" for c in concepts)
+        plain = " and ".join(count_phrase(c, 1) for c in concepts)
+        personal = " and ".join(f"{tokens[c]} {c}" if c in tokens else count_phrase(c, 1) for c in concepts)
         for k, bg in enumerate(novel):
             given = f"{personal if caption == 'personalized' else plain} {bg}"
             prompts.append(Prompt(name, f"novel__{'+'.join(concepts)}__{k:02d}", given, "novel background",

@@ -3,7 +3,6 @@ weighted ranking per prompt, and an HTML gallery of prompt x model images."""
 from __future__ import annotations
 
 import csv
-import html
 import io
 import math
 import os
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from gen4gen.io import write_atomic
+from gen4gen.templates import render
 
 QUALITY = ("clip_t", "clip_i", "dino", "cp_clip", "ti_clip", "mcos")
 COLUMNS = QUALITY + ("latency_s", "cost_usd", "peak_memory_gb")
@@ -170,26 +170,12 @@ def gallery_html(rows: list[dict], run_dir: Path, out_path: Path, max_prompts: i
         cells[(r["prompt_key"], r["model"])].append(r)
         prompts.setdefault(r["prompt_key"], r)
     rel = Path(os.path.relpath(run_dir, out_path.parent))
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
-    body = []
-    for key in sorted(prompts)[:max_prompts]:
-        p = prompts[key]
-        tds = []
-        for m in models:
-            imgs = "".join(
-                f'<a href="{html.escape((rel / r["image"]).as_posix())}"><img loading="lazy" '
-                f'src="{html.escape((rel / r["image"]).as_posix())}" title="seed {r["seed"]}"></a>'
-                for r in sorted(cells.get((key, m), []), key=lambda r: r["seed"]))
-            tds.append(f"<td>{imgs or '-'}</td>")
-        body.append(f"<tr><th class=p><b>{html.escape(key)}</b> <i>{html.escape(str(p.get('category', '')))}</i>"
-                    f"<br>{html.escape(p['prompt'])}</th>{''.join(tds)}</tr>")
-    page = ("<!doctype html><html><head><meta charset=utf-8><title>gen4gen bench gallery</title><style>"
-            "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-            "padding:4px;vertical-align:top}th.p{max-width:280px;text-align:left;font-weight:normal}"
-            "img{width:160px;margin:1px}</style></head><body>"
-            f"<h1>Bench gallery</h1><p>{len(prompts)} prompts x {len(models)} models"
-            f"{' (first %d prompts shown)' % max_prompts if len(prompts) > max_prompts else ''}</p>"
-            f"<table><tr><th>prompt</th>{head}</tr>{''.join(body)}</table></body></html>\n")
+    shown = [{"key": key, "category": str(prompts[key].get("category", "")), "prompt": prompts[key]["prompt"],
+              "cells": [[{"src": (rel / r["image"]).as_posix(), "seed": r["seed"]}
+                         for r in sorted(cells.get((key, m), []), key=lambda r: r["seed"])] for m in models]}
+             for key in sorted(prompts)[:max_prompts]]
+    page = render("bench_gallery.html.j2", models=models, prompts=shown, n_prompts=len(prompts),
+                  max_prompts=max_prompts)
     write_atomic(out_path, page.encode("utf-8"))
     return page
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gen4gen.caption.words import COUNT_WORDS, display_name, plural, word_count
+from gen4gen.caption.words import COUNT_WORDS, count_phrase, display_name, plural, word_count
 
 # a backwards scan from a noun for its count stops at these: they start another phrase
 _STOP = {"the", "this", "that", "these", "those", "its", "their", "his", "her", "my", "your", "our", "and", "or",
@@ -98,7 +98,7 @@ def caption_problems(text: str, counts: dict[str, int], known: list[str], max_wo
             problems.append(f"it must state the number of {plural(noun)}: there are {want}")
     invented = sorted({m.concept for m in found if m.concept not in counts})
     for concept in invented:
-        problems.append(f"it mentions a {display_name(concept)}, which is not in this picture")
+        problems.append(f"it mentions {count_phrase(display_name(concept), 1)}, which is not in this picture")
     return problems
 
 

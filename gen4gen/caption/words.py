@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+
+import inflect
 
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
                 "eleven", "twelve"]
@@ -36,8 +39,14 @@ def plural(noun: str) -> str:
     return f"{head} {p}" if head else p
 
 
-def article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
+_INFLECT = inflect.engine()
+
+
+@lru_cache(maxsize=4096)
+def article(noun: str) -> str:
+    """``a`` or ``an`` by the sound of the phrase ("an hour", "a unicorn", "an heir", "a one-eyed cat"): a
+    first letter is no rule; inflect knows the exceptions."""
+    return _INFLECT.a(noun).split(" ", 1)[0] if noun.strip() else "a"
 
 
 def count_phrase(noun: str, count: int) -> str:

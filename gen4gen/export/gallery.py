@@ -5,10 +5,8 @@ drawn over the composition) and the final image(s) with their captions. JPEG thu
 """
 from __future__ import annotations
 
-import html
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -17,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from gen4gen.console import progress
 from gen4gen.export.items import ExportContext, ExportItem, fit_name, flat_key, jpeg_bytes, write_bytes
 from gen4gen.images import read_image
+from gen4gen.templates import render
 
 NAME = "gallery"
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -106,75 +105,33 @@ def shown(by_comp: dict[str, list[ExportItem]], per_scene: int) -> dict[str, lis
     return kept
 
 
-def _img(src: str, alt: str, href: str | None = None) -> str:
-    tag = f'<img src="{quote(src)}" alt="{html.escape(alt)}" loading="lazy">'
-    return f'<a href="{quote(href)}">{tag}</a>' if href else tag
-
-
 def page(ctx: ExportContext, by_comp: dict[str, list[ExportItem]]) -> str:
-    e = html.escape
+    """The page's values, plain; ``templates/gallery.html.j2`` lays them out (and escapes them)."""
     has_mycanvas = (ctx.root / "mycanvas").is_dir()
-    scenes = sorted({it.scene for it in ctx.items})
-    n_inst = sum(len(it.instances) for it in ctx.items)
-    n_refs = sum(len(r) for r in ctx.references.values())
-    parts = [f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(ctx.name)}: gen4gen dataset</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}}
-h1{{margin-bottom:.2em}} .counts span{{display:inline-block;margin-right:1.2em;font-size:1.1em}}
-.counts b{{font-size:1.4em}} section{{border-top:2px solid #ccc;margin-top:1.5em}}
-.row{{display:flex;flex-wrap:wrap;gap:.8em;align-items:flex-start}}
-figure{{margin:0;background:#fff;border:1px solid #ddd;padding:.4em;width:260px}}
-figure img{{display:block;width:100%}} figcaption{{font-size:.85em}}
-.refs figure{{width:130px}} .fallback{{color:#b00}} table{{border-collapse:collapse;font-size:.9em}}
-td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left}} .ok{{color:#080}}
-</style></head><body>
-<h1>{e(ctx.name)}</h1>
-<p>Multi-concept personalisation dataset made with gen4gen (segment, compose, repaint, caption).</p>
-<div class="counts"><span><b>{len(ctx.items)}</b> final images</span>
-<span><b>{len({it.composition for it in ctx.items})}</b> compositions</span>
-<span><b>{len(scenes)}</b> scenes</span><span><b>{len(ctx.concepts)}</b> concepts</span>
-<span><b>{n_inst}</b> instances</span><span><b>{n_refs}</b> reference cut-outs</span>
-<span><b>{len(ctx.left_out)}</b> final images left out</span><span><b>{len(ctx.failures)}</b> failures</span></div>
-<p>Modifier tokens: {e(", ".join(f"{t} = {c}" for c, t in ctx.tokens.items()))}</p>"""]
-    if ctx.left_out or ctx.failures:
-        rows = "".join(f"<tr><td>{e(r['stage'])}</td><td>{e(r['id'])}</td><td>{e(r['reason'])}</td></tr>"
-                       for r in ctx.failures + ctx.left_out)
-        parts.append(f'<h2>Failures and items left out</h2><table><tr><th>stage</th><th>item</th><th>reason</th></tr>'
-                     f"{rows}</table>")
-    else:
-        parts.append('<p class="ok">No failures: every item of the run is in the dataset.</p>')
-    for scene in scenes:
-        parts.append(f'<section><h2>scene: {e(scene)}</h2><h3>source cut-outs</h3><div class="row refs">')
-        for concept, refs in ctx.references.items():
-            for ref in refs:
-                if ref.scene == scene:
-                    parts.append(f"<figure>{_img(ref_thumb(concept, ref), ref.s1_id)}"
-                                 f"<figcaption>{e(concept)} <small>{e(ref.s1_id)}</small></figcaption></figure>")
-        parts.append("</div>")
-        total = len({it.composition for it in ctx.items if it.scene == scene})
-        comps = sorted(c for c in by_comp if c.split("/")[0] == scene)
-        if len(comps) < total:
-            parts.append(f"<p>showing {len(comps)} of {total} compositions (export.gallery_per_scene)</p>")
-        for comp in comps:
+    scene_names = sorted({it.scene for it in ctx.items})
+    counts = [("final images", len(ctx.items)), ("compositions", len({it.composition for it in ctx.items})),
+              ("scenes", len(scene_names)), ("concepts", len(ctx.concepts)),
+              ("instances", sum(len(it.instances) for it in ctx.items)),
+              ("reference cut-outs", sum(len(r) for r in ctx.references.values())),
+              ("final images left out", len(ctx.left_out)), ("failures", len(ctx.failures))]
+    scenes = []
+    for scene in scene_names:
+        references = [{"thumb": ref_thumb(concept, ref), "s1_id": ref.s1_id,
+                       "concept": concept}
+                      for concept, refs in ctx.references.items() for ref in refs if ref.scene == scene]
+        compositions = []
+        for comp in sorted(c for c in by_comp if c.split("/")[0] == scene):
             its = by_comp[comp]
-            parts.append(f'<h3>{e(comp)}</h3><div class="row"><figure>'
-                         f"{_img(layout_thumb(comp), comp + ' layout')}"
-                         f"<figcaption>layout ({e(str(its[0].layout.get('planner', '')))}): "
-                         f"{e(', '.join(o.get('name', '') for o in its[0].layout.get('objects') or []))}"
-                         f"</figcaption></figure>")
-            for it in its:
-                caps = it.captions
-                fallback = (f'<div class="fallback">fallback: {e(str(caps["fallback"]))}</div>'
-                            if caps.get("fallback") else "")
-                href = f"../mycanvas/{it.id}/image.png" if has_mycanvas else None
-                parts.append(f"<figure>{_img(f'thumbs/{it.key}.jpg', it.id, href)}<figcaption>"
-                             f"<b>{e(it.variant)}</b> <small>{e(str(caps.get('captioner', '')))}</small>"
-                             f"<p><i>short:</i> {e(str(caps.get('short', '')))}</p>"
-                             f"<p><i>detailed:</i> {e(str(caps.get('detailed', '')))}</p>"
-                             f"<p><i>personalized:</i> {e(str(caps.get('personalized', '')))}</p>"
-                             f"{fallback}</figcaption></figure>")
-            parts.append("</div>")
-        parts.append("</section>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+            layout = its[0].layout
+            variants = [{"id": it.id, "variant": it.variant, "thumb": f"thumbs/{it.key}.jpg",
+                      "href": f"../mycanvas/{it.id}/image.png" if has_mycanvas else None,
+                      "captioner": str(it.captions.get("captioner", "")),
+                      "captions": {k: str(it.captions.get(k, "")) for k in ("short", "detailed", "personalized")},
+                      "fallback": str(it.captions.get("fallback") or "")} for it in its]
+            compositions.append({"name": comp, "layout_thumb": layout_thumb(comp),
+                                 "planner": str(layout.get("planner", "")), "variants": variants,
+                                 "objects": [o.get("name", "") for o in layout.get("objects") or []]})
+        scenes.append({"name": scene, "references": references, "compositions": compositions,
+                       "total": len({it.composition for it in ctx.items if it.scene == scene})})
+    return render("gallery.html.j2", name=ctx.name, counts=counts, tokens=ctx.tokens, scenes=scenes,
+                  problems=ctx.failures + ctx.left_out)

@@ -8,25 +8,12 @@ from __future__ import annotations
 
 import re
 
-NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+from gen4gen.caption.words import count_phrase, join_list
 
 
 def concept_words(concept: str) -> str:
     """Folder name -> words: "teddy_bear" -> "teddy bear"."""
     return re.sub(r"[\s_\-]+", " ", concept).strip()
-
-
-def plural(noun: str) -> str:
-    last = noun.split(" ")[-1]
-    if re.search(r"(s|x|z|ch|sh)$", last):
-        return noun + "es"
-    if re.search(r"[^aeiou]y$", last):
-        return noun[:-1] + "ies"
-    return noun + "s"
-
-
-def article(noun: str) -> str:
-    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
 
 
 def describe_objects(layout: dict) -> str:
@@ -41,11 +28,7 @@ def describe_objects(layout: dict) -> str:
         for c in re.sub(r"_\d+$", "", cid).split("+"):
             if concept_words(c):
                 counts[concept_words(c)] = 1
-    parts = [article(n) if k == 1 else f"{NUMBERS[k] if k < len(NUMBERS) else k} {plural(n)}"
-             for n, k in counts.items()]
-    if len(parts) <= 1:
-        return "".join(parts)
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
+    return join_list([count_phrase(n, k) for n, k in counts.items()])
 
 
 def build_prompt(layout: dict, background: str, template: str = "a realistic photo of {objects} {background}") -> str:

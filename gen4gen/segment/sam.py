@@ -44,8 +44,12 @@ class SAM:
             import torch
             from segment_anything import SamPredictor, sam_model_registry
         except ModuleNotFoundError as e:
-            raise UserError(f"segmenter=sam needs segment-anything and torchvision ({e}); "
-                            "pip install segment-anything torchvision, or pick another segmenter") from None
+            from importlib.metadata import version
+
+            # a bare `pip install torchvision` replaces torch with whatever build torchvision wants
+            raise UserError(f"segmenter=sam needs segment-anything and torchvision ({e}): `make sam`, or "
+                            f"pip install 'gen4gen[sam]' -c <(echo torch=={version('torch')}) to keep your torch; "
+                            "or pick another segmenter") from None
         self.device = resolve_device(device)  # before the (slow) load
         if model_type not in sam_model_registry:
             raise UserError(f"sam: unknown model_type {model_type!r}; one of {', '.join(sam_model_registry)}")

@@ -258,15 +258,15 @@ def metric_throughput(tmp: Path, tok, device: str, n_images: int, size: str) -> 
         rows.append({"metric": name, "images_per_s": n_images / (time.perf_counter() - t0)})
 
     clip = Clip(str(tmp / "clip"), device)
-    timeit("clip image embeddings (CLIP-I, MCOS)", lambda: clip.images(images))
-    timeit("clip text + image (CLIP-T)", lambda: (clip.images(images), clip.texts(texts)))
+    timeit("clip image embeddings (CLIP-I, MCOS)", lambda: clip.encode_images(images))
+    timeit("clip text + image (CLIP-T)", lambda: (clip.encode_images(images), clip.encode_long_texts(texts)))
     dino = Dino(str(tmp / "dino"), device)
-    timeit("dino (DINO)", lambda: dino.images(images))
+    timeit("dino (DINO)", lambda: dino.encode_images(images))
     det = Detector(str(tmp / "owl"), device, threshold=0.0)
 
     def cp():
         boxes = det.best_boxes(images, [["cat", "dog"]] * n_images)
-        clip.images([im.crop(b) for im, bb in zip(images, boxes) for b in bb.values() if b])
+        clip.encode_images([im.crop(b) for im, bb in zip(images, boxes) for b in bb.values() if b])
     timeit("owl-vit detect 2 concepts + crop CLIP (CP-CLIP)", cp)
     return rows
 

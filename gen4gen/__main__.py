@@ -26,7 +26,12 @@ def _hydra_main(cfg: DictConfig) -> int:
 
 def main() -> None:
     quiet_libraries()
-    _hydra_main()
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:  # before a stage started (imports, config): nothing done yet
+        from gen4gen.app import interrupted
+
+        interrupted(0)
 
 
 if __name__ == "__main__":

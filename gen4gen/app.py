@@ -41,9 +41,10 @@ def run(cfg: DictConfig) -> int:
     summaries: list[Summary] = []
     code = 0
     for name in names:
-        module = importlib.import_module(STAGES[name])
         try:
-            summary = module.run(cfg)
+            summary = importlib.import_module(STAGES[name]).run(cfg)
+        except KeyboardInterrupt as e:  # Ctrl-C: finished items stay done; one line, no traceback
+            interrupted(sum(s.done for s in summaries) + getattr(e, "done", 0))
         except UserError as e:
             console.print(f"[red]{name}: {e}[/red]")
             summaries.append(Summary(stage=name, notes={"stopped": "see the error above"}))
@@ -66,6 +67,11 @@ def run(cfg: DictConfig) -> int:
             code = 1
     print_summaries(summaries)
     return _exit(cfg, code)
+
+
+def interrupted(done: int = 0) -> None:
+    console.print(f"interrupted: {done} items done, rerun to resume")
+    sys.exit(130)  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
 
 
 def _exit(cfg: DictConfig, code: int) -> int:

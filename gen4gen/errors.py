@@ -1,4 +1,5 @@
-"""The two ways a problem ends: the whole run (``UserError``) or one work item (``ItemFailed``)."""
+"""The ways a run ends early: the whole run (``UserError``), one work item (``ItemFailed``), or Ctrl-C
+(``Interrupted``)."""
 from __future__ import annotations
 
 
@@ -8,3 +9,11 @@ class UserError(Exception):
 
 class ItemFailed(Exception):
     """A work item cannot be done; the message is the reason a user reads in failures.jsonl."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a stage, with how many items that stage finished before it (they stay done)."""
+
+    def __init__(self, done: int = 0):
+        super().__init__(done)
+        self.done = done

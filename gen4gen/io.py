@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zlib
 from pathlib import Path
@@ -45,7 +46,19 @@ def json_bytes(obj: Any) -> bytes:
 
 
 def jsonl_bytes(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows).encode("utf-8")
+    """One JSON object per line; a NaN (a metric that does not apply) is written as null: NaN is not JSON."""
+    return "".join(json.dumps(_no_nan(r), ensure_ascii=False, default=_json_default) + "\n"
+                   for r in rows).encode("utf-8")
+
+
+def _no_nan(v: Any) -> Any:
+    if isinstance(v, float):
+        return None if math.isnan(v) else v
+    if isinstance(v, dict):
+        return {k: _no_nan(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_no_nan(x) for x in v]
+    return v
 
 
 def read_jsonl(path: Path) -> list[dict]:

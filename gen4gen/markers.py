@@ -9,9 +9,9 @@ from typing import Iterable
 META = "meta.json"
 
 
-def read_meta(out_dir: Path) -> dict | None:
+def read_meta(out_dir: Path, name: str = META) -> dict | None:
     try:
-        meta = json.loads((out_dir / META).read_text("utf-8"))
+        meta = json.loads((out_dir / name).read_text("utf-8"))
     except (OSError, ValueError, RecursionError):  # RecursionError: brackets nested thousands deep
         return None
     return meta if isinstance(meta, dict) else None
@@ -28,6 +28,23 @@ def done_items(root: Path) -> Iterable[tuple[Path, dict]]:
 def failures_path(out_root: Path, shard_index: int = 0, shard_count: int = 1) -> Path:
     name = "failures.jsonl" if shard_count == 1 else f"failures.shard-{shard_index}-of-{shard_count}.jsonl"
     return out_root / name
+
+
+def write_failures(out_root: Path, shard_index: int, shard_count: int, failures: list[dict]) -> None:
+    """The shard's failures file (replaced: it tells the latest run), and a copy beside Hydra's log so each run
+    dir tells its own story."""
+    from gen4gen.io import jsonl_bytes, write_atomic
+
+    lines = jsonl_bytes(failures)
+    write_atomic(failures_path(out_root, shard_index, shard_count), lines)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        with open(run_dir / "failures.jsonl", "ab") as f:
+            f.write(lines)
+    except Exception:  # noqa: BLE001 - not under Hydra (library use, tests)
+        pass
 
 
 def read_failures(out_root: Path) -> list[dict]:

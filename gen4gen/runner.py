@@ -3,15 +3,18 @@
 Contracts (DESIGN.md): an item is done when its ``meta.json`` exists and holds the current config
 hash; every file is written to a temporary name and renamed, ``meta.json`` last; randomness comes
 from ``(seed, item id)``; shards pick items by a stable hash of the id; bad input becomes one line in
-``failures.jsonl`` and the run goes on.
+``failures.jsonl`` and the run goes on. A stage that works in batches (a GPU pipeline) declares a
+batch size and gets its items in batches here, with the same markers and failures.
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
@@ -19,11 +22,11 @@ import numpy as np
 from PIL import Image
 
 from gen4gen.console import Summary, progress
-from gen4gen.errors import ItemFailed
+from gen4gen.errors import Interrupted, ItemFailed
 from gen4gen.hashing import config_hash, in_shard, item_rng, shard_key
-from gen4gen.io import json_bytes, jsonl_bytes, png_bytes, write_atomic
+from gen4gen.io import json_bytes, png_bytes, write_atomic
 from gen4gen.manifest import write_manifest
-from gen4gen.markers import META, failures_path, read_meta
+from gen4gen.markers import META, read_meta, write_failures
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,14 @@ class Item:
     data: Any = None  # whatever the stage needs to process it
     fingerprint: str = ""  # of its inputs: a changed input redoes the item
     error: str | None = None  # found bad at discovery: recorded as a failure, never processed
+    # the done-marker; None: ``out_dir/meta.json``. Items that share a folder (bench images) name their own
+    # (``<image>.json``) and then own only the files of that stem there
+    marker: Path | None = None
     inputs: dict = field(default_factory=dict)  # upstream item id -> its hash, for the manifest (gen4gen.manifest)
+
+    @property
+    def meta_path(self) -> Path:
+        return self.marker if self.marker is not None else self.out_dir / META
 
 
 class Stage(Protocol):
@@ -51,9 +61,14 @@ class Stage(Protocol):
         """Write the item's files through ``out`` and return extra meta fields."""
 
     # Optional hooks, looked up with getattr:
-    #   prepare(pending: list[Item]) -> None   # batched or concurrent work before the loop (LLM calls)
+    #   prepare(pending: list[Item]) -> None   # work before the loop (load weights, LLM calls)
     #   finish(summary: Summary) -> None        # stage-level files (indices) after the loop
-    #   workers: int                            # threads for process(); 1 when absent
+    #   workers: int                            # threads for process()/process_batch(); 1 when absent
+    #   batch_size: int                         # > 1 with process_batch: items come in batches of at most this
+    #   process_batch(items, writers, rngs) -> list[dict | ItemFailed]   # one result per item, in order;
+    #                                           # used instead of process() when present
+    #   batch_key(item) -> hashable             # only consecutive items with equal keys share a batch
+    #   shard_key(item_id) -> str               # what a shard owns (default: the item; bench: a whole model)
     #   meta_model: type[StageMeta]             # the artefact model its meta.json is written through
 
 
@@ -83,8 +98,18 @@ class ItemWriter:
 
 
 def is_done(item: Item, chash: str) -> bool:
-    meta = read_meta(item.out_dir)
+    # no Path arithmetic for the usual marker: this runs for every item of every rerun
+    meta = read_meta(item.out_dir) if item.marker is None else read_meta(item.marker.parent, item.marker.name)
     return bool(meta) and meta.get("config_hash") == chash and meta.get("fingerprint", "") == item.fingerprint
+
+
+def batches(items: list[Item], size: int, key=None) -> list[list[Item]]:
+    """Consecutive runs of items with equal ``key``, cut into batches of at most ``size``; order kept."""
+    out: list[list[Item]] = []
+    for _, run in groupby(items, key=key or (lambda it: None)):
+        run = list(run)
+        out += [run[k:k + size] for k in range(0, len(run), max(1, size))]
+    return out
 
 
 # ---------------------------------------------------------------- the loop
@@ -92,11 +117,20 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
     t0 = time.perf_counter()
     shard_index, shard_count = int(cfg.shard.index), int(cfg.shard.count)
     summary = Summary(stage=stage.name, out_dir=str(stage.out_root))
+    try:
+        return _run(stage, cfg, summary, shard_index, shard_count, t0)
+    except KeyboardInterrupt:  # Ctrl-C anywhere in the stage: the caller reports how far it got
+        raise Interrupted(summary.done) from None
+
+
+def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count: int, t0: float) -> Summary:
     failures: list[dict] = []
     chash = config_hash(stage.config())
+    remove_stale_temps(Path(stage.out_root))
 
     whole = str(cfg.get("stage", "")) == "all"
-    items = [it for it in stage.discover() if in_shard(shard_key(it.id, whole), shard_index, shard_count)]
+    key = getattr(stage, "shard_key", None) or (lambda item_id: shard_key(item_id, whole))
+    items = [it for it in stage.discover() if in_shard(key(it.id), shard_index, shard_count)]
     summary.total = len(items)
     pending, done = [], []
     for it in items:
@@ -112,51 +146,64 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
     if prepare and pending:
         prepare(pending)
 
+    process_batch = getattr(stage, "process_batch", None)
+    size = max(1, int(getattr(stage, "batch_size", 1))) if process_batch else 1
+    groups = batches(pending, size, getattr(stage, "batch_key", None)) if process_batch else [[it] for it in pending]
+
     meta_model = getattr(stage, "meta_model", None)
 
-    def work(it: Item) -> str | None:
-        (it.out_dir / META).unlink(missing_ok=True)  # being redone: not done until meta lands again
-        if it.out_dir.is_dir():
-            for stale in it.out_dir.rglob(".*.tmp"):  # half-written files of a killed run
-                stale.unlink(missing_ok=True)
+    def work(batch: list[Item]) -> list[str | None]:
+        for it in batch:
+            _reset(it)
         started = time.perf_counter()
         try:
-            extra = stage.process(it, ItemWriter(it.out_dir), item_rng(cfg.seed, it.id))
-            meta = {"id": it.id, "stage": stage.name, "config_hash": chash, "fingerprint": it.fingerprint,
-                    "seconds": round(time.perf_counter() - started, 4), **(extra or {})}
-            # a stage with an artefact model (gen4gen.artefacts) never writes a meta its readers would refuse
-            data = meta_model.build(meta).dump() if meta_model else json_bytes(meta)
+            if process_batch:
+                results = process_batch(batch, [ItemWriter(it.out_dir) for it in batch],
+                                        [item_rng(cfg.seed, it.id) for it in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{stage.name}.process_batch gave {len(results)} results for {len(batch)} items")
+            else:
+                it = batch[0]
+                results = [stage.process(it, ItemWriter(it.out_dir), item_rng(cfg.seed, it.id))]
         except ItemFailed as e:
-            return str(e)
-        except Exception as e:  # noqa: BLE001 - one bad item must not stop the run
-            log.debug("item %s failed:\n%s", it.id, traceback.format_exc())
-            return f"{type(e).__name__}: {e}"
-        write_atomic(it.out_dir / META, data)
-        return None
+            results = [e] * len(batch)
+        except Exception as e:  # noqa: BLE001 - one bad item (or batch: out of GPU memory) must not stop the run
+            log.debug("%s failed:\n%s", batch[0].id if len(batch) == 1 else f"batch at {batch[0].id}",
+                      traceback.format_exc())
+            reason = f"{type(e).__name__}: {e}"
+            if len(batch) > 1:
+                reason = f"batch of {len(batch)} failed: {reason}"
+            results = [ItemFailed(reason)] * len(batch)
+        seconds = round((time.perf_counter() - started) / len(batch), 4)
+        return [_finish_item(stage.name, it, res, chash, seconds, meta_model) for it, res in zip(batch, results)]
 
     workers = max(1, int(getattr(stage, "workers", 1)))
     with progress() as bar:
         task = bar.add_task(f"{stage.name}", total=len(pending))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(work, it): it for it in pending}
+            futures = {pool.submit(work, batch): batch for batch in groups}
+            counted = set()
             try:
                 for fut in as_completed(futures):
-                    it = futures[fut]
-                    reason = fut.result()
-                    if reason is None:
-                        summary.done += 1
-                        done.append(it)
-                    else:
-                        failures.append(_failure(stage.name, it, reason))
-                        log.warning("%s: %s: %s", stage.name, it.id, reason)
-                    bar.advance(task)
+                    counted.add(fut)
+                    for it, reason in zip(futures[fut], fut.result()):
+                        if reason is None:
+                            summary.done += 1
+                            done.append(it)
+                        else:
+                            failures.append(_failure(stage.name, it, reason))
+                            log.warning("%s: %s: %s", stage.name, it.id, reason)
+                        bar.advance(task)
             except BaseException:  # Ctrl-C or a crash: stop now instead of running every queued item first
                 pool.shutdown(wait=True, cancel_futures=True)
+                # items that finished while we waited are done too: the count a user reads must match the disk
+                summary.done += sum(r is None for f in futures if f not in counted and f.done() and not f.cancelled()
+                                    and f.exception() is None for r in f.result())
                 raise
 
     summary.failed = len(failures)
     failures.sort(key=lambda f: f["id"])
-    _write_failures(stage.out_root, shard_index, shard_count, failures)
+    write_failures(stage.out_root, shard_index, shard_count, failures)
     write_manifest(stage.out_root, stage.name, shard_index, shard_count,
                    {it.id: {"hash": f"{chash}:{it.fingerprint}", "inputs": dict(sorted(it.inputs.items()))}
                     for it in done})
@@ -167,20 +214,64 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
     return summary
 
 
+def _reset(it: Item) -> None:
+    """An item being redone is not done until its marker lands again; half-written files of a killed run go."""
+    it.meta_path.unlink(missing_ok=True)
+    if not it.out_dir.is_dir():
+        return
+    if it.marker is None:  # the folder is the item's own
+        stale = it.out_dir.rglob(".*.tmp")
+    else:  # a shared folder: only this item's files (same stem as its marker)
+        stale = it.out_dir.glob(f".{it.marker.stem}.*.tmp")
+    for p in stale:
+        p.unlink(missing_ok=True)
+
+
+def _finish_item(stage: str, it: Item, result: dict | ItemFailed, chash: str, seconds: float,
+                 meta_model=None) -> str | None:
+    """Write the item's marker (last); the failure reason, or None when it is done."""
+    if isinstance(result, ItemFailed):
+        return str(result)
+    meta = {"id": it.id, "stage": stage, "config_hash": chash, "fingerprint": it.fingerprint,
+            "seconds": seconds, **(result or {})}
+    try:
+        # a stage with an artefact model (gen4gen.artefacts) never writes a meta its readers would refuse
+        data = meta_model.build(meta).dump() if meta_model else json_bytes(meta)
+    except ItemFailed as e:
+        return str(e)
+    except (TypeError, ValueError) as e:  # a value JSON cannot hold: this item fails, the run goes on
+        return f"{type(e).__name__}: {e}"
+    try:
+        write_atomic(it.meta_path, data)
+    except OSError as e:  # disk full: this item is not done, the run goes on
+        return f"cannot write {it.meta_path.name}: {e.strerror or e}"
+    return None
+
+
+def remove_stale_temps(out_root: Path) -> None:
+    """Temporary files that a killed or disk-full run left in the stage folder itself (``.failures.jsonl.<pid>.tmp``,
+    indices). Items clean their own folders when they are redone. A file whose writer is still alive on this
+    machine (another shard running now) is left alone."""
+    if not out_root.is_dir():
+        return
+    for p in out_root.glob(".*.tmp"):
+        pid = p.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _failure(stage: str, item: Item, reason: str) -> dict:
     src = item.data.get("path") if isinstance(item.data, dict) else None
     return {"stage": stage, "id": item.id, "path": str(src or item.out_dir), "reason": reason,
             "item_dir": str(item.out_dir)}
-
-
-def _write_failures(out_root: Path, shard_index: int, shard_count: int, failures: list[dict]) -> None:
-    lines = jsonl_bytes(failures)
-    write_atomic(failures_path(out_root, shard_index, shard_count), lines)
-    try:  # a copy beside Hydra's log, so each run dir tells its own story
-        from hydra.core.hydra_config import HydraConfig
-
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        with open(run_dir / "failures.jsonl", "ab") as f:
-            f.write(lines)
-    except Exception:  # noqa: BLE001 - not under Hydra (library use, tests)
-        pass

@@ -24,6 +24,7 @@ from gen4gen.bench.metrics import (Clip, Detector, Dino, clip_t_score, cp_clip_s
 from gen4gen.bench.report import pareto_front, weighted_ranking
 from gen4gen.bench.roster import load_roster
 from gen4gen.errors import UserError
+from gen4gen.stages.bench import generate
 
 
 # ---------------------------------------------------------------- tiny models, built once for the module
@@ -210,7 +211,7 @@ def test_roster_components_scheduler_and_lora_load_and_each_model_is_freed(tmp_p
         return pipe
 
     monkeypatch.setattr(G, "load_pipeline", tracking_load)
-    result = G.generate(plan, run_dir, "cpu", cfg.bench)
+    result = generate(plan, run_dir, "cpu", cfg.bench)
     assert (result.done, result.failures) == (4, [])
     assert alive_at_load == [0, 0, 0, 0]  # each model freed before the next one loads
     img = {m.name: np.asarray(Image.open(plan[m.name][0].image), dtype=np.int16) for m in roster.models}
@@ -228,8 +229,8 @@ def test_a_model_that_cannot_load_fails_its_images_not_the_run(tmp_path, tiny):
         {"name": "ok", "source": str(tiny["sd"]), "steps": 1, "guidance": 0.0, "resolution": 32}]})
     cfg = _bench_cfg(tmp_path, tiny, "bench.use=[drawbench]", "bench.seeds=[0]", "bench.warmup=false")
     prompts, _ = P.load_promptsets(OmegaConf.to_container(cfg.bench.promptsets), ["drawbench"])
-    result = G.generate(G.plan_jobs(roster.models, prompts, tmp_path / "run", cfg.bench), tmp_path / "run", "cpu",
-                        cfg.bench)
+    result = generate(G.plan_jobs(roster.models, prompts, tmp_path / "run", cfg.bench), tmp_path / "run", "cpu",
+                      cfg.bench)
     assert result.done == 1 and len(result.failures) == 1
     assert result.failures[0]["id"].startswith("missing/") and "cannot load model" in result.failures[0]["reason"]
 
@@ -390,7 +391,7 @@ def test_clip_i_and_dino_of_an_image_equal_to_its_reference_is_one(tiny):
     img = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
     other = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
     for model in (Clip(str(tiny["clip"])), Dino(str(tiny["dino"]))):
-        e = model.images([img, img.copy(), other])
+        e = model.encode_images([img, img.copy(), other], np.float64)
         assert reference_similarity(e[0], e[1:2]) == pytest.approx(1.0, abs=1e-6)
         assert reference_similarity(e[0], e[1:3]) == pytest.approx((1.0 + float(e[0] @ e[2])) / 2, abs=1e-6)
     assert math.isnan(reference_similarity(e[0], np.zeros((0, 4))))
@@ -400,7 +401,7 @@ def test_cp_clip_scores_an_undetected_concept_zero(tiny):
     rng = np.random.default_rng(2)
     img = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
     clip = Clip(str(tiny["clip"]))
-    refs = {"cat": clip.images([img]), "dog": clip.images([img.transpose(Image.FLIP_LEFT_RIGHT)])}
+    refs = {"cat": clip.encode_images([img]), "dog": clip.encode_images([img.transpose(Image.FLIP_LEFT_RIGHT)])}
 
     # nothing clears a threshold above every possible score: each concept is missing -> 0
     none = Detector(str(tiny["owl"]), threshold=1.01).best_boxes([img, img], [["cat", "dog"], ["cat"]])
@@ -412,7 +413,7 @@ def test_cp_clip_scores_an_undetected_concept_zero(tiny):
     assert set(found[1]) == {"cat"}  # the padding query of the shorter list is ignored
     boxes = found[0]
     assert all(b is not None and 0 <= b[0] < b[2] <= 64 and 0 <= b[1] < b[3] <= 48 for b in boxes.values())
-    crops = {c: clip.images([img.crop(b)])[0] for c, b in boxes.items()}
+    crops = {c: clip.encode_images([img.crop(b)])[0] for c, b in boxes.items()}
     hand = np.mean([float(crops[c] @ refs[c][0]) for c in ("cat", "dog")])
     assert cp_clip_score(crops, refs) == pytest.approx(hand, abs=1e-6)
     half = cp_clip_score({"cat": crops["cat"], "dog": None}, refs)
@@ -442,13 +443,13 @@ def test_clip_t_long_prompts_average_their_77_token_windows(tiny):
     with torch.inference_mode():
         f = clip.model.get_text_features(input_ids=ref.input_ids, attention_mask=ref.attention_mask).pooler_output
     f = (f / f.norm(dim=-1, keepdim=True))[0].numpy()
-    (emb,), (n,) = clip.texts([short])
+    (emb,), (n,) = clip.encode_long_texts([short])
     assert n == 1 and np.allclose(emb, f, atol=1e-5)
 
     long = " ".join(["a small red cat sitting on a blue sofa next to a green plant"] * 12)
     ids = clip.tokenizer(long, add_special_tokens=False).input_ids
     assert len(ids) > 150
-    (emb_long,), (windows,) = clip.texts([long])
+    (emb_long,), (windows,) = clip.encode_long_texts([long])
     parts = text_windows(ids, 77)
     assert windows == len(parts) == math.ceil(len(ids) / 75)
     per = []
@@ -476,3 +477,43 @@ def test_pareto_front_and_weighted_ranking_by_hand():
     # a: clip 1, dist 0, pop 0 ; b: clip 0, dist 1, pop 1 ; c: clip 0.5, dist 0.5, pop (unknown) 0
     assert scores == pytest.approx({"a": 1.0, "b": 1.0, "c": 0.9})
     assert [r["model"] for r in rank] == ["a", "b", "c"] and [r["rank"] for r in rank] == [1, 2, 3]
+
+
+def test_a_failing_batch_fails_its_images_through_the_runner_and_a_rerun_redoes_only_them(tmp_path, tiny, monkeypatch):
+    """Bench generation is a runner stage: an exception from one pipeline call (out of GPU memory) fails that
+    batch's images with one reason in the shard's failures.jsonl, the others are done with the runner's marker
+    (their .json record), and a rerun redoes just the failed batch."""
+    from gen4gen.bench import generate as G
+    from gen4gen.bench.roster import Roster
+    from gen4gen.markers import read_failures
+
+    roster = Roster.model_validate({"models": [
+        {"name": "ok", "source": str(tiny["sd"]), "steps": 1, "guidance": 0.0, "resolution": 32}]})
+    cfg = _bench_cfg(tmp_path, tiny, "bench.use=[drawbench]", "bench.seeds=[0,1,2]", "bench.warmup=false")
+    prompts, _ = P.load_promptsets(OmegaConf.to_container(cfg.bench.promptsets), ["drawbench"])
+    run_dir = tmp_path / "run"
+    plan = G.plan_jobs(roster.models, prompts, run_dir, cfg.bench)
+    real = G._call
+
+    def oom_on_seed_0(pipe, group, takes, steps=None):
+        if any(j.seed == 0 for j in group):
+            raise RuntimeError("CUDA out of memory")
+        return real(pipe, group, takes, steps)
+
+    monkeypatch.setattr(G, "_call", oom_on_seed_0)
+    result = generate(plan, run_dir, "cpu", cfg.bench)
+    assert result.done == 1 and [f["reason"] for f in result.failures] == [
+        "batch of 2 failed: RuntimeError: CUDA out of memory"] * 2
+    assert [f["id"] for f in read_failures(run_dir)] == [j.id for j in plan["ok"][:2]]
+    done = plan["ok"][2]
+    record = json.loads(done.record.read_text())
+    assert record["id"] == done.id and record["stage"] == "bench" and record["batch_size"] == 1
+    assert record["fingerprint"] and record["config_hash"] and done.image.is_file()
+    assert not plan["ok"][0].image.exists() and not plan["ok"][0].record.exists()
+
+    monkeypatch.setattr(G, "_call", real)
+    again = generate(plan, run_dir, "cpu", cfg.bench)
+    assert (again.done, again.skipped, again.failures) == (2, 1, [])
+    assert read_failures(run_dir) == []
+    rows = G.read_records(run_dir)
+    assert len(rows) == 3 and not {"id", "stage", "config_hash", "fingerprint", "seconds"} & set(rows[0])

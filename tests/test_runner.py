@@ -204,3 +204,134 @@ def test_failures_of_shards_merge_without_duplicates_and_drop_items_done_since(t
     assert [f["id"] for f in read_failures(root)] == ["s/c/1"]
     run_stage(NoiseStage(root, ids), cfg_factory())  # fixed input: the shard file's old line no longer counts
     assert read_failures(root) == []
+
+
+class BatchStage(NoiseStage):
+    """NoiseStage through the batch hook: items grouped by their id's middle part; a batch holding ``boom``
+    raises as a whole (out of GPU memory), ``bad`` fails alone."""
+
+    batch_size = 3
+
+    def __init__(self, root: Path, ids: list[str], bad: str | None = None, boom: str | None = None):
+        super().__init__(root, ids, bad)
+        self.boom, self.calls = boom, []
+
+    def batch_key(self, item):
+        return item.id.split("/")[1]
+
+    def process_batch(self, items, writers, rngs):
+        self.calls.append([it.id for it in items])
+        if any(it.id == self.boom for it in items):
+            raise RuntimeError("CUDA out of memory")
+        out = []
+        for it, w, rng in zip(items, writers, rngs):
+            try:
+                out.append(self.process(it, w, rng))
+            except ItemFailed as e:
+                out.append(e)
+        return out
+
+
+def test_batch_hook_groups_by_key_in_order_and_keeps_markers_and_failures(tmp_path, cfg_factory):
+    ids = [f"s/a/{k}" for k in range(4)] + ["s/b/0", "s/b/1"] + [f"s/a/{k}" for k in range(4, 6)]
+    root = tmp_path / "batched"
+    stage = BatchStage(root, ids, bad="s/a/1", boom="s/b/1")
+    s = run_stage(stage, cfg_factory("seed=3"))
+    # consecutive runs of one key, cut at batch_size; order kept
+    assert stage.calls == [["s/a/0", "s/a/1", "s/a/2"], ["s/a/3"], ["s/b/0", "s/b/1"], ["s/a/4", "s/a/5"]]
+    assert (s.total, s.done, s.failed) == (8, 5, 3)
+    reasons = {f["id"]: f["reason"] for f in read_failures(root)}
+    assert reasons == {"s/a/1": "this one is bad", "s/b/0": "batch of 2 failed: RuntimeError: CUDA out of memory",
+                       "s/b/1": "batch of 2 failed: RuntimeError: CUDA out of memory"}
+    # the same bytes as one by one: randomness is per item, not per batch
+    one = tmp_path / "one"
+    run_stage(NoiseStage(one, ids), cfg_factory("seed=3"))
+    for i in ids:
+        if i not in reasons:
+            assert (root / i / "noise.png").read_bytes() == (one / i / "noise.png").read_bytes()
+            meta = json.loads((root / i / "meta.json").read_text())
+            assert meta["id"] == i and meta["first"] == json.loads((one / i / "meta.json").read_text())["first"]
+    # a rerun redoes only the failed items, in batches of their own
+    stage = BatchStage(root, ids)
+    s = run_stage(stage, cfg_factory("seed=3"))
+    assert (s.done, s.skipped, s.failed) == (3, 5, 0) and stage.calls == [["s/a/1"], ["s/b/0", "s/b/1"]]
+
+
+def test_shared_folder_items_use_their_own_marker_and_temp_files(tmp_path, cfg_factory):
+    """Items that share one folder (bench images) each have a ``<stem>.json`` marker and own only their stem's
+    temporary files; a stale temp file of the stage folder itself is removed at the start of the next run."""
+    root = tmp_path / "shared"
+
+    class FileStage(NoiseStage):
+        def discover(self):
+            return [Item(i, self.out_root / "imgs", {"path": i}, marker=self.out_root / "imgs" / f"{i}.json")
+                    for i in self.ids]
+
+        def process(self, item, out, rng):
+            out.bytes(f"{item.id}.png", b"png" + item.id.encode())
+            return {"n": item.id}
+
+    (root / "imgs").mkdir(parents=True)
+    (root / "imgs" / ".a.png.999999.tmp").write_bytes(b"half")  # item a was killed mid-write
+    (root / "imgs" / ".b.png.999999.tmp").write_bytes(b"b is being written by a live shard")
+    (root / ".failures.jsonl.999999.tmp").write_bytes(b"disk full")  # pid 999999: not running
+    live = root / f".failures.shard-1-of-2.jsonl.{os.getppid()}.tmp"  # a running writer's file stays
+    live.write_bytes(b"")
+    s = run_stage(FileStage(root, ["a"]), cfg_factory())
+    assert s.done == 1 and json.loads((root / "imgs" / "a.json").read_text())["n"] == "a"
+    assert sorted(p.name for p in root.rglob(".*.tmp")) == [".b.png.999999.tmp", live.name]
+    assert run_stage(FileStage(root, ["a"]), cfg_factory()).skipped == 1
+    (root / "imgs" / "a.json").unlink()  # a lost marker redoes that item alone
+    assert run_stage(FileStage(root, ["a", "b"]), cfg_factory()).done == 2
+
+
+def _sigint_mid_run(cli: list[str], cwd: Path, out: Path, at_least: int, env: dict | None = None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
+    proc = subprocess.Popen(cli, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(list(out.rglob("meta.json"))) < at_least and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stdout + stderr
+
+
+def test_ctrl_c_in_the_cli_prints_one_line_exits_130_and_the_rerun_resumes(tmp_path):
+    photos(tmp_path / "src", 8)
+    cli = [sys.executable, "-m", "gen4gen", "stage=s1", f"paths.source_dir={tmp_path / 'src'}",
+           f"paths.stages_dir={tmp_path / 'stages'}", f"paths.outputs_dir={tmp_path / 'outputs'}",
+           search_path(tmp_path), "segmenter=darkness", "segmenter.sleep=0.3", "workers=1"]
+    out = tmp_path / "stages" / "s1_segmented_foreground"
+    code, text = _sigint_mid_run(cli, tmp_path, out, at_least=2)
+    done = len(list(out.rglob("meta.json")))
+    assert code == 130 and 2 <= done < 8, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    assert [line for line in text.splitlines() if "interrupted" in line] == [
+        f"interrupted: {done} items done, rerun to resume"]
+    cfg = s1_cfg(tmp_path, "stages", "segmenter.sleep=0.3")  # the same config: finished items are kept
+    summary = run_stage(SegmentStage(cfg), cfg)
+    assert (summary.skipped, summary.done, summary.failed) == (done, 8 - done, 0)
+
+
+def test_ctrl_c_while_waiting_for_the_llm_is_one_line_and_130(tmp_path):
+    """The prepare phase (concurrent LLM calls, before any item runs): the same line, no asyncio traceback."""
+    from tests.llm_server import LLMServer, Reply
+    from tests.s2_data import fake_s1
+    from tests.s2_llm_replies import good_content
+
+    fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}})
+    with LLMServer(lambda body, n: Reply(good_content(body), delay=30)) as srv:
+        cli = [sys.executable, "-m", "gen4gen", "stage=s2", "layout=llm", f"llm.base_url={srv.base_url}",
+               f"paths.source_dir={tmp_path / 'src'}", f"paths.stages_dir={tmp_path / 'stages'}",
+               f"paths.outputs_dir={tmp_path / 'outputs'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OPENAI_API_KEY": "sk-test"}
+        proc = subprocess.Popen(cli, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not srv.requests and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        started = time.time()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    text = stdout + stderr
+    assert proc.returncode == 130 and time.time() - started < 20, text  # not after the 30 s replies
+    assert "Traceback" not in text and "interrupted: 0 items done, rerun to resume" in text

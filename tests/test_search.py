@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scipy import linalg, stats
 
+from gen4gen.encoders import unit
 from gen4gen.search import query as Q
 from gen4gen.search.index import IndexInfo, IndexWriter, ModelIndex, MomentSpec, gaussian_moments, write_info
 
@@ -123,7 +124,7 @@ def test_ivf_matches_exact_search_when_probing_every_list(tmp_path, backend):
     assert Q.build_ivf(space, n_lists=25, seed=0, backend=backend) == backend
     order = np.load(tmp_path / "image_ivf_order.npy")
     assert sorted(order.tolist()) == list(range(len(mu)))  # every model in exactly one list
-    q = Q._unit(mu[123] + 0.01)
+    q = unit(np.ravel(mu[123] + 0.01), np.float32)
     exact_rows, exact = Q.first_moment_topk(space.mu_hat, q[None], k=10)
     rows, scores = Q.ivf_topk(space, q, k=10, nprobe=25)
     assert rows.tolist() == exact_rows[0].tolist()
@@ -149,7 +150,7 @@ def test_an_ivf_that_misses_neighbours_is_not_used(tmp_path, caplog):
     Q.build_ivf(space, n_lists=64, backend="numpy")
     assert Q.ivf_recall(space, 2) < 0.5
     assert json.loads((tmp_path / "gauss/image_ivf_recall.json").read_text()) == {"2": Q.ivf_recall(space, 2)}
-    q = Q._unit(space.mu_hat[5] + 0.05 * rng.normal(size=64))
+    q = unit(np.ravel(space.mu_hat[5] + 0.05 * rng.normal(size=64)), np.float32)
     exact_rows, exact = Q.first_moment_topk(space.mu_hat, q[None], k=10)
     with caplog.at_level("WARNING", logger="gen4gen.search.query"):
         for _ in range(2):
@@ -162,7 +163,7 @@ def test_an_ivf_that_misses_neighbours_is_not_used(tmp_path, caplog):
                                  + 0.1 * rng.normal(size=(4000, 64)))
     Q.build_ivf(clustered, n_lists=64, backend="numpy")
     assert Q.ivf_recall(clustered, 8) >= Q.MIN_RECALL
-    rows, _ = Q.ivf_topk(clustered, Q._unit(clustered.mu_hat[5]), k=10, nprobe=8)
+    rows, _ = Q.ivf_topk(clustered, unit(np.ravel(clustered.mu_hat[5]), np.float32), k=10, nprobe=8)
     assert 5 in rows.tolist()
     Q.build_ivf(clustered, n_lists=32, backend="numpy")  # a rebuilt file is measured afresh
     assert not (tmp_path / "clustered/image_ivf_recall.json").exists()
@@ -180,7 +181,7 @@ def test_ivf_falls_back_to_numpy_without_faiss(tmp_path, monkeypatch):
                                    spaces={"image": {"dim": 8, "encoder": "synthetic", "moment": "diag", "rank": 0, "raw": False}}))
     space = ModelIndex(tmp_path).spaces["image"]
     assert Q.build_ivf(space, n_lists=10) == "numpy"
-    rows, _ = Q.ivf_topk(space, Q._unit(mu[7]), k=5, nprobe=10)
+    rows, _ = Q.ivf_topk(space, unit(np.ravel(mu[7]), np.float32), k=5, nprobe=10)
     assert rows[0] == 7
 
 
@@ -261,7 +262,7 @@ def _tiny_clip(path):
 
 
 def test_clip_path_through_from_pretrained(tmp_path, cfg_factory):
-    from gen4gen.search.features import ClipEncoder
+    from gen4gen.encoders import Clip as ClipEncoder
     from gen4gen.stages import search
 
     clip = _tiny_clip(tmp_path / "clip")

@@ -1,10 +1,10 @@
 """Generation: every roster model over every prompt x seed, one model in memory at a time.
 
 An image is one job ``(model, prompt, seed)`` written to ``images/<model>/<set>/<prompt id>_s<seed>.png``
-with a sidecar ``.json`` record written after it (atomically): a job is done when its record exists and
-names the same model fingerprint and call settings, so a rerun (or another shard) skips it. Each job
-draws its noise from its own CPU ``torch.Generator`` seeded with the job's seed, so an image does not
-depend on batch size, order or shard.
+with a sidecar ``.json`` record: the stage runner's done-marker for that image (``stages/bench.py`` runs the
+jobs as items of ``run_stage``, a batch of one model's jobs per ``Generator`` call). Each job draws its noise
+from its own CPU ``torch.Generator`` seeded with the job's seed, so an image does not depend on batch size,
+order or shard.
 """
 from __future__ import annotations
 
@@ -12,19 +12,18 @@ import gc
 import inspect
 import json
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 from gen4gen.bench.prompts import Prompt
 from gen4gen.bench.roster import RosterEntry, detect_pipeline
-from gen4gen.console import console, progress
+from gen4gen.console import console
 from gen4gen.diffusers_setup import old_dtype_name
+from gen4gen.errors import ItemFailed
 from gen4gen.hashing import config_hash, in_shard
-from gen4gen.io import json_bytes, png_bytes, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,11 @@ class Job:
     @property
     def settings_hash(self) -> str:
         return config_hash({"prompt": self.prompt.text, "seed": self.seed, **self.settings})
+
+    @property
+    def call_key(self) -> tuple:
+        """Jobs with equal keys can share one pipeline call (one model, one batch shape)."""
+        return (self.model.name, *_batch_key(self)[:5])
 
 
 def call_settings(entry: RosterEntry, prompt: Prompt, use_prompt_size: bool) -> dict:
@@ -93,26 +97,7 @@ def shard_models(models: list[RosterEntry], index: int, count: int) -> list[Rost
     return [m for m in models if in_shard(m.name, index, count)]
 
 
-def is_done(job: Job) -> bool:
-    try:
-        rec = json.loads(job.record.read_text("utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (rec.get("model_fingerprint") == job.model.fingerprint() and rec.get("settings_hash") == job.settings_hash
-            and job.image.is_file())
-
-
-# ---------------------------------------------------------------- device and work estimate
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        return "cpu"
-    return name
-
-
+# ---------------------------------------------------------------- work estimate
 def _kind(entry: RosterEntry) -> str:
     pipe = detect_pipeline(entry)
     text = f"{pipe} {entry.source} {entry.base_model or ''}".lower()
@@ -263,95 +248,68 @@ def _peak_rss_gb() -> float:
         return psutil.Process().memory_info().rss / 2 ** 30
 
 
-# ---------------------------------------------------------------- the loop
-@dataclass
-class GenResult:
-    done: int = 0
-    skipped: int = 0
-    failures: list[dict] | None = None
+# ---------------------------------------------------------------- generating a batch
+class Generator:
+    """One pipeline in memory at a time: a call with another model's jobs frees the loaded one first.
 
+    Calls are serialised (one GPU, and a pipeline keeps scheduler state per call), so the caller may write one
+    batch's images on a thread while the next batch generates."""
 
-def batches(jobs: list[Job], batch_size: int, one_per_call: bool) -> list[list[Job]]:
-    out = []
-    size = 1 if one_per_call else max(1, batch_size)
-    for _, group in groupby(jobs, key=lambda j: _batch_key(j)[:5]):
-        group = list(group)
-        out += [group[i:i + size] for i in range(0, len(group), size)]
-    return out
+    def __init__(self, device: str, bench: Any):
+        self.device, self.bench = device, bench
+        self.meter = Meter(device)
+        self.lock = threading.Lock()
+        self.name: str | None = None  # model whose pipeline is loaded (or failed to load)
+        self.pipe = None
+        self.load_errors: dict[str, str] = {}
 
-
-def generate(plan: dict[str, list[Job]], run_dir: Path, device: str, bench: Any) -> GenResult:
-    import torch
-
-    result = GenResult(failures=[])
-    pending = {name: [j for j in jobs if not is_done(j)] for name, jobs in plan.items()}
-    result.skipped = sum(len(jobs) for jobs in plan.values()) - sum(len(p) for p in pending.values())
-    meter = Meter(device)
-    # PNG encoding and the fsync'd writes run on threads while the next batch generates: with a 1-step model on
-    # a GPU they would otherwise cost as much as the generation (PIL and file I/O release the GIL)
-    writer = ThreadPoolExecutor(max_workers=max(1, int(bench.get("writers", 2))))
-    with writer, progress() as bar:
-        task = bar.add_task("bench generate", total=sum(len(p) for p in pending.values()))
-        for name, jobs in pending.items():
-            if not jobs:
-                continue
-            entry = jobs[0].model
-            bar.update(task, description=f"bench {name}")
-            try:
-                pipe = load_pipeline(entry, device, bool(bench.safety_checker))
-            except Exception as e:  # noqa: BLE001 - one bad model must not stop the roster
-                reason = f"cannot load model {entry.source!r}: {type(e).__name__}: {e}"
-                console.print(f"[red]{name}: {reason}[/red]")
-                result.failures += [_failure(j, reason) for j in jobs]
-                bar.advance(task, len(jobs))
-                continue
+    def __call__(self, jobs: list[Job]) -> list[tuple[Any, dict]]:
+        """``(image, record fields)`` per job; jobs share one model and call settings."""
+        with self.lock:
+            pipe = self._use(jobs[0].model)
             cls_name = type(pipe).__name__
             takes = set(inspect.signature(pipe.__call__).parameters)
-            groups = batches(jobs, int(bench.batch_size), cls_name in ONE_GENERATOR_PIPELINES)
-            if bench.warmup and groups:  # first call pays for lazy init / kernel selection: not timed
+            groups = [[j] for j in jobs] if cls_name in ONE_GENERATOR_PIPELINES else [jobs]
+            if self.warm:  # first call pays for lazy init / kernel selection: not timed
+                self.warm = False
                 try:
                     _call(pipe, groups[0], takes, steps=1)
                 except Exception:  # noqa: BLE001 - the real batch reports the error
                     pass
-            images: list = []
-            writes: list = []
+            out = []
             for group in groups:
                 try:
-                    meter.start()
+                    self.meter.start()
                     images = _call(pipe, group, takes)
-                    seconds, mem_gb, mem_kind = meter.stop()
-                except Exception as e:  # noqa: BLE001 - e.g. out of memory: the batch fails, the run goes on
-                    reason = f"{type(e).__name__}: {e}"
-                    result.failures += [_failure(j, reason) for j in group]
-                    bar.advance(task, len(group))
-                    if device.startswith("cuda"):
+                    seconds, mem_gb, mem_kind = self.meter.stop()
+                except Exception:  # e.g. out of memory: the batch fails (runner), the run goes on
+                    if self.device.startswith("cuda"):
+                        import torch
+
                         torch.cuda.empty_cache()
-                    continue
+                    raise
                 per_image = seconds / len(group)
-                writes += [(job, writer.submit(_write, job, image, run_dir, per_image, seconds, len(group), mem_gb,
-                                               mem_kind, device, cls_name)) for job, image in zip(group, images)]
-                # bounded: a slow disk makes generation wait instead of holding every image in memory
-                writes = _settle(writes, result, bar, task, wait=len(writes) > 8 * len(group))
-            del pipe, images  # the only references: the model is freed before the next one loads
-            writes = _settle(writes, result, bar, task, wait=True)
-            free_memory()
-    return result
+                out += [(image, record(job, per_image, seconds, len(group), mem_gb, mem_kind, self.device, cls_name))
+                        for job, image in zip(group, images)]
+            return out
 
+    def _use(self, entry: RosterEntry):
+        if self.name != entry.name:
+            self.release()  # the previous model is gone before the next one loads
+            self.name = entry.name
+            try:
+                self.pipe = load_pipeline(entry, self.device, bool(self.bench.safety_checker))
+            except Exception as e:  # noqa: BLE001 - one bad model must not stop the roster
+                self.load_errors[entry.name] = f"cannot load model {entry.source!r}: {type(e).__name__}: {e}"
+                console.print(f"[red]{entry.name}: {self.load_errors[entry.name]}[/red]")
+            self.warm = bool(self.bench.warmup)
+        if entry.name in self.load_errors:  # every batch of that model fails with the same line, loaded once
+            raise ItemFailed(self.load_errors[entry.name])
+        return self.pipe
 
-def _settle(writes: list, result: GenResult, bar, task, wait: bool) -> list:
-    """Count finished image writes (a failed write is that image's failure); return the ones still running."""
-    left = []
-    for job, fut in writes:
-        if not (wait or fut.done()):
-            left.append((job, fut))
-            continue
-        try:
-            fut.result()
-            result.done += 1
-        except Exception as e:  # noqa: BLE001 - disk full, permissions: that image fails, the run goes on
-            result.failures.append(_failure(job, f"cannot write image: {type(e).__name__}: {e}"))
-        bar.advance(task)
-    return left
+    def release(self) -> None:
+        self.pipe, self.name = None, None
+        free_memory()
 
 
 def _call(pipe, group: list[Job], takes: set[str], steps: int | None = None) -> list:
@@ -378,25 +336,23 @@ def _call(pipe, group: list[Job], takes: set[str], steps: int | None = None) -> 
     return list(out.images)
 
 
-def _write(job: Job, image, run_dir: Path, per_image: float, batch_seconds: float, batch_size: int,
-           mem_gb: float, mem_kind: str, device: str, pipeline: str) -> None:
-    write_atomic(job.image, png_bytes(image))
+def record(job: Job, per_image: float, batch_seconds: float, batch_size: int, mem_gb: float, mem_kind: str,
+           device: str, pipeline: str) -> dict:
+    """The image's row in ``results.{csv,jsonl}``, stored in its ``.json`` record."""
     s = job.settings
-    cost = job.model.cost.per_image(per_image, mem_gb)
-    record = {
+    return {
         "model": job.model.name, "set": job.prompt.set, "prompt_id": job.prompt.id, "prompt": job.prompt.text,
         "category": job.prompt.category, "seed": job.seed, "width": s["width"], "height": s["height"],
         "steps": s["steps"], "guidance": s["guidance"], "negative": s["negative"],
-        "image": job.image.relative_to(run_dir).as_posix(), "latency_s": round(per_image, 6),
+        "image": f"images/{job.model.name}/{job.prompt.set}/{job.image.name}", "latency_s": round(per_image, 6),
         "batch_size": batch_size, "batch_seconds": round(batch_seconds, 6), "peak_memory_gb": round(mem_gb, 4),
-        "memory_kind": mem_kind, "cost_usd": cost, "device": device, "pipeline": pipeline,
-        "model_fingerprint": job.model.fingerprint(), "settings_hash": job.settings_hash,
+        "memory_kind": mem_kind, "cost_usd": job.model.cost.per_image(per_image, mem_gb), "device": device,
+        "pipeline": pipeline, "model_fingerprint": job.model.fingerprint(), "settings_hash": job.settings_hash,
     }
-    write_atomic(job.record, json_bytes(record))  # last: the job is done once this exists
 
 
-def _failure(job: Job, reason: str) -> dict:
-    return {"stage": "bench", "id": job.id, "path": str(job.image), "reason": reason}
+# what the runner adds to every item's marker: not part of a result row
+RUNNER_KEYS = ("id", "stage", "config_hash", "fingerprint", "seconds")
 
 
 def read_records(run_dir: Path) -> list[dict]:
@@ -404,8 +360,10 @@ def read_records(run_dir: Path) -> list[dict]:
     rows = []
     for p in sorted((run_dir / "images").rglob("*.json")):
         try:
-            rows.append(json.loads(p.read_text("utf-8")))
+            rec = json.loads(p.read_text("utf-8"))
         except (OSError, ValueError):
             continue
+        if isinstance(rec, dict):
+            rows.append({k: v for k, v in rec.items() if k not in RUNNER_KEYS})
     return rows
 

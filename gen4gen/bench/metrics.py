@@ -27,8 +27,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from gen4gen.caption.words import count_phrase
 from gen4gen.console import progress
+from gen4gen.encoders import Clip, Detector, Dino, text_windows, unit  # noqa: F401 - text_windows: the CLIP-T rule
 from gen4gen.hashing import config_hash
 from gen4gen.images import BadImage, read_image
 from gen4gen.io import write_atomic
@@ -37,13 +37,8 @@ METRICS = ("clip_t", "clip_i", "dino", "cp_clip", "ti_clip", "mcos")
 
 
 # ---------------------------------------------------------------- pure scoring functions (tested on their own)
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def clip_t_score(image_emb: np.ndarray, text_emb: np.ndarray) -> float:
-    return float(100.0 * max(float(_unit(image_emb) @ _unit(text_emb)), 0.0))
+    return float(100.0 * max(float(unit(image_emb) @ unit(text_emb)), 0.0))
 
 
 def reference_similarity(image_emb: np.ndarray, ref_embs: np.ndarray) -> float:
@@ -51,7 +46,7 @@ def reference_similarity(image_emb: np.ndarray, ref_embs: np.ndarray) -> float:
     ref_embs = np.asarray(ref_embs)
     if ref_embs.size == 0:
         return math.nan
-    return float(np.mean(_unit(ref_embs) @ _unit(image_emb)))
+    return float(np.mean(unit(ref_embs) @ unit(image_emb)))
 
 
 def cp_clip_score(crop_embs: dict[str, np.ndarray | None], ref_embs: dict[str, np.ndarray]) -> float:
@@ -64,7 +59,7 @@ def cp_clip_score(crop_embs: dict[str, np.ndarray | None], ref_embs: dict[str, n
 
 def mcos_scores(embs: np.ndarray, models: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
     """For each image, the mean cosine to the images of *other* models for the same prompt (NaN if none)."""
-    embs = _unit(np.asarray(embs))
+    embs = unit(np.asarray(embs))
     models, prompts = np.asarray(models), np.asarray(prompts)
     out = np.full(len(embs), math.nan)
     for key in np.unique(prompts):
@@ -75,142 +70,6 @@ def mcos_scores(embs: np.ndarray, models: Sequence[str], prompts: Sequence[str])
             if other.any():
                 out[i] = float(sims[a, other].mean())
     return out
-
-
-def text_windows(ids: list[int], max_len: int) -> list[list[int]]:
-    """Token ids (no BOS/EOS) in consecutive windows that fit ``max_len`` with BOS and EOS added."""
-    width = max_len - 2
-    return [ids[i:i + width] for i in range(0, max(len(ids), 1), width)]
-
-
-# ---------------------------------------------------------------- backbones
-def _features(out: Any):
-    """transformers 5 returns a ModelOutput whose pooler_output is the projected embedding; 4.x a tensor."""
-    return out if hasattr(out, "shape") else out.pooler_output
-
-
-class Clip:
-    def __init__(self, path: str, device: str = "cpu", batch_size: int = 32):
-        import torch
-        from transformers import AutoProcessor, CLIPModel
-
-        self.torch, self.device, self.batch_size = torch, device, batch_size
-        self.model = CLIPModel.from_pretrained(path).to(device).eval()
-        self.processor = AutoProcessor.from_pretrained(path)
-        self.tokenizer = self.processor.tokenizer
-        self.max_len = int(self.model.config.text_config.max_position_embeddings)
-
-    def images(self, images: Sequence) -> np.ndarray:
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            px = self.processor(images=list(images[i:i + self.batch_size]), return_tensors="pt").pixel_values
-            with self.torch.inference_mode():
-                out.append(_features(self.model.get_image_features(pixel_values=px.to(self.device))).float().cpu().numpy())
-        return _unit(np.concatenate(out)) if out else np.zeros((0, self.model.config.projection_dim))
-
-    def texts(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
-        """Unit text embeddings with the long-prompt window rule; also the window count per text."""
-        tok = self.tokenizer
-        bos, eos = tok.bos_token_id, tok.eos_token_id
-        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-        windows, owner = [], []
-        for t, text in enumerate(texts):
-            ids = tok(text, add_special_tokens=False, truncation=False).input_ids
-            for w in text_windows(ids, self.max_len):
-                windows.append([bos, *w, eos])
-                owner.append(t)
-        embs = []
-        for i in range(0, len(windows), self.batch_size):
-            chunk = windows[i:i + self.batch_size]
-            ids = np.full((len(chunk), self.max_len), pad, dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for r, w in enumerate(chunk):
-                ids[r, :len(w)], mask[r, :len(w)] = w, 1
-            with self.torch.inference_mode():
-                f = self.model.get_text_features(input_ids=self.torch.from_numpy(ids).to(self.device),
-                                                 attention_mask=self.torch.from_numpy(mask).to(self.device))
-            embs.append(_features(f).float().cpu().numpy())
-        embs = _unit(np.concatenate(embs)) if embs else np.zeros((0, self.model.config.projection_dim))
-        owner = np.asarray(owner)
-        weights = np.asarray([len(w) - 2 for w in windows], dtype=np.float64).clip(min=1)
-        out = np.stack([(embs[owner == t] * weights[owner == t, None]).sum(0) for t in range(len(texts))]) \
-            if len(texts) else embs
-        return _unit(out), [int((owner == t).sum()) for t in range(len(texts))]
-
-
-class Dino:
-    """DINO ViT (``facebook/dino-vits16``): the CLS token of the last layer, as DreamBooth's DINO metric."""
-
-    def __init__(self, path: str, device: str = "cpu", batch_size: int = 32):
-        import torch
-        from transformers import AutoImageProcessor, AutoModel
-
-        self.torch, self.device, self.batch_size = torch, device, batch_size
-        try:  # ViT checkpoints (DINO v1) carry no pooler weights: do not build a random one
-            model = AutoModel.from_pretrained(path, add_pooling_layer=False)
-        except TypeError:  # other backbones (DINOv2) have no such option; the CLS token is read the same way
-            model = AutoModel.from_pretrained(path)
-        self.model = model.to(device).eval()
-        self.processor = AutoImageProcessor.from_pretrained(path)
-
-    def images(self, images: Sequence) -> np.ndarray:
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            px = self.processor(images=list(images[i:i + self.batch_size]), return_tensors="pt").pixel_values
-            with self.torch.inference_mode():
-                out.append(self.model(pixel_values=px.to(self.device)).last_hidden_state[:, 0].float().cpu().numpy())
-        return _unit(np.concatenate(out)) if out else np.zeros((0, self.model.config.hidden_size))
-
-
-class Detector:
-    """Open-vocabulary detector (OWL-ViT / OWLv2 via AutoModelForZeroShotObjectDetection)."""
-
-    def __init__(self, path: str, device: str = "cpu", threshold: float = 0.1, batch_size: int = 8):
-        import torch
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-        self.torch, self.device, self.threshold, self.batch_size = torch, device, threshold, batch_size
-        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(path).to(device).eval()
-        self.processor = AutoProcessor.from_pretrained(path)
-        self.pads_to_square = "owlv2" in self.model.config.model_type
-
-    @staticmethod
-    def query(concept: str) -> str:
-        return f"a photo of {count_phrase(concept.replace('_', ' '), 1)}"
-
-    def best_boxes(self, images: Sequence, concepts: Sequence[Sequence[str]]) -> list[dict[str, tuple | None]]:
-        """Per image, each concept's highest-scoring box (x0, y0, x1, y1 in pixels) above the threshold, or None."""
-        out: list[dict[str, tuple | None]] = []
-        for i in range(0, len(images), self.batch_size):
-            ims, cs = list(images[i:i + self.batch_size]), [list(c) for c in concepts[i:i + self.batch_size]]
-            queries = [[self.query(c) for c in cc] or [" "] for cc in cs]
-            # truncation: OWL-ViT's text tower takes 16 tokens; a long concept name must not crash the run
-            inputs = self.processor(text=queries, images=ims, return_tensors="pt", truncation=True).to(self.device)
-            with self.torch.inference_mode():
-                outputs = self.model(**inputs)
-            # OWLv2 pads to a square before resizing: boxes are relative to the padded square
-            sizes = [(max(im.size),) * 2 if self.pads_to_square else (im.size[1], im.size[0]) for im in ims]
-            results = self.processor.post_process_grounded_object_detection(
-                outputs, threshold=self.threshold, target_sizes=sizes)
-            for im, cc, res in zip(ims, cs, results):
-                best: dict[str, tuple | None] = {c: None for c in cc}
-                top: dict[str, float] = {}
-                for score, label, box in zip(res["scores"].tolist(), res["labels"].tolist(), res["boxes"].tolist()):
-                    if label >= len(cc):  # a padding query of a shorter query list
-                        continue
-                    c = cc[label]
-                    box = _clip_box(box, im.size)
-                    if box is not None and score > top.get(c, -1.0):
-                        best[c], top[c] = box, score
-                out.append(best)
-        return out
-
-
-def _clip_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    w, h = size
-    x0, y0 = max(0, int(math.floor(box[0]))), max(0, int(math.floor(box[1])))
-    x1, y1 = min(w, int(math.ceil(box[2]))), min(h, int(math.ceil(box[3])))
-    return (x0, y0, x1, y1) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
 
 
 # ---------------------------------------------------------------- scoring a run
@@ -292,7 +151,7 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
                     ok.append((p, Image.fromarray(read_image(p))))
                 except BadImage:
                     ref_cache[(kind, p)] = None  # a bad reference is left out of the mean
-        for (p, _), e in zip(ok, model.images([im for _, im in ok]) if ok else []):
+        for (p, _), e in zip(ok, model.encode_images([im for _, im in ok], np.float64) if ok else []):
             ref_cache[(kind, p)] = e
         got = [ref_cache[(kind, p)] for p in paths if ref_cache.get((kind, p)) is not None]
         return np.stack(got) if got else np.zeros((0, 1))
@@ -312,18 +171,18 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
                     failures.append({"stage": "bench", "id": f"{rec['model']}/{rec['set']}/{rec['prompt_id']}/s{rec['seed']}",
                                      "path": str(run_dir / rec["image"]), "reason": f"metrics: {e}"})
             ps = [ps_all[i] for i in idx]
-            img_clip = clip.images(images) if clip and images else None
+            img_clip = clip.encode_images(images, np.float64) if clip and images else None
             new_texts = sorted({_scored_text(records[i], p) for i, p in zip(idx, ps)} - set(text_cache))
             if clip and new_texts and want & {"clip_t", "ti_clip"}:
-                embs, nwin = clip.texts(new_texts)
+                embs, nwin = clip.encode_long_texts(new_texts)
                 text_cache.update({t: (e, n) for t, e, n in zip(new_texts, embs, nwin)})
             with_refs = [k for k, p in enumerate(ps) if p is not None and p.references]
-            img_dino = dict(zip(with_refs, dino.images([images[k] for k in with_refs]))) if dino and with_refs else {}
+            img_dino = dict(zip(with_refs, dino.encode_images([images[k] for k in with_refs]))) if dino and with_refs else {}
             crop_embs: dict[int, dict[str, np.ndarray | None]] = {}
             if detector is not None and with_refs:
                 boxes = detector.best_boxes([images[k] for k in with_refs], [ps[k].concepts for k in with_refs])
                 found = [(k, c, images[k].crop(b)) for k, bb in zip(with_refs, boxes) for c, b in bb.items() if b]
-                embs = clip.images([crop for _, _, crop in found]) if found else []
+                embs = clip.encode_images([crop for _, _, crop in found], np.float64) if found else []
                 for k, bb in zip(with_refs, boxes):
                     crop_embs[k] = {c: None for c in ps[k].concepts}
                 for (k, c, _), e in zip(found, embs):

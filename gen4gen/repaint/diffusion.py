@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from gen4gen.diffusers_setup import old_dtype_name, quiet_diffusers
+from gen4gen.encoders import resolve_device
 from gen4gen.errors import UserError
 from gen4gen.repaint import RepaintJob, keep_concepts
 
@@ -40,17 +41,16 @@ SCHEDULERS = {
 }
 
 
-def resolve_device(device: str, family: str) -> str:
-    """``auto`` -> ``cuda``; a diffusion backend without CUDA is a clear error unless ``cpu`` is forced."""
+def inpainter_device(device: str, family: str) -> str:
+    """Like ``encoders.resolve_device``, but ``auto`` without CUDA is an error too: diffusion inpainting on the
+    CPU takes hours, so it runs there only when ``device=cpu`` says so (tests)."""
     import torch
 
     device = str(device or "auto")
-    if device == "cpu":
-        return device
-    if not torch.cuda.is_available():
+    if device != "cpu" and not torch.cuda.is_available():
         raise UserError(f"inpainter={family} needs a CUDA GPU and none is available (device={device}); "
                         f"use the CPU backend `inpainter=classical`, or force `device=cpu` (very slow, for tests)")
-    return "cuda" if device == "auto" else device
+    return resolve_device(device, "inpainter.device")
 
 
 class DiffusionInpainter:
@@ -73,7 +73,7 @@ class DiffusionInpainter:
         self.family = family
         self.name = family
         self.model = model or DEFAULT_MODELS[family]
-        self.device = resolve_device(device, family)
+        self.device = inpainter_device(device, family)
         self.dtype = ("float16" if self.device != "cpu" else "float32") if dtype == "auto" else dtype
         self.variant = variant
         self.steps, self.guidance, self.strength = int(steps), float(guidance), float(strength)

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from gen4gen.encoders import unit
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.search.index import ModelIndex, Space
 
@@ -224,7 +225,7 @@ def _chunks(m: int, chunk: int):
 
 
 def first_moment(space: Space, q: np.ndarray) -> np.ndarray:
-    q = _unit(q)
+    q = unit(np.ravel(q), np.float32)
     return np.concatenate([scores_of(space.mu_hat[s], q[None])[:, 0] for s in _chunks(len(space.mu_hat), CHUNK)])
 
 
@@ -240,7 +241,7 @@ def quad_form(space: Space, q: np.ndarray, rows: slice) -> np.ndarray:
 
 
 def second_moment(space: Space, q: np.ndarray, tau: float) -> np.ndarray:
-    q = _unit(q).astype(np.float64)
+    q = unit(np.ravel(q), np.float32).astype(np.float64)
     chunk = _rows_per_chunk(space)
     return np.concatenate([tau * (np.asarray(space.mu[s], np.float64) @ q) + 0.5 * tau ** 2 * quad_form(space, q, s)
                            for s in _chunks(len(space.mu), chunk)])
@@ -307,7 +308,7 @@ def _cov_term(space: Space, a: int, b: int) -> float:
 def monte_carlo(space: Space, q: np.ndarray, tau: float) -> np.ndarray:
     """log mean_i exp(tau cos(q, x_i)) over each model's kept samples: the sampling baseline that the
     moment scores approximate."""
-    q = _unit(q)
+    q = unit(np.ravel(q), np.float32)
     out = np.full(len(space.mu), -np.inf)
     for row in range(len(space.mu)):
         x = space.samples(row)
@@ -326,11 +327,6 @@ def combine(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
         s[~finite] = s[finite].min() if finite.any() else 0.0
         total += weight * (s - s.mean()) / (s.std() + 1e-12)
     return total
-
-
-def _unit(q: np.ndarray) -> np.ndarray:
-    q = np.asarray(q, np.float32).ravel()
-    return q / max(float(np.linalg.norm(q)), 1e-12)
 
 
 def _rows_per_chunk(space: Space) -> int:

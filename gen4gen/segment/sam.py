@@ -12,17 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gen4gen.encoders import resolve_device
 from gen4gen.errors import UserError
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={device} but no CUDA device is visible; use device=cpu")
-    return str(device)
 
 
 class SAM:
@@ -50,7 +41,7 @@ class SAM:
             raise UserError(f"segmenter=sam needs segment-anything and torchvision ({e}): `make sam`, or "
                             f"pip install 'gen4gen[sam]' -c <(echo torch=={version('torch')}) to keep your torch; "
                             "or pick another segmenter") from None
-        self.device = resolve_device(device)  # before the (slow) load
+        self.device = resolve_device(device, "segmenter.device")  # before the (slow) load
         if model_type not in sam_model_registry:
             raise UserError(f"sam: unknown model_type {model_type!r}; one of {', '.join(sam_model_registry)}")
         try:

@@ -8,22 +8,25 @@ Hydra launcher) generates its share of the models, then ``bench.steps=[metrics,r
 """
 from __future__ import annotations
 
-import json
-import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gen4gen.bench.generate import estimate, generate, is_done, plan_jobs, read_records, resolve_device, shard_models
+from gen4gen.bench.generate import Generator, Job, estimate, plan_jobs, read_records
 from gen4gen.bench.metrics import MetricsConfig, score_records
 from gen4gen.bench.prompts import load_promptsets
 from gen4gen.bench.report import csv_bytes, write_reports
 from gen4gen.bench.roster import load_roster
 from gen4gen.console import Summary, console
+from gen4gen.encoders import resolve_device
 from gen4gen.errors import UserError
-from gen4gen.io import write_atomic
-from gen4gen.markers import failures_path
+from gen4gen.hashing import config_hash
+from gen4gen.io import jsonl_bytes, read_jsonl, write_atomic
+from gen4gen.markers import failures_path, write_failures
+from gen4gen.runner import Item, ItemWriter, run_stage
 
 STEPS = ("generate", "metrics", "report")
 RESULT_COLUMNS = ["model", "set", "prompt_id", "category", "seed", "prompt", "width", "height", "steps", "guidance",
@@ -32,6 +35,76 @@ RESULT_COLUMNS = ["model", "set", "prompt_id", "category", "seed", "prompt", "wi
 METRIC_COLUMNS = ["model", "set", "prompt_id", "category", "seed", "image", "novel_background", "clip_t",
                   "clip_t_windows", "clip_i", "dino", "cp_clip", "cp_detected", "ti_clip", "mcos", "latency_s",
                   "peak_memory_gb", "cost_usd", "prompt"]
+
+
+class GenerateStage:
+    """The generate step as a runner stage: an item per image (marker: its ``.json`` record beside the PNG), a
+    batch per model and call shape; shards own whole models (one model's weights on one GPU)."""
+
+    name = "bench"
+
+    def __init__(self, plan: dict[str, list[Job]], run_dir: Path, device: str, bench: Any, shard: str = ""):
+        self.plan, self.out_root, self.device, self.bench, self.shard = plan, run_dir, device, bench, shard
+        self.generator = Generator(device, bench)
+        self.batch_size = max(1, int(bench.batch_size))
+        # one thread generates (the Generator serialises calls) while the others encode and write the previous
+        # batches' PNGs: with a 1-step model on a GPU those writes would otherwise cost as much as generating
+        self.workers = 1 + max(0, int(bench.get("writers", 2)))
+
+    def discover(self) -> list[Item]:
+        items = []
+        for jobs in self.plan.values():
+            for job in jobs:
+                if not job.image.is_file():  # a record whose image is gone does not make the image done
+                    job.record.unlink(missing_ok=True)
+                items.append(Item(job.id, job.image.parent, {"path": str(job.image), "job": job},
+                                  config_hash([job.model.fingerprint(), job.settings_hash]), marker=job.record))
+        return items
+
+    def config(self) -> dict:
+        return {}  # everything an image depends on is in its fingerprint (model, prompt, seed, call settings)
+
+    def shard_key(self, item_id: str) -> str:
+        return item_id.split("/", 1)[0]  # the model name, as shard_models splits the roster
+
+    def batch_key(self, item: Item) -> tuple:
+        return item.data["job"].call_key
+
+    def prepare(self, pending: list[Item]) -> None:
+        if self.device == "cpu" and not self.bench.force_cpu:
+            by_model: dict[str, list[Job]] = {}
+            for it in pending:
+                by_model.setdefault(it.data["job"].model.name, []).append(it.data["job"])
+            text, _ = estimate(by_model)
+            raise UserError("no CUDA GPU here, and generating on the CPU takes hours for real models.\n"
+                            f"Work left ({self.shard or 'this run'}): {text}\nRun it on a GPU machine (one GPU per "
+                            "shard: shard.count=N with a Hydra launcher), or set bench.force_cpu=true to run here "
+                            "anyway.")
+
+    def process_batch(self, items: list[Item], writers: list[ItemWriter], rngs) -> list[dict]:
+        generated = self.generator([it.data["job"] for it in items])
+        for it, out, (image, _) in zip(items, writers, generated):
+            out.image(it.data["job"].image.name, image)
+        return [rec for _, rec in generated]
+
+    def finish(self, summary: Summary) -> None:
+        self.generator.release()
+
+
+@dataclass
+class GenResult:
+    done: int = 0
+    skipped: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+
+def generate(plan: dict[str, list[Job]], run_dir: Path, device: str, bench: Any, shard_index: int = 0,
+             shard_count: int = 1) -> GenResult:
+    """Generate every pending image of ``plan`` (this shard's models) through the runner."""
+    cfg = OmegaConf.create({"seed": 0, "stage": "bench", "shard": {"index": shard_index, "count": shard_count}})
+    shard = f"shard {shard_index} of {shard_count}" if shard_count > 1 else ""
+    summary = run_stage(GenerateStage(plan, run_dir, device, bench, shard), cfg)
+    return GenResult(summary.done, summary.skipped, read_jsonl(failures_path(run_dir, shard_index, shard_count)))
 
 
 def run(cfg: DictConfig) -> Summary:
@@ -54,21 +127,14 @@ def run(cfg: DictConfig) -> Summary:
     shard_index, shard_count = int(cfg.shard.index), int(cfg.shard.count)
     device = resolve_device(str(cfg.device))
     failures: list[dict] = []
+    metric_failures: list[dict] = []
 
     if "generate" in steps:
-        models = shard_models(roster.models, shard_index, shard_count)
-        plan = plan_jobs(models, prompts, run_dir, bench)
-        summary.total = sum(len(j) for j in plan.values())
-        pending = {name: [j for j in jobs if not is_done(j)] for name, jobs in plan.items()}
-        if device == "cpu" and any(pending.values()) and not bench.force_cpu:
-            text, _ = estimate(pending)
-            raise UserError("no CUDA GPU here, and generating on the CPU takes hours for real models.\n"
-                            f"Work left ({'shard %d of %d' % (shard_index, shard_count) if shard_count > 1 else 'this run'}): "
-                            f"{text}\nRun it on a GPU machine (one GPU per shard: shard.count=N with a Hydra launcher), "
-                            "or set bench.force_cpu=true to run here anyway.")
-        result = generate(plan, run_dir, device, bench)
+        plan = plan_jobs(roster.models, prompts, run_dir, bench)  # the runner keeps this shard's models
+        result = generate(plan, run_dir, device, bench, shard_index, shard_count)
+        summary.total = result.done + result.skipped + len(result.failures)
         summary.done, summary.skipped = result.done, result.skipped
-        failures += result.failures or []
+        failures += result.failures
 
     current = {m.name: m.fingerprint() for m in roster.models}
     keys = {p.key for p in prompts}
@@ -76,7 +142,7 @@ def run(cfg: DictConfig) -> Summary:
     records = [r for r in read_records(run_dir) if current.get(r["model"]) == r.get("model_fingerprint")
                and f"{r['set']}/{r['prompt_id']}" in keys]
     write_atomic(run_dir / "results.csv", csv_bytes(records, RESULT_COLUMNS))
-    write_atomic(run_dir / "results.jsonl", _jsonl(records))
+    write_atomic(run_dir / "results.jsonl", jsonl_bytes(records))
     if "generate" not in steps:
         summary.total = len(records)
 
@@ -90,41 +156,25 @@ def run(cfg: DictConfig) -> Summary:
                                                   MetricsConfig.from_cfg(bench.metrics), device)
             failures += metric_failures
             write_atomic(run_dir / "metrics.csv", csv_bytes(rows, METRIC_COLUMNS))
-            write_atomic(run_dir / "metrics.jsonl", _jsonl(rows))
+            write_atomic(run_dir / "metrics.jsonl", jsonl_bytes(rows))
             if "generate" not in steps:
                 summary.done = len(rows)
     if "report" in steps and not (shard_count > 1 and "generate" in steps):
         if rows is None:
-            rows = _read_jsonl(run_dir / "metrics.jsonl") or [_bare_row(r) for r in records]
+            rows = read_jsonl(run_dir / "metrics.jsonl") or [_bare_row(r) for r in records]
             have = {(r["model"], r["set"], r["prompt_id"], r["seed"]) for r in records}
             rows = [r for r in rows if (r["model"], r["set"], r["prompt_id"], r["seed"]) in have]
         if rows:
             popularity = {m.name: m.popularity for m in roster.models}
             info = write_reports(rows, run_dir, popularity, dict(bench.report.weights), str(bench.report.quality))
             summary.notes["report"] = info["report"]
-    failures.sort(key=lambda f: f["id"])
-    write_atomic(failures_path(run_dir, shard_index, shard_count), _jsonl(failures))
+    if metric_failures or "generate" not in steps:  # the runner wrote generation's lines: metric lines join them
+        write_failures(run_dir, shard_index, shard_count, sorted(failures, key=lambda f: f["id"]))
     summary.failed = len(failures)
     if failures:
         console.print(f"[yellow]bench: {len(failures)} failure(s); see {failures_path(run_dir, shard_index, shard_count)}[/yellow]")
     summary.seconds = round(time.perf_counter() - t0, 2)
     return summary
-
-
-def _clean(v):
-    return None if isinstance(v, float) and math.isnan(v) else v
-
-
-def _jsonl(rows: list[dict]) -> bytes:
-    return "".join(json.dumps({k: _clean(v) for k, v in r.items()}, ensure_ascii=False) + "\n"
-                   for r in rows).encode("utf-8")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return []
 
 
 def _bare_row(rec: dict) -> dict:

@@ -13,6 +13,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.console import Summary, console
+from gen4gen.encoders import resolve_device
 from gen4gen.errors import UserError
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.paths import run_output_dir
@@ -44,6 +45,7 @@ def run(cfg: DictConfig) -> Summary:
     rc = cfg.route
     if not rc.train_dir:
         raise UserError("set route.train_dir=<folder with {nima,clip}_score_with_time_<model>.csv or a bench results table>")
+    device = resolve_device(cfg.device)
     train = load_table(rc.train_dir, rc.score)
     if rc.eval_dir:
         evals = load_table(rc.eval_dir, rc.score)
@@ -58,7 +60,7 @@ def run(cfg: DictConfig) -> Summary:
     console.print(f"route: {len(train)} train prompts, {len(evals)} eval prompts, models {train.models}, "
                   f"embedding {rc.embedding}, predictor {rc.predictor}, target {rc.target}")
 
-    router = build_router(rc, cfg.paths.cache_dir, cfg.device, costs).fit(train.prompts, train.quality)
+    router = build_router(rc, cfg.paths.cache_dir, device, costs).fit(train.prompts, train.quality)
     q_hat = router.predict_quality(evals.prompts)
     policies = baseline_policies(evals.quality, costs, evals.models, seed=int(rc.seed))
     # the CEMS paper's router: a class-weighted classifier of the best model, no cost term

@@ -7,7 +7,6 @@ pixels stay exact (``mask_used.png`` is 0 there), so s2's instance masks and box
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +65,12 @@ class RepaintStage:
             self.kind = "photo" if self.rcfg.backgrounds else "procedural"
         self.photo_folders = self._photo_folders() if self.kind == "photo" else {}
         self.backend = build_backend(cfg.inpainter)
+        # the runner hands process_batch() batches of this many items of one size (batch_key)
         self.batch_size = max(1, int(getattr(self.backend, "batch_size", 1)))
         # the CPU backend is stateless and OpenCV releases the GIL: threads help. A diffusers pipeline keeps
         # scheduler state per call: one thread, the GPU parallelism comes from batches
         self.workers = int(cfg.workers) if getattr(self.backend, "thread_safe", False) else 1
-        self._batches: dict[str, list[Item]] = {}
-        self._results: dict[str, tuple | Exception] = {}
         self._bg_info: dict[str, dict] = {}  # item -> salient share, the photo used instead, or a flag
-        self._lock = threading.Lock()
         self._stale = 0
 
     def _photo_folders(self) -> dict:
@@ -140,18 +137,29 @@ class RepaintStage:
         load = getattr(self.backend, "load", None)
         if load:
             load()  # weights load once, before the loop, and a bad model id fails the run clearly
-        if self.batch_size > 1:  # the runner walks `pending` in order in one thread: batch consecutive items
-            for k in range(0, len(pending), self.batch_size):
-                batch = pending[k:k + self.batch_size]
-                for it in batch:
-                    self._batches[it.id] = batch
 
-    def process(self, item: Item, out: ItemWriter, rng: np.random.Generator) -> dict:
-        if item.id in self._batches:
-            job, image, extra = self._batched(item)
-        else:
-            job = self.job(item)
-            image, extra = self.backend([job])[0], self._batch_meta(1)
+    def batch_key(self, item: Item):
+        return tuple(item.data["layout"].get("size") or ())  # a batch is one tensor: one image size
+
+    def process_batch(self, items: list[Item], writers: list[ItemWriter], rngs) -> list:
+        """Repaint ``items`` in one backend call (an exception there fails the batch, in the runner)."""
+        results: list = [None] * len(items)
+        jobs: dict[int, RepaintJob] = {}
+        for k, item in enumerate(items):
+            try:
+                jobs[k] = self.job(item)
+            except ItemFailed as e:
+                results[k] = e
+        if not jobs:
+            return results
+        images = self.backend(list(jobs.values()))
+        secs = getattr(self.backend, "last_batch_seconds", None)  # GPU backends time their pipeline call
+        extra = {} if secs is None else {"batch": {"size": len(jobs), "seconds": round(float(secs), 4)}}
+        for (k, job), image in zip(jobs.items(), images):
+            results[k] = self._write(items[k], job, image, writers[k], extra)
+        return results
+
+    def _write(self, item: Item, job: RepaintJob, image, out: ItemWriter, extra: dict) -> dict:
         out.image("image.png", image)
         out.image("mask_used.png", to_u8(job.repaint))
         src: BackgroundSource = item.data["source"]
@@ -235,39 +243,6 @@ class RepaintStage:
                                 "(repaint.max_salient) and no other photo of the folder is calmer there")
         self._bg_info[item_id] = info
         return bg
-
-    def _batched(self, item: Item) -> tuple:
-        with self._lock:
-            if item.id not in self._results:
-                self._run_batch(self._batches[item.id])
-            result = self._results.pop(item.id)
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    def _run_batch(self, batch: list[Item]) -> None:
-        jobs: dict[str, RepaintJob] = {}
-        for it in batch:
-            try:
-                jobs[it.id] = self.job(it)
-            except ItemFailed as e:
-                self._results[it.id] = e
-        by_size: dict[tuple, list[str]] = {}
-        for iid, job in jobs.items():
-            by_size.setdefault(job.size, []).append(iid)
-        for ids in by_size.values():
-            try:
-                images = self.backend([jobs[i] for i in ids])
-            except Exception as e:  # noqa: BLE001 - e.g. CUDA out of memory: these items fail, the run goes on
-                for i in ids:
-                    self._results[i] = ItemFailed(f"inpainting batch of {len(ids)} failed: {type(e).__name__}: {e}")
-                continue
-            for i, image in zip(ids, images):
-                self._results[i] = (jobs[i], image, self._batch_meta(len(ids)))
-
-    def _batch_meta(self, size: int) -> dict:
-        secs = getattr(self.backend, "last_batch_seconds", None)  # GPU backends time their pipeline call
-        return {} if secs is None else {"batch": {"size": size, "seconds": round(float(secs), 4)}}
 
 
 def _read(path: Path, mode: str, io) -> np.ndarray:

@@ -9,121 +9,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig
-from PIL import Image, ImageOps
 from rich.table import Table
 
 from gen4gen.console import Summary, console
-from gen4gen.errors import ItemFailed, UserError
-from gen4gen.images import read_image
+from gen4gen.encoders import resolve_device
+from gen4gen.errors import UserError
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.paths import run_output_dir
-from gen4gen.search import query as Q
 from gen4gen.search.build import ensure_index
 from gen4gen.search.features import image_encoder, text_encoder
 from gen4gen.search.index import ModelIndex, MomentSpec
-
-FALLBACK_NOTE = ("no CLIP weights (search.clip): text queries are matched against the models' sample captions "
-                 "in MiniLM space, not against their images")
-
-
-def sketch_image(path: str, io_cfg) -> Image.Image:
-    """A sketch as the encoders expect a photo: grey strokes on white, whatever the drawing's polarity."""
-    grey = Image.fromarray(read_image(path, mode="L", max_pixels=int(io_cfg.max_pixels), min_side=int(io_cfg.min_side)))
-    if np.asarray(grey).mean() < 128:  # light strokes on a dark canvas
-        grey = ImageOps.invert(grey)
-    return ImageOps.autocontrast(grey).convert("RGB")
-
-
-class Searcher:
-    """Queries against one index; encoders load on first use and must match those the index was built with."""
-
-    def __init__(self, index: ModelIndex, sc: DictConfig, device: str, cache_dir: str, io_cfg):
-        self.index, self.sc, self.device, self.cache_dir, self.io = index, sc, device, cache_dir, io_cfg
-        self._image_enc = None
-        self.notes: list[str] = []
-
-    @property
-    def image_space(self):
-        return self.index.spaces["image"]
-
-    def image_encoder(self):
-        if self._image_enc is None:
-            want = self.image_space.encoder
-            if want.startswith("clip:") and not self.sc.clip:
-                raise UserError(f"the index was built with {want}: pass the same weights as search.clip")
-            self._image_enc = image_encoder(self.sc.clip if want.startswith("clip:") else None, self.device,
-                                            int(self.sc.batch_size))
-            if self._image_enc.name != want:
-                raise UserError(f"the index was built with {want} image features, the query encoder is "
-                                f"{self._image_enc.name}: rebuild the index or pass the matching search.clip")
-        return self._image_enc
-
-    def text(self, text: str) -> dict[str, np.ndarray]:
-        space = self.image_space
-        if space.encoder.startswith("clip:") and self.sc.clip:
-            q = self.image_encoder().encode_texts([text])[0]
-        elif "caption" in self.index.spaces:
-            space = self.index.spaces["caption"]
-            self.notes.append(FALLBACK_NOTE)
-            console.print(f"[yellow]note: {FALLBACK_NOTE}[/yellow]")
-            enc = text_encoder("minilm", minilm=self.sc.minilm, device=self.device, cache_dir=self.cache_dir)
-            if enc.name != space.encoder:
-                raise UserError(f"captions were embedded with {space.encoder}, the query with {enc.name}")
-            q = enc.encode_texts([text])[0]
-        else:
-            raise UserError("text queries need CLIP weights (search.clip, and an index built with them) "
-                            "or sample captions in the index (<image>.txt or metadata.jsonl)")
-        tau = float(self.sc.tau)
-        out = {"first_moment": self._first_moment(space, q), "second_moment": Q.second_moment(space, q, tau)}
-        if space.has_raw:
-            out["monte_carlo"] = Q.monte_carlo(space, q, tau)
-        return out
-
-    def _first_moment(self, space, q) -> np.ndarray:
-        """Scores for every model; a big index with an IVF only scores its probed lists (others -inf)."""
-        if len(self.index) >= int(self.sc.ivf.min_models):
-            if not Q.has_ivf(space):
-                console.print(f"search: building the inverted file for {len(self.index):,} models (once)")
-                Q.build_ivf(space)
-            rows, s = Q.ivf_topk(space, Q._unit(q), int(self.sc.top_k), int(self.sc.ivf.nprobe))
-            out = np.full(len(self.index), -np.inf)
-            out[rows] = s
-            return out
-        return Q.first_moment(space, q)
-
-    def image(self, path: str, sketch: bool = False) -> dict[str, np.ndarray]:
-        try:
-            im = sketch_image(path, self.io) if sketch else Image.fromarray(
-                read_image(path, mode="RGB", max_pixels=int(self.io.max_pixels), min_side=int(self.io.min_side)))
-        except ItemFailed as e:
-            raise UserError(f"query image {path}: {e}") from e
-        x = self.image_encoder().encode_images([im])[0]
-        out = {"log_density": Q.log_density(self.image_space, x)}
-        if self.image_space.has_raw:
-            out["monte_carlo"] = Q.monte_carlo(self.image_space, x, float(self.sc.tau))
-        return out
-
-    def model(self, name: str) -> dict[str, np.ndarray]:
-        return {"frechet": Q.frechet(self.image_space, self.index.row(name), int(self.sc.rerank))}
-
-
-PRIMARY = {"text": "first_moment", "image": "log_density", "sketch": "log_density", "model": "frechet"}
-
-
-def run_queries(searcher: Searcher, queries: dict, weights: dict, k: int) -> dict:
-    results, primary = {}, []
-    for kind, value in queries.items():
-        scores = (searcher.text(value) if kind == "text" else searcher.model(value) if kind == "model"
-                  else searcher.image(value, sketch=kind == "sketch"))
-        for method, s in scores.items():
-            results[f"{kind}:{method}"] = Q.ranked(searcher.index, s, k)
-        primary.append((scores[PRIMARY[kind]], float(weights.get(kind, 1.0))))
-    if len(primary) > 1:
-        results["multimodal"] = Q.ranked(searcher.index, Q.combine(primary), k)
-    return results
-
+from gen4gen.search.searcher import FALLBACK_NOTE, PRIMARY, Searcher, run_queries
 
 def run(cfg: DictConfig) -> Summary:
     start = time.time()
@@ -131,14 +28,15 @@ def run(cfg: DictConfig) -> Summary:
     if not sc.index:
         raise UserError("set search.index=<folder of <model>/<sample images>> (or a built index folder)")
     queries = {k: str(v) for k, v in sc.query.items() if k in PRIMARY and v not in (None, "")}
+    device = resolve_device(cfg.device)  # checked now: encoders load lazily, maybe only after a long build
     root = Path(sc.index)
     index_dir = Path(sc.index_dir) if sc.index_dir else root / ".gen4gen_index"
     spec = MomentSpec(sc.moment, int(sc.rank), float(sc.eps), str(sc.dtype))
     build_cfg = {"clip": sc.clip, "minilm": sc.minilm, "moment": sc.moment, "rank": int(sc.rank), "eps": float(sc.eps),
                  "dtype": str(sc.dtype), "keep_raw": bool(sc.keep_raw)}
     path, built = ensure_index(
-        root, index_dir, lambda: image_encoder(sc.clip, cfg.device, int(sc.batch_size)),
-        lambda: text_encoder("minilm", minilm=sc.minilm, device=cfg.device, cache_dir=cfg.paths.cache_dir),
+        root, index_dir, lambda: image_encoder(sc.clip, device, int(sc.batch_size)),
+        lambda: text_encoder("minilm", minilm=sc.minilm, device=device, cache_dir=cfg.paths.cache_dir),
         spec, bool(sc.keep_raw), build_cfg, cfg.io)
     index = ModelIndex(path)
     summary = Summary(stage="search", total=len(index), done=len(index), out_dir=str(path),
@@ -148,7 +46,7 @@ def run(cfg: DictConfig) -> Summary:
                       "(search.query.text / .image / .sketch / .model)")
         summary.seconds = time.time() - start
         return summary
-    searcher = Searcher(index, sc, cfg.device, cfg.paths.cache_dir, cfg.io)
+    searcher = Searcher(index, sc, device, cfg.paths.cache_dir, cfg.io)
     results = run_queries(searcher, queries, dict(sc.query.weights or {}), int(sc.top_k))
     out_dir = run_output_dir(cfg, "search")
     payload = {"index": str(path), "n_models": len(index), "queries": queries, "notes": sorted(set(searcher.notes)),

@@ -316,7 +316,7 @@ def test_ctrl_c_in_the_cli_prints_one_line_exits_130_and_the_rerun_resumes(tmp_p
 def test_ctrl_c_while_waiting_for_the_llm_is_one_line_and_130(tmp_path):
     """The prepare phase (concurrent LLM calls, before any item runs): the same line, no asyncio traceback."""
     from tests.llm_server import LLMServer, Reply
-    from tests.s2_data import fake_s1
+    from tests.helpers.trees import fake_s1
     from tests.s2_llm_replies import good_content
 
     fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}})

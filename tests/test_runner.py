@@ -301,7 +301,7 @@ def test_ctrl_c_in_the_cli_prints_one_line_exits_130_and_the_rerun_resumes(tmp_p
     cli = [sys.executable, "-m", "gen4gen", "stage=s1", f"paths.source_dir={tmp_path / 'src'}",
            f"paths.stages_dir={tmp_path / 'stages'}", f"paths.outputs_dir={tmp_path / 'outputs'}",
            search_path(tmp_path), "segmenter=darkness", "segmenter.sleep=0.3", "workers=1"]
-    out = tmp_path / "stages" / "s1_segmented_foreground"
+    out = tmp_path / "stages" / STAGE_DIRS["s1"]
     code, text = _sigint_mid_run(cli, tmp_path, out, at_least=2)
     done = len(list(out.rglob("meta.json")))
     assert code == 130 and 2 <= done < 8, text

@@ -18,12 +18,6 @@ NEUTRAL_KEYS = {"shard.index", "shard.count", "stage", "workers", "strict", "dev
 NEUTRAL_PREFIXES = ("paths.", "hydra")
 
 
-def composition_dir(s3_meta: dict, s2_root: Path) -> Path:
-    """The s2 folder an s3 variant was repainted from."""
-    given = s3_meta.get("composition_dir")
-    return Path(given) if given else s2_root / str(s3_meta.get("composition", ""))
-
-
 def swept_keys(overrides: list[str]) -> set[str]:
     """The keys a multirun varies (``seed=0,1,2``, ``range(4)``...) among its command-line overrides;
     fixed overrides (``compose.size=[256,256]``) are the same in every job."""

@@ -16,7 +16,7 @@ LOCK := $(PY) -m piptools compile -q --strip-extras --no-emit-find-links --no-em
 	--unsafe-package torch --unsafe-package setuptools --unsafe-package pip -c requirements/torch.txt \
 	$(if $(UPGRADE),--upgrade)
 # extras in the test lock (sam is left out: torchvision must match the torch build, see `make sam`)
-LOCKED_EXTRAS := launchers faiss test
+LOCKED_EXTRAS := launchers faiss train test
 
 .PHONY: install install-test sam lock weights examples demo test clean
 

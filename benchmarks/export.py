@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from gen4gen.console import console  # noqa: E402
 from gen4gen.stages import export, s4_caption  # noqa: E402
 from tests.conftest import make_cfg  # noqa: E402
-from tests.fixtures_pipeline import make_pipeline  # noqa: E402
+from tests.helpers.trees import make_pipeline  # noqa: E402
 from timing import timed  # noqa: E402  (benchmarks/timing.py: the script folder is on sys.path)
 
 CONCEPTS = ["cat", "dog", "plant", "teddy_bear", "mug", "lamp", "backpack", "owl"]

@@ -34,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from gen4gen.layout.llm import LLMPlanner  # noqa: E402
 from gen4gen.layout.schema import ConceptCount, PlanRequest  # noqa: E402
 from gen4gen.llm import LLMClient, extract_json  # noqa: E402
+from gen4gen.paths import STAGE_DIRS  # noqa: E402
 from tests.llm_server import LLMServer, Reply  # noqa: E402
 from tests.s2_llm_replies import good_content  # noqa: E402
 
@@ -103,7 +104,7 @@ def bench_layouts(n: int, latency: float, concurrencies: list[int]) -> list[tupl
 
 def bench_compose(n: int, workers: int, photo: tuple[int, int]) -> dict:
     from tests.conftest import make_cfg
-    from tests.s2_data import fake_s1
+    from tests.helpers.trees import fake_s1
     from gen4gen.stages.s2_compose import run
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +116,7 @@ def bench_compose(n: int, workers: int, photo: tuple[int, int]) -> dict:
         wall = time.perf_counter() - t0
         import json
 
-        metas = [json.loads(p.read_text()) for p in (tmp / "stages" / "s2_object_compositions").rglob("meta.json")]
+        metas = [json.loads(p.read_text()) for p in (tmp / "stages" / STAGE_DIRS["s2"]).rglob("meta.json")]
     timing = {k: sum(m["timing"][k] for m in metas) / max(1, len(metas)) for k in ("plan_s", "compose_s", "write_s")}
     return {"done": summary.done, "wall": wall, "rate": summary.done / wall, **timing}
 
@@ -168,7 +169,7 @@ def plausibility_report(n: int, occlusion: float, size: int, baseline_ref: str |
     from gen4gen.layout.scenes import STYLE_PHRASES, style_for
     from gen4gen.repaint.backgrounds import procedural
     from tests.background_signatures import looks_like
-    from tests.s2_data import fake_s1
+    from tests.helpers.trees import fake_s1
 
     planners = {"ours": HeuristicPlanner(occlusion=occlusion)}
     if baseline_ref:

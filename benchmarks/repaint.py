@@ -102,7 +102,7 @@ def compositions(n: int, size: int = 1024) -> list[tuple[np.ndarray, np.ndarray]
             mask = img.with_name(img.name.replace("_img_", "_mask_"))
             pairs.append((read_image(img), read_image(mask, mode="L")))
     if not pairs:
-        from tests.s2_fixture import blob
+        from tests.helpers.tree import blob
 
         rng = np.random.default_rng(0)
         for k in range(3):

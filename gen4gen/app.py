@@ -21,6 +21,7 @@ STAGES = {
     "s3": "gen4gen.stages.s3_repaint",
     "s4": "gen4gen.stages.s4_caption",
     "export": "gen4gen.stages.export",
+    "train": "gen4gen.stages.train",
     "bench": "gen4gen.stages.bench",
     "search": "gen4gen.stages.search",
     "route": "gen4gen.stages.route",

@@ -1,7 +1,9 @@
-"""Hydra callbacks: the export of a sharded run happens once, after every shard is done."""
+"""Hydra callbacks: the export of a sharded run happens once, after every shard is done; the bench of a
+training sweep (``+experiment=personalize``) once every variant is trained."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -36,3 +38,45 @@ class ExportAfterShards(Callback):
 
 def _is_shard_sweep(config: DictConfig) -> bool:
     return "shard.index" in swept_keys(config.hydra.overrides.task) and int(config.shard.count) > 1
+
+
+class BenchAfterTraining(Callback):
+    """After a multirun of ``stage=train`` jobs, bench the base model and every run the sweep trained
+    (``<job>/train/<run>/roster_entry.yaml``) on the configured promptsets: Gen4Gen's table."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        import yaml
+
+        from gen4gen.app import run
+
+        if str(config.stage) != "train":
+            return
+        entries = [yaml.safe_load(p.read_text("utf-8")) for p in trained_runs(Path(config.hydra.sweep.dir))]
+        if not entries:
+            log.warning("no trained run in %s: nothing to bench", config.hydra.sweep.dir)
+            return
+        cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+        del cfg["hydra"]
+        base = {k: entries[0][k] for k in ("source", "pipeline", "resolution", "steps", "guidance")}
+        cfg.roster = OmegaConf.create({"name": str(config.bench.name),
+                                       "models": [{"name": "base", **base, "tags": ["base"]}, *entries]})
+        OmegaConf.update(cfg, "stage", "bench")
+        log.info("training sweep done: benching the base model and %d trained run(s)", len(entries))
+        run(cfg)
+
+
+def trained_runs(sweep_dir: Path) -> list[Path]:
+    """The roster entry of each job's train run: ``train.out_dir/train.name`` from the job's saved config, or
+    inside the job folder when the job was given its own outputs (a sweep over settings)."""
+    found = []
+    for saved in sorted(p for p in sweep_dir.rglob("config.yaml") if p.parent.name == ".hydra"):
+        job = OmegaConf.load(saved)
+        try:
+            out_dir, name = str(OmegaConf.select(job, "train.out_dir")), str(OmegaConf.select(job, "train.name"))
+        except Exception:  # noqa: BLE001 - an interpolation this process cannot resolve
+            continue
+        for run_dir in (saved.parent.parent / "train" / name, Path(out_dir) / name):
+            if (run_dir / "roster_entry.yaml").is_file():
+                found.append(run_dir / "roster_entry.yaml")
+                break
+    return found

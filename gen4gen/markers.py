@@ -12,7 +12,7 @@ META = "meta.json"
 def read_meta(out_dir: Path, name: str = META) -> dict | None:
     try:
         meta = json.loads((out_dir / name).read_text("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: brackets nested thousands deep
         return None
     return meta if isinstance(meta, dict) else None
 

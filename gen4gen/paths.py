@@ -18,12 +18,6 @@ NEUTRAL_KEYS = {"shard.index", "shard.count", "stage", "workers", "strict", "dev
 NEUTRAL_PREFIXES = ("paths.", "hydra")
 
 
-def composition_dir(s3_meta: dict, s2_root: Path) -> Path:
-    """The s2 folder an s3 variant was repainted from."""
-    given = s3_meta.get("composition_dir")
-    return Path(given) if given else s2_root / str(s3_meta.get("composition", ""))
-
-
 def swept_keys(overrides: list[str]) -> set[str]:
     """The keys a multirun varies (``seed=0,1,2``, ``range(4)``...) among its command-line overrides;
     fixed overrides (``compose.size=[256,256]``) are the same in every job."""
@@ -63,6 +57,9 @@ def isolate_sweep_job(cfg: DictConfig, stages: list[str]) -> Path | None:
         link = own / name
         if stage not in stages and (shared / name).is_dir() and not link.exists():
             os.symlink(shared / name, link, target_is_directory=True)
+    datasets = Path(cfg.paths.outputs_dir).resolve() / "datasets"
+    if "export" not in stages and datasets.is_dir() and not (job_dir / "datasets").exists():
+        os.symlink(datasets, job_dir / "datasets", target_is_directory=True)  # a train job reads the export
     OmegaConf.update(cfg, "paths.stages_dir", str(own))
     OmegaConf.update(cfg, "paths.outputs_dir", str(job_dir))
     return job_dir

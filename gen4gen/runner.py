@@ -13,7 +13,7 @@ import os
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Iterable, Protocol
@@ -25,6 +25,7 @@ from gen4gen.console import Summary, progress
 from gen4gen.errors import Interrupted, ItemFailed
 from gen4gen.hashing import config_hash, in_shard, item_rng, shard_key
 from gen4gen.io import json_bytes, png_bytes, write_atomic
+from gen4gen.manifest import write_manifest
 from gen4gen.markers import META, read_meta, write_failures
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Item:
     # the done-marker; None: ``out_dir/meta.json``. Items that share a folder (bench images) name their own
     # (``<image>.json``) and then own only the files of that stem there
     marker: Path | None = None
+    inputs: dict = field(default_factory=dict)  # upstream item id -> its hash, for the manifest (gen4gen.manifest)
 
     @property
     def meta_path(self) -> Path:
@@ -67,6 +69,7 @@ class Stage(Protocol):
     #                                           # used instead of process() when present
     #   batch_key(item) -> hashable             # only consecutive items with equal keys share a batch
     #   shard_key(item_id) -> str               # what a shard owns (default: the item; bench: a whole model)
+    #   meta_model: type[StageMeta]             # the artefact model its meta.json is written through
 
 
 # ---------------------------------------------------------------- item files
@@ -131,12 +134,13 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
     key = getattr(stage, "shard_key", None) or (lambda item_id: shard_key(item_id, whole))
     items = [it for it in stage.discover() if in_shard(key(it.id), shard_index, shard_count)]
     summary.total = len(items)
-    pending = []
+    pending, done = [], []
     for it in items:
         if it.error:
             failures.append(_failure(stage.name, it, it.error))
         elif is_done(it, chash):
             summary.skipped += 1
+            done.append(it)
         else:
             pending.append(it)
 
@@ -147,6 +151,8 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
     process_batch = getattr(stage, "process_batch", None)
     size = max(1, int(getattr(stage, "batch_size", 1))) if process_batch else 1
     groups = batches(pending, size, getattr(stage, "batch_key", None)) if process_batch else [[it] for it in pending]
+
+    meta_model = getattr(stage, "meta_model", None)
 
     def work(batch: list[Item]) -> list[str | None]:
         for it in batch:
@@ -171,7 +177,7 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
                 reason = f"batch of {len(batch)} failed: {reason}"
             results = [ItemFailed(reason)] * len(batch)
         seconds = round((time.perf_counter() - started) / len(batch), 4)
-        return [_finish_item(stage.name, it, res, chash, seconds) for it, res in zip(batch, results)]
+        return [_finish_item(stage.name, it, res, chash, seconds, meta_model) for it, res in zip(batch, results)]
 
     workers = max(1, int(getattr(stage, "workers", 1)))
     with progress() as bar:
@@ -185,6 +191,7 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
                     for it, reason in zip(futures[fut], fut.result()):
                         if reason is None:
                             summary.done += 1
+                            done.append(it)
                         else:
                             failures.append(_failure(stage.name, it, reason))
                             log.warning("%s: %s: %s", stage.name, it.id, reason)
@@ -199,6 +206,9 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
     summary.failed = len(failures)
     failures.sort(key=lambda f: f["id"])
     write_failures(stage.out_root, shard_index, shard_count, failures)
+    write_manifest(stage.out_root, stage.name, shard_index, shard_count,
+                   {it.id: {"hash": f"{chash}:{it.fingerprint}", "inputs": dict(sorted(it.inputs.items()))}
+                    for it in done})
     finish = getattr(stage, "finish", None)
     if finish:
         finish(summary)
@@ -219,14 +229,22 @@ def _reset(it: Item) -> None:
         p.unlink(missing_ok=True)
 
 
-def _finish_item(stage: str, it: Item, result: dict | ItemFailed, chash: str, seconds: float) -> str | None:
+def _finish_item(stage: str, it: Item, result: dict | ItemFailed, chash: str, seconds: float,
+                 meta_model=None) -> str | None:
     """Write the item's marker (last); the failure reason, or None when it is done."""
     if isinstance(result, ItemFailed):
         return str(result)
     meta = {"id": it.id, "stage": stage, "config_hash": chash, "fingerprint": it.fingerprint,
             "seconds": seconds, **(result or {})}
     try:
-        write_atomic(it.meta_path, json_bytes(meta))
+        # a stage with an artefact model (gen4gen.artefacts) never writes a meta its readers would refuse
+        data = meta_model.build(meta).dump() if meta_model else json_bytes(meta)
+    except ItemFailed as e:
+        return str(e)
+    except (TypeError, ValueError) as e:  # a value JSON cannot hold: this item fails, the run goes on
+        return f"{type(e).__name__}: {e}"
+    try:
+        write_atomic(it.meta_path, data)
     except OSError as e:  # disk full: this item is not done, the run goes on
         return f"cannot write {it.meta_path.name}: {e.strerror or e}"
     return None

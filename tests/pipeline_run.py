@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gen4gen.manifest import read_manifest
+
 ROOT = Path(__file__).resolve().parents[1]
 # small and fast, but every stage and every export format runs
 FAST = ["compose.num_samples=2", "compose.size=[256,256]", "export.reference_size=128", "export.thumb_size=96",
@@ -72,7 +74,7 @@ def _stable(meta):
 
 
 def snapshot(root: Path) -> dict[str, object]:
-    """What a run produced: file bytes, meta.json without timings; failure files by content only."""
+    """What a run produced: file bytes, meta.json without timings; failure and manifest files by content only."""
     out: dict[str, object] = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
@@ -85,6 +87,8 @@ def snapshot(root: Path) -> dict[str, object]:
             rows = out.setdefault(key, [])
             rows += sorted(json.loads(line)["id"] for line in p.read_text("utf-8").splitlines() if line.strip())
             rows.sort()
+        elif p.name.startswith("manifest") and p.suffix == ".json":  # per shard: compared merged
+            out[rel.rsplit("/", 1)[0] + "/manifest"] = read_manifest(p.parent)
         else:
             out[rel] = p.read_bytes()
     return out

@@ -11,8 +11,9 @@ from PIL import Image
 from gen4gen.caption.llm import LLMCaptioner, VLMCaptioner
 from gen4gen.caption.template import CaptionJob
 from gen4gen.markers import read_meta
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import s4_caption
-from tests.fixtures_pipeline import make_pipeline
+from tests.helpers.trees import make_pipeline
 from tests.llm_server import LLMServer, Reply
 
 LAYOUT = {"scene": "pets", "composition_id": "cat+dog_000", "size": [200, 200], "background_prompt": "in the garden",
@@ -123,7 +124,7 @@ def test_s4_stage_with_llm_runs_calls_concurrently_and_records_fallbacks(tmp_pat
     assert summary.done == 4 and summary.failed == 0
     assert summary.notes["template fallbacks (LLM caption rejected)"] == 2
     assert srv.max_in_flight > 1
-    root = tmp_path / "stages" / "s4_captions"
+    root = tmp_path / "stages" / STAGE_DIRS["s4"]
     pets = json.loads((root / "pets/cat+dog_000/v0_procedural/captions.json").read_text())
     kitchen = json.loads((root / "kitchen/cat+plant_000/v1_photo/captions.json").read_text())
     assert pets["detailed"] == GOOD and pets["modifier_tokens"] == {"cat": "<new1>", "dog": "<new2>"}

@@ -13,7 +13,7 @@ from gen4gen.errors import UserError
 from gen4gen.stages import s2_compose
 from tests.conftest import make_cfg
 from tests.pipeline_run import cli
-from tests.s2_data import fake_s1
+from tests.helpers.trees import fake_s1
 
 # (overrides, the one line expected); CLI-level: each runs `python -m gen4gen stage=s2` in a subprocess
 CLI_CASES = [

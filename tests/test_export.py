@@ -10,9 +10,10 @@ from PIL import Image
 from gen4gen.errors import UserError
 from gen4gen.images import read_image
 from gen4gen.io import json_bytes, write_atomic
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import export, s4_caption
 from tests.conftest import make_cfg
-from tests.fixtures_pipeline import add_failure, make_pipeline
+from tests.helpers.trees import add_failure, make_pipeline
 
 VARIANTS = ("v0_procedural", "v1_photo")
 
@@ -41,7 +42,7 @@ def test_mycanvas_index_follows_the_contract(built):
         assert set(r) >= {"id", "image", "scene", "concepts", "captions", "modifier_tokens", "reference_images"}
         folder = ds / "mycanvas" / r["id"]
         assert (ds / "mycanvas" / r["image"]) == folder / "image.png"
-        s3 = root / "stages/s3_background_repainting" / r["id"] / "image.png"
+        s3 = root / f"stages/{STAGE_DIRS['s3']}" / r["id"] / "image.png"
         assert (folder / "image.png").read_bytes() == s3.read_bytes()
         assert json.loads((folder / "captions.json").read_text())["short"] == r["captions"]["short"]
         assert json.loads((folder / "layout.json").read_text())["composition_id"] == r["id"].split("/")[1]
@@ -134,10 +135,33 @@ def test_customdiffusion_concepts_list_is_what_the_diffusers_script_reads(built)
     assert [c["class_prompt"] for c in concepts] == ["cat", "dog", "plant"]
     paths = (cd / "compositions/images.txt").read_text().splitlines()
     captions = (cd / "compositions/captions.txt").read_text().splitlines()
-    assert len(paths) == len(captions) == 4 and all((cd / p).is_file() for p in paths)
+    masks = (cd / "compositions/masks.txt").read_text().splitlines()
+    # paths relative to the list file
+    assert len(paths) == len(captions) == len(masks) == 4
+    assert all((cd / "compositions" / p).is_file() for p in paths + masks)
     assert all("<new" in c for c in captions)
     script = (cd / "train.sh").read_text()
     assert "--concepts_list=concepts_list.json" in script and "--modifier_token='<new1>+<new2>+<new3>'" in script
+
+
+def test_stage_train_reads_the_customdiffusion_scenes_as_it_reads_mycanvas(built, tmp_path):
+    import shutil
+
+    from gen4gen.train.data import load_examples
+
+    _, _, _, _, ds = built
+    only = tmp_path / "cd_only"
+    shutil.copytree(ds / "customdiffusion", only / "customdiffusion")  # an export without mycanvas/
+    for data in ("mycanvas", "sources"):
+        via_index, concepts, problems = load_examples(ds, data)
+        via_lists, concepts_cd, problems_cd = load_examples(only, data)
+        assert concepts_cd == concepts and problems == problems_cd == []
+        assert [e.caption for e in via_lists] == [e.caption for e in via_index] and len(via_index) >= 4
+        for a, b in zip(via_lists, via_index):
+            assert a.image.read_bytes() == b.image.read_bytes()
+            assert (a.mask is None) == (b.mask is None) and (a.mask is None or a.mask.read_bytes() == b.mask.read_bytes())
+    with pytest.raises(UserError, match="personalised captions only"):
+        load_examples(only, "mycanvas", "detailed")
 
 
 def test_rerun_rewrites_the_same_bytes(built):
@@ -157,15 +181,15 @@ def test_export_of_a_run_with_failures_exports_only_complete_items(tmp_path):
     cfg = make_cfg(tmp_path, "export.formats=[mycanvas,coco]")
     s4_caption.run(cfg)
     # s4 failed on one image (no meta), another image was repainted again after s4 ran, one s3 image never got made
-    s4 = stages / "s4_captions"
+    s4 = stages / STAGE_DIRS["s4"]
     (s4 / "pets/cat+dog_000/v1_photo/meta.json").unlink()
-    add_failure(stages, "s4_captions", "s4", "pets/cat+dog_000/v1_photo", "cannot caption: layout has no objects")
-    s3_meta = stages / "s3_background_repainting/kitchen/cat+plant_000/v1_photo/meta.json"
+    add_failure(stages, "s4", "pets/cat+dog_000/v1_photo", "cannot caption: layout has no objects")
+    s3_meta = stages / f"{STAGE_DIRS['s3']}/kitchen/cat+plant_000/v1_photo/meta.json"
     meta = json.loads(s3_meta.read_text())
     write_atomic(s3_meta, json_bytes({**meta, "config_hash": "changed"}))
-    add_failure(stages, "s3_background_repainting", "s3", "pets/cat+dog_001/v0_photo", "background photo unreadable")
-    add_failure(stages, "s1_segmented_foreground", "s1", "pets/cat/bad.jpg", "not an image (the content is text)")
-    (stages / "s1_segmented_foreground/kitchen/plant/plant_02/cutout.png").write_bytes(b"")  # lost after s1
+    add_failure(stages, "s3", "pets/cat+dog_001/v0_photo", "background photo unreadable")
+    add_failure(stages, "s1", "pets/cat/bad.jpg", "not an image (the content is text)")
+    (stages / f"{STAGE_DIRS['s1']}/kitchen/plant/plant_02/cutout.png").write_bytes(b"")  # lost after s1
     summary = export.run(cfg)
     ds = tmp_path / "outputs/datasets/mycanvas_demo"
     rows = [json.loads(line)["id"] for line in (ds / "mycanvas/index.jsonl").read_text().splitlines()]
@@ -192,7 +216,7 @@ def test_unreadable_final_image_is_an_export_failure_not_a_crash(tmp_path):
     info = make_pipeline(tmp_path)
     cfg = make_cfg(tmp_path, "export.formats=[imagefolder,webdataset]")
     s4_caption.run(cfg)
-    broken = info["stages"] / "s2_object_compositions/pets/cat+dog_000/instances/dog_1.png"
+    broken = info["stages"] / f"{STAGE_DIRS['s2']}/pets/cat+dog_000/instances/dog_1.png"
     broken.write_bytes(broken.read_bytes()[:40])
     summary = export.run(cfg)
     assert summary.done == 1 and summary.failed == 1

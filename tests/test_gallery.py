@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import export, s4_caption
 from tests.conftest import make_cfg
-from tests.fixtures_pipeline import COLOURS, add_failure, make_pipeline
+from tests.helpers.trees import COLOURS, add_failure, make_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def gallery(tmp_path_factory):
     info = make_pipeline(root, size=(200, 200), scenes={
         "pets": ("cat+dog_000", "in the garden",
                  [("dog", 0, (100, 60, 40, 80)), ("dog", 1, (148, 68, 36, 72)), ("cat", 0, (12, 80, 48, 60))])})
-    add_failure(info["stages"], "s3_background_repainting", "s3", "pets/cat+dog_001/v0_photo",
+    add_failure(info["stages"], "s3", "pets/cat+dog_001/v0_photo",
                 "background <photo> unreadable")
     cfg = make_cfg(root, "export.formats=[mycanvas]")
     s4_caption.run(cfg)
@@ -61,7 +62,7 @@ def test_page_shows_every_thumbnail_caption_and_failure(gallery):
 
 def test_layout_thumbnail_has_labelled_boxes(gallery):
     thumb = np.asarray(Image.open(gallery.parent / "thumbs/pets__cat+dog_000__layout.jpg").convert("RGB")).astype(int)
-    comp = gallery.parents[4] / "stages/s2_object_compositions/pets/cat+dog_000"
+    comp = gallery.parents[4] / f"stages/{STAGE_DIRS['s2']}/pets/cat+dog_000"
     plain = np.asarray(Image.open(comp / "image.png").convert("RGB")).astype(int)
     assert thumb.shape == plain.shape  # 200 px: thumb_size 256 does not upscale
     drawn = np.abs(thumb - plain).sum(-1) > 90

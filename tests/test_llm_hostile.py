@@ -17,7 +17,7 @@ from gen4gen.stages import s2_compose, s4_caption
 from tests.conftest import make_cfg
 from tests.llm_server import ECHO_AUTH, ECHO_KEY, ECHO_KEY_ESCAPED, NUMERIC_BOXES, LLMServer, Reply
 from tests.pipeline_run import FAST, cli, small_sources
-from tests.s2_data import fake_s1
+from tests.helpers.trees import fake_s1
 from tests.s2_llm_replies import asked_objects, good_content, kind
 
 SENTINEL = "sk-ECHO-7d2b91-never-on-disk"

@@ -10,7 +10,7 @@ from gen4gen import console as g4console
 from gen4gen.console import Summary, summary_lines, summary_table
 from tests.llm_server import LLMServer, Reply
 from tests.pipeline_run import cli
-from tests.s2_data import fake_s1
+from tests.helpers.trees import fake_s1
 from tests.s2_llm_replies import good
 
 LIBRARY_LINE = re.compile(r"\[(httpx2?|httpcore2?|openai|huggingface_hub|transformers|diffusers|urllib3|py\.warnings)"

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from gen4gen.markers import read_failures
+from gen4gen.paths import STAGE_DIRS
 from tests import image_cases as cases
 from tests.pipeline_run import FAST, cli, need_weights
 
@@ -58,7 +59,7 @@ def test_bad_input_corpus_through_every_stage(tmp_path):
     assert "Traceback" not in shown
 
     stages = tmp_path / "stages"
-    s1 = stages / "s1_segmented_foreground"
+    s1 = stages / STAGE_DIRS["s1"]
     assert sorted(p.parent.name for p in s1.rglob("meta.json")) == sorted(expect["good"])
     failures = read_failures(s1)
     names = sorted(Path(f["path"]).name for f in failures)
@@ -71,7 +72,7 @@ def test_bad_input_corpus_through_every_stage(tmp_path):
                                                 len(expect["bad"])]
 
     # the scene with one concept cannot be composed: one clear line, the other scene goes on
-    s2_failures = read_failures(stages / "s2_object_compositions")
+    s2_failures = read_failures(stages / STAGE_DIRS["s2"])
     assert [f["id"].split("/")[0] for f in s2_failures] == ["lonely"]
     assert "concept" in s2_failures[0]["reason"]
     index = tmp_path / "outputs/datasets/mycanvas_demo/mycanvas/index.jsonl"

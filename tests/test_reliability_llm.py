@@ -13,9 +13,10 @@ from pathlib import Path
 from gen4gen.caption.check import caption_problems
 from gen4gen.caption.words import count_phrase, join_list
 from gen4gen.markers import done_items, read_failures
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import s2_compose, s3_repaint, s4_caption
+from tests.helpers.trees import fake_s1
 from tests.llm_server import ECHO_AUTH, ECHO_KEY, ECHO_KEY_ESCAPED, NUMERIC_BOXES, LLMServer, Reply
-from tests.s2_data import fake_s1
 from tests.s2_llm_replies import good_content
 
 SENTINEL = "sk-SENTINEL-4f1c9e-do-not-leak"
@@ -111,7 +112,7 @@ def test_thousand_faulty_llm_calls(tmp_path, cfg_factory, monkeypatch):
     # every composition valid or recorded
     assert s2.total == 400 and s2.done + s2.failed == 400
     fallbacks = 0
-    for folder, meta in done_items(stages / "s2_object_compositions"):
+    for folder, meta in done_items(stages / STAGE_DIRS["s2"]):
         layout = json.loads((folder / "layout.json").read_text())
         w, h = layout["size"]
         concepts = sorted(o["concept"] for o in layout["objects"])
@@ -122,16 +123,16 @@ def test_thousand_faulty_llm_calls(tmp_path, cfg_factory, monkeypatch):
         for text in [layout["background_prompt"], *layout["scenes"]]:
             assert "\x00" not in text and "\x1b" not in text and len(text) <= 200
         fallbacks += layout["fallback"] is not None
-    assert len(read_failures(stages / "s2_object_compositions")) == s2.failed
+    assert len(read_failures(stages / STAGE_DIRS["s2"])) == s2.failed
     assert fallbacks > 0  # some replies stayed bad: the heuristic took over, with a reason
 
     # every caption valid or replaced by the template, with the reason recorded
     assert s3.failed == 0 and s4.total == s3.done and s4.done + s4.failed == s4.total
     recorded = 0
-    for folder, _ in done_items(stages / "s4_captions"):
+    for folder, _ in done_items(stages / STAGE_DIRS["s4"]):
         caps = json.loads((folder / "captions.json").read_text())
-        layout = json.loads((stages / "s2_object_compositions" / Path(folder.relative_to(
-            stages / "s4_captions")).parent / "layout.json").read_text())
+        layout = json.loads((stages / STAGE_DIRS["s2"] / Path(folder.relative_to(
+            stages / STAGE_DIRS["s4"])).parent / "layout.json").read_text())
         counts: dict[str, int] = {}
         for obj in layout["objects"]:
             counts[obj["concept"]] = counts.get(obj["concept"], 0) + 1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gen4gen.paths import STAGE_DIRS
 from tests.llm_server import LLMServer
 from tests.pipeline_run import FAST, assert_no_half_done, assert_same_outputs, cli, need_weights, small_sources
 from tests.s2_llm_replies import good_content
@@ -40,7 +41,7 @@ def _progress(root: Path, stage: str) -> int:
     if stage == "export":
         datasets = root / "outputs" / "datasets"
         return len(list(datasets.glob(".*partial*"))) if datasets.is_dir() else 0
-    names = {"s1": "s1_segmented_foreground", "s2": "s2_object_compositions", "s3": "s3_background_repainting"}
+    names = {"s1": STAGE_DIRS["s1"], "s2": STAGE_DIRS["s2"], "s3": STAGE_DIRS["s3"]}
     folder = root / "stages" / names[stage]
     return len(list(folder.rglob("meta.json"))) if folder.is_dir() else 0
 
@@ -113,7 +114,7 @@ def test_api_key_reaches_the_server_and_no_file(tmp_path, reference):
 
 def test_a_settings_sweep_writes_separate_self_describing_outputs(tmp_path, reference):
     root = fresh(tmp_path, reference)
-    shutil.copytree(reference / "stages/s1_segmented_foreground", root / "stages/s1_segmented_foreground")
+    shutil.copytree(reference / f"stages/{STAGE_DIRS['s1']}", root / f"stages/{STAGE_DIRS['s1']}")
     cli(root, "-m", "stage=s2", "seed=0,1", "compose.augment.flip=false,true", *FAST)
     jobs = sorted(p.parent.parent for p in root.glob("outputs/multiruns/*/*/*/.hydra/overrides.yaml"))
     assert len(jobs) == 4
@@ -121,10 +122,10 @@ def test_a_settings_sweep_writes_separate_self_describing_outputs(tmp_path, refe
     for job in jobs:
         overrides = (job / ".hydra/overrides.yaml").read_text()
         assert "seed=" in overrides and "compose.augment.flip=" in overrides  # says what it is
-        s2 = job / "stages/s2_object_compositions"
-        assert (job / "stages/s1_segmented_foreground").resolve() == (root / "stages/s1_segmented_foreground").resolve()
+        s2 = job / f"stages/{STAGE_DIRS['s2']}"
+        assert (job / f"stages/{STAGE_DIRS['s1']}").resolve() == (root / f"stages/{STAGE_DIRS['s1']}").resolve()
         files = sorted(s2.rglob("layout.json"))
         assert len(files) == 4
         layouts.add(b"".join(p.read_bytes() for p in files))
     assert len(layouts) == 4  # each job its own compositions, none overwritten
-    assert not (root / "stages/s2_object_compositions").exists()  # the shared folder untouched
+    assert not (root / f"stages/{STAGE_DIRS['s2']}").exists()  # the shared folder untouched

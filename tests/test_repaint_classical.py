@@ -11,7 +11,7 @@ from gen4gen.repaint.backgrounds import BackgroundSource, plan_sources, procedur
 from gen4gen.repaint.classical import ClassicalInpainter
 from gen4gen.repaint.mask import repaint_mask
 from gen4gen.repaint.prompt import build_prompt
-from tests.s2_fixture import blob
+from tests.helpers.tree import blob
 
 
 def _square_job(bg_colour=(40, 160, 50), fg_colour=(200, 40, 40), size=96, blur=4, box=(28, 20, 40, 60)):

@@ -15,7 +15,9 @@ from PIL import Image
 
 from gen4gen.errors import ItemFailed
 from gen4gen.io import png_bytes
+from gen4gen.manifest import read_manifest
 from gen4gen.markers import read_failures
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, run_stage
 from gen4gen.stages.s1_segment import SegmentStage
 from tests.conftest import make_cfg
@@ -37,7 +39,7 @@ def snapshot(root: Path) -> dict[str, object]:
     """Every output file's bytes; meta.json parsed with its timing fields removed (they differ per run)."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if not p.is_file() or p.name.startswith("failures"):
+        if not p.is_file() or p.name.startswith(("failures", "manifest")):  # per shard: compared merged
             continue
         rel = p.relative_to(root).as_posix()
         if p.name == "meta.json":
@@ -55,7 +57,7 @@ def s1_cfg(tmp_path: Path, stages: str, *overrides: str):
 
 
 def s1_out(cfg) -> Path:
-    return Path(cfg.paths.stages_dir) / "s1_segmented_foreground"
+    return Path(cfg.paths.stages_dir) / STAGE_DIRS["s1"]
 
 
 def test_killed_run_resumes_to_exactly_the_uninterrupted_output(tmp_path):
@@ -70,7 +72,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_output(tmp_path):
            search_path(tmp_path), "segmenter=darkness", "segmenter.sleep=0.4", "workers=1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cli, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    out = tmp_path / "killed" / "s1_segmented_foreground"
+    out = tmp_path / "killed" / STAGE_DIRS["s1"]
     deadline = time.time() + 120
     while len(list(out.rglob("meta.json"))) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -139,9 +141,11 @@ def test_union_of_three_shards_is_one_full_run(tmp_path):
         cfg = s1_cfg(tmp_path, "sharded", f"shard.index={k}", "shard.count=3")
         counts.append(run_stage(SegmentStage(cfg), cfg).done)
     assert sum(counts) == 9 and max(counts) < 9  # every item exactly once, split between shards
-    assert snapshot(s1_out(full)) == snapshot(tmp_path / "sharded" / "s1_segmented_foreground")
-    assert sorted(p.name for p in (tmp_path / "sharded" / "s1_segmented_foreground").glob("failures*")) == [
+    assert snapshot(s1_out(full)) == snapshot(tmp_path / "sharded" / STAGE_DIRS["s1"])
+    assert sorted(p.name for p in (tmp_path / "sharded" / STAGE_DIRS["s1"]).glob("failures*")) == [
         f"failures.shard-{k}-of-3.jsonl" for k in range(3)]
+    merged = read_manifest(tmp_path / "sharded" / STAGE_DIRS["s1"])
+    assert merged == read_manifest(s1_out(full)) and len(merged) == 9  # the shards' manifests merge to the full one
 
 
 class NoiseStage:
@@ -297,7 +301,7 @@ def test_ctrl_c_in_the_cli_prints_one_line_exits_130_and_the_rerun_resumes(tmp_p
     cli = [sys.executable, "-m", "gen4gen", "stage=s1", f"paths.source_dir={tmp_path / 'src'}",
            f"paths.stages_dir={tmp_path / 'stages'}", f"paths.outputs_dir={tmp_path / 'outputs'}",
            search_path(tmp_path), "segmenter=darkness", "segmenter.sleep=0.3", "workers=1"]
-    out = tmp_path / "stages" / "s1_segmented_foreground"
+    out = tmp_path / "stages" / STAGE_DIRS["s1"]
     code, text = _sigint_mid_run(cli, tmp_path, out, at_least=2)
     done = len(list(out.rglob("meta.json")))
     assert code == 130 and 2 <= done < 8, text
@@ -312,7 +316,7 @@ def test_ctrl_c_in_the_cli_prints_one_line_exits_130_and_the_rerun_resumes(tmp_p
 def test_ctrl_c_while_waiting_for_the_llm_is_one_line_and_130(tmp_path):
     """The prepare phase (concurrent LLM calls, before any item runs): the same line, no asyncio traceback."""
     from tests.llm_server import LLMServer, Reply
-    from tests.s2_data import fake_s1
+    from tests.helpers.trees import fake_s1
     from tests.s2_llm_replies import good_content
 
     fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}})

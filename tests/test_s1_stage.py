@@ -18,12 +18,13 @@ from gen4gen.app import run
 from gen4gen.errors import UserError
 from gen4gen.images import read_image
 from gen4gen.markers import read_failures
+from gen4gen.paths import STAGE_DIRS
 from tests import image_cases as cases
 from tests.conftest import shared
 from tests.segmenters import search_path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = "s1_segmented_foreground"
+OUT = STAGE_DIRS["s1"]
 
 
 def test_bad_input_corpus_ends_with_good_items_done_and_one_line_per_bad_item(tmp_path, cfg_factory):

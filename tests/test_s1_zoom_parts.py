@@ -13,11 +13,12 @@ from PIL import Image
 from gen4gen import weights
 from gen4gen.errors import UserError
 from gen4gen.images import read_image
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import s1_segment
 from gen4gen.stages.s1_segment import photo_ids
 from tests.segmenters import search_path
 
-OUT = "s1_segmented_foreground"
+OUT = STAGE_DIRS["s1"]
 
 
 def _u2netp(**kw):

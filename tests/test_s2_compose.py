@@ -7,7 +7,7 @@ from gen4gen.errors import ItemFailed
 from gen4gen.layout.compose import Augment, Composer, Source, load_cutout, side_room
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.schema import ConceptCount, Layout, PlacedBox, PlanRequest, depth_order
-from tests.s2_data import fake_s1
+from tests.helpers.trees import fake_s1
 
 SIZE = (640, 480)
 

@@ -8,10 +8,11 @@ from PIL import Image
 
 from gen4gen.llm import LLMUnreachable
 from gen4gen.markers import done_items, read_failures
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages.s2_compose import run
 from tests.conftest import make_cfg
 from tests.llm_server import LLMServer
-from tests.s2_data import fake_s1
+from tests.helpers.trees import fake_s1
 from tests.s2_llm_replies import good, kind
 
 LAYOUT_KEYS = {"scene", "composition_id", "size", "planner", "fallback", "background_prompt", "scenes", "objects",
@@ -32,11 +33,11 @@ def test_heuristic_stage_writes_the_contract_and_reruns_cheaply(tmp_path):
     summary = run(cfg)
     # pets: 3 pairs + 1 triple, 2 samples each; solo and halfempty: one clear failure line each
     assert (summary.total, summary.done, summary.failed) == (10, 8, 2)
-    failures = {f["id"]: f["reason"] for f in read_failures(tmp_path / "stages" / "s2_object_compositions")}
+    failures = {f["id"]: f["reason"] for f in read_failures(tmp_path / "stages" / STAGE_DIRS["s2"])}
     assert "compose.min_objects=2" in failures["solo"] and "1 usable concept(s) (cup)" in failures["solo"]
     assert "vase had only empty masks in s1" in failures["halfempty"]
 
-    root = tmp_path / "stages" / "s2_object_compositions" / "pets"
+    root = tmp_path / "stages" / STAGE_DIRS["s2"] / "pets"
     assert sorted(p.name for p in root.iterdir()) == [
         "cat+dog+houseplant_000", "cat+dog+houseplant_001", "cat+dog_000", "cat+dog_001",
         "cat+houseplant_000", "cat+houseplant_001", "dog+houseplant_000", "dog+houseplant_001"]
@@ -74,7 +75,7 @@ def test_heuristic_stage_writes_the_contract_and_reruns_cheaply(tmp_path):
     assert (again.done, again.skipped) == (0, 8)
 
     # a changed s1 cut-out redoes exactly the compositions that use its concept
-    meta_path = tmp_path / "stages" / "s1_segmented_foreground" / "pets" / "houseplant" / "photo_0" / "meta.json"
+    meta_path = tmp_path / "stages" / STAGE_DIRS["s1"] / "pets" / "houseplant" / "photo_0" / "meta.json"
     m = json.loads(meta_path.read_text())
     m["config_hash"] = "changed"
     meta_path.write_text(json.dumps(m))
@@ -97,7 +98,7 @@ def test_llm_stage_with_a_hostile_concept_name(tmp_path):
                              "compose.num_samples=3", "compose.size=[256,256]", "compose.min_visible=0.5")
         again = run(rerun_cfg)  # another compose setting: redone, but every reply comes from the cache
         assert again.done == 3 and len(srv.requests) == n_requests
-    out = tmp_path / "stages" / "s2_object_compositions" / "pets"
+    out = tmp_path / "stages" / STAGE_DIRS["s2"] / "pets"
     comp_ids = sorted(p.name for p in out.iterdir())
     assert comp_ids == [f"{'+'.join(sorted(['cat', hostile]))}_{k:03d}" for k in range(3)]
     layout = json.loads((out / comp_ids[0] / "layout.json").read_text())
@@ -106,7 +107,7 @@ def test_llm_stage_with_a_hostile_concept_name(tmp_path):
     assert (out / comp_ids[0] / "instances" / f"{hostile}_0.png").is_file()
     # nothing written outside the stage folders
     assert sorted(p.name for p in (tmp_path / "stages").iterdir()) == [
-        "llm_cache", "s1_segmented_foreground", "s2_object_compositions"]
+        "llm_cache", STAGE_DIRS["s1"], STAGE_DIRS["s2"]]
     assert any((tmp_path / "stages" / "llm_cache").rglob("*.json"))
 
 
@@ -122,14 +123,14 @@ def test_missing_s1_is_a_user_error(tmp_path):
 def test_real_photos_with_the_papers_masks(tmp_path):
     """Gen4Gen's own pet photos with its IS-Net masks: real soft alpha, real shapes and proportions."""
     from tests.conftest import shared
-    from tests.s2_data import real_s1
+    from tests.helpers.trees import real_s1
 
     seg = shared("segmentation", "gen4gen")
     pair = lambda name: (seg / "images" / f"{name}.jpg", seg / "isnet_ref" / f"{name}.png")  # noqa: E731
     real_s1(tmp_path / "stages", {"pets": {"cat": [pair("cat_01")], "dog": [pair("dog_01"), pair("dog_02")]}})
     summary = run(make_cfg(tmp_path, "stage=s2", "compose.num_samples=2", "compose.size=[512,384]"))
     assert summary.done == 2 and summary.failed == 0
-    for folder in sorted((tmp_path / "stages" / "s2_object_compositions" / "pets").iterdir()):
+    for folder in sorted((tmp_path / "stages" / STAGE_DIRS["s2"] / "pets").iterdir()):
         layout = json.loads((folder / "layout.json").read_text())
         mask = read(folder, "mask.png")
         assert ((mask > 0) & (mask < 255)).any()  # the soft edge survives
@@ -178,7 +179,7 @@ def test_square_size_and_too_long_composition_ids(tmp_path):
     fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}, "long": {long_a: 1, long_b: 1}})
     summary = run(make_cfg(tmp_path, "stage=s2", "compose.num_samples=1", "compose.size=128"))
     assert (summary.done, summary.failed) == (1, 1)
-    [failure] = read_failures(tmp_path / "stages" / "s2_object_compositions")
+    [failure] = read_failures(tmp_path / "stages" / STAGE_DIRS["s2"])
     assert "file name limit" in failure["reason"]
-    folder = tmp_path / "stages" / "s2_object_compositions" / "pets" / "cat+dog_000"
+    folder = tmp_path / "stages" / STAGE_DIRS["s2"] / "pets" / "cat+dog_000"
     assert read(folder, "image.png").shape == (128, 128, 3)

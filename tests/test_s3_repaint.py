@@ -10,11 +10,12 @@ from PIL import Image
 from gen4gen.errors import UserError
 from gen4gen.images import read_image
 from gen4gen.markers import read_failures
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import s3_repaint
-from tests.s2_fixture import make_composition, read_json
+from tests.helpers.trees import make_composition, read_json
 
-S2 = "s2_object_compositions"
-S3 = "s3_background_repainting"
+S2 = STAGE_DIRS["s2"]
+S3 = STAGE_DIRS["s3"]
 
 
 def s2_tree(tmp_path: Path) -> Path:
@@ -56,7 +57,7 @@ def test_classical_stage_end_to_end(tmp_path, cfg_factory):
         assert sorted(p.name for p in (out / "pets" / comp).iterdir()) == ["v0_procedural", "v1_procedural"]
     meta = check_variant(out / "pets" / "cat+dog_001" / "v0_procedural", s2 / "pets" / "cat+dog_001")
     assert meta["composition"] == "pets/cat+dog_001" and meta["variant"] == "v0_procedural"
-    assert meta["composition_dir"] == str(s2 / "pets" / "cat+dog_001") and meta["backend"] == "classical"
+    assert meta["composition_dir"] == f"{S2}/pets/cat+dog_001" and meta["backend"] == "classical"  # stages-relative
     assert meta["background"]["kind"] == "procedural" and meta["background"]["source"] == "kitchen"
     assert meta["prompt"] == "a realistic photo of a cat and a dog on the kitchen table"
     v1 = read_json(out / "pets" / "cat+dog_001" / "v1_procedural" / "meta.json")

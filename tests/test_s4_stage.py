@@ -4,8 +4,9 @@ import shutil
 
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.markers import read_failures, read_meta
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import s4_caption
-from tests.fixtures_pipeline import SCENES, make_pipeline
+from tests.helpers.trees import SCENES, make_pipeline
 
 
 def test_captions_follow_the_contract_and_reruns_skip(tmp_path, cfg_factory):
@@ -13,7 +14,7 @@ def test_captions_follow_the_contract_and_reruns_skip(tmp_path, cfg_factory):
     cfg = cfg_factory("stage=s4")
     summary = s4_caption.run(cfg)
     assert (summary.done, summary.failed) == (2, 0)
-    root = tmp_path / "stages/s4_captions"
+    root = tmp_path / f"stages/{STAGE_DIRS['s4']}"
     for item_id in info["finals"]:
         caps = json.loads((root / item_id / "captions.json").read_text())
         assert set(caps) == {"short", "detailed", "personalized", "modifier_tokens", "captioner", "fallback"}
@@ -34,19 +35,19 @@ def test_a_new_concept_renumbers_the_tokens_and_redoes_the_captions(tmp_path, cf
     make_pipeline(tmp_path, scenes=scenes)
     summary = s4_caption.run(cfg)
     assert summary.done == 3 and summary.skipped == 0  # bird sorts first: every token moved
-    caps = json.loads((tmp_path / "stages/s4_captions/pets/cat+dog_000/v0_procedural/captions.json").read_text())
+    caps = json.loads((tmp_path / f"stages/{STAGE_DIRS['s4']}/pets/cat+dog_000/v0_procedural/captions.json").read_text())
     assert caps["modifier_tokens"] == {"cat": "<new2>", "dog": "<new3>"}
     assert caps["personalized"] == "a photo of <new2> cat and two <new3> dogs in the garden"
 
 
 def test_missing_or_broken_layout_is_a_recorded_failure(tmp_path, cfg_factory):
     make_pipeline(tmp_path)
-    s2 = tmp_path / "stages/s2_object_compositions"
+    s2 = tmp_path / f"stages/{STAGE_DIRS['s2']}"
     (s2 / "pets/cat+dog_000/layout.json").write_text("{not json")
     shutil.rmtree(s2 / "kitchen")
     summary = s4_caption.run(cfg_factory("stage=s4"))
     assert summary.done == 0 and summary.failed == 2
-    reasons = {f["id"]: f["reason"] for f in read_failures(tmp_path / "stages/s4_captions")}
+    reasons = {f["id"]: f["reason"] for f in read_failures(tmp_path / f"stages/{STAGE_DIRS['s4']}")}
     assert "cannot read layout" in reasons["pets/cat+dog_000/v0_procedural"]
     assert "No such file" in reasons["kitchen/cat+plant_000/v0_procedural"]
 
@@ -56,12 +57,12 @@ def test_captions_name_the_background_s3_actually_painted(tmp_path, cfg_factory)
     cfg = cfg_factory("stage=s4")
     s4_caption.run(cfg)
     # s3 matched a photo folder other than the layout's first phrase for this variant
-    path = tmp_path / "stages/s3_background_repainting/pets/cat+dog_000/v1_photo/meta.json"
+    path = tmp_path / f"stages/{STAGE_DIRS['s3']}/pets/cat+dog_000/v1_photo/meta.json"
     meta = json.loads(path.read_text())
     meta["background"]["phrase"] = "on a beach"
     write_atomic(path, json_bytes(meta))
     summary = s4_caption.run(cfg)
     assert summary.done == 1 and summary.skipped == 3
-    root = tmp_path / "stages/s4_captions/pets/cat+dog_000"
+    root = tmp_path / f"stages/{STAGE_DIRS['s4']}/pets/cat+dog_000"
     assert json.loads((root / "v1_photo/captions.json").read_text())["short"] == "a photo of a cat and two dogs on a beach"
     assert json.loads((root / "v0_procedural/captions.json").read_text())["short"].endswith("in the garden")

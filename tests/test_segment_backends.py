@@ -16,6 +16,7 @@ from PIL import Image
 
 from gen4gen.app import run
 from gen4gen.errors import UserError
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.segment.grabcut import GrabCut
 from tests import fake_torchvision
 
@@ -141,7 +142,7 @@ def test_isnet_through_the_stage(tmp_path, cfg_factory):
     Image.fromarray(img).save(d / "blob.png")
     model = red_channel_onnx(tmp_path / "isnet.onnx", 12.0)
     assert run(cfg_factory("stage=s1", "segmenter=isnet", f"segmenter.model_path={model}", "segmenter.size=256")) == 0
-    item = tmp_path / "stages" / "s1_segmented_foreground" / "s" / "c" / "blob"
+    item = tmp_path / "stages" / STAGE_DIRS["s1"] / "s" / "c" / "blob"
     assert json.loads((item / "meta.json").read_text())["backend"] == "isnet"
     mask = np.asarray(Image.open(item / "mask.png"), np.float32) / 255
     assert _iou(mask, truth) >= 0.95
@@ -252,7 +253,7 @@ def test_sam_through_the_stage_with_the_u2netp_prompt(tiny_sam, tmp_path, cfg_fa
     cfg = cfg_factory("stage=s1", "segmenter=sam", f"segmenter.checkpoint={ckpt}", "segmenter.model_type=vit_tiny",
                       "device=cpu")
     assert run(cfg) == 0
-    meta = json.loads((tmp_path / "stages" / "s1_segmented_foreground" / "s" / "c" / "blob" / "meta.json").read_text())
+    meta = json.loads((tmp_path / "stages" / STAGE_DIRS["s1"] / "s" / "c" / "blob" / "meta.json").read_text())
     assert meta["backend"] == "sam" and meta["size"] == [128, 96]
 
 

@@ -9,7 +9,7 @@ from gen4gen.errors import UserError
 from gen4gen.stages import s2_compose
 from tests.conftest import make_cfg
 from tests.pipeline_run import cli
-from tests.s2_data import fake_s1
+from tests.helpers.trees import fake_s1
 
 
 def photo(path, seed: int) -> None:

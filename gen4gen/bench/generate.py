@@ -43,6 +43,10 @@ class Job:
     settings: dict  # width, height, steps, guidance, negative
     image: Path
     record: Path
+    text: str = ""  # what the model is given: the personalised prompt for a train run, else class words
+
+    def __post_init__(self):
+        self.text = self.text or self.prompt.given(bool(self.model.train_run))
 
     @property
     def id(self) -> str:
@@ -50,7 +54,7 @@ class Job:
 
     @property
     def settings_hash(self) -> str:
-        return config_hash({"prompt": self.prompt.text, "seed": self.seed, **self.settings})
+        return config_hash({"prompt": self.text, "seed": self.seed, **self.settings})
 
     @property
     def call_key(self) -> tuple:
@@ -196,6 +200,10 @@ def load_pipeline(entry: RosterEntry, device: str, safety_checker: bool = False)
         fused = [n for n, lo in zip(names, entry.loras) if lo.fuse]
         if fused:
             pipe.fuse_lora(adapter_names=fused)
+    if entry.train_run:
+        from gen4gen.personalize import load
+
+        load(pipe, entry.train_run)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -317,7 +325,7 @@ def _call(pipe, group: list[Job], takes: set[str], steps: int | None = None) -> 
 
     s = group[0].settings
     kwargs: dict[str, Any] = {
-        "prompt": [j.prompt.text for j in group], "num_inference_steps": steps or s["steps"],
+        "prompt": [j.text for j in group], "num_inference_steps": steps or s["steps"],
         "guidance_scale": s["guidance"], "width": s["width"], "height": s["height"], "output_type": "pil",
         # one generator per (prompt, seed) on the CPU: the same noise whatever the batch, order and device
         "generator": [torch.Generator("cpu").manual_seed(j.seed) for j in group],
@@ -341,7 +349,7 @@ def record(job: Job, per_image: float, batch_seconds: float, batch_size: int, me
     """The image's row in ``results.{csv,jsonl}``, stored in its ``.json`` record."""
     s = job.settings
     return {
-        "model": job.model.name, "set": job.prompt.set, "prompt_id": job.prompt.id, "prompt": job.prompt.text,
+        "model": job.model.name, "set": job.prompt.set, "prompt_id": job.prompt.id, "prompt": job.text,
         "category": job.prompt.category, "seed": job.seed, "width": s["width"], "height": s["height"],
         "steps": s["steps"], "guidance": s["guidance"], "negative": s["negative"],
         "image": f"images/{job.model.name}/{job.prompt.set}/{job.image.name}", "latency_s": round(per_image, 6),

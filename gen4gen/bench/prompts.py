@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gen4gen.caption.words import count_phrase
-from gen4gen.errors import UserError
+from gen4gen.artefacts import MyCanvasRow
+from gen4gen.caption.words import as_class_words, count_phrase, display_name
+from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import stable_hash
 
 # backgrounds for TI-CLIP prompts (Gen4Gen: text alignment where the background was not in training);
@@ -35,6 +36,12 @@ class Prompt:
     concepts: list[str] = field(default_factory=list)
     references: dict[str, list[str]] = field(default_factory=dict)  # concept -> reference image paths
     novel_background: bool = False  # counts in TI-CLIP
+    class_text: str | None = None  # ``text`` with each "<newK> class" read as class words (for models without tokens)
+
+    def given(self, personalised: bool) -> str:
+        """What a model is given: the prompt as written to a personalised model (a train run that owns the
+        tokens), with class words to any other (a base model has no <newK> tokens)."""
+        return self.text if personalised or not self.class_text else self.class_text
 
     @property
     def key(self) -> str:
@@ -135,18 +142,19 @@ def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgro
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            caps = row["captions"]
-            text = caps.get(caption) or caps["detailed"]
-            concepts = list(row["concepts"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{index}:{n + 1}: not a MyCanvas index line ({type(e).__name__}: {e})") from None
-        refs = {c: [str(root / p) for p in row.get("reference_images", {}).get(c, [])] for c in concepts}
-        safe_id = str(row["id"]).replace("/", "__")
-        prompts.append(Prompt(name, safe_id, text, row.get("scene", ""), eval_text=caps.get("detailed") or text,
-                              concepts=concepts, references=refs))
+            row = MyCanvasRow.parse(json.loads(line), "index.jsonl")
+        except (ValueError, ItemFailed) as e:
+            raise UserError(f"{index}:{n + 1}: not a MyCanvas index line ({e})") from None
+        caps, concepts = row.captions, list(row.concepts)
+        text = caps.get(caption) or caps["detailed"]
+        refs = {c: [str(root / p) for p in row.reference_images.get(c, [])] for c in concepts}
+        safe_id = row.id.replace("/", "__")
+        plain_text = as_class_words(text, {t: display_name(c) for c, t in row.modifier_tokens.items()})
+        prompts.append(Prompt(name, safe_id, text, row.scene, eval_text=caps["detailed"],
+                              concepts=concepts, references=refs,
+                              class_text=plain_text if plain_text != text else None))
         captions_seen.append(" ".join(str(v) for v in caps.values() if isinstance(v, str)).lower())
-        concept_sets.setdefault(tuple(sorted(concepts)), (refs, row.get("modifier_tokens") or {}))
+        concept_sets.setdefault(tuple(sorted(concepts)), (refs, row.modifier_tokens))
     seen = " ".join(captions_seen)
     if novel_backgrounds is None:  # null: the built-in list; [] turns TI-CLIP prompts off
         novel_backgrounds = NOVEL_BACKGROUNDS
@@ -158,7 +166,7 @@ def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgro
             given = f"{personal if caption == 'personalized' else plain} {bg}"
             prompts.append(Prompt(name, f"novel__{'+'.join(concepts)}__{k:02d}", given, "novel background",
                                   eval_text=f"{plain} {bg}", concepts=list(concepts), references=refs,
-                                  novel_background=True))
+                                  novel_background=True, class_text=f"{plain} {bg}" if given != f"{plain} {bg}" else None))
     return prompts
 
 

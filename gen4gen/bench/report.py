@@ -181,8 +181,25 @@ def gallery_html(rows: list[dict], run_dir: Path, out_path: Path, max_prompts: i
 
 
 # ---------------------------------------------------------------- all reports
+BASE_METHOD = "base model (class words, no fine-tuning)"
+GEN4GEN_ORDER = (BASE_METHOD, "Custom Diffusion on sources", "Custom Diffusion on MyCanvas", "LoRA on MyCanvas")
+GEN4GEN_COLUMNS = ["method", "model", "n", "clip_t", "clip_i", "dino", "cp_clip", "ti_clip"]
+
+
+def gen4gen_table(rows: list[dict], methods: dict[str, str], sets: Sequence[str]) -> list[dict]:
+    """Gen4Gen's baseline table: one row per model that has a method (base, Custom Diffusion on sources /
+    MyCanvas, LoRA on MyCanvas), means over the personalised promptset(s) ``sets`` only."""
+    mine = [r for r in rows if r["model"] in methods and r.get("set") in sets]
+    board = leaderboard(mine, ("model",))
+    for r in board:
+        r["method"] = methods[r["model"]]
+    rank = {m: i for i, m in enumerate(GEN4GEN_ORDER)}
+    return sorted(board, key=lambda r: (rank.get(r["method"], len(rank)), r["method"], r["model"]))
+
+
 def write_reports(rows: list[dict], run_dir: Path, popularity: dict[str, float | None], weights: dict[str, float],
-                  quality: str = "clip_t") -> dict:
+                  quality: str = "clip_t", methods: dict[str, str] | None = None,
+                  personal_sets: Sequence[str] = ()) -> dict:
     out = run_dir / "report"
     board = leaderboard(rows, ("model",), quality)
     by_cat = leaderboard(rows, ("model", "set", "category"), quality)
@@ -203,6 +220,14 @@ def write_reports(rows: list[dict], run_dir: Path, popularity: dict[str, float |
           f"weights: {', '.join(f'{k} {v}' for k, v in weights.items())}", "",
           markdown_table(summary, ["model", "prompts", "mean_rank", "wins", "mean_score"]), "",
           "## Per promptset category", ""]
+    if methods:
+        table = gen4gen_table(rows, methods, personal_sets)
+        write_atomic(out / "gen4gen.csv", csv_bytes(table, GEN4GEN_COLUMNS))
+        md[md.index("## Weighted ranking (GEMRec)"):md.index("## Weighted ranking (GEMRec)")] = [
+            "## Gen4Gen: personalised models", "",
+            f"Promptset(s) {', '.join(personal_sets) or '-'}: personalised models get the `<newK>` prompts, the base "
+            f"model the same prompts in class words; CLIP-T scores the class words. Images side by side per prompt: "
+            f"gallery.html.", "", markdown_table(table, GEN4GEN_COLUMNS), ""]
     for (set_name, cat), group in _groupby(by_cat, ("set", "category")):
         md += [f"### {set_name} / {cat or '-'}", "", markdown_table(group, cols), ""]
     write_atomic(out / "leaderboard.md", "\n".join(md).encode("utf-8"))

@@ -99,6 +99,9 @@ class RosterEntry(_Strict):
     popularity: float | None = None  # downloads (GEMRec ranking)
     cost: CostSpec = Field(default_factory=CostSpec)
     trained_words: list[str] = Field(default_factory=list)
+    # a stage=train run folder (Custom Diffusion / LoRA + <newK> tokens) installed on the base by
+    # gen4gen.personalize.load; such a model is given the personalised prompts, every other one class words
+    train_run: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -131,6 +134,10 @@ class RosterEntry(_Strict):
     def fingerprint(self) -> str:
         """Everything that changes the images (not tags, popularity or cost): a change redoes the model."""
         keep = self.model_dump(by_alias=True, exclude={"tags", "popularity", "cost", "base_model", "trained_words"})
+        if self.train_run:  # retraining in the same folder changes the images
+            from gen4gen.markers import read_meta
+
+            keep["train_run_hash"] = (read_meta(Path(self.train_run)) or {}).get("config_hash")
         return config_hash(keep)
 
 

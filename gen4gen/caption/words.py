@@ -82,3 +82,11 @@ def background_clause(phrase: str) -> str:
 
 def word_count(text: str) -> int:
     return len(text.split())
+
+
+def as_class_words(text: str, nouns: dict[str, str]) -> str:
+    """A personalised caption read as class words, ``nouns`` = {token: class words}: "<new1> cat" -> "cat",
+    a bare "<new1>" -> "cat" (what a model without the tokens is given, and what CLIP-T scores)."""
+    for token, noun in nouns.items():
+        text = text.replace(f"{token} ", "").replace(token, noun)
+    return " ".join(text.split())

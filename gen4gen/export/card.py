@@ -10,12 +10,16 @@ LOADERS = {
     "mycanvas": "`mycanvas/index.jsonl`: one JSON line per final image (`image`, `captions`, `modifier_tokens`, "
                 "`reference_images`, `instances` with masks); each folder holds `image.png`, `mask.png`, "
                 "`instances/`, `layout.json`, `captions.json`.",
-    "customdiffusion": "`cd customdiffusion && ./train.sh` (diffusers `examples/custom_diffusion/train_custom_diffusion.py "
-                       "--concepts_list concepts_list.json --modifier_token \"$(cat modifier_token.txt)\"`); "
-                       "`compositions/images.txt` + `compositions/captions.txt` pair each composed image with its "
-                       "personalized caption (adobe custom-diffusion `--caption` file style).",
+    "customdiffusion": "Custom Diffusion. `cd customdiffusion && ./train.sh` runs diffusers' "
+                       "`examples/custom_diffusion/train_custom_diffusion.py --concepts_list concepts_list.json` on the "
+                       "per-concept folders `instance_images/<concept>/` only (one prompt per folder: the script cannot "
+                       "read per-image captions). The composed scenes with one personalized caption each are "
+                       "`compositions/images.txt` + `captions.txt` + `masks.txt` (paths relative to the lists); "
+                       "`python -m gen4gen stage=train train.dataset=<this folder>` trains on them (it reads "
+                       "`mycanvas/index.jsonl` when present, else these lists).",
     "imagefolder": "`datasets.load_dataset(\"imagefolder\", data_dir=\"imagefolder\")` (split `train`; `text` is the "
-                   "detailed caption, `objects` the boxes).",
+                   "detailed caption, `objects` the boxes); diffusers' text-to-image LoRA script reads it with "
+                   "`--train_data_dir imagefolder --caption_column text`.",
     "coco": "`pycocotools.coco.COCO(\"coco/annotations/instances.json\")` (RLE masks, one annotation per instance); "
             "captions in `coco/annotations/captions.json`.",
     "webdataset": "`webdataset.WebDataset(\"webdataset/shard-{000000..NNNNNN}.tar\")` with `.png`, `.json`, `.txt` per sample.",

@@ -8,10 +8,11 @@
   the token their background and whatever else is in the frame, and can be 4000 px; the composed
   scenes below supply the context.
 - ``modifier_token.txt`` (``<new1>+<new2>``, the ``--modifier_token`` value) and ``initializer_token.txt``.
-- ``compositions/``: the composed images with ``images.txt`` (one path per line) and ``captions.txt``
-  (the personalized caption of each image, same line), the file-list form of the original adobe
-  custom-diffusion ``--caption`` / ``--datapath`` options, since the diffusers script allows one prompt
-  per concept.
+- ``compositions/``: the composed images with ``images.txt`` (one path per line, relative to the list),
+  ``captions.txt`` (the personalized caption of each image, same line) and ``masks.txt`` (where the
+  concepts are: the union of the instance masks), the file-list form of the original adobe
+  custom-diffusion ``--caption`` / ``--datapath`` options. diffusers' script allows one prompt per concept
+  folder and cannot read them; ``python -m gen4gen stage=train`` does.
 """
 from __future__ import annotations
 
@@ -41,14 +42,15 @@ def write(ctx: ExportContext) -> dict:
     initializer = "+".join(display_name(c).split()[-1] for c in tokens)
     write_bytes(out / "modifier_token.txt", (modifier + "\n").encode())
     write_bytes(out / "initializer_token.txt", (initializer + "\n").encode())
-    paths, captions = [], []
-    for it in ctx.items:
-        rel = f"compositions/images/{it.key}.png"
-        copy_file(it.image_path, out / rel)
-        paths.append(rel)
+    paths, captions, masks = [], [], []
+    for it in ctx.items:  # paths relative to the list files (compositions/)
+        paths.append(f"images/{it.key}.png")
+        masks.append(f"masks/{it.key}.png")
+        copy_file(it.image_path, out / "compositions" / paths[-1])
+        copy_file(it.s2_dir / "mask.png", out / "compositions" / masks[-1])
         captions.append(" ".join(str(it.captions.get("personalized", "")).split()))
-    write_bytes(out / "compositions" / "images.txt", "".join(p + "\n" for p in paths).encode())
-    write_bytes(out / "compositions" / "captions.txt", "".join(c + "\n" for c in captions).encode())
+    for name, lines in (("images", paths), ("captions", captions), ("masks", masks)):
+        write_bytes(out / "compositions" / f"{name}.txt", "".join(x + "\n" for x in lines).encode())
     write_bytes(out / "train.sh", train_script(modifier, initializer, ctx).encode())
     (out / "train.sh").chmod(0o755)
     return {"customdiffusion concepts": len(concepts_list)}

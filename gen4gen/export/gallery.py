@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from gen4gen.console import progress
-from gen4gen.export.items import ExportContext, ExportItem, flat_key, jpeg_bytes, write_bytes
+from gen4gen.export.items import ExportContext, ExportItem, fit_name, flat_key, jpeg_bytes, write_bytes
 from gen4gen.images import read_image
 from gen4gen.templates import render
 
@@ -52,6 +52,14 @@ def layout_picture(item: ExportItem, side: int, concepts: list[str]) -> Image.Im
     return im
 
 
+def layout_thumb(comp: str) -> str:
+    return f"thumbs/{fit_name(flat_key(comp) + '__layout')}.jpg"
+
+
+def ref_thumb(concept: str, ref) -> str:
+    return f"thumbs/{fit_name(f'ref__{concept}__{ref.file_name[:-4]}')}.jpg"
+
+
 def write(ctx: ExportContext) -> dict:
     out = ctx.root / NAME
     side = int(ctx.settings.get("thumb_size", 256))
@@ -65,10 +73,10 @@ def write(ctx: ExportContext) -> dict:
         for it in its:
             jobs.append((f"thumbs/{it.key}.jpg", lambda it=it: thumbnail(read_image(it.image_path), side)))
     for comp, its in by_comp.items():
-        jobs.append((f"thumbs/{flat_key(comp)}__layout.jpg", lambda it=its[0]: layout_picture(it, side, concepts)))
+        jobs.append((layout_thumb(comp), lambda it=its[0]: layout_picture(it, side, concepts)))
     for concept, refs in ctx.references.items():
         for ref in refs:
-            jobs.append((f"thumbs/ref__{concept}__{ref.file_name[:-4]}.jpg",
+            jobs.append((ref_thumb(concept, ref),
                          lambda ref=ref: thumbnail(read_image(ref.cutout), side // 2)))
 
     def make(job):
@@ -108,7 +116,7 @@ def page(ctx: ExportContext, by_comp: dict[str, list[ExportItem]]) -> str:
               ("final images left out", len(ctx.left_out)), ("failures", len(ctx.failures))]
     scenes = []
     for scene in scene_names:
-        references = [{"thumb": f"thumbs/ref__{concept}__{ref.file_name[:-4]}.jpg", "s1_id": ref.s1_id,
+        references = [{"thumb": ref_thumb(concept, ref), "s1_id": ref.s1_id,
                        "concept": concept}
                       for concept, refs in ctx.references.items() for ref in refs if ref.scene == scene]
         compositions = []
@@ -120,7 +128,7 @@ def page(ctx: ExportContext, by_comp: dict[str, list[ExportItem]]) -> str:
                       "captioner": str(it.captions.get("captioner", "")),
                       "captions": {k: str(it.captions.get(k, "")) for k in ("short", "detailed", "personalized")},
                       "fallback": str(it.captions.get("fallback") or "")} for it in its]
-            compositions.append({"name": comp, "layout_thumb": f"thumbs/{flat_key(comp)}__layout.jpg",
+            compositions.append({"name": comp, "layout_thumb": layout_thumb(comp),
                                  "planner": str(layout.get("planner", "")), "variants": variants,
                                  "objects": [o.get("name", "") for o in layout.get("objects") or []]})
         scenes.append({"name": scene, "references": references, "compositions": compositions,

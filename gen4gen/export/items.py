@@ -3,8 +3,8 @@ captions and instance masks; everything else is listed as left out with the reas
 """
 from __future__ import annotations
 
+import hashlib
 import io
-import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -14,11 +14,13 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from gen4gen.artefacts import Captions, Layout, S1Meta, S3Meta, S4Meta
 from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
 from gen4gen.io import png_bytes
-from gen4gen.markers import done_items, read_failures, read_meta
-from gen4gen.paths import STAGE_DIRS, composition_dir
+from gen4gen.manifest import Currency
+from gen4gen.markers import META, done_items, read_failures
+from gen4gen.paths import STAGE_DIRS
 
 S1_DIR, S2_DIR, S3_DIR, S4_DIR = (STAGE_DIRS[s] for s in ("s1", "s2", "s3", "s4"))
 
@@ -88,40 +90,67 @@ def flat_key(item_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_+\-]", "_", item_id.replace("/", "__"))
 
 
-def collect(stages_dir: Path) -> tuple[list[ExportItem], list[dict]]:
-    """Complete items (sorted by id) and the final images left out, each ``{stage, id, reason}``."""
-    s2_root, s3_root, s4_root = (stages_dir / d for d in (S2_DIR, S3_DIR, S4_DIR))
-    items, left_out, keys = [], [], set()
-    finals = [(f, m) for f, m in done_items(s3_root) if len(f.relative_to(s3_root).parts) == 3] \
-        if s3_root.is_dir() else []
+def fit_name(name: str, limit: int = 200) -> str:
+    """``name`` unchanged when it fits in one file name with room for a suffix; else cut, with a hash of
+    the whole name so that two long names stay apart (file systems stop at 255 bytes)."""
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).hexdigest()
+    return name.encode("utf-8")[:limit - 17].decode("utf-8", "ignore") + "_" + digest
+
+
+def collect(stages_dir: Path, currency: Currency | None = None) -> tuple[list[ExportItem], list[dict], int]:
+    """Complete items (sorted by id), the final images left out, each ``{stage, id, reason}``, and how
+    many finished final images are stale (not made by the current configuration: never exported)."""
+    currency = currency or Currency(stages_dir)
+    s3_root, s4_root = (stages_dir / d for d in (S3_DIR, S4_DIR))
+    items, left_out, keys, stale = [], [], set(), 0
+    # every s3 variant with a meta.json, readable or not: a broken meta is a left-out line, not a silent gap
+    finals = sorted(p.parent for p in s3_root.glob(f"*/*/*/{META}")) if s3_root.is_dir() else []
+    current3, current4 = currency.current("s3"), currency.current("s4")
     s4_reasons = {f["id"]: f["reason"] for f in read_failures(s4_root)} if s4_root.is_dir() else {}
-    for folder, meta in finals:
+    for folder in finals:
         item_id = folder.relative_to(s3_root).as_posix()
-        s4_dir = s4_root / item_id
-        s4_meta = read_meta(s4_dir)
-        if s4_meta is None:
-            reason = s4_reasons.get(item_id)
-            left_out.append({"stage": "s4", "id": item_id, "reason": f"captioning failed: {reason}" if reason
-                             else "no captions yet (run stage=s4)"})
-            continue
-        if (s4_meta.get("s3_config_hash"), s4_meta.get("s3_fingerprint")) != (meta.get("config_hash"),
-                                                                            meta.get("fingerprint")):
-            left_out.append({"stage": "s4", "id": item_id,
-                             "reason": "captions are out of date: the s3 image changed after s4 ran (rerun stage=s4)"})
-            continue
-        s2_dir = composition_dir(meta, s2_root)
+
+        def leave(stage: str, reason: str) -> None:
+            left_out.append({"stage": stage, "id": item_id, "reason": reason})
+
         try:
-            layout = json.loads((s2_dir / "layout.json").read_text("utf-8"))
-            captions = json.loads((s4_dir / "captions.json").read_text("utf-8"))
-        except (OSError, ValueError) as e:
-            left_out.append({"stage": "export", "id": item_id, "reason": f"unreadable layout or captions: {e}"})
+            meta = S3Meta.load(folder)
+        except ItemFailed as e:
+            leave("export", str(e))
             continue
-        key = flat_key(item_id)
+        if current3.get(item_id) != meta.hash:
+            stale += 1
+            continue
+        s4_dir = s4_root / item_id
+        if not (s4_dir / META).is_file():
+            reason = s4_reasons.get(item_id)
+            leave("s4", f"captioning failed: {reason}" if reason else "no captions yet (run stage=s4)")
+            continue
+        try:
+            s4_meta = S4Meta.load(s4_dir)
+        except ItemFailed as e:
+            leave("export", str(e))
+            continue
+        if (s4_meta.s3_config_hash, s4_meta.s3_fingerprint) != (meta.config_hash, meta.fingerprint):
+            leave("s4", "captions are out of date: the s3 image changed after s4 ran (rerun stage=s4)")
+            continue
+        if current4.get(item_id) != s4_meta.hash:
+            leave("s4", "captions were not made by the latest s4 run (rerun stage=s4)")
+            continue
+        s2_dir = meta.s2_dir(stages_dir)
+        try:
+            layout, captions = Layout.load(s2_dir), Captions.load(s4_dir)
+        except ItemFailed as e:
+            leave("export", str(e))
+            continue
+        key = fit_name(flat_key(item_id))
         while key in keys:  # ids that differ only in odd characters
             key += "_"
         keys.add(key)
-        items.append(ExportItem(item_id, key, folder, s2_dir, s4_dir, meta, layout, captions))
-    return items, left_out
+        items.append(ExportItem(item_id, key, folder, s2_dir, s4_dir, meta.data(), layout.data(), captions.data()))
+    return items, left_out, stale
 
 
 def upstream_failures(stages_dir: Path) -> list[dict]:
@@ -134,24 +163,33 @@ def upstream_failures(stages_dir: Path) -> list[dict]:
     return rows
 
 
-def load_instances(item: ExportItem, threshold: int) -> ExportItem:
-    """Instance masks -> boxes, areas and COCO RLE; checks that the image and masks are what the layout says."""
+def load_instances(item: ExportItem, threshold: int, s2_files: tuple[str, ...] = ("image.png", "mask.png")
+                   ) -> ExportItem:
+    """Instance masks -> boxes, areas and COCO RLE. Every image the export ships or draws (the final
+    image, the instance masks and the ``s2_files`` the chosen outputs use) is decoded in full here, so a
+    truncated file whose header still reads fails this item instead of reaching a dataset; sizes must
+    match the layout."""
     try:
-        with Image.open(item.image_path) as im:
-            size = im.size
-    except OSError as e:
-        raise ItemFailed(f"final image {item.image_path} unreadable: {e}") from None
-    want = tuple(int(v) for v in item.layout.get("size") or size)
+        final = read_image(item.image_path)
+    except ItemFailed as e:
+        raise ItemFailed(f"final image: {e}") from None
+    for name in s2_files:
+        try:
+            read_image(item.s2_dir / name)
+        except ItemFailed as e:
+            raise ItemFailed(f"s2 {name}: {e}") from None
+    size = (int(final.shape[1]), int(final.shape[0]))
+    want = tuple(item.layout["size"])
     if size != want:
         raise ItemFailed(f"final image is {size[0]}x{size[1]} but the layout says {want[0]}x{want[1]}")
     item.size = size
     item.instances = []
-    for obj in item.layout.get("objects") or []:
-        path = item.s2_dir / obj.get("mask", f"instances/{obj['name']}.png")
+    for obj in Layout.parse(item.layout).objects:
+        path = item.s2_dir / obj.mask_file
         try:
             mask = read_image(path, mode="L")
         except ItemFailed as e:
-            raise ItemFailed(f"instance mask {path}: {e}") from None
+            raise ItemFailed(f"instance mask {obj.mask_file}: {e}") from None
         if mask.shape != (size[1], size[0]):
             raise ItemFailed(f"instance mask {path.name} is {mask.shape[1]}x{mask.shape[0]}, not the image size")
         binary = np.asfortranarray((mask >= threshold).astype(np.uint8))
@@ -159,27 +197,31 @@ def load_instances(item: ExportItem, threshold: int) -> ExportItem:
             continue  # fully hidden: nothing to annotate (the captions do not count it either)
         rle = mask_utils.encode(binary)
         rle["counts"] = rle["counts"].decode("ascii")
-        item.instances.append(Instance(str(obj["name"]), str(obj["concept"]), path,
+        item.instances.append(Instance(obj.name, obj.concept, path,
                                        [float(v) for v in mask_utils.toBbox(rle)], int(mask_utils.area(rle)), rle))
     if not item.instances:
         raise ItemFailed("no instance has visible pixels")
     return item
 
 
-def find_references(stages_dir: Path, concepts: set[str]) -> dict[str, list[Reference]]:
-    """The done s1 cut-outs of each concept (all scenes), sorted."""
+def find_references(stages_dir: Path, concepts: set[str],
+                    currency: Currency | None = None) -> dict[str, list[Reference]]:
+    """The current s1 cut-outs of each concept (all scenes), sorted."""
     s1_root = stages_dir / S1_DIR
     refs: dict[str, list[Reference]] = {c: [] for c in sorted(concepts)}
     if not s1_root.is_dir():
         return refs
-    for folder, meta in done_items(s1_root):
-        concept = meta.get("concept")
-        if concept in refs and (folder / "cutout.png").is_file():
-            s1_id = folder.relative_to(s1_root).as_posix()
-            scene = meta.get("scene") or s1_id.split("/")[0]
-            refs[concept].append(Reference(concept, scene, s1_id, folder / "cutout.png", meta.get("bbox_xyxy"),
-                                           f"{flat_key(scene)}__{flat_key(folder.name)}.png",
-                                           str(meta.get("backend", ""))))
+    current = (currency or Currency(stages_dir)).current("s1")
+    for folder, _ in done_items(s1_root):
+        s1_id = folder.relative_to(s1_root).as_posix()
+        try:
+            meta = S1Meta.load(folder)
+        except ItemFailed:
+            continue  # s2 did not use it either
+        if meta.concept in refs and current.get(s1_id) == meta.hash and (folder / "cutout.png").is_file():
+            refs[meta.concept].append(Reference(meta.concept, meta.scene, s1_id, folder / "cutout.png",
+                                                meta.bbox_xyxy, fit_name(f"{flat_key(meta.scene)}__{flat_key(folder.name)}") + ".png",
+                                                meta.backend))
     return refs
 
 

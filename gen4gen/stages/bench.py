@@ -166,7 +166,9 @@ def run(cfg: DictConfig) -> Summary:
             rows = [r for r in rows if (r["model"], r["set"], r["prompt_id"], r["seed"]) in have]
         if rows:
             popularity = {m.name: m.popularity for m in roster.models}
-            info = write_reports(rows, run_dir, popularity, dict(bench.report.weights), str(bench.report.quality))
+            sets = [n for n in bench.use if bench.promptsets[n].get("kind") == "dataset"]
+            info = write_reports(rows, run_dir, popularity, dict(bench.report.weights), str(bench.report.quality),
+                                 personal_methods(roster.models), sets)
             summary.notes["report"] = info["report"]
     if metric_failures or "generate" not in steps:  # the runner wrote generation's lines: metric lines join them
         write_failures(run_dir, shard_index, shard_count, sorted(failures, key=lambda f: f["id"]))
@@ -175,6 +177,23 @@ def run(cfg: DictConfig) -> Summary:
         console.print(f"[yellow]bench: {len(failures)} failure(s); see {failures_path(run_dir, shard_index, shard_count)}[/yellow]")
     summary.seconds = round(time.perf_counter() - t0, 2)
     return summary
+
+
+def personal_methods(models) -> dict[str, str]:
+    """Gen4Gen's table rows: each train run's method, and "base model" for the bases they were trained from
+    (empty without train runs: no table)."""
+    from gen4gen.bench.report import BASE_METHOD
+    from gen4gen.personalize import Manifest
+
+    runs = {}
+    for m in (m for m in models if m.train_run):
+        try:
+            runs[m.name] = Manifest.load(Path(m.train_run))
+        except UserError:
+            continue  # its images failed to load with this reason (failures.jsonl); the table goes without it
+    bases = {man.base for man in runs.values()}
+    out = {m.name: BASE_METHOD for m in models if not m.train_run and m.source in bases}
+    return {**out, **{name: man.method for name, man in runs.items()}} if runs else {}
 
 
 def _bare_row(rec: dict) -> dict:

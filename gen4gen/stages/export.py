@@ -25,6 +25,7 @@ from gen4gen.export.card import card
 from gen4gen.export.items import (ExportContext, collect, find_references, load_instances,
                                   render_reference, upstream_failures, write_bytes)
 from gen4gen.io import jsonl_bytes
+from gen4gen.manifest import Currency
 from gen4gen.markers import upstream_reasons
 
 FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
@@ -50,19 +51,25 @@ def run(cfg: DictConfig) -> Summary:
     final = datasets / name
     summary = Summary(stage="export", out_dir=str(final))
 
-    items, left_out = collect(stages)
+    currency = Currency(stages)
+    items, left_out, stale = collect(stages, currency)
     failures = upstream_failures(stages)
     workers = max(1, int(cfg.workers))
     threshold = int(opts.get("mask_threshold", 128))
+    # the s2 files an output uses: the gallery draws the layout over image.png, MyCanvas ships mask.png
+    s2_files = tuple(f for f, used in (("image.png", opts.get("gallery", True)), ("mask.png", "mycanvas" in formats))
+                     if used)
     loaded, export_failures = [], []
     with progress() as bar, ThreadPoolExecutor(workers) as pool:
         task = bar.add_task("export items", total=len(items))
 
         def load(it):
             try:
-                return load_instances(it, threshold), None
+                return load_instances(it, threshold, s2_files), None
             except ItemFailed as e:
                 return it, str(e)
+            except Exception as e:  # noqa: BLE001 - nothing read from disk may stop the export: one item fails
+                return it, f"{type(e).__name__}: {e}"
 
         for it, err in pool.map(load, items):
             if err:
@@ -76,9 +83,10 @@ def run(cfg: DictConfig) -> Summary:
         raise UserError(f"nothing to export from {stages}: no final image has both its s3 image and s4 captions "
                         f"({len(left_out) + len(export_failures)} incomplete: {why})")
 
-    refs = find_references(stages, {c for it in loaded for c in it.concepts})
+    refs = find_references(stages, {c for it in loaded for c in it.concepts}, currency)
     ref_failures: list[dict] = []  # a bad cut-out loses one reference image, not the items that use the concept
-    if {"mycanvas", "customdiffusion"} & set(formats):  # the formats that ship reference images
+    # the formats that ship reference images, and the gallery that shows them: decoded in full here
+    if {"mycanvas", "customdiffusion"} & set(formats) or opts.get("gallery", True):
         side = int(opts.get("reference_size", 512))
         flat = [r for rows in refs.values() for r in rows]
         with progress() as bar, ThreadPoolExecutor(workers) as pool:
@@ -118,6 +126,8 @@ def run(cfg: DictConfig) -> Summary:
     summary.done = len(loaded)
     summary.failed = len(export_failures)
     summary.notes["formats"] = ", ".join(formats)
+    if stale:
+        summary.notes["stale images ignored (not made by the current configuration)"] = stale
     if left_out:
         summary.notes["left out (incomplete)"] = f"{len(left_out)}: " + "; ".join(
             f"{n} x {r}" for r, n in _tally(r["reason"] for r in left_out))
@@ -136,7 +146,7 @@ def run(cfg: DictConfig) -> Summary:
 def _render(ref, side, ref_failures):
     try:
         return render_reference(ref, side)
-    except ItemFailed as e:
+    except Exception as e:  # noqa: BLE001 - ItemFailed, or anything else a bad file raises
         ref_failures.append({"stage": "export", "id": ref.s1_id, "path": str(ref.cutout),
                                 "reason": f"reference cut-out unreadable: {e}"})
         return ref

@@ -6,7 +6,6 @@ with ``cutout.png`` (RGBA, soft alpha), ``mask.png`` (8-bit soft mask) and ``met
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
 import zlib
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gen4gen.artefacts import S1Meta
 from gen4gen.config_check import build_backend
 from gen4gen.console import Summary
 from gen4gen.device import usable_cores
@@ -22,6 +22,7 @@ from gen4gen.errors import UserError
 from gen4gen.hashing import file_fingerprint
 from gen4gen.images import IMAGE_EXTENSIONS, read_image
 from gen4gen.io import png_bytes
+from gen4gen.markers import done_items
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.segment.quality import keep_largest, mask_stats
@@ -122,6 +123,7 @@ def _subdirs(folder: Path, items: list[Item], out_root: Path, root: Path) -> lis
 
 class SegmentStage:
     name = "s1"
+    meta_model = S1Meta
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -199,14 +201,13 @@ class SegmentStage:
 
     def finish(self, summary: Summary) -> None:
         flagged, by_flag = 0, {}
-        for p in sorted(self.out_root.rglob("meta.json")):
-            try:
-                flags = json.loads(p.read_text("utf-8")).get("flags") or []
-            except (OSError, ValueError, AttributeError):
-                continue  # a torn meta is the runner's to redo, not a flag
+        for folder, meta in done_items(self.out_root):  # a torn meta is the runner's to redo, not a flag
+            flags = meta.get("flags") or []
+            if not isinstance(flags, list):
+                continue
             flagged += bool(flags)
             for f in flags:
-                by_flag.setdefault(str(f), []).append(p.parent.relative_to(self.out_root).as_posix())
+                by_flag.setdefault(str(f), []).append(folder.relative_to(self.out_root).as_posix())
         if flagged:
             summary.notes["masks with quality flags"] = flagged
         for flag, names in sorted(by_flag.items()):

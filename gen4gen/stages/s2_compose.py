@@ -18,15 +18,17 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.artefacts import Layout as LayoutFile, S1Meta, S2Meta, stage_rel
 from gen4gen.config_check import build_backend, canvas_size
 from gen4gen.console import Summary
-from gen4gen.errors import UserError
+from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, stable_hash
 from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.plausibility import plausibility_of
 from gen4gen.layout.schema import ConceptCount, Layout, PlanRequest, layout_fields
 from gen4gen.llm import NO_REPLY
+from gen4gen.manifest import Currency
 from gen4gen.markers import done_items, upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
@@ -36,31 +38,32 @@ S1_DIR = STAGE_DIRS["s1"]
 MAX_NAME_BYTES = 240  # most file systems stop at 255 bytes per path component
 
 
-def read_s1(s1_root: Path) -> tuple[dict[str, dict[str, list[tuple[Source, str]]]], Counter]:
-    """scene -> concept -> [(source, fingerprint)] of usable cut-outs, and per (scene, concept) the
-    number of cut-outs skipped because s1 flagged their mask empty."""
+def read_s1(s1_root: Path, currency: Currency | None = None
+            ) -> tuple[dict[str, dict[str, list[tuple[Source, str]]]], Counter, int]:
+    """scene -> concept -> [(source, hash)] of usable, current cut-outs; per (scene, concept) the number
+    of cut-outs skipped because s1 flagged their mask empty; and how many finished s1 items were left
+    out because they are stale (not made by s1's latest run) or their meta.json is malformed."""
     found: dict[str, dict[str, list[tuple[Source, str]]]] = {}
     empty: Counter = Counter()
-    for folder, meta in done_items(s1_root):
-        scene, concept = meta.get("scene"), meta.get("concept")
+    current = (currency or Currency(s1_root.parent)).current("s1")
+    ignored = 0
+    for folder, _ in done_items(s1_root):
+        item_id = folder.relative_to(s1_root).as_posix()
         cutout = folder / "cutout.png"
-        if not scene or not concept or not cutout.is_file():
+        try:
+            meta = S1Meta.load(folder)
+        except ItemFailed:
+            ignored += 1
             continue
-        if "empty" in (meta.get("flags") or []):
-            empty[(scene, concept)] += 1
+        if current.get(item_id) != meta.hash or not cutout.is_file():
+            ignored += 1
             continue
-        item_id = meta.get("id") or folder.relative_to(s1_root).as_posix()
-        fp = f"{meta.get('config_hash', '')}:{meta.get('fingerprint', '')}"
-        found.setdefault(scene, {}).setdefault(concept, []).append((Source(item_id, cutout, _aspect(meta)), fp))
-    return found, empty
-
-
-def _aspect(meta: dict) -> float | None:
-    try:
-        x0, y0, x1, y1 = (float(v) for v in meta["bbox_xyxy"])
-        return (x1 - x0) / (y1 - y0) if x1 > x0 and y1 > y0 else None
-    except (KeyError, TypeError, ValueError):
-        return None
+        if "empty" in meta.flags:
+            empty[(meta.scene, meta.concept)] += 1
+            continue
+        found.setdefault(meta.scene, {}).setdefault(meta.concept, []).append(
+            (Source(item_id, cutout, meta.aspect), meta.hash))
+    return found, empty, ignored
 
 
 def concept_aspect(sources: list[Source]) -> float | None:
@@ -70,12 +73,14 @@ def concept_aspect(sources: list[Source]) -> float | None:
 
 class ComposeStage:
     name = "s2"
+    meta_model = S2Meta
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         cc = cfg.compose
-        self.s1_root = Path(cfg.paths.stages_dir) / S1_DIR
-        self.out_root = Path(cfg.paths.stages_dir) / DIR_NAME
+        self.stages_dir = Path(cfg.paths.stages_dir)
+        self.s1_root = self.stages_dir / S1_DIR
+        self.out_root = self.stages_dir / DIR_NAME
         self.size = canvas_size(OmegaConf.to_container(cc.size) if OmegaConf.is_config(cc.size) else cc.size,
                                 int(cfg.io.max_pixels))
         self.min_objects = max(1, int(cc.min_objects))
@@ -102,7 +107,9 @@ class ComposeStage:
     def discover(self) -> list[Item]:
         if not self.s1_root.is_dir():
             raise UserError(f"no s1 output in {self.s1_root}; run `python -m gen4gen stage=s1` first")
-        found, empty = read_s1(self.s1_root)
+        found, empty, ignored = read_s1(self.s1_root)
+        if ignored:
+            self._stats["s1 cut-outs ignored (stale or malformed)"] = ignored
         if not found:
             flagged = f"{sum(empty.values())} cut-out(s) with an empty mask (s1 flag 'empty')" if empty else ""
             why = "; ".join(filter(None, [flagged, upstream_reasons(self.s1_root.parent, self.name)]))
@@ -142,6 +149,7 @@ class ComposeStage:
         for subset in self._concept_sets(concepts):
             sources = {c: by_concept[c] for c in subset}
             fp = config_hash(sorted(f"{s.item_id}={f}" for c in subset for s, f in sources[c]))
+            inputs = {s.item_id: f for c in subset for s, f in sources[c]}
             data = {"scene": scene, "concepts": list(subset),
                     "sources": {c: [s for s, _ in v] for c, v in sources.items()}}
             for k in range(self.num_samples):
@@ -154,7 +162,7 @@ class ComposeStage:
                                             "folder names or use compose.sets=subsets with fewer concepts"))
                 else:
                     items.append(Item(item_id, self.out_root / scene / comp_id,
-                                      {**data, "composition_id": comp_id, "sample": k}, fp))
+                                      {**data, "composition_id": comp_id, "sample": k}, fp, inputs=inputs))
         return items
 
     def _concept_sets(self, concepts: list[str]) -> list[tuple[str, ...]]:
@@ -211,9 +219,12 @@ class ComposeStage:
             out.image(f"instances/{name}.png", m)
         final = comp.layout
         check = plausibility_of(final, comp.objects)
-        out.json("layout.json", {"scene": d["scene"], "composition_id": d["composition_id"], **layout_fields(final),
-                                 "objects": comp.objects, "paste_order": list(final.paste_order),
-                                 "attempts": comp.attempts, "rejected": comp.rejected, "plausibility": check})
+        objects = [{**o, "source_path": stage_rel(o["source_path"], self.stages_dir)} if o.get("source_path") else o
+                   for o in comp.objects]  # relative: a moved or copied stages folder reads its own cut-outs
+        out.bytes("layout.json", LayoutFile.build(
+            {"scene": d["scene"], "composition_id": d["composition_id"], **layout_fields(final), "objects": objects,
+             "paste_order": list(final.paste_order), "attempts": comp.attempts, "rejected": comp.rejected,
+             "plausibility": check}).dump())
         with self._lock:
             self._stats[f"planner {final.planner}"] += 1
             self._stats["composed"] += 1

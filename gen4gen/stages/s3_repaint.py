@@ -7,18 +7,19 @@ pixels stay exact (``mask_used.png`` is 0 there), so s2's instance masks and box
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.artefacts import Layout, S2Meta, S3Meta, stage_rel
 from gen4gen.config_check import build_backend
 from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, item_rng
 from gen4gen.images import read_image
-from gen4gen.markers import read_meta, upstream_reasons
+from gen4gen.manifest import Currency
+from gen4gen.markers import META, read_meta, upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.backgrounds import (BackgroundSource, feet_line, plan_sources, render, salient_share,
@@ -41,11 +42,12 @@ def item_seed(seed: int, item_id: str) -> int:
 
 class RepaintStage:
     name = "s3"
+    meta_model = S3Meta
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self.rcfg = cfg.repaint
-        stages = Path(cfg.paths.stages_dir)
+        self.stages_dir = stages = Path(cfg.paths.stages_dir)
         self.in_root = stages / S2_DIR_NAME
         self.out_root = stages / DIR_NAME
         self.kind = str(self.rcfg.source)
@@ -59,6 +61,7 @@ class RepaintStage:
         # scheduler state per call: one thread, the GPU parallelism comes from batches
         self.workers = int(cfg.workers) if getattr(self.backend, "thread_safe", False) else 1
         self._bg_info: dict[str, dict] = {}  # item -> salient share, the photo used instead, or a flag
+        self._stale = 0
 
     def _photo_folders(self) -> dict:
         if not self.rcfg.backgrounds:
@@ -77,28 +80,31 @@ class RepaintStage:
         if not self.in_root.is_dir():
             raise UserError(f"no s2 output at {self.in_root}; run `python -m gen4gen stage=s2` first")
         items: list[Item] = []
+        current = Currency(self.stages_dir).current("s2")
         for scene in _subdirs(self.in_root):
             for comp in _subdirs(scene):
-                items += self._items_for(comp, f"{scene.name}/{comp.name}")
+                items += self._items_for(comp, f"{scene.name}/{comp.name}", current)
         if not items and (why := upstream_reasons(self.in_root.parent, self.name)):
             raise UserError(f"nothing to repaint: no s2 composition in {self.in_root}; {why}")
         return items
 
-    def _items_for(self, comp: Path, cid: str) -> list[Item]:
+    def _items_for(self, comp: Path, cid: str, current: dict[str, str]) -> list[Item]:
         def bad(reason: str) -> list[Item]:
             return [Item(cid, self.out_root / cid, {"path": str(comp)}, error=reason)]
 
-        meta = read_meta(comp)
-        if meta is None:
-            return bad("s2 composition is unfinished (no readable meta.json); rerun stage=s2")
+        if not (comp / META).is_file():
+            return bad("s2 composition is unfinished (no meta.json); rerun stage=s2")
         try:
-            layout = json.loads((comp / "layout.json").read_text("utf-8"))
-        except OSError as e:
-            return bad(f"cannot read layout.json: {e.strerror or e}")
-        except ValueError as e:
-            return bad(f"layout.json is not valid JSON: {e}")
-        if not isinstance(layout, dict):
-            return bad("layout.json does not hold a JSON object")
+            meta = S2Meta.load(comp)
+        except ItemFailed as e:
+            return bad(str(e))
+        if current.get(cid) != meta.hash:  # not made by s2's latest run, or from stale cut-outs
+            self._stale += 1
+            return []
+        try:
+            layout = Layout.load(comp).data()
+        except ItemFailed as e:
+            return bad(str(e))
         sources = plan_sources(layout, kind=self.kind, max_backgrounds=int(self.rcfg.max_backgrounds),
                                rng=item_rng(int(self.cfg.seed), cid + "/backgrounds"),
                                photo_folders=self.photo_folders)
@@ -106,9 +112,10 @@ class RepaintStage:
         for k, src in enumerate(sources):
             variant = f"v{k}_{src.kind}"
             vid = f"{cid}/{variant}"
-            fp = config_hash([meta.get("config_hash"), meta.get("fingerprint", ""), src.describe()])
+            fp = config_hash([meta.config_hash, meta.fingerprint, src.describe()])
             items.append(Item(vid, self.out_root / vid, {"path": str(comp), "composition": cid, "variant": variant,
-                                                        "source": src, "layout": layout}, fp))
+                                                        "source": src, "layout": layout}, fp,
+                              inputs={cid: meta.hash}))
         return items
 
     def config(self) -> dict:
@@ -150,7 +157,8 @@ class RepaintStage:
         src: BackgroundSource = item.data["source"]
         # a user's photo with a bicycle where the pets stand: another of its folder, else flagged (see _calm_photo)
         background = {**src.describe(), **self._bg_info.pop(item.id, {})}
-        return {"composition": item.data["composition"], "composition_dir": item.data["path"],
+        return {"composition": item.data["composition"],
+                "composition_dir": stage_rel(item.data["path"], self.stages_dir),
                 "variant": item.data["variant"], "background": background,
                 "backend": getattr(self.backend, "name", type(self.backend).__name__), "prompt": job.prompt,
                 "negative_prompt": job.negative_prompt, "seed": job.seed, "size": list(job.size),
@@ -161,6 +169,8 @@ class RepaintStage:
     def finish(self, summary: Summary) -> None:
         summary.notes["inpainter"] = getattr(self.backend, "name", type(self.backend).__name__)
         summary.notes["backgrounds"] = self.kind
+        if self._stale:
+            summary.notes["stale compositions ignored (not made by the latest s2 run; rerun stage=s2)"] = self._stale
         fallbacks = sum(1 for _, meta in _metas(self.out_root) if (meta.get("background") or {}).get("fallback"))
         if fallbacks:
             summary.notes["no matching photo folder (procedural used)"] = fallbacks

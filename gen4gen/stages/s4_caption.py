@@ -13,13 +13,16 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from gen4gen.artefacts import Captions, Layout, S3Meta, S4Meta, stage_rel
+from gen4gen.caption.concepts import dataset_concepts, modifier_tokens
 from gen4gen.caption.template import CaptionJob, Outcome
 from gen4gen.config_check import build_backend
 from gen4gen.console import Summary, progress
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import file_fingerprint, stable_hash
-from gen4gen.markers import done_items, upstream_reasons
-from gen4gen.paths import STAGE_DIRS, composition_dir
+from gen4gen.manifest import Currency
+from gen4gen.markers import META, done_items, upstream_reasons
+from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
 
 DIR_NAME = STAGE_DIRS["s4"]
@@ -27,93 +30,73 @@ S2_DIR = STAGE_DIRS["s2"]
 S3_DIR = STAGE_DIRS["s3"]
 
 
-def layout_concepts(layout: dict) -> set[str]:
-    return {str(o["concept"]) for o in layout.get("objects") or [] if o.get("concept")}
-
-
-def read_layout(path: Path) -> dict:
-    try:
-        layout = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as e:
-        raise ItemFailed(f"cannot read layout {path}: {e}") from None
-    if not isinstance(layout, dict) or not isinstance(layout.get("objects"), list):
-        raise ItemFailed(f"layout {path} has no object list")
-    return layout
-
-
-def dataset_concepts(s2_root: Path, source_dir: Path | None = None) -> list[str]:
-    """Every concept of the dataset, sorted: the concept folders of the source photos plus any concept
-    in the s2 output. The source folders make the numbering the same in every shard of a run, since a
-    shard's s2 output holds only its own scenes."""
-    concepts: set[str] = set()
-    if source_dir is not None and source_dir.is_dir():
-        for scene in sorted(source_dir.iterdir()):
-            try:
-                concepts |= {c.name for c in scene.iterdir() if c.is_dir() and not c.name.startswith(".")} \
-                    if scene.is_dir() and not scene.name.startswith(".") else set()
-            except OSError:
-                continue  # unreadable or looping folder: s1 reports it
-    for folder, _ in done_items(s2_root):
-        try:
-            concepts |= layout_concepts(read_layout(folder / "layout.json"))
-        except ItemFailed:
-            continue  # s3 skips it too; its own failure is reported there
-    return sorted(concepts)
-
-
-def modifier_tokens(concepts: list[str]) -> dict[str, str]:
-    return {c: f"<new{k}>" for k, c in enumerate(sorted(concepts), start=1)}
-
-
 class CaptionStage:
     name = "s4"
+    meta_model = S4Meta
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        stages = Path(cfg.paths.stages_dir)
+        self.stages_dir = stages = Path(cfg.paths.stages_dir)
         self.s2_root, self.s3_root, self.out_root = stages / S2_DIR, stages / S3_DIR, stages / DIR_NAME
         self.captioner = build_backend(cfg.captioner, "captioner")
         self.outcomes: dict[str, Outcome] = {}
         self.tokens: dict[str, str] = {}
+        self._stale = 0
 
     def discover(self) -> list[Item]:
         if not self.s3_root.is_dir():
             raise UserError(f"no s3 output in {self.s3_root}; run stage=s3 first")
-        # final images sit at <scene>/<composition>/<variant>/
-        finals = [(f, m) for f, m in done_items(self.s3_root) if len(f.relative_to(self.s3_root).parts) == 3]
+        currency = Currency(self.stages_dir)
+        current = currency.current("s3")
+        finals: list[tuple[Path, str, S3Meta | str]] = []  # (folder, id, meta or why it is unreadable)
+        # final images sit at <scene>/<comp>/<variant>/; a meta.json that does not parse is a failure, not a gap
+        for folder in sorted(p.parent for p in self.s3_root.glob(f"*/*/*/{META}")):
+            item_id = folder.relative_to(self.s3_root).as_posix()
+            try:
+                meta = S3Meta.load(folder)
+            except ItemFailed as e:
+                finals.append((folder, item_id, str(e)))
+                continue
+            if current.get(item_id) != meta.hash:  # not made by s3's latest run, or from a stale composition
+                self._stale += 1
+                continue
+            finals.append((folder, item_id, meta))
         if not finals and (why := upstream_reasons(self.s3_root.parent, self.name)):
             raise UserError(f"nothing to caption: no s3 image in {self.s3_root}; {why}")
-        layouts: dict[Path, dict | str] = {}
-        for _, meta in finals:
-            path = composition_dir(meta, self.s2_root) / "layout.json"
-            if path not in layouts:
-                try:
-                    layouts[path] = read_layout(path)
-                except ItemFailed as e:
-                    layouts[path] = str(e)
-        concepts = set(dataset_concepts(self.s2_root, Path(self.cfg.paths.source_dir)))
+        layouts: dict[Path, Layout | str] = {}
+        for _, _, meta in finals:
+            if isinstance(meta, S3Meta):
+                path = meta.s2_dir(self.stages_dir) / Layout.FILE
+                if path not in layouts:
+                    try:
+                        layouts[path] = Layout.load(path)
+                    except ItemFailed as e:  # say which composition's layout, as s4 reads another stage's file
+                        layouts[path] = f"cannot read layout {stage_rel(path, self.stages_dir)}: {e}"
+        concepts = set(dataset_concepts(self.s2_root, Path(self.cfg.paths.source_dir), currency.current("s2")))
         for layout in layouts.values():
-            if isinstance(layout, dict):
-                concepts |= layout_concepts(layout)
+            if isinstance(layout, Layout):
+                concepts |= layout.concepts
         self.tokens = modifier_tokens(sorted(concepts))
         items = []
-        for folder, meta in finals:
-            item_id = folder.relative_to(self.s3_root).as_posix()
-            path = composition_dir(meta, self.s2_root) / "layout.json"
+        for folder, item_id, meta in finals:
+            if isinstance(meta, str):
+                items.append(Item(item_id, self.out_root / item_id, {"path": str(folder)}, error=meta))
+                continue
+            path = meta.s2_dir(self.stages_dir) / Layout.FILE
             layout = layouts[path]
             if isinstance(layout, str):
                 items.append(Item(item_id, self.out_root / item_id, {"path": str(path)}, error=layout))
                 continue
-            own = {c: self.tokens[c] for c in sorted(layout_concepts(layout))}
+            own = {c: self.tokens[c] for c in sorted(layout.concepts)}
             # s3's hash and fingerprint cover the image; the layout file and the tokens cover the words
-            phrase = (meta.get("background") or {}).get("phrase")
-            fp = stable_hash(json.dumps([meta.get("config_hash"), meta.get("fingerprint"), file_fingerprint(path),
+            phrase = meta.phrase
+            fp = stable_hash(json.dumps([meta.config_hash, meta.fingerprint, file_fingerprint(path),
                                          own, phrase], sort_keys=True))
             items.append(Item(item_id, self.out_root / item_id,
-                              {"path": str(folder / "image.png"), "layout": layout, "layout_path": str(path),
-                               "background": phrase,
-                               "s3_config_hash": meta.get("config_hash"), "s3_fingerprint": meta.get("fingerprint")},
-                              fingerprint=f"{fp:016x}"))
+                              {"path": str(folder / "image.png"), "layout": layout.data(),
+                               "layout_path": stage_rel(path, self.stages_dir), "background": phrase,
+                               "s3_config_hash": meta.config_hash, "s3_fingerprint": meta.fingerprint},
+                              fingerprint=f"{fp:016x}", inputs={item_id: meta.hash}))
         return items
 
     def config(self) -> dict:
@@ -134,7 +117,7 @@ class CaptionStage:
         outcome = self.outcomes.pop(item.id, None) or self.captioner.caption_all([self.job(item)])[0]
         if outcome.captions is None:
             raise ItemFailed(outcome.error or "no caption")
-        out.json("captions.json", outcome.captions)
+        out.bytes("captions.json", Captions.build(outcome.captions).dump())
         return {"captioner": outcome.captions["captioner"], "fallback": outcome.captions["fallback"],
                 "layout": item.data["layout_path"], "s3_config_hash": item.data["s3_config_hash"],
                 "s3_fingerprint": item.data["s3_fingerprint"], **outcome.meta}
@@ -143,6 +126,8 @@ class CaptionStage:
         fallbacks = sum(1 for _, m in done_items(self.out_root) if m.get("fallback"))
         if fallbacks:
             summary.notes["template fallbacks (LLM caption rejected)"] = fallbacks
+        if self._stale:
+            summary.notes["stale images ignored (not made by the latest s3 run; rerun stage=s3)"] = self._stale
         redo = sum(1 for _, m in done_items(self.out_root) if m.get("redo"))
         if redo:
             summary.notes["llm gave no reply (template caption; redone on rerun)"] = redo

@@ -1,0 +1,1 @@
+"""Personalisation training (``stage=train``): Custom Diffusion and LoRA on an exported dataset."""

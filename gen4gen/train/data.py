@@ -1,0 +1,187 @@
+"""What a train run learns from: an exported dataset's ``mycanvas/index.jsonl`` read through a pydantic row
+model, turned into (image, caption, mask) examples.
+
+``train.data``: ``mycanvas`` (the composed scenes with their personalised captions), ``sources`` (each
+concept's reference cut-outs, "a photo of a <newK> <class>": Custom Diffusion's own recipe, the baseline) or
+``both``. A row that does not parse, or an example that names a modifier token no concept owns, is left
+out with one line; the run goes on with the rest.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gen4gen.caption.words import display_name, plural
+from gen4gen.errors import UserError
+
+DATA_KINDS = ("mycanvas", "sources", "both")
+CAPTION_KINDS = ("personalized", "detailed", "short")
+TOKEN = re.compile(r"<new\d+>")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class IndexRow(BaseModel):
+    """One line of ``mycanvas/index.jsonl`` (what ``gen4gen.export.mycanvas`` writes); extra keys are ignored.
+    ``read_rows`` turns its paths absolute."""
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    image: str  # relative to mycanvas/
+    concepts: list[str]
+    captions: dict[str, str | None]
+    modifier_tokens: dict[str, str] = {}
+    reference_images: dict[str, list[str]] = {}  # relative to the dataset root
+    mask: str | None = None  # union of the instance masks, relative to mycanvas/
+
+
+@dataclass(frozen=True)
+class Concept:
+    name: str  # folder name, "teddy_bear"
+    token: str  # "<new1>"
+    noun: str  # the class words, "teddy bear"
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    image: Path
+    caption: str
+    mask: Path | None = None  # where the concepts are (masked loss); None: the whole image counts
+    prior: bool = False  # a class image (prior preservation), not an instance of a concept
+
+
+def with_tokens(text: str, concepts: list[Concept]) -> str:
+    """A caption without tokens with each concept's token put before its class words ("two dogs" ->
+    "two <new2> dogs"): the detailed/short captions in personalised form."""
+    for c in concepts:
+        words = rf"\b({re.escape(c.noun)}|{re.escape(plural(c.noun))})\b"
+        text = re.sub(words, lambda m, token=c.token: f"{token} {m.group(0)}", text, flags=re.IGNORECASE)
+    return text
+
+
+def read_rows(root: Path, caption: str = "personalized") -> tuple[list[IndexRow], list[str]]:
+    """The dataset's images as index rows with absolute paths: ``mycanvas/index.jsonl`` when exported, else
+    ``customdiffusion/compositions/`` (``images.txt`` + ``captions.txt`` [+ ``masks.txt``], paths relative to
+    the list, personalised captions only; ``concepts_list.json`` names each token's concept and photos)."""
+    root = Path(root)
+    index = root / "mycanvas" / "index.jsonl"
+    listing = root / "customdiffusion" / "compositions" / "images.txt"
+    rows, problems = [], []
+    if index.is_file():
+        for n, line in enumerate(index.read_text("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = IndexRow.model_validate(json.loads(line))
+            except (ValueError, ValidationError) as e:
+                problems.append(f"{index}:{n}: not a MyCanvas index row: {str(e).splitlines()[0]}")
+                continue
+            r.image = str(root / "mycanvas" / r.image)
+            r.mask = str(root / "mycanvas" / r.mask) if r.mask else None
+            r.reference_images = {c: [str(root / p) for p in ps] for c, ps in r.reference_images.items()}
+            rows.append(r)
+        return rows, problems
+    if not listing.is_file():
+        raise UserError(f"train dataset not found: neither {index} nor {listing} exists "
+                        f"(run stage=export, or set train.dataset)")
+    if caption != "personalized":
+        raise UserError(f"{listing.parent} holds personalised captions only: set train.caption=personalized, "
+                        f"or export the mycanvas format")
+    cd = listing.parent.parent
+    try:
+        concepts = json.loads((cd / "concepts_list.json").read_text("utf-8"))
+        tokens = {Path(c["instance_data_dir"]).name: TOKEN.search(c["instance_prompt"]).group(0) for c in concepts}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{cd / 'concepts_list.json'}: unreadable ({type(e).__name__}: {e})") from None
+    refs = {c["instance_data_dir"]: sorted(str(p) for p in (cd / c["instance_data_dir"]).glob("*") if p.is_file())
+            for c in concepts}
+    refs = {Path(d).name: ps for d, ps in refs.items()}
+    lists = [(listing.parent / f).read_text("utf-8").splitlines() if (listing.parent / f).is_file() else []
+             for f in ("images.txt", "captions.txt", "masks.txt")]
+    images, captions, masks = lists
+    if len(captions) != len(images):
+        raise UserError(f"{listing.parent}: {len(images)} images but {len(captions)} captions")
+    for n, (image, text) in enumerate(zip(images, captions)):
+        mask = masks[n] if n < len(masks) and masks[n].strip() else None
+        used = [c for c, t in tokens.items() if t in text]
+        rows.append(IndexRow(id=f"compositions/{Path(image).stem}", image=str(listing.parent / image), concepts=used,
+                             captions={"personalized": text}, modifier_tokens=tokens,
+                             reference_images={c: refs.get(c, []) for c in used},
+                             mask=str(listing.parent / mask) if mask else None))
+    return rows, problems
+
+
+def load_examples(root: Path, data: str = "mycanvas", caption: str = "personalized",
+                  ) -> tuple[list[Example], list[Concept], list[str]]:
+    """Examples, concepts (ordered by token) and one problem line per example or row left out."""
+    if data not in DATA_KINDS:
+        raise UserError(f"train.data={data!r}: choose one of {', '.join(DATA_KINDS)}")
+    if caption not in CAPTION_KINDS:
+        raise UserError(f"train.caption={caption!r}: choose one of {', '.join(CAPTION_KINDS)}")
+    rows, problems = read_rows(root, caption)
+    tokens: dict[str, str] = {}
+    for r in rows:
+        tokens.update(r.modifier_tokens)
+    concepts = sorted((Concept(c, t, display_name(c)) for c, t in tokens.items()),
+                      key=lambda c: (len(c.token), c.token))
+    owned = {c.token for c in concepts}
+    examples: list[Example] = []
+    if data in ("mycanvas", "both"):
+        for r in rows:
+            image = Path(r.image)
+            text = r.captions.get(caption) or ""
+            if caption != "personalized":
+                text = with_tokens(text, [c for c in concepts if c.name in r.concepts])
+            problem = _check(r.id, image, text, owned)
+            if problem:
+                problems.append(problem)
+                continue
+            mask = Path(r.mask) if r.mask else None
+            examples.append(Example(r.id, image, " ".join(text.split()), mask if mask and mask.is_file() else None))
+    if data in ("sources", "both"):
+        refs: dict[str, set[str]] = {}
+        for r in rows:
+            for c, paths in r.reference_images.items():
+                refs.setdefault(c, set()).update(paths)
+        for c in concepts:
+            for p in sorted(refs.get(c.name, ())):
+                image = Path(p)
+                text = f"a photo of a {c.token} {c.noun}"
+                problem = _check(f"{c.name}/{image.name}", image, text, owned)
+                if problem:
+                    problems.append(problem)
+                else:
+                    examples.append(Example(f"source/{c.name}/{image.stem}", image, text))
+    if not examples:
+        raise UserError(f"train dataset {root}: no complete example (data={data}, caption={caption})"
+                        + (f"; first problem: {problems[0]}" if problems else ""))
+    return examples, concepts, problems
+
+
+def _check(item: str, image: Path, text: str, owned: set[str]) -> str | None:
+    if not image.is_file():
+        return f"{item}: image {image} is missing"
+    if not text.strip():
+        return f"{item}: empty caption"
+    stray = sorted(set(TOKEN.findall(text)) - owned)
+    if stray:
+        return f"{item}: caption uses {', '.join(stray)}, which no concept of the dataset owns (no embedding to train)"
+    if not TOKEN.search(text):
+        return f"{item}: caption has no modifier token: {text!r}"
+    return None
+
+
+def prior_examples(folder: Path, concepts: list[Concept]) -> list[Example]:
+    """Class images for prior preservation: ``<folder>/<concept>/*.{png,jpg}``, captioned "a photo of a <class>"."""
+    out = []
+    for c in concepts:
+        for p in sorted((Path(folder) / c.name).glob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                out.append(Example(f"prior/{c.name}/{p.stem}", p, f"a photo of a {c.noun}", prior=True))
+    if not out:
+        raise UserError(f"train.prior.class_dir={folder}: no class images under <concept>/ for "
+                        f"{', '.join(c.name for c in concepts)}")
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
@@ -237,13 +238,19 @@ def override_problem(conf_dir: str, argv: list[str]) -> str | None:
             except Exception:  # noqa: BLE001 - a glob sweep: Hydra checks it itself
                 continue
         overrides.append(text)
-        if o.is_add() and not o.key_or_group.startswith("hydra"):
+        if o.is_add() and not o.key_or_group.startswith("hydra") and not _is_group(conf_dir, o.key_or_group):
             added.append((text, o.key_or_group))
     try:
         _compose(conf_dir, overrides)
     except HydraException as e:
         return _explain(conf_dir, overrides, e)
     return _unread_addition(conf_dir, overrides, added)
+
+
+def _is_group(conf_dir: str, key: str) -> bool:
+    """``+experiment=personalize`` adds a config group option (a file of the package's or the working
+    directory's conf/), not a key."""
+    return any((Path(root) / key.replace(".", "/")).is_dir() for root in (conf_dir, "conf"))
 
 
 def _unread_addition(conf_dir: str, overrides: list[str], added: list[tuple[str, str]]) -> str | None:
@@ -257,7 +264,8 @@ def _unread_addition(conf_dir: str, overrides: list[str], added: list[tuple[str,
             continue
         node = OmegaConf.select(base, parent) if parent else base
         if isinstance(node, DictConfig) and "_target_" not in node:
-            close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=1)
+            groups = [] if parent else [p.name for p in Path(conf_dir).iterdir() if p.is_dir() and p.name[0] != "_"]
+            close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()] + groups, n=1)
             hint = f"did you mean {f'{parent}.' if parent else ''}{close[0]}=...?" if close else \
                 "`python -m gen4gen --cfg job` lists every key"
             return f"+{key} adds a key that gen4gen does not read; {hint}"

@@ -58,7 +58,7 @@ def read_failures(out_root: Path) -> list[dict]:
             if "id" in row:
                 rows[str(row["id"])] = row
     return [r for _, r in sorted(rows.items())
-            if not (r.get("item_dir") and (Path(str(r["item_dir"])) / META).is_file())]
+            if not (r.get("item_dir") and (out_root / str(r["item_dir"]) / META).is_file())]
 
 
 def upstream_reasons(stages_dir: Path, stage: str, n: int = 3) -> str:

@@ -137,7 +137,7 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
     pending, done = [], []
     for it in items:
         if it.error:
-            failures.append(_failure(stage.name, it, it.error))
+            failures.append(_failure(stage, it, it.error))
         elif is_done(it, chash):
             summary.skipped += 1
             done.append(it)
@@ -193,7 +193,7 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
                             summary.done += 1
                             done.append(it)
                         else:
-                            failures.append(_failure(stage.name, it, reason))
+                            failures.append(_failure(stage, it, reason))
                             log.warning("%s: %s: %s", stage.name, it.id, reason)
                         bar.advance(task)
             except BaseException:  # Ctrl-C or a crash: stop now instead of running every queued item first
@@ -273,7 +273,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _failure(stage: str, item: Item, reason: str) -> dict:
+def _failure(stage: Stage, item: Item, reason: str) -> dict:
     src = item.data.get("path") if isinstance(item.data, dict) else None
-    return {"stage": stage, "id": item.id, "path": str(src or item.out_dir), "reason": reason,
-            "item_dir": str(item.out_dir)}
+    # item_dir relative to the stage folder: a copied stages folder checks its own items, not the original's
+    try:
+        item_dir = item.out_dir.relative_to(stage.out_root).as_posix()
+    except ValueError:
+        item_dir = str(item.out_dir)
+    return {"stage": stage.name, "id": item.id, "path": str(src or item.out_dir), "reason": reason,
+            "item_dir": item_dir}

@@ -189,7 +189,7 @@ def test_failed_item_is_recorded_and_retried(tmp_path, cfg_factory):
     s = run_stage(NoiseStage(root, ids, bad="s/c/1"), cfg_factory())
     assert (s.done, s.failed) == (1, 1)
     assert read_failures(root) == [{"stage": "noise", "id": "s/c/1", "path": "s/c/1", "reason": "this one is bad",
-                                    "item_dir": str(root / "s/c/1")}]
+                                    "item_dir": "s/c/1"}]  # relative to the stage folder
     s = run_stage(NoiseStage(root, ids), cfg_factory())  # fixed: only the failed item runs again
     assert (s.done, s.skipped, s.failed) == (1, 1, 0) and read_failures(root) == []
 
@@ -335,3 +335,16 @@ def test_ctrl_c_while_waiting_for_the_llm_is_one_line_and_130(tmp_path):
     text = stdout + stderr
     assert proc.returncode == 130 and time.time() - started < 20, text  # not after the 30 s replies
     assert "Traceback" not in text and "interrupted: 0 items done, rerun to resume" in text
+
+
+def test_failure_rows_of_a_copied_stage_folder_check_the_copy(tmp_path, cfg_factory):
+    import shutil
+
+    ids = ["s/c/0", "s/c/1"]
+    root = tmp_path / "n"
+    run_stage(NoiseStage(root, ids, bad="s/c/1"), cfg_factory())
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    run_stage(NoiseStage(root, ids), cfg_factory())  # the original's item is fixed; the copy's is not
+    assert read_failures(root) == []
+    assert [r["id"] for r in read_failures(copy)] == ["s/c/1"]

@@ -33,6 +33,15 @@ class Summary:
         return self.done + self.skipped == 0
 
 
+def duration(seconds: float) -> str:
+    """A rough length of time for work estimates: "45 s", "12 min", "3.5 h"."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

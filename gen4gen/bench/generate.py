@@ -20,7 +20,7 @@ from typing import Any
 
 from gen4gen.bench.prompts import Prompt
 from gen4gen.bench.roster import RosterEntry, detect_pipeline
-from gen4gen.console import console
+from gen4gen.console import console, duration
 from gen4gen.diffusers_setup import old_dtype_name
 from gen4gen.errors import ItemFailed
 from gen4gen.hashing import config_hash, in_shard
@@ -123,18 +123,10 @@ def estimate(plan: dict[str, list[Job]]) -> tuple[str, float]:
         total_cpu, total_gpu, total_images = total_cpu + cpu, total_gpu + gpu, total_images + len(jobs)
         n_prompts = len({j.prompt.key for j in jobs})
         lines.append(f"  {name}: {n_prompts} prompts, {len(jobs)} images, {jobs[0].settings['steps']} steps "
-                     f"-> ~{_human(cpu)} on CPU, ~{_human(gpu)} on one GPU")
-    head = (f"{len(lines)} models x prompts x seeds = {total_images} images; roughly {_human(total_cpu)} on this CPU "
-            f"vs {_human(total_gpu)} on one GPU (estimates from typical step times, not measured here)")
+                     f"-> ~{duration(cpu)} on CPU, ~{duration(gpu)} on one GPU")
+    head = (f"{len(lines)} models x prompts x seeds = {total_images} images; roughly {duration(total_cpu)} on this CPU "
+            f"vs {duration(total_gpu)} on one GPU (estimates from typical step times, not measured here)")
     return "\n".join([head, *lines]), total_cpu
-
-
-def _human(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 # ---------------------------------------------------------------- loading

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from pydantic import ValidationError
 
-from gen4gen.console import Summary, console
+from gen4gen.console import Summary, console, duration
 from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash
 from gen4gen.io import json_bytes, jsonl_bytes, write_atomic
@@ -52,9 +52,9 @@ def writable_dir(path: Path) -> None:
 def estimate(kind: str, s) -> str:
     work = s.max_steps * s.grad_accum * s.batch_size * (2 if s.prior.class_dir else 1) * (s.resolution / 512) ** 2
     cpu, gpu = work * CPU_SAMPLE_SECONDS[kind], work * GPU_SAMPLE_SECONDS[kind]
-    h = lambda x: f"{x / 3600:.1f} h" if x > 7200 else f"{x / 60:.0f} min"
     return (f"{s.max_steps} steps x batch {s.batch_size} x accumulation {s.grad_accum} at {s.resolution}px ({kind}): "
-            f"roughly {h(cpu)} on this CPU vs {h(gpu)} on one GPU (estimates from typical step times, not measured here)")
+            f"roughly {duration(cpu)} on this CPU vs {duration(gpu)} on one GPU "
+            "(estimates from typical step times, not measured here)")
 
 
 def run(cfg: DictConfig) -> Summary:

@@ -147,7 +147,8 @@ def test_an_ivf_that_misses_neighbours_is_not_used(tmp_path, caplog):
     recall is low and the search is exact; on clustered means the IVF is used."""
     rng = np.random.default_rng(4)
     space = _synthetic_space(tmp_path / "gauss", rng.normal(size=(4000, 64)))
-    Q.build_ivf(space, n_lists=64, backend="numpy")
+    Q.build_ivf(space, n_lists=64, backend="numpy", pq=False)  # no compressed scan to turn to (as without faiss)
+    assert not Q.has_pq(space)
     assert Q.ivf_recall(space, 2) < 0.5
     assert json.loads((tmp_path / "gauss/image_ivf_recall.json").read_text()) == {"2": Q.ivf_recall(space, 2)}
     q = unit(np.ravel(space.mu_hat[5] + 0.05 * rng.normal(size=64)), np.float32)
@@ -169,6 +170,40 @@ def test_an_ivf_that_misses_neighbours_is_not_used(tmp_path, caplog):
     assert not (tmp_path / "clustered/image_ivf_recall.json").exists()
 
 
+def test_compressed_scan_serves_unclustered_means(tmp_path, caplog):
+    """Gaussian means: the IVF misses neighbours, the PQ scan + exact rescoring finds the exact top-10 and is used
+    when its measured recall passes; with too few candidates it fails the same check and the search is exact."""
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(4)
+    mu = rng.normal(size=(4000, 64))
+    space = _synthetic_space(tmp_path, mu)
+    Q.build_ivf(space, n_lists=64, backend="numpy")  # builds the codes too
+    assert faiss.read_index(str(tmp_path / "image_pq.faiss")).ntotal == 4000 and Q.has_ivf(space)
+    assert Q.ivf_recall(space, 2) < 0.5
+    assert Q.pq_recall(space, 800) >= Q.MIN_RECALL > Q.pq_recall(space, 10)
+    assert set(json.loads((tmp_path / "image_pq_recall.json").read_text())) == {"800", "10"}
+    qs = np.stack([unit(mu[r] + 0.05 * rng.normal(size=64), np.float32) for r in (5, 17, 123, 2500, 3999)])
+    exact_rows, exact = Q.first_moment_topk(space.mu_hat, qs, k=10)
+    batch_rows, batch = Q.pq_topk(space, qs, k=10, candidates=800)
+    assert batch_rows.tolist() == exact_rows.tolist()
+    np.testing.assert_allclose(batch, exact, rtol=1e-6)
+    with caplog.at_level("INFO", logger="gen4gen.search.query"):
+        for q, e in zip(qs, exact_rows):
+            assert Q.ivf_topk(space, q, k=10, nprobe=2, candidates=800)[0].tolist() == e.tolist()
+            assert Q.ivf_topk(space, q, k=10, nprobe=2, candidates=10)[0].tolist() == e.tolist()  # exact
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if "rescoring 800 candidates finds" in m and "using it" in m]) == 1  # said once
+    assert len([m for m in said if "at 10 candidates: searching exactly" in m]) == 1
+
+    # the codes and the measured recall round-trip through a reopened index; a rebuild drops both
+    reopened = ModelIndex(tmp_path).spaces["image"]
+    assert Q.pq_topk(reopened, qs, k=10, candidates=800)[0].tolist() == exact_rows.tolist()
+    assert Q.pq_recall(reopened, 800) == Q.pq_recall(space, 800)
+    Q.build_ivf(reopened, n_lists=64, backend="numpy", pq=False)
+    assert not Q.has_pq(reopened) and not Q.has_ivf(reopened)  # the stage rebuilds lists and codes together
+    assert not (tmp_path / "image_pq_recall.json").exists()
+
+
 def test_ivf_falls_back_to_numpy_without_faiss(tmp_path, monkeypatch):
     import sys
 
@@ -181,8 +216,12 @@ def test_ivf_falls_back_to_numpy_without_faiss(tmp_path, monkeypatch):
                                    spaces={"image": {"dim": 8, "encoder": "synthetic", "moment": "diag", "rank": 0, "raw": False}}))
     space = ModelIndex(tmp_path).spaces["image"]
     assert Q.build_ivf(space, n_lists=10) == "numpy"
+    assert not Q.has_pq(space) and Q.has_ivf(space) and not Q.build_pq(space)  # no codes without faiss
     rows, _ = Q.ivf_topk(space, unit(np.ravel(mu[7]), np.float32), k=5, nprobe=10)
     assert rows[0] == 7
+    q = unit(np.ravel(mu[7] + 0.3), np.float32)
+    assert Q.ivf_recall(space, 1) < Q.MIN_RECALL  # one list of ten: exact search, no compressed scan to try
+    assert Q.ivf_topk(space, q, k=5, nprobe=1)[0].tolist() == Q.first_moment_topk(space.mu_hat, q[None], 5)[0][0].tolist()
 
 
 def _samples(root, colours: dict[str, tuple], n: int = 3, caption: str = "{name} picture"):

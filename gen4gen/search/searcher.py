@@ -73,12 +73,14 @@ class Searcher:
         return out
 
     def _first_moment(self, space, q) -> np.ndarray:
-        """Scores for every model; a big index with an IVF only scores its probed lists (others -inf)."""
+        """Scores for every model; a big index only scores the models its fast path found (others -inf): the IVF's
+        probed lists, or the compressed scan's top-k (see ``Q.ivf_topk``)."""
         if len(self.index) >= int(self.sc.ivf.min_models):
             if not Q.has_ivf(space):
-                console.print(f"search: building the inverted file for {len(self.index):,} models (once)")
+                console.print(f"search: building the inverted file and PQ codes for {len(self.index):,} models (once)")
                 Q.build_ivf(space)
-            rows, s = Q.ivf_topk(space, unit(np.ravel(q), np.float32), int(self.sc.top_k), int(self.sc.ivf.nprobe))
+            rows, s = Q.ivf_topk(space, unit(np.ravel(q), np.float32), int(self.sc.top_k), int(self.sc.ivf.nprobe),
+                                 candidates=int(self.sc.ivf.candidates))
             out = np.full(len(self.index), -np.inf)
             out[rows] = s
             return out

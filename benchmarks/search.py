@@ -1,11 +1,13 @@
-"""Model-search latency, build time and recall vs number of models (synthetic, first-moment top-10), the
-inverted file built by faiss (PCA + k-means coarse quantiser) side by side with the numpy spherical k-means.
+"""Model-search latency, build time and recall vs number of models (synthetic, first-moment top-10): exact
+search, the inverted file built by faiss (k-means coarse quantiser) side by side with the numpy spherical k-means,
+and the compressed scan (PQ fast scan of every model + exact rescoring) that serves features without clusters.
 
     python benchmarks/search.py [--sizes 100000 1000000] [--sets clustered gaussian] [--dim 512]
 
 For each set and size it writes a real index (memory-mapped mu_hat via IndexWriter), then times exact streamed
-top-10 (one query, and per query in batches of 64) and, per IVF backend, the build (wall and CPU seconds) and
-per-query top-10 at several nprobe values with recall@10 against exact search. Sets: ``clustered`` (models
+top-10 (one query, and per query in batches of 64), per IVF backend the build (wall and CPU seconds) and
+per-query top-10 at several nprobe values with recall@10 against exact search, then the compressed scan's build
+and per-query top-10 at several candidate counts, and the path the search stage picks by measured self-recall. Sets: ``clustered`` (models
 around 2,000 base-model families, as fine-tunes cluster around their base) and ``gaussian`` (means drawn from
 one isotropic Gaussian: no structure for the lists to follow).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -55,7 +58,7 @@ def measure(space: Space, qs: np.ndarray, backend: str, nprobes: list[int]) -> l
     """Build the IVF with ``backend``; its build wall/CPU seconds, then ms per query and recall@10 per nprobe."""
     exact_rows = Q.first_moment_topk(space.mu_hat, qs, k=10)[0]
     wall, cpu = time.perf_counter(), time.process_time()
-    Q.build_ivf(space, backend=backend)
+    Q.build_ivf(space, backend=backend, pq=False)  # the compressed scan's codes are timed on their own
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     lists = len(space.ivf_centroids)
     # what the search stage would do: use the IVF at nprobe=8 only when its own recall check passes
@@ -68,6 +71,32 @@ def measure(space: Space, qs: np.ndarray, backend: str, nprobes: list[int]) -> l
         ms = timed(lambda nprobe=nprobe: [Q.ivf_topk(space, q, 10, nprobe, min_recall=0) for q in qs], 3) / len(qs) * 1000
         cells.append(f"{ms:.2f} / {recall_at_10(space, qs, exact_rows, nprobe):.3f}")
     return cells
+
+
+def measure_pq(space: Space, qs: np.ndarray, candidates: list[int], nprobe: int = 8) -> tuple[list[str], float]:
+    """Build the compressed scan's codes; build wall/CPU seconds, codes MB, then per candidate count its self-recall,
+    ms for one query, ms per query in a batch of 64 and recall@10; last, the path the stage takes at ``nprobe``
+    and the default candidate count, with its ms per query. Also returns the build wall seconds."""
+    exact_rows = Q.first_moment_topk(space.mu_hat, qs, k=10)[0]
+    wall, cpu = time.perf_counter(), time.process_time()
+    Q.build_pq(space)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    mb = Q._pq_path(space).stat().st_size / 2 ** 20
+    cells = [f"{wall:.1f}", f"{cpu:.1f}", f"{mb:.0f}"]
+    batch = np.repeat(qs, max(1, 64 // len(qs) + 1), axis=0)[:64]
+    for c in candidates:
+        rows = Q.pq_topk(space, qs, 10, c)[0]
+        recall = np.mean([len(set(r.tolist()) & set(e.tolist())) / 10 for r, e in zip(rows, exact_rows)])
+        single = timed(lambda c=c: [Q.pq_topk(space, q[None], 10, c) for q in qs[:20]], 3) / 20 * 1000
+        batched = timed(lambda c=c: Q.pq_topk(space, batch, 10, c), 3) / 64 * 1000
+        cells.append(f"{Q.pq_recall(space, c):.3f} | {single:.2f} / {batched:.2f} / {recall:.3f}")
+    ivf_ok = Q.ivf_recall(space, nprobe) >= Q.MIN_RECALL
+    path = "IVF" if ivf_ok else "PQ" if Q.pq_recall(space, Q.PQ_CANDIDATES) >= Q.MIN_RECALL else "exact"
+    Q.ivf_topk(space, qs[0], 10, nprobe)
+    stage = timed(lambda: [Q.ivf_topk(space, q, 10, nprobe) for q in qs[:20]], 3) / 20 * 1000
+    stage_rows = [Q.ivf_topk(space, q, 10, nprobe)[0] for q in qs]
+    recall = np.mean([len(set(r.tolist()) & set(e.tolist())) / 10 for r, e in zip(stage_rows, exact_rows)])
+    return cells + [f"{path}: {stage:.2f} / {recall:.3f}"], wall
 
 
 def exact_ms(space: Space, qs: np.ndarray) -> tuple[float, float]:
@@ -87,6 +116,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--nprobes", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--candidates", type=int, nargs="+", default=[250, 500, 1000, 2000])
     ap.add_argument("--dir", default=None, help="where the synthetic indexes go (default: a temp dir)")
     args = ap.parse_args()
     rng = np.random.default_rng(1)
@@ -95,6 +125,12 @@ def main() -> None:
     for col in ("set", "models", "exact 1 query ms", "exact batch-64 ms/query", "IVF", "lists", "build s",
                 "build CPU s", "self-recall nprobe=8 (stage uses)", *(f"nprobe={p} ms / recall@10" for p in args.nprobes), "load avg", "peak RSS MB"):
         table.add_column(col, justify="right")
+    pq_table = Table(title=f"compressed scan: PQ fast scan (4 bits per {Q.PQ_SUBDIM} dims) + exact rescoring of C candidates; "
+                           "per C: self-recall | ms 1 query / ms per query in a batch of 64 / recall@10")
+    for col in ("set", "models", "exact 1 query / batch-64 ms", "IVF (last backend) build s", "PQ build s",
+                "PQ build CPU s", "codes MB", "IVF + PQ build s", *(f"C={c}" for c in args.candidates),
+                f"stage path (nprobe=8, C={Q.PQ_CANDIDATES}): ms / recall@10", "load avg"):
+        pq_table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for kind in args.sets:
             for n in args.sizes:
@@ -111,6 +147,12 @@ def main() -> None:
                     table.add_row(kind, f"{n:,}", f"{single:.1f}", f"{batched:.2f}", *cells,
                                   f"{os.getloadavg()[0]:.1f}", f"{peak:.0f}")
                     Console(width=250).print(table)
+                ivf_build = float(cells[2])
+                pq_cells, pq_build = measure_pq(space, qs, args.candidates)
+                pq_table.add_row(kind, f"{n:,}", f"{single:.1f} / {batched:.2f}", f"{ivf_build:.1f}", *pq_cells[:3],
+                                 f"{ivf_build + pq_build:.1f}", *pq_cells[3:], f"{os.getloadavg()[0]:.1f}")
+                Console(width=250).print(pq_table)
+                shutil.rmtree(root)  # 4 GB per set at 1e6 (mu_hat and the IVF's copy)
 
 
 if __name__ == "__main__":

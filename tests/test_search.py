@@ -180,25 +180,25 @@ def test_compressed_scan_serves_unclustered_means(tmp_path, caplog):
     Q.build_ivf(space, n_lists=64, backend="numpy")  # builds the codes too
     assert faiss.read_index(str(tmp_path / "image_pq.faiss")).ntotal == 4000 and Q.has_ivf(space)
     assert Q.ivf_recall(space, 2) < 0.5
-    assert Q.pq_recall(space, 800) >= Q.MIN_RECALL > Q.pq_recall(space, 10)
-    assert set(json.loads((tmp_path / "image_pq_recall.json").read_text())) == {"800", "10"}
+    assert Q.pq_recall(space, 400) >= Q.MIN_RECALL > Q.pq_recall(space, 10)
+    assert set(json.loads((tmp_path / "image_pq_recall.json").read_text())) == {"400", "10"}
     qs = np.stack([unit(mu[r] + 0.05 * rng.normal(size=64), np.float32) for r in (5, 17, 123, 2500, 3999)])
     exact_rows, exact = Q.first_moment_topk(space.mu_hat, qs, k=10)
-    batch_rows, batch = Q.pq_topk(space, qs, k=10, candidates=800)
+    batch_rows, batch = Q.pq_topk(space, qs, k=10, candidates=400)
     assert batch_rows.tolist() == exact_rows.tolist()
     np.testing.assert_allclose(batch, exact, rtol=1e-6)
     with caplog.at_level("INFO", logger="gen4gen.search.query"):
         for q, e in zip(qs, exact_rows):
-            assert Q.ivf_topk(space, q, k=10, nprobe=2, candidates=800)[0].tolist() == e.tolist()
+            assert Q.ivf_topk(space, q, k=10, nprobe=2, candidates=400)[0].tolist() == e.tolist()
             assert Q.ivf_topk(space, q, k=10, nprobe=2, candidates=10)[0].tolist() == e.tolist()  # exact
     said = [r.getMessage() for r in caplog.records]
-    assert len([m for m in said if "rescoring 800 candidates finds" in m and "using it" in m]) == 1  # said once
+    assert len([m for m in said if "rescoring 400 candidates finds" in m and "using it" in m]) == 1  # said once
     assert len([m for m in said if "at 10 candidates: searching exactly" in m]) == 1
 
     # the codes and the measured recall round-trip through a reopened index; a rebuild drops both
     reopened = ModelIndex(tmp_path).spaces["image"]
-    assert Q.pq_topk(reopened, qs, k=10, candidates=800)[0].tolist() == exact_rows.tolist()
-    assert Q.pq_recall(reopened, 800) == Q.pq_recall(space, 800)
+    assert Q.pq_topk(reopened, qs, k=10, candidates=400)[0].tolist() == exact_rows.tolist()
+    assert Q.pq_recall(reopened, 400) == Q.pq_recall(space, 400)
     Q.build_ivf(reopened, n_lists=64, backend="numpy", pq=False)
     assert not Q.has_pq(reopened) and not Q.has_ivf(reopened)  # the stage rebuilds lists and codes together
     assert not (tmp_path / "image_pq_recall.json").exists()

@@ -111,7 +111,7 @@ def build_ivf(space: Space, n_lists: int | None = None, iters: int = 10, sample:
     np.save(root / f"{name}_ivf_order.npy", order.astype(np.int64))
     np.save(root / f"{name}_ivf_offsets.npy", offsets.astype(np.int64))
     (root / f"{name}_ivf_recall.json").unlink(missing_ok=True)  # measured for the lists it replaces
-    for key in ("ivf_centroids", "ivf_order", "ivf_offsets", "ivf_vecs"):
+    for key in ("ivf_centroids", "ivf_order", "ivf_offsets", "ivf_vecs", "ivf_recall"):
         space._cache.pop(key, None)  # a rebuilt file is read afresh
     _drop_pq(space)  # codes of the models before are never used with these lists
     if pq:
@@ -217,6 +217,7 @@ def _drop_pq(space: Space) -> None:
     _pq_path(space).unlink(missing_ok=True)
     (space._root / f"{space.name}_pq_recall.json").unlink(missing_ok=True)
     space._cache.pop("pq", None)
+    space._cache.pop("pq_recall", None)
 
 
 def pq_topk(space: Space, q: np.ndarray, k: int = 10, candidates: int = PQ_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
@@ -302,10 +303,13 @@ def _self_recall(space: Space, path_name: str, param: int, search, queries: int 
     (a model's neighbours are what a query near it should find). Measured once per ``param`` and kept in
     ``<space>_<path_name>_recall.json``; the exact answers (one streamed pass) once per opened index."""
     path = space._root / f"{space.name}_{path_name}_recall.json"
-    try:
-        known = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
+    known = space._cache.get(f"{path_name}_recall")  # asked on every query: the file is read once
+    if known is None:
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+        space._cache[f"{path_name}_recall"] = known
     if str(param) not in known:
         if "self_queries" not in space._cache:
             m = len(space.mu_hat)

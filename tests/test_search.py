@@ -162,7 +162,8 @@ def test_an_ivf_that_misses_neighbours_is_not_used(tmp_path, caplog):
     centres = rng.normal(size=(16, 64))
     clustered = _synthetic_space(tmp_path / "clustered", centres[rng.integers(0, 16, 4000)]
                                  + 0.1 * rng.normal(size=(4000, 64)))
-    Q.build_ivf(clustered, n_lists=64, backend="numpy")
+    Q.build_ivf(clustered, n_lists=64, backend="numpy")  # lists that pass are written (codes too, with faiss)
+    assert (tmp_path / "clustered/image_ivf_vecs.npy").exists()
     assert Q.ivf_recall(clustered, 8) >= Q.MIN_RECALL
     rows, _ = Q.ivf_topk(clustered, unit(np.ravel(clustered.mu_hat[5]), np.float32), k=10, nprobe=8)
     assert 5 in rows.tolist()
@@ -177,9 +178,13 @@ def test_compressed_scan_serves_unclustered_means(tmp_path, caplog):
     rng = np.random.default_rng(4)
     mu = rng.normal(size=(4000, 64))
     space = _synthetic_space(tmp_path, mu)
-    Q.build_ivf(space, n_lists=64, backend="numpy")  # builds the codes too
+    Q.build_ivf(space, n_lists=64, backend="numpy", pq=False)
+    lists_recall = Q.ivf_recall(space, 8)  # measured through the written lists
+    assert lists_recall < Q.MIN_RECALL
+    Q.build_ivf(space, n_lists=64, backend="numpy")  # builds the codes, measures the lists before writing them
     assert faiss.read_index(str(tmp_path / "image_pq.faiss")).ntotal == 4000 and Q.has_ivf(space)
-    assert Q.ivf_recall(space, 2) < 0.5
+    assert not (tmp_path / "image_ivf_centroids.npy").exists() and not (tmp_path / "image_ivf_vecs.npy").exists()
+    assert Q.ivf_recall(space, 8) == lists_recall and Q.ivf_recall(space, 2) == 0.0  # 2: not measured, no lists
     assert Q.pq_recall(space, 400) >= Q.MIN_RECALL > Q.pq_recall(space, 10)
     assert set(json.loads((tmp_path / "image_pq_recall.json").read_text())) == {"400", "10"}
     qs = np.stack([unit(mu[r] + 0.05 * rng.normal(size=64), np.float32) for r in (5, 17, 123, 2500, 3999)])
@@ -189,8 +194,8 @@ def test_compressed_scan_serves_unclustered_means(tmp_path, caplog):
     np.testing.assert_allclose(batch, exact, rtol=1e-6)
     with caplog.at_level("INFO", logger="gen4gen.search.query"):
         for q, e in zip(qs, exact_rows):
-            assert Q.ivf_topk(space, q, k=10, nprobe=2, candidates=400)[0].tolist() == e.tolist()
-            assert Q.ivf_topk(space, q, k=10, nprobe=2, candidates=10)[0].tolist() == e.tolist()  # exact
+            assert Q.ivf_topk(space, q, k=10, nprobe=8, candidates=400)[0].tolist() == e.tolist()
+            assert Q.ivf_topk(space, q, k=10, nprobe=8, candidates=10)[0].tolist() == e.tolist()  # exact
     said = [r.getMessage() for r in caplog.records]
     assert len([m for m in said if "rescoring 400 candidates finds" in m and "using it" in m]) == 1  # said once
     assert len([m for m in said if "at 10 candidates: searching exactly" in m]) == 1

@@ -73,13 +73,15 @@ TRAIN_PER_LIST = 40
 
 
 def build_ivf(space: Space, n_lists: int | None = None, iters: int = 10, sample: int = 100_000, seed: int = 0,
-              backend: str = "auto", pq: bool = True) -> str:
+              backend: str = "auto", pq: bool = True, nprobe: int = 8) -> str:
     """Inverted file over mu_hat (spherical k-means): first-moment queries then scan ``nprobe`` lists instead
     of every model. ``faiss`` (the ``faiss`` extra; ``auto`` uses it when installed) trains the k-means and
     assigns the models through a two-level quantiser; ``numpy`` does both by brute force (assigning 1e6 models to
     2,000 lists is 1e12 multiply-adds). Writes ``<space>_ivf_{centroids,order,offsets,vecs}.npy`` next to the
     index, the rows of a list contiguous, and with ``pq`` (when faiss is installed) the codes of the compressed
-    scan (:func:`build_pq`) that replaces the lists where they miss neighbours. Returns the backend used."""
+    scan (:func:`build_pq`) that replaces the lists where they miss neighbours; then lists whose recall at
+    ``nprobe`` is under MIN_RECALL are not written at all (half the build on features without clusters).
+    Returns the backend used."""
     from numpy.lib.format import open_memmap
 
     mu_hat = space.mu_hat
@@ -99,10 +101,22 @@ def build_ivf(space: Space, n_lists: int | None = None, iters: int = 10, sample:
 
         def assign(rows: np.ndarray) -> np.ndarray:
             return _assign(rows, cent)
+    root, name = space._root, space.name
+    for f in ("centroids", "order", "offsets", "vecs", "recall"):  # files measured or built for models before
+        (root / f"{name}_ivf_{f}.{'json' if f == 'recall' else 'npy'}").unlink(missing_ok=True)
+        space._cache.pop(f"ivf_{f}", None)
+    _drop_pq(space)
+    if pq and build_pq(space, seed=seed):
+        recall = _lists_recall(space, cent, assign, nprobe)
+        if recall < MIN_RECALL:  # the self-check would refuse these lists: assigning every model is wasted
+            _recalls(space, "ivf")[str(nprobe)] = recall
+            write_atomic(root / f"{name}_ivf_recall.json", json_bytes(_recalls(space, "ivf")))
+            log.info("search: an inverted file would find %.0f%% of the exact top-10 at nprobe=%d (features without "
+                     "clusters?): not built, the compressed scan serves", 100 * recall, nprobe)
+            return backend
     lists = np.concatenate([assign(np.asarray(mu_hat[s:s + CHUNK], np.float32)) for s in range(0, m, CHUNK)])
     order = np.argsort(lists, kind="stable")
     offsets = np.concatenate([[0], np.cumsum(np.bincount(lists, minlength=n_lists))])
-    root, name = space._root, space.name
     vecs = open_memmap(root / f"{name}_ivf_vecs.npy", mode="w+", dtype=mu_hat.dtype, shape=(m, d))
     for s in range(0, m, CHUNK):  # rows of one list are contiguous: a probe reads a few slices
         vecs[s:s + CHUNK] = mu_hat[order[s:s + CHUNK]]
@@ -110,13 +124,17 @@ def build_ivf(space: Space, n_lists: int | None = None, iters: int = 10, sample:
     np.save(root / f"{name}_ivf_centroids.npy", cent.astype(np.float32))
     np.save(root / f"{name}_ivf_order.npy", order.astype(np.int64))
     np.save(root / f"{name}_ivf_offsets.npy", offsets.astype(np.int64))
-    (root / f"{name}_ivf_recall.json").unlink(missing_ok=True)  # measured for the lists it replaces
-    for key in ("ivf_centroids", "ivf_order", "ivf_offsets", "ivf_vecs", "ivf_recall"):
-        space._cache.pop(key, None)  # a rebuilt file is read afresh
-    _drop_pq(space)  # codes of the models before are never used with these lists
-    if pq:
-        build_pq(space, seed=seed)
     return backend
+
+
+def _lists_recall(space: Space, cent: np.ndarray, assign, nprobe: int) -> float:
+    """What :func:`ivf_recall` will measure, before any list is written: the share of the self-check queries'
+    exact top-10 whose list is among the ``nprobe`` a query probes."""
+    qs, exact = _self_queries(space)
+    probed = topk(qs @ cent.T, nprobe)
+    rows = np.unique(exact)
+    home = dict(zip(rows.tolist(), assign(np.asarray(space.mu_hat[rows], np.float32)).tolist()))
+    return round(float(np.mean([[home[r] in p for r in e.tolist()] for p, e in zip(probed, exact)])), 4)
 
 
 def _faiss():
@@ -289,7 +307,10 @@ def ivf_topk(space: Space, q: np.ndarray, k: int = 10, nprobe: int = 16, min_rec
 
 
 def ivf_recall(space: Space, nprobe: int) -> float:
-    """recall@10 of the inverted file at ``nprobe`` (:func:`_self_recall`, kept in ``<space>_ivf_recall.json``)."""
+    """recall@10 of the inverted file at ``nprobe`` (:func:`_self_recall`, kept in ``<space>_ivf_recall.json``);
+    where the build did not write the lists, what it measured then (0 for another nprobe: rebuild to try it)."""
+    if not (space._root / f"{space.name}_ivf_centroids.npy").is_file():
+        return float(_recalls(space, "ivf").get(str(nprobe), 0.0))
     return _self_recall(space, "ivf", nprobe, lambda q: ivf_topk(space, q, 10, nprobe, min_recall=0)[0])
 
 
@@ -298,35 +319,47 @@ def pq_recall(space: Space, candidates: int) -> float:
     return _self_recall(space, "pq", candidates, lambda q: pq_topk(space, q[None], 10, candidates)[0][0])
 
 
-def _self_recall(space: Space, path_name: str, param: int, search, queries: int = 32, seed: int = 0) -> float:
+def _self_recall(space: Space, path_name: str, param: int, search) -> float:
     """recall@10 of ``search`` against exact search, the queries being the means of ``queries`` random models
     (a model's neighbours are what a query near it should find). Measured once per ``param`` and kept in
     ``<space>_<path_name>_recall.json``; the exact answers (one streamed pass) once per opened index."""
-    path = space._root / f"{space.name}_{path_name}_recall.json"
-    known = space._cache.get(f"{path_name}_recall")  # asked on every query: the file is read once
-    if known is None:
-        try:
-            known = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            known = {}
-        space._cache[f"{path_name}_recall"] = known
+    known = _recalls(space, path_name)
     if str(param) not in known:
-        if "self_queries" not in space._cache:
-            m = len(space.mu_hat)
-            rows = np.sort(np.random.default_rng(seed).choice(m, size=min(queries, m), replace=False))
-            qs = np.asarray(space.mu_hat[rows], np.float32)
-            qs /= np.maximum(np.linalg.norm(qs, axis=1, keepdims=True), 1e-12)
-            space._cache["self_queries"] = (qs, first_moment_topk(space.mu_hat, qs, k=10)[0])
-        qs, exact = space._cache["self_queries"]
+        qs, exact = _self_queries(space)
         found = [len(set(search(q).tolist()) & set(e.tolist())) / len(e) for q, e in zip(qs, exact)]
         known[str(param)] = round(float(np.mean(found)), 4)
-        write_atomic(path, json_bytes(known))
+        write_atomic(space._root / f"{space.name}_{path_name}_recall.json", json_bytes(known))
     return float(known[str(param)])
 
 
+def _recalls(space: Space, path_name: str) -> dict:
+    """The recalls measured so far (asked on every query: the file is read once)."""
+    if f"{path_name}_recall" not in space._cache:
+        try:
+            known = json.loads((space._root / f"{space.name}_{path_name}_recall.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+        space._cache[f"{path_name}_recall"] = known
+    return space._cache[f"{path_name}_recall"]
+
+
+def _self_queries(space: Space, queries: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The self-check's queries (the means of ``queries`` random models) and their exact top-10 rows (one streamed
+    pass), once per opened index."""
+    if "self_queries" not in space._cache:
+        m = len(space.mu_hat)
+        rows = np.sort(np.random.default_rng(seed).choice(m, size=min(queries, m), replace=False))
+        qs = np.asarray(space.mu_hat[rows], np.float32)
+        qs /= np.maximum(np.linalg.norm(qs, axis=1, keepdims=True), 1e-12)
+        space._cache["self_queries"] = (qs, first_moment_topk(space.mu_hat, qs, k=10)[0])
+    return space._cache["self_queries"]
+
+
 def has_ivf(space: Space) -> bool:
-    """The inverted file is on disk, and so are the compressed-scan codes when faiss could build them."""
-    return (space._root / f"{space.name}_ivf_centroids.npy").is_file() and (
+    """The inverted file is on disk (or was measured and not written), and so are the compressed-scan codes when
+    faiss could build them."""
+    root, name = space._root, space.name
+    return ((root / f"{name}_ivf_centroids.npy").is_file() or (root / f"{name}_ivf_recall.json").is_file()) and (
         has_pq(space) or _faiss() is None or space.dim % (2 * PQ_SUBDIM) != 0)
 
 

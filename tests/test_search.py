@@ -162,8 +162,8 @@ def test_an_ivf_that_misses_neighbours_is_not_used(tmp_path, caplog):
     centres = rng.normal(size=(16, 64))
     clustered = _synthetic_space(tmp_path / "clustered", centres[rng.integers(0, 16, 4000)]
                                  + 0.1 * rng.normal(size=(4000, 64)))
-    Q.build_ivf(clustered, n_lists=64, backend="numpy")  # lists that pass are written (codes too, with faiss)
-    assert (tmp_path / "clustered/image_ivf_vecs.npy").exists()
+    Q.build_ivf(clustered, n_lists=64, backend="numpy")  # lists that pass are written, no codes
+    assert (tmp_path / "clustered/image_ivf_vecs.npy").exists() and not Q.has_pq(clustered)
     assert Q.ivf_recall(clustered, 8) >= Q.MIN_RECALL
     rows, _ = Q.ivf_topk(clustered, unit(np.ravel(clustered.mu_hat[5]), np.float32), k=10, nprobe=8)
     assert 5 in rows.tolist()
@@ -172,8 +172,9 @@ def test_an_ivf_that_misses_neighbours_is_not_used(tmp_path, caplog):
 
 
 def test_compressed_scan_serves_unclustered_means(tmp_path, caplog):
-    """Gaussian means: the IVF misses neighbours, the PQ scan + exact rescoring finds the exact top-10 and is used
-    when its measured recall passes; with too few candidates it fails the same check and the search is exact."""
+    """Gaussian means: the IVF misses neighbours, so the build writes PQ codes instead of lists; the PQ scan + exact
+    rescoring finds the exact top-10 and is used when its measured recall passes; with too few candidates it
+    fails the same check and the search is exact."""
     faiss = pytest.importorskip("faiss")
     rng = np.random.default_rng(4)
     mu = rng.normal(size=(4000, 64))
@@ -181,7 +182,7 @@ def test_compressed_scan_serves_unclustered_means(tmp_path, caplog):
     Q.build_ivf(space, n_lists=64, backend="numpy", pq=False)
     lists_recall = Q.ivf_recall(space, 8)  # measured through the written lists
     assert lists_recall < Q.MIN_RECALL
-    Q.build_ivf(space, n_lists=64, backend="numpy")  # builds the codes, measures the lists before writing them
+    Q.build_ivf(space, n_lists=64, backend="numpy")  # measures the lists before writing them: codes instead
     assert faiss.read_index(str(tmp_path / "image_pq.faiss")).ntotal == 4000 and Q.has_ivf(space)
     assert not (tmp_path / "image_ivf_centroids.npy").exists() and not (tmp_path / "image_ivf_vecs.npy").exists()
     assert Q.ivf_recall(space, 8) == lists_recall and Q.ivf_recall(space, 2) == 0.0  # 2: not measured, no lists
@@ -205,8 +206,7 @@ def test_compressed_scan_serves_unclustered_means(tmp_path, caplog):
     assert Q.pq_topk(reopened, qs, k=10, candidates=400)[0].tolist() == exact_rows.tolist()
     assert Q.pq_recall(reopened, 400) == Q.pq_recall(space, 400)
     Q.build_ivf(reopened, n_lists=64, backend="numpy", pq=False)
-    assert not Q.has_pq(reopened) and not Q.has_ivf(reopened)  # the stage rebuilds lists and codes together
-    assert not (tmp_path / "image_pq_recall.json").exists()
+    assert not Q.has_pq(reopened) and not (tmp_path / "image_pq_recall.json").exists()
 
 
 def test_ivf_falls_back_to_numpy_without_faiss(tmp_path, monkeypatch):

@@ -78,10 +78,9 @@ def build_ivf(space: Space, n_lists: int | None = None, iters: int = 10, sample:
     of every model. ``faiss`` (the ``faiss`` extra; ``auto`` uses it when installed) trains the k-means and
     assigns the models through a two-level quantiser; ``numpy`` does both by brute force (assigning 1e6 models to
     2,000 lists is 1e12 multiply-adds). Writes ``<space>_ivf_{centroids,order,offsets,vecs}.npy`` next to the
-    index, the rows of a list contiguous, and with ``pq`` (when faiss is installed) the codes of the compressed
-    scan (:func:`build_pq`) that replaces the lists where they miss neighbours; then lists whose recall at
-    ``nprobe`` is under MIN_RECALL are not written at all (half the build on features without clusters).
-    Returns the backend used."""
+    index, the rows of a list contiguous. With ``pq`` (when faiss is installed) it first measures the lists'
+    recall at ``nprobe``; under MIN_RECALL (features without clusters) it writes the codes of the compressed scan
+    (:func:`build_pq`) instead of the lists. Returns the backend used."""
     from numpy.lib.format import open_memmap
 
     mu_hat = space.mu_hat
@@ -106,9 +105,10 @@ def build_ivf(space: Space, n_lists: int | None = None, iters: int = 10, sample:
         (root / f"{name}_ivf_{f}.{'json' if f == 'recall' else 'npy'}").unlink(missing_ok=True)
         space._cache.pop(f"ivf_{f}", None)
     _drop_pq(space)
-    if pq and build_pq(space, seed=seed):
+    if pq and _faiss() is not None:
         recall = _lists_recall(space, cent, assign, nprobe)
-        if recall < MIN_RECALL:  # the self-check would refuse these lists: assigning every model is wasted
+        # lists the self-check would refuse are not worth assigning every model: the codes serve instead
+        if recall < MIN_RECALL and build_pq(space, seed=seed):
             _recalls(space, "ivf")[str(nprobe)] = recall
             write_atomic(root / f"{name}_ivf_recall.json", json_bytes(_recalls(space, "ivf")))
             log.info("search: an inverted file would find %.0f%% of the exact top-10 at nprobe=%d (features without "
@@ -356,11 +356,8 @@ def _self_queries(space: Space, queries: int = 32, seed: int = 0) -> tuple[np.nd
 
 
 def has_ivf(space: Space) -> bool:
-    """The inverted file is on disk (or was measured and not written), and so are the compressed-scan codes when
-    faiss could build them."""
-    root, name = space._root, space.name
-    return ((root / f"{name}_ivf_centroids.npy").is_file() or (root / f"{name}_ivf_recall.json").is_file()) and (
-        has_pq(space) or _faiss() is None or space.dim % (2 * PQ_SUBDIM) != 0)
+    """The inverted file is on disk, or the compressed-scan codes that replaced it."""
+    return (space._root / f"{space.name}_ivf_centroids.npy").is_file() or has_pq(space)
 
 
 # ---------------------------------------------------------------- full-score functions (every model)

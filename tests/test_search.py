@@ -207,6 +207,9 @@ def test_compressed_scan_serves_unclustered_means(tmp_path, caplog):
     assert Q.pq_recall(reopened, 400) == Q.pq_recall(space, 400)
     Q.build_ivf(reopened, n_lists=64, backend="numpy", pq=False)
     assert not Q.has_pq(reopened) and not (tmp_path / "image_pq_recall.json").exists()
+    few = _synthetic_space(tmp_path / "few", mu[:Q.PQ_MIN_MODELS - 1])  # too few models to train codes on
+    Q.build_ivf(few, n_lists=8, backend="numpy", nprobe=1)
+    assert not Q.has_pq(few) and (tmp_path / "few/image_ivf_vecs.npy").exists()  # lists, exact where they fail
 
 
 def test_ivf_falls_back_to_numpy_without_faiss(tmp_path, monkeypatch):

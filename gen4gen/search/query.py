@@ -194,6 +194,7 @@ def _assign(x: np.ndarray, cent: np.ndarray) -> np.ndarray:
 # whose rescoring makes the query slower (5.8 ms).
 PQ_SUBDIM = 2
 PQ_CANDIDATES = 500
+PQ_MIN_MODELS = 1000
 
 
 def _pq_path(space: Space):
@@ -206,11 +207,12 @@ def has_pq(space: Space) -> bool:
 
 def build_pq(space: Space, sample: int = 65536, seed: int = 0) -> bool:
     """Product-quantised codes of every model's mu_hat for :func:`pq_topk`, written to ``<space>_pq.faiss``.
-    False (nothing written) without faiss or when d is not a multiple of 4 (two 4-bit codes a byte)."""
+    False (nothing written) without faiss, when d is not a multiple of 4 (two 4-bit codes a byte), or for fewer
+    than PQ_MIN_MODELS models (too few to train 16 centroids per code well; exact search is as fast there)."""
     faiss = _faiss()
     mu_hat = space.mu_hat
     m, d = mu_hat.shape
-    if faiss is None or d % (2 * PQ_SUBDIM):
+    if faiss is None or d % (2 * PQ_SUBDIM) or m < PQ_MIN_MODELS:
         return False
     index = faiss.IndexPQFastScan(d, d // PQ_SUBDIM, 4, faiss.METRIC_INNER_PRODUCT)
     rows = np.sort(np.random.default_rng(seed).choice(m, size=min(m, sample), replace=False))

@@ -1,7 +1,7 @@
 """Ranked model search over a ModelIndex.
 
 Scores per model (higher is better):
-- ``first_moment``:   cos(q, mu_hat)                               (text; streamed matmul + argpartition, or IVF)
+- ``first_moment``:   cos(q, mu_hat)                               (text; streamed matmul + argpartition, IVF or PQ scan)
 - ``second_moment``:  tau q^T mu + 1/2 tau^2 q^T Sigma q           (text; the cumulant expansion of log E[exp(tau q^T x)])
 - ``log_density``:    log N(x; mu, Sigma), cached logdet / Cholesky / Woodbury factors (image, sketch)
 - ``frechet``:        -Frechet distance between the model Gaussians (model query)
@@ -322,9 +322,8 @@ def pq_recall(space: Space, candidates: int) -> float:
 
 
 def _self_recall(space: Space, path_name: str, param: int, search) -> float:
-    """recall@10 of ``search`` against exact search, the queries being the means of ``queries`` random models
-    (a model's neighbours are what a query near it should find). Measured once per ``param`` and kept in
-    ``<space>_<path_name>_recall.json``; the exact answers (one streamed pass) once per opened index."""
+    """recall@10 of ``search`` against exact search on :func:`_self_queries` (a model's neighbours are what a
+    query near it should find). Measured once per ``param`` and kept in ``<space>_<path_name>_recall.json``."""
     known = _recalls(space, path_name)
     if str(param) not in known:
         qs, exact = _self_queries(space)

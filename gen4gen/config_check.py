@@ -137,6 +137,7 @@ class _Export(_Section):
 class _LLM(_Section):
     concurrency: int = Field(ge=1)
     timeout: float = Field(gt=0)
+    connect_timeout: float = Field(10.0, gt=0)
     max_retries: int = Field(ge=0)
     max_attempts: int = Field(ge=1)
     temperature: float = Field(ge=0)

@@ -270,7 +270,7 @@ class LLMClient:
             return f"{self.base_url} refused the key in {self.api_key_env} (HTTP {status}); check it"
         if _connect_timed_out(e):
             return (f"cannot reach {self.base_url} (no connection within {self.connect_timeout:g} s); "
-                    "check llm.base_url (or raise llm.connect_timeout)")
+                    "check llm.base_url or raise llm.connect_timeout")
         return f"cannot reach {self.base_url} ({type(e).__name__}); check llm.base_url"
 
     def _timeouts(self, total: float):

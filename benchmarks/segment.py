@@ -11,6 +11,10 @@ the worst photo and how many fall below 0.85. IoU thresholds both masks at 0.5. 
 reading the photo and segmenting it (what s1 does per item, minus PNG writing) with ``--workers``
 threads; ``cpu s/img`` is process CPU time per image, which does not depend on other load on the machine,
 and ``img/s (2 free cores)`` = 2 / cpu s/img is the rate two otherwise idle cores would sustain.
+First, how far the references themselves agree (U²-Net-p's masks vs U²-Net's, both from the authors' PyTorch
+models): the pasted set's truth comes from such masks, so no backend is measured more finely than that.
+``--plates``: each backend's pasted-set IoU per background photo (a plate that still holds an object, such as
+dog_01's tree stump, is a photo with a second object: flagged, and kept by ``segmenter.keep=all``).
 The ``stage`` rows time the whole s1 stage (PNG writing included) on the u2net set, zoom on (the default)
 and off.
 """
@@ -105,6 +109,23 @@ def stage_row(workers: int, *overrides: str) -> dict:
     return {"n": summary.done, "wall": wall, "cpu": cpu}
 
 
+def reference_agreement() -> tuple[float, float, str]:
+    """Mean and worst IoU of the u2net set's two reference masks (U²-Net-p vs U²-Net), and the worst photo."""
+    root = SHARED / "segmentation" / "u2net"
+    scores = {p.stem: iou(*(read_image(root / r / f"{p.stem}.png", mode="L").astype(np.float32) / 255
+                            for r in ("u2netp_ref", "u2net_ref"))) for p in sorted((root / "images").iterdir())}
+    worst = min(scores, key=scores.get)
+    return float(np.mean(list(scores.values()))), scores[worst], worst
+
+
+def by_plate(pasted: list, scores: dict[str, float]) -> str:
+    rows = {}
+    for c in pasted:
+        rows.setdefault(c.plate, []).append(scores[c.name])
+    return "; ".join(f"{k} {np.mean(v):.3f} (n={len(v)}, {sum(x < 0.85 for x in v)} < 0.85)"
+                     for k, v in sorted(rows.items(), key=lambda kv: np.mean(kv[1])))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="u2netp_single,u2netp,u2netp_flip,u2netp_guided,grabcut,grabcut_u2netp")
@@ -114,9 +135,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="for SAM: auto | cpu | cuda")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-stage", action="store_true", help="skip the end-to-end stage row")
+    ap.add_argument("--plates", action="store_true", help="pasted-set IoU per background photo, per backend")
     args = ap.parse_args()
     if not (SHARED / "segmentation").is_dir():
         sys.exit(f"shared data not found at {SHARED} (set GEN4GEN_SHARED_DATA)")
+    mean, worst, photo = reference_agreement()
+    print(f"reference masks agree (u2net set, U²-Net-p vs U²-Net): mean IoU {mean:.4f}, worst {worst:.3f} ({photo})")
     pasted = build(SHARED)
     bands = [band_name(*b) for b in BANDS]
     cols = [f"{s} vs {r}" for s, refs in SETS for r in refs] + [f"pasted {b}" for b in bands] + \
@@ -140,6 +164,8 @@ def main() -> None:
         cells = [f"{x:.4f}" for x in ious] + [f"{np.mean(list(scores.values())):.4f}", f"{min(scores.values()):.3f}",
                                               f"{sum(v < 0.85 for v in scores.values())}/{len(scores)}"]
         print(f"| {name} | {' | '.join(cells)} | {n / wall:.2f} | {cpu / n:.3f} | {2 * n / cpu:.2f} |", flush=True)
+        if args.plates:
+            print(f"  {name} by plate: {by_plate(pasted, scores)}", flush=True)
     if not args.no_stage:
         for label, overrides in (("zoom on (default)", ()), ("zoom off", ("segmenter.zoom=0",))):
             r = stage_row(args.workers, *overrides)

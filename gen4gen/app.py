@@ -37,7 +37,7 @@ def run(cfg: DictConfig) -> int:
     if unknown:
         console.print(f"[red]unknown stage {unknown[0]!r}[/red]; choose one of: all, {', '.join(STAGES)}")
         return _exit(cfg, 2)
-    if not config_ok(cfg):
+    if not config_ok(cfg, names):
         return _exit(cfg, 2)
     job_dir = isolate_sweep_job(cfg, names)
     if job_dir:
@@ -65,21 +65,26 @@ def run(cfg: DictConfig) -> int:
         if retries:  # the HTTP clients' own retry lines are in the log file only
             summary.notes["HTTP retries"] = f"{retries} (429/5xx/timeouts; each in the run's gen4gen.log)"
         summaries.append(summary)
-        log.info("%s: %d done, %d skipped, %d failed of %d in %.1fs", name, summary.done, summary.skipped,
-                 summary.failed, summary.total, summary.seconds)
+        # the log file's record; the terminal has the summary table
+        log.debug("%s: %d done, %d skipped, %d failed of %d in %.1fs", name, summary.done, summary.skipped,
+                  summary.failed, summary.total, summary.seconds)
         if summary.nothing_done and summary.total > 0 or (cfg.strict and summary.failed):
             code = 1
     print_summaries(summaries)
     return _exit(cfg, code)
 
 
-def config_ok(cfg: DictConfig) -> bool:
-    """The schema check of the composed config: one line per bad value, before any stage starts."""
-    from gen4gen.config_check import config_problems
+def config_ok(cfg: DictConfig, names: list[str]) -> bool:
+    """The schema check of the composed config: one line per bad value, before any stage starts; and a
+    warning for a later stage's missing LLM key."""
+    from gen4gen.config_check import config_problems, missing_key_notes
 
     problems = config_problems(cfg)
     for line in problems:
         console.print(f"[red]{escape(line)}[/red]", soft_wrap=True)
+    if not problems:
+        for line in missing_key_notes(cfg, names):
+            console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True)
     return not problems
 
 

@@ -330,20 +330,17 @@ class S4Meta(StageMeta):
 
 
 class MyCanvasRow(Artefact):
-    """One line of an exported ``mycanvas/index.jsonl``, as bench reads it back as a promptset."""
+    """One line of an exported ``mycanvas/index.jsonl``, as bench reads it back as a promptset and train as
+    its examples (paths relative to ``mycanvas/``; reference images relative to the dataset)."""
     FILE: ClassVar[str] = "index.jsonl"
     id: Text
+    image: InnerPath | None = None  # a promptset needs none; train leaves a row without one out
+    mask: InnerPath | None = None  # the union of the instance masks
     scene: StrictStr = ""
     concepts: Annotated[list[Name], Field(min_length=1)]
     captions: dict[StrictStr, StrictStr | None]
     modifier_tokens: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     reference_images: dict[StrictStr, list[InnerPath]] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _has_detailed(self):
-        if not (self.captions.get("detailed") or "").strip():
-            raise ValueError("captions.detailed: expected a non-empty text")
-        return self
 
 
 META_MODELS: dict[str, type[StageMeta]] = {"s1": S1Meta, "s2": S2Meta, "s3": S3Meta, "s4": S4Meta}

@@ -9,6 +9,7 @@ stages take as numbers, sizes and ranges, so ``seed=abc`` says "seed" instead of
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -137,6 +138,7 @@ class _Export(_Section):
 class _LLM(_Section):
     concurrency: int = Field(ge=1)
     timeout: float = Field(gt=0)
+    connect_timeout: float = Field(10.0, gt=0)
     max_retries: int = Field(ge=0)
     max_attempts: int = Field(ge=1)
     temperature: float = Field(ge=0)
@@ -190,6 +192,27 @@ def config_problems(cfg: DictConfig) -> list[str]:
     except UserError as e:
         problems.append(str(e))
     return problems
+
+
+# the stages whose backend node may hold an ``llm`` block (layout=llm, captioner=llm|vlm)
+LLM_USERS = {"s2": ("layout", "layout planner"), "s4": ("captioner", "captioner")}
+
+
+def missing_key_notes(cfg: DictConfig, names: list[str]) -> list[str]:
+    """For a run of several stages: one line per later stage that will ask an LLM whose key is not set, said
+    before the earlier stages spend their time (that stage itself stops with the same reason, unless its
+    replies are cached or ``llm.fallback_on_unreachable`` is set)."""
+    llm = cfg.get("llm") or {}
+    env = llm.get("api_key_env")
+    if not env or os.environ.get(env) or llm.get("fallback_on_unreachable"):
+        return []
+    notes = []
+    for stage in names[1:]:
+        group, what = LLM_USERS.get(stage, (None, ""))
+        if group and "llm" in (cfg.get(group) or {}):
+            notes.append(f"{stage}: its {what} asks the LLM, but {env} is not set: that stage will stop unless its "
+                         f"replies are cached; export {env} now (or llm.fallback_on_unreachable=true)")
+    return notes
 
 
 def _line(err: dict) -> str:

@@ -5,9 +5,10 @@ against a pydantic schema and a caller check, retried with the error fed back, a
 request hash. Transport retries (429 with Retry-After, 5xx, timeouts) are the ``openai`` client's own.
 The API key is read from the environment at call time and never stored in the config, cache or logs;
 a reply that repeats it is redacted before anything reads it and rejected.
-A missing key, a server that cannot be reached or one that refuses the key stops the run with one line
-(``LLMUnreachable``) unless ``fallback_on_unreachable``: then every request fails at once and its result
-says ``transport`` so the caller can redo the item on the next run.
+A missing key, a server that cannot be reached (refused, or no connection within ``connect_timeout``), one
+that refuses the key, or one that has answered nothing when a request's every try timed out stops the run with
+one line (``LLMUnreachable``) unless ``fallback_on_unreachable``: then every request fails at once and its
+result says ``transport`` so the caller can redo the item on the next run.
 """
 from __future__ import annotations
 
@@ -102,11 +103,14 @@ class LLMClient:
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8,
                  timeout: float = 60.0, max_retries: int = 4, max_attempts: int = 3,
                  cache_dir: str | Path | None = None, structured: bool = True,
-                 fallback_on_unreachable: bool = False):
+                 fallback_on_unreachable: bool = False, connect_timeout: float = 10.0):
         self.base_url, self.model = base_url, model
         self.api_key_env = api_key_env  # None: a server without keys (a local vLLM / Ollama)
         self.concurrency = max(1, int(concurrency))
         self.timeout, self.max_retries = float(timeout), int(max_retries)
+        # a host that drops the connection (a wrong address, a firewall) would otherwise cost the whole
+        # ``timeout`` per try; a live server accepts a connection in milliseconds, however busy it is
+        self.connect_timeout = min(float(connect_timeout), self.timeout)
         self.max_attempts = max(1, int(max_attempts))
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.structured = structured  # json_schema first; turned off when the server rejects it
@@ -114,6 +118,7 @@ class LLMClient:
         self.unreachable: str | None = None  # why no request can succeed, once known
         self._probe_lock: asyncio.Lock | None = None
         self._probed = False
+        self._answered = False  # any reply came this run: a later timeout is a slow server, not a dead one
 
     # -------------------------------------------------------------- public
     def run(self, requests: list[Request], on_done: Callable[[], None] | None = None) -> list[Result]:
@@ -141,7 +146,7 @@ class LLMClient:
         import openai
 
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key() or "no-key",
-                                    timeout=self.timeout, max_retries=self.max_retries)
+                                    timeout=self._timeouts(self.timeout), max_retries=self.max_retries)
         gate = asyncio.Semaphore(self.concurrency)
         self._probe_lock = asyncio.Lock()
 
@@ -182,10 +187,15 @@ class LLMClient:
                 log.info("llm %s: %s", req.tag, result.errors[-1])
                 if _unreachable(e):
                     self.unreachable = self.unreachable or self._unreachable_reason(e)
+                elif _timed_out(e) and not self._answered:  # every try of it timed out, and no request was answered
+                    self.unreachable = self.unreachable or (
+                        f"no reply from {self.base_url}: a request timed out {self.max_retries + 1} times "
+                        f"(llm.timeout={self.timeout:g} s) and none was answered; check the server")
                 if _permanent(e):
                     break
                 continue  # a garbled body or a run of 5xx/timeouts: another attempt may get through
             result.transport = False
+            self._answered = True
             for k, v in usage.items():
                 result.usage[k] = result.usage.get(k, 0) + v
             leaked, text = self._has_secret(text), self.redact(text)
@@ -236,12 +246,13 @@ class LLMClient:
         key = self._key()
         if not key and self.api_key_env:
             return f"{self.api_key_env} is not set; export it (or llm.api_key_env=null for a server without keys)"
-        probe = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or "no-key", timeout=min(self.timeout, 10.0),
-                                   max_retries=0)
+        probe = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or "no-key",
+                                   timeout=self._timeouts(min(self.timeout, 10.0)), max_retries=0)
         try:
             await probe.models.list()  # GET /models: cheap, and every OpenAI-compatible server has it or a 404
-        except openai.APITimeoutError:
-            return None  # slow, not absent: the requests themselves will tell
+        except openai.APITimeoutError as e:
+            # no connection is absent; a connection without an answer is slow, and the requests will tell
+            return self._unreachable_reason(e) if _connect_timed_out(e) else None
         except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as e:
             return self._unreachable_reason(e)
         except Exception:  # noqa: BLE001 - 404 (no /models), 5xx, an odd body: the server is there
@@ -257,7 +268,15 @@ class LLMClient:
                     "check llm.base_url and llm.model")
         if status in (401, 403):
             return f"{self.base_url} refused the key in {self.api_key_env} (HTTP {status}); check it"
+        if _connect_timed_out(e):
+            return (f"cannot reach {self.base_url} (no connection within {self.connect_timeout:g} s); "
+                    "check llm.base_url or raise llm.connect_timeout")
         return f"cannot reach {self.base_url} ({type(e).__name__}); check llm.base_url"
+
+    def _timeouts(self, total: float):
+        import openai
+
+        return openai.Timeout(total, connect=min(self.connect_timeout, total))
 
     async def _chat(self, client, messages: list[dict], req: Request) -> tuple[str, dict]:
         import openai
@@ -325,10 +344,27 @@ def _unreachable(e: Exception) -> bool:
     does not exist."""
     import openai
 
-    if isinstance(e, openai.APITimeoutError):  # slow, not absent
-        return False
+    if isinstance(e, openai.APITimeoutError):  # slow, not absent, unless no connection was made at all
+        return _connect_timed_out(e)
     return isinstance(e, (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError,
                           openai.NotFoundError))
+
+
+def _connect_timed_out(e: BaseException) -> bool:
+    """The timeout was in connecting. openai raises ``APITimeoutError`` from its HTTP library's
+    ``ConnectTimeout`` (httpx or httpx2, by openai version): matched by name, not by import."""
+    seen = 0
+    while e is not None and seen < 8:
+        if type(e).__name__ == "ConnectTimeout":
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def _timed_out(e: Exception) -> bool:
+    import openai
+
+    return isinstance(e, (openai.APITimeoutError, TimeoutError))
 
 
 def _short_error(e: Exception) -> str:
@@ -350,4 +386,5 @@ def client_from_cfg(llm_cfg, cache_dir: str | Path | None) -> LLMClient:
     return LLMClient(base_url=llm_cfg.base_url, model=llm_cfg.model, api_key_env=llm_cfg.api_key_env,
                      concurrency=llm_cfg.concurrency, timeout=llm_cfg.timeout, max_retries=llm_cfg.max_retries,
                      max_attempts=llm_cfg.get("max_attempts", 3), cache_dir=cache_dir,
-                     fallback_on_unreachable=bool(llm_cfg.get("fallback_on_unreachable", False)))
+                     fallback_on_unreachable=bool(llm_cfg.get("fallback_on_unreachable", False)),
+                     connect_timeout=llm_cfg.get("connect_timeout", 10))

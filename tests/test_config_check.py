@@ -12,7 +12,7 @@ from gen4gen.config_check import build_backend, config_problems, override_proble
 from gen4gen.errors import UserError
 from gen4gen.stages import s2_compose
 from tests.conftest import make_cfg
-from tests.pipeline_run import cli
+from tests.pipeline_run import cli, small_sources
 from tests.helpers.trees import fake_s1
 
 # (overrides, the one line expected); CLI-level: each runs `python -m gen4gen stage=s2` in a subprocess
@@ -102,3 +102,28 @@ def test_a_backend_that_refuses_its_settings_is_one_line(tmp_path, overrides, gr
     with pytest.raises(UserError, match=rf"^cannot build the {group} gen4gen\.\S+: (ValueError|TypeError): .*; "
                                         rf"check the {group}\.\* settings"):
         build_backend(cfg[group], group)
+
+
+def test_a_later_stage_s_missing_llm_key_is_said_before_the_first_stage_runs(tmp_path, monkeypatch):
+    from gen4gen.config_check import missing_key_notes
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    pipeline = ["s1", "s2", "s3", "s4", "export"]
+    both = make_cfg(tmp_path, "stage=all", "layout=llm", "captioner=vlm")
+    assert [n.split(":")[0] for n in missing_key_notes(both, pipeline)] == ["s2", "s4"]
+    assert "OPENAI_API_KEY is not set" in missing_key_notes(both, pipeline)[0]
+    assert missing_key_notes(both, ["s2"]) == []  # the stage itself says it, at once
+    assert missing_key_notes(make_cfg(tmp_path, "stage=all"), pipeline) == []  # built-in planner and templates
+    assert missing_key_notes(make_cfg(tmp_path, "layout=llm", "llm.fallback_on_unreachable=true"), pipeline) == []
+    assert missing_key_notes(make_cfg(tmp_path, "layout=llm", "llm.api_key_env=null"), pipeline) == []
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-12345678")
+    assert missing_key_notes(both, pipeline) == []
+
+    small_sources(tmp_path / "src")
+    result = cli(tmp_path, "stage=all", "layout=llm", "compose.size=[128,128]", env={"OPENAI_API_KEY": ""},
+                 check=False)
+    warning = "s2: its layout planner asks the LLM, but OPENAI_API_KEY is not set"
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(warning) and result.stderr.count(warning) == 1  # before s1 spent its time
+    assert result.returncode == 2 and any(ln.startswith("s2: OPENAI_API_KEY is not set") for ln in lines)
+    assert list((tmp_path / "stages" / "s1_segmented_foreground").rglob("meta.json"))  # s1 did run, then s2 stopped

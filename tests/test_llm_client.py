@@ -56,10 +56,11 @@ def test_retry_after_and_5xx_are_retried_and_concurrency_is_real(tmp_path):
 
 
 def test_timeout_is_a_recorded_failure(tmp_path):
-    with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}', delay=3)) as srv:
-        client = LLMClient(srv.base_url, "m", timeout=0.3, max_retries=0)
-        [res] = client.run([Request([{"role": "user", "content": "q"}], Answer)])
-        assert not res.ok and "Timeout" in res.errors[-1]
+    # the server answered once, so it is there: a later timeout is that request's failure, not a dead server
+    with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}', delay=3 if n else 0)) as srv:
+        client = LLMClient(srv.base_url, "m", timeout=0.3, max_retries=0, concurrency=1)
+        first, res = client.run([Request([{"role": "user", "content": q}], Answer) for q in ("q0", "q1")])
+        assert first.ok and not res.ok and "Timeout" in res.errors[-1] and res.transport
 
 
 def test_json_schema_rejected_falls_back_to_json_object(tmp_path):
@@ -92,10 +93,10 @@ def test_deeply_nested_json_is_an_invalid_reply_not_a_crash():
 
 
 def test_a_server_that_trickles_bytes_is_cut_off():
-    with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}', trickle=0.2)) as srv:
-        client = LLMClient(srv.base_url, "m", timeout=0.5, max_retries=0, max_attempts=2)
+    with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}', trickle=0.2 if n else 0)) as srv:
+        client = LLMClient(srv.base_url, "m", timeout=0.5, max_retries=0, max_attempts=2, concurrency=1)
         t0 = time.perf_counter()
-        [res] = client.run([Request([{"role": "user", "content": "q"}], Answer)])
+        _, res = client.run([Request([{"role": "user", "content": q}], Answer) for q in ("q0", "q1")])
     assert not res.ok and all("TimeoutError" in e for e in res.errors) and len(res.errors) == 2
     assert time.perf_counter() - t0 < 30  # a hang guard: each attempt is bounded at 2 x 0.5 s
 

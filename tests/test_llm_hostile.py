@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import socket
 import time
 
 import pytest
@@ -205,6 +207,45 @@ def test_no_such_model_stops_like_an_unreachable_server():
             LLMClient(srv.base_url, "gpt-x", max_retries=0).run(
                 [Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(20)])
         assert len(srv.requests) <= 8  # the requests in flight when the first 404 came back; no more
+
+
+@pytest.fixture
+def black_hole():
+    """A 127.0.0.1 port that takes no connection: its one-slot accept queue is full and never drained, so a
+    connect hangs, as with a wrong address or a firewall that drops packets."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    held = socket.create_connection(srv.getsockname())  # fills the queue
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}/v1"
+    finally:
+        held.close()
+        srv.close()
+
+
+def test_a_host_that_takes_no_connection_is_unreachable_after_the_connect_timeout(black_hole):
+    client = LLMClient(black_hole, "m", timeout=60, connect_timeout=0.5, max_retries=3)
+    t0 = time.perf_counter()
+    with pytest.raises(LLMUnreachable, match=rf"^cannot reach {re.escape(black_hole)} \(no connection within 0.5 s\)"):
+        client.run([Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(20)])
+    assert time.perf_counter() - t0 < 5  # one probe's connect timeout, not 20 requests x 4 tries x 60 s
+    fallback = LLMClient(black_hole, "m", timeout=60, connect_timeout=0.5, fallback_on_unreachable=True)
+    results = fallback.run([Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(5)])
+    assert all(r.transport and not r.ok and "no connection within 0.5 s" in r.errors[0] for r in results)
+
+
+def test_a_server_that_never_answers_stops_after_one_request_s_tries(tmp_path):
+    """It accepts connections and answers /models, but no chat request: once one request has timed out on
+    every try with nothing answered, the others stop waiting (not 3 attempts x every request)."""
+    with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}', delay=30)) as srv:
+        client = LLMClient(srv.base_url, "m", timeout=0.3, max_retries=1, concurrency=2)
+        t0 = time.perf_counter()
+        with pytest.raises(LLMUnreachable, match=r"a request timed out 2 times \(llm.timeout=0.3 s\) and none"):
+            client.run([Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(10)])
+        seconds = time.perf_counter() - t0
+        posts = len(srv.requests)
+    assert posts <= 4 and seconds < 5  # the two in flight, each tried twice; the other 8 never sent
 
 
 def test_a_server_without_keys_needs_none(monkeypatch):

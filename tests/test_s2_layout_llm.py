@@ -9,7 +9,7 @@ from gen4gen.layout.coco_examples import CocoExamples
 from gen4gen.layout.llm import LLMPlanner
 from gen4gen.layout.schema import (ConceptCount, LayoutReply, ObjectBox, PlanRequest, SizeRatiosReply, ObjectRatio,
                                    min_box_area, overlap_fraction)
-from gen4gen.llm import LLMClient, ReplyInvalid
+from gen4gen.llm import LLMClient, LLMUnreachable, ReplyInvalid
 from tests.llm_server import LLMServer, Reply
 from tests.s2_llm_replies import asked_objects, good, good_content, kind
 
@@ -159,12 +159,18 @@ def test_rate_limit_server_error_and_timeout(tmp_path):
         assert len(srv.requests) == 5  # 429 and 500 retried by the client, then scenes, ratios, layout
     assert lay.planner == "llm" and lay.fallback is None
 
-    with LLMServer(lambda body, n: Reply(good_content(body), delay=2.0)) as srv:
+    # scenes and size ratios come back, the layout request times out: that composition falls back
+    with LLMServer(lambda body, n: Reply(good_content(body), delay=2.0 if kind(body) == "layout" else 0)) as srv:
         [lay] = planner(srv, tmp_path / "t", timeout=0.3).plan_many([req("cat", "dog")])
     assert lay.planner == "heuristic"
     assert "llm layout failed" in lay.fallback and "Timeout" in lay.fallback
-    assert "scene suggestion failed" in lay.fallback
+    assert "scene suggestion failed" not in lay.fallback
     assert_valid(lay, req("cat", "dog"))
+
+    # nothing ever comes back: a dead server, which stops the stage like a refused connection
+    with LLMServer(lambda body, n: Reply(good_content(body), delay=2.0)) as srv:
+        with pytest.raises(LLMUnreachable, match="none was answered"):
+            planner(srv, tmp_path / "d", timeout=0.3).plan_many([req("cat", "dog")])
 
 
 def test_always_invalid_falls_back_to_heuristic_with_reason(tmp_path):

@@ -174,6 +174,26 @@ def test_detailed_captions_get_each_concepts_token_before_its_class_words():
             == "a <new1> cat next to two <new2> teddy bears, <new1> cats love them")
 
 
+def test_index_rows_are_read_through_the_export_s_row_model(tmp_path):
+    from gen4gen.train.data import read_rows
+
+    good = {"id": "pets/cat_000/v0", "image": "pets/cat_000/v0/image.png", "mask": "pets/cat_000/v0/mask.png",
+            "concepts": ["cat"], "captions": {"personalized": "<new1> cat"}, "modifier_tokens": {"cat": "<new1>"},
+            "reference_images": {"cat": ["mycanvas/references/cat/a.png"]}, "instances": []}
+    bad = [{**good, "image": "../../etc/passwd"}, {**good, "image": None}, {**good, "concepts": "cat"},
+           {**good, "reference_images": {"cat": ["/etc/shadow"]}}]
+    index = tmp_path / "mycanvas" / "index.jsonl"
+    index.parent.mkdir()
+    index.write_text("\n".join(json.dumps(r) for r in [good, *bad]) + "\n")
+    rows, problems = read_rows(tmp_path)
+    [row] = rows
+    assert row.image == str(tmp_path / "mycanvas/pets/cat_000/v0/image.png")
+    assert row.mask == str(tmp_path / "mycanvas/pets/cat_000/v0/mask.png")
+    assert row.reference_images == {"cat": [str(tmp_path / "mycanvas/references/cat/a.png")]}
+    assert [p.split(": not a MyCanvas index row (")[0] for p in problems] == [f"{index}:{n}" for n in (2, 3, 4, 5)]
+    assert "image: missing" in problems[1] and "concepts" in problems[2] and "reference_images.cat.0" in problems[3]
+
+
 # ---------------------------------------------------------------- exact resume
 @pytest.mark.parametrize("accum", [1, 2])
 def test_killed_after_a_checkpoint_resumes_to_the_same_weights(tiny, tmp_path, accum):

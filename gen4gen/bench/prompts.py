@@ -143,6 +143,8 @@ def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgro
             continue
         try:
             row = MyCanvasRow.parse(json.loads(line), "index.jsonl")
+            if not (row.captions.get("detailed") or "").strip():  # the text a prompt is scored against
+                raise ItemFailed("index.jsonl: captions.detailed: expected a non-empty text")
         except (ValueError, ItemFailed) as e:
             raise UserError(f"{index}:{n + 1}: not a MyCanvas index line ({e})") from None
         caps, concepts = row.captions, list(row.concepts)

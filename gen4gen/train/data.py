@@ -1,5 +1,5 @@
-"""What a train run learns from: an exported dataset's ``mycanvas/index.jsonl`` read through a pydantic row
-model, turned into (image, caption, mask) examples.
+"""What a train run learns from: an exported dataset's ``mycanvas/index.jsonl`` read through its artefact model
+(``MyCanvasRow``), turned into (image, caption, mask) examples.
 
 ``train.data``: ``mycanvas`` (the composed scenes with their personalised captions), ``sources`` (each
 concept's reference cut-outs, "a photo of a <newK> <class>": Custom Diffusion's own recipe, the baseline) or
@@ -13,10 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
+from gen4gen.artefacts import MyCanvasRow
 from gen4gen.caption.words import display_name, plural
-from gen4gen.errors import UserError
+from gen4gen.errors import ItemFailed, UserError
 
 DATA_KINDS = ("mycanvas", "sources", "both")
 CAPTION_KINDS = ("personalized", "detailed", "short")
@@ -24,17 +23,16 @@ TOKEN = re.compile(r"<new\d+>")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-class IndexRow(BaseModel):
-    """One line of ``mycanvas/index.jsonl`` (what ``gen4gen.export.mycanvas`` writes); extra keys are ignored.
-    ``read_rows`` turns its paths absolute."""
-    model_config = ConfigDict(extra="ignore")
+@dataclass(frozen=True)
+class Row:
+    """One image of the dataset with absolute paths: a ``MyCanvasRow`` resolved, or a Custom Diffusion list entry."""
     id: str
-    image: str  # relative to mycanvas/
+    image: str
     concepts: list[str]
     captions: dict[str, str | None]
-    modifier_tokens: dict[str, str] = {}
-    reference_images: dict[str, list[str]] = {}  # relative to the dataset root
-    mask: str | None = None  # union of the instance masks, relative to mycanvas/
+    modifier_tokens: dict[str, str]
+    reference_images: dict[str, list[str]]
+    mask: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ def with_tokens(text: str, concepts: list[Concept]) -> str:
     return text
 
 
-def read_rows(root: Path, caption: str = "personalized") -> tuple[list[IndexRow], list[str]]:
+def read_rows(root: Path, caption: str = "personalized") -> tuple[list[Row], list[str]]:
     """The dataset's images as index rows with absolute paths: ``mycanvas/index.jsonl`` when exported, else
     ``customdiffusion/compositions/`` (``images.txt`` + ``captions.txt`` [+ ``masks.txt``], paths relative to
     the list, personalised captions only; ``concepts_list.json`` names each token's concept and photos)."""
@@ -75,14 +73,16 @@ def read_rows(root: Path, caption: str = "personalized") -> tuple[list[IndexRow]
             if not line.strip():
                 continue
             try:
-                r = IndexRow.model_validate(json.loads(line))
-            except (ValueError, ValidationError) as e:
-                problems.append(f"{index}:{n}: not a MyCanvas index row: {str(e).splitlines()[0]}")
+                r = MyCanvasRow.parse(json.loads(line), "index.jsonl")
+                if r.image is None:
+                    raise ItemFailed("index.jsonl: image: missing")
+            except (ValueError, RecursionError, ItemFailed) as e:
+                problems.append(f"{index}:{n}: not a MyCanvas index row ({str(e).splitlines()[0]})")
                 continue
-            r.image = str(root / "mycanvas" / r.image)
-            r.mask = str(root / "mycanvas" / r.mask) if r.mask else None
-            r.reference_images = {c: [str(root / p) for p in ps] for c, ps in r.reference_images.items()}
-            rows.append(r)
+            mycanvas = root / "mycanvas"
+            rows.append(Row(r.id, str(mycanvas / r.image), list(r.concepts), dict(r.captions), dict(r.modifier_tokens),
+                            {c: [str(root / p) for p in ps] for c, ps in r.reference_images.items()},
+                            str(mycanvas / r.mask) if r.mask else None))
         return rows, problems
     if not listing.is_file():
         raise UserError(f"train dataset not found: neither {index} nor {listing} exists "
@@ -107,10 +107,8 @@ def read_rows(root: Path, caption: str = "personalized") -> tuple[list[IndexRow]
     for n, (image, text) in enumerate(zip(images, captions)):
         mask = masks[n] if n < len(masks) and masks[n].strip() else None
         used = [c for c, t in tokens.items() if t in text]
-        rows.append(IndexRow(id=f"compositions/{Path(image).stem}", image=str(listing.parent / image), concepts=used,
-                             captions={"personalized": text}, modifier_tokens=tokens,
-                             reference_images={c: refs.get(c, []) for c in used},
-                             mask=str(listing.parent / mask) if mask else None))
+        rows.append(Row(f"compositions/{Path(image).stem}", str(listing.parent / image), used, {"personalized": text},
+                        tokens, {c: refs.get(c, []) for c in used}, str(listing.parent / mask) if mask else None))
     return rows, problems
 
 

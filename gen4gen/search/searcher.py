@@ -77,7 +77,8 @@ class Searcher:
         probed lists, or the compressed scan's top-k (see ``Q.ivf_topk``)."""
         if len(self.index) >= int(self.sc.ivf.min_models):
             if not Q.has_ivf(space):
-                console.print(f"search: building the inverted file and PQ codes for {len(self.index):,} models (once)")
+                console.print(f"search: building the inverted file (or, for features without clusters, PQ codes) "
+                              f"for {len(self.index):,} models (once)")
                 Q.build_ivf(space, nprobe=int(self.sc.ivf.nprobe))
             rows, s = Q.ivf_topk(space, unit(np.ravel(q), np.float32), int(self.sc.top_k), int(self.sc.ivf.nprobe),
                                  candidates=int(self.sc.ivf.candidates))

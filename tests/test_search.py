@@ -11,6 +11,7 @@ from PIL import Image
 from scipy import linalg, stats
 
 from gen4gen.encoders import unit
+from gen4gen.errors import UserError
 from gen4gen.search import query as Q
 from gen4gen.search.index import IndexInfo, IndexWriter, ModelIndex, MomentSpec, gaussian_moments, write_info
 
@@ -210,6 +211,41 @@ def test_compressed_scan_serves_unclustered_means(tmp_path, caplog):
     few = _synthetic_space(tmp_path / "few", mu[:Q.PQ_MIN_MODELS - 1])  # too few models to train codes on
     Q.build_ivf(few, n_lists=8, backend="numpy", nprobe=1)
     assert not Q.has_pq(few) and (tmp_path / "few/image_ivf_vecs.npy").exists()  # lists, exact where they fail
+
+
+@pytest.mark.parametrize("damage", ["truncated codes", "garbled recall", "truncated lists", "garbled lists header"])
+def test_unreadable_fast_search_files_are_dropped_and_the_query_is_exact(tmp_path, caplog, damage):
+    """The inverted file and the codes are derived from mu_hat: a damaged one costs one warning and an exact answer,
+    and is removed so the next search rebuilds it; a damaged mu_hat itself is one line naming the file."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(4)
+    if "codes" in damage or "recall" in damage:  # Gaussian means: the build writes codes
+        mu = rng.normal(size=(4000, 64))
+    else:
+        mu = rng.normal(size=(16, 64))[rng.integers(0, 16, 4000)] + 0.1 * rng.normal(size=(4000, 64))
+    space = _synthetic_space(tmp_path, mu)
+    Q.build_ivf(space, n_lists=64, backend="numpy")
+    q = unit(mu[17] + 0.05 * rng.normal(size=64), np.float32)
+    Q.ivf_topk(space, q, k=10, nprobe=8, candidates=400)  # measured and opened once, then damaged on disk
+    reopened = ModelIndex(tmp_path).spaces["image"]
+    target = {"truncated codes": "image_pq.faiss", "garbled recall": "image_pq_recall.json",
+              "truncated lists": "image_ivf_vecs.npy", "garbled lists header": "image_ivf_offsets.npy"}[damage]
+    path = tmp_path / target
+    data = path.read_bytes()
+    path.write_bytes({"truncated codes": data[:len(data) // 3], "garbled recall": b'{"400": [0.99]}',
+                      "truncated lists": data[:len(data) // 2], "garbled lists header": b"\x93NUMPY garbage"}[damage])
+    exact_rows, exact = Q.first_moment_topk(reopened.mu_hat, q[None], k=10)
+    with caplog.at_level("WARNING", logger="gen4gen.search.query"):
+        for _ in range(2):
+            rows, scores = Q.ivf_topk(reopened, q, k=10, nprobe=8, candidates=400)
+            assert rows.tolist() == exact_rows[0].tolist() and np.allclose(scores, exact[0])
+    said = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(said) == 1 and "searching exactly; the next search rebuilds them" in said[0] and "\n" not in said[0]
+    assert not Q.has_ivf(reopened) and not path.exists()  # gone: the searcher builds them again
+
+    (tmp_path / "image_mu_hat.npy").write_bytes(b"\x93NUMPY")
+    with pytest.raises(UserError, match=r"image_mu_hat.npy is unreadable .*; rebuild the index"):
+        Q.first_moment_topk(ModelIndex(tmp_path).spaces["image"].mu_hat, q[None])
 
 
 def test_ivf_falls_back_to_numpy_without_faiss(tmp_path, monkeypatch):

@@ -168,6 +168,14 @@ def read_info(root: Path) -> IndexInfo:
     return IndexInfo(names=names, spaces=meta["spaces"], fingerprint=meta.get("fingerprint", ""), notes=meta.get("notes"))
 
 
+class UnreadableArray(UserError):
+    """An array file of the index that numpy cannot open."""
+
+    def __init__(self, root: Path, file: str, reason: str):
+        self.file, self.reason = file, reason
+        super().__init__(f"model index {root}: {file} is unreadable ({reason}); rebuild the index")
+
+
 class Space:
     """Read-only view of one space's memory-mapped moments."""
 
@@ -184,7 +192,10 @@ class Space:
             path = self._root / f"{self.name}_{key}.npy"
             if not path.is_file():
                 raise AttributeError(f"index space {self.name!r} has no {key!r} array")
-            self._cache[key] = np.load(path, mmap_mode="r")
+            try:
+                self._cache[key] = np.load(path, mmap_mode="r")
+            except (OSError, ValueError, EOFError) as e:  # a truncated or garbled file
+                raise UnreadableArray(self._root, path.name, str(e)) from None
         return self._cache[key]
 
     @property

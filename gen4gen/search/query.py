@@ -19,7 +19,7 @@ import numpy as np
 from gen4gen.device import usable_cores
 from gen4gen.encoders import unit
 from gen4gen.io import json_bytes, write_atomic
-from gen4gen.search.index import ModelIndex, Space
+from gen4gen.search.index import ModelIndex, Space, UnreadableArray
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,7 @@ def build_ivf(space: Space, n_lists: int | None = None, iters: int = 10, sample:
         def assign(rows: np.ndarray) -> np.ndarray:
             return _assign(rows, cent)
     root, name = space._root, space.name
-    for f in ("centroids", "order", "offsets", "vecs", "recall"):  # files measured or built for models before
-        (root / f"{name}_ivf_{f}.{'json' if f == 'recall' else 'npy'}").unlink(missing_ok=True)
-        space._cache.pop(f"ivf_{f}", None)
-    _drop_pq(space)
+    drop_fast_paths(space)  # files measured or built for models before
     if pq and _faiss() is not None:
         recall = _lists_recall(space, cent, assign, nprobe)
         # lists the self-check would refuse are not worth assigning every model: the codes serve instead
@@ -276,8 +273,36 @@ def ivf_topk(space: Space, q: np.ndarray, k: int = 10, nprobe: int = 16, min_rec
              candidates: int = PQ_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
     """First-moment top-k of one query through the inverted file, when the file's measured recall at this
     ``nprobe`` reaches ``min_recall``; else through the compressed scan (:func:`pq_topk`) when its measured
-    recall at ``candidates`` does (features without clusters defeat any IVF, not a full scan); else exact."""
+    recall at ``candidates`` does (features without clusters defeat any IVF, not a full scan); else exact.
+    Fast-path files that cannot be read (truncated, garbled) are removed and the query is answered exactly:
+    they are derived from mu_hat, and the next search rebuilds them."""
     q = np.asarray(q, np.float32).ravel()
+    if min_recall <= 0:
+        return _fast_topk(space, q, k, nprobe, min_recall, candidates)
+    try:
+        return _fast_topk(space, q, k, nprobe, min_recall, candidates)
+    except (UnreadableArray, RuntimeError, ValueError, IndexError, TypeError, KeyError, EOFError) as e:
+        # faiss says RuntimeError, a garbled recall file TypeError/KeyError, a truncated array ValueError
+        what = f"{e.file} ({e.reason})" if isinstance(e, UnreadableArray) else \
+            f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        _say_once((str(space._root), space.name, "unreadable"), logging.WARNING,
+                  "search: a fast-search file of %s is unreadable, %s: searching exactly; the next search "
+                  "rebuilds them", space._root, what)
+        drop_fast_paths(space)
+        rows, scores = first_moment_topk(space.mu_hat, q[None], k)
+        return rows[0], scores[0]
+
+
+def drop_fast_paths(space: Space) -> None:
+    """Removes the inverted file, the codes and their measured recalls (and any open copy of them)."""
+    for f in ("centroids", "order", "offsets", "vecs", "recall"):
+        (space._root / f"{space.name}_ivf_{f}.{'json' if f == 'recall' else 'npy'}").unlink(missing_ok=True)
+        space._cache.pop(f"ivf_{f}", None)
+    _drop_pq(space)
+
+
+def _fast_topk(space: Space, q: np.ndarray, k: int, nprobe: int, min_recall: float,
+               candidates: int) -> tuple[np.ndarray, np.ndarray]:
     if min_recall > 0:
         key = (str(space._root), space.name, nprobe, candidates)
         recall = ivf_recall(space, nprobe)

@@ -33,11 +33,11 @@ SHARED = Path(os.environ.get("GEN4GEN_SHARED_DATA", ROOT / ".." / "shared" / "da
 
 
 def _tokenizer(tmp: Path, n_merges: int):
-    from tests.bench_tiny import write_clip_tokenizer_files
+    from tests.clip_tokenizer import build_clip_tokenizer
     from transformers import CLIPTokenizer
 
-    folder = write_clip_tokenizer_files(SHARED / "tokenizers" / "bpe_simple_vocab_16e6.txt.gz", tmp / f"tok{n_merges}",
-                                        n_merges)
+    folder = build_clip_tokenizer(SHARED / "tokenizers" / "bpe_simple_vocab_16e6.txt.gz", tmp / f"tok{n_merges}",
+                                  n_merges)
     return CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
 
 
@@ -116,7 +116,7 @@ def harness_vs_bare(pipe_dir: Path, device: str, n_prompts: int, seeds: list[int
     entry = Roster.model_validate({"models": [{"name": "m", "source": str(pipe_dir), "steps": steps,
                                                "guidance": 0.0, "resolution": res, "dtype": dtype}]}).models[0]
     bench = OmegaConf.create({"use_prompt_size": False, "seeds": seeds, "prompt_seeds": False, "batch_size": batch,
-                              "warmup": True, "safety_checker": False})
+                              "warmup": True, "safety_checker": False, "force_cpu": True})
     n = len(prompts) * len(seeds)
 
     def now():
@@ -137,9 +137,12 @@ def harness_vs_bare(pipe_dir: Path, device: str, n_prompts: int, seeds: list[int
         return n / (t1[0] - t0[0]), n / (t1[1] - t0[1])
 
     def harness():
-        # the clock runs from the end of the warm-up call to the last image's record on disk; the once-per-model
-        # costs (load, warm-up, freeing the model) are left out, as for the bare loop
-        real_call, real_write, marks, last = G._call, G._write, [], []
+        # the clock runs from the end of the warm-up call to the stage's finish, when every image and record is on
+        # disk (the runner's writers are done); the once-per-model costs (load, warm-up, freeing the model) are
+        # left out, as for the bare loop
+        from gen4gen.stages.bench import generate
+
+        real_call, real_release, marks, last = G._call, G.Generator.release, [], []
 
         def marked(*a, **k):
             out = real_call(*a, **k)
@@ -147,16 +150,16 @@ def harness_vs_bare(pipe_dir: Path, device: str, n_prompts: int, seeds: list[int
                 marks.append(now())
             return out
 
-        def written(*a, **k):
-            real_write(*a, **k)
+        def released(self):  # before the first load too; the last call is the stage's finish
             last[:] = [now()]
+            real_release(self)
 
-        G._call, G._write = marked, written
+        G._call, G.Generator.release = marked, released
         try:
             with tempfile.TemporaryDirectory() as run:
-                result = G.generate(G.plan_jobs([entry], prompts, Path(run), bench), Path(run), device, bench)
+                result = generate(G.plan_jobs([entry], prompts, Path(run), bench), Path(run), device, bench)
         finally:
-            G._call, G._write = real_call, real_write
+            G._call, G.Generator.release = real_call, real_release
         assert result.done == n, result.failures
         return n / (last[0][0] - marks[0][0]), n / (last[0][1] - marks[0][1])
 
@@ -284,7 +287,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
 
-    from gen4gen.bench.generate import resolve_device
+    from gen4gen.encoders import resolve_device
 
     device = resolve_device(args.device)
     gpu = device.startswith("cuda")

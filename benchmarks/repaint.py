@@ -230,9 +230,10 @@ def bench_diffusion(device: str, tiny_models: bool, images: int, batch: int, ste
                     compile_unet: bool) -> list[tuple[str, str]]:
     import torch
 
-    from gen4gen.repaint.diffusion import DiffusionInpainter, _quiet_diffusers
+    from gen4gen.diffusers_setup import quiet_diffusers
+    from gen4gen.repaint.diffusion import DiffusionInpainter
 
-    _quiet_diffusers()
+    quiet_diffusers()
     size = 64 if tiny_models else 1024
     dtype = torch.float32 if device == "cpu" else torch.float16
     t0 = time.perf_counter()

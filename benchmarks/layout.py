@@ -54,7 +54,8 @@ def plan_requests(n: int) -> list[PlanRequest]:
 
 
 def ours(base_url: str, requests, concurrency: int, cache_dir: Path | None):
-    client = LLMClient(base_url, "bench-model", concurrency=concurrency, max_retries=2, cache_dir=cache_dir)
+    client = LLMClient(base_url, "bench-model", api_key_env=None, concurrency=concurrency, max_retries=2,
+                       cache_dir=cache_dir)  # the local test server takes no key
     planner = LLMPlanner(client=client)
     t0 = time.perf_counter()
     layouts = planner.plan_many(requests)
@@ -180,7 +181,7 @@ def plausibility_report(n: int, occlusion: float, size: int, baseline_ref: str |
         names = sorted({c for s in PLAUSIBLE_SETS for c in s})
         for i, c in enumerate(names):  # cut-outs shaped like the thing (a tall plant, a wide horse), as s1 gives
             fake_s1(Path(tmp), {"bench": {c: 2}}, size=(round(400 * size_prior(c)[2]), 400), soft=True, seed=10 * i)
-        found, _ = read_s1(Path(tmp) / S1_DIR)
+        found = read_s1(Path(tmp) / S1_DIR)[0]
         src: dict[str, list[Source]] = {c: [s for s, _ in v] for c, v in found["bench"].items()}
         aspect = {c: concept_aspect(v) for c, v in src.items()}  # what the s2 stage tells the planner
         composer = Composer(Augment(), min_visible=0.6)

@@ -136,7 +136,12 @@ def build_data(root: Path) -> tuple[Path, Path]:
     ds = root / "dataset"
     (ds / "mycanvas").mkdir(parents=True)
     tokens = {"cat": "<new1>", "dog": "<new2>"}
-    refs = {c: sorted(str(p) for p in (photos / c).iterdir() if p.is_file()) for c in tokens}
+    refs = {}
+    for c in tokens:  # linked into the dataset: an index names paths inside it, as the export writes them
+        (ds / "mycanvas" / "references" / c).mkdir(parents=True)
+        for p in sorted(p for p in (photos / c).iterdir() if p.is_file()):
+            (ds / "mycanvas" / "references" / c / p.name).symlink_to(p)
+            refs.setdefault(c, []).append(f"mycanvas/references/{c}/{p.name}")
     row = {"id": "refs", "image": "none.png", "concepts": list(tokens), "captions": {"personalized": ""},
            "modifier_tokens": tokens, "reference_images": refs}
     (ds / "mycanvas" / "index.jsonl").write_text(json.dumps(row) + "\n")

@@ -139,6 +139,7 @@ class _LLM(_Section):
     concurrency: int = Field(ge=1)
     timeout: float = Field(gt=0)
     connect_timeout: float = Field(10.0, gt=0)
+    max_reply_mb: float = Field(8.0, gt=0)
     max_retries: int = Field(ge=0)
     max_attempts: int = Field(ge=1)
     temperature: float = Field(ge=0)

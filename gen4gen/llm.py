@@ -8,7 +8,8 @@ a reply that repeats it is redacted before anything reads it and rejected.
 A missing key, a server that cannot be reached (refused, or no connection within ``connect_timeout``), one
 that refuses the key, or one that has answered nothing when a request's every try timed out stops the run with
 one line (``LLMUnreachable``) unless ``fallback_on_unreachable``: then every request fails at once and its
-result says ``transport`` so the caller can redo the item on the next run.
+result says ``transport`` so the caller can redo the item on the next run. A reply body stops at ``max_reply_mb``
+(a hostile or broken server can stream gigabytes: a 3 GB reply took 9 GB of memory) and counts as an invalid reply.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
@@ -103,7 +105,7 @@ class LLMClient:
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8,
                  timeout: float = 60.0, max_retries: int = 4, max_attempts: int = 3,
                  cache_dir: str | Path | None = None, structured: bool = True,
-                 fallback_on_unreachable: bool = False, connect_timeout: float = 10.0):
+                 fallback_on_unreachable: bool = False, connect_timeout: float = 10.0, max_reply_mb: float = 8.0):
         self.base_url, self.model = base_url, model
         self.api_key_env = api_key_env  # None: a server without keys (a local vLLM / Ollama)
         self.concurrency = max(1, int(concurrency))
@@ -111,6 +113,7 @@ class LLMClient:
         # a host that drops the connection (a wrong address, a firewall) would otherwise cost the whole
         # ``timeout`` per try; a live server accepts a connection in milliseconds, however busy it is
         self.connect_timeout = min(float(connect_timeout), self.timeout)
+        self.max_reply_bytes = int(float(max_reply_mb) * 1e6)
         self.max_attempts = max(1, int(max_attempts))
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.structured = structured  # json_schema first; turned off when the server rejects it
@@ -146,7 +149,8 @@ class LLMClient:
         import openai
 
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key() or "no-key",
-                                    timeout=self._timeouts(self.timeout), max_retries=self.max_retries)
+                                    timeout=self._timeouts(self.timeout), max_retries=self.max_retries,
+                                    http_client=capped_http_client(self.max_reply_bytes))
         gate = asyncio.Semaphore(self.concurrency)
         self._probe_lock = asyncio.Lock()
 
@@ -182,6 +186,10 @@ class LLMClient:
             try:
                 text, usage = await self._chat(client, messages, req)
             except Exception as e:  # noqa: BLE001 - transport failure after the client's own retries
+                too_large = _in_chain(e, lambda x: isinstance(x, ReplyTooLarge))
+                if too_large:  # the server answered, with too much: an invalid reply, not a dead server
+                    result.errors.append(f"attempt {attempt}: {too_large}")
+                    continue
                 result.errors.append(self.redact(_describe(e)))
                 result.transport = True
                 log.info("llm %s: %s", req.tag, result.errors[-1])
@@ -247,7 +255,8 @@ class LLMClient:
         if not key and self.api_key_env:
             return f"{self.api_key_env} is not set; export it (or llm.api_key_env=null for a server without keys)"
         probe = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or "no-key",
-                                   timeout=self._timeouts(min(self.timeout, 10.0)), max_retries=0)
+                                   timeout=self._timeouts(min(self.timeout, 10.0)), max_retries=0,
+                                   http_client=capped_http_client(self.max_reply_bytes))
         try:
             await probe.models.list()  # GET /models: cheap, and every OpenAI-compatible server has it or a 404
         except openai.APITimeoutError as e:
@@ -350,15 +359,67 @@ def _unreachable(e: Exception) -> bool:
                           openai.NotFoundError))
 
 
+def _in_chain(e: BaseException | None, test: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first exception of ``e``'s cause chain that passes ``test`` (openai wraps its HTTP library's errors)."""
+    for _ in range(8):
+        if e is None or test(e):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def _connect_timed_out(e: BaseException) -> bool:
     """The timeout was in connecting. openai raises ``APITimeoutError`` from its HTTP library's
     ``ConnectTimeout`` (httpx or httpx2, by openai version): matched by name, not by import."""
-    seen = 0
-    while e is not None and seen < 8:
-        if type(e).__name__ == "ConnectTimeout":
-            return True
-        e, seen = e.__cause__ or e.__context__, seen + 1
-    return False
+    return _in_chain(e, lambda x: type(x).__name__ == "ConnectTimeout") is not None
+
+
+# ---------------------------------------------------------------- reply size
+class ReplyTooLarge(Exception):
+    """A reply body past the client's limit; nothing more of it is read."""
+
+
+def capped_http_client(limit: int):
+    """openai's own async HTTP client (an httpx or httpx2 ``AsyncClient``, by openai version) whose reply bodies
+    stop at ``limit`` bytes: a declared length over it is refused before the body, a stream past it is cut."""
+    import openai
+
+    base = openai.DefaultAsyncHttpxClient
+    httpx = sys.modules[base.__mro__[1].__module__.split(".")[0]]
+    why = f"the reply passed {limit / 1e6:g} MB (llm.max_reply_mb): not read further"
+
+    class Capped(httpx.AsyncByteStream):
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __aiter__(self):
+            seen = 0
+            async for chunk in self.inner:
+                seen += len(chunk)
+                if seen > limit:
+                    raise ReplyTooLarge(why)
+                yield chunk
+
+        async def aclose(self):
+            await self.inner.aclose()
+
+    class Transport(httpx.AsyncBaseTransport):
+        def __init__(self):
+            self.inner = httpx.AsyncHTTPTransport()
+
+        async def handle_async_request(self, request):
+            response = await self.inner.handle_async_request(request)
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                await response.aclose()
+                raise ReplyTooLarge(why)
+            response.stream = Capped(response.stream)
+            return response
+
+        async def aclose(self):
+            await self.inner.aclose()
+
+    return base(transport=Transport())
 
 
 def _timed_out(e: Exception) -> bool:
@@ -387,4 +448,5 @@ def client_from_cfg(llm_cfg, cache_dir: str | Path | None) -> LLMClient:
                      concurrency=llm_cfg.concurrency, timeout=llm_cfg.timeout, max_retries=llm_cfg.max_retries,
                      max_attempts=llm_cfg.get("max_attempts", 3), cache_dir=cache_dir,
                      fallback_on_unreachable=bool(llm_cfg.get("fallback_on_unreachable", False)),
-                     connect_timeout=llm_cfg.get("connect_timeout", 10))
+                     connect_timeout=llm_cfg.get("connect_timeout", 10),
+                     max_reply_mb=llm_cfg.get("max_reply_mb", 8))

@@ -5,7 +5,7 @@ The server is threaded with a large listen queue, so concurrency in the client i
 Hostile cases: ``ECHO_KEY`` / ``ECHO_AUTH`` in a reply (content, raw body or error body) are replaced by the
 request's bearer key / whole Authorization header, as a server that echoes credentials would (``ECHO_KEY_ESCAPED``:
 the key with its first character as a JSON ``\\uXXXX`` escape, inside a JSON string);
-``NUMERIC_BOXES`` are boxes whose arithmetic underflows or overflows. ``GET /models`` answers
+``NUMERIC_BOXES`` are boxes whose arithmetic underflows or overflows; ``stream_mb`` streams a huge body. ``GET /models`` answers
 ``models_status`` (200 with an empty list by default).
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Reply:
     delay: float = 0.0  # seconds before answering (a timeout when over the client's timeout)
     raw: bytes | None = None  # send these bytes as the body instead (truncated JSON, HTML...)
     trickle: float = 0.0  # seconds between the body's bytes (a server that never quite times out)
+    stream_mb: float = 0.0  # a body of this many MB of a JSON string, with no Content-Length (ends when it closes)
 
 
 ECHO_KEY, ECHO_AUTH, ECHO_KEY_ESCAPED = "{{ECHO_KEY}}", "{{ECHO_AUTH}}", "{{ECHO_KEY_ESCAPED}}"
@@ -50,6 +51,7 @@ class LLMServer:
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.in_flight = 0
+        self.streamed_mb = 0  # of the ``stream_mb`` bodies, what the client took
         self.max_in_flight = 0
         self._lock = threading.Lock()
         server = self
@@ -80,6 +82,17 @@ class LLMServer:
                     reply = server.replies(body, n)
                     if reply.delay:
                         time.sleep(reply.delay)
+                    if reply.stream_mb:
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Connection", "close")
+                        self.end_headers()
+                        self.wfile.write(b'{"id": "')
+                        for _ in range(int(reply.stream_mb)):
+                            self.wfile.write(b"x" * 1_000_000)
+                            server.streamed_mb += 1  # until the client hangs up
+                        self.close_connection = True
+                        return
                     payload = reply.raw if reply.raw is not None else (
                         chat_body(reply.content or "") if reply.status == 200
                         else json.dumps({"error": {"message": reply.content or "scripted error",

@@ -1,6 +1,7 @@
 import json
 import time
 
+import pytest
 from pydantic import BaseModel
 
 from gen4gen.llm import LLMClient, ReplyInvalid, Request, extract_json
@@ -99,6 +100,30 @@ def test_a_server_that_trickles_bytes_is_cut_off():
         _, res = client.run([Request([{"role": "user", "content": q}], Answer) for q in ("q0", "q1")])
     assert not res.ok and all("TimeoutError" in e for e in res.errors) and len(res.errors) == 2
     assert time.perf_counter() - t0 < 30  # a hang guard: each attempt is bounded at 2 x 0.5 s
+
+
+@pytest.mark.parametrize("huge", ["declared length", "streamed without a length"])
+def test_a_reply_past_max_reply_mb_is_cut_off_as_an_invalid_reply(huge):
+    """Read no further than the limit (a 3 GB reply took 9 GB of memory): a declared length over it is refused
+    before the body, a stream is cut where it passes it; the next attempt gets a good reply."""
+    def replies(body, n):
+        if n:
+            return Reply('{"name": "x", "count": 1}')
+        return Reply(raw=b'{"id": "' + b"x" * 3_000_000) if huge == "declared length" else Reply(stream_mb=200)
+
+    with LLMServer(replies) as srv:
+        [res] = LLMClient(srv.base_url, "m", max_retries=0, max_reply_mb=1).run(
+            [Request([{"role": "user", "content": "q"}], Answer)])
+        time.sleep(0.2)  # the server's last write fails once the client has hung up
+        taken = srv.streamed_mb
+    assert res.ok and res.attempts == 2 and not res.transport
+    assert res.errors == ["attempt 1: the reply passed 1 MB (llm.max_reply_mb): not read further"]
+    assert taken < 20 if huge.startswith("streamed") else taken == 0  # of 200 MB: socket buffers at most
+
+    with LLMServer(lambda body, n: Reply(stream_mb=50)) as srv:  # every reply too large: a fallback, not a dead server
+        [res] = LLMClient(srv.base_url, "m", max_retries=0, max_reply_mb=1, max_attempts=2).run(
+            [Request([{"role": "user", "content": "q"}], Answer)])
+    assert not res.ok and not res.transport and len(res.errors) == 2
 
 
 def test_a_huge_unterminated_reply_is_rejected_without_reparsing_it_all():

@@ -5,7 +5,7 @@ import pytest
 from pydantic import BaseModel
 
 from gen4gen.llm import LLMClient, ReplyInvalid, Request, extract_json
-from tests.llm_server import LLMServer, Reply
+from tests.llm_server import LLMServer, Reply, chat_body
 
 
 class Answer(BaseModel):
@@ -124,6 +124,26 @@ def test_a_reply_past_max_reply_mb_is_cut_off_as_an_invalid_reply(huge):
         [res] = LLMClient(srv.base_url, "m", max_retries=0, max_reply_mb=1, max_attempts=2).run(
             [Request([{"role": "user", "content": "q"}], Answer)])
     assert not res.ok and not res.transport and len(res.errors) == 2
+
+
+def test_compressed_replies_are_decoded_under_the_limit_and_a_gzip_bomb_is_cut():
+    """The limit counts decoded bytes: 50 KB of gzip that inflate to 50 MB stop at 1 MB; a good gzip or deflate
+    reply reads as usual; an encoding that was not asked for is refused."""
+    import gzip
+    import zlib
+
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = squeeze.compress(b'{"id": "') + squeeze.compress(b"x" * 50_000_000) + squeeze.flush()
+    good = chat_body('{"name": "x", "count": 1}')
+    sent = [Reply(raw=bomb, headers={"Content-Encoding": "gzip"}), Reply(raw=b"?", headers={"Content-Encoding": "br"}),
+            Reply(raw=gzip.compress(good), headers={"Content-Encoding": "gzip"}),
+            Reply(raw=zlib.compress(good), headers={"Content-Encoding": "deflate"})]
+    with LLMServer(lambda body, n: sent[n]) as srv:
+        client = LLMClient(srv.base_url, "m", max_retries=0, max_reply_mb=1, max_attempts=3, concurrency=1)
+        first, second = client.run([Request([{"role": "user", "content": q}], Answer) for q in ("q0", "q1")])
+    assert len(bomb) < 100_000 and first.ok and first.attempts == 3 and second.ok and second.attempts == 1
+    assert first.errors == ["attempt 1: the reply passed 1 MB (llm.max_reply_mb): not read further",
+                            "attempt 2: the reply came in 'br', which was not asked for"]
 
 
 def test_a_huge_unterminated_reply_is_rejected_without_reparsing_it_all():

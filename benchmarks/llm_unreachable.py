@@ -1,6 +1,7 @@
 """How long `layout=llm` takes to give up when no LLM can answer: s2 on two fabricated concepts against a refused
 port, a missing key, a server refusing the key, a port that takes no connection (its accept queue full, as with a
-wrong address or a firewall dropping packets) and a server that accepts but never answers, with the default
+wrong address or a firewall dropping packets), a server that accepts but never answers and one that answers every
+request with HTTP 500 (a model that failed to load), with the default
 transport retries (llm.max_retries=4). The last two run with llm.timeout=5 so that the baseline ends in minutes.
 
     python benchmarks/llm_unreachable.py            # this checkout
@@ -39,15 +40,17 @@ def main() -> None:
     cases = {"connection refused": ("http://127.0.0.1:9/v1", key, []), "no key": (None, "", []),
              "key refused (401)": (None, key, []),
              "no connection (dropped)": (f"http://127.0.0.1:{hole.getsockname()[1]}/v1", key, ["llm.timeout=5"]),
-             "accepts, never answers": ("silent", key, ["llm.timeout=5"])}
+             "accepts, never answers": ("silent", key, ["llm.timeout=5"]),
+             "HTTP 500 to every request": ("failing", key, [])}
     try:
         server = LLMServer(lambda body, n: Reply(status=401), models_status=401)
     except TypeError:  # an older test server: no GET /models, the chat requests refuse the key
         server = LLMServer(lambda body, n: Reply(status=401))
     silent = LLMServer(lambda body, n: Reply('{"objects": []}', delay=3600))
-    with server as srv, silent:
+    failing = LLMServer(lambda body, n: Reply(status=500))
+    with server as srv, silent, failing:
         for name, (url, key, extra) in cases.items():
-            url = silent.base_url if url == "silent" else url or srv.base_url
+            url = {"silent": silent.base_url, "failing": failing.base_url}.get(url, url) or srv.base_url
             with tempfile.TemporaryDirectory() as tmp:
                 tmp = Path(tmp)
                 fake_s1(tmp / "stages", {"pets": {"cat": 1, "dog": 1}}, size=(60, 50))
@@ -60,7 +63,7 @@ def main() -> None:
                     outcome = f"exit ok: {s.done} done, {s.notes.get('with fallback', 0)} on the fallback"
                 except Exception as e:  # noqa: BLE001 - the refusal is the measured outcome
                     outcome = f"{type(e).__name__}: {str(e)[:70]}"
-                print(f"{name:24s} wall {time.perf_counter() - t0:6.2f} s  cpu {time.process_time() - c0:5.2f} s  "
+                print(f"{name:26s} wall {time.perf_counter() - t0:6.2f} s  cpu {time.process_time() - c0:5.2f} s  "
                       f"{outcome}", flush=True)
     held.close()
     hole.close()

@@ -6,8 +6,8 @@ request hash. Transport retries (429 with Retry-After, 5xx, timeouts) are the ``
 The API key is read from the environment at call time and never stored in the config, cache or logs;
 a reply that repeats it is redacted before anything reads it and rejected.
 A missing key, a server that cannot be reached (refused, or no connection within ``connect_timeout``), one
-that refuses the key, or one that has answered nothing when a request's every try timed out stops the run with
-one line (``LLMUnreachable``) unless ``fallback_on_unreachable``: then every request fails at once and its
+that refuses the key, or one that has answered nothing when two requests timed out (or got a 5xx / 429) on every
+try stops the run with one line (``LLMUnreachable``) unless ``fallback_on_unreachable``: then every request fails at once and its
 result says ``transport`` so the caller can redo the item on the next run. A reply body stops at ``max_reply_mb``
 (a hostile or broken server can stream gigabytes: a 3 GB reply took 9 GB of memory) and counts as an invalid reply.
 """
@@ -46,6 +46,9 @@ class LLMUnreachable(UserError):
 REDACTED = "[redacted]"
 # meta.json ``redo`` of an item that fell back because no reply came: the runner redoes it on the next run
 NO_REPLY = "the LLM gave no reply (unreachable, timeouts or errors)"
+# this many requests without an answer on any try, and none answered: the server is taken for dead (one such
+# request may be bad luck, as when a single error reply beats the first good ones back)
+NO_ANSWER_STOP = 2
 MIN_SECRET_CHARS = 8  # shorter values ("EMPTY", "x", "ollama") are placeholders of keyless local servers
 
 
@@ -123,6 +126,7 @@ class LLMClient:
         self._probe_lock: asyncio.Lock | None = None
         self._probed = False
         self._answered = False  # any reply came this run: a later timeout is a slow server, not a dead one
+        self._unanswered = 0  # requests that got no answer on any try while nothing was answered
 
     # -------------------------------------------------------------- public
     def run(self, requests: list[Request], on_done: Callable[[], None] | None = None) -> list[Result]:
@@ -196,10 +200,14 @@ class LLMClient:
                 log.info("llm %s: %s", req.tag, result.errors[-1])
                 if _unreachable(e):
                     self.unreachable = self.unreachable or self._unreachable_reason(e)
-                elif _timed_out(e) and not self._answered:  # every try of it timed out, and no request was answered
-                    self.unreachable = self.unreachable or (
-                        f"no reply from {self.base_url}: a request timed out {self.max_retries + 1} times "
-                        f"(llm.timeout={self.timeout:g} s) and none was answered; check the server")
+                elif not self._answered and (why := _no_answer(e)):  # on every try of it, and nothing answered yet
+                    self._unanswered += 1
+                    if self._unanswered >= NO_ANSWER_STOP:
+                        self.unreachable = self.unreachable or (
+                            f"no reply from {self.base_url}: {self._unanswered} requests {why} on each of their "
+                            f"{self.max_retries + 1} tries{f' (llm.timeout={self.timeout:g} s)' if why == 'timed out' else ''}"
+                            " and none was answered; check the server")
+                    break  # the client's own tries were this attempt's; another would only repeat them
                 if _permanent(e):
                     break
                 continue  # a garbled body or a run of 5xx/timeouts: another attempt may get through
@@ -435,10 +443,17 @@ def capped_http_client(limit: int):
     return base(transport=Transport())
 
 
-def _timed_out(e: Exception) -> bool:
+def _no_answer(e: Exception) -> str | None:
+    """How a request that the client retried got no answer: timed out, or a server error / rate limit (a server
+    that answers every request with 500 or 429, e.g. a model that failed to load or a spent quota); else None."""
     import openai
 
-    return isinstance(e, (openai.APITimeoutError, TimeoutError))
+    if isinstance(e, (openai.APITimeoutError, TimeoutError)):
+        return "timed out"
+    status = getattr(e, "status_code", None)
+    if isinstance(e, openai.APIStatusError) and status is not None and (status >= 500 or status == 429):
+        return f"got HTTP {status}"
+    return None
 
 
 def _short_error(e: Exception) -> str:

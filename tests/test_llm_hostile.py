@@ -236,16 +236,37 @@ def test_a_host_that_takes_no_connection_is_unreachable_after_the_connect_timeou
 
 
 def test_a_server_that_never_answers_stops_after_one_request_s_tries(tmp_path):
-    """It accepts connections and answers /models, but no chat request: once one request has timed out on
+    """It accepts connections and answers /models, but no chat request: once two requests have timed out on
     every try with nothing answered, the others stop waiting (not 3 attempts x every request)."""
     with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}', delay=30)) as srv:
         client = LLMClient(srv.base_url, "m", timeout=0.3, max_retries=1, concurrency=2)
         t0 = time.perf_counter()
-        with pytest.raises(LLMUnreachable, match=r"a request timed out 2 times \(llm.timeout=0.3 s\) and none"):
+        with pytest.raises(LLMUnreachable, match=r"2 requests timed out on each of their 2 tries \(llm.timeout=0.3 s\) "
+                                                 r"and none was answered"):
             client.run([Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(10)])
         seconds = time.perf_counter() - t0
         posts = len(srv.requests)
     assert posts <= 4 and seconds < 5  # the two in flight, each tried twice; the other 8 never sent
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_a_server_that_answers_every_request_with_an_error_stops_after_one_request_s_tries(status):
+    """A model that failed to load (5xx) or a spent quota (429) on every request: two requests' tries tell, the
+    others are not sent. Once anything was answered, such errors are that request's failure only; one request
+    alone is its own failure too (a single error can beat the first good replies back)."""
+    with LLMServer(lambda body, n: Reply(status=status, headers={"Retry-After": "0"})) as srv:
+        client = LLMClient(srv.base_url, "m", max_retries=1, concurrency=1)
+        with pytest.raises(LLMUnreachable, match=rf"2 requests got HTTP {status} on each of their 2 tries and none"):
+            client.run([Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(10)])
+        assert len(srv.requests) == 4  # two requests, tried twice each; the other 8 never sent
+        [alone] = LLMClient(srv.base_url, "m", max_retries=0, max_attempts=2).run(
+            [Request([{"role": "user", "content": "q"}], Answer)])
+    assert not alone.ok and alone.transport and len(alone.errors) == 1  # its tries were the client's; no 2nd attempt
+
+    with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}') if n == 0 else Reply(status=status)) as srv:
+        first, later = LLMClient(srv.base_url, "m", max_retries=0, concurrency=1, max_attempts=2).run(
+            [Request([{"role": "user", "content": q}], Answer) for q in ("q0", "q1")])
+    assert first.ok and not later.ok and later.transport and len(later.errors) == 2
 
 
 def test_a_server_without_keys_needs_none(monkeypatch):

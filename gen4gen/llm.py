@@ -6,10 +6,11 @@ request hash. Transport retries (429 with Retry-After, 5xx, timeouts) are the ``
 The API key is read from the environment at call time and never stored in the config, cache or logs;
 a reply that repeats it is redacted before anything reads it and rejected.
 A missing key, a server that cannot be reached (refused, or no connection within ``connect_timeout``), one
-that refuses the key, or one that has answered nothing when two requests timed out (or got a 5xx / 429) on every
-try stops the run with one line (``LLMUnreachable``) unless ``fallback_on_unreachable``: then every request fails at once and its
-result says ``transport`` so the caller can redo the item on the next run. A reply body stops at ``max_reply_mb``
-(a hostile or broken server can stream gigabytes: a 3 GB reply took 9 GB of memory) and counts as an invalid reply.
+that refuses the key, or one that has answered nothing when two requests timed out (or got a 5xx / 429) on
+every try stops the run with one line (``LLMUnreachable``) unless ``fallback_on_unreachable``: then every
+request fails at once and its result says ``transport`` so the caller can redo the item on the next run.
+A reply body stops at ``max_reply_mb`` (a hostile or broken server can stream gigabytes: a 3 GB reply took
+9 GB of memory) and counts as an invalid reply.
 """
 from __future__ import annotations
 
@@ -203,10 +204,10 @@ class LLMClient:
                 elif not self._answered and (why := _no_answer(e)):  # on every try of it, and nothing answered yet
                     self._unanswered += 1
                     if self._unanswered >= NO_ANSWER_STOP:
+                        limit = f" (llm.timeout={self.timeout:g} s)" if why == "timed out" else ""
                         self.unreachable = self.unreachable or (
                             f"no reply from {self.base_url}: {self._unanswered} requests {why} on each of their "
-                            f"{self.max_retries + 1} tries{f' (llm.timeout={self.timeout:g} s)' if why == 'timed out' else ''}"
-                            " and none was answered; check the server")
+                            f"{self.max_retries + 1} tries{limit} and none was answered; check the server")
                     break  # the client's own tries were this attempt's; another would only repeat them
                 if _permanent(e):
                     break
@@ -368,6 +369,19 @@ def _unreachable(e: Exception) -> bool:
                           openai.NotFoundError))
 
 
+def _no_answer(e: Exception) -> str | None:
+    """How a request that the client retried got no answer: timed out, or a server error / rate limit (a server
+    that answers every request with 500 or 429, e.g. a model that failed to load or a spent quota); else None."""
+    import openai
+
+    if isinstance(e, (openai.APITimeoutError, TimeoutError)):
+        return "timed out"
+    status = getattr(e, "status_code", None)
+    if isinstance(e, openai.APIStatusError) and status is not None and (status >= 500 or status == 429):
+        return f"got HTTP {status}"
+    return None
+
+
 def _in_chain(e: BaseException | None, test: Callable[[BaseException], bool]) -> BaseException | None:
     """The first exception of ``e``'s cause chain that passes ``test`` (openai wraps its HTTP library's errors)."""
     for _ in range(8):
@@ -441,19 +455,6 @@ def capped_http_client(limit: int):
             await self.inner.aclose()
 
     return base(transport=Transport())
-
-
-def _no_answer(e: Exception) -> str | None:
-    """How a request that the client retried got no answer: timed out, or a server error / rate limit (a server
-    that answers every request with 500 or 429, e.g. a model that failed to load or a spent quota); else None."""
-    import openai
-
-    if isinstance(e, (openai.APITimeoutError, TimeoutError)):
-        return "timed out"
-    status = getattr(e, "status_code", None)
-    if isinstance(e, openai.APIStatusError) and status is not None and (status >= 500 or status == 429):
-        return f"got HTTP {status}"
-    return None
 
 
 def _short_error(e: Exception) -> str:

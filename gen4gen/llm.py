@@ -191,9 +191,10 @@ class LLMClient:
             try:
                 text, usage = await self._chat(client, messages, req)
             except Exception as e:  # noqa: BLE001 - transport failure after the client's own retries
-                too_large = _in_chain(e, lambda x: isinstance(x, ReplyTooLarge))
-                if too_large:  # the server answered, with too much: an invalid reply, not a dead server
-                    result.errors.append(f"attempt {attempt}: {too_large}")
+                invalid = _in_chain(e, lambda x: isinstance(x, (ReplyTooLarge, ReplyInvalid)))
+                if invalid:  # the server answered, with too much or the wrong shape: not a dead server
+                    self._answered = True
+                    result.errors.append(f"attempt {attempt}: {self.redact(str(invalid))}")
                     continue
                 result.errors.append(self.redact(_describe(e)))
                 result.transport = True
@@ -312,12 +313,7 @@ class LLMClient:
             self.structured = False
             kwargs["response_format"] = {"type": "json_object"}
             resp = await self._bounded(client.chat.completions.create(**kwargs))
-        if not getattr(resp, "choices", None):
-            raise ReplyInvalid("reply had no choices")
-        text = resp.choices[0].message.content or ""
-        usage = resp.usage.model_dump() if getattr(resp, "usage", None) else {}
-        usage = {k: v for k, v in usage.items() if isinstance(v, int)}
-        return text, usage
+        return _reply_text(resp)
 
     async def _bounded(self, call):
         """The client's timeout bounds each wait for bytes, not the call: a server trickling a byte now and
@@ -394,6 +390,24 @@ def _connect_timed_out(e: BaseException) -> bool:
     """The timeout was in connecting. openai raises ``APITimeoutError`` from its HTTP library's
     ``ConnectTimeout`` (httpx or httpx2, by openai version): matched by name, not by import."""
     return _in_chain(e, lambda x: type(x).__name__ == "ConnectTimeout") is not None
+
+
+def _reply_text(resp) -> tuple[str, dict]:
+    """The reply's text and its integer token counts. openai builds the reply without validating it, so any JSON
+    may sit where the text should be: content parts are joined, anything else is an invalid reply."""
+    try:
+        content = resp.choices[0].message.content
+    except (AttributeError, IndexError, KeyError, TypeError):
+        raise ReplyInvalid("the reply has no choices[0].message") from None
+    if isinstance(content, list):  # content parts ({"type": "text", "text": ...}), as some servers send them
+        content = "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    if content is not None and not isinstance(content, str):
+        raise ReplyInvalid(f"the reply's message content is {type(content).__name__}, not text")
+    try:
+        usage = {k: v for k, v in resp.usage.model_dump(warnings=False).items() if type(v) is int}
+    except Exception:  # noqa: BLE001 - no usage, or usage of another shape: it is only reported
+        usage = {}
+    return content or "", usage
 
 
 def _short_error(e: Exception) -> str:

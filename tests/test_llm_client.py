@@ -146,6 +146,42 @@ def test_compressed_replies_are_decoded_under_the_limit_and_a_gzip_bomb_is_cut()
                             "attempt 2: the reply came in 'br', which was not asked for"]
 
 
+def _completion(content, **extra) -> bytes:
+    return json.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m", **extra, "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}).encode()
+
+
+GOOD = '{"name": "x", "count": 1}'
+
+
+@pytest.mark.parametrize("raw, why", [
+    (_completion(42), "the reply's message content is int, not text"),
+    (_completion({"name": "x"}), "the reply's message content is dict, not text"),
+    (_completion(True), "the reply's message content is bool, not text"),
+    (b'{"choices": [42]}', "the reply has no choices[0].message"),
+    (b'{"choices": "abc"}', "the reply has no choices[0].message"),
+    (b'{"choices": []}', "the reply has no choices[0].message"),
+    (b"[1, 2]", "the reply has no choices[0].message"),
+    (b"null", "the reply has no choices[0].message"),
+], ids=["int", "dict", "bool", "choice-int", "choices-str", "no-choices", "a-list", "null"])
+def test_a_reply_of_the_wrong_shape_is_an_invalid_attempt_never_a_crash(raw, why):
+    """openai builds the reply without validating it: any JSON can sit where the text should be."""
+    with LLMServer(lambda body, n: Reply(raw=raw) if n == 0 else Reply(GOOD)) as srv:
+        [res] = LLMClient(srv.base_url, "m", max_retries=0).run([Request([{"role": "user", "content": "q"}], Answer)])
+    assert res.ok and res.attempts == 2 and not res.transport and res.errors == [f"attempt 1: {why}"]
+
+
+def test_content_parts_and_odd_usage_are_read():
+    parts = [{"type": "text", "text": GOOD[:10]}, {"type": "image"}, {"type": "text", "text": GOOD[10:]}]
+    sent = [Reply(raw=_completion(parts, usage={"prompt_tokens": 3, "total_tokens": "many"})),
+            Reply(raw=_completion(GOOD, usage="lots"))]
+    with LLMServer(lambda body, n: sent[n]) as srv:
+        first, second = LLMClient(srv.base_url, "m", max_retries=0, concurrency=1).run(
+            [Request([{"role": "user", "content": q}], Answer) for q in ("q0", "q1")])
+    assert first.ok and first.value.name == "x" and first.usage == {"prompt_tokens": 3}
+    assert second.ok and second.usage == {}
+
+
 def test_a_huge_unterminated_reply_is_rejected_without_reparsing_it_all():
     for hostile in ("[1," * 300_000, "{" + '"a": [' * 50_000, "x" * 5_000_000):
         try:

@@ -353,6 +353,41 @@ def test_gemrec_importer_reads_the_shared_roster(tmp_path):
     assert len(sd21_768) == 25 and all(m.resolution == [768, 768] for m in sd21_768)
 
 
+def test_a_promptset_row_that_breaks_its_schema_is_left_out_with_a_line(tmp_path, caplog):
+    """Rows from a promptset file are data: a bad seed, size, guidance or id, a short or long row, is one line
+    naming file, line and field, and the other rows run; an unreadable file is one UserError."""
+    gem = tmp_path / "gem.csv"
+    gem.write_text("prompt_id,tag,size,seed,prompt,negativePrompt,sampler,cfgScale\n"
+                   "1,a,512x768,7,a red cube,,Euler a,7\n"
+                   "2,a,99999x512,7,too wide,,Euler a,7\n"
+                   "3,a,512x768,abc,bad seed,,Euler a,7\n"
+                   "4,a,512x768,7,nan guidance,,Euler a,nan\n"
+                   "x,a,512x768,7,bad id,,Euler a,7\n"
+                   "6,a,512x768\n"
+                   "7,a,512x768,7.0,a blue ball,ugly,Euler a,7.5,extra,cells\n", "utf-8")
+    ddb = tmp_path / "ddb.csv"
+    ddb.write_text("image_name,prompt,seed,cfg,width,height\n"
+                   "a.png,one,1,-8.8,512,512\na.png,again,2,7,512,512\nb.png,two,3,inf,512,512\n", "utf-8")
+    sets = {"gem": {"kind": "gemrec", "path": str(gem)}, "ddb": {"kind": "diffusiondb", "path": str(ddb)}}
+    with caplog.at_level("WARNING", logger="gen4gen.bench.prompts"):
+        prompts, notes = P.load_promptsets(sets, ["gem", "ddb"])
+    assert [(p.key, p.seed, p.size, p.guidance, p.negative) for p in prompts] == [
+        ("gem/001", 7, (512, 768), 7.0, None), ("gem/007", 7, (512, 768), 7.5, "ugly"),
+        ("ddb/a", 1, (512, 512), -8.8, None)]
+    said = [r.getMessage().removeprefix("promptset ").split(": row left out: ") for r in caplog.records]
+    assert [(s, w.split(": ")[:2]) for s, w in said] == [
+        ("gem", ["gem.csv:3", "size.0"]), ("gem", ["gem.csv:4", "seed"]), ("gem", ["gem.csv:5", "cfgScale"]),
+        ("gem", ["gem.csv:6", "prompt_id"]), ("gem", ["gem.csv:7", "prompt"]), ("ddb", ["ddb.csv:4", "cfg"])]
+    assert said[0][1].endswith("less than or equal to 4096, got 99999") and said[4][1].endswith("prompt: missing")
+    assert notes["promptset gem"] == "5 row(s) left out (the first 5 above); 2 prompt(s) kept"
+    assert notes["promptset ddb"] == "1 row(s) left out (the first 1 above); 1 prompt(s) kept"
+    assert notes["promptset ddb ids"] == "1 prompt(s) with a repeated id left out"
+
+    gem.write_bytes(b"prompt_id,tag,size,seed,prompt\n1,a,512x512,1,caf\xe9\n")  # Latin-1, not UTF-8
+    with pytest.raises(UserError, match=r"gem.csv: not a readable CSV promptset \('utf-8' codec"):
+        P.load_promptsets(sets, ["gem"])
+
+
 def test_promptset_loaders_on_the_shared_files(tmp_path):
     parti = P.load_parti("parti", shared("prompts", "PartiPrompts.tsv"))
     draw = P.load_drawbench("drawbench", shared("prompts", "DrawBench.csv"))

@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
-from gen4gen.artefacts import MyCanvasRow
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+
+from gen4gen.artefacts import MyCanvasRow, explain
 from gen4gen.caption.words import as_class_words, count_phrase, display_name
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import stable_hash
+
+log = logging.getLogger(__name__)
+SHOWN_PROBLEMS = 5  # rows left out that are printed one by one; the rest are counted
 
 # backgrounds for TI-CLIP prompts (Gen4Gen: text alignment where the background was not in training);
 # the ones that occur in the dataset's own captions are dropped at load time
@@ -52,78 +58,140 @@ class Prompt:
         return self.eval_text or self.text
 
 
-def _rows(path: Path, delimiter: str = ",") -> list[dict]:
+def _rows(path: Path, delimiter: str = ",") -> list[tuple[int, dict]]:
+    """(line number, row) of a CSV/TSV promptset; an unreadable file is one line naming it."""
     if not path.is_file():
         raise UserError(f"promptset file not found: {path}. Put the public promptset files (prompts/DrawBench.csv, "
                         f"prompts/PartiPrompts.tsv, prompts/DiffusionDB_sample_seed42.csv, gemrec/promptset_v6.csv) "
                         f"under one folder and set bench.data_dir=<folder> (or GEN4GEN_SHARED_DATA), or pick other "
                         f"promptsets, e.g. bench.use=[mycanvas]")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return list(csv.DictReader(f, delimiter=delimiter))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f, delimiter=delimiter)
+            # a short row's missing cells are None, a long row's extras sit under the key None
+            return [(reader.line_num, {k: v for k, v in r.items() if isinstance(k, str)}) for r in reader]
+    except (UnicodeDecodeError, csv.Error, OSError) as e:
+        raise UserError(f"{path}: not a readable {'TSV' if delimiter == chr(9) else 'CSV'} promptset ({e})") from None
 
 
-def _need(rows: list[dict], path: Path, *columns: str) -> None:
-    have = set(rows[0]) if rows else set()
+def _need(rows: list[tuple[int, dict]], path: Path, *columns: str) -> None:
+    have = set(rows[0][1]) if rows else set()
     missing = [c for c in columns if c not in have]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(sorted(have)) or 'none'}")
 
 
-def _float(v: Any) -> float | None:
+def _blank_is_none(v: Any) -> Any:
+    return None if v is None or (isinstance(v, str) and not v.strip()) else v
+
+
+def _whole(v: Any) -> Any:
+    """'7', '7.0' -> 7 (spreadsheets write whole numbers both ways); anything else is left to the field's check."""
+    v = _blank_is_none(v)
     try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
+        f = float(v)
+        return int(f) if f.is_integer() else v
+    except (TypeError, ValueError, OverflowError):
+        return v
 
 
-def _int(v: Any) -> int | None:
-    f = _float(v)
-    return None if f is None else int(f)
+def _size(v: Any) -> Any:
+    """'512x768' -> (512, 768)."""
+    v = _blank_is_none(v)
+    if isinstance(v, str):
+        parts = v.lower().split("x")
+        if len(parts) != 2:
+            raise ValueError(f"expected WIDTHxHEIGHT, got {v[:40]!r}")
+        return tuple(_whole(p.strip()) for p in parts)
+    return v
 
 
-def load_parti(name: str, path: Path, **_: Any) -> list[Prompt]:
+# what a promptset row may ask of a model: whole seeds that torch takes, a finite guidance scale (DiffusionDB's
+# users set -20 to 120: a pipeline runs them) and sides a pipeline can run (a 100000 px side would be an
+# out-of-memory per image, a NaN guidance a black image)
+Cell = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20_000)]
+Seed = Annotated[Annotated[int, Field(ge=0, lt=2 ** 63)] | None, BeforeValidator(_whole)]
+Guidance = Annotated[Annotated[float, Field(ge=-1000, le=1000, allow_inf_nan=False)] | None,
+                     BeforeValidator(_blank_is_none)]
+Side = Annotated[int, BeforeValidator(_whole), Field(ge=64, le=4096)]
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class PartiRow(_Row):
+    Prompt: Cell
+    Category: Cell = ""
+
+
+class DrawBenchRow(_Row):
+    Prompts: Cell
+    Category: Cell = ""
+
+
+class GemrecRow(_Row):
+    prompt_id: Annotated[int, BeforeValidator(_whole), Field(ge=0, lt=10 ** 9)]
+    tag: Cell = ""
+    size: Annotated[tuple[Side, Side] | None, BeforeValidator(_size)] = None
+    seed: Seed = None
+    prompt: Cell
+    negativePrompt: Cell | None = None
+    cfgScale: Guidance = None
+
+
+class DiffusionDBRow(_Row):
+    image_name: Cell
+    prompt: Cell
+    seed: Seed = None
+    cfg: Guidance = None
+    width: Annotated[Side | None, BeforeValidator(_blank_is_none)] = None
+    height: Annotated[Side | None, BeforeValidator(_blank_is_none)] = None
+    sampler: Cell = ""
+
+
+def _valid(rows: list[tuple[int, dict]], path: Path, model: type[_Row], problems: list[str] | None) -> list:
+    """The rows that pass ``model``; each one that does not is a line in ``problems`` (file, line, field)."""
+    out = []
+    for line, row in rows:
+        try:
+            # a short row's missing cells: the field's default, or "missing" when it has none
+            out.append(model.model_validate({k: v for k, v in row.items() if v is not None}))
+        except ValidationError as e:
+            if problems is not None:
+                problems.append(f"{path.name}:{line}: {explain(e)}")
+    return out
+
+
+def load_parti(name: str, path: Path, problems: list[str] | None = None, **_: Any) -> list[Prompt]:
     rows = _rows(path, "\t")
     _need(rows, path, "Prompt", "Category")
-    return [Prompt(name, f"{i:05d}", r["Prompt"].strip(), r["Category"].strip())
-            for i, r in enumerate(rows) if r["Prompt"].strip()]
+    return [Prompt(name, f"{i:05d}", r.Prompt, r.Category)
+            for i, r in enumerate(_valid(rows, path, PartiRow, problems)) if r.Prompt]
 
 
-def load_drawbench(name: str, path: Path, **_: Any) -> list[Prompt]:
+def load_drawbench(name: str, path: Path, problems: list[str] | None = None, **_: Any) -> list[Prompt]:
     rows = _rows(path)
     _need(rows, path, "Prompts", "Category")
-    return [Prompt(name, f"{i:04d}", r["Prompts"].strip(), r["Category"].strip())
-            for i, r in enumerate(rows) if r["Prompts"].strip()]
+    return [Prompt(name, f"{i:04d}", r.Prompts, r.Category)
+            for i, r in enumerate(_valid(rows, path, DrawBenchRow, problems)) if r.Prompts]
 
 
-def _size(text: str) -> tuple[int, int] | None:
-    try:
-        w, h = (int(x) for x in str(text).lower().split("x"))
-        return (w, h)
-    except ValueError:
-        return None
-
-
-def load_gemrec(name: str, path: Path, **_: Any) -> list[Prompt]:
+def load_gemrec(name: str, path: Path, problems: list[str] | None = None, **_: Any) -> list[Prompt]:
     """GEMRec promptset v6: one seed, size, negative prompt and CFG per prompt (sampler is Euler a for all)."""
     rows = _rows(path)
     _need(rows, path, "prompt_id", "tag", "size", "seed", "prompt", "negativePrompt", "cfgScale")
-    return [Prompt(name, f"{int(r['prompt_id']):03d}", r["prompt"].strip(), r["tag"].strip(),
-                   seed=_int(r["seed"]), size=_size(r["size"]), negative=(r["negativePrompt"] or "").strip() or None,
-                   guidance=_float(r["cfgScale"]))
-            for r in rows if r["prompt"].strip()]
+    return [Prompt(name, f"{r.prompt_id:03d}", r.prompt, r.tag, seed=r.seed, size=r.size,
+                   negative=r.negativePrompt or None, guidance=r.cfgScale)
+            for r in _valid(rows, path, GemrecRow, problems) if r.prompt]
 
 
-def load_diffusiondb(name: str, path: Path, **_: Any) -> list[Prompt]:
+def load_diffusiondb(name: str, path: Path, problems: list[str] | None = None, **_: Any) -> list[Prompt]:
     rows = _rows(path)
     _need(rows, path, "image_name", "prompt", "seed", "cfg", "width", "height")
-    out = []
-    for r in rows:
-        text = (r["prompt"] or "").strip()
-        w, h = _int(r["width"]), _int(r["height"])
-        if text:
-            out.append(Prompt(name, Path(r["image_name"]).stem, text, r.get("sampler", "") or "",
-                              seed=_int(r["seed"]), size=(w, h) if w and h else None, guidance=_float(r["cfg"])))
-    return out
+    return [Prompt(name, Path(r.image_name).stem, r.prompt, r.sampler, seed=r.seed,
+                   size=(r.width, r.height) if r.width and r.height else None, guidance=r.cfg)
+            for r in _valid(rows, path, DiffusionDBRow, problems) if r.prompt and Path(r.image_name).stem]
 
 
 def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgrounds: Any = None,
@@ -202,14 +270,24 @@ def load_promptsets(sets: dict, use: list[str]) -> tuple[list[Prompt], dict[str,
         optional = bool(spec.pop("optional", False))
         limit = spec.pop("limit", None)
         path = Path(str(spec.pop("path")))
+        problems: list[str] = []
         try:
-            rows = LOADERS[kind](name, path, **spec)
+            rows = LOADERS[kind](name, path, problems=problems, **spec)
         except UserError as e:
             if optional:
                 notes[f"promptset {name}"] = f"skipped: {e}"
                 continue
             raise
-        prompts += limit_prompts(rows, int(limit) if limit else None)
+        seen: set[str] = set()
+        unique = [p for p in rows if not (p.id in seen or seen.add(p.id))]
+        if len(unique) < len(rows):  # e.g. DiffusionDB rows of one image name: the first is kept
+            notes[f"promptset {name} ids"] = f"{len(rows) - len(unique)} prompt(s) with a repeated id left out"
+        for line in problems[:SHOWN_PROBLEMS]:
+            log.warning("promptset %s: row left out: %s", name, line)
+        if problems:
+            notes[f"promptset {name}"] = (f"{len(problems)} row(s) left out (the first {min(len(problems), SHOWN_PROBLEMS)} "
+                                          f"above); {len(unique)} prompt(s) kept")
+        prompts += limit_prompts(unique, int(limit) if limit else None)
     keys = [p.key for p in prompts]
     if len(set(keys)) != len(keys):
         raise UserError("duplicate prompt ids; give each promptset its own name")

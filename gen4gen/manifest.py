@@ -16,18 +16,23 @@ settings, s2's compositions were built from cut-outs that no longer exist. The r
 - A run that stops early (Ctrl-C, a crash) writes none: the previous manifest stands, so items it
   redid with other settings are current only once a run of the stage finishes.
 - A stage folder without any manifest (written before manifests existed) counts every finished
-  item as current, so older trees still work.
+  item as current, so older trees still work; so does one whose every manifest is unreadable (torn,
+  garbled, another shape: one warning names it), so a damaged manifest never hides finished work.
 """
 from __future__ import annotations
 
-import json
+import logging
 import re
 from pathlib import Path
 
+from pydantic import BaseModel, StrictStr, ValidationError
+
+from gen4gen.artefacts import explain
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.markers import done_items
 from gen4gen.paths import STAGE_DIRS
 
+log = logging.getLogger(__name__)
 ORDER = ("s1", "s2", "s3", "s4")
 _FILE = re.compile(r"manifest(?:\.shard-(\d+)-of-(\d+))?\.json")
 
@@ -48,21 +53,35 @@ def write_manifest(out_root: Path, stage: str, shard_index: int, shard_count: in
     write_atomic(manifest_path(out_root, shard_index, shard_count), json_bytes(body))
 
 
+class _Entry(BaseModel):
+    hash: StrictStr
+    inputs: dict[StrictStr, StrictStr] = {}
+
+
+class _Manifest(BaseModel):
+    items: dict[StrictStr, _Entry]
+
+
 def read_manifest(out_root: Path) -> dict[str, dict] | None:
-    """The merged entries of the stage's manifest files; None when the folder has none (an older tree)."""
+    """The merged entries of the stage's manifest files; None when the folder has none (an older tree) or
+    none of them can be read (said once per file: then every finished item counts, as in an older tree)."""
     files = sorted((p for p in out_root.glob("manifest*.json") if _FILE.fullmatch(p.name)),
                    key=lambda p: p.stat().st_mtime_ns)
-    if not files:
-        return None
-    merged: dict[str, dict] = {}
+    merged: dict[str, dict] | None = None
     for p in files:
         try:
-            items = json.loads(p.read_text("utf-8")).get("items")
-        except (OSError, ValueError, RecursionError, AttributeError):
-            continue  # a torn or foreign file describes nothing
-        if isinstance(items, dict):
-            merged.update({str(k): v for k, v in items.items() if isinstance(v, dict)})
+            items = _Manifest.model_validate_json(p.read_bytes()).items
+        except (OSError, ValueError, RecursionError) as e:  # pydantic's ValidationError is a ValueError
+            if p not in _warned:
+                _warned.add(p)
+                why = explain(e).removeprefix(": ") if isinstance(e, ValidationError) else str(e)[:200]
+                log.warning("%s is unreadable (%s): it is ignored; rerun that stage to write it again", p, why)
+            continue
+        merged = (merged or {}) | {k: v.model_dump() for k, v in items.items()}
     return merged
+
+
+_warned: set[Path] = set()
 
 
 def meta_hash(meta: dict) -> str:

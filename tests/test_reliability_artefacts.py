@@ -334,6 +334,10 @@ def test_manifests_of_shards_merge_and_a_new_split_replaces_them(tmp_path):
     assert read_manifest(root) == {"a/0": {"hash": "h2", "inputs": {}}, "a/1": {"hash": "h2", "inputs": {}}}
     (root / "manifest.shard-1-of-2.json").write_text("[not json")  # torn: describes nothing
     assert list(read_manifest(root)) == ["a/0"]
+    # every manifest unreadable (torn, another shape, wrong types): as in an older tree, nothing finished is hidden
+    for bad in ('{"items": 5}', "null", '{"stage": "s2", "items": {"a/0": 123}}', '{"items": {"a/0": {"hash": 7}}}'):
+        (root / "manifest.shard-0-of-2.json").write_text(bad)
+        assert read_manifest(root) is None, bad
 
 
 def test_names_near_the_file_name_limit_export_in_every_format(tmp_path):

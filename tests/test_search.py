@@ -248,6 +248,20 @@ def test_unreadable_fast_search_files_are_dropped_and_the_query_is_exact(tmp_pat
         Q.first_moment_topk(ModelIndex(tmp_path).spaces["image"].mu_hat, q[None])
 
 
+def test_an_index_whose_files_disagree_is_one_line(tmp_path):
+    """names.txt, index.json and the arrays must describe the same models: else scores would name wrong models."""
+    _synthetic_space(tmp_path, np.random.default_rng(1).normal(size=(50, 8)))
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(names.read_text().splitlines()[:40]) + "\n")
+    with pytest.raises(UserError, match=r"image_mu_hat.npy holds 50 x 8 values, index.json and names.txt say "
+                                         r"40 x 8; rebuild the index"):
+        ModelIndex(tmp_path)
+    info = json.loads((tmp_path / "index.json").read_text())
+    (tmp_path / "index.json").write_text(json.dumps({**info, "spaces": {"image": {"dim": 8}}}))
+    with pytest.raises(UserError, match=r"index.json has no usable spaces \(KeyError\('moment'\)\)"):
+        ModelIndex(tmp_path)
+
+
 def test_ivf_falls_back_to_numpy_without_faiss(tmp_path, monkeypatch):
     import sys
 

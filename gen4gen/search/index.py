@@ -211,7 +211,17 @@ class ModelIndex:
         self.root = Path(root)
         self.info = read_info(self.root)
         self.names = self.info.names
-        self.spaces = {name: Space(self.root, name, meta) for name, meta in self.info.spaces.items()}
+        try:
+            self.spaces = {name: Space(self.root, name, meta) for name, meta in self.info.spaces.items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # index.json of another shape
+            raise UserError(f"model index {self.root}: index.json has no usable spaces ({e!r}); "
+                            "rebuild the index") from None
+        for space in self.spaces.values():  # a row count or width the names and index.json do not say: scores
+            shape = space.mu_hat.shape       # would name the wrong models or fail deep in a query
+            if shape != (len(self.names), space.dim):
+                raise UserError(f"model index {self.root}: {space.name}_mu_hat.npy holds {shape[0]} x "
+                                f"{shape[1] if len(shape) > 1 else '?'} values, index.json and names.txt say "
+                                f"{len(self.names)} x {space.dim}; rebuild the index")
         self._row = {n: i for i, n in enumerate(self.names)}
 
     def __len__(self) -> int:

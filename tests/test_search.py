@@ -213,6 +213,31 @@ def test_compressed_scan_serves_unclustered_means(tmp_path, caplog):
     assert not Q.has_pq(few) and (tmp_path / "few/image_ivf_vecs.npy").exists()  # lists, exact where they fail
 
 
+def test_an_index_whose_lists_predate_the_codes_gets_them_on_its_next_search(tmp_path, capsys):
+    """Lists built without codes (before they existed) on means without clusters: the searcher adds the codes once
+    and answers through them, as a new build would."""
+    from omegaconf import OmegaConf
+
+    from gen4gen.search.searcher import Searcher
+
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(4)
+    mu = rng.normal(size=(4000, 64))
+    space = _synthetic_space(tmp_path, mu)
+    Q.build_ivf(space, n_lists=64, backend="numpy", pq=False)  # an index from before the codes
+    assert not Q.has_pq(space) and Q.ivf_recall(space, 8) < Q.MIN_RECALL
+    sc = OmegaConf.create({"ivf": {"min_models": 1000, "nprobe": 8, "candidates": 400}, "top_k": 10})
+    searcher = Searcher(ModelIndex(tmp_path), sc, "cpu", str(tmp_path / "cache"), None)
+    q = unit(mu[17] + 0.05 * rng.normal(size=64), np.float32)
+    scores = searcher._first_moment(searcher.image_space, q)
+    exact_rows, exact = Q.first_moment_topk(space.mu_hat, q[None], k=10)
+    assert Q.has_pq(space) and (tmp_path / "image_ivf_vecs.npy").exists()  # codes added, lists kept
+    assert np.argsort(-scores)[:10].tolist() == exact_rows[0].tolist() and np.isfinite(scores).sum() == 10
+    assert capsys.readouterr().err.count("building PQ codes") == 1  # the console writes to stderr
+    searcher._first_moment(searcher.image_space, q)
+    assert "building" not in capsys.readouterr().err  # once
+
+
 @pytest.mark.parametrize("damage", ["truncated codes", "garbled recall", "truncated lists", "garbled lists header"])
 def test_unreadable_fast_search_files_are_dropped_and_the_query_is_exact(tmp_path, caplog, damage):
     """The inverted file and the codes are derived from mu_hat: a damaged one costs one warning and an exact answer,

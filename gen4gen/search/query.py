@@ -202,15 +202,21 @@ def has_pq(space: Space) -> bool:
     return _pq_path(space).is_file()
 
 
+def can_build_pq(space: Space) -> bool:
+    """faiss is installed, d is a multiple of 4 (two 4-bit codes a byte) and there are at least PQ_MIN_MODELS
+    models (fewer are too few to train 16 centroids per code well; exact search is as fast there)."""
+    m, d = space.mu_hat.shape
+    return _faiss() is not None and not d % (2 * PQ_SUBDIM) and m >= PQ_MIN_MODELS
+
+
 def build_pq(space: Space, sample: int = 65536, seed: int = 0) -> bool:
     """Product-quantised codes of every model's mu_hat for :func:`pq_topk`, written to ``<space>_pq.faiss``.
-    False (nothing written) without faiss, when d is not a multiple of 4 (two 4-bit codes a byte), or for fewer
-    than PQ_MIN_MODELS models (too few to train 16 centroids per code well; exact search is as fast there)."""
+    False (nothing written) where :func:`can_build_pq` says no."""
+    if not can_build_pq(space):
+        return False
     faiss = _faiss()
     mu_hat = space.mu_hat
     m, d = mu_hat.shape
-    if faiss is None or d % (2 * PQ_SUBDIM) or m < PQ_MIN_MODELS:
-        return False
     index = faiss.IndexPQFastScan(d, d // PQ_SUBDIM, 4, faiss.METRIC_INNER_PRODUCT)
     rows = np.sort(np.random.default_rng(seed).choice(m, size=min(m, sample), replace=False))
     # d/2 tiny k-means (16 centroids) on one thread: with two, their thread barriers cost more than they share

@@ -76,11 +76,17 @@ class Searcher:
         """Scores for every model; a big index only scores the models its fast path found (others -inf): the IVF's
         probed lists, or the compressed scan's top-k (see ``Q.ivf_topk``)."""
         if len(self.index) >= int(self.sc.ivf.min_models):
+            nprobe = int(self.sc.ivf.nprobe)
             if not Q.has_ivf(space):
                 console.print(f"search: building the inverted file (or, for features without clusters, PQ codes) "
                               f"for {len(self.index):,} models (once)")
-                Q.build_ivf(space, nprobe=int(self.sc.ivf.nprobe))
-            rows, s = Q.ivf_topk(space, unit(np.ravel(q), np.float32), int(self.sc.top_k), int(self.sc.ivf.nprobe),
+                Q.build_ivf(space, nprobe=nprobe)
+            elif not Q.has_pq(space) and Q.ivf_recall(space, nprobe) < Q.MIN_RECALL and Q.can_build_pq(space):
+                # lists built before the codes existed, on features they do not suit: add the codes, keep the lists
+                console.print(f"search: the inverted file misses neighbours on this index; building PQ codes for "
+                              f"{len(self.index):,} models (once)")
+                Q.build_pq(space)
+            rows, s = Q.ivf_topk(space, unit(np.ravel(q), np.float32), int(self.sc.top_k), nprobe,
                                  candidates=int(self.sc.ivf.candidates))
             out = np.full(len(self.index), -np.inf)
             out[rows] = s

@@ -33,6 +33,7 @@ from gen4gen.markers import done_items
 from gen4gen.paths import STAGE_DIRS
 
 log = logging.getLogger(__name__)
+_warned: set[Path] = set()  # unreadable manifest files already said
 ORDER = ("s1", "s2", "s3", "s4")
 _FILE = re.compile(r"manifest(?:\.shard-(\d+)-of-(\d+))?\.json")
 
@@ -80,8 +81,6 @@ def read_manifest(out_root: Path) -> dict[str, dict] | None:
         merged = (merged or {}) | {k: v.model_dump() for k, v in items.items()}
     return merged
 
-
-_warned: set[Path] = set()
 
 
 def meta_hash(meta: dict) -> str:

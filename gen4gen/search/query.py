@@ -283,11 +283,11 @@ def ivf_topk(space: Space, q: np.ndarray, k: int = 10, nprobe: int = 16, min_rec
     Fast-path files that cannot be read (truncated, garbled) are removed and the query is answered exactly:
     they are derived from mu_hat, and the next search rebuilds them."""
     q = np.asarray(q, np.float32).ravel()
-    if min_recall <= 0:
-        return _fast_topk(space, q, k, nprobe, min_recall, candidates)
     try:
         return _fast_topk(space, q, k, nprobe, min_recall, candidates)
     except (UnreadableArray, RuntimeError, ValueError, IndexError, TypeError, KeyError, EOFError) as e:
+        if min_recall <= 0:  # the lists themselves were asked for (a recall measurement): no fallback
+            raise
         # faiss says RuntimeError, a garbled recall file TypeError/KeyError, a truncated array ValueError
         what = f"{e.file} ({e.reason})" if isinstance(e, UnreadableArray) else \
             f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
@@ -342,7 +342,7 @@ def _fast_topk(space: Space, q: np.ndarray, k: int, nprobe: int, min_recall: flo
 def ivf_recall(space: Space, nprobe: int) -> float:
     """recall@10 of the inverted file at ``nprobe`` (:func:`_self_recall`, kept in ``<space>_ivf_recall.json``);
     where the build did not write the lists, what it measured then (0 for another nprobe: rebuild to try it)."""
-    if not (space._root / f"{space.name}_ivf_centroids.npy").is_file():
+    if not _has_lists(space):
         return float(_recalls(space, "ivf").get(str(nprobe), 0.0))
     return _self_recall(space, "ivf", nprobe, lambda q: ivf_topk(space, q, 10, nprobe, min_recall=0)[0])
 
@@ -389,7 +389,11 @@ def _self_queries(space: Space, queries: int = 32, seed: int = 0) -> tuple[np.nd
 
 def has_ivf(space: Space) -> bool:
     """The inverted file is on disk, or the compressed-scan codes that replaced it."""
-    return (space._root / f"{space.name}_ivf_centroids.npy").is_file() or has_pq(space)
+    return _has_lists(space) or has_pq(space)
+
+
+def _has_lists(space: Space) -> bool:
+    return (space._root / f"{space.name}_ivf_centroids.npy").is_file()
 
 
 # ---------------------------------------------------------------- full-score functions (every model)

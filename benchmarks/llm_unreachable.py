@@ -1,8 +1,8 @@
 """How long `layout=llm` takes to give up when no LLM can answer: s2 on two fabricated concepts against a refused
 port, a missing key, a server refusing the key, a port that takes no connection (its accept queue full, as with a
 wrong address or a firewall dropping packets), a server that accepts but never answers and one that answers every
-request with HTTP 500 (a model that failed to load), with the default
-transport retries (llm.max_retries=4). The last two run with llm.timeout=5 so that the baseline ends in minutes.
+request with HTTP 500 (a model that failed to load), with the default transport retries (llm.max_retries=4).
+The dropped and the silent cases run with llm.timeout=5 so that the baseline ends in minutes.
 
     python benchmarks/llm_unreachable.py            # this checkout
     PYTHONPATH=/path/to/other/checkout python benchmarks/llm_unreachable.py   # a baseline, side by side

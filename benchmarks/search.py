@@ -49,9 +49,13 @@ def synthetic_index(root: Path, n: int, d: int, dtype: str, kind: str, seed: int
     return ModelIndex(root)
 
 
+def recall(rows, exact_rows: np.ndarray) -> float:
+    """recall@10: the share of each query's exact top-10 among its found rows, averaged over the queries."""
+    return float(np.mean([len(set(np.asarray(r).tolist()) & set(e.tolist())) / 10 for r, e in zip(rows, exact_rows)]))
+
+
 def recall_at_10(space: Space, qs: np.ndarray, exact_rows: np.ndarray, nprobe: int) -> float:
-    return float(np.mean([len(set(Q.ivf_topk(space, q, 10, nprobe, min_recall=0)[0].tolist()) & set(e.tolist())) / 10
-                          for q, e in zip(qs, exact_rows)]))
+    return recall([Q.ivf_topk(space, q, 10, nprobe, min_recall=0)[0] for q in qs], exact_rows)
 
 
 def measure(space: Space, qs: np.ndarray, backend: str, nprobes: list[int]) -> list[str]:
@@ -91,18 +95,16 @@ def measure_pq(space: Space, qs: np.ndarray, candidates: list[int], nprobe: int 
     cells = [f"{wall:.1f}", f"{cpu:.1f}", f"{mb:.0f}", stage]
     batch = np.repeat(qs, max(1, 64 // len(qs) + 1), axis=0)[:64]
     for c in candidates:
-        rows = Q.pq_topk(space, qs, 10, c)[0]
-        recall = np.mean([len(set(r.tolist()) & set(e.tolist())) / 10 for r, e in zip(rows, exact_rows)])
+        found = recall(Q.pq_topk(space, qs, 10, c)[0], exact_rows)
         single = timed(lambda c=c: [Q.pq_topk(space, q[None], 10, c) for q in qs[:20]], 3) / 20 * 1000
         batched = timed(lambda c=c: Q.pq_topk(space, batch, 10, c), 3) / 64 * 1000
-        cells.append(f"{Q.pq_recall(space, c):.3f} | {single:.2f} / {batched:.2f} / {recall:.3f}")
+        cells.append(f"{Q.pq_recall(space, c):.3f} | {single:.2f} / {batched:.2f} / {found:.3f}")
     ivf_ok = Q.ivf_recall(space, nprobe) >= Q.MIN_RECALL
     path = "IVF" if ivf_ok else "PQ" if Q.pq_recall(space, Q.PQ_CANDIDATES) >= Q.MIN_RECALL else "exact"
     Q.ivf_topk(space, qs[0], 10, nprobe)
     stage = timed(lambda: [Q.ivf_topk(space, q, 10, nprobe) for q in qs[:20]], 3) / 20 * 1000
-    stage_rows = [Q.ivf_topk(space, q, 10, nprobe)[0] for q in qs]
-    recall = np.mean([len(set(r.tolist()) & set(e.tolist())) / 10 for r, e in zip(stage_rows, exact_rows)])
-    return cells + [f"{path}: {stage:.2f} / {recall:.3f}"]
+    found = recall([Q.ivf_topk(space, q, 10, nprobe)[0] for q in qs], exact_rows)
+    return cells + [f"{path}: {stage:.2f} / {found:.3f}"]
 
 
 def exact_ms(space: Space, qs: np.ndarray) -> tuple[float, float]:

@@ -96,13 +96,15 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
     cfg = _bench_cfg(tmp_path, tiny)
     summary = run(cfg)
     run_dir = tmp_path / "outputs" / "bench" / "tiny"
-    # 2 models x 3 prompts (scene caption, novel-background prompt, 1 DrawBench) x 2 seeds
-    assert (summary.total, summary.done, summary.skipped, summary.failed) == (12, 12, 0, 0)
+    # 2 models x 6 prompts (scene caption, novel-background prompt, k=1: cat, dog, k=2: cat+dog, 1 DrawBench) x 2 seeds
+    assert (summary.total, summary.done, summary.skipped, summary.failed) == (24, 24, 0, 0)
     pngs = sorted((run_dir / "images").rglob("*.png"))
-    assert len(pngs) == 12 and all(Image.open(p).size == (32, 32) for p in pngs)
+    assert len(pngs) == 24 and all(Image.open(p).size == (32, 32) for p in pngs)
 
     results = _csv(run_dir / "results.csv")
-    assert len(results) == 12 and {r["model"] for r in results} == {"tiny-sd", "tiny-sdxl"}
+    assert len(results) == 24 and {r["model"] for r in results} == {"tiny-sd", "tiny-sdxl"}
+    assert {(r["model"], r["source"]) for r in results} == {("tiny-sd", str(tiny["sd"])), ("tiny-sdxl", str(tiny["sdxl"]))}
+    assert all(len(r["model_fingerprint"]) == 16 for r in results)
     pipes = {r["model"]: r["pipeline"] for r in results}
     assert pipes == {"tiny-sd": "StableDiffusionPipeline", "tiny-sdxl": "StableDiffusionXLPipeline"}
     for r in results:
@@ -116,28 +118,31 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
     assert np.abs(a - b).mean() > 1
 
     metrics = _csv(run_dir / "metrics.csv")
-    assert len(metrics) == 12
+    assert len(metrics) == 24
     for m in metrics:
         assert 0 <= float(m["clip_t"]) <= 100 and m["mcos"] != ""
         scene_prompt = m["set"] == "mycanvas"
         assert (m["clip_i"] != "") == scene_prompt and (m["dino"] != "") == scene_prompt
-        assert (m["cp_clip"] != "") == scene_prompt
+        assert (m["cp_clip"] != "") == scene_prompt and (m["identity_mix"] != "") == scene_prompt
         assert (m["ti_clip"] != "") == (m["novel_background"] == "True")
+        assert m["k"] == ("" if not scene_prompt else "1" if m["category"] == "k=1" else "2")
     assert sum(m["ti_clip"] != "" for m in metrics) == 4  # the novel-background prompt x 2 models x 2 seeds
+    assert sorted({m["prompt_id"] for m in metrics if m["category"].startswith("k=")}) == [
+        "k1__cat", "k1__dog", "k2__cat+dog"]
 
     report = run_dir / "report"
     board = _csv(report / "leaderboard.csv")
     assert [r["model"] for r in board] == sorted((r["model"] for r in board),
                                                  key=lambda n: -float(next(b["clip_t"] for b in board if b["model"] == n)))
-    assert {r["model"] for r in board} == {"tiny-sd", "tiny-sdxl"} and all(r["n"] == "6" for r in board)
+    assert {r["model"] for r in board} == {"tiny-sd", "tiny-sdxl"} and all(r["n"] == "12" for r in board)
     cats = _csv(report / "leaderboard_by_category.csv")
     assert {(r["set"], r["category"]) for r in cats} >= {("mycanvas", "pets"), ("mycanvas", "novel background")}
     assert (report / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Weighted ranking (GEMRec)" in (report / "leaderboard.md").read_text()
     ranking = _csv(report / "ranking.csv")
-    assert len(ranking) == 6 and sorted(r["rank"] for r in ranking) == ["1", "1", "1", "2", "2", "2"]
+    assert len(ranking) == 12 and sorted(r["rank"] for r in ranking) == ["1"] * 6 + ["2"] * 6
     gallery = (report / "gallery.html").read_text()
-    assert gallery.count("<img ") == 12
+    assert gallery.count("<img ") == 24
     # src are URLs (quoted): the files they name exist
     assert all((report / unquote(src)).resolve().is_file() for src in
                __import__("re").findall(r'src="([^"]+)"', gallery))
@@ -152,7 +157,7 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
         again = run(_bench_cfg(tmp_path, tiny))
     finally:
         monkey.undo()
-    assert (again.done, again.skipped) == (0, 12)
+    assert (again.done, again.skipped) == (0, 24)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     assert _csv(run_dir / "metrics.csv") == metrics
 
@@ -161,7 +166,7 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
     old = np.asarray(Image.open(victim), dtype=np.int16)
     victim.with_suffix(".json").unlink()
     redo = run(_bench_cfg(tmp_path, tiny, "bench.batch_size=1", "bench.steps=[generate]"))
-    assert (redo.done, redo.skipped) == (1, 11)
+    assert (redo.done, redo.skipped) == (1, 23)
     assert np.abs(np.asarray(Image.open(victim), dtype=np.int16) - old).max() <= 2
 
 

@@ -12,6 +12,11 @@ CLIPScore of torchmetrics / CEMS); ``clip_i``, ``dino``, ``cp_clip`` and ``mcos`
 - ``cp_clip`` (Gen4Gen composition-personalisation CLIP): per concept, OWL-ViT/OWLv2 detects it by its class
   name ("a photo of a cat"); the best box above ``detector_threshold`` is cropped and compared (CLIP image
   cosine, mean over the concept's references); a concept with no box scores 0; mean over the concepts.
+- ``identity_mix`` (Detect-and-Compare-style margin, ``identity.py``): each concept's detected crop (the
+  ``cp_clip`` boxes) against its own references minus its best similarity to any other concept of the promptset,
+  with the ``identity`` image encoder (``clip``, ``dino`` or ``efficientnet-lite0``); a missing concept counts -1.
+  ``identity_missing`` / ``identity_mixed`` count the concepts not found / closer to another concept than to
+  their own.
 - ``ti_clip`` (Gen4Gen text-image alignment): ``clip_t`` on prompts whose background is not in the dataset.
 - ``mcos`` (GEMRec): mean CLIP image cosine to the other models' images of the same prompt (all seeds);
   low = distinctive.
@@ -27,34 +32,22 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from gen4gen.bench.identity import cp_clip_score, identity_margins, identity_mix_score, reference_similarity
+from gen4gen.bench.provenance import metric_backbones, row_tags
 from gen4gen.console import progress
-from gen4gen.encoders import Clip, Detector, Dino, text_windows, unit  # noqa: F401 - text_windows: the CLIP-T rule
+from gen4gen.encoders import (Clip, Detector, Dino, EfficientNetLite0,  # noqa: F401 - text_windows: the CLIP-T rule
+                              text_windows, unit)
 from gen4gen.hashing import config_hash
 from gen4gen.images import BadImage, read_image
 from gen4gen.io import write_atomic
 
-METRICS = ("clip_t", "clip_i", "dino", "cp_clip", "ti_clip", "mcos")
+METRICS = ("clip_t", "clip_i", "dino", "cp_clip", "identity_mix", "ti_clip", "mcos")
+IDENTITY_ENCODERS = ("clip", "dino", "efficientnet-lite0")
 
 
 # ---------------------------------------------------------------- pure scoring functions (tested on their own)
 def clip_t_score(image_emb: np.ndarray, text_emb: np.ndarray) -> float:
     return float(100.0 * max(float(unit(image_emb) @ unit(text_emb)), 0.0))
-
-
-def reference_similarity(image_emb: np.ndarray, ref_embs: np.ndarray) -> float:
-    """Mean cosine between one image and a set of references (CLIP-I, DINO); NaN without references."""
-    ref_embs = np.asarray(ref_embs)
-    if ref_embs.size == 0:
-        return math.nan
-    return float(np.mean(unit(ref_embs) @ unit(image_emb)))
-
-
-def cp_clip_score(crop_embs: dict[str, np.ndarray | None], ref_embs: dict[str, np.ndarray]) -> float:
-    """Mean over concepts of the detected crop's similarity to that concept's references; undetected -> 0."""
-    if not crop_embs:
-        return math.nan
-    scores = [0.0 if emb is None else reference_similarity(emb, ref_embs[c]) for c, emb in crop_embs.items()]
-    return float(np.mean(scores))
 
 
 def mcos_scores(embs: np.ndarray, models: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
@@ -82,6 +75,15 @@ class MetricsConfig:
     detector_threshold: float = 0.1
     batch_size: int = 32
     chunk_size: int = 256  # images held in memory at once
+    identity: str = "clip"  # image encoder of identity_mix: clip | dino | efficientnet-lite0
+
+    @property
+    def specs(self) -> dict[str, str]:
+        """Backbone role -> config value (``identity`` names another role or the embedded encoder)."""
+        return {"clip": self.clip, "dino": self.dino, "detector": self.detector, "identity": self.identity}
+
+    def backbones(self):
+        return metric_backbones(self.specs, self.compute)
 
     @classmethod
     def from_cfg(cls, node: Any) -> "MetricsConfig":
@@ -90,9 +92,14 @@ class MetricsConfig:
             from gen4gen.errors import UserError
 
             raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+        identity = str(node.backbones.get("identity", "clip"))
+        if identity not in IDENTITY_ENCODERS:
+            from gen4gen.errors import UserError
+
+            raise UserError(f"bench.metrics.backbones.identity={identity}: choose from {', '.join(IDENTITY_ENCODERS)}")
         return cls(tuple(node.compute), str(node.backbones.clip), str(node.backbones.dino),
                    str(node.backbones.detector), float(node.detector_threshold), int(node.batch_size),
-                   int(node.chunk_size))
+                   int(node.chunk_size), identity)
 
 
 def score_records(records: list[dict], prompts: dict[str, Any], run_dir: Path, mcfg: MetricsConfig,
@@ -106,7 +113,8 @@ def score_records(records: list[dict], prompts: dict[str, Any], run_dir: Path, m
     want = set(mcfg.compute)
     cache_root = run_dir / "metrics_cache"
     ps_all = [_prompt(prompts, r) for r in records]
-    keys = [_cache_key(r, p, mcfg) for r, p in zip(records, ps_all)]
+    set_refs = concept_references(prompts.values())
+    keys = [_cache_key(r, p, mcfg, set_refs.get(r["set"], {})) for r, p in zip(records, ps_all)]
     results: dict[int, tuple[dict, np.ndarray | None]] = {}
     for i, (rec, key) in enumerate(zip(records, keys)):
         hit = _read_cache(cache_root / f"{rec['image']}.json", key)
@@ -115,13 +123,15 @@ def score_records(records: list[dict], prompts: dict[str, Any], run_dir: Path, m
     todo = [i for i in range(len(records)) if i not in results]
     failures: list[dict] = []
     if todo:
-        failures = _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, results)
+        failures = _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, results, set_refs)
+    tags = row_tags(mcfg.backbones())
     rows, embs, owners = [], [], []
     for i in sorted(results):
         row, emb = results[i]
         rec = records[i]  # timing and cost always from the image's current record, never from the cache
         rows.append({**row, "latency_s": rec.get("latency_s"), "peak_memory_gb": rec.get("peak_memory_gb"),
                      "cost_usd": rec.get("cost_usd")})
+        rows[-1]["backbones"] = {m: t for m, t in tags.items() if m == "mcos" or rows[-1].get(m) is not None}
         if emb is not None:
             embs.append(emb)
             owners.append(len(rows) - 1)
@@ -129,17 +139,36 @@ def score_records(records: list[dict], prompts: dict[str, Any], run_dir: Path, m
         m = mcos_scores(np.stack(embs), [rows[i]["model"] for i in owners], [rows[i]["prompt_key"] for i in owners])
         for i, v in zip(owners, m):
             rows[i]["mcos"] = None if math.isnan(v) else float(v)
+    for row in rows:
+        if row.get("mcos") is None:
+            row["backbones"].pop("mcos", None)
     return rows, failures
 
 
-def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, results) -> list[dict]:
+def concept_references(prompts: Iterable) -> dict[str, dict[str, list[str]]]:
+    """Per promptset, every concept's reference files: the "other concepts" identity_mix compares with."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for p in prompts:
+        for c, paths in p.references.items():
+            out.setdefault(p.set, {}).setdefault(c, list(paths))
+    return out
+
+
+def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, results, set_refs) -> list[dict]:
     from PIL import Image
 
     want = set(mcfg.compute)
     needs_refs = any(ps_all[i] is not None and ps_all[i].references for i in todo)
-    clip = Clip(mcfg.clip, device, mcfg.batch_size) if want & {"clip_t", "clip_i", "cp_clip", "ti_clip", "mcos"} else None
-    dino = Dino(mcfg.dino, device, mcfg.batch_size) if "dino" in want and needs_refs else None
-    detector = Detector(mcfg.detector, device, mcfg.detector_threshold) if "cp_clip" in want and needs_refs and clip else None
+    ident = want & {"identity_mix"} and needs_refs
+    clip = Clip(mcfg.clip, device, mcfg.batch_size) if (
+        want & {"clip_t", "clip_i", "cp_clip", "ti_clip", "mcos"} or (ident and mcfg.identity == "clip")) else None
+    dino = Dino(mcfg.dino, device, mcfg.batch_size) if needs_refs and (
+        "dino" in want or (ident and mcfg.identity == "dino")) else None
+    detector = Detector(mcfg.detector, device, mcfg.detector_threshold) if (
+        want & {"cp_clip", "identity_mix"}) and needs_refs else None
+    encoder = {"clip": clip, "dino": dino}.get(mcfg.identity) if ident else None
+    if ident and encoder is None:
+        encoder = EfficientNetLite0(device, mcfg.batch_size)
     ref_cache: dict[tuple[str, str], np.ndarray | None] = {}
 
     def refs(model, kind: str, paths: Iterable[str]) -> np.ndarray:
@@ -151,7 +180,7 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
                     ok.append((p, Image.fromarray(read_image(p))))
                 except BadImage:
                     ref_cache[(kind, p)] = None  # a bad reference is left out of the mean
-        for (p, _), e in zip(ok, model.encode_images([im for _, im in ok], np.float64) if ok else []):
+        for (p, _), e in zip(ok, _encode(model, [im for _, im in ok])):
             ref_cache[(kind, p)] = e
         got = [ref_cache[(kind, p)] for p in paths if ref_cache.get((kind, p)) is not None]
         return np.stack(got) if got else np.zeros((0, 1))
@@ -179,14 +208,18 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
             with_refs = [k for k, p in enumerate(ps) if p is not None and p.references]
             img_dino = dict(zip(with_refs, dino.encode_images([images[k] for k in with_refs]))) if dino and with_refs else {}
             crop_embs: dict[int, dict[str, np.ndarray | None]] = {}
+            ident_embs: dict[int, dict[str, np.ndarray | None]] = {}
             if detector is not None and with_refs:
                 boxes = detector.best_boxes([images[k] for k in with_refs], [ps[k].concepts for k in with_refs])
                 found = [(k, c, images[k].crop(b)) for k, bb in zip(with_refs, boxes) for c, b in bb.items() if b]
-                embs = clip.encode_images([crop for _, _, crop in found], np.float64) if found else []
-                for k, bb in zip(with_refs, boxes):
-                    crop_embs[k] = {c: None for c in ps[k].concepts}
-                for (k, c, _), e in zip(found, embs):
-                    crop_embs[k][c] = e
+                for model, into in ((clip if "cp_clip" in want else None, crop_embs), (encoder, ident_embs)):
+                    if model is None:
+                        continue
+                    embs = _encode(model, [crop for _, _, crop in found])
+                    for k in with_refs:
+                        into[k] = {c: None for c in ps[k].concepts}
+                    for (k, c, _), e in zip(found, embs):
+                        into[k][c] = e
             for k, (i, p) in enumerate(zip(idx, ps)):
                 rec = records[i]
                 row = _base_row(rec, p)
@@ -207,28 +240,42 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
                         row["cp_clip"] = cp_clip_score(crop_embs[k], {c: refs(clip, "clip", p.references.get(c, []))
                                                                       for c in p.concepts})
                         row["cp_detected"] = f"{sum(e is not None for e in crop_embs[k].values())}/{len(p.concepts)}"
+                    if k in ident_embs:
+                        others = set_refs.get(rec["set"], {})
+                        margins = identity_margins(ident_embs[k], {c: refs(encoder, mcfg.identity, paths)
+                                                                   for c, paths in {**others, **p.references}.items()})
+                        row["identity_mix"] = identity_mix_score(margins)
+                        row["identity_missing"] = f"{sum(m is None for m in margins.values())}/{len(margins)}"
+                        row["identity_mixed"] = f"{sum(m is not None and m < 0 for m in margins.values())}/{len(margins)}"
+                        row["identity_margins"] = {c: (None if m is None or math.isnan(m) else m) for c, m in margins.items()}
                 row = {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in row.items()}
                 emb = img_clip[k] if img_clip is not None else None
                 results[i] = (row, emb)
                 _write_cache(cache_root / f"{rec['image']}.json", keys[i], row, emb)
             bar.advance(task, len(todo[start:start + mcfg.chunk_size]))
-    del clip, dino, detector  # the backbones go before the caller moves on (GPU memory)
+    del clip, dino, detector, encoder  # the backbones go before the caller moves on (GPU memory)
     gc.collect()
     return failures
 
 
-def _cache_key(rec: dict, prompt, mcfg: MetricsConfig) -> str:
+def _encode(model, images: list) -> np.ndarray:
+    return (model.encode_images(images, np.float64) if isinstance(model, (Clip, Dino)) else
+            np.asarray(model.encode_images(images), np.float64)) if images else np.zeros((0, 1))
+
+
+def _cache_key(rec: dict, prompt, mcfg: MetricsConfig, set_refs: dict[str, list[str]]) -> str:
     refs = []
     if prompt is not None:
-        for c in prompt.concepts:
-            for p in prompt.references.get(c, []):
+        for c in sorted(set(prompt.concepts) | (set(set_refs) if "identity_mix" in mcfg.compute else set())):
+            for p in prompt.references.get(c) or set_refs.get(c, []):
                 try:
                     st = Path(p).stat()
                     refs.append((c, p, st.st_size, st.st_mtime_ns))
                 except OSError:
                     refs.append((c, p, None, None))
     return config_hash({"image": [rec.get("model_fingerprint"), rec.get("settings_hash"), rec["image"]],
-                        "metrics": [list(mcfg.compute), mcfg.clip, mcfg.dino, mcfg.detector, mcfg.detector_threshold],
+                        "metrics": [list(mcfg.compute), mcfg.clip, mcfg.dino, mcfg.detector, mcfg.detector_threshold,
+                                    mcfg.identity],
                         "text": _scored_text(rec, prompt), "refs": refs,
                         "novel": bool(prompt.novel_background) if prompt is not None else False,
                         "category": rec.get("category", "")})
@@ -264,6 +311,8 @@ def _base_row(rec: dict, prompt) -> dict:
             "prompt_key": f"{rec['set']}/{rec['prompt_id']}", "category": rec.get("category", ""),
             "seed": rec["seed"], "image": rec["image"], "prompt": rec["prompt"],
             "novel_background": bool(prompt.novel_background) if prompt is not None else False,
+            "k": len(set(prompt.concepts)) if prompt is not None and prompt.concepts else None,
             "clip_t": None, "clip_t_windows": None, "clip_i": None, "dino": None, "cp_clip": None,
-            "cp_detected": None, "ti_clip": None, "mcos": None, "latency_s": rec.get("latency_s"),
+            "cp_detected": None, "identity_mix": None, "identity_missing": None, "identity_mixed": None,
+            "identity_margins": None, "ti_clip": None, "mcos": None, "latency_s": rec.get("latency_s"),
             "peak_memory_gb": rec.get("peak_memory_gb"), "cost_usd": rec.get("cost_usd")}

@@ -43,6 +43,7 @@ class Prompt:
     references: dict[str, list[str]] = field(default_factory=dict)  # concept -> reference image paths
     novel_background: bool = False  # counts in TI-CLIP
     class_text: str | None = None  # ``text`` with each "<newK> class" read as class words (for models without tokens)
+    background: str | None = None  # a novel-background prompt's background (the leakage check looks for it)
 
     def given(self, personalised: bool) -> str:
         """What a model is given: the prompt as written to a personalised model (a train run that owns the
@@ -195,14 +196,24 @@ def load_diffusiondb(name: str, path: Path, problems: list[str] | None = None, *
 
 
 def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgrounds: Any = None,
-                 **_: Any) -> list[Prompt]:
+                 k_prompts: int = 0, split: str | None = None, **_: Any) -> list[Prompt]:
     """An exported MyCanvas dataset (``<path>/mycanvas/index.jsonl``): one prompt per scene image with the
     chosen caption, scored against the detailed caption (``<newK>`` tokens mean nothing to CLIP), plus per
-    concept set one prompt per background absent from the dataset's captions (TI-CLIP)."""
+    concept set one prompt per background absent from the dataset's captions (TI-CLIP), plus up to
+    ``k_prompts`` prompts per k = 1, 2, 3, ... concepts drawn from the dataset's own concept sets (category
+    ``k=K``: the difficulty curve). ``split``: ``eval`` keeps the concept sets ``split.json`` holds out,
+    ``train`` the others."""
     index = Path(path) / "mycanvas" / "index.jsonl"
     if not index.is_file():
         raise UserError(f"no exported dataset at {index}; run `python -m gen4gen stage=export` first")
     root = Path(path)
+    if split not in (None, "eval", "train"):
+        raise UserError(f"promptset {name}: split={split!r}; use eval, train or null")
+    held = None
+    if split:
+        from gen4gen.bench.split import read_split
+
+        held = read_split(root)
     prompts: list[Prompt] = []
     concept_sets: dict[tuple[str, ...], tuple[dict, dict]] = {}
     captions_seen = []
@@ -216,6 +227,8 @@ def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgro
         except (ValueError, ItemFailed) as e:
             raise UserError(f"{index}:{n + 1}: not a MyCanvas index line ({e})") from None
         caps, concepts = row.captions, list(row.concepts)
+        if held is not None and not held.keeps(concepts, split):
+            continue
         text = caps.get(caption) or caps["detailed"]
         refs = {c: [str(root / p) for p in row.reference_images.get(c, [])] for c in concepts}
         safe_id = row.id.replace("/", "__")
@@ -236,8 +249,37 @@ def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgro
             given = f"{personal if caption == 'personalized' else plain} {bg}"
             prompts.append(Prompt(name, f"novel__{'+'.join(concepts)}__{k:02d}", given, "novel background",
                                   eval_text=f"{plain} {bg}", concepts=list(concepts), references=refs,
-                                  novel_background=True, class_text=f"{plain} {bg}" if given != f"{plain} {bg}" else None))
-    return prompts
+                                  novel_background=True, class_text=f"{plain} {bg}" if given != f"{plain} {bg}" else None,
+                                  background=bg))
+    return prompts + k_prompt_rows(name, concept_sets, caption, int(k_prompts or 0))
+
+
+def k_prompt_rows(name: str, concept_sets: dict[tuple[str, ...], tuple[dict, dict]], caption: str,
+                  per_k: int) -> list[Prompt]:
+    """"a photo of <new1> cat and <new2> dog": every subset of k concepts of a dataset concept set (k = 1 up to
+    the largest set), at most ``per_k`` per k in a stable pseudo-random choice."""
+    from itertools import combinations
+
+    if per_k <= 0:
+        return []
+    refs: dict[str, list[str]] = {}
+    tokens: dict[str, str] = {}
+    subsets: set[tuple[str, ...]] = set()
+    for concepts, (r, t) in concept_sets.items():
+        refs.update({c: r[c] for c in concepts if c not in refs})
+        tokens.update({c: t[c] for c in concepts if c in t and c not in tokens})
+        subsets.update(sub for k in range(1, len(concepts) + 1) for sub in combinations(concepts, k))
+    out = []
+    for k in sorted({len(s) for s in subsets}):
+        chosen = sorted((s for s in subsets if len(s) == k), key=lambda s: stable_hash("+".join(s)))[:per_k]
+        for sub in sorted(chosen):
+            plain = "a photo of " + " and ".join(count_phrase(c, 1) for c in sub)
+            personal = "a photo of " + " and ".join(f"{tokens[c]} {c}" if c in tokens else count_phrase(c, 1)
+                                                    for c in sub)
+            given = personal if caption == "personalized" else plain
+            out.append(Prompt(name, f"k{k}__{'+'.join(sub)}", given, f"k={k}", eval_text=plain, concepts=list(sub),
+                              references={c: refs[c] for c in sub}, class_text=plain if given != plain else None))
+    return out
 
 
 LOADERS: dict[str, Callable[..., list[Prompt]]] = {

@@ -2,12 +2,15 @@
 
 ``python -m gen4gen stage=bench roster=fewstep`` -> ``<bench.out_dir>/<bench.name>/``:
 ``images/<model>/<set>/<prompt id>_s<seed>.{png,json}``, ``results.{csv,jsonl}`` (one row per image: latency,
-peak memory, cost), ``metrics.{csv,jsonl}`` and ``report/`` (leaderboards, Pareto plot, ranking, gallery).
+peak memory, cost, the model's source and fingerprint), ``metrics.{csv,jsonl}`` (each row names the backbones of
+its numbers; ``backbones.json`` describes them), ``counterfactual.json`` (metrics that must notice) and
+``report/`` (leaderboards with intervals and ties, Pareto plot, ranking, difficulty by k, leakage, gallery).
 ``bench.steps`` picks generate / metrics / report; a sharded run (``shard.count>1``, one GPU per shard through a
 Hydra launcher) generates its share of the models, then ``bench.steps=[metrics,report]`` scores them all.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.bench import provenance
 from gen4gen.bench.generate import Generator, Job, estimate, plan_jobs, read_records
 from gen4gen.bench.metrics import MetricsConfig, score_records
 from gen4gen.bench.prompts import load_promptsets
@@ -31,10 +35,11 @@ from gen4gen.runner import Item, ItemWriter, run_stage
 STEPS = ("generate", "metrics", "report")
 RESULT_COLUMNS = ["model", "set", "prompt_id", "category", "seed", "prompt", "width", "height", "steps", "guidance",
                   "negative", "image", "latency_s", "batch_size", "batch_seconds", "peak_memory_gb", "memory_kind",
-                  "cost_usd", "device", "pipeline"]
-METRIC_COLUMNS = ["model", "set", "prompt_id", "category", "seed", "image", "novel_background", "clip_t",
-                  "clip_t_windows", "clip_i", "dino", "cp_clip", "cp_detected", "ti_clip", "mcos", "latency_s",
-                  "peak_memory_gb", "cost_usd", "prompt"]
+                  "cost_usd", "device", "pipeline", "source", "model_fingerprint"]
+METRIC_COLUMNS = ["model", "set", "prompt_id", "category", "seed", "image", "novel_background", "k", "clip_t",
+                  "clip_t_windows", "clip_i", "dino", "cp_clip", "cp_detected", "identity_mix", "identity_missing",
+                  "identity_mixed", "identity_margins", "ti_clip", "mcos", "latency_s", "peak_memory_gb", "cost_usd",
+                  "prompt", "backbones"]
 
 
 class GenerateStage:
@@ -137,10 +142,11 @@ def run(cfg: DictConfig) -> Summary:
         failures += result.failures
 
     current = {m.name: m.fingerprint() for m in roster.models}
+    sources = {m.name: m.source for m in roster.models}
     keys = {p.key for p in prompts}
     # records of models/prompts no longer configured, or made with other settings, stay on disk but out of the tables
-    records = [r for r in read_records(run_dir) if current.get(r["model"]) == r.get("model_fingerprint")
-               and f"{r['set']}/{r['prompt_id']}" in keys]
+    records = [{**r, "source": sources[r["model"]]} for r in read_records(run_dir)
+               if current.get(r["model"]) == r.get("model_fingerprint") and f"{r['set']}/{r['prompt_id']}" in keys]
     write_atomic(run_dir / "results.csv", csv_bytes(records, RESULT_COLUMNS))
     write_atomic(run_dir / "results.jsonl", jsonl_bytes(records))
     if "generate" not in steps:
@@ -152,11 +158,17 @@ def run(cfg: DictConfig) -> Summary:
             summary.notes["metrics"] = ("not scored on a shard (MCOS compares models across shards); after all shards "
                                         "finish run: python -m gen4gen stage=bench bench.steps=[metrics,report]")
         elif records:
-            rows, metric_failures = score_records(records, {p.key: p for p in prompts}, run_dir,
-                                                  MetricsConfig.from_cfg(bench.metrics), device)
+            mcfg = MetricsConfig.from_cfg(bench.metrics)
+            rows, metric_failures = score_records(records, {p.key: p for p in prompts}, run_dir, mcfg, device)
             failures += metric_failures
+            write_atomic(run_dir / "backbones.json", provenance.to_json(mcfg.backbones()))
             write_atomic(run_dir / "metrics.csv", csv_bytes(rows, METRIC_COLUMNS))
             write_atomic(run_dir / "metrics.jsonl", jsonl_bytes(rows))
+            checked = counterfactuals(bench, mcfg, device, run_dir)
+            if checked:
+                flagged = sum(bool(r["flag"]) for r in checked["rates"])
+                summary.notes["counterfactual"] = (f"{checked['images']} image(s); {flagged} metric x change class(es) "
+                                                   f"noticed in under {bench.counterfactual.target:.0%} of cases")
             if "generate" not in steps:
                 summary.done = len(rows)
     if "report" in steps and not (shard_count > 1 and "generate" in steps):
@@ -168,7 +180,10 @@ def run(cfg: DictConfig) -> Summary:
             popularity = {m.name: m.popularity for m in roster.models}
             sets = [n for n in bench.use if bench.promptsets[n].get("kind") == "dataset"]
             info = write_reports(rows, run_dir, popularity, dict(bench.report.weights), str(bench.report.quality),
-                                 personal_methods(roster.models), sets)
+                                 personal_methods(roster.models), sets, backbones=_read_backbones(run_dir),
+                                 counterfactual=_read_json(run_dir / "counterfactual.json"),
+                                 leakage=leakage_rows(roster.models, prompts, bench),
+                                 resamples=int(bench.report.bootstrap))
             summary.notes["report"] = info["report"]
     if metric_failures or "generate" not in steps:  # the runner wrote generation's lines: metric lines join them
         write_failures(run_dir, shard_index, shard_count, sorted(failures, key=lambda f: f["id"]))
@@ -194,6 +209,63 @@ def personal_methods(models) -> dict[str, str]:
     bases = {man.base for man in runs.values()}
     out = {m.name: BASE_METHOD for m in models if not m.train_run and m.source in bases}
     return {**out, **{name: man.method for name, man in runs.items()}} if runs else {}
+
+
+def dataset_paths(bench: Any) -> list[Path]:
+    """The exported datasets among the promptsets in use."""
+    return [Path(str(bench.promptsets[n].path)) for n in bench.use if bench.promptsets[n].get("kind") == "dataset"]
+
+
+def counterfactuals(bench: Any, mcfg: MetricsConfig, device: str, run_dir: Path) -> dict | None:
+    """The counterfactual check on the datasets in use, with the identity encoder (``bench.counterfactual``)."""
+    from gen4gen.bench.counterfactual import run_check
+    from gen4gen.encoders import Clip, Dino, EfficientNetLite0
+
+    ccfg = bench.counterfactual
+    datasets = [d for d in dataset_paths(bench) if (d / "mycanvas" / "index.jsonl").is_file()]
+    if not ccfg.enabled or not datasets:
+        return None
+    spec = {"clip": mcfg.clip, "dino": mcfg.dino}.get(mcfg.identity, mcfg.identity)
+    tag = provenance.describe("identity", spec).tag
+    make = {"clip": lambda: Clip(mcfg.clip, device, mcfg.batch_size), "dino": lambda: Dino(mcfg.dino, device, mcfg.batch_size),
+            }.get(mcfg.identity, lambda: EfficientNetLite0(device, mcfg.batch_size))
+    return run_check(datasets, make, tag, run_dir, int(ccfg.max_images), float(ccfg.target))
+
+
+def leakage_rows(models, prompts, bench: Any) -> list[dict]:
+    """The leakage check for every personalised model (a train run) of the roster."""
+    from gen4gen.bench import leakage
+    from gen4gen.bench.split import read_split
+
+    heldout = []
+    for d in dataset_paths(bench):
+        if (d / "split.json").is_file():
+            heldout += read_split(d).holdout
+    rows = []
+    for m in (m for m in models if m.train_run):
+        try:
+            captions, sets = leakage.training_data(Path(m.train_run))
+        except UserError as e:
+            console.print(f"[yellow]bench: leakage check of {m.name} skipped: {e}[/yellow]")
+            continue
+        rows.append(leakage.check(m.name, prompts, captions, sets, heldout))
+    return rows
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_backbones(run_dir: Path):
+    data = _read_json(run_dir / "backbones.json")
+    try:
+        return provenance.from_json(data) if data else None
+    except TypeError:  # another shape (an older run): the report falls back to the rows' tags
+        return None
 
 
 def _bare_row(rec: dict) -> dict:

@@ -130,8 +130,12 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
     assert sorted({m["prompt_id"] for m in metrics if m["category"].startswith("k=")}) == [
         "k1__cat", "k1__dog", "k2__cat+dog"]
 
+    _assert_provenance_everywhere(run_dir, tiny)
+
     report = run_dir / "report"
     board = _csv(report / "leaderboard.csv")
+    for r in board:
+        assert float(r["clip_t_lo"]) <= float(r["clip_t"]) <= float(r["clip_t_hi"]) and r["rank"] in ("1", "2", "1=")
     assert [r["model"] for r in board] == sorted((r["model"] for r in board),
                                                  key=lambda n: -float(next(b["clip_t"] for b in board if b["model"] == n)))
     assert {r["model"] for r in board} == {"tiny-sd", "tiny-sdxl"} and all(r["n"] == "12" for r in board)
@@ -168,6 +172,40 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
     redo = run(_bench_cfg(tmp_path, tiny, "bench.batch_size=1", "bench.steps=[generate]"))
     assert (redo.done, redo.skipped) == (1, 23)
     assert np.abs(np.asarray(Image.open(victim), dtype=np.int16) - old).max() <= 2
+
+
+def _assert_provenance_everywhere(run_dir: Path, tiny: dict) -> None:
+    """Every output file names where its numbers come from: results the model's source and fingerprint, metrics
+    and every report table each metric's backbone (source and weights' sha256), the page says in words that
+    these tiny backbones are not standard."""
+    import hashlib
+
+    sha = {k: hashlib.sha256((tiny[k] / "model.safetensors").read_bytes()).hexdigest() for k in ("clip", "dino", "owl")}
+    tag = {"clip": f"clip={tiny['clip']}@sha256:{sha['clip'][:12]}", "dino": f"dino={tiny['dino']}@sha256:{sha['dino'][:12]}",
+           "detector": f"detector={tiny['owl']}@sha256:{sha['owl'][:12]}",
+           "identity": f"identity={tiny['clip']}@sha256:{sha['clip'][:12]}"}
+    want = {"clip_t": tag["clip"], "clip_i": tag["clip"], "dino": tag["dino"], "cp_clip": f"{tag['detector']} + {tag['clip']}",
+            "identity_mix": f"{tag['detector']} + {tag['identity']}", "ti_clip": tag["clip"], "mcos": tag["clip"]}
+    described = json.loads((run_dir / "backbones.json").read_text())
+    assert described["dino"][0]["sha256"] == sha["dino"] and described["clip_t"][0]["standard"] is False
+    for r in [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()] + _csv(run_dir / "results.csv"):
+        assert r["source"] and r["model_fingerprint"]
+    for r in [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]:
+        have = {m for m in want if r.get(m) is not None}
+        assert r["backbones"] == {m: want[m] for m in want if m in have}
+    for r in _csv(run_dir / "metrics.csv"):
+        cells = dict(x.split(": ", 1) for x in r["backbones"].split("; "))
+        assert cells == {m: want[m] for m in want if r[m] != ""}
+    tables = sorted((run_dir / "report").glob("*.csv"))
+    assert {t.name for t in tables} >= {"leaderboard.csv", "leaderboard_by_category.csv", "ranking.csv",
+                                        "ranking_summary.csv", "by_k.csv"}
+    for table in tables:
+        rows = _csv(table)
+        assert rows and all(all(f"{m}: {t}" in r["backbones"] for m, t in want.items()) for r in rows), table.name
+    page = (run_dir / "report" / "leaderboard.md").read_text().splitlines()
+    assert page[2].startswith(f"**These scores come from non-standard backbones: clip={tiny['clip']} (a local folder")
+    assert "a tiny test model, most likely random weights" in page[2]
+    assert f"| clip_t | clip | {tiny['clip']} | {sha['clip'][:16]} |" in "\n".join(page)
 
 
 def test_roster_components_scheduler_and_lora_load_and_each_model_is_freed(tmp_path, tiny, monkeypatch):

@@ -1,8 +1,11 @@
 """Intervals and ties for the leaderboards: a clustered bootstrap over prompts (each prompt carries all its seeds:
 seeds of one prompt are not independent draws) and a paired sign-flip test between neighbouring models.
 
-- ``bootstrap_ci``: 95 % percentile interval of the mean over every (prompt, seed) image, resampling prompts with
-  replacement (``resamples`` draws, a fixed generator: the same rows give the same interval).
+- ``bootstrap_ci``: 95 % interval of the mean over every (prompt, seed) image, resampling prompts with
+  replacement (``resamples`` draws, a fixed generator: the same rows give the same interval). The plain
+  percentile interval covers too rarely with few prompts (about 93 % at 40): the *expanded* percentile interval
+  (Hesterberg 2015) takes the quantiles at the level whose normal quantile is ``sqrt(n / (n - 1)) * t(n - 1)``,
+  which restores the stated rate.
 - ``paired_p``: two models' per-prompt mean difference over the prompts both have; the p-value of a sign-flip
   permutation test (exact when there are at most ``EXACT_MAX`` prompts), two-sided. Under the null (both
   models' scores from one distribution) the per-prompt difference is symmetric about 0.
@@ -47,9 +50,13 @@ def bootstrap_ci(values: Sequence, clusters: Sequence[Hashable], resamples: int 
     mean = float(sums.sum() / counts.sum())
     if len(sums) < 2 or resamples < 1:
         return mean, None, None
-    idx = np.random.default_rng(seed).integers(0, len(sums), size=(resamples, len(sums)))
+    from scipy.stats import norm, t
+
+    n = len(sums)
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     means = sums[idx].sum(1) / counts[idx].sum(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    tail = float(norm.sf(math.sqrt(n / (n - 1)) * t.ppf(1 - (1 - level) / 2, n - 1)))  # expanded percentile
+    lo, hi = np.quantile(means, [tail, 1 - tail])
     return mean, float(lo), float(hi)
 
 

@@ -54,8 +54,19 @@ def _dataset(root: Path) -> Path:
     for c in ("cat", "dog"):
         (ds / "refs").mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(ds / "refs" / f"{c}_0.png")
-    (ds / "mycanvas").mkdir(parents=True, exist_ok=True)
+    (ds / "mycanvas" / "images").mkdir(parents=True, exist_ok=True)
+    scene = np.full((48, 64, 3), 128, np.uint8)  # the final image with its instance masks: the counterfactual check
+    instances = []
+    for k, (c, colour) in enumerate((("cat", (200, 60, 40)), ("dog", (40, 60, 200)))):
+        x = 6 + 30 * k
+        scene[12:40, x:x + 24] = colour
+        mask = np.zeros((48, 64), np.uint8)
+        mask[12:40, x:x + 24] = 255
+        Image.fromarray(mask).save(ds / "mycanvas" / "images" / f"{c}_0.png")
+        instances.append({"name": f"{c}_0", "concept": c, "bbox": [x, 12, 24, 28], "mask": f"images/{c}_0.png"})
+    Image.fromarray(scene).save(ds / "mycanvas" / "images" / "x.png")
     row = {"id": "pets/cat+dog_000/v0_procedural", "image": "images/x.png", "scene": "pets", "concepts": ["cat", "dog"],
+           "instances": instances,
            "captions": {"short": "a cat and a dog", "detailed": "a cat on the left and a dog on the right in the garden",
                         "personalized": "<new1> cat on the left and <new2> dog on the right in the garden"},
            "modifier_tokens": {"cat": "<new1>", "dog": "<new2>"},
@@ -142,7 +153,10 @@ def test_bench_run_two_pipelines_resume_and_reports(tmp_path, tiny):
     cats = _csv(report / "leaderboard_by_category.csv")
     assert {(r["set"], r["category"]) for r in cats} >= {("mycanvas", "pets"), ("mycanvas", "novel background")}
     assert (report / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "## Weighted ranking (GEMRec)" in (report / "leaderboard.md").read_text()
+    page = (report / "leaderboard.md").read_text()
+    assert "## Weighted ranking (GEMRec)" in page and "## Metrics that must notice (counterfactuals)" in page
+    assert "## Difficulty by number of concepts (k)" in page and (report / "by_k.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary.notes["counterfactual"].startswith("1 image(s); ")
     ranking = _csv(report / "ranking.csv")
     assert len(ranking) == 12 and sorted(r["rank"] for r in ranking) == ["1"] * 6 + ["2"] * 6
     gallery = (report / "gallery.html").read_text()
@@ -196,7 +210,11 @@ def _assert_provenance_everywhere(run_dir: Path, tiny: dict) -> None:
     for r in _csv(run_dir / "metrics.csv"):
         cells = dict(x.split(": ", 1) for x in r["backbones"].split("; "))
         assert cells == {m: want[m] for m in want if r[m] != ""}
-    tables = sorted((run_dir / "report").glob("*.csv"))
+    checked = _csv(run_dir / "report" / "counterfactual.csv")  # one image, two concepts: no substitute
+    assert [(r["metric"], r["kind"], r["cases"]) for r in checked] == [
+        (m, k, "1" if k == "swap" else "2") for m in ("identity_mix", "cp_clip", "clip_i") for k in ("swap", "drop", "duplicate")]
+    assert {r["backbone"] for r in checked} == {tag["identity"]}
+    tables = sorted(t for t in (run_dir / "report").glob("*.csv") if t.name != "counterfactual.csv")
     assert {t.name for t in tables} >= {"leaderboard.csv", "leaderboard_by_category.csv", "ranking.csv",
                                         "ranking_summary.csv", "by_k.csv"}
     for table in tables:

@@ -296,3 +296,64 @@ def test_leakage_finds_evaluation_prompts_and_backgrounds_in_the_training_captio
     assert row["examples"].split(", ")[:2] == ["mc/s__cat+dog_000__v0", "mc/s__cup+owl_001__v0"]
     with pytest.raises(UserError, match="not a train run"):
         training_data(tmp_path / "nothing")
+
+
+def test_the_pareto_plot_and_the_gemrec_ranking_show_ties(tmp_path):
+    from gen4gen.bench.report import front_ties, plot_pareto, ranking_summary
+
+    rng = np.random.default_rng(4)
+    hard = rng.normal(0, 1.0, 30)
+    values = {m: {(p, s): v for p, s, v in _simulate(rng, 30, 2, q, effect=hard)}
+              for m, q in (("cheap", 10.0), ("dear", 12.0), ("dear-twin", 12.0), ("worse", 8.0))}
+    pts = [("cheap", 1.0, 10.0), ("dear", 5.0, 12.05), ("dear-twin", 6.0, 12.0), ("worse", 7.0, 8.0)]
+    front = ["cheap", "dear"]
+    # dear-twin: beaten by "dear" (cheaper, better) but not significantly; "worse" is beaten significantly
+    assert front_ties(pts, front, values) == ["dear-twin"]
+    board = [{"model": m, "cost_usd": c / 1000, "clip_t": q, "clip_t_lo": q - 0.4, "clip_t_hi": q + 0.4, "rank": "1"}
+             for m, c, q in pts]
+    got_front, tied = plot_pareto(board, "clip_t", tmp_path / "p.png", values)
+    assert (got_front, tied) == (front, ["dear-twin"]) and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+    # GEMRec ranking: two models that share first place half the time tie; a model always last does not
+    ranking = []
+    for k in range(20):
+        a, b = (1, 2) if k % 2 else (2, 1)
+        ranking += [{"prompt_key": f"p{k}", "model": "a", "rank": a, "score": 1.0},
+                    {"prompt_key": f"p{k}", "model": "b", "rank": b, "score": 1.0},
+                    {"prompt_key": f"p{k}", "model": "c", "rank": 3, "score": 0.0}]
+    summary = ranking_summary(ranking, resamples=200)
+    assert [(r["model"], r["rank"]) for r in summary] == [("a", "1="), ("b", "1="), ("c", "3")]
+    assert summary[2]["mean_rank_lo"] == summary[2]["mean_rank_hi"] == 3.0
+
+
+def test_the_stage_runs_the_leakage_check_for_each_train_run_and_the_report_shows_it(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from gen4gen.bench.report import write_reports
+    from gen4gen.bench.roster import Roster
+    from gen4gen.personalize import Manifest, TokenFile
+    from gen4gen.stages.bench import leakage_rows
+
+    ds = _export(tmp_path / "ds", [["cat", "dog"], ["cup", "owl"]])
+    (ds / "split.json").write_text(json.dumps({"holdout": [["cat", "dog"]], "train": [["cup", "owl"]]}))
+    run = tmp_path / "run"
+    run.mkdir()
+    tokens = [TokenFile(token=f"<new{k + 1}>", concept=c, noun=c, file="t") for k, c in enumerate(COLOURS)]
+    (run / "personalization.json").write_bytes(Manifest(trainer="lora", base="x", base_kind="sd", weights="w",
+                                                        tokens=tokens, data="mycanvas", caption="personalized").dump())
+    (run / "meta.json").write_text(json.dumps({"dataset": str(ds)}))
+    models = Roster.model_validate({"models": [{"name": "base", "source": "x"},
+                                               {"name": "mine", "source": "x", "train_run": str(run)},
+                                               {"name": "broken", "source": "x", "train_run": str(tmp_path)}]}).models
+    bench = OmegaConf.create({"use": ["mycanvas"], "promptsets": {"mycanvas": {"kind": "dataset", "path": str(ds)}}})
+    prompts = P.load_dataset("mycanvas", ds, caption="personalized", novel_backgrounds=[])
+    rows = leakage_rows(models, prompts, bench)
+    assert [(r["model"], r["exact"], r["heldout_sets_in_training"]) for r in rows] == [("mine", 2, "cat+dog")]
+    assert "bench: leakage check of broken skipped: " in capsys.readouterr().err
+    metric_rows = [{"model": "mine", "prompt_key": p.key, "seed": 0, "set": "mycanvas", "category": p.category,
+                    "prompt": p.text, "image": "x.png", "clip_t": 20.0 + k, "backbones": {"clip_t": "clip=c@sha256:0"}}
+                   for k, p in enumerate(prompts)]
+    write_reports(metric_rows, tmp_path / "bench", {}, {}, leakage=rows, resamples=50)
+    page = (tmp_path / "bench" / "report" / "leakage.csv").read_text()
+    assert page.splitlines()[0].endswith(",backbones") and "clip_t: clip=c@sha256:0" in page
+    assert "## Leakage: evaluation prompts vs training captions" in (tmp_path / "bench" / "report" / "leaderboard.md").read_text()

@@ -443,6 +443,7 @@ def test_bench_generates_and_scores_personalised_models_and_prints_gen4gen_table
                    "bench.use=[mycanvas]", f"bench.promptsets.mycanvas.path={tiny['dataset']}",
                    "bench.promptsets.mycanvas.caption=personalized", "bench.promptsets.mycanvas.limit=null",
                    "bench.promptsets.mycanvas.novel_backgrounds=[on the surface of the moon]",
+                   "bench.promptsets.mycanvas.k_prompts=0",
                    f"bench.metrics.backbones.clip={save_tiny_clip(tmp_path / 'clip', tok)}",
                    f"bench.metrics.backbones.dino={save_tiny_dino(tmp_path / 'dino')}",
                    f"bench.metrics.backbones.detector={save_tiny_owlvit(tmp_path / 'owl', tok)}",

@@ -167,8 +167,12 @@ def run(cfg: DictConfig) -> Summary:
             checked = counterfactuals(bench, mcfg, device, run_dir)
             if checked:
                 flagged = sum(bool(r["flag"]) for r in checked["rates"])
-                summary.notes["counterfactual"] = (f"{checked['images']} image(s); {flagged} metric x change class(es) "
-                                                   f"noticed in under {bench.counterfactual.target:.0%} of cases")
+                left_out = checked.get("problems") or []
+                for line in left_out[:5]:
+                    console.print(f"[yellow]bench: {line}[/yellow]")
+                summary.notes["counterfactual"] = (
+                    f"{checked['images']} image(s); {flagged} metric x change class(es) noticed in under "
+                    f"{bench.counterfactual.target:.0%} of cases" + (f"; {len(left_out)} row(s) left out" if left_out else ""))
             if "generate" not in steps:
                 summary.done = len(rows)
     if "report" in steps and not (shard_count > 1 and "generate" in steps):

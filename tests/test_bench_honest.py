@@ -198,6 +198,10 @@ def test_counterfactuals_change_what_they_say_and_identity_metrics_notice_them(t
     assert built == [1] and again == first and first["images"] == 3
     assert (run / "counterfactual_cases.csv").read_text().count("\n") == 1 + 21
     assert CF.run_check([tmp_path / "nowhere"], make, "x", tmp_path / "run2") is None
+    # a file of another shape is read as none (one line) and the check runs again
+    (run / "counterfactual.json").write_text('{"key": "k", "backbone": "b", "images": -1, "rates": []}')
+    assert CF.read_check(run / "counterfactual.json") is None
+    assert CF.run_check([ds], make, "identity=mean-colour@sha256:0", run) == first and built == [1, 1]
 
 
 # ---------------------------------------------------------------- provenance
@@ -232,6 +236,11 @@ def test_provenance_names_source_hash_and_whether_the_backbone_is_standard(tmp_p
                                   "identity": "clip"}, ["clip_t", "identity_mix"])
     assert [b.role for b in by_metric["identity_mix"]] == ["detector", "identity"]
     assert by_metric["identity_mix"][1].source == str(tiny)  # identity=clip: the CLIP weights
+    from gen4gen.bench.provenance import from_json, to_json
+
+    assert from_json(to_json(by_metric)) == by_metric
+    with pytest.raises(ValueError, match=r"clip_t\.0\.standard"):
+        from_json(b'{"clip_t": [{"role": "clip", "source": "x", "sha256": null, "params": 1, "standard": "maybe"}]}')
     said = warning(by_metric)
     assert said.startswith("These scores come from non-standard backbones: clip=") and str(tiny) in said
     assert warning({"clip_t": [hub]}) is None

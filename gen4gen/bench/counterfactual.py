@@ -40,6 +40,40 @@ class _Instance(BaseModel):
     mask: str
 
 
+class Rate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metric: str
+    kind: str
+    cases: int = Field(ge=0)
+    noticed: int = Field(ge=0)
+    rate: float = Field(ge=0, le=1)
+    flag: str
+    backbone: str = ""
+
+
+class CheckFile(BaseModel):
+    """``<run>/counterfactual.json``: what the report reads back."""
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    backbone: str
+    images: int = Field(ge=0)
+    rates: list[Rate]
+    problems: list[str] = Field(default_factory=list)
+
+
+def read_check(path: Path) -> dict | None:
+    """The check's file as a dict, None when there is none; a file of another shape is one line and left out."""
+    try:
+        return CheckFile.model_validate_json(Path(path).read_text("utf-8")).model_dump()
+    except OSError:
+        return None
+    except ValidationError as e:
+        import logging
+
+        logging.getLogger(__name__).warning("%s: left out of the report: %s", path, explain(e))
+        return None
+
+
 @dataclass
 class Instance:
     concept: str
@@ -243,12 +277,9 @@ def run_check(datasets: Sequence[Path], make_encoder, backbone_tag: str, run_dir
     key = config_hash({"index": [config_hash(p.read_text("utf-8")) if p.is_file() else None for p in indexes],
                        "backbone": backbone_tag, "max_images": max_images, "target": target})
     path = run_dir / "counterfactual.json"
-    try:
-        old = json.loads(path.read_text("utf-8"))
-        if old.get("key") == key:
-            return old
-    except (OSError, ValueError):
-        pass
+    old = read_check(path) if path.is_file() else None
+    if old and old["key"] == key:
+        return old
     scenes, refs, problems = [], {}, []
     for d in datasets:
         s, r, p = load_scenes(Path(d), max_images)
@@ -260,7 +291,8 @@ def run_check(datasets: Sequence[Path], make_encoder, backbone_tag: str, run_dir
     rates_rows, cases = check(scenes, refs, make_encoder(), target)
     for r in rates_rows:
         r["backbone"] = backbone_tag
-    result = {"key": key, "backbone": backbone_tag, "images": len(scenes), "rates": rates_rows, "problems": problems}
+    result = CheckFile(key=key, backbone=backbone_tag, images=len(scenes), rates=rates_rows,
+                       problems=problems).model_dump()
     write_atomic(run_dir / "counterfactual_cases.csv", csv_bytes([{**c, "backbone": backbone_tag} for c in cases], [
         "scene", "kind", "change", *[f"{m}_{x}" for m in METRICS for x in ("true", "changed", "noticed")], "backbone"]))
     write_atomic(path, json_bytes(result))

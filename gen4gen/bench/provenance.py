@@ -105,8 +105,16 @@ def to_json(backbones: dict[str, list[Backbone]]) -> bytes:
     return json.dumps({m: [asdict(b) for b in bs] for m, bs in backbones.items()}, indent=2).encode("utf-8")
 
 
-def from_json(data: dict) -> dict[str, list[Backbone]]:
-    return {m: [Backbone(**b) for b in bs] for m, bs in data.items()}
+def from_json(data: bytes) -> dict[str, list[Backbone]]:
+    """``backbones.json`` read back through its schema; ``ValueError`` naming the field when it does not fit."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from gen4gen.artefacts import explain
+
+    try:
+        return TypeAdapter(dict[str, list[Backbone]]).validate_json(data)
+    except ValidationError as e:
+        raise ValueError(explain(e)) from None
 
 
 def warning(backbones: dict[str, list[Backbone]]) -> str | None:

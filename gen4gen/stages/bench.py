@@ -10,7 +10,6 @@ Hydra launcher) generates its share of the models, then ``bench.steps=[metrics,r
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.bench import provenance
+from gen4gen.bench.counterfactual import read_check, run_check
 from gen4gen.bench.generate import Generator, Job, estimate, plan_jobs, read_records
 from gen4gen.bench.metrics import MetricsConfig, score_records
 from gen4gen.bench.prompts import load_promptsets
@@ -185,7 +185,8 @@ def run(cfg: DictConfig) -> Summary:
             sets = [n for n in bench.use if bench.promptsets[n].get("kind") == "dataset"]
             info = write_reports(rows, run_dir, popularity, dict(bench.report.weights), str(bench.report.quality),
                                  personal_methods(roster.models), sets, backbones=_read_backbones(run_dir),
-                                 counterfactual=_read_json(run_dir / "counterfactual.json"),
+                                 counterfactual=read_check(run_dir / "counterfactual.json")
+                                 if bench.counterfactual.enabled else None,
                                  leakage=leakage_rows(roster.models, prompts, bench),
                                  resamples=int(bench.report.bootstrap))
             summary.notes["report"] = info["report"]
@@ -222,7 +223,6 @@ def dataset_paths(bench: Any) -> list[Path]:
 
 def counterfactuals(bench: Any, mcfg: MetricsConfig, device: str, run_dir: Path) -> dict | None:
     """The counterfactual check on the datasets in use, with the identity encoder (``bench.counterfactual``)."""
-    from gen4gen.bench.counterfactual import run_check
     from gen4gen.encoders import Clip, Dino, EfficientNetLite0
 
     ccfg = bench.counterfactual
@@ -256,19 +256,16 @@ def leakage_rows(models, prompts, bench: Any) -> list[dict]:
     return rows
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _read_backbones(run_dir: Path):
-    data = _read_json(run_dir / "backbones.json")
+    """``backbones.json`` of the metrics step; None (the report falls back to the rows' tags) when absent or
+    of another shape, with one line."""
+    path = run_dir / "backbones.json"
     try:
-        return provenance.from_json(data) if data else None
-    except TypeError:  # another shape (an older run): the report falls back to the rows' tags
+        return provenance.from_json(path.read_bytes())
+    except OSError:
+        return None
+    except ValueError as e:
+        console.print(f"[yellow]bench: {path}: {e}; the report names the backbones from the metric rows[/yellow]")
         return None
 
 

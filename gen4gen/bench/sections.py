@@ -116,9 +116,11 @@ def counterfactual_lines(rates: list[dict], backbone: str, images: int) -> list[
              f"{images} dataset image(s), each changed per instance: swap two concepts, drop one, duplicate another "
              f"in its place, substitute another image's concept. Rate = share of cases where the true image scores "
              f"above its counterfactual, at the true instance boxes, with {backbone}. `counterfactual.csv` has every "
-             f"case.", "", markdown_table(rates, ["metric", "kind", "cases", "noticed", "rate", "flag"]), ""]
+             f"case.", "", markdown_table([{**r, "rate": f"{r['rate']:.0%}"} for r in rates],
+                                          ["metric", "kind", "cases", "noticed", "rate", "flag"]), ""]
     if flagged:
-        lines += ["Flagged: " + "; ".join(f"`{r['metric']}` {r['flag']} of {r['kind']} changes" for r in flagged), ""]
+        lines += ["**Flagged: these metrics fail to notice a class of change**: " + ", ".join(
+            f"`{r['metric']}` on {r['kind']} ({r['noticed']}/{r['cases']})" for r in flagged) + ".", ""]
     return lines
 
 

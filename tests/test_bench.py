@@ -220,6 +220,8 @@ def _assert_provenance_everywhere(run_dir: Path, tiny: dict) -> None:
     for table in tables:
         rows = _csv(table)
         assert rows and all(all(f"{m}: {t}" in r["backbones"] for m, t in want.items()) for r in rows), table.name
+    assert Image.open(run_dir / "report" / "pareto.png").info["Description"] == f"backbones: {want['clip_t']}"
+    assert f"identity_mix: {want['identity_mix']}" in Image.open(run_dir / "report" / "by_k.png").info["Description"]
     page = (run_dir / "report" / "leaderboard.md").read_text().splitlines()
     assert page[2].startswith(f"**These scores come from non-standard backbones: clip={tiny['clip']} (a local folder")
     assert "a tiny test model, most likely random weights" in page[2]

@@ -154,8 +154,21 @@ def front_ties(points: list[tuple[str, float, float]], front: list[str], values:
     return tied
 
 
-def plot_pareto(board: list[dict], quality: str, path: Path, values: dict[str, dict] | None = None
-                ) -> tuple[list[str], list[str]]:
+def save_figure(fig, path: Path, backbones: str) -> None:
+    """A report plot as PNG with the backbones of its numbers: a footnote on the figure and the PNG's
+    ``Description`` text (what a script reads back)."""
+    import matplotlib.pyplot as plt
+
+    if backbones:
+        fig.text(0.01, 0.005, f"backbones: {backbones}", fontsize=5, color="0.4", ha="left", va="bottom", wrap=True)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Description": f"backbones: {backbones or '-'}"})
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def plot_pareto(board: list[dict], quality: str, path: Path, values: dict[str, dict] | None = None,
+                backbones: str = "") -> tuple[list[str], list[str]]:
     """Quality (with its 95 % interval) vs cost per model ($ per 1,000 images; latency when no cost is known),
     the front joined; models tied with the front (``front_ties``) drawn hollow. Returns (front, tied)."""
     import matplotlib
@@ -191,11 +204,8 @@ def plot_pareto(board: list[dict], quality: str, path: Path, values: dict[str, d
     ax.set_ylabel(f"{quality} (95 % interval)")
     ax.set_title(f"{quality} vs {'cost' if cost_key == 'cost_usd' else 'latency'}")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    save_figure(fig, path, backbones)
     return front, tied
 
 
@@ -308,7 +318,8 @@ def write_reports(rows: list[dict], run_dir: Path, popularity: dict[str, float |
     write_atomic(out / "leaderboard_by_category.csv", csv_bytes(stamp(by_cat), [
         "set", "category", *with_intervals(cols), "p_vs_above", "backbones"]))
     values = {m: by_image([r for r in rows if r["model"] == m], quality) for m in {r["model"] for r in rows}}
-    front, tied = plot_pareto(board, quality, out / "pareto.png", values) if board else ([], [])
+    front, tied = plot_pareto(board, quality, out / "pareto.png", values, S.from_rows(rows).get(quality, "")) \
+        if board else ([], [])
     ranking = weighted_ranking(rows, popularity, weights)
     summary = ranking_summary(ranking, resamples)
     write_atomic(out / "ranking.csv", csv_bytes(stamp(ranking), ["prompt_key", "model", "rank", "score", "clip_t",
@@ -317,7 +328,7 @@ def write_reports(rows: list[dict], run_dir: Path, popularity: dict[str, float |
     write_atomic(out / "ranking_summary.csv", csv_bytes(stamp(summary), [*with_intervals(summary_cols), "p_vs_above",
                                                                          "backbones"]))
     k_table = S.by_k(rows, resamples)
-    shown = S.plot_by_k(k_table, out / "by_k.png") if k_table else []
+    shown = S.plot_by_k(k_table, out / "by_k.png", prov) if k_table else []
     if k_table:
         write_atomic(out / "by_k.csv", csv_bytes(stamp(k_table), [*S.BY_K_COLUMNS, "backbones"]))
     md = [f"# Bench leaderboard: {run_dir.name}", ""]

@@ -2,7 +2,6 @@
 the number of concepts k, the counterfactual check (metrics that must notice) and the leakage check."""
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -10,7 +9,6 @@ from typing import Sequence
 from gen4gen.bench.provenance import Backbone, warning
 from gen4gen.bench.stats import bootstrap_ci
 from gen4gen.hashing import stable_hash
-from gen4gen.io import write_atomic
 
 IDENTITY = ("identity_mix", "cp_clip", "clip_i", "dino")  # what a wrong, missing or mixed concept should lower
 BY_K_COLUMNS = ["model", "k", "n", *[x for m in IDENTITY for x in (m, f"{m}_lo", f"{m}_hi")]]
@@ -61,12 +59,14 @@ def by_k(rows: Sequence[dict], resamples: int = 1000) -> list[dict]:
     return out
 
 
-def plot_by_k(table: list[dict], path: Path) -> list[str]:
+def plot_by_k(table: list[dict], path: Path, backbones: str = "") -> list[str]:
     """One panel per identity metric that has values, a line per model (95 % intervals as bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from gen4gen.bench.report import save_figure
 
     shown = [m for m in IDENTITY if any(r.get(m) is not None for r in table)]
     if not shown:
@@ -86,11 +86,8 @@ def plot_by_k(table: list[dict], path: Path) -> list[str]:
         ax.set_xticks(sorted({r["k"] for r in table}))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    save_figure(fig, path, backbones)
     return shown
 
 

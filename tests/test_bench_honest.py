@@ -261,6 +261,11 @@ def test_k_prompts_come_from_the_datasets_concept_sets_and_split_holds_sets_out(
     assert k3.scored_text == k3.class_text == "a photo of a cat and a cup and a dog"
     assert set(k3.references) == {"cat", "dog", "cup"}
     assert all(len(set(c)) == int(cat[2:]) for _, cat, c in ks)
+    # a set's limit picks among the scene prompts; the few k-curve prompts are always kept
+    limited, _ = P.load_promptsets({"mc": {"kind": "dataset", "path": str(ds), "limit": 1, "k_prompts": 2,
+                                           "novel_backgrounds": []}}, ["mc"])
+    assert [p.category for p in limited if not p.category.startswith("k=")] == ["s"]
+    assert [p.id for p in limited if p.category.startswith("k=")] == [i for i, _, _ in ks]
 
     assert split_main([str(ds), "--holdout", "0.34", "--seed", "0"]) == 0
     split = read_split(ds)

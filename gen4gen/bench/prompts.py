@@ -44,6 +44,7 @@ class Prompt:
     novel_background: bool = False  # counts in TI-CLIP
     class_text: str | None = None  # ``text`` with each "<newK> class" read as class words (for models without tokens)
     background: str | None = None  # a novel-background prompt's background (the leakage check looks for it)
+    unlimited: bool = False  # kept whatever the set's ``limit`` (the k-curve prompts: few by construction)
 
     def given(self, personalised: bool) -> str:
         """What a model is given: the prompt as written to a personalised model (a train run that owns the
@@ -278,7 +279,8 @@ def k_prompt_rows(name: str, concept_sets: dict[tuple[str, ...], tuple[dict, dic
                                                     for c in sub)
             given = personal if caption == "personalized" else plain
             out.append(Prompt(name, f"k{k}__{'+'.join(sub)}", given, f"k={k}", eval_text=plain, concepts=list(sub),
-                              references={c: refs[c] for c in sub}, class_text=plain if given != plain else None))
+                              references={c: refs[c] for c in sub}, class_text=plain if given != plain else None,
+                              unlimited=True))
     return out
 
 
@@ -329,7 +331,8 @@ def load_promptsets(sets: dict, use: list[str]) -> tuple[list[Prompt], dict[str,
         if problems:
             notes[f"promptset {name}"] = (f"{len(problems)} row(s) left out (the first {min(len(problems), SHOWN_PROBLEMS)} "
                                           f"above); {len(unique)} prompt(s) kept")
-        prompts += limit_prompts(unique, int(limit) if limit else None)
+        kept = {p.key for p in limit_prompts([p for p in unique if not p.unlimited], int(limit) if limit else None)}
+        prompts += [p for p in unique if p.unlimited or p.key in kept]
     keys = [p.key for p in prompts]
     if len(set(keys)) != len(keys):
         raise UserError("duplicate prompt ids; give each promptset its own name")

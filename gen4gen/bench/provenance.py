@@ -67,6 +67,8 @@ def describe(role: str, spec: str) -> Backbone:
         if params is not None and params < TINY_PARAMS:
             note += f"; {params:,} parameters: a tiny test model, most likely random weights"
         return Backbone(role, str(folder), _files_sha(files), params, False, note)
+    if folder.is_absolute() or spec.startswith(".") or spec.count("/") != 1:
+        return Backbone(role, spec, None, None, False, "a local path that is not a folder here: weights unknown")
     files = _hub_cached(spec)
     note = "" if spec in STANDARD else "a hub checkpoint outside the published list"
     if not files:

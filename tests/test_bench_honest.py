@@ -181,6 +181,10 @@ def test_counterfactuals_change_what_they_say_and_identity_metrics_notice_them(t
         assert by[("identity_mix", kind)]["rate"] == 1.0 and by[("identity_mix", kind)]["flag"] == ""
         assert by[("cp_clip", kind)]["rate"] == 1.0
     assert by[("identity_mix", "swap")]["cases"] == 3 and by[("identity_mix", "drop")]["cases"] == 6
+    # a concept without references cannot be compared: its cases are not counted (not "missed")
+    no_owl = {c: v for c, v in refs.items() if c != "owl"}
+    partial = {(r["metric"], r["kind"]): r["cases"] for r in CF.check(scenes, no_owl, MeanColour())[0]}
+    assert partial[("identity_mix", "drop")] == 4 and partial[("clip_i", "swap")] == 3  # cup + owl: cup's refs
     # a metric that cannot see anything notices nothing, and the report says so
     blind, _ = CF.check(scenes, refs, Constant())
     assert all(r["rate"] == 0.0 and r["flag"] == "fails to notice (0% < 95%)" for r in blind)

@@ -15,6 +15,7 @@ not under test: a class detector would find "a cat" wherever the cat's pixels we
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -215,14 +216,20 @@ def score_many(images: Sequence[np.ndarray], scenes: Sequence[Scene], encoder: A
             out[k]["whole"] = e
         else:
             out[k]["crops"].append((concept, e))
+    none = np.zeros((0, 1))
     scores = []
     for o, scene in zip(out, scenes):
-        own = [reference_similarity(e, refs[c]) for c, e in o["crops"]]
+        own = [reference_similarity(e, refs.get(c, none)) for c, e in o["crops"]]
         margins = [identity_margins({c: e}, refs)[c] for c, e in o["crops"]]
-        mine = np.concatenate([refs[c] for c in scene.concepts if refs.get(c) is not None and refs[c].size])
-        scores.append({"identity_mix": float(np.mean(margins)), "cp_clip": float(np.mean(own)),
-                       "clip_i": reference_similarity(o["whole"], mine)})
+        mine = [refs[c] for c in scene.concepts if refs.get(c) is not None and refs[c].size]
+        scores.append({"identity_mix": _mean(margins), "cp_clip": _mean(own),
+                       "clip_i": reference_similarity(o["whole"], np.concatenate(mine)) if mine else math.nan})
     return scores
+
+
+def _mean(values: list[float]) -> float:
+    """NaN (a concept without references: nothing to compare) when any value is."""
+    return float(np.mean(values)) if values else math.nan
 
 
 def check(scenes: Sequence[Scene], ref_files: dict[str, list[str]], encoder: Any,
@@ -247,15 +254,21 @@ def check(scenes: Sequence[Scene], ref_files: dict[str, list[str]], encoder: Any
         for case, cf in zip(cases, got):
             rows.append({"scene": scene.id, "kind": case.kind, "change": case.target,
                          **{f"{m}_true": true[m] for m in METRICS}, **{f"{m}_changed": cf[m] for m in METRICS},
-                         **{f"{m}_noticed": bool(true[m] > cf[m]) for m in METRICS}})
+                         **{f"{m}_noticed": _noticed(true[m], cf[m]) for m in METRICS}})
     return rates(rows, target), rows
 
 
+def _noticed(true: float, changed: float) -> bool | None:
+    """Whether the true image scores strictly higher; None when either score is missing (not a case)."""
+    return None if math.isnan(true) or math.isnan(changed) else bool(true > changed)
+
+
 def rates(rows: list[dict], target: float = 0.95) -> list[dict]:
+    """Per metric and class: cases (those with both scores), noticed, rate, and a flag under ``target``."""
     out = []
     for m in METRICS:
         for kind in KINDS:
-            mine = [r for r in rows if r["kind"] == kind]
+            mine = [r for r in rows if r["kind"] == kind and r[f"{m}_noticed"] is not None]
             if not mine:
                 continue
             noticed = sum(r[f"{m}_noticed"] for r in mine)

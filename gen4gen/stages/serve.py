@@ -1,0 +1,64 @@
+"""serve: a local web app over the stages tree (review), a bench run (leaderboard) and a search index.
+
+``python -m gen4gen stage=serve`` prints ``http://127.0.0.1:8765/`` and serves until Ctrl-C. Decisions go to
+``<stages>/review.jsonl`` as they are made; ``stage=export`` honours them. See the README's "Review,
+leaderboard and model search" for the pages, the keys and the JSON API.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from gen4gen.console import Summary, console
+from gen4gen.errors import UserError
+
+
+def build(cfg: DictConfig):
+    """The app and what it serves, from the config (no server started: tests and benchmarks use this)."""
+    from gen4gen.serve.api import Served
+    from gen4gen.serve.app import create_app
+    from gen4gen.serve.items import load_catalog
+    from gen4gen.serve.leaderboard import load_run
+    from gen4gen.serve.review import ReviewStore
+    from gen4gen.serve.search import ModelSearch
+    from gen4gen.serve.security import make_token
+    from gen4gen.serve.thumbs import Thumbnails
+
+    sv = cfg.serve
+    stages = Path(cfg.paths.stages_dir)
+    bench_root = Path(sv.bench_run) if sv.bench_run else Path(str(cfg.bench.out_dir)) / str(cfg.bench.name)
+    if sv.bench_run and not bench_root.is_dir():
+        raise UserError(f"serve.bench_run={bench_root} is not a folder (a bench run: <bench.out_dir>/<name>)")
+    bench = load_run(bench_root) if bench_root.is_dir() else None
+    search = None
+    if sv.search_index:
+        from gen4gen.encoders import resolve_device
+
+        search = ModelSearch(cfg, Path(sv.search_index), resolve_device(cfg.device))
+    served = Served(load_catalog(stages), ReviewStore(stages), Thumbnails(Path(sv.thumbs_dir), int(sv.thumb_size)),
+                    bench, search, int(float(sv.max_upload_mb) * (1 << 20)))
+    token = make_token(str(sv.host), sv.token)
+    return create_app(served, str(sv.host), token, int(sv.page_size)), served, token
+
+
+def run(cfg: DictConfig) -> Summary:
+    import uvicorn
+
+    t0 = time.perf_counter()
+    app, served, token = build(cfg)
+    host, port = str(cfg.serve.host), int(cfg.serve.port)
+    cat = served.catalog
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/" + (f"?token={token}" if token else "")
+    console.print(f"serve: {len(cat.items)} final images to review ({cat.stale} stale, {len(cat.left_out)} incomplete), "
+                  f"bench run: {served.bench.root if served.bench else '-'}, "
+                  f"search index: {served.search.root if served.search else '-'}")
+    console.print(f"serve: open {url}  (Ctrl-C stops)", soft_wrap=True)
+    before = len(served.store.decisions)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    summary = Summary(stage="serve", total=len(cat.items), done=len(served.store.decisions),
+                      out_dir=str(served.store.path))
+    summary.notes["decisions"] = f"{len(served.store.decisions)} items reviewed ({len(served.store.decisions) - before} new)"
+    summary.seconds = round(time.perf_counter() - t0, 2)
+    return summary

@@ -80,7 +80,7 @@ function pareto(p) {
   for (const q of p.points) {
     const on = p.front.includes(q.model);
     const g = mk("g", {class: on ? "pt on" : "pt"});
-    g.append(mk("circle", {cx: X(q.x), cy: Y(q.y), r: 5}), mk("text", {x: X(q.x) + 7, y: Y(q.y) - 7, class: "pt-label"}, q.model), mk("title", {}, `${q.model}: ${fmt(q.y)} at ${fmt(q.x)}`));
+    g.append(mk("circle", {cx: X(q.x), cy: Y(q.y), r: 5}), mk("text", X(q.x) > W * 0.7 ? {x: X(q.x) - 7, y: Y(q.y) - 7, class: "pt-label", "text-anchor": "end"} : {x: X(q.x) + 7, y: Y(q.y) - 7, class: "pt-label"}, q.model), mk("title", {}, `${q.model}: ${fmt(q.y)} at ${fmt(q.x)}`));
     svg.append(g);
   }
   const xl = p.x === "cost_usd" ? "$ per image" : "seconds per image";

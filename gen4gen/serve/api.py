@@ -8,9 +8,9 @@ from typing import Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.serve.items import Catalog, ReviewItem

@@ -16,8 +16,8 @@ import ipaddress
 import secrets
 from urllib.parse import urlsplit
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
 
 COOKIE = "gen4gen_token"
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}

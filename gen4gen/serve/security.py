@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import time
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -49,10 +50,13 @@ class Guard:
         self.loopback, self.token = is_loopback(host), token
 
     async def __call__(self, request: Request, call_next) -> Response:
+        t0 = time.perf_counter()
         refusal = self.refuse(request)
         if refusal:
             return JSONResponse({"detail": refusal}, status_code=403)
         response = await call_next(request)
+        # the app's own time, as the browser's network panel and benchmarks/serve.py read it
+        response.headers["Server-Timing"] = f"app;dur={1000 * (time.perf_counter() - t0):.2f}"
         if self.token and request.query_params.get("token") and request.cookies.get(COOKIE) != self.token:
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
         response.headers["Content-Security-Policy"] = CSP

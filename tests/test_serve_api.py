@@ -238,3 +238,41 @@ def test_model_search_by_text_image_and_model(root):
     assert c.post("/api/search", files={"image": ("bad.png", b"not an image", "image/png")}).status_code == 422
     assert c.get("/api/search").status_code == 422
     assert c.get("/api/search", params={"model": "nobody"}).status_code == 422
+
+
+@pytest.mark.slow
+def test_the_cli_prints_the_address_serves_and_stops_on_ctrl_c(root):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.serve_fixtures import free_port
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "gen4gen", "stage=serve", f"paths.stages_dir={root / 'stages'}",
+                             f"paths.outputs_dir={root / 'outputs'}", f"serve.port={port}", "serve.token=abc123",
+                             f"serve.thumbs_dir={root / 'thumbs'}", f"hydra.run.dir={root / 'run'}"],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/api/items", params={"token": "abc123"}, timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.time() < deadline, "the server did not come up"
+                time.sleep(0.5)
+        assert r.status_code == 200 and r.json()["total"] == 4
+        assert httpx.get(f"http://127.0.0.1:{port}/api/items").status_code == 403  # the token is asked for
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert f"open http://127.0.0.1:{port}/?token=abc123" in out and "4 final images to review" in out

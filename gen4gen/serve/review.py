@@ -81,6 +81,7 @@ class ReviewStore:
         self.path = review_path(stages_dir)
         self.decisions = read_decisions(stages_dir)
         self._lock = threading.Lock()
+        self.recorded = 0  # decisions of this session
 
     def record(self, decision: Decision) -> Decision:
         decision.at = round(time.time(), 3)
@@ -94,6 +95,7 @@ class ReviewStore:
             finally:
                 os.close(fd)
             self.decisions[decision.id] = decision
+            self.recorded += 1
         return decision
 
 

@@ -212,7 +212,8 @@ def test_leaderboard_means_categories_and_pareto(root):
         assert models[name]["cost_usd"] == pytest.approx(m["cost_usd"]) and models[name]["n"] == 4
     assert b["pareto"]["x"] == "cost_usd" and b["pareto"]["front"] == ["fast_bad", "mid", "big_good"]
     assert {(r["model"], r["category"]) for r in b["categories"]} == {(m, c) for m in BENCH for c in ("objects", "animals")}
-    assert [m["key"] for m in b["metrics"]] == ["clip_t", "mcos", "latency_s", "cost_usd"]
+    assert [m["key"] for m in b["metrics"]] == ["clip_t", "mcos", "latency_s", "cost_usd"]  # no popularity known
+    assert b["weights"] == {"clip_t": 1.0, "mcos": 0.8, "popularity": 0.2}  # bench.report.weights
     grid = c.get("/api/leaderboard/prompts", params={"limit": 1}).json()
     assert grid["total"] == 2 and grid["models"] == sorted(BENCH)
     p = grid["prompts"][0]
@@ -276,3 +277,16 @@ def test_the_cli_prints_the_address_serves_and_stops_on_ctrl_c(root):
             proc.kill()
     assert proc.returncode == 0, out
     assert f"open http://127.0.0.1:{port}/?token=abc123" in out and "4 final images to review" in out
+
+
+def test_roster_popularity_is_a_metric_of_the_leaderboard(root):
+    import math
+
+    from gen4gen.serve.leaderboard import load_run
+
+    board = load_run(root / "bench" / "tiny", {"mid": 1000, "big_good": None}, {"clip": 0.5, "popularity": 1}).board()
+    models = {r["model"]: r for r in board["models"]}
+    assert models["mid"]["popularity"] == pytest.approx(math.log1p(1000)) and models["big_good"]["popularity"] is None
+    assert board["metrics"][-1] == {"key": "popularity", "label": "popularity", "higher_better": True}
+    assert board["weights"] == {"clip_t": 0.5, "mcos": 0.8, "popularity": 1.0}
+    assert [r["popularity"] for r in board["categories"] if r["model"] == "mid"] == [math.log1p(1000)] * 2

@@ -127,7 +127,7 @@ def router(s: Served) -> APIRouter:
 
     @api.get("/api/leaderboard")
     def board() -> dict:
-        return s.bench.board() if s.bench else {"run": None, "notes": ["no bench run: set serve.bench_run"],
+        return s.bench.board() if s.bench else {"run": None, "notes": ["no bench run: set serve.bench_run"], "weights": {},
                                                 "metrics": [], "models": [], "categories": [], "pareto": None}
 
     @api.get("/api/leaderboard/prompts")

@@ -5,6 +5,7 @@ inside the run folder."""
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,9 @@ log = logging.getLogger(__name__)
 # metric -> (label, higher is better)
 METRICS = {"clip_t": ("CLIP-T", True), "clip_i": ("CLIP-I", True), "dino": ("DINO", True), "cp_clip": ("CP-CLIP", True),
            "ti_clip": ("TI-CLIP", True), "mcos": ("MCOS", False), "latency_s": ("latency s", False),
-           "cost_usd": ("$ / image", False), "peak_memory_gb": ("memory GB", False)}
-assert set(METRICS) == set(COLUMNS)
+           "cost_usd": ("$ / image", False), "peak_memory_gb": ("memory GB", False),
+           "popularity": ("popularity", True)}  # log(1 + downloads) from the roster, GEMRec's third term
+assert set(METRICS) == set(COLUMNS) | {"popularity"}
 
 
 class BenchRow(BaseModel):
@@ -48,15 +50,20 @@ class BenchRun:
     rows: list[dict]
     images: list[Path]  # row index -> its image inside the run (or a missing path)
     notes: list[str] = field(default_factory=list)
+    popularity: dict[str, float] = field(default_factory=dict)  # model -> downloads
+    weights: dict[str, float] = field(default_factory=dict)  # the page's starting weights, per metric
 
     def board(self) -> dict:
         by_model = leaderboard(self.rows, ("model",))
         by_cat = leaderboard(self.rows, ("model", "set", "category"))
+        for r in by_model + by_cat:
+            p = self.popularity.get(r["model"])
+            r["popularity"] = None if p is None else math.log1p(max(0.0, float(p)))
         quality = "clip_t"
         cost = "cost_usd" if any(r.get("cost_usd") is not None for r in by_model) else "latency_s"
         points = [(r["model"], r[cost], r[quality]) for r in by_model
                   if r.get(cost) is not None and r.get(quality) is not None]
-        return {"run": self.root.name, "n_images": len(self.rows), "notes": self.notes,
+        return {"run": self.root.name, "n_images": len(self.rows), "notes": self.notes, "weights": self.weights,
                 "metrics": [{"key": k, "label": lbl, "higher_better": hb} for k, (lbl, hb) in METRICS.items()
                             if any(r.get(k) is not None for r in by_model)],
                 "models": by_model, "categories": by_cat,
@@ -80,7 +87,9 @@ class BenchRun:
         return {"total": len(keys), "offset": offset, "models": models, "prompts": page}
 
 
-def load_run(root: Path) -> BenchRun:
+def load_run(root: Path, popularity: dict[str, float | None] | None = None,
+             weights: dict[str, float] | None = None) -> BenchRun:
+    """``weights``: ``bench.report.weights`` (clip, distinctiveness, popularity), the GEMRec ranking's terms."""
     root = Path(root).resolve()
     raw = read_jsonl(root / "metrics.jsonl") or read_jsonl(root / "results.jsonl")
     rows, images, notes = [], [], []
@@ -103,4 +112,7 @@ def load_run(root: Path) -> BenchRun:
         notes.append(f"{bad} row(s) of the run's table did not match the schema and were skipped")
     if not rows:
         notes.append(f"no rows in {root / 'metrics.jsonl'} (run stage=bench first)")
-    return BenchRun(root, rows, images, notes)
+    w = weights or {}
+    start = {"clip_t": float(w.get("clip", 1.0)), "mcos": float(w.get("distinctiveness", 0.8)),
+             "popularity": float(w.get("popularity", 0.2))}
+    return BenchRun(root, rows, images, notes, {m: p for m, p in (popularity or {}).items() if p is not None}, start)

@@ -31,7 +31,7 @@ def build(cfg: DictConfig):
     bench_root = Path(sv.bench_run) if sv.bench_run else Path(str(cfg.bench.out_dir)) / str(cfg.bench.name)
     if sv.bench_run and not bench_root.is_dir():
         raise UserError(f"serve.bench_run={bench_root} is not a folder (a bench run: <bench.out_dir>/<name>)")
-    bench = load_run(bench_root) if bench_root.is_dir() else None
+    bench = load_run(bench_root, _popularity(cfg), dict(cfg.bench.report.weights)) if bench_root.is_dir() else None
     search = None
     if sv.search_index:
         from gen4gen.encoders import resolve_device
@@ -62,3 +62,13 @@ def run(cfg: DictConfig) -> Summary:
     summary.notes["reviewed"] = f"{len(served.store.decisions)} of {len(cat.items)} final images have a decision"
     summary.seconds = round(time.perf_counter() - t0, 2)
     return summary
+
+
+def _popularity(cfg: DictConfig) -> dict:
+    """The roster's downloads per model (GEMRec's popularity term); none when the roster does not load."""
+    from gen4gen.bench.roster import load_roster
+
+    try:
+        return {m.name: m.popularity for m in load_roster(cfg.roster).models}
+    except UserError:
+        return {}

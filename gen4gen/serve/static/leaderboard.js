@@ -9,7 +9,6 @@ let data = null;
 let sortKey = "score";
 let sortDesc = true;
 const weights = {};
-const DEFAULT_WEIGHTS = {clip_t: 1.0, mcos: 0.8};  // bench.report.weights: CLIP 1.0, distinctiveness 0.8
 
 function score(rows) {
   const norm = {};
@@ -107,7 +106,7 @@ groupSelect.addEventListener("change", render);
 
 api("/api/leaderboard").then((d) => {
   data = d;
-  for (const m of d.metrics) weights[m.key] = DEFAULT_WEIGHTS[m.key] || 0;
+  for (const m of d.metrics) weights[m.key] = d.weights[m.key] || 0;  // bench.report.weights
   document.getElementById("lb-notes").replaceChildren(...d.notes.map((n) => el("p", {}, n)),
     d.run ? el("p", {class: "muted"}, `run ${d.run}: ${d.n_images} images, ${d.models.length} models`) : null);
   render();

@@ -89,7 +89,7 @@ def fabricate(root: Path, items: int) -> Path:
             _write(s3 / "image.png", png_bytes(final))
             meta3 = _meta("s3", s3, item_id, composition=f"{scene}/{comp}", composition_dir=stage_rel(s2, stages),
                           variant=variant, backend="classical")
-            said = " and ".join(f"a {c.replace('_', ' ')}" for c in names)
+            said = " and ".join(f"{'an' if c[0] in 'aeiou' else 'a'} {c.replace('_', ' ')}" for c in names)
             caps = {"short": f"a photo of {said} {place}", "detailed": f"A photo of {said} {place}, variant {v}.",
                     "personalized": f"a photo of {' and '.join(f'<new{CONCEPTS.index(c) + 1}> {c}' for c in names)} {place}",
                     "modifier_tokens": {c: f"<new{CONCEPTS.index(c) + 1}>" for c in names}, "captioner": "template"}

@@ -72,7 +72,8 @@ def test_review_with_the_keyboard_reload_edit_and_export(browser, pristine, tmp_
     with serve(root) as url:
         page.goto(url + "/")
         page.wait_for_selector(".card >> nth=3")
-        ids = [t for t in page.locator(".card .cid").all_text_contents()]
+        ids = page.locator(".card .cid").evaluate_all("nodes => nodes.map(n => n.title)")  # the full item ids
+        assert page.locator(".card .cid").first.text_content() == ids[0].split("/", 1)[1]  # composition/variant shown
         assert badges(page) == ["unreviewed"] * 4
         # keep, reject, keep: each decision moves to the next image
         assert [press_and_wait(page, k)["status"] for k in ("k", "x", "k")] == ["keep", "reject", "keep"]

@@ -61,7 +61,8 @@ class BenchRun:
             r["popularity"] = None if p is None else math.log1p(max(0.0, float(p)))
         quality = "clip_t"
         cost = "cost_usd" if any(r.get("cost_usd") is not None for r in by_model) else "latency_s"
-        points = [(r["model"], r[cost], r[quality]) for r in by_model
+        scale = 1000.0 if cost == "cost_usd" else 1.0  # $ per 1,000 images, as CEMS and the bench report plot it
+        points = [(r["model"], r[cost] * scale, r[quality]) for r in by_model
                   if r.get(cost) is not None and r.get(quality) is not None]
         return {"run": self.root.name, "n_images": len(self.rows), "notes": self.notes, "weights": self.weights,
                 "metrics": [{"key": k, "label": lbl, "higher_better": hb} for k, (lbl, hb) in METRICS.items()

@@ -82,9 +82,9 @@ function pareto(p) {
     g.append(mk("circle", {cx: X(q.x), cy: Y(q.y), r: 5}), mk("text", X(q.x) > W * 0.7 ? {x: X(q.x) - 7, y: Y(q.y) - 7, class: "pt-label", "text-anchor": "end"} : {x: X(q.x) + 7, y: Y(q.y) - 7, class: "pt-label"}, q.model), mk("title", {}, `${q.model}: ${fmt(q.y)} at ${fmt(q.x)}`));
     svg.append(g);
   }
-  const xl = p.x === "cost_usd" ? "$ per image" : "seconds per image";
+  const xl = p.x === "cost_usd" ? "$ per 1,000 images" : "seconds per image";
   svg.append(mk("text", {x: (L + W - R) / 2, y: H - 8, class: "axis", "text-anchor": "middle"}, xl), mk("text", {x: 14, y: (T + H - B) / 2, class: "axis", "text-anchor": "middle", transform: `rotate(-90 14 ${(T + H - B) / 2})`}, p.y));
-  document.getElementById("pareto-caption").textContent = `Pareto front (red): ${p.front.join(", ") || "–"}`;
+  document.getElementById("pareto-caption").textContent = `${p.y} against ${xl}; Pareto front (red): ${p.front.join(", ") || "–"}`;
 }
 
 let pgOffset = 0, pgTotal = 0;
@@ -106,7 +106,7 @@ groupSelect.addEventListener("change", render);
 
 api("/api/leaderboard").then((d) => {
   data = d;
-  for (const m of d.metrics) weights[m.key] = d.weights[m.key] || 0;  // bench.report.weights
+  for (const m of d.metrics) weights[m.key] = (d.weights || {})[m.key] || 0;  // bench.report.weights
   document.getElementById("lb-notes").replaceChildren(...d.notes.map((n) => el("p", {}, n)),
     d.run ? el("p", {class: "muted"}, `run ${d.run}: ${d.n_images} images, ${d.models.length} models`) : null);
   render();

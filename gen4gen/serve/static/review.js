@@ -77,7 +77,8 @@ function card(item, idx) {
     el("div", {class: "meta"}, [
       el("span", {class: `badge st-${item.status}`}, LABEL[item.status]),
       item.edited.length ? el("span", {class: "badge edited", title: "captions edited: " + item.edited.join(", ")}, "edited") : null,
-      el("span", {class: "cid", title: item.id}, item.id),
+      el("span", {class: "cid", title: item.id}, [el("span", {class: "comp"}, item.composition.split("/").pop()),
+        el("span", {class: "var"}, "/" + item.variant)]),
     ]),
     el("div", {class: "concepts"}, item.concepts.join(" · ")),
     el("p", {class: "caption", title: item.captions.detailed}, item.captions.short),

@@ -290,3 +290,15 @@ def test_roster_popularity_is_a_metric_of_the_leaderboard(root):
     assert board["metrics"][-1] == {"key": "popularity", "label": "popularity", "higher_better": True}
     assert board["weights"] == {"clip_t": 0.5, "mcos": 0.8, "popularity": 1.0}
     assert [r["popularity"] for r in board["categories"] if r["model"] == "mid"] == [math.log1p(1000)] * 2
+
+
+@pytest.mark.parametrize("override, line", [("serve.port=0", "serve.port=0: Input should be greater than or equal to 1"),
+                                            ("serve.page_size=abc", "serve.page_size='abc': Input should be a valid integer"),
+                                            ("serve.token=short", "serve.token='short': String should have at least 8"),
+                                            ("+serve.colour=red", "serve.colour='red': Extra inputs are not permitted")])
+def test_bad_settings_are_one_line_naming_the_key(root, override, line):
+    from gen4gen.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        build(serve_cfg(root, override))
+    assert str(e.value).startswith(line)

@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from gen4gen.io import jsonl_bytes, write_atomic
+from gen4gen.io import jsonl_bytes, png_bytes, write_atomic
 from tests.conftest import make_cfg
 from tests.helpers.trees import make_pipeline
 
@@ -42,7 +41,7 @@ def bench_run(root: Path) -> Path:
             for seed in (0, 1):
                 image = f"images/{model}/drawbench/{pid}_s{seed}.png"
                 shade = np.full((32, 32, 3), (60 + 70 * m, 120 + 40 * seed, 200 - 60 * m), np.uint8)
-                write_atomic(run / image, _png(shade))
+                write_atomic(run / image, png_bytes(shade))
                 rows.append({"model": model, "set": "drawbench", "prompt_id": pid, "category": category, "seed": seed,
                              "prompt": prompt, "image": image, "prompt_key": f"drawbench/{pid}",
                              **metrics, "clip_t": metrics["clip_t"] + 0.1 * seed})
@@ -57,17 +56,9 @@ def search_samples(root: Path) -> Path:
     for name, colour in SEARCH_MODELS.items():
         for i in range(3):
             a = np.clip(np.array(colour)[None, None] + rng.normal(0, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
-            write_atomic(out / name / f"{i}.png", _png(a))
+            write_atomic(out / name / f"{i}.png", png_bytes(a))
             (out / name / f"{i}.txt").write_text(f"a {name} coloured square, sample {i}")
     return out
-
-
-def _png(a: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def serve_cfg(root: Path, *overrides: str):

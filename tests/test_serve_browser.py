@@ -7,8 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from gen4gen.io import png_bytes
 from gen4gen.serve.review import REVIEW_FILE
 from gen4gen.stages.serve import build
 from tests.conftest import make_cfg
@@ -191,5 +193,10 @@ def test_a_text_search_returns_models_with_samples(browser, pristine):
         assert page.locator(".hit").count() == 4
         page.wait_for_function("() => [...document.querySelectorAll('.hit:first-child .samples img')].every(i => i.complete && i.naturalWidth === 40)")
         assert page.locator(".hit").first.locator(".samples img").count() == 3
+        # an uploaded image searches by itself (a forest-green square finds forest)
+        page.set_input_files("#s-image", files=[{"name": "query.png", "mimeType": "image/png",
+                                                 "buffer": png_bytes(np.full((40, 40, 3), (30, 190, 40), np.uint8))}])
+        page.wait_for_function("() => document.querySelector('#s-notes').textContent.includes('image query')")
+        assert page.locator(".hit .model").first.text_content() == "forest"
         assert page.errors == []
     page.close()

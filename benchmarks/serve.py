@@ -110,7 +110,7 @@ def timed_get(client, url: str, method: str = "GET", **kw) -> tuple[float, float
 
 
 def main() -> None:
-    import httpx
+    import httpx2 as httpx  # what FastAPI's TestClient runs on
 
     from gen4gen.stages.serve import build
     from tests.conftest import make_cfg

@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UNLOCKED = {"torch", "setuptools", "pip"}
 # declared although no module of gen4gen imports them, and why
 NOT_IMPORTED = {"peft": "diffusers loads LoRA weights through it",
-                "python-multipart": "FastAPI parses stage=serve's uploaded query images with it",
-                "httpx": "FastAPI's TestClient, to check a served app from Python"}
+                "python-multipart": "FastAPI parses stage=serve's uploaded query images with it"}
 
 
 def _requirements(text: str) -> list[Requirement]:

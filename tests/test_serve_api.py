@@ -249,21 +249,21 @@ def test_the_cli_prints_the_address_serves_and_stops_on_ctrl_c(root):
     import sys
     import time
 
-    import httpx
+    import httpx2 as httpx  # what FastAPI's TestClient runs on
 
     from tests.serve_fixtures import free_port
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "gen4gen", "stage=serve", f"paths.stages_dir={root / 'stages'}",
-                             f"paths.outputs_dir={root / 'outputs'}", f"serve.port={port}", "serve.token=abc123",
+                             f"paths.outputs_dir={root / 'outputs'}", f"serve.port={port}", "serve.token=abc123-for-tests",
                              f"serve.thumbs_dir={root / 'thumbs'}", f"hydra.run.dir={root / 'run'}"],
                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 120
         while True:
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/items", params={"token": "abc123"}, timeout=2)
+                r = httpx.get(f"http://127.0.0.1:{port}/api/items", params={"token": "abc123-for-tests"}, timeout=2)
                 break
             except httpx.TransportError:
                 assert proc.poll() is None and time.time() < deadline, "the server did not come up"
@@ -276,7 +276,7 @@ def test_the_cli_prints_the_address_serves_and_stops_on_ctrl_c(root):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out
-    assert f"open http://127.0.0.1:{port}/?token=abc123" in out and "4 final images to review" in out
+    assert f"open http://127.0.0.1:{port}/?token=abc123-for-tests" in out and "4 final images to review" in out
 
 
 def test_roster_popularity_is_a_metric_of_the_leaderboard(root):

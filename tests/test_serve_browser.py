@@ -122,7 +122,7 @@ def test_review_with_the_keyboard_reload_edit_and_export(browser, pristine, tmp_
 
 
 def test_hostile_captions_and_names_stay_text(browser, pristine, tmp_path):
-    import httpx
+    import httpx2 as httpx  # what FastAPI's TestClient runs on
 
     root = tmp_path / "t"
     shutil.copytree(pristine, root)

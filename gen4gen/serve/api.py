@@ -67,10 +67,11 @@ def router(s: Served) -> APIRouter:
               status: Literal["", "keep", "reject", "unreviewed", "changed"] = "",
               offset: int = Query(0, ge=0), limit: int = Query(60, ge=1, le=MAX_LIMIT)) -> dict:
         words = q.lower().split()
-        hits = [it for it in s.catalog.items
-                if (not scene or it.scene == scene) and (not concept or concept in it.concepts)
-                and (not flag or flag in it.flags) and all(w in it.text for w in words)
-                and (not status or review_state(s.store.decisions.get(it.id), it.content) == status)]
+        hits = s.catalog.items if not (scene or concept or flag or words or status) else [
+            it for it in s.catalog.items
+            if (not scene or it.scene == scene) and (not concept or concept in it.concepts)
+            and (not flag or flag in it.flags) and all(w in it.text for w in words)
+            and (not status or review_state(s.store.decisions.get(it.id), it.content) == status)]
         return {"total": len(hits), "offset": offset, "limit": limit,
                 "items": [summary(it) for it in hits[offset:offset + limit]]}
 
@@ -80,7 +81,7 @@ def router(s: Served) -> APIRouter:
         for it in s.catalog.items:
             state = review_state(s.store.decisions.get(it.id), it.content)
             counts[state] = counts.get(state, 0) + 1
-        return {**s.catalog.facets(), "status": counts, "total": len(s.catalog.items),
+        return {**s.catalog.facets, "status": counts, "total": len(s.catalog.items),
                 "left_out": len(s.catalog.left_out), "stale": s.catalog.stale}
 
     @api.get("/api/items/{item_id:path}/detail")

@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gen4gen.serve.api import Served, router
 from gen4gen.serve.security import Guard
-from gen4gen.templates import render
+from gen4gen.templates import environment, render
 
 STATIC = Path(__file__).parent / "static"
 PAGES = {"/": ("review", "Review"), "/leaderboard": ("leaderboard", "Leaderboard"), "/search": ("search", "Model search")}
@@ -33,5 +33,6 @@ def create_app(served: Served, host: str = "127.0.0.1", token: str | None = None
         return show
 
     for href, (name, title) in PAGES.items():
+        environment().get_template(f"serve_{name}.html.j2")  # compiled now, not on the first visit
         app.get(href, response_class=HTMLResponse)(page(name, title))
     return app

@@ -7,6 +7,7 @@ complete, current items a dataset would hold) and the artefact models, so the gr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from gen4gen.artefacts import S1Meta
@@ -57,7 +58,9 @@ class Catalog:
         for it in self.items:
             self.variants.setdefault(it.composition, []).append(it.id)
 
+    @cached_property
     def facets(self) -> dict[str, list[str]]:
+        """What the filters offer (the catalog does not change while the app runs)."""
         return {"scene": sorted({it.scene for it in self.items}),
                 "concept": sorted({c for it in self.items for c in it.concepts}),
                 "flag": sorted({f for it in self.items for f in it.flags})}

@@ -57,6 +57,8 @@ function render() {
   if (focus && focus !== document.activeElement) focus.focus();
 }
 
+const tick = (v) => String(Number(v.toPrecision(3)));  // 0.68, 1.84, 31.6: axis labels, not table figures
+
 function pareto(p) {
   const svg = document.getElementById("pareto");
   const NS = "http://www.w3.org/2000/svg";
@@ -71,8 +73,8 @@ function pareto(p) {
   svg.append(mk("rect", {x: L, y: T, width: W - L - R, height: H - T - B, class: "plot-bg"}));
   for (let i = 0; i <= 4; i++) {
     const xv = x0 + (x1 - x0) * i / 4, yv = y0 + (y1 - y0) * i / 4;
-    svg.append(mk("line", {x1: X(xv), x2: X(xv), y1: T, y2: H - B, class: "grid-line"}), mk("text", {x: X(xv), y: H - B + 16, class: "tick", "text-anchor": "middle"}, fmt(xv)));
-    svg.append(mk("line", {x1: L, x2: W - R, y1: Y(yv), y2: Y(yv), class: "grid-line"}), mk("text", {x: L - 6, y: Y(yv) + 4, class: "tick", "text-anchor": "end"}, fmt(yv)));
+    svg.append(mk("line", {x1: X(xv), x2: X(xv), y1: T, y2: H - B, class: "grid-line"}), mk("text", {x: X(xv), y: H - B + 16, class: "tick", "text-anchor": "middle"}, tick(xv)));
+    svg.append(mk("line", {x1: L, x2: W - R, y1: Y(yv), y2: Y(yv), class: "grid-line"}), mk("text", {x: L - 6, y: Y(yv) + 4, class: "tick", "text-anchor": "end"}, tick(yv)));
   }
   const front = p.points.filter((q) => p.front.includes(q.model)).sort((a, b) => a.x - b.x);
   if (front.length > 1) svg.append(mk("polyline", {points: front.map((q) => `${X(q.x)},${Y(q.y)}`).join(" "), class: "front"}));

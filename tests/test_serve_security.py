@@ -74,7 +74,7 @@ def test_a_rebinding_host_header_is_refused(tree):
     c, _, _ = app_client(tree, base="http://evil.example:8765")
     r = c.get("/api/items")
     assert r.status_code == 403 and "host" in r.json()["detail"]
-    for ok in ("http://localhost:8765", "http://127.0.0.1:9"):
+    for ok in ("http://localhost:8765", "http://127.0.0.1:9", "http://[::1]:8765", "http://127.0.0.2"):
         assert app_client(tree, base=ok)[0].get("/api/items").status_code == 200
 
 

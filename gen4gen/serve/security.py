@@ -1,6 +1,6 @@
 """Safe by default: what every request must pass before a route sees it.
 
-- **Host**: on a loopback address only ``127.0.0.1`` / ``localhost`` / ``[::1]`` are answered, so a web page
+- **Host**: on a loopback address only requests for a loopback address or ``localhost`` are answered, so a web page
   that rebinds its own domain name to 127.0.0.1 cannot read the app (DNS rebinding).
 - **Token**: set (``serve.token``, or made and printed when the app listens on another address), it is asked
   of every request: ``?token=`` once (the answer sets an HttpOnly, SameSite=Strict cookie), the cookie, or an
@@ -68,7 +68,7 @@ class Guard:
 
     def refuse(self, request: Request) -> str | None:
         host_header = request.headers.get("host", "")
-        if self.loopback and (urlsplit(f"//{host_header}").hostname or "") not in LOOPBACK_NAMES:
+        if self.loopback and not is_loopback(urlsplit(f"//{host_header}").hostname or ""):
             return f"host {host_header!r} refused: this app answers only on the address it was started on"
         if self.token and not self._has_token(request):
             return "a token is needed: open the address printed by stage=serve (it ends in ?token=...)"

@@ -25,6 +25,7 @@ STAGES = {
     "bench": "gen4gen.stages.bench",
     "search": "gen4gen.stages.search",
     "route": "gen4gen.stages.route",
+    "serve": "gen4gen.stages.serve",
 }
 PIPELINE = ["s1", "s2", "s3", "s4", "export"]
 

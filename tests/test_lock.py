@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # kept out of the locks on purpose: torch is chosen per machine (Makefile TORCH), the others are pip's own
 UNLOCKED = {"torch", "setuptools", "pip"}
 # declared although no module of gen4gen imports them, and why
-NOT_IMPORTED = {"peft": "diffusers loads LoRA weights through it"}
+NOT_IMPORTED = {"peft": "diffusers loads LoRA weights through it",
+                "python-multipart": "FastAPI parses stage=serve's uploaded query images with it"}
 
 
 def _requirements(text: str) -> list[Requirement]:

@@ -27,6 +27,7 @@ from gen4gen.export.items import (ExportContext, collect, find_references, load_
 from gen4gen.io import jsonl_bytes
 from gen4gen.manifest import Currency
 from gen4gen.markers import upstream_reasons
+from gen4gen.serve.review import apply_review
 
 FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
            "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds"}
@@ -53,6 +54,7 @@ def run(cfg: DictConfig) -> Summary:
 
     currency = Currency(stages)
     items, left_out, stale = collect(stages, currency)
+    items, review_notes = apply_review(stages, items, left_out)  # rejected -> left_out, edited captions used
     failures = upstream_failures(stages)
     workers = max(1, int(cfg.workers))
     threshold = int(opts.get("mask_threshold", 128))
@@ -102,7 +104,7 @@ def run(cfg: DictConfig) -> Summary:
     ref_failures.sort(key=lambda r: r["id"])
     ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures + ref_failures, opts, workers)
     try:
-        notes: dict = {}
+        notes: dict = dict(review_notes)  # the card counts them
         with progress() as bar, ThreadPoolExecutor(workers) as pool:  # the writers are I/O-bound: overlap them
             task = bar.add_task("export formats", total=len(formats))
             for written in pool.map(lambda f: importlib.import_module(FORMATS[f]).write(ctx), formats):
@@ -131,6 +133,7 @@ def run(cfg: DictConfig) -> Summary:
     if left_out:
         summary.notes["left out (incomplete)"] = f"{len(left_out)}: " + "; ".join(
             f"{n} x {r}" for r, n in _tally(r["reason"] for r in left_out))
+    summary.notes.update(review_notes)
     if ref_failures:
         summary.notes["reference cut-outs unreadable"] = len(ref_failures)
     if failures:

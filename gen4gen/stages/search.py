@@ -22,6 +22,19 @@ from gen4gen.search.features import image_encoder, text_encoder
 from gen4gen.search.index import ModelIndex, MomentSpec
 from gen4gen.search.searcher import FALLBACK_NOTE, PRIMARY, Searcher, run_queries
 
+def open_index(cfg: DictConfig, root: Path, device: str) -> tuple[Path, bool]:
+    """The index folder of the samples under ``root`` (built when missing or stale) and whether it was built."""
+    sc = cfg.search
+    index_dir = Path(sc.index_dir) if sc.index_dir else root / ".gen4gen_index"
+    spec = MomentSpec(sc.moment, int(sc.rank), float(sc.eps), str(sc.dtype))
+    build_cfg = {"clip": sc.clip, "minilm": sc.minilm, "moment": sc.moment, "rank": int(sc.rank), "eps": float(sc.eps),
+                 "dtype": str(sc.dtype), "keep_raw": bool(sc.keep_raw)}
+    return ensure_index(
+        root, index_dir, lambda: image_encoder(sc.clip, device, int(sc.batch_size)),
+        lambda: text_encoder("minilm", minilm=sc.minilm, device=device, cache_dir=cfg.paths.cache_dir),
+        spec, bool(sc.keep_raw), build_cfg, cfg.io)
+
+
 def run(cfg: DictConfig) -> Summary:
     start = time.time()
     sc = cfg.search
@@ -29,15 +42,7 @@ def run(cfg: DictConfig) -> Summary:
         raise UserError("set search.index=<folder of <model>/<sample images>> (or a built index folder)")
     queries = {k: str(v) for k, v in sc.query.items() if k in PRIMARY and v not in (None, "")}
     device = resolve_device(cfg.device)  # checked now: encoders load lazily, maybe only after a long build
-    root = Path(sc.index)
-    index_dir = Path(sc.index_dir) if sc.index_dir else root / ".gen4gen_index"
-    spec = MomentSpec(sc.moment, int(sc.rank), float(sc.eps), str(sc.dtype))
-    build_cfg = {"clip": sc.clip, "minilm": sc.minilm, "moment": sc.moment, "rank": int(sc.rank), "eps": float(sc.eps),
-                 "dtype": str(sc.dtype), "keep_raw": bool(sc.keep_raw)}
-    path, built = ensure_index(
-        root, index_dir, lambda: image_encoder(sc.clip, device, int(sc.batch_size)),
-        lambda: text_encoder("minilm", minilm=sc.minilm, device=device, cache_dir=cfg.paths.cache_dir),
-        spec, bool(sc.keep_raw), build_cfg, cfg.io)
+    path, built = open_index(cfg, Path(sc.index), device)
     index = ModelIndex(path)
     summary = Summary(stage="search", total=len(index), done=len(index), out_dir=str(path),
                       notes={"index": ("built " if built else "reused ") + str(path)})

@@ -359,6 +359,33 @@ def test_lora_run_s_kohya_file_and_a1111_embeddings_give_the_trained_image_throu
         assert out.returncode == 0 and out.stdout.strip() == "(32, 32)", out.stderr[-2000:]
 
 
+def test_sdxl_attention_layers_get_the_original_unet_s_block_names_that_diffusers_maps_back():
+    import re
+    from types import SimpleNamespace
+
+    from diffusers.loaders.lora_conversion_utils import _maybe_map_sgm_blocks_to_diffusers
+
+    from gen4gen.train.webui import sgm_name
+
+    # SD-XL base: down blocks 1 and 2 and up blocks 0 and 1 hold attentions, two per down block, three per up block
+    paths = ([f"down_blocks.{b}.attentions.{j}" for b in (1, 2) for j in (0, 1)] + ["mid_block.attentions.0"]
+             + [f"up_blocks.{b}.attentions.{j}" for b in (0, 1) for j in (0, 1, 2)])
+    names = {p: sgm_name(f"{p}.transformer_blocks.0.attn2.to_k", 2) for p in paths}
+    assert names["down_blocks.1.attentions.0"] == "input_blocks.4.1.transformer_blocks.0.attn2.to_k"  # sd-scripts' names
+    assert names["down_blocks.2.attentions.1"].startswith("input_blocks.8.1.")
+    assert names["mid_block.attentions.0"].startswith("middle_block.1.")
+    assert names["up_blocks.1.attentions.2"].startswith("output_blocks.5.1.")
+    kohya = {"lora_unet_" + n.replace(".", "_") + ".lora_down.weight": p for p, n in names.items()}
+    back = _maybe_map_sgm_blocks_to_diffusers(dict.fromkeys(kohya), SimpleNamespace(layers_per_block=2))
+    # it renumbers blocks and layers; the block words are renamed by the key conversion after it
+    words = {"input_blocks": "down_blocks", "middle_block": "mid_block", "output_blocks": "up_blocks"}
+    back = [re.sub("|".join(words), lambda m: words[m.group(0)], k) for k in back]
+    assert sorted(back) == sorted("lora_unet_" + f"{p}.transformer_blocks.0.attn2.to_k".replace(".", "_")
+                                  + ".lora_down.weight" for p in paths)
+    with pytest.raises(ValueError, match="attention layers only"):
+        sgm_name("up_blocks.1.resnets.1.conv1", 2)
+
+
 # ---------------------------------------------------------------- the stage and bad input
 def _cfg(tmp_path, tiny, *overrides):
     return make_cfg(tmp_path, "stage=train", f"train.base={tiny['sd']}", f"train.dataset={tiny['dataset']}",

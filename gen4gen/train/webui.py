@@ -11,30 +11,31 @@
 """
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 from gen4gen.io import write_atomic
 
+log = logging.getLogger(__name__)
 DIR = "webui"
-_BLOCK = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)$")
-_MID = {"resnets.0": "middle_block.0", "attentions.0": "middle_block.1", "resnets.1": "middle_block.2"}
+# attention layers only: inside them the original UNet uses diffusers' names (resnets it names otherwise)
+_BLOCK = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)\.(.*)$")
 
 
 def sgm_name(module: str, layers_per_block: int) -> str:
-    """A diffusers SD-XL UNet module path in the original UNet's naming: ``down_blocks.1.attentions.0.x`` ->
-    ``input_blocks.4.1.x`` (each down block: ``layers`` resnet+attention pairs, then a downsampler; each up block
-    one pair more)."""
+    """A diffusers SD-XL UNet attention module path in the original UNet's naming: ``down_blocks.1.attentions.0.x``
+    -> ``input_blocks.4.1.x`` (each down block: ``layers`` resnet+attention pairs, then a downsampler; each up
+    block one pair more; the attention is the pair's second part)."""
     m = _BLOCK.match(module)
     if m:
-        kind, block, inner, layer, rest = m.groups()
+        kind, block, layer, rest = m.groups()
         per = layers_per_block + 1
         index = 1 + int(block) * per + int(layer) if kind == "down_blocks" else int(block) * per + int(layer)
-        return f"{'input_blocks' if kind == 'down_blocks' else 'output_blocks'}.{index}.{0 if inner == 'resnets' else 1}.{rest}"
-    for diffusers_name, sgm in _MID.items():
-        if module.startswith(f"mid_block.{diffusers_name}."):
-            return sgm + module[len(f"mid_block.{diffusers_name}"):]
-    raise ValueError(f"no kohya name for UNet module {module!r} (only resnet and attention layers are mapped)")
+        return f"{'input_blocks' if kind == 'down_blocks' else 'output_blocks'}.{index}.1.{rest}"
+    if module.startswith("mid_block.attentions.0."):
+        return "middle_block.1." + module[len("mid_block.attentions.0."):]
+    raise ValueError(f"no kohya name for UNet module {module!r} (attention layers only)")
 
 
 def embedding_stem(run_name: str, token: str) -> str:
@@ -50,16 +51,20 @@ def save(run_dir: Path, run_name: str, base, lora, tokens: list[tuple[str, dict]
     from peft.utils import get_peft_model_state_dict
 
     layers = int(base.unet.config.layers_per_block) if base.kind == "sdxl" else 0
-    peft = {f"unet.{sgm_name(k, layers) if base.kind == 'sdxl' else k}": v.detach().float().cpu().contiguous()
-            for k, v in get_peft_model_state_dict(base.unet).items()}
-    state = convert_state_dict_to_kohya(peft)
-    alpha = torch.tensor(float(lora.alpha))
-    state = {k: (alpha.clone() if k.endswith(".alpha") else v) for k, v in state.items()}
-    meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(int(lora.rank)),
-            "ss_network_alpha": str(float(lora.alpha)), "ss_output_name": run_name,
-            **({"ss_base_model_version": "sdxl_base_v1-0"} if base.kind == "sdxl" else {})}
-    files = [f"{DIR}/{run_name}.safetensors"]
-    write_atomic(run_dir / files[0], safetensors.torch.save(state, metadata=meta))
+    files = []
+    try:
+        peft = {f"unet.{sgm_name(k, layers) if base.kind == 'sdxl' else k}": v.detach().float().cpu().contiguous()
+                for k, v in get_peft_model_state_dict(base.unet).items()}
+    except ValueError as e:  # adapters on layers kohya's SD-XL naming has no name for: the run keeps its own files
+        log.warning("train: no kohya LoRA file for the web UIs: %s", e)
+    else:
+        alpha = torch.tensor(float(lora.alpha))
+        state = {k: (alpha.clone() if k.endswith(".alpha") else v) for k, v in convert_state_dict_to_kohya(peft).items()}
+        meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(int(lora.rank)),
+                "ss_network_alpha": str(float(lora.alpha)), "ss_output_name": run_name,
+                **({"ss_base_model_version": "sdxl_base_v1-0"} if base.kind == "sdxl" else {})}
+        files.append(f"{DIR}/{run_name}.safetensors")
+        write_atomic(run_dir / files[0], safetensors.torch.save(state, metadata=meta))
     for token, vectors in tokens:
         emb = ({"emb_params": vectors[token][None]} if base.kind == "sd" else
                {key: vectors[key][None] for key in ("clip_l", "clip_g")})

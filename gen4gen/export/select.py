@@ -54,6 +54,16 @@ class Selection:
         concepts = [parts[1]] if row.get("stage") == "s1" else parts[1].rsplit("_", 1)[0].split("+")
         return self.takes(parts[0], concepts)
 
+    def choose(self, items: list) -> list:
+        """The chosen export items; a choice that matches none of several is one line naming what there is."""
+        chosen = [it for it in items if self.takes_item(it)]
+        if items and not chosen:
+            missing = self.unmatched(items)
+            raise UserError(f"export selection ({self.describe()}) matches no final image; the stages hold scenes "
+                            f"{', '.join(sorted({it.scene for it in items}))}"
+                            + (f" (no final image has {', '.join(missing)})" if missing else ""))
+        return chosen
+
     def unmatched(self, items) -> list[str]:
         """Chosen names that no complete final image has: a typo is one line, not an empty dataset."""
         scenes = {it.scene for it in items}

@@ -57,13 +57,7 @@ def run(cfg: DictConfig) -> Summary:
     items, left_out, stale = collect(stages, currency)
     failures = upstream_failures(stages)
     chosen = Selection.from_settings(opts)  # export.scenes / export.concepts: the rest is not this dataset's
-    unmatched = chosen.unmatched(items)
-    every = items
-    items = [it for it in items if chosen.takes_item(it)]
-    if every and not items:
-        raise UserError(f"export selection ({chosen.describe()}) matches no final image; the stages hold scenes "
-                        f"{', '.join(sorted({it.scene for it in every}))}" + (f" (no final image has "
-                                                                            f"{', '.join(unmatched)})" if unmatched else ""))
+    unmatched, items = chosen.unmatched(items), chosen.choose(items)
     left_out = [r for r in left_out if chosen.takes_row(r)]
     failures = [r for r in failures if chosen.takes_row(r)]
     workers = max(1, int(cfg.workers))

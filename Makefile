@@ -49,11 +49,12 @@ lock:
 weights: install
 	$(PY) -m gen4gen.weights fetch
 
+# the demo's own folders (conf/experiment/demo.yaml): never data/s0_source_images, stages/ or another dataset
 examples: install
-	$(PY) -m gen4gen.examples
+	$(PY) -m gen4gen.examples --dest data/demo/s0_source_images
 
 demo: weights examples
-	$(PY) -m gen4gen stage=all $(ARGS)
+	$(PY) -m gen4gen +experiment=demo stage=all $(ARGS)
 	@echo "Done. Dataset and card: outputs/datasets/mycanvas_demo/  Gallery: outputs/datasets/mycanvas_demo/gallery/index.html"
 
 test: install-test weights

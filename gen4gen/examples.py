@@ -1,6 +1,7 @@
 """Example scenes made from the real photos that scikit-image ships (no download, nothing committed).
 
-``python -m gen4gen.examples [--dest data/s0_source_images]`` writes, only where absent::
+``python -m gen4gen.examples [--dest data/demo/s0_source_images]`` writes, only where absent (the demo's own
+source folder, ``+experiment=demo``; never your ``data/s0_source_images``)::
 
     cat_and_cup/cat/*.jpg          (scikit-image ``chelsea``, a cat)
     cat_and_cup/cup/*.jpg          (``coffee``, a cup of coffee)
@@ -60,7 +61,8 @@ def make_examples(dest: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gen4gen.examples", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dest", default="data/s0_source_images", help="source folder (paths.source_dir)")
+    ap.add_argument("--dest", default="data/demo/s0_source_images",
+                    help="source folder (the demo's paths.source_dir, conf/experiment/demo.yaml)")
     args = ap.parse_args(argv)
     written = make_examples(Path(args.dest))
     print(f"{len(written)} example photos written under {args.dest}" if written

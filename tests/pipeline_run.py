@@ -89,8 +89,8 @@ def snapshot(root: Path) -> dict[str, object]:
             rows.sort()
         elif p.name.startswith("manifest") and p.suffix == ".json":  # per shard: compared merged
             out[rel.rsplit("/", 1)[0] + "/manifest"] = read_manifest(p.parent)
-        else:
-            out[rel] = p.read_bytes()
+        else:  # the dataset card and sd-scripts' dataset.toml name the run's absolute paths
+            out[rel] = p.read_bytes().replace(str(root.resolve()).encode(), b"<root>")
     return out
 
 

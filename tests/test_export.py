@@ -56,7 +56,7 @@ def test_mycanvas_index_follows_the_contract(built):
     assert len(pets["reference_images"]["cat"]) == 4  # both scenes' cat photos: the concept is global
     card = (ds / "README.md").read_text()
     assert (ds / "mycanvas/README.md").read_text() == card
-    assert "| cat | `<new1>` | 4 | 4 | 4 |" in card and "Nothing: every item of the run is complete" in card
+    assert "| cat | `<new1>` | cat | 4 | 4 | 4 |" in card and "Nothing: every item of the run is complete" in card
 
 
 def test_imagefolder_loads_with_datasets(built):
@@ -70,7 +70,11 @@ def test_imagefolder_loads_with_datasets(built):
     row = by_id["pets/cat+dog_000/v0_procedural"]
     s3 = read_image(ds / "mycanvas/pets/cat+dog_000/v0_procedural/image.png")
     assert np.array_equal(np.asarray(row["image"].convert("RGB")), s3)
-    assert row["text"] == "A photo of a cat and two dogs in the garden. The cat is to the left of the dogs."
+    assert row["caption_plain"] == "A photo of a cat and two dogs in the garden. The cat is to the left of the dogs."
+    assert row["caption_personalized"].count("<new") == 2 and "<" not in row["caption_plain_short"]
+    # images/ holds images only: a script that opens every file of the folder (diffusers' DreamBooth) reads it
+    images = sorted((ds / "imagefolder/images").iterdir())
+    assert len(images) == 4 and all(Image.open(p).size == row["image"].size for p in images)
     assert sorted(row["objects"]["category"]) == ["cat", "dog", "dog"] and len(row["objects"]["bbox"][0]) == 4
 
 
@@ -191,7 +195,7 @@ def test_export_of_a_run_with_failures_exports_only_complete_items(tmp_path):
     add_failure(stages, "s1", "pets/cat/bad.jpg", "not an image (the content is text)")
     (stages / f"{STAGE_DIRS['s1']}/kitchen/plant/plant_02/cutout.png").write_bytes(b"")  # lost after s1
     summary = export.run(cfg)
-    ds = tmp_path / "outputs/datasets/mycanvas_demo"
+    ds = tmp_path / "outputs/datasets/mycanvas"
     rows = [json.loads(line)["id"] for line in (ds / "mycanvas/index.jsonl").read_text().splitlines()]
     assert rows == ["kitchen/cat+plant_000/v0_procedural", "pets/cat+dog_000/v0_procedural"]
     assert summary.done == 2 and summary.failed == 0
@@ -220,11 +224,11 @@ def test_unreadable_final_image_is_an_export_failure_not_a_crash(tmp_path):
     broken.write_bytes(broken.read_bytes()[:40])
     summary = export.run(cfg)
     assert summary.done == 1 and summary.failed == 1
-    ds = tmp_path / "outputs/datasets/mycanvas_demo"
+    ds = tmp_path / "outputs/datasets/mycanvas"
     fail = json.loads((ds / "failures.jsonl").read_text())
     assert fail["id"] == "pets/cat+dog_000/v0_procedural"
     assert fail["reason"].startswith("instance mask ") and "dog_1.png: not an image" in fail["reason"]
-    meta = (ds / "imagefolder/train/metadata.jsonl").read_text().splitlines()
+    meta = (ds / "imagefolder/metadata.jsonl").read_text().splitlines()
     assert len(meta) == 1 and "kitchen" in meta[0]
 
 

@@ -83,7 +83,7 @@ def dataset_ids(ds: Path) -> list[str]:
     """The exported items, checked to be the same in every format."""
     ids = [json.loads(line)["id"] for line in (ds / "mycanvas/index.jsonl").read_text().splitlines()]
     n = len(ids)
-    assert len((ds / "imagefolder/train/metadata.jsonl").read_text().splitlines()) == n
+    assert len((ds / "imagefolder/metadata.jsonl").read_text().splitlines()) == n
     assert len(json.loads((ds / "coco/annotations/instances.json").read_text())["images"]) == n
     captions = (ds / "customdiffusion/compositions/captions.txt").read_text().splitlines()
     assert len(captions) == n and all(c.strip() for c in captions)
@@ -117,7 +117,7 @@ def test_every_field_of_every_artefact_bad_loses_only_its_item(tmp_path):
         mutate(path, at, field, bad)
 
     summary = export.run(cfg)
-    ds = tmp_path / "outputs/datasets/mycanvas_demo"
+    ds = tmp_path / "outputs/datasets/mycanvas"
     ids = dataset_ids(ds)
     left = [json.loads(line) for line in (ds / "left_out.jsonl").read_text().splitlines()]
     per_item = {}
@@ -182,7 +182,7 @@ def test_truncated_images_never_reach_the_dataset(tmp_path, gallery):
     for p, offset in draws.items():
         p.write_bytes(originals[p][:offset])
     summary = export.run(cfg)  # no exception escapes: each bad file costs its item or reference
-    ds = tmp_path / "outputs/datasets/mycanvas_demo"
+    ds = tmp_path / "outputs/datasets/mycanvas"
     ids = dataset_ids(ds)
     assert (ds / "gallery").is_dir() == gallery
     left = {json.loads(line)["id"] for line in (ds / "left_out.jsonl").read_text().splitlines()}
@@ -214,8 +214,11 @@ def finished_tree(root: Path) -> dict:
 
 
 def dataset_bytes(root: Path) -> dict[str, bytes]:
-    ds = root / "outputs/datasets/mycanvas_demo"
-    return {p.relative_to(ds).as_posix(): p.read_bytes() for p in sorted(ds.rglob("*")) if p.is_file()}
+    """Every file's bytes, the dataset's own absolute path (the card names it) read as a placeholder."""
+    ds = root / "outputs/datasets/mycanvas"
+    here = str(ds.resolve()).encode()
+    return {p.relative_to(ds).as_posix(): p.read_bytes().replace(here, b"<dataset>")
+            for p in sorted(ds.rglob("*")) if p.is_file()}
 
 
 def test_a_moved_stages_folder_resumes_on_its_own_files(tmp_path):
@@ -270,7 +273,7 @@ def test_compositions_the_current_config_does_not_make_never_reach_the_dataset(t
     summary = export.run(three)  # s3 and s4 not rerun: their 003 and 004 are stale all the same
     assert summary.done == 3 and "stale" in " ".join(summary.notes)
     assert all(i.split("/")[1].rsplit("_", 1)[1] in ("000", "001", "002")
-               for i in dataset_ids(tmp_path / "outputs/datasets/mycanvas_demo"))
+               for i in dataset_ids(tmp_path / "outputs/datasets/mycanvas"))
     s3 = s3_repaint.run(three)
     assert (s3.total, s3.skipped) == (3, 3) and s3.notes["stale compositions ignored (not made by the latest s2 "
                                                             "run; rerun stage=s2)"] == 2
@@ -349,7 +352,7 @@ def test_names_near_the_file_name_limit_export_in_every_format(tmp_path):
     cfg = make_cfg(tmp_path, FORMATS)
     assert s4_caption.run(cfg).done == 1
     assert export.run(cfg).done == 1
-    ds = tmp_path / "outputs/datasets/mycanvas_demo"
+    ds = tmp_path / "outputs/datasets/mycanvas"
     assert dataset_ids(ds) == [f"{scene}/{cat}+{dog}_000/v0_procedural"]
     assert all(len(p.name.encode()) <= 255 for p in ds.rglob("*"))
     html = (ds / "gallery/index.html").read_text()

@@ -75,10 +75,10 @@ def test_bad_input_corpus_through_every_stage(tmp_path):
     s2_failures = read_failures(stages / STAGE_DIRS["s2"])
     assert [f["id"].split("/")[0] for f in s2_failures] == ["lonely"]
     assert "concept" in s2_failures[0]["reason"]
-    index = tmp_path / "outputs/datasets/mycanvas_demo/mycanvas/index.jsonl"
+    index = tmp_path / "outputs/datasets/mycanvas/mycanvas/index.jsonl"
     rows = [json.loads(line) for line in index.read_text().splitlines()]
     assert rows and all(r["scene"] == "mixed" and sorted(r["concepts"]) == ["other", "thing"] for r in rows)
-    card = (tmp_path / "outputs/datasets/mycanvas_demo/README.md").read_text()
+    card = (tmp_path / "outputs/datasets/mycanvas/README.md").read_text()
     assert str(len(expect["bad"])) in card  # the dataset card counts what was left out upstream
     # the reader took the first frame of the animation and the right pixels of odd modes
     cut = np.asarray(Image.open(s1 / "mixed/thing/animated/cutout.png"))

@@ -27,7 +27,7 @@ def reference(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("reference")
     small_sources(root / "src")
     cli(root, "stage=all", *FAST)
-    assert (root / "outputs/datasets/mycanvas_demo/mycanvas/index.jsonl").is_file()
+    assert (root / "outputs/datasets/mycanvas/mycanvas/index.jsonl").is_file()
     return root
 
 
@@ -63,7 +63,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
             kills.append(stage)
         proc.wait()
         assert_no_half_done(root / "stages")  # no half-written item ever looks done
-        final = root / "outputs/datasets/mycanvas_demo"
+        final = root / "outputs/datasets/mycanvas"
         if final.exists():  # a dataset is there whole or not at all
             for line in (final / "mycanvas/index.jsonl").read_text().splitlines():
                 assert (final / "mycanvas" / json.loads(line)["image"]).is_file()

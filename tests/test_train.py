@@ -174,6 +174,17 @@ def test_detailed_captions_get_each_concepts_token_before_its_class_words():
             == "a <new1> cat next to two <new2> teddy bears, <new1> cats love them")
 
 
+def test_class_word_prompts_keep_their_articles():
+    from gen4gen.caption.words import as_class_words
+
+    nouns = {"<new1>": "cat", "<new2>": "dog", "<new3>": "owl", "<new4>": "cup"}
+    cases = {"a photo of <new1> cat and <new4> cup": "a photo of a cat and a cup",
+             "a photo of <new1> cat and two <new2> dogs in the garden": "a photo of a cat and two dogs in the garden",
+             "a photo of a <new1> cat": "a photo of a cat", "the <new3> owl beside <new3> owl": "the owl beside an owl",
+             "<new2> dogs and 3 <new1> cats": "dogs and 3 cats", "<new3>": "an owl", "my <new1>": "my cat"}
+    assert {text: as_class_words(text, nouns) for text in cases} == cases
+
+
 def test_index_rows_are_read_through_the_export_s_row_model(tmp_path):
     from gen4gen.train.data import read_rows
 
@@ -257,7 +268,7 @@ def test_saved_run_loads_into_a_fresh_pipeline_and_reproduces_the_trained_image(
     got = _image(fresh, prompt)
     assert np.array_equal(got, want)  # bit-identical: the same weights, the same attention code
     assert np.abs(base_image - want).max() > 1e-3  # and the training made a visible difference
-    assert man.class_words(prompt) == "cat on the left and dog in the garden"
+    assert man.class_words(prompt) == "a cat on the left and a dog in the garden"
     assert (man.data, man.caption) == ("mycanvas", "personalized")
     files = {p.name for p in run.iterdir()}
     assert {"pytorch_custom_diffusion_weights.safetensors", "pytorch_custom_diffusion_weights.bin",
@@ -297,6 +308,82 @@ def test_saved_lora_run_loads_into_a_fresh_pipeline_and_reproduces_the_trained_i
     with safe_open(str(run / man.weights), "pt") as f:
         keys = list(f.keys())
     assert keys and all(k.startswith("unet.") for k in keys)  # the diffusers LoRA layout
+
+
+@pytest.mark.parametrize("kind", ["sd", "sdxl"])
+def test_lora_run_s_kohya_file_and_a1111_embeddings_give_the_trained_image_through_diffusers_alone(tiny, tmp_path, kind):
+    import re
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    in_memory = _save(tiny, kind, run, Lora(rank=2, alpha=4.0))  # alpha != rank: the kohya alpha must carry it
+    prompt = "<new2> dog above <new1> cat on the moon"
+    want = _image(in_memory, prompt)
+    fresh = _pipeline_class(kind).from_pretrained(tiny[kind])
+    fresh.load_lora_weights(run / "webui", weight_name="run.safetensors")  # diffusers' kohya reader
+    for token in ("<new1>", "<new2>"):
+        emb = run / "webui" / "embeddings" / f"run_{token.strip('<>')}.safetensors"
+        if kind == "sd":
+            assert list(load_file(emb)) == ["emb_params"]  # A1111's layout, read by diffusers as such
+            fresh.load_textual_inversion(str(emb), token=token)
+        else:
+            state = load_file(emb)
+            assert {k: tuple(v.shape) for k, v in state.items()} == {
+                "clip_l": (1, fresh.text_encoder.config.hidden_size), "clip_g": (1, fresh.text_encoder_2.config.hidden_size)}
+            fresh.load_textual_inversion(state["clip_l"][0], token=token, text_encoder=fresh.text_encoder,
+                                         tokenizer=fresh.tokenizer)
+            fresh.load_textual_inversion(state["clip_g"][0], token=token, text_encoder=fresh.text_encoder_2,
+                                         tokenizer=fresh.tokenizer_2)
+    assert np.allclose(_image(fresh, prompt), want, atol=1e-6)  # the same image as the native files give
+    with safe_open(str(run / "webui" / "run.safetensors"), "pt") as f:
+        keys, meta = list(f.keys()), f.metadata()
+        alphas = {float(f.get_tensor(k)) for k in keys if k.endswith(".alpha")}
+    assert keys and all(re.fullmatch(r"lora_unet_\w+\.(lora_down\.weight|lora_up\.weight|alpha)", k) for k in keys)
+    assert alphas == {4.0} and meta["ss_network_dim"] == "2" and meta["ss_network_module"] == "networks.lora"
+    blocks = {re.match(r"lora_unet_([a-z]+_block)", k).group(1) for k in keys}
+    # SD 1.x/2.x keep diffusers' module names (as sd-scripts does); SD-XL uses the original UNet's
+    assert blocks == ({"down_block", "mid_block", "up_block"} & blocks if kind == "sd" else
+                      {"input_block", "middle_block", "output_block"} & blocks) and blocks
+    card = (run / "README.md").read_text()
+    assert "`webui/run.safetensors`" in card and "<lora:run:1>" in card
+    assert "| `<new1>` | cat | `webui/embeddings/run_new1.safetensors` | `run_new1` |" in card
+    if kind == "sd":  # the card's snippet runs as pasted: imports, the run's folder, the base
+        import subprocess
+        import sys
+
+        (code,) = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+        code = code.replace(".images[0]", ".images[0]; print(image.size)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=600)
+        assert out.returncode == 0 and out.stdout.strip() == "(32, 32)", out.stderr[-2000:]
+
+
+def test_sdxl_attention_layers_get_the_original_unet_s_block_names_that_diffusers_maps_back():
+    import re
+    from types import SimpleNamespace
+
+    from diffusers.loaders.lora_conversion_utils import _maybe_map_sgm_blocks_to_diffusers
+
+    from gen4gen.train.webui import sgm_name
+
+    # SD-XL base: down blocks 1 and 2 and up blocks 0 and 1 hold attentions, two per down block, three per up block
+    paths = ([f"down_blocks.{b}.attentions.{j}" for b in (1, 2) for j in (0, 1)] + ["mid_block.attentions.0"]
+             + [f"up_blocks.{b}.attentions.{j}" for b in (0, 1) for j in (0, 1, 2)])
+    names = {p: sgm_name(f"{p}.transformer_blocks.0.attn2.to_k", 2) for p in paths}
+    assert names["down_blocks.1.attentions.0"] == "input_blocks.4.1.transformer_blocks.0.attn2.to_k"  # sd-scripts' names
+    assert names["down_blocks.2.attentions.1"].startswith("input_blocks.8.1.")
+    assert names["mid_block.attentions.0"].startswith("middle_block.1.")
+    assert names["up_blocks.1.attentions.2"].startswith("output_blocks.5.1.")
+    kohya = {"lora_unet_" + n.replace(".", "_") + ".lora_down.weight": p for p, n in names.items()}
+    back = _maybe_map_sgm_blocks_to_diffusers(dict.fromkeys(kohya), SimpleNamespace(layers_per_block=2))
+    # it renumbers blocks and layers; the block words are renamed by the key conversion after it
+    words = {"input_blocks": "down_blocks", "middle_block": "mid_block", "output_blocks": "up_blocks"}
+    back = [re.sub("|".join(words), lambda m: words[m.group(0)], k) for k in back]
+    assert sorted(back) == sorted("lora_unet_" + f"{p}.transformer_blocks.0.attn2.to_k".replace(".", "_")
+                                  + ".lora_down.weight" for p in paths)
+    with pytest.raises(ValueError, match="attention layers only"):
+        sgm_name("up_blocks.1.resnets.1.conv1", 2)
 
 
 # ---------------------------------------------------------------- the stage and bad input

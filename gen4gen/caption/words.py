@@ -84,9 +84,22 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
+# words after which a noun takes no article of its own ("the cat", "two dogs", "my cat")
+_DETERMINERS = {"the", "this", "that", "these", "those", "my", "your", "his", "her", "its", "our", "their", "each",
+                "every", "another", "no", "some", "any", *COUNT_WORDS}
+
+
 def as_class_words(text: str, nouns: dict[str, str]) -> str:
-    """A personalised caption read as class words, ``nouns`` = {token: class words}: "<new1> cat" -> "cat",
-    a bare "<new1>" -> "cat" (what a model without the tokens is given, and what CLIP-T scores)."""
+    """A personalised caption read as class words, ``nouns`` = {token: class words}: "a photo of <new1> cat and
+    two <new2> dogs" -> "a photo of a cat and two dogs", a bare "<new1>" -> "a cat" (what a model without the
+    tokens is given, and what CLIP-T scores). A singular noun gets its article unless a determiner or a count
+    stands before it."""
     for token, noun in nouns.items():
-        text = text.replace(f"{token} ", "").replace(token, noun)
+        def words(m: re.Match, noun: str = noun) -> str:
+            before, named = m.group(1) or "", (m.group(2) or "").strip() or noun
+            counted = before.strip().lower() in _DETERMINERS or before.strip().isdigit()
+            many = named.lower() == plural(noun).lower() != noun.lower()
+            return before + (named if counted or many else f"{article(named)} {named}")
+        pattern = rf"(\b[\w']+\s+)?{re.escape(token)}(\s+(?:{re.escape(plural(noun))}|{re.escape(noun)})\b)?"
+        text = re.sub(pattern, words, text, flags=re.IGNORECASE)
     return " ".join(text.split())

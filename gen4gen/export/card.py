@@ -4,22 +4,28 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from gen4gen.caption.words import display_name
 from gen4gen.export.items import ExportContext
+from gen4gen.export.recipes import train_section, use_section
+from gen4gen.export.select import Selection
 
 LOADERS = {
     "mycanvas": "`mycanvas/index.jsonl`: one JSON line per final image (`image`, `captions`, `modifier_tokens`, "
                 "`reference_images`, `instances` with masks); each folder holds `image.png`, `mask.png`, "
                 "`instances/`, `layout.json`, `captions.json`.",
-    "customdiffusion": "Custom Diffusion. `cd customdiffusion && ./train.sh` runs diffusers' "
-                       "`examples/custom_diffusion/train_custom_diffusion.py --concepts_list concepts_list.json` on the "
-                       "per-concept folders `instance_images/<concept>/` only (one prompt per folder: the script cannot "
-                       "read per-image captions). The composed scenes with one personalized caption each are "
-                       "`compositions/images.txt` + `captions.txt` + `masks.txt` (paths relative to the lists); "
-                       "`python -m gen4gen stage=train train.dataset=<this folder>` trains on them (it reads "
-                       "`mycanvas/index.jsonl` when present, else these lists).",
-    "imagefolder": "`datasets.load_dataset(\"imagefolder\", data_dir=\"imagefolder\")` (split `train`; `text` is the "
-                   "detailed caption, `objects` the boxes); diffusers' text-to-image LoRA script reads it with "
-                   "`--train_data_dir imagefolder --caption_column text`.",
+    "customdiffusion": "Custom Diffusion. `customdiffusion/train.sh` runs diffusers' "
+                       "`examples/custom_diffusion/train_custom_diffusion.py` with `concepts_list.json` on the "
+                       "per-concept folders `instance_images/<concept>/` (one prompt per folder), or with "
+                       "`train.sh scenes` on `concepts_list_scenes.json`: one folder per composed scene, its "
+                       "personalized caption as the prompt. The scenes as lists: `compositions/images.txt` + "
+                       "`captions.txt` + `masks.txt` (paths relative to the lists), what `stage=train` reads when "
+                       "`mycanvas/` is absent.",
+    "imagefolder": "Hugging Face `imagefolder`: `metadata.jsonl` beside `images/` (images only), split `train`; "
+                   "caption columns `caption_personalized` (with the tokens), `caption_plain` (class words), "
+                   "`caption_plain_short`; `objects` the boxes.",
+    "kohya": "`kohya/scenes/` and `kohya/references/<concept>/`: each image with its caption in a same-stem `.txt`; "
+             "`kohya/dataset.toml` is sd-scripts' `--dataset_config` (one subset per folder, absolute paths, "
+             "aspect-ratio buckets).",
     "coco": "`pycocotools.coco.COCO(\"coco/annotations/instances.json\")` (RLE masks, one annotation per instance); "
             "captions in `coco/annotations/captions.json`.",
     "webdataset": "`webdataset.WebDataset(\"webdataset/shard-{000000..NNNNNN}.tar\")` with `.png`, `.json`, `.txt` per sample.",
@@ -46,10 +52,13 @@ def card(ctx: ExportContext, formats: list[str], notes: dict) -> str:
              f"| {len(items)} | {len({it.composition for it in items})} | {len({it.scene for it in items})} | "
              f"{len(ctx.concepts)} | {sum(len(it.instances) for it in items)} | "
              f"{sum(len(r) for r in ctx.references.values())} |", "",
+             f"Selection: {Selection.from_settings(ctx.settings).describe()} (`export.scenes`, `export.concepts`).", "",
              "## Concepts", "",
-             "| concept | modifier token | reference cut-outs | instances | images |", "|---|---|---|---|---|"]
+             "Each concept answers to its token in the personalized captions; the class words are what a model "
+             "without the token is given.", "",
+             "| concept | token | class words | reference cut-outs | instances | images |", "|---|---|---|---|---|---|"]
     for c in ctx.concepts:
-        lines.append(f"| {c} | `{tokens.get(c, '')}` | {len(ctx.references.get(c, []))} | "
+        lines.append(f"| {c} | `{tokens.get(c, '')}` | {display_name(c)} | {len(ctx.references.get(c, []))} | "
                      f"{sum(1 for it in items for i in it.instances if i.concept == c)} | "
                      f"{sum(1 for it in items if c in it.concepts)} |")
     lines += ["", "## Left out", ""]
@@ -75,7 +84,9 @@ def card(ctx: ExportContext, formats: list[str], notes: dict) -> str:
               f"template fallbacks: {fallbacks}", "",
               "## Formats", ""]
     lines += [f"- **{f}**: {LOADERS[f]}" for f in formats]
-    lines += ["- **gallery**: `gallery/index.html`, thumbnails of every scene, layout, image and caption.", "",
+    lines += ["- **gallery**: `gallery/index.html`, thumbnails of every scene, layout, image and caption.", ""]
+    lines += use_section(ctx, formats) + train_section(ctx, formats)
+    lines += [
               "## Config", "", "Export settings:", "", "```json", json.dumps(ctx.settings, indent=1, sort_keys=True),
               "```", "",
               f"Stage config hashes: s3 {sorted({str(it.s3_meta.get('config_hash')) for it in items})}.", "",

@@ -276,6 +276,12 @@ class ExportContext:
     def concepts(self) -> list[str]:
         return sorted({c for it in self.items for c in it.concepts})
 
+    @property
+    def final(self) -> Path:
+        """Where the dataset lives once the export swaps it in (``root`` is its temporary sibling): the absolute
+        path that cards and configs name."""
+        return (self.root.parent / self.name).resolve()
+
 
 def copy_file(src: Path, dst: Path) -> None:
     """Byte copy (the export folder is fresh, so no atomic dance is needed here: the whole folder is swapped in)."""

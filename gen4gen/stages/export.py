@@ -24,13 +24,15 @@ from gen4gen.errors import ItemFailed, UserError
 from gen4gen.export.card import card
 from gen4gen.export.items import (ExportContext, collect, find_references, load_instances,
                                   render_reference, upstream_failures, write_bytes)
+from gen4gen.export.select import Selection
 from gen4gen.io import jsonl_bytes
 from gen4gen.manifest import Currency
 from gen4gen.markers import upstream_reasons
 from gen4gen.serve.review import apply_review
 
 FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
-           "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds"}
+           "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds",
+           "kohya": "gen4gen.export.kohya"}
 
 
 def run(cfg: DictConfig) -> Summary:
@@ -56,6 +58,10 @@ def run(cfg: DictConfig) -> Summary:
     items, left_out, stale = collect(stages, currency)
     items, review_notes = apply_review(stages, items, left_out)  # rejected -> left_out, edited captions used
     failures = upstream_failures(stages)
+    chosen = Selection.from_settings(opts)  # export.scenes / export.concepts: the rest is not this dataset's
+    unmatched, items = chosen.unmatched(items), chosen.choose(items)
+    left_out = [r for r in left_out if chosen.takes_row(r)]
+    failures = [r for r in failures if chosen.takes_row(r)]
     workers = max(1, int(cfg.workers))
     threshold = int(opts.get("mask_threshold", 128))
     # the s2 files an output uses: the gallery draws the layout over image.png, MyCanvas ships mask.png
@@ -86,9 +92,10 @@ def run(cfg: DictConfig) -> Summary:
                         f"({len(left_out) + len(export_failures)} incomplete: {why})")
 
     refs = find_references(stages, {c for it in loaded for c in it.concepts}, currency)
+    refs = {c: [r for r in rows if chosen.takes(r.scene, [c])] for c, rows in refs.items()}
     ref_failures: list[dict] = []  # a bad cut-out loses one reference image, not the items that use the concept
     # the formats that ship reference images, and the gallery that shows them: decoded in full here
-    if {"mycanvas", "customdiffusion"} & set(formats) or opts.get("gallery", True):
+    if {"mycanvas", "customdiffusion", "kohya"} & set(formats) or opts.get("gallery", True):
         side = int(opts.get("reference_size", 512))
         flat = [r for rows in refs.values() for r in rows]
         with progress() as bar, ThreadPoolExecutor(workers) as pool:
@@ -128,6 +135,9 @@ def run(cfg: DictConfig) -> Summary:
     summary.done = len(loaded)
     summary.failed = len(export_failures)
     summary.notes["formats"] = ", ".join(formats)
+    if not chosen.everything:
+        summary.notes["selection"] = chosen.describe() + (f" (no final image has {', '.join(unmatched)})"
+                                                          if unmatched else "")
     if stale:
         summary.notes["stale images ignored (not made by the current configuration)"] = stale
     if left_out:

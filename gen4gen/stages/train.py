@@ -143,7 +143,7 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
     base = result.base
     run_dir.mkdir(parents=True, exist_ok=True)
     files = trainer.save(base.unet, run_dir)
-    tokens = []
+    tokens, vectors = [], []
     for c in concepts:
         state = {}
         for k, (tok, enc) in enumerate(zip(base.tokenizers, base.text_encoders)):
@@ -152,14 +152,20 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
         file = f"{c.token}.safetensors"
         write_atomic(run_dir / file, safetensors.torch.save(state, metadata={"format": "pt"}))
         tokens.append(TokenFile(token=c.token, concept=c.name, noun=c.noun, file=file))
+        vectors.append((c.token, state))
         files.append(file)
+    webui_files = []
+    if trainer.name == "lora":  # the same LoRA and tokens for A1111 / Forge / ComfyUI
+        from gen4gen.train import webui
+
+        webui_files = webui.save(run_dir, name, base, trainer, vectors)
     man = Manifest(trainer=trainer.name, base=s.base, base_kind=base.kind, weights=files[0], tokens=tokens,
                    data=s.data, caption=s.caption)
     write_atomic(run_dir / "personalization.json", man.dump())
     write_atomic(run_dir / "loss.png", loss_png(result.losses))
     entry = roster_entry(name, man, run_dir, s.resolution)
     write_atomic(run_dir / "roster_entry.yaml", yaml.safe_dump(entry, sort_keys=False).encode("utf-8"))
-    files += ["personalization.json", "loss.png", "roster_entry.yaml", "failures.jsonl"]
+    files += webui_files + ["personalization.json", "loss.png", "roster_entry.yaml", "failures.jsonl"]
     losses = result.losses
     info = {"dataset": str(dataset), "examples": len(examples), "priors": len(priors or []),
             "example_caption": examples[0].caption, "device": device,
@@ -169,7 +175,8 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
             "loss_first": float(sum(losses[:10]) / len(losses[:10])),
             "loss_last": float(sum(losses[-10:]) / len(losses[-10:])), "left_out": len(problems),
             "resumed_from": result.resumed_from, "losses": [round(x, 6) for x in losses]}
-    write_atomic(run_dir / "README.md", card(name, man, s.model_dump(), info, files).encode("utf-8"))
+    write_atomic(run_dir / "README.md", card(name, man, s.model_dump(), {**info, "run_dir": str(run_dir.resolve())},
+                                             files).encode("utf-8"))
     return info
 
 

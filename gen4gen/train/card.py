@@ -3,6 +3,7 @@ and the roster entry (``roster_entry.yaml``) that ``roster.models`` takes as it 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,16 +67,33 @@ def card(name: str, man: Manifest, settings: dict, info: dict, files: list[str])
              f"| left out | {info['left_out']} example(s), see failures.jsonl |", "",
              "## Files", ""]
     lines += [f"- `{f}`" for f in files]
-    lines += ["", "## Use", "", "```python",
-              "import gen4gen.personalize",
-              f"pipe = {'StableDiffusionXLPipeline' if man.base_kind == 'sdxl' else 'StableDiffusionPipeline'}"
-              f".from_pretrained({man.base!r})",
-              "gen4gen.personalize.load(pipe, run_dir)  # tokens into the text encoder(s), weights into the UNet",
-              f"pipe(\"{info['example_caption']}\").images[0]", "```", "",
-              f"With diffusers alone: {USE[man.trainer]}, then per token "
-              + ("`pipe.load_textual_inversion(run / \"<newK>.safetensors\")`." if man.base_kind == "sd" else
-                 "`state = safetensors.torch.load_file(run / \"<newK>.safetensors\")` and "
-                 "`pipe.load_textual_inversion(state[\"clip_l\"], token=\"<newK>\", text_encoder=pipe.text_encoder, "
-                 "tokenizer=pipe.tokenizer)` (same with `clip_g`, `text_encoder_2`, `tokenizer_2`)."),
-              "", "In the bench: add `roster_entry.yaml` to a roster's `models`."]
+    lines += [""] + use(name, man, info["run_dir"], info["example_caption"], files)
     return "\n".join(lines) + "\n"
+
+
+def use(name: str, man: Manifest, run_dir: str, example: str, files: list[str]) -> list[str]:
+    """A snippet that runs as pasted (imports, the run's absolute folder), diffusers' own calls, and the web UIs."""
+    from gen4gen.train.webui import DIR, embedding_stem
+
+    pipeline = "StableDiffusionXLPipeline" if man.base_kind == "sdxl" else "StableDiffusionPipeline"
+    lines = ["## Use", "", "```python", f"from diffusers import {pipeline}", "", "import gen4gen.personalize", "",
+             f"run_dir = {json.dumps(run_dir)}", f"pipe = {pipeline}.from_pretrained({json.dumps(man.base)})",
+             "gen4gen.personalize.load(pipe, run_dir)  # tokens into the text encoder(s), weights into the UNet",
+             f"image = pipe({json.dumps(example)}).images[0]", "```", "",
+             f"With diffusers alone: {USE[man.trainer]}, then per token "
+             + ("`pipe.load_textual_inversion(run / \"<newK>.safetensors\")`." if man.base_kind == "sd" else
+                "`state = safetensors.torch.load_file(run / \"<newK>.safetensors\")` and "
+                "`pipe.load_textual_inversion(state[\"clip_l\"], token=\"<newK>\", text_encoder=pipe.text_encoder, "
+                "tokenizer=pipe.tokenizer)` (same with `clip_g`, `text_encoder_2`, `tokenizer_2`)."),
+             "", "In the bench: add `roster_entry.yaml` to a roster's `models`."]
+    if f"{DIR}/{name}.safetensors" in files:
+        lines += ["", "### AUTOMATIC1111 / Forge / ComfyUI", "",
+                  f"- `{DIR}/{name}.safetensors`: the LoRA with kohya's keys; copy it to `models/Lora/` and add "
+                  f"`<lora:{name}:1>` to the prompt (ComfyUI: a LoraLoader node). diffusers reads it too: "
+                  f"`pipe.load_lora_weights(run_dir + \"/{DIR}\", weight_name=\"{name}.safetensors\")`.",
+                  "- the tokens as A1111 embeddings: copy them to `embeddings/` and write the word on the right where "
+                  "the captions say the token (ComfyUI: `embedding:<word>`):", "",
+                  "| token | concept | embedding file | prompt word |", "|---|---|---|---|"]
+        lines += [f"| `{t.token}` | {t.concept} | `{DIR}/embeddings/{embedding_stem(name, t.token)}.safetensors` | "
+                  f"`{embedding_stem(name, t.token)}` |" for t in man.tokens]
+    return lines

@@ -60,6 +60,11 @@ def with_tokens(text: str, concepts: list[Concept]) -> str:
     return text
 
 
+def source_caption(token: str, noun: str) -> str:
+    """The caption of a concept's own photo: "a photo of a <new1> cat" (Custom Diffusion's instance prompt)."""
+    return f"a photo of a {token} {noun}"
+
+
 def read_rows(root: Path, caption: str = "personalized") -> tuple[list[Row], list[str]]:
     """The dataset's images as index rows with absolute paths: ``mycanvas/index.jsonl`` when exported, else
     ``customdiffusion/compositions/`` (``images.txt`` + ``captions.txt`` [+ ``masks.txt``], paths relative to
@@ -147,7 +152,7 @@ def load_examples(root: Path, data: str = "mycanvas", caption: str = "personaliz
         for c in concepts:
             for p in sorted(refs.get(c.name, ())):
                 image = Path(p)
-                text = f"a photo of a {c.token} {c.noun}"
+                text = source_caption(c.token, c.noun)
                 problem = _check(f"{c.name}/{image.name}", image, text, owned)
                 if problem:
                     problems.append(problem)

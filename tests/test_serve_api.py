@@ -158,8 +158,8 @@ def test_export_leaves_the_rejected_out_and_uses_the_edited_captions(root):
     assert summary.done == 3
     left = [json.loads(x) for x in (out / "left_out.jsonl").read_text().splitlines()]
     assert {"stage": "review", "id": PETS, "reason": "rejected in review"} in left
-    meta = [json.loads(x) for x in (out / "imagefolder" / "train" / "metadata.jsonl").read_text().splitlines()]
-    texts = {m["id"]: m["text"] for m in meta}
+    meta = [json.loads(x) for x in (out / "imagefolder" / "metadata.jsonl").read_text().splitlines()]
+    texts = {m["id"]: m["caption_plain"] for m in meta}
     assert len(texts) == 3 and PETS not in texts and texts[KITCHEN] == "An edited caption."
     other = KITCHEN.replace("v1", "v0")
     assert texts[other] == captions_on_disk(root, other)["detailed"]

@@ -18,7 +18,7 @@ from gen4gen.io import read_jsonl
 log = logging.getLogger(__name__)
 # metric -> (label, higher is better)
 METRICS = {"clip_t": ("CLIP-T", True), "clip_i": ("CLIP-I", True), "dino": ("DINO", True), "cp_clip": ("CP-CLIP", True),
-           "ti_clip": ("TI-CLIP", True), "mcos": ("MCOS", False), "latency_s": ("latency s", False),
+           "identity_mix": ("ID-mix", True), "ti_clip": ("TI-CLIP", True), "mcos": ("MCOS", False), "latency_s": ("latency s", False),
            "cost_usd": ("$ / image", False), "peak_memory_gb": ("memory GB", False),
            "popularity": ("popularity", True)}  # log(1 + downloads) from the roster, GEMRec's third term
 assert set(METRICS) == set(COLUMNS) | {"popularity"}
@@ -37,6 +37,7 @@ class BenchRow(BaseModel):
     clip_i: float | None = None
     dino: float | None = None
     cp_clip: float | None = None
+    identity_mix: float | None = None
     ti_clip: float | None = None
     mcos: float | None = None
     latency_s: float | None = None

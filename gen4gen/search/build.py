@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from rich.markup import escape
+
 from gen4gen.console import console, progress
+from gen4gen.contain import Escaped, contained
 from gen4gen.errors import UserError
 from gen4gen.images import IMAGE_EXTENSIONS, BadImage, read_image
 from gen4gen.search.index import IndexInfo, IndexWriter, MomentSpec, is_index, read_info, write_info
@@ -39,7 +42,7 @@ def discover(root: Path) -> dict[str, list[Path]]:
     models = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
         images = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                        and not any(part.startswith(".") for part in p.relative_to(d).parts))
+                        and not any(part.startswith(".") for part in p.relative_to(d).parts) and _inside(p, root))
         if images:
             models[d.name] = images
         else:
@@ -47,6 +50,16 @@ def discover(root: Path) -> dict[str, list[Path]]:
     if not models:
         raise UserError(f"no <model>/<image> samples under {root}")
     return models
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """A sample that is a link leading out of the samples folder is left out with one line."""
+    try:
+        contained(path, root, "sample")
+        return True
+    except Escaped as e:
+        console.print(f"[yellow]search: skipped {escape(str(e))}[/yellow]", soft_wrap=True)
+        return False
 
 
 def _table_captions(path: Path) -> dict[Path, str]:

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gen4gen.errors import UserError
 
 MANIFEST = "personalization.json"
+# what save_lora_weights writes for the UNet: peft's lora_A/lora_B, or the older lora.down/lora.up names
+LORA_KEY = re.compile(r"unet\.(.+)\.lora(?:_|\.)(A|B|down|up)\.weight")
 CD_KEY = re.compile(r"(.+\.attn2)\.processor\.(to_k|to_v)_custom_diffusion\.weight")
 TRAINER_NAMES = {"custom_diffusion": "Custom Diffusion", "lora": "LoRA"}
 FORMAT = "gen4gen-personalization/1"
@@ -102,6 +104,13 @@ def load(pipe, run_dir: str | Path):
             vectors.append((t.token, enc, tok, vec))
     if man.trainer == "custom_diffusion":
         updates = custom_diffusion_updates(pipe.unet, weights, read_tensors(weights))
+    else:  # first: diffusers checks the adapters' keys and shapes itself, and its errors would not name the file
+        lora_check(pipe.unet, weights, read_tensors(weights))
+        try:
+            pipe.load_lora_weights(str(run_dir), weight_name=man.weights)
+        except Exception as e:  # noqa: BLE001 - keys or shapes of another base: one line naming the file
+            raise UserError(f"{weights}: not LoRA weights for this pipeline "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     for token, enc, tok, vec in vectors:
         try:
             pipe.load_textual_inversion(vec.to(enc.dtype), token=token, text_encoder=enc, tokenizer=tok)
@@ -111,13 +120,6 @@ def load(pipe, run_dir: str | Path):
         with torch.no_grad():
             for weight, value in updates:
                 weight.copy_(value.to(weight.dtype))
-    else:
-        read_tensors(weights)  # readable at all: diffusers' own errors would not name the file
-        try:
-            pipe.load_lora_weights(str(run_dir), weight_name=man.weights)
-        except Exception as e:  # noqa: BLE001 - keys or shapes of another base: one line naming the file
-            raise UserError(f"{weights}: not LoRA weights for this pipeline "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     return man
 
 
@@ -129,8 +131,12 @@ def run_file(run_dir: Path, name: str, what: str) -> Path:
         path = contained(name, run_dir, f"{MANIFEST} {what}")
     except Escaped as e:
         raise UserError(f"{run_dir / MANIFEST}: {e}") from None
-    if not path.is_file():
-        raise UserError(f"{run_dir}: {what} file {name} is missing")
+    try:
+        present = path.is_file()
+    except OSError as e:  # a name too long for the file system
+        raise UserError(f"{run_dir / MANIFEST}: {what} {name[:80]!r}...: {e.strerror}") from None
+    if not present:
+        raise UserError(f"{run_dir}: {what} file {name[:200]} is missing")
     return path
 
 
@@ -177,3 +183,30 @@ def custom_diffusion_updates(unet, path: Path, state: dict) -> list:
     if not updates:
         raise UserError(f"{path}: holds no Custom Diffusion weights")
     return updates
+
+
+def lora_check(unet, path: Path, state: dict) -> None:
+    """Every LoRA tensor names a layer of this UNet and fits it (A: rank x inputs, B: outputs x rank): diffusers
+    itself loads a file of foreign keys as nothing at all, without a word."""
+    ranks: dict[str, dict[str, int]] = {}
+    for key, value in state.items():
+        m = LORA_KEY.fullmatch(key)
+        try:
+            layer = unet.get_submodule(m.group(1)) if m else None
+        except AttributeError:
+            layer = None
+        weight = getattr(getattr(layer, "base_layer", layer), "weight", None)
+        if weight is None:
+            raise UserError(f"{path}: {key!r} names no layer of this UNet")
+        side = {"down": "A", "up": "B"}.get(m.group(2), m.group(2))
+        fits = value.dim() == weight.dim() and (value.shape[1] == weight.shape[1] if side == "A"
+                                                else value.shape[0] == weight.shape[0])
+        if not fits:
+            raise UserError(f"{path}: {key} is {tuple(value.shape)}, which does not fit the base's layer "
+                            f"{tuple(weight.shape)}: trained on another base than this pipeline")
+        ranks.setdefault(m.group(1), {})[side] = int(value.shape[0] if side == "A" else value.shape[1])
+    if not ranks:
+        raise UserError(f"{path}: holds no LoRA weights for the UNet")
+    uneven = [name for name, r in ranks.items() if len(set(r.values())) != 1 or len(r) != 2]
+    if uneven:
+        raise UserError(f"{path}: {uneven[0]} has no matching lora_A/lora_B pair of one rank")

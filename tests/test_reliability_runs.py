@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
 from gen4gen.errors import UserError
 from gen4gen.personalize import MANIFEST, Manifest, TokenFile
-from gen4gen.train.custom_diffusion import CustomDiffusion
 from gen4gen.train.lora import Lora
 from tests.test_reliability_artefacts import bad_values
-from tests.test_reliability_paths import KINDS, hostile, outside_png
+from tests.test_reliability_paths import KINDS, hostile
 from tests.test_train import _pipeline_class, _save, tiny  # noqa: F401 - tiny: the module fixture
 
 
@@ -67,7 +67,7 @@ def _damages(path: Path, width: int) -> dict:
         out.update({"wrong width": st_save({key: torch.zeros(width + 3)}), "3-d": st_save({key: torch.zeros(2, 2, width)}),
                     "other key": st_save({"<new9>": torch.zeros(width)}), "no tensors": st_save({})})
     elif path.name.endswith(".safetensors"):  # weights: every tensor transposed, or keys of nothing in the UNet
-        state = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(path))
+        state = load_file(str(path))
         out.update({"transposed": st_save({k: v.t().contiguous() for k, v in state.items()}),
                     "foreign keys": st_save({f"x.{k}": v for k, v in state.items()}),
                     "no tensors": st_save({})})

@@ -201,3 +201,22 @@ def test_an_exported_dataset_is_indexed_by_concept_with_its_captions_outside_it(
     assert "caption" in index.spaces  # the captions were read: text queries work without CLIP
     out = json.loads((Path(summary.out_dir) / "search_results.json").read_text())
     assert [h["model"] for h in out["results"]["text:first_moment"]][: len(index.names)] != []
+
+
+def test_a_dataset_exported_without_mycanvas_is_read_from_its_imagefolder_rows(dataset, tmp_path, caplog):
+    from gen4gen.search.dataset import dataset_root, dataset_samples
+
+    _, ds = dataset
+    copy = tmp_path / "demo"
+    shutil.copytree(ds, copy)
+    shutil.rmtree(copy / "mycanvas")
+    meta = copy / "imagefolder" / "train" / "metadata.jsonl"
+    rows = [json.loads(line) for line in meta.read_text().splitlines()]
+    meta.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"file_name": "../../README.md"}\n[1]\n')
+    assert dataset_root(copy / "imagefolder") == copy
+    models, captions = dataset_samples(copy, "concept")
+    assert sorted(models) == sorted({c for r in rows for c in r["concepts"]})
+    assert sorted(captions.values()) == sorted(r["text"] for r in rows)
+    assert all(p.parent == copy / "imagefolder" / "train" for ps in models.values() for p in ps)
+    said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(said) == 2 and any("refused" in s for s in said)

@@ -34,7 +34,7 @@ CLASSES = {
     "captions": ("8 markup in captions", "20 payloads (tags, entities, control and invisible characters) x 4 places "
                                          "in LLM replies, as background phrases, as concept names; an export"),
     "search": ("6 index arrays + issue 28", "10 array files x 10 damages (truncated, garbage, pickled, another shape "
-                                            "or dtype, removed...), an index given directly, a dataset as samples"),
+                                            "or dtype, removed...), an index given directly, a dataset (mycanvas or imagefolder rows) as samples"),
     "run_names": ("7 runs replaced", "a finished run of 7 other settings, 10 folder states, the experiment's "
                                      "LoRA variant over a user's LoRA run"),
     "cli": ("9 errors + run folders", "6 commands refused at the start, 5 stopped at once by their stage, keep_runs "

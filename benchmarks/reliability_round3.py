@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # test file -> (class, what the cases are)
 CLASSES = {
-    "ownership": ("1 data loss", "foreign files (file, link, empty folder) at 7 places of a dataset, own files edited 4 "
-                                 "ways at 5 places, with and without the record; a file or link at the dataset path; "
-                                 "files added while the export runs; a killed export's leftovers"),
+    "ownership": ("1 data loss", "foreign files (file, link, empty folder) at 7 places of a dataset, own files "
+                                 "edited 4 ways at 5 places, with and without the record; a file or link at the "
+                                 "dataset path; files added while the export runs; a killed export's leftovers"),
     "paths": ("2 paths escape", "8 escape kinds (../, absolute, link out, link chain, link to a folder, loop, NUL, "
                                 "../ inside a name) into train's index and Custom Diffusion lists, the export's stage "
                                 "files, s3 composition_dir, bench references, search samples"),
@@ -33,8 +33,9 @@ CLASSES = {
                                   "state dict, a garbled base model_index.json"),
     "captions": ("8 markup in captions", "20 payloads (tags, entities, control and invisible characters) x 4 places "
                                          "in LLM replies, as background phrases, as concept names; an export"),
-    "search": ("6 index arrays + issue 28", "10 array files x 10 damages (truncated, garbage, pickled, another shape "
-                                            "or dtype, removed...), an index given directly, a dataset (mycanvas or imagefolder rows) as samples"),
+    "search": ("6 index arrays + issue 28", "10 array files x 10 damages (truncated, garbage, pickled, another "
+                                            "shape or dtype, removed...), an index given directly, a dataset "
+                                            "(mycanvas or imagefolder rows) as samples"),
     "run_names": ("7 runs replaced", "a finished run of 7 other settings, 10 folder states, the experiment's "
                                      "LoRA variant over a user's LoRA run"),
     "cli": ("9 errors + run folders", "6 commands refused at the start, 5 stopped at once by their stage, keep_runs "
@@ -75,7 +76,8 @@ def run(names: list[str]) -> list[dict]:
 def table(rows: list[dict]) -> str:
     """A failed case counts where its class can fail: a lost file (class 1), an escaped path (class 2), and in
     every class as a raw traceback (the case ended in an exception instead of one line)."""
-    out = ["| class: cases generated | cases tried | passed | lost files | escaped paths | raw tracebacks | wall / CPU s |",
+    out = ["| class: cases generated | cases tried | passed | lost files | escaped paths | raw tracebacks "
+           "| wall / CPU s |",
            "|---|---|---|---|---|---|---|"]
     for r in rows:
         bad = len(r["failed"])

@@ -152,7 +152,7 @@ def read_tensors(path: Path) -> dict:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - SafetensorError, UnpicklingError, EOFError, RuntimeError...: the file is bad
+    except Exception as e:  # noqa: BLE001 - SafetensorError, UnpicklingError, EOFError...: the file is bad
         raise UserError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
                         ) from None
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):

@@ -104,9 +104,9 @@ def _cd_dataset(ds: Path) -> Path:
     Image.fromarray(np.full((40, 48), 255, np.uint8)).save(comp / "masks" / "0.png")
     (cd / "instance_images" / "cat").mkdir(parents=True)
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(cd / "instance_images" / "cat" / "c.png")
-    (cd / "concepts_list.json").write_text(json.dumps([{"instance_prompt": "photo of a <new1> cat",
-                                                         "class_prompt": "cat", "instance_data_dir": "instance_images/cat",
-                                                         "class_data_dir": "class_images/cat"}]))
+    (cd / "concepts_list.json").write_text(json.dumps([{
+        "instance_prompt": "photo of a <new1> cat", "class_prompt": "cat", "instance_data_dir": "instance_images/cat",
+        "class_data_dir": "class_images/cat"}]))
     (comp / "images.txt").write_text("images/0.png\n")
     (comp / "captions.txt").write_text("<new1> cat on a sofa\n")
     (comp / "masks.txt").write_text("masks/0.png\n")

@@ -1,8 +1,9 @@
 """One train run never silently replaces another (issue 22, class 7). Generated cases: a folder holding a finished
-run of other settings (steps, learning rate, captions, rank...: settings that change the hash but not the name) or a killed run
-of other settings is refused with one line naming ``train.name``, and every byte of it stays; the same settings
-skip or resume; an empty folder or one of someone else's files trains. ``+experiment=personalize`` and
-``stage=train trainer=lora`` name their LoRA runs alike, so the experiment is the case the issue found."""
+run of other settings (steps, learning rate, captions, rank...: settings that change the hash but not the
+name) or a killed run of other settings is refused with one line naming ``train.name``, and every byte of it
+stays; the same settings skip or resume; an empty folder or one of someone else's files trains.
+``+experiment=personalize`` and ``stage=train trainer=lora`` name their LoRA runs alike, so the experiment is the
+case the issue found."""
 from __future__ import annotations
 
 import hashlib

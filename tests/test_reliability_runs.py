@@ -64,7 +64,8 @@ def _damages(path: Path, width: int) -> dict:
            "a pickle that runs code": pickle.dumps(Evil()), "a plain pickle of a dict": pickle.dumps({"a": 1})}
     key = "<new1>" if path.name.startswith("<new1>") else None
     if key:  # a token file: the right key with the wrong shape or kind, or another key
-        out.update({"wrong width": st_save({key: torch.zeros(width + 3)}), "3-d": st_save({key: torch.zeros(2, 2, width)}),
+        out.update({"wrong width": st_save({key: torch.zeros(width + 3)}),
+                    "3-d": st_save({key: torch.zeros(2, 2, width)}),
                     "other key": st_save({"<new9>": torch.zeros(width)}), "no tensors": st_save({})})
     elif path.name.endswith(".safetensors"):  # weights: every tensor transposed, or keys of nothing in the UNet
         state = load_file(str(path))

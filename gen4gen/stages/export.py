@@ -3,8 +3,8 @@
 Only final images whose s3 and s4 items are both done (and agree) are exported; the rest are listed in
 ``left_out.jsonl``, the dataset card, the gallery and the summary. The dataset is built in a hidden
 sibling folder and swapped in at the end, so a rerun rewrites it cleanly and an interrupted export
-leaves the previous one intact; it replaces only a folder that is one of its own datasets (``owned``). Same inputs give the same bytes (sorted order, fixed tar mtimes, no
-timestamps).
+leaves the previous one intact; it replaces only a folder that is one of its own datasets (``owned``).
+Same inputs give the same bytes (sorted order, fixed tar mtimes, no timestamps).
 """
 from __future__ import annotations
 

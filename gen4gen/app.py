@@ -4,10 +4,12 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 from rich.markup import escape
 
+from gen4gen import run_folders
 from gen4gen.console import Summary, console, print_summaries, take_retries
 from gen4gen.errors import UserError
 from gen4gen.paths import isolate_sweep_job
@@ -37,29 +39,31 @@ def run(cfg: DictConfig) -> int:
     unknown = [n for n in names if n not in STAGES]
     if unknown:
         console.print(f"[red]unknown stage {unknown[0]!r}[/red]; choose one of: all, {', '.join(STAGES)}")
+        run_folders.discard(run_folders.current())  # refused at the start: no run folder
         return _exit(cfg, 2)
     if not config_ok(cfg, names):
+        run_folders.discard(run_folders.current())
         return _exit(cfg, 2)
+    if run_folders.current():
+        run_folders.prune(Path(str(cfg.paths.outputs_dir)) / "runs", cfg.get("keep_runs"), run_folders.current())
     job_dir = isolate_sweep_job(cfg, names)
     if job_dir:
         console.print(f"sweep job: stages and datasets go to {job_dir}")
     summaries: list[Summary] = []
-    code = 0
+    code, stopped = 0, ""
     for name in names:
         try:
             summary = importlib.import_module(STAGES[name]).run(cfg)
         except KeyboardInterrupt as e:  # Ctrl-C: finished items stay done; one line, no traceback
             interrupted(sum(s.done for s in summaries) + getattr(e, "done", 0))
         except UserError as e:
-            console.print(f"[red]{escape(f'{name}: {e}')}[/red]", soft_wrap=True)  # one line, however long
-            summaries.append(Summary(stage=name, notes={"stopped": "see the error above"}))
+            stopped = f"[red]{escape(f'{name}: {e}')}[/red]"  # one line, however long
             code = 2
             break
         except Exception as e:  # noqa: BLE001 - a bug, not bad input: one clear line here, the traceback in the log
             log.debug("stage %s crashed", name, exc_info=True)
-            console.print(f"[red]{name} stopped: {type(e).__name__}: {e}[/red] (traceback in the run's gen4gen.log; "
-                          f"finished items are kept, rerun to resume)")
-            summaries.append(Summary(stage=name, notes={"stopped": "see the error above"}))
+            stopped = (f"[red]{escape(f'{name} stopped: {type(e).__name__}: {e}')}[/red] (traceback in the run's "
+                       f"gen4gen.log; finished items are kept, rerun to resume)")
             code = 1
             break
         retries = take_retries()
@@ -71,7 +75,12 @@ def run(cfg: DictConfig) -> int:
                   summary.failed, summary.total, summary.seconds)
         if summary.nothing_done and summary.total > 0 or (cfg.strict and summary.failed):
             code = 1
-    print_summaries(summaries)
+    if summaries:  # the stages that finished; a stage that stopped has its one line, last, and no empty row
+        print_summaries(summaries)
+    if stopped:
+        console.print(stopped, soft_wrap=True)
+    if code == 2 and not summaries:  # stopped before anything was done: a refusal leaves no run folder
+        run_folders.discard(run_folders.current())
     return _exit(cfg, code)
 
 

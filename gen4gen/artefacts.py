@@ -297,12 +297,16 @@ class S3Meta(StageMeta):
         own = Path(stages_dir) / STAGE_DIRS["s2"] / self.composition
         if self.composition_dir is None:
             return own
-        given = stage_path(self.composition_dir, stages_dir)
         try:
             mine = Path(self.composition_dir).is_absolute() and own.is_dir()
         except OSError:  # a name too long for the file system: the reader reports it
             mine = False
-        return own if mine else given
+        if mine:
+            return own
+        from gen4gen.contain import contained  # an ItemFailed: a folder outside the s2 stage is refused
+
+        given = stage_path(self.composition_dir, stages_dir).absolute()
+        return contained(given, Path(stages_dir) / STAGE_DIRS["s2"], "s3 meta.json composition_dir")
 
     @property
     def phrase(self) -> str | None:

@@ -172,6 +172,10 @@ def test_rerun_rewrites_the_same_bytes(built):
     root, _, cfg, _, ds = built
     before = tree_digest(ds)
     (ds / "stray.txt").write_text("left by hand")
+    with pytest.raises(UserError, match="stray.txt"):  # not the export's: kept, and nothing replaced
+        export.run(cfg)
+    assert (ds / "stray.txt").read_text() == "left by hand"
+    (ds / "stray.txt").unlink()
     export.run(cfg)
     assert tree_digest(ds) == before
     export.run(make_cfg(root, "export.name=demo", "export.shard_maxcount=3", "workers=1"))  # thread count

@@ -35,8 +35,10 @@ import numpy as np
 from gen4gen.bench.identity import cp_clip_score, identity_margins, identity_mix_score, reference_similarity
 from gen4gen.bench.provenance import metric_backbones, row_tags
 from gen4gen.console import progress
+from gen4gen.contain import contained
 from gen4gen.encoders import (Clip, Detector, Dino, EfficientNetLite0,  # noqa: F401 - text_windows: the CLIP-T rule
                               text_windows, unit)
+from gen4gen.errors import ItemFailed
 from gen4gen.hashing import config_hash
 from gen4gen.images import BadImage, read_image
 from gen4gen.io import write_atomic
@@ -194,9 +196,9 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
             for i in todo[start:start + mcfg.chunk_size]:
                 rec = records[i]
                 try:
-                    images.append(Image.fromarray(read_image(run_dir / rec["image"])))
+                    images.append(Image.fromarray(read_image(contained(rec["image"], run_dir, "records image"))))
                     idx.append(i)
-                except BadImage as e:
+                except ItemFailed as e:  # unreadable, or a path leading out of the run folder
                     failures.append({"stage": "bench", "id": f"{rec['model']}/{rec['set']}/{rec['prompt_id']}/s{rec['seed']}",
                                      "path": str(run_dir / rec["image"]), "reason": f"metrics: {e}"})
             ps = [ps_all[i] for i in idx]

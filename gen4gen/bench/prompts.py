@@ -231,7 +231,8 @@ def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgro
         if held is not None and not held.keeps(concepts, split):
             continue
         text = caps.get(caption) or caps["detailed"]
-        refs = {c: [str(root / p) for p in row.reference_images.get(c, [])] for c in concepts}
+        refs = {c: [str(p) for p in _contained_refs(row.reference_images.get(c, []), root, f"{index}:{n + 1}")]
+                for c in concepts}
         safe_id = row.id.replace("/", "__")
         plain_text = as_class_words(text, {t: display_name(c) for c, t in row.modifier_tokens.items()})
         prompts.append(Prompt(name, safe_id, text, row.scene, eval_text=caps["detailed"],
@@ -337,3 +338,16 @@ def load_promptsets(sets: dict, use: list[str]) -> tuple[list[Prompt], dict[str,
     if len(set(keys)) != len(keys):
         raise UserError("duplicate prompt ids; give each promptset its own name")
     return prompts, notes
+
+
+def _contained_refs(paths: list[str], root: Path, where: str) -> list[Path]:
+    """The reference images of a row that stay inside the dataset; a warning line for each that does not."""
+    from gen4gen.contain import Escaped, contained
+
+    kept = []
+    for p in paths:
+        try:
+            kept.append(contained(p, root, "index.jsonl reference image"))
+        except Escaped as e:
+            log.warning("%s: %s", where, e)
+    return kept

@@ -1,10 +1,12 @@
 """Is a caption true to its layout? Each concept named with the right count, no concept of the
-dataset that is not in the picture, a length bound. Used on every LLM caption (the problems go back to
-the model) and, in tests, on the template's own captions.
+dataset that is not in the picture, a length bound, and plain text (``markup_problem``: no markup, no
+control characters). Used on every LLM caption (the problems go back to the model) and, in tests, on the
+template's own captions.
 """
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from gen4gen.caption.words import COUNT_WORDS, count_phrase, display_name, plural, word_count
@@ -14,6 +16,11 @@ _STOP = {"the", "this", "that", "these", "those", "its", "their", "his", "her", 
          "with", "while", "beside", "near", "behind", "next", "than", "but", "where", "which", "who"}
 _VAGUE = {"some", "several", "many", "few", "multiple", "various"}
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+# a caption is plain words: "<" or ">" outside a modifier token, or an HTML entity, is markup (tags, an
+# "<img onerror=...>", "&lt;script&gt;"); captions end up in training files and web pages
+_TOKEN = re.compile(r"<new\d+>")
+_MARKUP = re.compile(r"[<>]|&(?:#\d+|#x[0-9a-f]+|[a-z][a-z0-9]*);", re.I)
+_SPACES = {"\n", "\r", "\t"}  # line breaks and tabs are only spacing: they become one space
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,17 @@ def _claimed_count(before: str) -> int | None:
             return COUNT_WORDS[w]
         if w in _VAGUE or w in _STOP or not w.isalnum():
             return None
+    return None
+
+
+def markup_problem(text: str) -> str | None:
+    """Why ``text`` is not plain text (markup, a control or invisible formatting character), or None."""
+    m = _MARKUP.search(_TOKEN.sub(" ", text))
+    if m:
+        return f"it contains markup ({m.group(0)!r}); write plain words only"
+    bad = next((c for c in text if c not in _SPACES and unicodedata.category(c) in ("Cc", "Cf")), None)
+    if bad is not None:
+        return f"it contains the control character U+{ord(bad):04X}; write plain words only"
     return None
 
 

@@ -7,9 +7,13 @@ direction between their centres.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
+from gen4gen.caption.check import markup_problem
 from gen4gen.caption.words import count_phrase, display_name, plural
+
+log = logging.getLogger(__name__)
 
 # boxes overlapping by more than this share of the smaller box count as "touching" (depth decides)
 OVERLAP = 0.05
@@ -125,6 +129,9 @@ def facts_from_layout(layout: dict, background: str | None = None) -> Facts:
         by_concept.setdefault(str(obj["concept"]), []).append(tuple(float(v) for v in box))
     if not by_concept:
         raise ValueError("layout has no visible objects")
+    for c in by_concept:  # a concept's name is written into every caption
+        if (why := markup_problem(display_name(c))):
+            raise ValueError(f"concept name {c!r} cannot go into a caption: {why.removeprefix('it ')}")
     groups = [Group(c, display_name(c), sorted(boxes)) for c, boxes in by_concept.items()]
     groups.sort(key=lambda g: (g.centre[0], g.concept))
     relations = []
@@ -133,5 +140,9 @@ def facts_from_layout(layout: dict, background: str | None = None) -> Facts:
         relations.append(Relation(b.concept, "in front of", a.concept) if rel == "behind"
                          else Relation(a.concept, rel, b.concept))
     background = " ".join(str(background or layout.get("background_prompt") or "").split())
+    if markup_problem(background):  # a planner's phrase with markup: the caption goes without a background
+        log.warning("%s: background phrase %r left out of the captions: %s", layout.get("composition_id", "layout"),
+                    background[:80], markup_problem(background))
+        background = ""
     return Facts(str(layout.get("scene", "")), str(layout.get("composition_id", "")), size, background, groups,
                  relations)

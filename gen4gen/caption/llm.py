@@ -21,7 +21,7 @@ from typing import Callable
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from gen4gen.caption.check import caption_problems, personalize
+from gen4gen.caption.check import caption_problems, markup_problem, personalize
 from gen4gen.caption.facts import Facts, facts_from_layout
 from gen4gen.caption.template import CaptionJob, Outcome, TemplateCaptioner
 from gen4gen.caption.words import display_name
@@ -83,8 +83,9 @@ class LLMCaptioner(TemplateCaptioner):
         counts, known = facts.counts, list(job.known)
 
         def check(reply: CaptionReply) -> CaptionReply:
-            text = clean_text(reply.caption, max_len=2000)
-            problems = caption_problems(text, counts, known, self.max_words)
+            text = clean_text(reply.caption, max_len=2000)  # would blank control characters: judged before
+            problems = [p for p in [markup_problem(reply.caption)] if p] + \
+                caption_problems(text, counts, known, self.max_words)
             if problems:
                 raise ReplyInvalid("; ".join(problems))
             return CaptionReply(caption=text)

@@ -15,6 +15,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from gen4gen.artefacts import Captions, Layout, S1Meta, S3Meta, S4Meta
+from gen4gen.contain import contained
 from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
 from gen4gen.io import png_bytes
@@ -139,8 +140,8 @@ def collect(stages_dir: Path, currency: Currency | None = None) -> tuple[list[Ex
         if current4.get(item_id) != s4_meta.hash:
             leave("s4", "captions were not made by the latest s4 run (rerun stage=s4)")
             continue
-        s2_dir = meta.s2_dir(stages_dir)
         try:
+            s2_dir = meta.s2_dir(stages_dir)
             layout, captions = Layout.load(s2_dir), Captions.load(s4_dir)
         except ItemFailed as e:
             leave("export", str(e))
@@ -169,13 +170,13 @@ def load_instances(item: ExportItem, threshold: int, s2_files: tuple[str, ...] =
     image, the instance masks and the ``s2_files`` the chosen outputs use) is decoded in full here, so a
     truncated file whose header still reads fails this item instead of reaching a dataset; sizes must
     match the layout."""
-    try:
-        final = read_image(item.image_path)
+    try:  # what the export ships must be the stages' own files: a link pointing out is refused
+        final = read_image(contained(item.image_path.name, item.s3_dir, "s3 image"))
     except ItemFailed as e:
         raise ItemFailed(f"final image: {e}") from None
     for name in s2_files:
         try:
-            read_image(item.s2_dir / name)
+            read_image(contained(name, item.s2_dir, "s2 file"))
         except ItemFailed as e:
             raise ItemFailed(f"s2 {name}: {e}") from None
     size = (int(final.shape[1]), int(final.shape[0]))
@@ -185,8 +186,8 @@ def load_instances(item: ExportItem, threshold: int, s2_files: tuple[str, ...] =
     item.size = size
     item.instances = []
     for obj in Layout.parse(item.layout).objects:
-        path = item.s2_dir / obj.mask_file
         try:
+            path = contained(obj.mask_file, item.s2_dir, "layout.json mask")
             mask = read_image(path, mode="L")
         except ItemFailed as e:
             raise ItemFailed(f"instance mask {obj.mask_file}: {e}") from None

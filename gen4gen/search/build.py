@@ -13,10 +13,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from rich.markup import escape
+
 from gen4gen.console import console, progress
+from gen4gen.contain import Escaped, contained
 from gen4gen.errors import UserError
 from gen4gen.images import IMAGE_EXTENSIONS, BadImage, read_image
+from gen4gen.search.dataset import dataset_root, dataset_samples
 from gen4gen.search.index import IndexInfo, IndexWriter, MomentSpec, is_index, read_info, write_info
+from gen4gen.search.repair import clear_derived, damage
 
 log = logging.getLogger(__name__)
 CAPTION_TABLES = ("metadata.jsonl", "results.jsonl", "results.csv")
@@ -39,7 +44,7 @@ def discover(root: Path) -> dict[str, list[Path]]:
     models = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
         images = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                        and not any(part.startswith(".") for part in p.relative_to(d).parts))
+                        and not any(part.startswith(".") for part in p.relative_to(d).parts) and _inside(p, root))
         if images:
             models[d.name] = images
         else:
@@ -47,6 +52,16 @@ def discover(root: Path) -> dict[str, list[Path]]:
     if not models:
         raise UserError(f"no <model>/<image> samples under {root}")
     return models
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """A sample that is a link leading out of the samples folder is left out with one line."""
+    try:
+        contained(path, root, "sample")
+        return True
+    except Escaped as e:
+        console.print(f"[yellow]search: skipped {escape(str(e))}[/yellow]", soft_wrap=True)
+        return False
 
 
 def _table_captions(path: Path) -> dict[Path, str]:
@@ -107,22 +122,59 @@ def fingerprint(root: Path, models: dict[str, list[Path]], config: dict) -> str:
 
 def ensure_index(root: Path, index_dir: Path, image_enc_factory, text_enc_factory, spec: MomentSpec,
                  keep_raw: bool, config: dict, io_cfg=None) -> tuple[Path, bool]:
-    """The index of ``root`` in ``index_dir``, (re)built when missing or stale. ``root`` may itself be an index."""
+    """The index of ``root`` in ``index_dir``, (re)built when missing, stale or damaged (one warning). ``root`` may
+    itself be an index: a damaged one is rebuilt from the samples it was built from, when they are still there."""
     if is_index(root):
-        return root, False
-    root = samples_root(root)
-    models = discover(root)
+        why = damage(root)
+        if why is None:
+            return root, False
+        samples = Path(str((_notes(root) or {}).get("root") or ""))
+        if not str(samples) or samples == Path(".") or not samples.is_dir():
+            raise UserError(f"model index {root}: {why}; rebuild the index (its samples folder is not known or gone)")
+        console.print(f"[yellow]search: the model index {escape(str(root))} is damaged ({escape(why)}); "
+                      f"rebuilding it from {escape(str(samples))}[/yellow]", soft_wrap=True)
+        return ensure_index(samples, root, image_enc_factory, text_enc_factory, spec, keep_raw, config, io_cfg)
+    dataset = dataset_root(root)
+    if dataset is not None:  # an exported dataset: its concepts (or itself) as entries, its captions
+        root = dataset
+        models, table = dataset_samples(dataset, str(config.get("dataset_by", "concept")))
+        config = {**config, "captions": sorted((str(p), c) for p, c in table.items())}
+    else:
+        root, table = samples_root(root), None
+        models = discover(root)
     fp = fingerprint(root, models, config)
-    if is_index(index_dir) and read_info(index_dir).fingerprint == fp:
-        return index_dir, False
+    if is_index(index_dir) and _fingerprint(index_dir) == fp:
+        why = damage(index_dir)
+        if why is None:
+            return index_dir, False
+        console.print(f"[yellow]search: the model index {escape(str(index_dir))} is damaged ({escape(why)}); "
+                      f"rebuilding it from the samples[/yellow]", soft_wrap=True)
     console.print(f"search: building the model index of {len(models)} models from {root} -> {index_dir}")
-    build_index(root, index_dir, models, image_enc_factory(), text_enc_factory, spec, keep_raw, fp, io_cfg)
+    build_index(root, index_dir, models, image_enc_factory(), text_enc_factory, spec, keep_raw, fp, io_cfg, table)
     return index_dir, True
 
 
+def _notes(root: Path) -> dict | None:
+    try:
+        return read_info(root).notes
+    except UserError:
+        return None
+
+
+def _fingerprint(root: Path) -> str | None:
+    """The fingerprint an index was built with; None when its index.json is unreadable (then it is rebuilt)."""
+    try:
+        return read_info(root).fingerprint
+    except UserError:
+        return None
+
+
 def build_index(root: Path, out: Path, models: dict[str, list[Path]], image_enc, text_enc_factory, spec: MomentSpec,
-                keep_raw: bool, fp: str, io_cfg=None) -> IndexInfo:
+                keep_raw: bool, fp: str, io_cfg=None, captions: dict[Path, str] | None = None) -> IndexInfo:
+    """``captions``: image -> caption when the samples come with their own (a dataset); else they are looked up
+    beside the images (:func:`captions_for`)."""
     (out / "index.json").unlink(missing_ok=True)  # the folder is not an index until it is complete
+    clear_derived(out)
     limits = {"max_pixels": int(io_cfg.max_pixels), "min_side": int(io_cfg.min_side)} if io_cfg else {}
     names, feats, caps, failures = [], [], [], []
     with progress() as bar:
@@ -141,7 +193,8 @@ def build_index(root: Path, out: Path, models: dict[str, list[Path]], image_enc,
                 continue
             names.append(name)
             feats.append(image_enc.encode_images(images).astype(np.float32))
-            caps.append([c for c in captions_for(root, root / name, kept) if c])
+            found = captions_for(root, root / name, kept) if captions is None else [captions.get(p) for p in kept]
+            caps.append([c for c in found if c])
     for f in failures:
         console.print(f"[yellow]search: skipped {f}[/yellow]")
     if not names:

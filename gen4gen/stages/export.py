@@ -3,8 +3,8 @@
 Only final images whose s3 and s4 items are both done (and agree) are exported; the rest are listed in
 ``left_out.jsonl``, the dataset card, the gallery and the summary. The dataset is built in a hidden
 sibling folder and swapped in at the end, so a rerun rewrites it cleanly and an interrupted export
-leaves the previous one intact. Same inputs give the same bytes (sorted order, fixed tar mtimes, no
-timestamps).
+leaves the previous one intact; it replaces only a folder that is one of its own datasets (``owned``).
+Same inputs give the same bytes (sorted order, fixed tar mtimes, no timestamps).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from gen4gen.callbacks import export_deferred
 from gen4gen.console import Summary, progress
 from gen4gen.errors import ItemFailed, UserError
+from gen4gen.export import owned
 from gen4gen.export.card import card
 from gen4gen.export.items import (ExportContext, collect, find_references, load_instances,
                                   render_reference, upstream_failures, write_bytes)
@@ -33,6 +34,7 @@ from gen4gen.serve.review import apply_review
 FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
            "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds",
            "kohya": "gen4gen.export.kohya"}
+OPTION = "export.name=<another name>"
 
 
 def run(cfg: DictConfig) -> Summary:
@@ -53,6 +55,7 @@ def run(cfg: DictConfig) -> Summary:
     datasets = Path(cfg.paths.outputs_dir) / "datasets"
     final = datasets / name
     summary = Summary(stage="export", out_dir=str(final))
+    owned.check_replaceable(final, OPTION)  # before any work: a folder of someone else's is never replaced
 
     currency = Currency(stages)
     items, left_out, stale = collect(stages, currency)
@@ -104,8 +107,7 @@ def run(cfg: DictConfig) -> Summary:
                 bar.advance(task)
         refs = {c: [r for r in rows if r.png] for c, rows in refs.items()}
 
-    for stale in datasets.glob(f".{name}.*-*"):  # left by an export that was killed
-        shutil.rmtree(stale, ignore_errors=True)
+    owned.clear_leftovers(datasets, name)
     tmp = datasets / f".{name}.partial-{os.getpid()}"
     tmp.mkdir(parents=True)
     ref_failures.sort(key=lambda r: r["id"])
@@ -127,7 +129,8 @@ def run(cfg: DictConfig) -> Summary:
         write_bytes(tmp / "README.md", text.encode("utf-8"))
         if "mycanvas" in formats:
             write_bytes(tmp / "mycanvas" / "README.md", text.encode("utf-8"))
-        _swap(tmp, final)
+        owned.write_record(tmp)
+        owned.swap(tmp, final, OPTION)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only still there when something above failed
 
@@ -171,11 +174,3 @@ def _tally(values) -> list[tuple[str, int]]:
         counts[v] = counts.get(v, 0) + 1
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
-
-def _swap(tmp: Path, final: Path) -> None:
-    """Put the new dataset in place; the old one is removed only once the new one is there."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)

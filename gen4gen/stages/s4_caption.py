@@ -64,9 +64,14 @@ class CaptionStage:
         if not finals and (why := upstream_reasons(self.s3_root.parent, self.name)):
             raise UserError(f"nothing to caption: no s3 image in {self.s3_root}; {why}")
         layouts: dict[Path, Layout | str] = {}
-        for _, _, meta in finals:
+        paths: dict[str, Path | str] = {}  # item id -> its layout file, or why it has none
+        for _, item_id, meta in finals:
             if isinstance(meta, S3Meta):
-                path = meta.s2_dir(self.stages_dir) / Layout.FILE
+                try:
+                    paths[item_id] = path = meta.s2_dir(self.stages_dir) / Layout.FILE
+                except ItemFailed as e:  # a composition folder outside the stages
+                    paths[item_id] = str(e)
+                    continue
                 if path not in layouts:
                     try:
                         layouts[path] = Layout.load(path)
@@ -82,8 +87,8 @@ class CaptionStage:
             if isinstance(meta, str):
                 items.append(Item(item_id, self.out_root / item_id, {"path": str(folder)}, error=meta))
                 continue
-            path = meta.s2_dir(self.stages_dir) / Layout.FILE
-            layout = layouts[path]
+            path = paths[item_id]
+            layout = layouts[path] if isinstance(path, Path) else path
             if isinstance(layout, str):
                 items.append(Item(item_id, self.out_root / item_id, {"path": str(path)}, error=layout))
                 continue

@@ -1,7 +1,8 @@
 """search: rank the models of an index by a text, image, sketch or model query (or a mix).
 
 ``python -m gen4gen stage=search search.index=<folder of <model>/<images>> search.query.text="a watercolor cat"``
-builds the index when it is missing or stale, prints the top models and writes ``search_results.json``
+(or ``search.index=outputs/datasets/<name>``: an exported dataset, ``search/dataset.py``) builds the index when it
+is missing, stale or damaged, prints the top models and writes ``search_results.json``
 into the run's output dir.
 """
 from __future__ import annotations
@@ -18,17 +19,21 @@ from gen4gen.errors import UserError
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.paths import run_output_dir
 from gen4gen.search.build import ensure_index
+from gen4gen.search.dataset import dataset_root, default_index_dir
 from gen4gen.search.features import image_encoder, text_encoder
 from gen4gen.search.index import ModelIndex, MomentSpec
 from gen4gen.search.searcher import FALLBACK_NOTE, PRIMARY, Searcher, run_queries
 
+
 def open_index(cfg: DictConfig, root: Path, device: str) -> tuple[Path, bool]:
-    """The index folder of the samples under ``root`` (built when missing or stale) and whether it was built."""
+    """The index folder of the samples under ``root`` (built when missing, stale or damaged) and whether it was built."""
     sc = cfg.search
-    index_dir = Path(sc.index_dir) if sc.index_dir else root / ".gen4gen_index"
+    dataset = dataset_root(root)  # an exported dataset's index goes to the outputs folder, never into the dataset
+    index_dir = Path(sc.index_dir) if sc.index_dir else \
+        default_index_dir(dataset, Path(cfg.paths.outputs_dir)) if dataset else root / ".gen4gen_index"
     spec = MomentSpec(sc.moment, int(sc.rank), float(sc.eps), str(sc.dtype))
     build_cfg = {"clip": sc.clip, "minilm": sc.minilm, "moment": sc.moment, "rank": int(sc.rank), "eps": float(sc.eps),
-                 "dtype": str(sc.dtype), "keep_raw": bool(sc.keep_raw)}
+                 "dtype": str(sc.dtype), "keep_raw": bool(sc.keep_raw), "dataset_by": str(sc.dataset_by)}
     return ensure_index(
         root, index_dir, lambda: image_encoder(sc.clip, device, int(sc.batch_size)),
         lambda: text_encoder("minilm", minilm=sc.minilm, device=device, cache_dir=cfg.paths.cache_dir),

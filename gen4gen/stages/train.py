@@ -89,6 +89,9 @@ def run(cfg: DictConfig) -> Summary:
         summary.skipped = 1
         summary.notes["train"] = f"already trained with this configuration ({run_dir / META})"
         return summary
+    from gen4gen.train.runs import check_run_folder
+
+    check_run_folder(run_dir, chash)  # a run of other settings is never replaced
 
     try:
         import accelerate  # noqa: F401

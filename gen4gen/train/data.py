@@ -3,8 +3,9 @@
 
 ``train.data``: ``mycanvas`` (the composed scenes with their personalised captions), ``sources`` (each
 concept's reference cut-outs, "a photo of a <newK> <class>": Custom Diffusion's own recipe, the baseline) or
-``both``. A row that does not parse, or an example that names a modifier token no concept owns, is left
-out with one line; the run goes on with the rest.
+``both``. A row that does not parse, a path that leads outside the dataset (``../``, absolute, a link pointing
+out: ``gen4gen.contain``), or an example that names a modifier token no concept owns, is left out with one
+line; the run goes on with the rest.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from gen4gen.artefacts import MyCanvasRow
 from gen4gen.caption.words import display_name, plural
+from gen4gen.contain import Escaped, contained
 from gen4gen.errors import ItemFailed, UserError
 
 DATA_KINDS = ("mycanvas", "sources", "both")
@@ -74,20 +76,28 @@ def read_rows(root: Path, caption: str = "personalized") -> tuple[list[Row], lis
     listing = root / "customdiffusion" / "compositions" / "images.txt"
     rows, problems = [], []
     if index.is_file():
+        mycanvas = root / "mycanvas"
         for n, line in enumerate(index.read_text("utf-8").splitlines(), 1):
             if not line.strip():
                 continue
+            where = f"{index}:{n}"
             try:
                 r = MyCanvasRow.parse(json.loads(line), "index.jsonl")
                 if r.image is None:
                     raise ItemFailed("index.jsonl: image: missing")
             except (ValueError, RecursionError, ItemFailed) as e:
-                problems.append(f"{index}:{n}: not a MyCanvas index row ({str(e).splitlines()[0]})")
+                problems.append(f"{where}: not a MyCanvas index row ({str(e).splitlines()[0]})")
                 continue
-            mycanvas = root / "mycanvas"
-            rows.append(Row(r.id, str(mycanvas / r.image), list(r.concepts), dict(r.captions), dict(r.modifier_tokens),
-                            {c: [str(root / p) for p in ps] for c, ps in r.reference_images.items()},
-                            str(mycanvas / r.mask) if r.mask else None))
+            try:
+                image = contained(r.image, mycanvas, "index.jsonl image")
+                mask = contained(r.mask, mycanvas, "index.jsonl mask") if r.mask else None
+            except Escaped as e:
+                problems.append(f"{where}: {e}")
+                continue
+            refs = {c: _inside(ps, root, "index.jsonl reference image", where, problems)
+                    for c, ps in r.reference_images.items()}
+            rows.append(Row(r.id, str(image), list(r.concepts), dict(r.captions), dict(r.modifier_tokens), refs,
+                            str(mask) if mask else None))
         return rows, problems
     if not listing.is_file():
         raise UserError(f"train dataset not found: neither {index} nor {listing} exists "
@@ -96,14 +106,21 @@ def read_rows(root: Path, caption: str = "personalized") -> tuple[list[Row], lis
         raise UserError(f"{listing.parent} holds personalised captions only: set train.caption=personalized, "
                         f"or export the mycanvas format")
     cd = listing.parent.parent
+    concepts_file = cd / "concepts_list.json"
     try:
-        concepts = json.loads((cd / "concepts_list.json").read_text("utf-8"))
+        concepts = json.loads(concepts_file.read_text("utf-8"))
         tokens = {Path(c["instance_data_dir"]).name: TOKEN.search(c["instance_prompt"]).group(0) for c in concepts}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise UserError(f"{cd / 'concepts_list.json'}: unreadable ({type(e).__name__}: {e})") from None
-    refs = {c["instance_data_dir"]: sorted(str(p) for p in (cd / c["instance_data_dir"]).glob("*") if p.is_file())
-            for c in concepts}
-    refs = {Path(d).name: ps for d, ps in refs.items()}
+        raise UserError(f"{concepts_file}: unreadable ({type(e).__name__}: {e})") from None
+    refs = {}
+    for c in concepts:
+        try:
+            folder = contained(c["instance_data_dir"], cd, "concepts_list.json instance_data_dir")
+        except Escaped as e:
+            problems.append(f"{concepts_file}: {e}")
+            continue
+        found = sorted(str(p) for p in folder.glob("*") if p.is_file())
+        refs[Path(c["instance_data_dir"]).name] = _inside(found, cd, "instance image", str(folder), problems)
     lists = [(listing.parent / f).read_text("utf-8").splitlines() if (listing.parent / f).is_file() else []
              for f in ("images.txt", "captions.txt", "masks.txt")]
     images, captions, masks = lists
@@ -111,10 +128,27 @@ def read_rows(root: Path, caption: str = "personalized") -> tuple[list[Row], lis
         raise UserError(f"{listing.parent}: {len(images)} images but {len(captions)} captions")
     for n, (image, text) in enumerate(zip(images, captions)):
         mask = masks[n] if n < len(masks) and masks[n].strip() else None
+        try:
+            path = contained(image, listing.parent, "images.txt")
+            mask_path = contained(mask, listing.parent, "masks.txt") if mask else None
+        except Escaped as e:
+            problems.append(f"{listing.parent}: line {n + 1}: {e}")
+            continue
         used = [c for c, t in tokens.items() if t in text]
-        rows.append(Row(f"compositions/{Path(image).stem}", str(listing.parent / image), used, {"personalized": text},
-                        tokens, {c: refs.get(c, []) for c in used}, str(listing.parent / mask) if mask else None))
+        rows.append(Row(f"compositions/{Path(image).stem}", str(path), used, {"personalized": text},
+                        tokens, {c: refs.get(c, []) for c in used}, str(mask_path) if mask_path else None))
     return rows, problems
+
+
+def _inside(paths: list[str], folder: Path, what: str, where: str, problems: list[str]) -> list[str]:
+    """The paths that stay inside ``folder`` (as absolute paths); one problem line per path that does not."""
+    kept = []
+    for p in paths:
+        try:
+            kept.append(str(contained(p, folder, what)))
+        except Escaped as e:
+            problems.append(f"{where}: {e}")
+    return kept
 
 
 def load_examples(root: Path, data: str = "mycanvas", caption: str = "personalized",

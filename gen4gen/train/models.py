@@ -28,7 +28,10 @@ def base_kind(source: str) -> str:
         except Exception as e:  # noqa: BLE001 - offline, a typo, a gated repo: one line, not a traceback
             raise UserError(f"unknown base {source!r}: not a local diffusers folder and not loadable from the hub "
                             f"({type(e).__name__})") from None
-    name = json.loads(index.read_text("utf-8")).get("_class_name", "")
+    try:
+        name = json.loads(index.read_bytes()).get("_class_name", "")
+    except (OSError, ValueError, AttributeError) as e:  # garbled, not UTF-8, or not an object
+        raise UserError(f"base {source!r}: {index} is unreadable ({type(e).__name__}: {e})") from None
     if name not in PIPELINES:
         raise UserError(f"base {source!r} is a {name or 'unknown'} pipeline; train supports "
                         f"{', '.join(PIPELINES)} (SD 1.x/2.x and SD-XL)")

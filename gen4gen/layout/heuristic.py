@@ -141,13 +141,18 @@ class HeuristicPlanner:
         rng = np.random.default_rng(int(request.seed) & 0xFFFFFFFF)
         concepts = [c.name for c in request.concepts]
         ratios = dict(ratios) if ratios else size_ratios(concepts)
-        scenes = list(scenes) if scenes else suggest_scenes(concepts, rng)
-        background = scenes[int(rng.integers(len(scenes)))]
-        boxes, camera, depth, occluding = self.place(request, ratios, rng, self.occludes(request))
-        return Layout(size=tuple(request.size), boxes=boxes, paste_order=depth_order(boxes),
+        scenes = list(scenes) if scenes else list(request.scenes) or suggest_scenes(concepts, rng)
+        pick = int(rng.integers(len(scenes)))
+        background = scenes[0] if request.scenes else scenes[pick]  # a chosen photo's scene comes first
+        if request.closeup is not None:
+            boxes, camera, depth, occluding, order = self.place_closeup(request, ratios, rng)
+        else:
+            boxes, camera, depth, occluding = self.place(request, ratios, rng, self.occludes(request))
+            order = depth_order(boxes)
+        return Layout(size=tuple(request.size), boxes=boxes, paste_order=order,
                       scenes=scenes, background_prompt=background, planner=self.name, seed=int(request.seed),
                       size_ratios=ratios, size_source={c: size_source(c) for c in concepts}, camera=camera,
-                      depth=depth, occluding=occluding)
+                      depth=depth, occluding=occluding, backdrop=request.backdrop)
 
     def occludes(self, request: PlanRequest) -> bool:
         """Whether this composition gets an overlap: samples of a concept set walk a golden-ratio sequence,
@@ -166,6 +171,8 @@ class HeuristicPlanner:
             return [], {}, {}, None
         u = rng.random(4 + n).tolist()  # one draw, each value with a fixed role
         horizon, near, cam = _lerp(self.horizon, u[0]), _lerp(self.near, u[1]), _lerp(self.camera, u[2])
+        if request.horizon is not None:  # the background photo's own ground line
+            horizon = min(max(float(request.horizon), 0.05), near - 0.2)
         # boxes shaped like the cut-outs that will fill them when s1 told us, else like the category
         known = {c.name: c.aspect for c in request.concepts if c.aspect}
         jitter = np.exp(rng.normal(0.0, self.aspect_jitter, n)).tolist()
@@ -228,6 +235,43 @@ class HeuristicPlanner:
         depth = {p.name: round(d, 4) for p, d in zip(placed, s)}
         occluding = [placed[pair[1]].name, placed[pair[0]].name] if pair else None
         return placed, camera, depth, occluding
+
+    def place_closeup(self, request: PlanRequest, ratios: dict[str, float], rng: np.random.Generator):
+        """A cut-off subject as a close-up in front: its box lies on the canvas edges its photo cuts it by (from
+        the bottom a head-and-shoulders crop, from a side a body entering the frame), big; the other concepts
+        stand on the ground in the rest of the width, planned as usual. Returns the ``place`` tuple and the
+        paste order (the close-up last)."""
+        W, H = request.size
+        c = request.closeup
+        edges = set(c.cut_edges)
+        u = rng.random(3).tolist()
+        others = tuple(o for o in request.concepts if o is not c)
+        aspect = c.aspect or size_prior(c.name)[2]
+        side = "left" if "left" in edges else "right" if "right" in edges else ("left" if u[0] < 0.5 else "right")
+        hc = H * _lerp((0.62, 0.85) if edges & {"top", "bottom"} else (0.5, 0.7), u[1])
+        wc = W if {"left", "right"} <= edges else min(hc * aspect, (0.5 if others else 0.9) * W)
+        hc = min(hc, H, wc / aspect) if not {"left", "right"} <= edges else hc
+        if side in edges:
+            x = 0.0 if side == "left" else W - wc
+        else:  # a real outline on this side: a small margin to the frame
+            x = 0.03 * W if side == "left" else W - wc - 0.03 * W
+        if "bottom" in edges:
+            y = H - hc
+        elif "top" in edges:
+            y = 0.0
+        else:  # cut by a side only: its feet stand on the nearest ground line
+            y = max(0.0, _lerp(self.near, u[2]) * H - hc)
+        box = PlacedBox(c.name, 0, [float(x), float(y), float(wc), float(hc)], cut_edges=tuple(sorted(edges)))
+        camera, depth, occluding, boxes = {"horizon": request.horizon}, {}, None, []
+        if others:
+            rest = PlanRequest(others, (max(1, int(W - wc)), H), request.seed, request.sample, request.key,
+                               horizon=request.horizon)
+            boxes, camera, depth, occluding = self.place(rest, ratios, rng, self.occludes(rest))
+            dx = wc if side == "left" else 0.0
+            for b in boxes:
+                b.box[0] += dx
+        depth = {**depth, box.name: 1.0}
+        return [*boxes, box], camera, depth, occluding, [*depth_order(boxes), box.name]
 
     def _size(self, real, s, aspect, pair, horizon, near, cam, W, H):
         """(gamma, bases, widths, heights, crowded) for perspective factors ``s``: heights by the pinhole model,

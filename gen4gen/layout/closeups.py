@@ -1,0 +1,89 @@
+"""Cut-off subjects: which photos of a composition come as a close-up, and which stay out.
+
+s1 records which edges of its photo a subject's mask is cut by (``cut_edges``; older trees: the
+``touches_border`` flag with the mask box). A subject cut by the bottom edge is a head-and-shoulders crop:
+it enters the canvas from the bottom edge, scaled as a close-up in front; one cut by a side enters from that
+side. A composition has at most one close-up, and whole subjects are preferred. A photo cut on three or more
+sides shows no outline to stand on: it is left out of multi-concept scenes with the reason, unless it is all
+there is of its concept (then it is used as the close-up and flagged).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+EDGES = ("top", "bottom", "left", "right")
+
+
+def cut_edges_of(meta, border: int = 2) -> tuple[str, ...]:
+    """The edges of its photo that an s1 cut-out is cut by: s1's ``cut_edges`` when it records them, else the
+    sides its mask box reaches when s1 flagged ``touches_border``."""
+    given = getattr(meta, "cut_edges", None)
+    if given:
+        return tuple(e for e in EDGES if e in set(given))
+    if "touches_border" not in (meta.flags or []) or meta.bbox_xyxy is None or meta.size is None:
+        return ()
+    x0, y0, x1, y1 = meta.bbox_xyxy
+    w, h = meta.size
+    hits = {"top": y0 <= border, "bottom": y1 >= h - border, "left": x0 <= border, "right": x1 >= w - border}
+    return tuple(e for e in EDGES if hits[e])
+
+
+@dataclass
+class Cast:
+    """Who is in one composition and how: the sources each concept draws from, the close-up's cut edges."""
+    concepts: list[str]
+    sources: dict[str, list]  # concept -> the Sources it may draw from in this composition
+    closeup: str | None = None  # the concept that comes as the close-up
+    edges: tuple[str, ...] = ()  # its cut edges
+    left_out: list[dict] = field(default_factory=list)  # {"concept" | "source", "reason"}
+    flags: list[str] = field(default_factory=list)
+
+
+def cast(concepts: list[str], sources: dict[str, list], rng: np.random.Generator) -> Cast:
+    """Choose, for one composition, the photos each concept draws from: whole subjects when there are any; at
+    most one close-up (a concept with cut-off photos only, or by chance one with both, in proportion to its
+    cut-off photos); photos cut on 3+ sides out of multi-concept scenes unless they are all of their concept."""
+    multi = len(concepts) > 1
+    out = Cast([], {})
+    whole, cut = {}, {}
+    for c in concepts:
+        pool = sources[c]
+        boxed = [s for s in pool if len(s.cut_edges) >= 3]
+        if multi and boxed and len(boxed) < len(pool):
+            for s in boxed:
+                out.left_out.append({"source": s.item_id, "reason": f"cut by {', '.join(s.cut_edges)}: no outline "
+                                     "to stand on in a scene with other concepts (another photo of it is used)"})
+            pool = [s for s in pool if len(s.cut_edges) < 3]
+        whole[c] = [s for s in pool if not s.cut_edges]
+        cut[c] = [s for s in pool if s.cut_edges]
+    forced = [c for c in concepts if not whole[c]]
+    order = [forced[i] for i in rng.permutation(len(forced))] if forced else []
+    chance = rng.random()  # drawn whatever happens: one setting never reshuffles the rest
+    if not order:  # everyone has whole photos: a close-up now and then, as often as such photos are there
+        mixed = [c for c in concepts if cut[c]]
+        share = sum(len(cut[c]) for c in mixed) / max(1, sum(len(sources[c]) for c in concepts))
+        if mixed and chance < share:
+            order = [mixed[int(rng.integers(len(mixed)))]]
+    closeup = order[0] if order else None
+    for c in order[1:]:
+        out.left_out.append({"concept": c, "reason": f"every photo of {c} is cut off by its frame and "
+                             f"{closeup} is already this composition's close-up (at most one per composition)"})
+    for c in concepts:
+        if c in order[1:]:
+            continue
+        if c == closeup:
+            pick = cut[c][int(rng.integers(len(cut[c])))]
+            out.sources[c] = [s for s in cut[c] if s.cut_edges == pick.cut_edges]  # one kind of crop: one placement
+            out.closeup, out.edges = c, tuple(pick.cut_edges)
+            if len(pick.cut_edges) >= 3:
+                out.flags.append(f"{c}: its only photos are cut by {', '.join(pick.cut_edges)}; used as the close-up, "
+                                 "a straight edge may show")
+        else:
+            out.sources[c] = whole[c]
+        out.concepts.append(c)
+    return out
+
+
+__all__ = ["EDGES", "cut_edges_of", "Cast", "cast"]

@@ -14,7 +14,8 @@ from gen4gen.hashing import stable_hash
 from gen4gen.layout.scene_fit import SceneFit, minilm_embed
 from gen4gen.layout.scenes import scene_words
 from gen4gen.layout.schema import PlanRequest
-from gen4gen.repaint.photos import Library, canvas_horizon, library_from_cfg, scene_phrase
+from gen4gen.repaint.photo_crop import canvas_horizon
+from gen4gen.repaint.photos import Library, library_from_cfg, scene_phrase
 
 HORIZON_RANGE = (0.12, 0.7)  # a planner horizon outside it leaves no ground, or no room above the objects
 

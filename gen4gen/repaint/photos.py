@@ -24,10 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gen4gen.images import IMAGE_EXTENSIONS
 from gen4gen.layout.scenes import scene_words
 
-MIN_PHOTO_SIDE = 256  # a smaller photo would be blown up 4x or more on a 1024 canvas
+MIN_PHOTO_SIDE = 64  # px: a tiny photo (an icon, a thumbnail) is no background
 ANALYSIS_SIDE = 192  # px: horizon and light are judged on a small copy
 PREPOSITIONS = ("in", "on", "at", "by", "under", "inside", "near", "over", "beside")
 _POSSESSIVE = {"my", "our", "mine", "your", "their"}
+_AT = {"beach", "seaside", "coast", "shore", "lake", "pool", "park", "window", "station"}
+_ON = {"table", "desk", "sofa", "couch", "floor", "lawn", "grass", "street", "road", "counter", "bed", "rug", "carpet",
+       "sidewalk", "bench", "shelf"}
 
 
 class Sidecar(BaseModel):
@@ -86,7 +89,8 @@ def scene_phrase(scene: str) -> str:
         return " ".join(words)
     if words[0] in ("a", "an", "the"):
         return "in " + " ".join(words)
-    return "in the " + " ".join(words)
+    prep = "at" if words[-1] in _AT else "on" if words[-1] in _ON else "in"
+    return f"{prep} the " + " ".join(words)
 
 
 def scan(root: Path | str, *, max_pixels: int = 80_000_000, min_side: int = MIN_PHOTO_SIDE) -> Library:
@@ -247,40 +251,6 @@ def estimate_light(image: np.ndarray, horizon: float) -> float:
 
 __all__ = ["Sidecar", "Backdrop", "Library", "scene_phrase", "scan", "estimate_ground", "estimate_light",
            "MIN_PHOTO_SIDE"]
-
-
-def crop_window(photo_size: tuple[int, int], canvas: tuple[int, int], horizon: float, target: float | None = None,
-                variant: int = 0, max_zoom: float = 1.6) -> tuple[float, float, float, bool]:
-    """How a photo covers the canvas: (scale, x offset, y offset, mirrored) in scaled-photo pixels.
-    The photo's ``horizon`` is put at ``target`` (fraction of the canvas height, the layout's horizon) when a
-    zoom up to ``max_zoom`` allows it, else as near as it gets. ``variant`` k > 0 gives clearly different
-    crops of the same photo (another part of it, closer, mirrored on odd k), for variants that share a photo."""
-    pw, ph = photo_size
-    W, H = canvas
-    base = max(W / pw, H / ph)
-    zoom = 1.0 + 0.18 * min(variant, 3)
-    if target is not None:  # zoom in until the horizon can be shifted to its place
-        for z in np.linspace(zoom, max(zoom, max_zoom), 8):
-            sh = ph * base * z
-            oy = horizon * sh - target * H
-            if 0 <= oy <= sh - H:
-                zoom = float(z)
-                break
-        else:
-            zoom = max(zoom, 1.0)
-    s = base * zoom
-    sw, sh = pw * s, ph * s
-    free_x, free_y = sw - W, sh - H
-    pos = (0.5, 0.0, 1.0, 0.25, 0.75)[variant % 5]
-    ox = free_x * pos
-    oy = free_y / 2 if target is None else float(np.clip(horizon * sh - target * H, 0, free_y))
-    return s, ox, oy, bool(variant % 2)
-
-
-def canvas_horizon(photo: Backdrop, canvas: tuple[int, int]) -> float:
-    """Where the photo's horizon lands on the canvas (fraction of H) under the plain centred cover crop."""
-    s, _, oy, _ = crop_window(photo.size, canvas, photo.horizon)
-    return float((photo.horizon * photo.size[1] * s - oy) / canvas[1])
 
 
 def library_from_cfg(cfg, log=None) -> Library | None:

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from gen4gen.layout.heuristic import size_prior
+from gen4gen.layout.heuristic import size_prior, size_source
 from gen4gen.layout.scenes import CATEGORY_STYLES, NEUTRAL, matched_style, scene_words
 from gen4gen.layout.schema import prompt_label
 
@@ -53,6 +53,8 @@ class SceneFit:
             if style is None or style == NEUTRAL:
                 continue
             for i, c in enumerate(concepts):
+                if size_source(c) == "unknown":  # the table knows nothing of it: meaning alone decides
+                    continue
                 fits = style in CATEGORY_STYLES.get(size_prior(c)[0], CATEGORY_STYLES["object"])
                 sim[i, j] += TABLE_BONUS if fits else -TABLE_BONUS
         return sim

@@ -33,7 +33,9 @@ def light_match(rgb: np.ndarray, alpha: np.ndarray, solid: np.ndarray, bg: np.nd
         lab = _lab(out) + shift[labels]
         out = cv2.cvtColor(lab[:, None, :], cv2.COLOR_LAB2RGB)[:, 0, :] * 255.0
     if grain:
-        out = _grain(out, region, labels, rgb, bg, inner, outer, near, n, seed)
+        # rings away from the outline: the step from the cut-out's black surround is no noise
+        inner_g, outer_g = inner & (inside > 2), outer & (outside > 2)
+        out = _grain(out, region, labels, rgb, bg, inner_g, outer_g, near, n, seed)
     if wrap > 0:  # light from behind spills over the outline: the blurred background over the outer edge
         width = max(2.0, band / 3.0)
         ys, xs = np.nonzero(region)

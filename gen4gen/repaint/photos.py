@@ -82,7 +82,7 @@ def scene_phrase(scene: str) -> str:
     """The caption phrase of a scene name: "kitchen" -> "in the kitchen", "on_the_beach" -> "on the beach",
     "my_living_room" -> "in the living room"."""
     words = [w for w in str(scene).replace("_", " ").replace("-", " ").lower().split() if w not in _POSSESSIVE]
-    words = [w for w in (" ".join("".join(c for c in w if c.isalnum()) for w in words)).split() if w]
+    words = [w for w in (" ".join("".join(c for c in w if c.isalnum() or c == "'") for w in words)).split() if w]
     if not words:
         return "in a room"
     if words[0] in PREPOSITIONS:

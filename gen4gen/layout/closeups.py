@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gen4gen.layout.schema import PlacedBox
+
 EDGES = ("top", "bottom", "left", "right")
 
 
@@ -86,4 +88,28 @@ def cast(concepts: list[str], sources: dict[str, list], rng: np.random.Generator
     return out
 
 
-__all__ = ["EDGES", "cut_edges_of", "Cast", "cast"]
+def closeup_box(c, aspect: float, size: tuple[int, int], near: float, u: list[float], others: bool):
+    """The close-up's box and the side it takes: on the canvas edges its photo cut it by (from the bottom a
+    head-and-shoulders crop, from a side a body entering the frame), 50-85% of the canvas high, at most half the
+    width when other concepts share the canvas. ``u``: three uniform draws (side, size, -)."""
+    W, H = size
+    edges = set(c.cut_edges)
+    side = "left" if "left" in edges else "right" if "right" in edges else ("left" if u[0] < 0.5 else "right")
+    span = {"left", "right"} <= edges
+    hc = H * ((0.62 + 0.23 * u[1]) if edges & {"top", "bottom"} else (0.5 + 0.2 * u[1]))
+    wc = W if span else min(hc * aspect, (0.5 if others else 0.9) * W)
+    hc = hc if span else min(hc, H, wc / aspect)
+    if side in edges:
+        x = 0.0 if side == "left" else W - wc
+    else:  # a real outline on this side: a small margin to the frame
+        x = 0.03 * W if side == "left" else W - wc - 0.03 * W
+    if "bottom" in edges:
+        y = H - hc
+    elif "top" in edges:
+        y = 0.0
+    else:  # cut by a side only: its feet stand on the nearest ground line
+        y = max(0.0, near * H - hc)
+    return PlacedBox(c.name, 0, [float(x), float(y), float(wc), float(hc)], cut_edges=tuple(sorted(edges))), side
+
+
+__all__ = ["EDGES", "cut_edges_of", "Cast", "cast", "closeup_box"]

@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from gen4gen.hashing import stable_hash
+from gen4gen.layout.closeups import closeup_box
 from gen4gen.layout.scenes import suggest_scenes as fitting_scenes
 from gen4gen.layout.schema import (Layout, PlacedBox, PlanRequest, depth_order, hidden_share, min_box_area,
                                    overlap_fraction)
@@ -237,39 +238,25 @@ class HeuristicPlanner:
         return placed, camera, depth, occluding
 
     def place_closeup(self, request: PlanRequest, ratios: dict[str, float], rng: np.random.Generator):
-        """A cut-off subject as a close-up in front: its box lies on the canvas edges its photo cuts it by (from
-        the bottom a head-and-shoulders crop, from a side a body entering the frame), big; the other concepts
-        stand on the ground in the rest of the width, planned as usual. Returns the ``place`` tuple and the
-        paste order (the close-up last)."""
+        """The cut-off subject as a close-up in front (``closeups.closeup_box``), the other concepts standing on
+        the ground in the rest of the width, planned as usual. Returns ``place``'s tuple and the paste order."""
         W, H = request.size
         c = request.closeup
-        edges = set(c.cut_edges)
         u = rng.random(3).tolist()
         others = tuple(o for o in request.concepts if o is not c)
-        aspect = c.aspect or size_prior(c.name)[2]
-        side = "left" if "left" in edges else "right" if "right" in edges else ("left" if u[0] < 0.5 else "right")
-        hc = H * _lerp((0.62, 0.85) if edges & {"top", "bottom"} else (0.5, 0.7), u[1])
-        wc = W if {"left", "right"} <= edges else min(hc * aspect, (0.5 if others else 0.9) * W)
-        hc = min(hc, H, wc / aspect) if not {"left", "right"} <= edges else hc
-        if side in edges:
-            x = 0.0 if side == "left" else W - wc
-        else:  # a real outline on this side: a small margin to the frame
-            x = 0.03 * W if side == "left" else W - wc - 0.03 * W
-        if "bottom" in edges:
-            y = H - hc
-        elif "top" in edges:
-            y = 0.0
-        else:  # cut by a side only: its feet stand on the nearest ground line
-            y = max(0.0, _lerp(self.near, u[2]) * H - hc)
-        box = PlacedBox(c.name, 0, [float(x), float(y), float(wc), float(hc)], cut_edges=tuple(sorted(edges)))
-        camera, depth, occluding, boxes = {"horizon": request.horizon}, {}, None, []
+        near = _lerp(self.near, u[2])
+        box, side = closeup_box(c, c.aspect or size_prior(c.name)[2], (W, H), near, u, bool(others))
+        hz = request.horizon if request.horizon is not None else _lerp(self.horizon, u[2])
+        camera = {"horizon": round(hz, 4), "near": round(near, 4), "height": 1.0,
+                  "height_cm": round(real_height(c.name), 1), "gamma": 1.0}
+        depth, occluding, boxes = {}, None, []
         if others:
+            wc = box.box[2]
             rest = PlanRequest(others, (max(1, int(W - wc)), H), request.seed, request.sample, request.key,
                                horizon=request.horizon)
             boxes, camera, depth, occluding = self.place(rest, ratios, rng, self.occludes(rest))
-            dx = wc if side == "left" else 0.0
             for b in boxes:
-                b.box[0] += dx
+                b.box[0] += wc if side == "left" else 0.0
         depth = {**depth, box.name: 1.0}
         return [*boxes, box], camera, depth, occluding, [*depth_order(boxes), box.name]
 

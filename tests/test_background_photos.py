@@ -137,3 +137,40 @@ def test_matched_light_moves_a_concept_toward_its_place_within_limits():
     drop = plain[inside].mean() - lit[inside].mean()
     assert 10 < drop < 50  # darker, by a limited share (at most 18 L units)
     assert grain[inside].std() > 4 * max(plain[inside].std(), 0.5)  # the photo's noise, which the concept lacked
+
+
+def test_a_run_with_a_folder_of_photos_captions_the_photos_scene(tmp_path):
+    from gen4gen.artefacts import Captions
+    from gen4gen.paths import STAGE_DIRS
+    from gen4gen.stages import s2_compose, s3_repaint, s4_caption
+    from tests.conftest import make_cfg
+    from tests.helpers.trees import fake_s1
+
+    fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "mug": 1}})
+    bgs = tmp_path / "bg"
+    for scene in ("living_room", "kitchen", "beach"):
+        (bgs / scene).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(sky_over_ground(horizon=0.4 + 0.1 * k, seed=k)).save(bgs / scene / f"{k}.jpg")
+    (bgs / "beach" / "corrupt.jpg").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (bgs / "empty").mkdir()
+    over = ("compose.size=[160,128]", "compose.num_samples=3", f"repaint.backgrounds={bgs}",
+            "repaint.max_backgrounds=2")
+    assert s2_compose.run(make_cfg(tmp_path, "stage=s2", *over)).done == 3
+    s3 = s3_repaint.run(make_cfg(tmp_path, "stage=s3", *over))
+    assert (s3.done, s3.failed) == (6, 0)
+    assert s3.notes["background photos, folders or sidecars not used (one line each above)"] == 2
+    assert s4_caption.run(make_cfg(tmp_path, "stage=s4", *over)).done == 6
+    finals = sorted((tmp_path / "stages" / STAGE_DIRS["s3"]).glob("pets/*/*/meta.json"))
+    photos = set()
+    for meta_path in finals:
+        meta = json.loads(meta_path.read_text())
+        bg = meta["background"]
+        folder = bg["source"].split("/")[-2]
+        assert bg["kind"] == "photo" and bg["scene"] == folder and folder in ("kitchen", "living_room")
+        photos.add((meta_path.parent.parent.name, bg["source"]))
+        caps = Captions.load(tmp_path / "stages" / STAGE_DIRS["s4"] / meta_path.parent.relative_to(
+            tmp_path / "stages" / STAGE_DIRS["s3"]))
+        assert caps.detailed.rstrip(".").endswith(bg["phrase"]) or bg["phrase"] in caps.detailed
+        assert bg["phrase"] == "in the " + folder.replace("_", " ")
+    assert len(photos) == 6  # the two variants of a composition use different photos

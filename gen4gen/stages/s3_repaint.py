@@ -167,6 +167,9 @@ class RepaintStage:
     def finish(self, summary: Summary) -> None:
         summary.notes["inpainter"] = getattr(self.backend, "name", type(self.backend).__name__)
         summary.notes["backgrounds"] = self.kind
+        if self.library is not None and self.library.problems:
+            summary.notes["background photos, folders or sidecars not used (one line each above)"] = \
+                len(self.library.problems)
         if self._stale:
             summary.notes["stale compositions ignored (not made by the latest s2 run; rerun stage=s2)"] = self._stale
         fallbacks = sum(1 for _, meta in _metas(self.out_root) if (meta.get("background") or {}).get("fallback"))

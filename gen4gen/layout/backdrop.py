@@ -17,7 +17,7 @@ from gen4gen.layout.schema import PlanRequest
 from gen4gen.repaint.photo_crop import canvas_horizon
 from gen4gen.repaint.photos import Library, library_from_cfg, scene_phrase
 
-HORIZON_RANGE = (0.12, 0.7)  # a planner horizon outside it leaves no ground, or no room above the objects
+HORIZON_RANGE = (0.05, 0.88)  # a planner horizon outside it leaves no ground, or no room above the objects
 
 
 def find_scene(name: str, scenes: list[str]) -> str | None:

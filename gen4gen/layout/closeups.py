@@ -95,10 +95,11 @@ def closeup_box(c, aspect: float, size: tuple[int, int], near: float, u: list[fl
     W, H = size
     edges = set(c.cut_edges)
     side = "left" if "left" in edges else "right" if "right" in edges else ("left" if u[0] < 0.5 else "right")
-    span = {"left", "right"} <= edges
-    hc = H * ((0.62 + 0.23 * u[1]) if edges & {"top", "bottom"} else (0.5 + 0.2 * u[1]))
-    wc = W if span else min(hc * aspect, (0.5 if others else 0.9) * W)
-    hc = hc if span else min(hc, H, wc / aspect)
+    span, tall = {"left", "right"} <= edges, {"top", "bottom"} <= edges  # cut on both opposite sides: frame-wide
+    hc = H if tall else H * ((0.62 + 0.23 * u[1]) if edges & {"top", "bottom"} else (0.5 + 0.2 * u[1]))
+    # a frame-high close-up needs its own width (else its top cut would float); others share what is left
+    wc = W if span else min(hc * aspect, (0.65 if tall else 0.5) * W if others else 0.9 * W)
+    hc = hc if span or tall else min(hc, H, wc / aspect)
     if side in edges:
         x = 0.0 if side == "left" else W - wc
     else:  # a real outline on this side: a small margin to the frame

@@ -172,8 +172,8 @@ class HeuristicPlanner:
             return [], {}, {}, None
         u = rng.random(4 + n).tolist()  # one draw, each value with a fixed role
         horizon, near, cam = _lerp(self.horizon, u[0]), _lerp(self.near, u[1]), _lerp(self.camera, u[2])
-        if request.horizon is not None:  # the background photo's own ground line
-            horizon = min(max(float(request.horizon), 0.05), near - 0.2)
+        if request.horizon is not None:  # the background photo's own ground line (a table top: a low one)
+            horizon = min(max(float(request.horizon), 0.05), near - 0.08)
         # boxes shaped like the cut-outs that will fill them when s1 told us, else like the category
         known = {c.name: c.aspect for c in request.concepts if c.aspect}
         jitter = np.exp(rng.normal(0.0, self.aspect_jitter, n)).tolist()

@@ -21,18 +21,27 @@ CLOSE = 0.06  # scenes within this score of the best are all good choices: sampl
 Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> L2-normalised rows
 
 
+class _LazyMiniLM:
+    """The embedded MiniLM, loaded only when the disk cache misses a text (a rerun loads no model)."""
+    name, dim, normalised = "all-MiniLM-L6-v2", 384, True
+
+    def __init__(self):
+        self.model = None
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self.model is None:
+            from gen4gen.encoders import MiniLM
+
+            self.model = MiniLM(device="cpu")
+        return self.model.encode_texts(texts)
+
+
 def minilm_embed(cache_dir: str | None = None) -> Embed:
-    """MiniLM sentence embeddings behind the shared on-disk cache (loaded on first use)."""
-    state: dict = {}
+    """MiniLM sentence embeddings behind the shared on-disk text-embedding cache."""
+    from gen4gen.search.features import CachedTextEncoder
 
-    def embed(texts: Sequence[str]) -> np.ndarray:
-        if "enc" not in state:
-            from gen4gen.search.features import text_encoder
-
-            state["enc"] = text_encoder("minilm", device="cpu", cache_dir=cache_dir)
-        return state["enc"].encode_texts(list(texts))
-
-    return embed
+    enc = CachedTextEncoder(_LazyMiniLM(), cache_dir)
+    return lambda texts: enc.encode_texts(list(texts))
 
 
 class SceneFit:

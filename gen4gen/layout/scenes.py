@@ -59,7 +59,7 @@ STYLE_PHRASES: dict[str, list[str]] = {
 # concept category (heuristic.SIZES) -> the styles it fits, best first; studio fits everything. Pets and
 # tableware share real scenes (a cat beside a mug on a kitchen table or in a living room), not only the studio
 CATEGORY_STYLES: dict[str, tuple[str, ...]] = {
-    "pet": ("garden", "room", "kitchen", "beach", "snow", "farm"),
+    "pet": ("garden", "room", "kitchen", "beach", "snow", "farm", "city"),
     "small_animal": ("garden", "room", "kitchen"),
     "wild": ("savanna", "garden", "snow"),
     "farm": ("farm", "garden", "beach", "snow"),

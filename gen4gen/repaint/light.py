@@ -9,12 +9,25 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-MAX_SHIFT = np.array([18.0, 7.0, 7.0], np.float32)  # Lab: the most an object's L / a / b mean may move
+MAX_SHIFT = np.array([12.0, 5.0, 5.0], np.float32)  # Lab: the most an object's L / a / b mean may move
 
 
 def light_match(rgb: np.ndarray, alpha: np.ndarray, solid: np.ndarray, bg: np.ndarray, band: int, strength: float,
                 wrap: float, grain: bool, seed: int) -> np.ndarray:
-    """``rgb`` (HxWx3 uint8, the concepts' colours) relit for ``bg``; only pixels with ``alpha`` > 0 change."""
+    """``rgb`` (HxWx3 uint8, the concepts' colours) relit for ``bg``; only pixels with ``alpha`` > 0 change.
+    Works inside the box around the concepts and their background ring: full-frame passes dominate otherwise."""
+    ys, xs = np.nonzero(alpha > 0)
+    if len(ys) == 0:
+        return rgb
+    pad = int(band) + 8
+    box = np.s_[max(0, ys.min() - pad):ys.max() + pad + 1, max(0, xs.min() - pad):xs.max() + pad + 1]
+    out = rgb.copy()
+    out[box] = _light_match(np.ascontiguousarray(rgb[box]), alpha[box], np.ascontiguousarray(solid[box]),
+                            np.ascontiguousarray(bg[box]), band, strength, wrap, grain, seed)
+    return out
+
+
+def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed) -> np.ndarray:
     inside = cv2.distanceTransform(solid, cv2.DIST_L2, 3)
     outside, near = cv2.distanceTransformWithLabels(1 - solid, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
     inner = (inside > 0) & (inside <= band)
@@ -37,7 +50,7 @@ def light_match(rgb: np.ndarray, alpha: np.ndarray, solid: np.ndarray, bg: np.nd
         inner_g, outer_g = inner & (inside > 2), outer & (outside > 2)
         out = _grain(out, region, labels, rgb, bg, inner_g, outer_g, near, n, seed)
     if wrap > 0:  # light from behind spills over the outline: the blurred background over the outer edge
-        width = max(2.0, band / 3.0)
+        width = max(1.5, band / 8.0)
         ys, xs = np.nonzero(region)
         pad = int(3 * width) + 1
         box = np.s_[max(0, ys.min() - pad):ys.max() + pad + 1, max(0, xs.min() - pad):xs.max() + pad + 1]

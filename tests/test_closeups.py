@@ -104,3 +104,29 @@ def test_closeup_enters_from_its_cut_edge_on_the_photos_ground(tmp_path):
         assert mask.shape == (256, 256)
     assert seen == {("bottom",), ("left",)}
     assert summary.notes["close-ups (cut-off subjects at their edge)"] == 8
+
+
+def test_a_forced_scene_and_a_changed_folder(tmp_path):
+    import pytest
+
+    from gen4gen.errors import UserError
+    from tests.helpers.trees import fake_s1
+
+    fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "mug": 1}})
+    bgs = tmp_path / "bg"
+    for scene in ("kitchen", "beach"):
+        (bgs / scene).mkdir(parents=True)
+        Image.fromarray(sky_over_ground()).save(bgs / scene / "1.jpg")
+    over = ("stage=s2", "compose.size=[160,128]", "compose.num_samples=2", f"repaint.backgrounds={bgs}")
+    assert run(make_cfg(tmp_path, *over, "repaint.scene=beach")).done == 2
+    root = tmp_path / "stages" / STAGE_DIRS["s2"] / "pets"
+    layouts = [json.loads((d / "layout.json").read_text()) for d in sorted(root.iterdir())]
+    assert [(lay["backdrop"]["scene"], lay["backdrop"]["chosen_by"]) for lay in layouts] == [("beach", "repaint.scene")] * 2
+    assert run(make_cfg(tmp_path, *over, "repaint.scene=beach")).skipped == 2  # nothing changed
+    Image.fromarray(sky_over_ground(horizon=0.6)).save(bgs / "beach" / "2.jpg")  # a new photo: layouts redone
+    assert run(make_cfg(tmp_path, *over, "repaint.scene=beach")).done == 2
+    with pytest.raises(UserError, match="repaint.scene='garage' is not a scene of .*its scenes are beach, kitchen"):
+        run(make_cfg(tmp_path, *over, "repaint.scene=garage"))
+    # without photos a forced scene is the phrase every composition gets (procedural preview)
+    run(make_cfg(tmp_path, "stage=s2", "compose.size=[160,128]", "compose.num_samples=2", "repaint.scene=on_a_farm"))
+    assert {json.loads((d / "layout.json").read_text())["background_prompt"] for d in root.iterdir()} == {"on a farm"}

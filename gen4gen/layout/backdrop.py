@@ -49,6 +49,12 @@ class BackdropChooser:
             return None
         return cls(library, SceneFit(minilm_embed(cfg.paths.get("cache_dir"))), forced)
 
+    def fingerprint(self) -> dict:
+        """What the layouts depend on: the forced scene and every photo's scene, size, horizon and light."""
+        photos = [] if self.library is None else sorted(
+            (str(p.path), p.scene, list(p.size), p.horizon, p.light) for p in self.library.photos)
+        return {"scene": self.forced, "photos": photos}
+
     def apply(self, request: PlanRequest) -> PlanRequest:
         """``request`` with its scenes fixed and, with photos, its photo and horizon."""
         concepts = [c.name for c in request.concepts]

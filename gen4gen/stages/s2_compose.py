@@ -180,8 +180,11 @@ class ComposeStage:
         cc = OmegaConf.to_container(self.cfg.compose, resolve=True)
         for key in ("sets", "num_samples", "min_objects"):  # they choose items, not what an item holds
             cc.pop(key, None)
-        return {"compose": cc, "layout": self._planner_config(), "seed": int(self.cfg.seed),
-                "io": OmegaConf.to_container(self.cfg.io, resolve=True)}
+        out = {"compose": cc, "layout": self._planner_config(), "seed": int(self.cfg.seed),
+               "io": OmegaConf.to_container(self.cfg.io, resolve=True)}
+        if self.backdrops:  # another photo folder, scene or photo there: other layouts
+            out["backdrops"] = self.backdrops.fingerprint()
+        return out
 
     def _planner_config(self) -> dict:
         conf = getattr(self.planner, "config", None)

@@ -134,7 +134,7 @@ def run(work: Path, name: str, sheet: bool, many: int, size: int) -> None:
         shutil.copytree(work / "s1tree" / "stages", base / "stages")
         samples = 1 if sheet else max(1, many // len(SETS))
         over = ["workers=1", f"compose.size=[{size},{size}]", f"compose.num_samples={samples}",
-                "compose.min_visible=0.4", *extra]
+                "compose.min_visible=0.4", f"paths.cache_dir={work / 'cache'}", *extra]  # a warm rerun: no MiniLM
         t = {}
         for stage, mod in (("s2", s2_compose), ("s3", s3_repaint), ("s4", s4_caption)):
             cfg = make_cfg(base, f"stage={stage}", *over)
@@ -186,9 +186,13 @@ def rates(base: Path, s1_root: Path) -> dict:
                 continue
             cut_total += 1
             inst = read_image(comp / o["mask"], mode="L") > 127
-            x, y, w, h = o["box"]
-            lines = {"bottom": inst[-1].sum() >= 0.5 * w, "top": inst[0].sum() >= 0.5 * w,
-                     "left": inst[:, 0].sum() >= 0.5 * h, "right": inst[:, -1].sum() >= 0.5 * h}
+            # the subject's pixels on each cut edge of its photo (paws, a whole chest) lie on that canvas edge
+            src = read_image(base / "stages" / o["source_path"], mode="RGBA")[..., 3] > 127
+            k = float(o["transform"]["scale"])
+            on_photo = {"bottom": src[-1].sum(), "top": src[0].sum(), "left": src[:, 0].sum(), "right": src[:, -1].sum()}
+            on_canvas = {"bottom": inst[-1].sum(), "top": inst[0].sum(), "left": inst[:, 0].sum(),
+                         "right": inst[:, -1].sum()}
+            lines = {e: on_canvas[e] >= 0.5 * k * on_photo[e] and on_canvas[e] > 0 for e in on_photo}
             cut_ok += all(lines[e] for e in edges) or len(edges) >= 3 and bool((layout.get("closeup") or {}).get("flags"))
         for d in layout.get("left_out") or []:  # left out with a reason: counted as handled
             cut_total += 1

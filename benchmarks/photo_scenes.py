@@ -163,6 +163,7 @@ def _finals(base: Path):
 def rates(base: Path, s1_root: Path) -> dict:
     """Photo used; cut-off subjects at their edge or left out with a reason; caption phrase == photo folder."""
     from gen4gen.images import read_image
+    from gen4gen.layout.closeups import boxed_in
     from gen4gen.repaint.photos import scene_phrase
 
     cut = {}
@@ -193,7 +194,8 @@ def rates(base: Path, s1_root: Path) -> dict:
             on_canvas = {"bottom": inst[-1].sum(), "top": inst[0].sum(), "left": inst[:, 0].sum(),
                          "right": inst[:, -1].sum()}
             lines = {e: on_canvas[e] >= 0.5 * k * on_photo[e] and on_canvas[e] > 0 for e in on_photo}
-            cut_ok += all(lines[e] for e in edges) or len(edges) >= 3 and bool((layout.get("closeup") or {}).get("flags"))
+            flagged = boxed_in(edges) and bool((layout.get("closeup") or {}).get("flags"))  # all there is: flagged
+            cut_ok += all(lines[e] for e in edges) or flagged
         for d in layout.get("left_out") or []:  # left out with a reason: counted as handled
             cut_total += 1
             cut_ok += bool(d.get("reason"))

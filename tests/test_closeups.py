@@ -51,6 +51,9 @@ def test_cast_one_closeup_and_the_reasons():
     assert [s.item_id for s in boxed.sources["cat"]] == ["cat2"] and boxed.closeup is None
     only = cast(["cat", "mug"], {"cat": [src("cat1", "top", "left", "bottom")], "mug": [src("mug1")]}, rng)
     assert only.closeup == "cat" and only.edges == ("top", "left", "bottom") and "straight edge" in only.flags[0]
+    opposite = cast(["cat", "mug"], {"cat": [src("cat1", "top", "bottom"), src("cat2", "bottom")],
+                                     "mug": [src("mug1")]}, rng)
+    assert opposite.left_out[0]["source"] == "cat1" and opposite.closeup == "cat" and opposite.edges == ("bottom",)
     whole = cast(["cat", "mug"], {"cat": [src("cat1")], "mug": [src("mug1")]}, rng)
     assert whole.closeup is None and whole.left_out == [] and whole.concepts == ["cat", "mug"]
 

@@ -4,8 +4,8 @@ s1 records which edges of its photo a subject's mask is cut by (``cut_edges``; o
 ``touches_border`` flag with the mask box). A subject cut by the bottom edge is a head-and-shoulders crop:
 it enters the canvas from the bottom edge, scaled as a close-up in front; one cut by a side enters from that
 side. A composition has at most one close-up, and whole subjects are preferred. A photo cut on three or more
-sides shows no outline to stand on: it is left out of multi-concept scenes with the reason, unless it is all
-there is of its concept (then it is used as the close-up and flagged).
+sides (or on two opposite ones) shows no outline to stand on: it is left out of multi-concept scenes with the
+reason, unless it is all there is of its concept (then it is used as the close-up and flagged).
 """
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def cut_edges_of(meta, border: int = 2) -> tuple[str, ...]:
     return tuple(e for e in EDGES if hits[e])
 
 
+def boxed_in(edges) -> bool:
+    """Cut on three sides, or on two opposite ones: no outline to stand on and no frame edge to enter from."""
+    e = set(edges)
+    return len(e) >= 3 or {"top", "bottom"} <= e or {"left", "right"} <= e
+
+
 @dataclass
 class Cast:
     """Who is in one composition and how: the sources each concept draws from, the close-up's cut edges."""
@@ -46,18 +52,19 @@ class Cast:
 def cast(concepts: list[str], sources: dict[str, list], rng: np.random.Generator) -> Cast:
     """Choose, for one composition, the photos each concept draws from: whole subjects when there are any; at
     most one close-up (a concept with cut-off photos only, or by chance one with both, in proportion to its
-    cut-off photos); photos cut on 3+ sides out of multi-concept scenes unless they are all of their concept."""
+    cut-off photos); photos cut on 3+ (or two opposite) sides out of multi-concept scenes unless they are all of
+    their concept."""
     multi = len(concepts) > 1
     out = Cast([], {})
     whole, cut = {}, {}
     for c in concepts:
         pool = sources[c]
-        boxed = [s for s in pool if len(s.cut_edges) >= 3]
+        boxed = [s for s in pool if boxed_in(s.cut_edges)]
         if multi and boxed and len(boxed) < len(pool):
             for s in boxed:
                 out.left_out.append({"source": s.item_id, "reason": f"cut by {', '.join(s.cut_edges)}: no outline "
                                      "to stand on in a scene with other concepts (another photo of it is used)"})
-            pool = [s for s in pool if len(s.cut_edges) < 3]
+            pool = [s for s in pool if not boxed_in(s.cut_edges)]
         whole[c] = [s for s in pool if not s.cut_edges]
         cut[c] = [s for s in pool if s.cut_edges]
     forced = [c for c in concepts if not whole[c]]
@@ -79,7 +86,7 @@ def cast(concepts: list[str], sources: dict[str, list], rng: np.random.Generator
             pick = cut[c][int(rng.integers(len(cut[c])))]
             out.sources[c] = [s for s in cut[c] if s.cut_edges == pick.cut_edges]  # one kind of crop: one placement
             out.closeup, out.edges = c, tuple(pick.cut_edges)
-            if len(pick.cut_edges) >= 3:
+            if boxed_in(pick.cut_edges):
                 out.flags.append(f"{c}: its only photos are cut by {', '.join(pick.cut_edges)}; used as the close-up, "
                                  "a straight edge may show")
         else:
@@ -113,4 +120,4 @@ def closeup_box(c, aspect: float, size: tuple[int, int], near: float, u: list[fl
     return PlacedBox(c.name, 0, [float(x), float(y), float(wc), float(hc)], cut_edges=tuple(sorted(edges))), side
 
 
-__all__ = ["EDGES", "cut_edges_of", "Cast", "cast", "closeup_box"]
+__all__ = ["EDGES", "cut_edges_of", "boxed_in", "Cast", "cast", "closeup_box"]

@@ -8,6 +8,7 @@ Gen4Gen's minimum area rule, and no two boxes overlap by more than ``max_overlap
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 
@@ -254,7 +255,10 @@ class HeuristicPlanner:
             wc = box.box[2]
             rest = PlanRequest(others, (max(1, int(W - wc)), H), request.seed, request.sample, request.key,
                                horizon=request.horizon)
-            boxes, camera, depth, occluding = self.place(rest, ratios, rng, self.occludes(rest))
+            # beside a close-up the others stand in the front half of the ground: far back they would be specks
+            front = copy.copy(self)
+            front.depth = (max(self.depth[0], (self.depth[0] + self.depth[1]) / 2), self.depth[1])
+            boxes, camera, depth, occluding = front.place(rest, ratios, rng, self.occludes(rest))
             for b in boxes:
                 b.box[0] += wc if side == "left" else 0.0
         depth = {**depth, box.name: 1.0}

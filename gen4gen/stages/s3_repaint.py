@@ -3,7 +3,8 @@
 ``<stages_dir>/s2_object_compositions/<scene>/<composition id>/`` ->
 ``<stages_dir>/s3_background_repainting/<scene>/<composition id>/<variant>/{image.png, mask_used.png, meta.json}``
 with one variant ``v<k>_<kind>`` per background source (up to ``repaint.max_backgrounds``). Concept
-pixels stay exact (``mask_used.png`` is 0 there), so s2's instance masks and boxes hold for the s3 image.
+pixels stay exact where ``mask_used.png`` is 0 (the classical backend's matched light and grain aside, which
+change a concept's colours, not its shape), so s2's instance masks and boxes hold for the s3 image.
 """
 from __future__ import annotations
 

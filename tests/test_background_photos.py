@@ -13,18 +13,7 @@ from gen4gen.repaint.classical import ClassicalInpainter
 from gen4gen.repaint.mask import repaint_mask
 from gen4gen.repaint.photo_crop import render_photo
 from gen4gen.repaint.photos import estimate_ground, estimate_light, scan, scene_phrase
-
-
-def sky_over_ground(w=320, h=240, horizon=0.42, light=0.0, seed=0) -> np.ndarray:
-    """A blue sky over a brown field, its horizon at ``horizon``; ``light`` > 0 brightens the right side."""
-    rng = np.random.default_rng(seed)
-    img = np.empty((h, w, 3), np.float32)
-    hz = int(h * horizon)
-    img[:hz] = (120, 170, 230)
-    img[hz:] = (110, 90, 60)
-    img *= (1.0 + 0.25 * light * np.linspace(-1, 1, w))[None, :, None]
-    img += rng.normal(0, 4, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
+from tests.helpers.photos import sky_over_ground
 
 
 def test_any_folder_of_photos_with_bad_ones_one_line_each(tmp_path):

@@ -14,7 +14,7 @@ from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages.s2_compose import run
 from tests.conftest import make_cfg
 from tests.helpers.tree import StageTree, cutout
-from tests.test_background_photos import sky_over_ground
+from tests.helpers.photos import sky_over_ground
 
 
 def cut_cutout(h: int, w: int, seed: int, edges: tuple[str, ...]) -> np.ndarray:

@@ -100,6 +100,10 @@ def test_closeup_enters_from_its_cut_edge_on_the_photos_ground(tmp_path):
                 assert o["transform"]["rotation"] == 0.0 and o["transform"]["closeup"] == edges
             else:
                 assert y + h > layout["camera"]["horizon"] * 256  # its feet on the ground, below the horizon
+        if close and len(layout["objects"]) > 1:  # behind a close-up nothing is a speck
+            planned = {o["name"]: o["planned_box"][3] for o in layout["objects"]}
+            tallest = max(h for n, h in planned.items() if n != close["instance"])
+            assert tallest >= 0.45 * planned[close["instance"]] - 2
         dropped = layout.get("left_out", [])
         assert all("reason" in d for d in dropped)
         if {"cat", "dog"} <= set(folder.name.split("_")[0].split("+")):

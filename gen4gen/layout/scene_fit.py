@@ -14,7 +14,7 @@ from gen4gen.layout.heuristic import size_prior, size_source
 from gen4gen.layout.scenes import CATEGORY_STYLES, NEUTRAL, matched_style, scene_words
 from gen4gen.layout.schema import prompt_label
 
-TABLE_BONUS = 0.15  # the table knows the scene's kind and the concept fits it (or does not: the same off)
+TABLE_BONUS = 0.2  # the table knows the scene's kind and the concept fits it best (or does not: the same off)
 CLOSE = 0.06  # scenes within this score of the best are all good choices: samples take turns among them
 
 
@@ -64,8 +64,10 @@ class SceneFit:
             for i, c in enumerate(concepts):
                 if size_source(c) == "unknown":  # the table knows nothing of it: meaning alone decides
                     continue
-                fits = style in CATEGORY_STYLES.get(size_prior(c)[0], CATEGORY_STYLES["object"])
-                sim[i, j] += TABLE_BONUS if fits else -TABLE_BONUS
+                styles = CATEGORY_STYLES.get(size_prior(c)[0], CATEGORY_STYLES["object"])
+                # the table lists a category's styles best first: a pet's garden before its kitchen table
+                sim[i, j] += TABLE_BONUS * (1 - styles.index(style) / len(styles)) if style in styles \
+                    else -TABLE_BONUS
         return sim
 
     def rank(self, concepts: Sequence[str], scenes: Sequence[str]) -> list[tuple[str, float]]:

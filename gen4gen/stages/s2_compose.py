@@ -247,8 +247,9 @@ class ComposeStage:
             self._stats[f"planner {final.planner}"] += 1
             self._stats["composed"] += 1
             self._stats["occluded"] += check["occluded"]
-            if who.closeup or who.left_out:
-                self._stats["close-ups (cut-off subjects at their edge)"] += bool(who.closeup)
+            if who.closeup:
+                self._stats["close-ups (cut-off subjects at their edge)"] += 1
+            if who.left_out:
                 self._stats["photos or concepts left out (cut off; reason in layout.json)"] += len(who.left_out)
             self._stats["size-order violations"] += len(check["size_order_violations"])
             if final.fallback:

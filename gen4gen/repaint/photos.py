@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gen4gen.images import IMAGE_EXTENSIONS
+from gen4gen.images import IMAGE_EXTENSIONS, size_problem
 from gen4gen.layout.scenes import scene_words
 
 MIN_PHOTO_SIDE = 64  # px: a tiny photo (an icon, a thumbnail) is no background
@@ -177,12 +177,8 @@ def _small_copy(path: Path, max_pixels: int, min_side: int) -> tuple[np.ndarray,
         try:
             with Image.open(path) as im:
                 w, h = im.size
-                if w * h > max_pixels:
-                    raise ValueError(f"photo is {w}x{h} = {w * h / 1e6:.0f} MP, over io.max_pixels "
-                                     f"({max_pixels / 1e6:.0f} MP): left out")
-                if min(w, h) < min_side:
-                    raise ValueError(f"photo is {w}x{h} px, under {min_side} px on a side: too small for a "
-                                     "background, left out")
+                if problem := size_problem(w, h, max_pixels, min_side, "repaint.min_photo_side"):
+                    raise ValueError(f"{problem}: left out")
                 if im.mode in ("L", "LA", "1", "I", "I;16", "F"):
                     notes.append(f"grayscale photo ({im.mode}): used in grey")
                 elif im.mode == "CMYK":

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt,
                       StrictStr, ValidationError, model_serializer, model_validator)
@@ -211,6 +211,8 @@ class S1Meta(StageMeta):
     size: Size | None = None
     bbox_xyxy: Box | None = None
     flags: list[StrictStr] = Field(default_factory=list)
+    # the edges of the photo that cut the subject off (s2 places it as a close-up entering from there)
+    cut_edges: list[Literal["top", "bottom", "left", "right"]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _bbox_inside(self):

@@ -34,11 +34,8 @@ def read_image(path: Path | str, *, mode: str = "RGB", max_pixels: int = DEFAULT
         try:
             with Image.open(path) as im:
                 w, h = im.size
-                if w * h > max_pixels:
-                    raise BadImage(f"image is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of "
-                                   f"{max_pixels / 1e6:.0f} MP (io.max_pixels); downscale it or raise the limit")
-                if min(w, h) < min_side:
-                    raise BadImage(f"image is {w}x{h} px, below the minimum side of {min_side} px (io.min_side)")
+                if problem := size_problem(w, h, max_pixels, min_side):
+                    raise BadImage(problem)
                 im.seek(0)  # animated: the first frame
                 im.load()
                 im = ImageOps.exif_transpose(im)
@@ -53,6 +50,16 @@ def read_image(path: Path | str, *, mode: str = "RGB", max_pixels: int = DEFAULT
             raise BadImage(str(e)) from None
         finally:
             Image.MAX_IMAGE_PIXELS = prev_limit
+
+
+def size_problem(w: int, h: int, max_pixels: int, min_side: int, side_key: str = "io.min_side") -> str | None:
+    """Why a ``w`` x ``h`` image is refused before decoding (a decompression bomb, a thumbnail), else None."""
+    if w * h > max_pixels:
+        return (f"image is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of {max_pixels / 1e6:.0f} MP "
+                "(io.max_pixels); downscale it or raise the limit")
+    if min(w, h) < min_side:
+        return f"image is {w}x{h} px, below the minimum side of {min_side} px ({side_key})"
+    return None
 
 
 def _to_mode(im: Image.Image, mode: str) -> np.ndarray:

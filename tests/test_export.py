@@ -57,6 +57,8 @@ def test_mycanvas_index_follows_the_contract(built):
     card = (ds / "README.md").read_text()
     assert (ds / "mycanvas/README.md").read_text() == card
     assert "| cat | `<new1>` | cat | 4 | 4 | 4 |" in card and "Nothing: every item of the run is complete" in card
+    n_procedural = sum(1 for r in rows if r["id"].endswith("_procedural"))
+    assert f"**{n_procedural} final image(s) have a procedural background: a preview, not a photograph.**" in card
 
 
 def test_imagefolder_loads_with_datasets(built):

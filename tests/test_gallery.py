@@ -56,6 +56,7 @@ def test_page_shows_every_thumbnail_caption_and_failure(gallery):
     assert all((gallery.parent / h).resolve().is_file() for h in parser.hrefs) and parser.hrefs
     assert "a photo of &lt;new1&gt; cat and two &lt;new2&gt; dogs in the garden" in text
     assert "The cat is to the left of the dogs." in text
+    assert text.count("procedural background: a preview, not a photograph") == 1  # the one procedural variant
     assert "background &lt;photo&gt; unreadable" in text and "<photo>" not in text  # escaped
     assert re.search(r"<b>1</b> final images", text) and re.search(r"<b>3</b> instances", text)
 

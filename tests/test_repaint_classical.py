@@ -153,29 +153,33 @@ def _photo(path, colour, size=(120, 80)):
     return path
 
 
-def test_photo_folders_matched_to_scene_phrases(tmp_path):
-    from gen4gen.repaint.backgrounds import scan_photo_folders
+def test_photo_library_scenes_variants_and_any_scene_when_none_matches(tmp_path):
+    from gen4gen.repaint.photos import scan
 
     _photo(tmp_path / "garden" / "g1.jpg", (0, 200, 0))
     _photo(tmp_path / "garden" / "g2.png", (0, 180, 0))
     _photo(tmp_path / "beach" / "b1.jpg", (230, 210, 160))
-    _photo(tmp_path / "living-room" / "r1.jpg", (150, 100, 60))
-    (tmp_path / "empty").mkdir()
-    folders = scan_photo_folders(tmp_path)
-    assert sorted(folders) == ["beach", "garden", "living-room"]
+    _photo(tmp_path / "my_living-room" / "r1.jpg", (150, 100, 60))
+    lib = scan(tmp_path)
+    assert sorted(lib.scenes) == ["beach", "garden", "my_living-room"] and lib.problems == []
     layout = {"background_prompt": "in a garden", "scenes": ["in a garden", "at the beach"]}
-    srcs = plan_sources(layout, kind="photo", max_backgrounds=3, rng=np.random.default_rng(0), photo_folders=folders)
-    assert [s.kind for s in srcs] == ["photo"] * 3
-    assert {s.source.split("/")[-2] for s in srcs} == {"garden", "beach"}  # round robin over matched scenes
-    assert srcs[0].phrase in ("in a garden", "at the beach") and all(s.fallback is None for s in srcs)
+    srcs = plan_sources(layout, kind="photo", max_backgrounds=3, rng=np.random.default_rng(0), library=lib)
+    # variants: the other photo of the scene, then another crop; the phrase is always the photo's scene
+    assert [s.scene for s in srcs] == ["garden"] * 3 and [s.phrase for s in srcs] == ["in the garden"] * 3
+    assert len({s.source for s in srcs[:2]}) == 2 and [s.crop for s in srcs] == [0, 0, 1]
     room = plan_sources({"background_prompt": "in the living room"}, kind="photo", max_backgrounds=1,
-                        rng=np.random.default_rng(0), photo_folders=folders)
-    assert room[0].source.endswith("r1.jpg")
+                        rng=np.random.default_rng(0), library=lib)
+    assert room[0].source.endswith("r1.jpg") and room[0].phrase == "in the living room"
     img = render(room[0], (64, 64), np.random.default_rng(0))
     assert img.shape == (64, 64, 3) and abs(int(img[32, 32, 0]) - 150) <= 3  # covers the frame, same colour
+    # s2 chose a photo: it is v0 whatever the phrases say
+    chosen = plan_sources({"background_prompt": "in the garden", "backdrop": {"photo": str(tmp_path / "beach/b1.jpg")}},
+                          kind="photo", max_backgrounds=1, rng=np.random.default_rng(0), library=lib)
+    assert chosen[0].source.endswith("b1.jpg") and chosen[0].phrase == "at the beach"
+    # no scene matches: still a photo (never a refusal), with a note saying so
     none = plan_sources({"background_prompt": "in the galaxy"}, kind="photo", max_backgrounds=2,
-                        rng=np.random.default_rng(0), photo_folders=folders)
-    assert [s.kind for s in none] == ["procedural", "procedural"] and "galaxy" in none[0].fallback
+                        rng=np.random.default_rng(0), library=lib)
+    assert [s.kind for s in none] == ["photo", "photo"] and "galaxy" in none[0].note
 
 
 def test_bad_photo_is_an_item_failure(tmp_path):

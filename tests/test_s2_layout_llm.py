@@ -348,3 +348,21 @@ def test_planner_records_scene_replacements(tmp_path):
         lay = planner(srv, tmp_path).plan(req("cat", "horse"))
     assert "in a cozy living room" not in lay.scenes and lay.background_prompt in lay.scenes
     assert len(lay.llm["scene_replacements"]) == 1 and "does not fit farm" in lay.llm["scene_replacements"][0]
+
+
+def test_photo_scene_and_closeup_hold_with_the_llm(tmp_path):
+    """With the user's background photo chosen in s2, its scene is the composition's whatever the model suggests;
+    a close-up is placed from its cut edge by the built-in planner, with the reason."""
+    from dataclasses import replace
+
+    photo = {"photo": "/bg/kitchen/1.jpg", "scene": "kitchen"}
+    fixed = replace(req("cat", "mug"), scenes=("in the kitchen", "in the living room"), backdrop=photo, horizon=0.5)
+    close = replace(req("cat", "mug", sample=1),
+                    concepts=(ConceptCount("cat", 1, 1.0, ("bottom",)), ConceptCount("mug", 1)))
+    with LLMServer(good) as srv:
+        lay, lay_close = planner(srv, tmp_path).plan_many([fixed, close])
+    assert lay.planner == "llm" and lay.background_prompt == "in the kitchen" and lay.backdrop == photo
+    assert lay.scenes == ["in the kitchen", "in the living room"]
+    cat = lay_close.box_of("cat_0")
+    assert cat.cut_edges == ("bottom",) and cat.box[1] + cat.box[3] == pytest.approx(SIZE[1])
+    assert "close-up cut by bottom" in lay_close.fallback and lay_close.paste_order[-1] == "cat_0"

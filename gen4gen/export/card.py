@@ -37,6 +37,16 @@ def _counts(values) -> str:
     return ", ".join(f"{k} ({n})" for k, n in sorted(c.items())) or "-"
 
 
+def _preview_note(items) -> list[str]:
+    """Procedural backgrounds are a preview: the card says so, and what gives photographs."""
+    n = sum(1 for it in items if (it.s3_meta.get("background") or {}).get("kind") == "procedural")
+    if not n:
+        return []
+    return [f"- **{n} final image(s) have a procedural background: a preview, not a photograph.** For photographic "
+            "scenes use your own background photos on a CPU (`repaint.backgrounds=<folder>`) or SD-XL repainting on "
+            "a GPU (`inpainter=sdxl`)."]
+
+
 def card(ctx: ExportContext, formats: list[str], notes: dict) -> str:
     items = ctx.items
     tokens = ctx.tokens
@@ -81,7 +91,7 @@ def card(ctx: ExportContext, formats: list[str], notes: dict) -> str:
               f"- repainting (s3): {_counts(str(it.s3_meta.get('backend', '')) for it in items)}; backgrounds: "
               f"{_counts(str((it.s3_meta.get('background') or {}).get('kind', '')) for it in items)}",
               f"- captions (s4): {_counts(str(it.captions.get('captioner', '')) for it in items)}; "
-              f"template fallbacks: {fallbacks}", "",
+              f"template fallbacks: {fallbacks}", *_preview_note(items), "",
               "## Formats", ""]
     lines += [f"- **{f}**: {LOADERS[f]}" for f in formats]
     lines += ["- **gallery**: `gallery/index.html`, thumbnails of every scene, layout, image and caption.", ""]

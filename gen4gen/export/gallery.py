@@ -127,7 +127,9 @@ def page(ctx: ExportContext, by_comp: dict[str, list[ExportItem]]) -> str:
                       "href": f"../mycanvas/{it.id}/image.png" if has_mycanvas else None,
                       "captioner": str(it.captions.get("captioner", "")),
                       "captions": {k: str(it.captions.get(k, "")) for k in ("short", "detailed", "personalized")},
-                      "fallback": str(it.captions.get("fallback") or "")} for it in its]
+                      "fallback": str(it.captions.get("fallback") or ""),
+                      # a procedural background is a preview, not a photograph: said under the picture
+                      "preview": (it.s3_meta.get("background") or {}).get("kind") == "procedural"} for it in its]
             compositions.append({"name": comp, "layout_thumb": layout_thumb(comp),
                                  "planner": str(layout.get("planner", "")), "variants": variants,
                                  "objects": [o.get("name", "") for o in layout.get("objects") or []]})

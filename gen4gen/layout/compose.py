@@ -31,6 +31,7 @@ class Source:
     item_id: str  # the s1 item, "<scene>/<concept>/<photo stem>"
     cutout: Path  # its cutout.png (RGBA)
     aspect: float | None = None  # width / height of its mask box (s1 meta bbox_xyxy)
+    cut_edges: tuple[str, ...] = ()  # the photo edges the subject is cut by (layout/closeups.py)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ class Composer:
         shift = rng.uniform(-1, 1, 2) * float(self.augment.max_shift)
         bx, by, bw, bh = box.box
         ch, cw = alpha.shape
+        if box.cut_edges:  # a close-up: its cut edges go exactly onto the frame, so none is seen floating
+            return self._closeup(box, src, rgb, alpha, size)
         if abs(angle) < 0.05:
             angle = 0.0
         # scale first (a 4k cut-out is never rotated at full size), to fit the rotated rectangle
@@ -145,6 +148,24 @@ class Composer:
         dy = y - int(round(by + bh - nh))
         return Sprite(box.name, rgb, alpha, x, y, src,
                       {"scale": round(scale, 5), "flip": flip, "rotation": round(angle, 3), "shift": [dx, dy]})
+
+
+    @staticmethod
+    def _closeup(box: PlacedBox, src: Source, rgb, alpha, size) -> Sprite:
+        """The cut-off subject unrotated, unshifted and unmirrored, as big as fits its box, its cut edges on the
+        box's edges (which the planner put on the canvas edges)."""
+        W, H = size
+        bx, by, bw, bh = box.box
+        ch, cw = alpha.shape
+        scale = min(bw / cw, bh / ch)
+        rgb, alpha = resize(rgb, alpha, min(W, max(1, int(round(cw * scale)))), min(H, max(1, int(round(ch * scale)))))
+        nh, nw = alpha.shape
+        edges = set(box.cut_edges)
+        x = bx if "left" in edges else bx + bw - nw if "right" in edges else bx + (bw - nw) / 2
+        y = by if "top" in edges and "bottom" not in edges else by + bh - nh
+        x, y = int(round(min(max(x, 0), W - nw))), int(round(min(max(y, 0), H - nh)))
+        return Sprite(box.name, rgb, alpha, x, y, src, {"scale": round(scale, 5), "flip": False, "rotation": 0.0,
+                                                        "shift": [0, 0], "closeup": sorted(edges)})
 
 
 def fit_scale(rw: float, rh: float, bw: float, bh: float, widen: float, canvas_w: float) -> float:

@@ -8,12 +8,14 @@ Gen4Gen's minimum area rule, and no two boxes overlap by more than ``max_overlap
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 
 import numpy as np
 
 from gen4gen.hashing import stable_hash
+from gen4gen.layout.closeups import closeup_box
 from gen4gen.layout.scenes import suggest_scenes as fitting_scenes
 from gen4gen.layout.schema import (Layout, PlacedBox, PlanRequest, depth_order, hidden_share, min_box_area,
                                    overlap_fraction)
@@ -141,13 +143,18 @@ class HeuristicPlanner:
         rng = np.random.default_rng(int(request.seed) & 0xFFFFFFFF)
         concepts = [c.name for c in request.concepts]
         ratios = dict(ratios) if ratios else size_ratios(concepts)
-        scenes = list(scenes) if scenes else suggest_scenes(concepts, rng)
-        background = scenes[int(rng.integers(len(scenes)))]
-        boxes, camera, depth, occluding = self.place(request, ratios, rng, self.occludes(request))
-        return Layout(size=tuple(request.size), boxes=boxes, paste_order=depth_order(boxes),
+        scenes = list(scenes) if scenes else list(request.scenes) or suggest_scenes(concepts, rng)
+        pick = int(rng.integers(len(scenes)))
+        background = scenes[0] if request.scenes else scenes[pick]  # a chosen photo's scene comes first
+        if request.closeup is not None:
+            boxes, camera, depth, occluding, order = self.place_closeup(request, ratios, rng)
+        else:
+            boxes, camera, depth, occluding = self.place(request, ratios, rng, self.occludes(request))
+            order = depth_order(boxes)
+        return Layout(size=tuple(request.size), boxes=boxes, paste_order=order,
                       scenes=scenes, background_prompt=background, planner=self.name, seed=int(request.seed),
                       size_ratios=ratios, size_source={c: size_source(c) for c in concepts}, camera=camera,
-                      depth=depth, occluding=occluding)
+                      depth=depth, occluding=occluding, backdrop=request.backdrop)
 
     def occludes(self, request: PlanRequest) -> bool:
         """Whether this composition gets an overlap: samples of a concept set walk a golden-ratio sequence,
@@ -166,6 +173,8 @@ class HeuristicPlanner:
             return [], {}, {}, None
         u = rng.random(4 + n).tolist()  # one draw, each value with a fixed role
         horizon, near, cam = _lerp(self.horizon, u[0]), _lerp(self.near, u[1]), _lerp(self.camera, u[2])
+        if request.horizon is not None:  # the background photo's own ground line (a table top: a low one)
+            horizon = min(max(float(request.horizon), 0.05), near - 0.08)
         # boxes shaped like the cut-outs that will fill them when s1 told us, else like the category
         known = {c.name: c.aspect for c in request.concepts if c.aspect}
         jitter = np.exp(rng.normal(0.0, self.aspect_jitter, n)).tolist()
@@ -228,6 +237,39 @@ class HeuristicPlanner:
         depth = {p.name: round(d, 4) for p, d in zip(placed, s)}
         occluding = [placed[pair[1]].name, placed[pair[0]].name] if pair else None
         return placed, camera, depth, occluding
+
+    def place_closeup(self, request: PlanRequest, ratios: dict[str, float], rng: np.random.Generator):
+        """The cut-off subject as a close-up in front (``closeups.closeup_box``), the other concepts standing on
+        the ground in the rest of the width, planned as usual. Returns ``place``'s tuple and the paste order."""
+        W, H = request.size
+        c = request.closeup
+        u = rng.random(3).tolist()
+        others = tuple(o for o in request.concepts if o is not c)
+        near = _lerp(self.near, u[2])
+        box, side = closeup_box(c, c.aspect or size_prior(c.name)[2], (W, H), near, u, bool(others))
+        hz = request.horizon if request.horizon is not None else _lerp(self.horizon, u[2])
+        camera = {"horizon": round(hz, 4), "near": round(near, 4), "height": 1.0,
+                  "height_cm": round(real_height(c.name), 1), "gamma": 1.0}
+        depth, occluding, boxes = {}, None, []
+        if others:
+            wc = box.box[2]
+            rest = PlanRequest(others, (max(1, int(W - wc)), H), request.seed, request.sample, request.key,
+                               horizon=request.horizon)
+            # beside a close-up the others stand in the front half of the ground: far back they would be specks
+            front = copy.copy(self)
+            front.depth = (max(self.depth[0], (self.depth[0] + self.depth[1]) / 2), self.depth[1])
+            boxes, camera, depth, occluding = front.place(rest, ratios, rng, self.occludes(rest))
+            x0 = wc if side == "left" else 0.0
+            # behind a close-up nothing is a speck: the tallest other is at least 0.45 of it (Gen4Gen's bound
+            # is 0.4), each grown about its feet within its part of the canvas
+            grow = 0.45 * box.box[3] / max(b.box[3] for b in boxes)
+            for b in boxes:
+                x, y, w, h = b.box
+                g = max(1.0, min(grow, (W - wc) / w, (y + h) / h))
+                x = min(max(x + w / 2 - w * g / 2, 0.0), W - wc - w * g)
+                b.box = [x + x0, y + h - h * g, w * g, h * g]
+        depth = {**depth, box.name: 1.0}
+        return [*boxes, box], camera, depth, occluding, [*depth_order(boxes), box.name]
 
     def _size(self, real, s, aspect, pair, horizon, near, cam, W, H):
         """(gamma, bases, widths, heights, crowded) for perspective factors ``s``: heights by the pinhole model,

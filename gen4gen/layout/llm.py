@@ -116,8 +116,10 @@ class LLMPlanner:
                 transport = any(res.transport for _, res in info.values())
                 rng = np.random.default_rng(int(r.seed) & 0xFFFFFFFF)
                 scenes, replaced = fitting_llm_scenes(scenes, [c.name for c in r.concepts], rng)
-                draft = Draft(r, scenes, ratios, notes, errors, transport,
-                              background=scenes[int(rng.integers(len(scenes)))], replaced=replaced)
+                pick = int(rng.integers(len(scenes)))
+                if r.scenes:  # the user's background photo was chosen for this composition: its scene holds
+                    scenes, replaced, pick = list(r.scenes), [], 0
+                draft = Draft(r, scenes, ratios, notes, errors, transport, background=scenes[pick], replaced=replaced)
                 draft.request = self._layout_request(r, draft.background, ratios, rng, draft.repairs)
                 drafts.append(draft)
             layout_results = self.client.run([d.request for d in drafts], on_done=tick)
@@ -161,19 +163,22 @@ class LLMPlanner:
                     # no reply (rather than a bad one) behind a fallback: the stage redoes the item next run
                     "transport_failed": bool(d.set_transport or res.transport)}
         W, H = r.size
-        if res.ok:
+        if res.ok and r.closeup is not None:  # its box must lie on the frame's edges: the built-in placement
+            notes.append(f"{r.closeup.name} is a close-up cut by {', '.join(r.closeup.cut_edges)}: placed from "
+                         "that edge by the built-in planner")
+        elif res.ok:
             sx, sy = W / self.frame, H / self.frame
             boxes = [PlacedBox(c, k, [o.box[0] * sx, o.box[1] * sy, o.box[2] * sx, o.box[3] * sy])
                      for (c, k), o in zip(r.instances, res.value.objects)]
             llm_info["background"] = clean_text(res.value.background_prompt)
             return Layout(size=(W, H), boxes=boxes, paste_order=depth_order(boxes), scenes=scenes,
                           background_prompt=background, planner=self.name, seed=int(r.seed), size_ratios=ratios,
-                          fallback="; ".join(notes) or None, llm=llm_info,
+                          fallback="; ".join(notes) or None, llm=llm_info, backdrop=r.backdrop,
                           size_source={c.name: "llm" if ratios else size_source(c.name) for c in r.concepts})
-        reason = f"llm layout failed after {res.attempts} attempt(s): {_last(res)}"
+        reason = None if res.ok else f"llm layout failed after {res.attempts} attempt(s): {_last(res)}"
         layout = self.fallback.plan(r, ratios=ratios, scenes=scenes)
         layout.background_prompt = background
-        layout.fallback = "; ".join([reason] + notes)
+        layout.fallback = "; ".join(filter(None, [reason, *notes]))
         layout.llm = llm_info
         return layout
 

@@ -107,7 +107,7 @@ def plausibility_of(layout, objects: list[dict]) -> dict:
 
     """layout.json's ``plausibility``: whether an instance is partly hidden, and size-order inversions of the
     planned boxes (against the layout's own ratios, at equal depth)."""
-    boxes = [(b.name, b.concept, b.box) for b in layout.boxes]
+    boxes = [(b.name, b.concept, b.box) for b in layout.boxes if not b.cut_edges]  # a close-up is meant big
     ratios = layout.size_ratios or size_ratios(sorted({b.concept for b in layout.boxes}))
     return {"occluded": occluded(objects),
             "size_order_violations": size_order_violations(boxes, ratios, layout.size, layout.camera)}

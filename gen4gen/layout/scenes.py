@@ -56,14 +56,15 @@ STYLE_PHRASES: dict[str, list[str]] = {
     "studio": ["in a photo studio", "in front of a plain backdrop", "on a seamless studio backdrop"],
 }
 
-# concept category (heuristic.SIZES) -> the styles it fits, best first; studio fits everything
+# concept category (heuristic.SIZES) -> the styles it fits, best first; studio fits everything. Pets and
+# tableware share real scenes (a cat beside a mug on a kitchen table or in a living room), not only the studio
 CATEGORY_STYLES: dict[str, tuple[str, ...]] = {
-    "pet": ("garden", "room", "beach", "snow", "farm"),
+    "pet": ("garden", "room", "kitchen", "beach", "snow", "farm", "city"),
     "small_animal": ("garden", "room", "kitchen"),
     "wild": ("savanna", "garden", "snow"),
     "farm": ("farm", "garden", "beach", "snow"),
     "plant": ("room", "kitchen", "garden"),
-    "tableware": ("kitchen",),
+    "tableware": ("kitchen", "room"),
     "toy": ("room", "kitchen", "garden"),
     "space": ("moon", "desert", "night"),
     "vehicle": ("city", "desert", "snow"),

@@ -16,6 +16,7 @@ class ConceptCount:
     name: str  # the concept's folder name: the only name that ever reaches a file path
     count: int = 1
     aspect: float | None = None  # width / height of its cut-outs (median), when known
+    cut_edges: tuple[str, ...] = ()  # the edges of its photos it is cut by: it comes as a close-up from there
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,13 @@ class PlanRequest:
     seed: int
     sample: int = 0  # index of the composition among those of the same concept set
     key: str = ""  # the composition's item id, for logs
+    scenes: tuple[str, ...] = ()  # fixed scene phrases (the user's background photo's first), else the planner's
+    horizon: float | None = None  # fixed horizon (fraction of H): where that photo's ground starts
+    backdrop: dict | None = None  # the background photo chosen for the composition, recorded in layout.json
+
+    @property
+    def closeup(self) -> ConceptCount | None:
+        return next((c for c in self.concepts if c.cut_edges), None)
 
     @property
     def instances(self) -> list[tuple[str, int]]:
@@ -40,6 +48,7 @@ class PlacedBox:
     concept: str
     index: int
     box: list[float]  # [x, y, w, h] in canvas pixels
+    cut_edges: tuple[str, ...] = ()  # a close-up: the canvas edges its cut edges lie on
 
     @property
     def name(self) -> str:
@@ -62,6 +71,7 @@ class Layout:
     camera: dict | None = None  # horizon, near (fractions of H from the top), height (x the tallest), gamma
     depth: dict[str, float] | None = None  # instance -> perspective factor (1: on the nearest ground line)
     occluding: list[str] | None = None  # [nearer, farther] instance planned to overlap, None: no overlap planned
+    backdrop: dict | None = None  # the user's background photo: path, scene, horizon, light
 
     def box_of(self, name: str) -> PlacedBox:
         return next(b for b in self.boxes if b.name == name)
@@ -146,7 +156,7 @@ def layout_fields(layout: Layout) -> dict:
             "background_prompt": layout.background_prompt, "scenes": list(layout.scenes),
             "size_ratios": layout.size_ratios, "llm": layout.llm, "seed": int(layout.seed),
             "size_source": layout.size_source, "camera": layout.camera, "depth": layout.depth,
-            "occluding": layout.occluding}
+            "occluding": layout.occluding, "backdrop": layout.backdrop}
 
 
 __all__ = ["ConceptCount", "PlanRequest", "PlacedBox", "Layout", "instance_name", "depth_order", "min_box_area",

@@ -21,6 +21,8 @@ class RepaintJob:
     prompt: str = ""
     negative_prompt: str = ""
     seed: int = 0
+    ground: float | None = 0.0  # where the background's ground starts (fraction of H); None: it has none (sky)
+    light: float = 0.0  # the background's light: -1 from the left .. 1 from the right
 
     @property
     def size(self) -> tuple[int, int]:

@@ -1,11 +1,12 @@
-"""Background sources for s3: photos grouped by scene, a noise start, or procedural scenes.
+"""Background sources for s3: the user's photos, a noise start, or procedural scenes (a preview).
 
-A composition gets up to ``max_backgrounds`` sources (one output variant each). Photos come from
-``<backgrounds>/<scene>/*.jpg`` where the scene folder matches one of the layout's scene phrases
-("in the garden" -> ``garden/``); noise is Gen4Gen's ``--noise-bkg`` start; procedural scenes are
+A composition gets up to ``max_backgrounds`` sources (one output variant each). Photos come from the
+user's folder (``repaint/photos.py``): the photo s2 chose for the layout first, then other photos of its
+scene, then other crops of them; noise is Gen4Gen's ``--noise-bkg`` start; procedural scenes are
 gradients and textures picked from the phrase (garden -> sky over grass, beach -> sea over sand,
 desert -> dunes under a hot sky, kitchen -> wall over a wood table) so the embedded demo needs no downloads;
-every phrase the built-in planner can choose names one of these styles (``layout/scenes.py``).
+they are a preview, not photographs. Every phrase the built-in planner can choose names one of these styles
+(``layout/scenes.py``).
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gen4gen.images import IMAGE_EXTENSIONS, read_image
 from gen4gen.layout.scenes import STYLE_WORDS, scene_words, style_for  # noqa: F401 - one vocabulary for s2 and s3
+from gen4gen.repaint.photo_crop import render_photo
+from gen4gen.repaint.photos import Backdrop, Library, scene_phrase
 
 KINDS = ("photo", "noise", "procedural")
 
@@ -27,9 +29,15 @@ class BackgroundSource:
     phrase: str  # background prompt phrase, e.g. "in the garden"
     source: str | None = None  # photo path, or the procedural style name
     fallback: str | None = None  # why this is not the kind that was asked for
+    scene: str | None = None  # the photo's scene (its folder or sidecar)
+    crop: int = 0  # which crop of the photo (variants that share a photo get different ones)
+    note: str | None = None  # why this photo's scene is not one the layout named
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "source": self.source, "phrase": self.phrase, "fallback": self.fallback}
+        out = {"kind": self.kind, "source": self.source, "phrase": self.phrase, "fallback": self.fallback}
+        if self.kind == "photo":
+            out.update(scene=self.scene, crop=self.crop, **({"note": self.note} if self.note else {}))
+        return out
 
 
 def layout_phrases(layout: dict) -> list[str]:
@@ -42,43 +50,36 @@ def layout_phrases(layout: dict) -> list[str]:
     return out or ["in a room"]
 
 
-def scan_photo_folders(root: Path) -> dict[str, list[Path]]:
-    """``{folder name: sorted photos}`` for every scene folder under ``root`` that holds photos."""
-    folders: dict[str, list[Path]] = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        photos = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-        if photos:
-            folders[d.name] = photos
-    return folders
-
-
 def _matches(folder: str, phrase: str) -> bool:
-    fw, pw = scene_words(folder), scene_words(phrase)
+    fw, pw = scene_words(scene_phrase(folder)), scene_words(phrase)
     return bool(fw) and all(any(p == f or p == f + "s" or f == p + "s" for p in pw) for f in fw)
 
 
 def plan_sources(layout: dict, *, kind: str, max_backgrounds: int, rng: np.random.Generator,
-                 photo_folders: dict[str, list[Path]] | None = None) -> list[BackgroundSource]:
-    """Up to ``max_backgrounds`` sources for one composition, deterministic for a given ``rng``."""
+                 library: Library | None = None) -> list[BackgroundSource]:
+    """Up to ``max_backgrounds`` sources for one composition, deterministic for a given ``rng``. Photos: the one
+    s2 chose for the layout (``layout.backdrop``) first, then the other photos of its scene, then other crops of
+    them; a layout made without the folder gets a scene its phrases name, else any scene (never a refusal)."""
     if kind not in KINDS:
         raise ValueError(f"unknown background source {kind!r}; choose one of {', '.join(KINDS)}")
     n = max(1, int(max_backgrounds))
     phrases = layout_phrases(layout)
+    if kind == "photo" and library is not None and library.photos:
+        scenes = library.scenes
+        chosen = library.by_path((layout.get("backdrop") or {}).get("photo") or "")
+        note = None
+        scene = chosen.scene if chosen else next((s for p in phrases for s in sorted(scenes) if _matches(s, p)), None)
+        if scene is None:
+            scene = sorted(scenes)[int(rng.integers(len(scenes)))]
+            note = (f"no scene of the background folder matches {phrases}: a photo of {scene!r} is used "
+                    "(s2 with repaint.backgrounds set chooses scenes that fit)")
+        photos = scenes[scene]
+        start = photos.index(chosen) if chosen else int(rng.integers(len(photos)))
+        order = photos[start:] + photos[:start]  # different photos first, then other crops of them
+        return [BackgroundSource("photo", scene_phrase(scene), str(order[k % len(order)].path), scene=scene,
+                                 crop=k // len(order), note=note) for k in range(n)]
     if kind == "photo":
-        per_folder: list[list[tuple[str, Path]]] = []
-        for folder, photos in (photo_folders or {}).items():
-            phrase = next((p for p in phrases + [str(layout.get("scene", ""))] if _matches(folder, p)), None)
-            if phrase is not None:
-                if phrase == layout.get("scene"):
-                    phrase = f"in the {' '.join(scene_words(folder))}"
-                order = rng.permutation(len(photos))
-                per_folder.append([(phrase, photos[i]) for i in order])
-        # round robin over the matched scene folders, so variants show different scenes
-        picked = _round_robin(per_folder)[:n]
-        if picked:
-            return [BackgroundSource("photo", phrase, str(path)) for phrase, path in picked]
-        reason = (f"no background folder matches the scenes {phrases}; have "
-                  f"{sorted(photo_folders or {}) or 'none'}")
+        reason = "no usable background photo"
         return [BackgroundSource("procedural", p, style_for(p), fallback=reason) for p in _cycle(phrases, n)]
     if kind == "noise":
         return [BackgroundSource("noise", p) for p in _cycle(phrases, n)]
@@ -105,12 +106,9 @@ def render(src: BackgroundSource, size: tuple[int, int], rng: np.random.Generato
     w, h = size
     if src.kind == "noise":
         return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    if src.kind == "photo":
-        photo = read_image(src.source, max_pixels=max_pixels)  # BadImage (ItemFailed) on a bad file
-        out = cover(photo, w, h)
-        if photo_blur > 0:  # Gen4Gen softens the photo (GaussianBlur radius 1): its detail must not fight the concepts
-            out = cv2.GaussianBlur(out, (0, 0), photo_blur)
-        return out
+    if src.kind == "photo":  # a photo whose horizon is not known: the centred crop (the stage uses render_photo)
+        photo = Backdrop(Path(src.source), src.scene or "", (0, 0), 0.5, 0.0)
+        return render_photo(photo, size, target=None, variant=src.crop, blur=photo_blur, max_pixels=max_pixels)[0]
     return procedural(src.source or style_for(src.phrase), w, h, rng, horizon_max=horizon_max, horizon=horizon)
 
 
@@ -215,17 +213,36 @@ def _paint_above(img: np.ndarray, ridge: np.ndarray, base: int, colour_top, colo
         img[band] = layer[band]
 
 
-def procedural(style: str, w: int, h: int, rng: np.random.Generator, horizon_max: float | None = None,
-               horizon: float | None = None) -> np.ndarray:
-    """A plausible, soft scene background of ``style`` as uint8 HxWx3 (see ``STYLE_WORDS``); ``horizon``
-    (fraction of H) is the planner's, so the ground plane the objects were sized for is the one drawn."""
+NO_GROUND = ("night", "underwater")  # drawn without a ground: no shadow falls anywhere
+
+
+def _horizon_row(style: str, h: int, rng: np.random.Generator, horizon_max: float | None,
+                 horizon: float | None) -> tuple[int, float]:
+    """The horizon row of a procedural scene and the share of its sea band (the first draws of ``rng``)."""
     hz = rng.uniform(0.38, 0.5)  # horizon / wall-floor line: objects stand below it
     if horizon is not None:
         hz = float(horizon)
     sea_frac = rng.uniform(0.08, 0.14) if style == "beach" else 0.0  # the sea band lies behind the objects too
     if horizon_max is not None:
         hz = min(hz, horizon_max - 0.04 - sea_frac)
-    hz = int(h * max(0.15, hz))
+    return int(h * max(0.15, hz)), sea_frac
+
+
+def procedural_ground(style: str, h: int, seed: int, horizon_max: float | None = None,
+                      horizon: float | None = None) -> float | None:
+    """Where the ground of ``procedural(style, ..., default_rng(seed))`` starts (fraction of H): the land or
+    floor below its horizon (the sand, not the sea); None for a scene without ground (a starry sky)."""
+    if style in NO_GROUND:
+        return None
+    hz, sea_frac = _horizon_row(style, h, np.random.default_rng(seed), horizon_max, horizon)
+    return (hz + int(h * sea_frac)) / h
+
+
+def procedural(style: str, w: int, h: int, rng: np.random.Generator, horizon_max: float | None = None,
+               horizon: float | None = None) -> np.ndarray:
+    """A plausible, soft scene background of ``style`` as uint8 HxWx3 (see ``STYLE_WORDS``); ``horizon``
+    (fraction of H) is the planner's, so the ground plane the objects were sized for is the one drawn."""
+    hz, sea_frac = _horizon_row(style, h, rng, horizon_max, horizon)
     img = np.empty((h, w, 3), np.float32)
     if style == "garden":
         img[:hz] = _sky(rng, h, w, hz)

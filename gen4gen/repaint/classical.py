@@ -1,15 +1,20 @@
 """The embedded s3 backend (CPU, no weights): concepts placed over the background with a feathered
-edge, optional Poisson blending, colour harmonisation and a soft contact shadow.
+edge, optional Poisson blending, colour harmonisation, a soft contact shadow on the ground and, each
+switchable, matched light, light wrap and the photo's grain (``repaint/light.py``).
 
-Only the repaint band (``job.repaint > 0``) and the background change; concept interiors stay
-bit-exact, so s2's instance masks and boxes still hold for the s3 image.
+Only the repaint band (``job.repaint > 0``) and the background change, and the concepts' own colours where
+matched light or grain is on (one shift, blur and noise per object); with those off concept interiors stay
+bit-exact. Either way s2's instance masks and boxes still hold for the s3 image.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import cv2
 import numpy as np
 
 from gen4gen.repaint import RepaintJob, keep_concepts
+from gen4gen.repaint.light import light_match
 
 
 class ClassicalInpainter:
@@ -18,7 +23,8 @@ class ClassicalInpainter:
 
     def __init__(self, feather: float = 6.0, harmonize: float = 0.5, band: int = 24, poisson: bool = False,
                  shadow: float = 0.45, shadow_squash: float = 0.12, standing_min_y: float = 0.25,
-                 min_component: float = 0.002, batch_size: int = 1):
+                 min_component: float = 0.002, batch_size: int = 1, match_light: float = 0.0, wrap: float = 0.0,
+                 grain: bool = False, shadow_cast: float = 0.3):
         self.feather = float(feather)  # px over which a concept's alpha ramps from 0 at its outline to 1
         self.harmonize = float(harmonize)  # 0: concept colours as they are; 1: band statistics = the background's
         self.band = int(band)  # px: width of the rings whose Lab statistics are matched
@@ -28,10 +34,15 @@ class ClassicalInpainter:
         self.standing_min_y = float(standing_min_y)  # objects whose bottom is below this fraction of H stand
         self.min_component = float(min_component)  # image fraction: smaller blobs cast no shadow
         self.batch_size = int(batch_size)
+        self.match_light = float(match_light)  # 0..1: share of the brightness / colour-cast gap to the place closed
+        self.wrap = float(wrap)  # 0..1: the background's light wrapped over the concept's outer edge
+        self.grain = bool(grain)  # the photo's blur and noise next to the concept applied to it
+        self.shadow_cast = float(shadow_cast)  # shadow offset away from the light, x the object's width
 
     def describe(self) -> dict:
         return {"backend": self.name, "feather": self.feather, "harmonize": self.harmonize, "band": self.band,
-                "poisson": self.poisson, "shadow": self.shadow}
+                "poisson": self.poisson, "shadow": self.shadow, "match_light": self.match_light, "wrap": self.wrap,
+                "grain": self.grain}
 
     def __call__(self, jobs: list[RepaintJob]) -> list[np.ndarray]:
         return [self.repaint(job) for job in jobs]
@@ -40,8 +51,11 @@ class ClassicalInpainter:
         alpha = job.alpha.astype(np.float32)
         solid = (alpha > 0.5).astype(np.uint8)
         bg = job.background
-        if self.shadow > 0:
-            bg = self.darken(bg, self.shadow * self.contact_shadow(solid))
+        if self.shadow > 0 and job.ground is not None:
+            bg = self.darken(bg, self.shadow * self.contact_shadow(solid, job.ground, job.light))
+        if (self.match_light > 0 or self.wrap > 0 or self.grain) and solid.any():
+            job = replace(job, rgb=light_match(job.rgb, alpha, solid, bg, self.band, self.match_light, self.wrap,
+                                               self.grain, job.seed))
         # the concept shows (partly) changed only where it has alpha and may be repainted: work there only
         visible = (job.repaint > 0) & (alpha > 0)
         comp = bg.copy()
@@ -94,30 +108,38 @@ class ClassicalInpainter:
         rgb_out = cv2.cvtColor(moved.astype(np.float32)[:, None, :], cv2.COLOR_LAB2RGB)[:, 0, :]
         return np.clip(rgb_out * 255.0, 0, 255)
 
-    def contact_shadow(self, solid: np.ndarray) -> np.ndarray:
-        """Float HxW 0..1: each standing object's silhouette squashed flat at its feet, blurred."""
+    def contact_shadow(self, solid: np.ndarray, ground: float = 0.0, light: float = 0.0) -> np.ndarray:
+        """Float HxW 0..1: each standing object's silhouette squashed flat at its feet, moved away from the
+        ``light`` (-1 left .. 1 right), blurred; only on the ground (rows below ``ground``, fraction of H) and
+        only under objects whose feet are on it (a close-up cut by the bottom edge casts none)."""
         h, w = solid.shape
         shadow = np.zeros((h, w), np.float32)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
         sigma = 1.0
         for i in range(1, n):
             x, y, bw, bh, area = (int(v) for v in stats[i])
-            if area < self.min_component * h * w or (y + bh) < self.standing_min_y * h:
+            feet = y + bh
+            if area < self.min_component * h * w or feet < max(self.standing_min_y, ground) * h or feet >= h - 1:
                 continue
             sh = max(2, int(round(bh * self.shadow_squash)))
             foot = cv2.resize((labels[y:y + bh, x:x + bw] == i).astype(np.float32), (bw, sh),
                               interpolation=cv2.INTER_AREA)
-            top = min(h, y + bh - sh // 2)  # centred on the feet line: half behind the object, half in front
+            top = min(h, feet - sh // 2)  # centred on the feet line: half behind the object, half in front
             rows = min(sh, h - top)
-            if rows > 0:
-                np.maximum(shadow[top:top + rows, x:x + bw], foot[:rows], out=shadow[top:top + rows, x:x + bw])
+            x0 = int(round(x - light * self.shadow_cast * bw))  # away from the light
+            c0, c1 = max(0, x0), min(w, x0 + bw)
+            if rows > 0 and c1 > c0:
+                region = shadow[top:top + rows, c0:c1]
+                np.maximum(region, foot[:rows, c0 - x0:c1 - x0], out=region)
             sigma = max(sigma, bw * 0.03)
+        shadow[:max(0, int(np.ceil(ground * h)))] = 0.0  # never on the sky or a wall
         ys, xs = np.nonzero(shadow)
         if len(ys) == 0:
             return shadow
         pad = int(3 * sigma) + 1  # blur only the region the shadow can reach: a full-frame blur dominates
         box = (slice(max(0, ys.min() - pad), ys.max() + pad + 1), slice(max(0, xs.min() - pad), xs.max() + pad + 1))
         shadow[box] = np.clip(cv2.GaussianBlur(shadow[box], (0, 0), sigma), 0.0, 1.0)
+        shadow[:max(0, int(np.ceil(ground * h)))] = 0.0  # the blur must not carry it above the ground line
         return shadow
 
     @staticmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import logging
 import threading
 import time
 from collections import Counter
@@ -23,6 +24,8 @@ from gen4gen.config_check import build_backend, canvas_size
 from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, stable_hash
+from gen4gen.layout.backdrop import BackdropChooser
+from gen4gen.layout.closeups import Cast, cast, cut_edges_of
 from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.plausibility import plausibility_of
@@ -33,6 +36,7 @@ from gen4gen.markers import done_items, upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
 
+log = logging.getLogger(__name__)
 DIR_NAME = STAGE_DIRS["s2"]
 S1_DIR = STAGE_DIRS["s1"]
 MAX_NAME_BYTES = 240  # most file systems stop at 255 bytes per path component
@@ -62,7 +66,7 @@ def read_s1(s1_root: Path, currency: Currency | None = None
             empty[(meta.scene, meta.concept)] += 1
             continue
         found.setdefault(meta.scene, {}).setdefault(meta.concept, []).append(
-            (Source(item_id, cutout, meta.aspect), meta.hash))
+            (Source(item_id, cutout, meta.aspect, cut_edges_of(meta)), meta.hash))
     return found, empty, ignored
 
 
@@ -97,6 +101,8 @@ class ComposeStage:
                                  min_visible=float(cc.min_visible), max_attempts=int(cc.get("max_attempts", 8)),
                                  max_pixels=int(cfg.io.max_pixels), min_side=int(cfg.io.min_side))
         self.workers = int(cfg.workers)
+        # the user's background photos: each composition stands on the ground of the photo chosen for it
+        self.backdrops = BackdropChooser.from_cfg(cfg, log)
         self.plans: dict[str, Layout] = {}
         self.plan_seconds = 0.0
         self._stats: Counter = Counter()
@@ -174,19 +180,30 @@ class ComposeStage:
         cc = OmegaConf.to_container(self.cfg.compose, resolve=True)
         for key in ("sets", "num_samples", "min_objects"):  # they choose items, not what an item holds
             cc.pop(key, None)
-        return {"compose": cc, "layout": self._planner_config(), "seed": int(self.cfg.seed),
-                "io": OmegaConf.to_container(self.cfg.io, resolve=True)}
+        out = {"compose": cc, "layout": self._planner_config(), "seed": int(self.cfg.seed),
+               "io": OmegaConf.to_container(self.cfg.io, resolve=True)}
+        if self.backdrops:  # another photo folder, scene or photo there: other layouts
+            out["backdrops"] = self.backdrops.fingerprint()
+        return out
 
     def _planner_config(self) -> dict:
         conf = getattr(self.planner, "config", None)
         return {"target": str(self.cfg.layout.get("_target_")), **(conf() if conf else {})}
 
+    def cast(self, item: Item) -> Cast:
+        """Who is in the composition, from which photos, and which one is the close-up (seeded by the item)."""
+        rng = np.random.default_rng(stable_hash(f"{self.cfg.seed}:{item.id}:cast") & 0xFFFFFFFF)
+        return cast(item.data["concepts"], item.data["sources"], rng)
+
     def request(self, item: Item) -> PlanRequest:
-        d = item.data
-        return PlanRequest(concepts=tuple(ConceptCount(c, self.counts.get(c, 1), concept_aspect(d["sources"][c]))
-                                          for c in d["concepts"]),
-                           size=self.size, seed=stable_hash(f"{self.cfg.seed}:{item.id}") & 0xFFFFFFFF,
-                           sample=int(d["sample"]), key=item.id)
+        d, who = item.data, self.cast(item)
+        req = PlanRequest(concepts=tuple(ConceptCount(c, 1 if c == who.closeup else self.counts.get(c, 1),
+                                                      concept_aspect(who.sources[c]),
+                                                      who.edges if c == who.closeup else ())
+                                         for c in who.concepts),
+                          size=self.size, seed=stable_hash(f"{self.cfg.seed}:{item.id}") & 0xFFFFFFFF,
+                          sample=int(d["sample"]), key=item.id)
+        return self.backdrops.apply(req) if self.backdrops else req
 
     # -------------------------------------------------------------- work
     def prepare(self, pending: list[Item]) -> None:
@@ -210,7 +227,8 @@ class ComposeStage:
             def replan(attempt: int) -> Layout:
                 return with_boxes(layout, self.heuristic.plan(request.reseeded(request.seed + 7919 * attempt),
                                                               ratios=layout.size_ratios, scenes=layout.scenes))
-        comp = self.composer.compose(layout, d["sources"], rng, replan)
+        who = self.cast(item)
+        comp = self.composer.compose(layout, who.sources, rng, replan)
         t_compose = time.perf_counter() - t0 - t_plan
         out.image("image.png", comp.image)
         out.image("image_rgba.png", comp.rgba)
@@ -224,11 +242,15 @@ class ComposeStage:
         out.bytes("layout.json", LayoutFile.build(
             {"scene": d["scene"], "composition_id": d["composition_id"], **layout_fields(final), "objects": objects,
              "paste_order": list(final.paste_order), "attempts": comp.attempts, "rejected": comp.rejected,
-             "plausibility": check}).dump())
+             "plausibility": check, **closeup_fields(who)}).dump())
         with self._lock:
             self._stats[f"planner {final.planner}"] += 1
             self._stats["composed"] += 1
             self._stats["occluded"] += check["occluded"]
+            if who.closeup:
+                self._stats["close-ups (cut-off subjects at their edge)"] += 1
+            if who.left_out:
+                self._stats["photos or concepts left out (cut off; reason in layout.json)"] += len(who.left_out)
             self._stats["size-order violations"] += len(check["size_order_violations"])
             if final.fallback:
                 self._stats["with fallback"] += 1
@@ -256,6 +278,14 @@ class ComposeStage:
             summary.notes["first fallback"] = self._first_fallback[:300]
         if self.plan_seconds:
             summary.notes["planning seconds"] = round(self.plan_seconds, 2)
+
+
+def closeup_fields(who: Cast) -> dict:
+    """layout.json's record of the cut-off subject and of what was left out, and why."""
+    out: dict = {"left_out": who.left_out} if who.left_out else {}
+    if who.closeup:
+        out["closeup"] = {"instance": f"{who.closeup}_0", "edges": list(who.edges), "flags": who.flags}
+    return out
 
 
 def run(cfg: DictConfig) -> Summary:

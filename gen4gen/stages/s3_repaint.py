@@ -3,10 +3,12 @@
 ``<stages_dir>/s2_object_compositions/<scene>/<composition id>/`` ->
 ``<stages_dir>/s3_background_repainting/<scene>/<composition id>/<variant>/{image.png, mask_used.png, meta.json}``
 with one variant ``v<k>_<kind>`` per background source (up to ``repaint.max_backgrounds``). Concept
-pixels stay exact (``mask_used.png`` is 0 there), so s2's instance masks and boxes hold for the s3 image.
+pixels stay exact where ``mask_used.png`` is 0 (the classical backend's matched light and grain aside, which
+change a concept's colours, not its shape), so s2's instance masks and boxes hold for the s3 image.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +24,15 @@ from gen4gen.manifest import Currency
 from gen4gen.markers import META, read_meta, upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
-from gen4gen.repaint.backgrounds import (BackgroundSource, feet_line, plan_sources, render, salient_share,
-                                         scan_photo_folders)
+from gen4gen.repaint.backgrounds import (BackgroundSource, feet_line, plan_sources, procedural_ground, render,
+                                         salient_share)
+from gen4gen.repaint.photo_crop import render_photo
+from gen4gen.repaint.photos import library_from_cfg
 from gen4gen.repaint.mask import repaint_mask, to_u8
 from gen4gen.repaint.prompt import build_prompt
 from gen4gen.runner import Item, ItemWriter, run_stage
+
+log = logging.getLogger(__name__)
 
 DIR_NAME = STAGE_DIRS["s3"]
 S2_DIR_NAME = STAGE_DIRS["s2"]
@@ -53,7 +59,7 @@ class RepaintStage:
         self.kind = str(self.rcfg.source)
         if self.kind == "auto":
             self.kind = "photo" if self.rcfg.backgrounds else "procedural"
-        self.photo_folders = self._photo_folders() if self.kind == "photo" else {}
+        self.library = self._library() if self.kind == "photo" else None
         self.backend = build_backend(cfg.inpainter, "inpainter")
         # the runner hands process_batch() batches of this many items of one size (batch_key)
         self.batch_size = max(1, int(getattr(self.backend, "batch_size", 1)))
@@ -63,17 +69,10 @@ class RepaintStage:
         self._bg_info: dict[str, dict] = {}  # item -> salient share, the photo used instead, or a flag
         self._stale = 0
 
-    def _photo_folders(self) -> dict:
+    def _library(self):
         if not self.rcfg.backgrounds:
             raise UserError("repaint.source=photo needs repaint.backgrounds=<dir> with <dir>/<scene>/*.jpg")
-        root = Path(self.rcfg.backgrounds)
-        if not root.is_dir():
-            raise UserError(f"repaint.backgrounds={root} is not a folder; expected <dir>/<scene>/*.jpg "
-                            f"(e.g. {root}/garden/photo1.jpg)")
-        folders = scan_photo_folders(root)
-        if not folders:
-            raise UserError(f"no photos in scene folders under {root}; expected <dir>/<scene>/*.jpg")
-        return folders
+        return library_from_cfg(self.cfg, log)
 
     # ------------------------------------------------------------ runner hooks
     def discover(self) -> list[Item]:
@@ -107,7 +106,7 @@ class RepaintStage:
             return bad(str(e))
         sources = plan_sources(layout, kind=self.kind, max_backgrounds=int(self.rcfg.max_backgrounds),
                                rng=item_rng(int(self.cfg.seed), cid + "/backgrounds"),
-                               photo_folders=self.photo_folders)
+                               library=self.library)
         items = []
         for k, src in enumerate(sources):
             variant = f"v{k}_{src.kind}"
@@ -169,6 +168,9 @@ class RepaintStage:
     def finish(self, summary: Summary) -> None:
         summary.notes["inpainter"] = getattr(self.backend, "name", type(self.backend).__name__)
         summary.notes["backgrounds"] = self.kind
+        if self.library is not None and self.library.problems:
+            summary.notes["background photos, folders or sidecars not used (one line each above)"] = \
+                len(self.library.problems)
         if self._stale:
             summary.notes["stale compositions ignored (not made by the latest s2 run; rerun stage=s2)"] = self._stale
         fallbacks = sum(1 for _, meta in _metas(self.out_root) if (meta.get("background") or {}).get("fallback"))
@@ -198,43 +200,57 @@ class RepaintStage:
                            solid=float(r.mask_solid), invert=bool(r.invert))
         seed = item_seed(int(self.cfg.seed), item.id)
         src: BackgroundSource = item.data["source"]
-        bg = render(src, (w, h), np.random.default_rng(seed), photo_blur=float(r.photo_blur),
-                    max_pixels=int(io.max_pixels), horizon_max=feet_line(mask), horizon=_horizon(layout))
+        light = float(np.random.default_rng(seed + 1).uniform(-1, 1))  # procedural: one seeded light per image
         if src.kind == "photo":
-            bg = self._calm_photo(item.id, src, bg, mask > 127)
+            bg, ground, light = self._calm_photo(item.id, src, (w, h), _horizon(layout), mask > 127)
+        else:
+            feet = feet_line(mask)
+            bg = render(src, (w, h), np.random.default_rng(seed), max_pixels=int(io.max_pixels), horizon_max=feet,
+                        horizon=_horizon(layout))
+            ground = procedural_ground(src.source, h, seed, feet, _horizon(layout)) if src.kind == "procedural" \
+                else None
+            self._bg_info.setdefault(item.id, {})
+        self._bg_info[item.id].update(ground=None if ground is None else round(ground, 4), light=round(light, 3))
         return RepaintJob(rgb=np.ascontiguousarray(rgba[..., :3]), alpha=mask.astype(np.float32) / 255.0,
                           repaint=rep, background=bg, prompt=build_prompt(layout, src.phrase, str(r.prompt)),
-                          negative_prompt=str(r.negative_prompt or ""), seed=seed)
+                          negative_prompt=str(r.negative_prompt or ""), seed=seed, ground=ground, light=light)
 
-    def _calm_photo(self, item_id: str, src: BackgroundSource, bg: np.ndarray, concepts: np.ndarray,
-                    tries: int = 3) -> np.ndarray:
-        """``bg``, or when a salient object of it stands where the concepts stand (a bicycle behind the pets),
-        the first calm photo among the next ``tries`` of the same scene folder; flagged when none is calm."""
+    def _calm_photo(self, item_id: str, src: BackgroundSource, size: tuple[int, int], horizon: float | None,
+                    concepts: np.ndarray, tries: int = 3) -> tuple[np.ndarray, float, float]:
+        """The photo of ``src`` cropped so its ground lies under the layout's, with its ground line and light; or,
+        when a salient object of it stands where the concepts stand (a bicycle behind the pets), the first calm
+        photo among the next ``tries`` of its scene; flagged when none is calm."""
         limit = float(self.rcfg.get("max_salient", 0.12))
-        share = salient_share(bg, concepts)
-        info: dict = {"salient_share": round(share, 3)}
-        if share > limit:
-            path = Path(src.source)
-            folder = self.photo_folders.get(path.parent.name, [])
-            start = folder.index(path) if path in folder else -1
-            skipped = [str(path)]
-            for other in [folder[(start + k) % len(folder)] for k in range(1, min(tries, len(folder) - 1) + 1)]:
-                try:
-                    alt = render(BackgroundSource("photo", src.phrase, str(other)), bg.shape[1::-1],
-                                 np.random.default_rng(0), photo_blur=float(self.rcfg.photo_blur),
-                                 max_pixels=int(self.cfg.io.max_pixels))
-                except ItemFailed:
-                    continue
-                alt_share = salient_share(alt, concepts)
-                if alt_share <= limit:
-                    bg, info = alt, {"salient_share": round(alt_share, 3), "source": str(other), "skipped": skipped}
-                    break
-                skipped.append(str(other))
-            else:
-                info["flag"] = (f"a salient object of the photo covers {share:.0%} of where the concepts stand "
-                                "(repaint.max_salient) and no other photo of the folder is calmer there")
-        self._bg_info[item_id] = info
-        return bg
+        photos = self.library.scenes.get(src.scene, [])
+        first = self.library.by_path(src.source)
+        start = photos.index(first) if first in photos else 0
+        skipped, info, best = [], {}, None
+        for k in range(min(tries, len(photos)) + 1 if len(photos) > 1 else 1):
+            photo = first if k == 0 else photos[(start + k) % len(photos)]
+            if photo is None or (k and photo is first):
+                continue
+            try:
+                out = render_photo(photo, size, target=horizon, variant=src.crop, blur=float(self.rcfg.photo_blur),
+                                   max_pixels=int(self.cfg.io.max_pixels))
+            except ItemFailed:
+                if k == 0:
+                    raise
+                continue
+            share = salient_share(out[0], concepts)
+            best = best or (out, share)
+            if share <= limit:
+                info = {"salient_share": round(share, 3), **({"source": str(photo.path), "skipped": skipped}
+                                                              if k else {})}
+                self._bg_info[item_id] = info
+                return out
+            skipped.append(str(photo.path))
+        if best is None:
+            raise ItemFailed(f"background photo {src.source} is not in the scanned folder any more")
+        (out, share) = best
+        self._bg_info[item_id] = {"salient_share": round(share, 3), "flag": (
+            f"a salient object of the photo covers {share:.0%} of where the concepts stand (repaint.max_salient) "
+            "and no other photo of the folder is calmer there")}
+        return out
 
 
 def _read(path: Path, mode: str, io) -> np.ndarray:

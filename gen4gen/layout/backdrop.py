@@ -1,0 +1,80 @@
+"""The background photo of each composition, chosen in s2 so that the layout can stand on its ground.
+
+The scene comes from the user's folder: ``repaint.scene`` forces one, else the scenes that fit the concepts by
+meaning (``layout/scene_fit.py``) take turns over the samples; a set that fits none well still gets the best
+photo there is. Samples of a scene use its photos in turn. What is chosen goes into the plan request (fixed
+scene phrases, the photo's horizon on the canvas) and into ``layout.json`` (``backdrop``).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gen4gen.errors import UserError
+from gen4gen.hashing import stable_hash
+from gen4gen.layout.scene_fit import SceneFit, minilm_embed
+from gen4gen.layout.scenes import scene_words
+from gen4gen.layout.schema import PlanRequest
+from gen4gen.repaint.photo_crop import canvas_horizon
+from gen4gen.repaint.photos import Library, library_from_cfg, scene_phrase
+
+HORIZON_RANGE = (0.05, 0.88)  # a planner horizon outside it leaves no ground, or no room above the objects
+
+
+def find_scene(name: str, scenes: list[str]) -> str | None:
+    """The scene ``name`` names: exactly, or by its words ("living room" = "my_living_room")."""
+    if name in scenes:
+        return name
+    want = [w for w in scene_words(scene_phrase(name))]
+    return next((s for s in scenes if [w for w in scene_words(scene_phrase(s))] == want), None)
+
+
+class BackdropChooser:
+    def __init__(self, library: Library | None, fit: SceneFit | None = None, forced: str | None = None):
+        self.library = library
+        self.fit = fit or SceneFit(minilm_embed())
+        self.forced = None
+        if forced and library is not None:
+            self.forced = find_scene(str(forced), sorted(library.scenes))
+            if self.forced is None:
+                raise UserError(f"repaint.scene={forced!r} is not a scene of {library.root}; its scenes are "
+                                f"{', '.join(sorted(library.scenes))}")
+        elif forced:  # procedural backgrounds: the phrase itself
+            self.forced = scene_phrase(str(forced)) if not str(forced).startswith(("in ", "on ", "at ")) else forced
+
+    @classmethod
+    def from_cfg(cls, cfg, log=None) -> "BackdropChooser | None":
+        library = library_from_cfg(cfg, log)
+        forced = cfg.repaint.get("scene")
+        if library is None and not forced:
+            return None
+        return cls(library, SceneFit(minilm_embed(cfg.paths.get("cache_dir"))), forced)
+
+    def fingerprint(self) -> dict:
+        """What the layouts depend on: the forced scene and every photo's scene, size, horizon and light."""
+        photos = [] if self.library is None else sorted(
+            (str(p.path), p.scene, list(p.size), p.horizon, p.light) for p in self.library.photos)
+        return {"scene": self.forced, "photos": photos}
+
+    def apply(self, request: PlanRequest) -> PlanRequest:
+        """``request`` with its scenes fixed and, with photos, its photo and horizon."""
+        concepts = [c.name for c in request.concepts]
+        if self.library is None:
+            return replace(request, scenes=(self.forced,))
+        scenes = sorted(self.library.scenes)
+        ranked_scores = dict(self.fit.rank(concepts, scenes))
+        if self.forced:
+            scene, ranked = self.forced, [self.forced] + [s for s, _ in self.fit.rank(concepts, scenes)]
+        else:
+            scene, ranked = self.fit.choose(concepts, scenes, int(request.sample))
+        photos = self.library.scenes[scene]
+        turn = (stable_hash(f"{'+'.join(concepts)}/{scene}") + int(request.sample)) % len(photos)
+        photo = photos[turn]
+        horizon = canvas_horizon(photo, tuple(request.size))
+        phrases = [scene_phrase(s) for s in dict.fromkeys([scene, *ranked])][:3]
+        backdrop = {**photo.describe(), "chosen_by": "repaint.scene" if self.forced else "fit",
+                    "fit": ranked_scores.get(scene), "canvas_horizon": round(horizon, 4)}
+        return replace(request, scenes=tuple(phrases), backdrop=backdrop,
+                       horizon=min(max(horizon, HORIZON_RANGE[0]), HORIZON_RANGE[1]))
+
+
+__all__ = ["BackdropChooser", "find_scene", "HORIZON_RANGE"]

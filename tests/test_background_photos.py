@@ -1,0 +1,173 @@
+"""The user's background photos: scenes from folders and sidecars, bad photos one line each, horizon and
+light estimates, scenes chosen by meaning, and matched light in the classical backend."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from gen4gen.layout.scene_fit import SceneFit, minilm_embed
+from gen4gen.repaint import RepaintJob
+from gen4gen.repaint.classical import ClassicalInpainter
+from gen4gen.repaint.mask import repaint_mask
+from gen4gen.repaint.photo_crop import render_photo
+from gen4gen.repaint.photos import estimate_ground, estimate_light, scan, scene_phrase
+from tests.helpers.photos import sky_over_ground
+
+
+def test_any_folder_of_photos_with_bad_ones_one_line_each(tmp_path):
+    (tmp_path / "kitchen").mkdir()
+    Image.fromarray(sky_over_ground()).save(tmp_path / "kitchen" / "k1.jpg")
+    Image.fromarray(sky_over_ground()).convert("L").save(tmp_path / "kitchen" / "grey.png")  # used, in grey
+    Image.fromarray(sky_over_ground()).convert("CMYK").save(tmp_path / "kitchen" / "cmyk.jpg")  # converted
+    (tmp_path / "kitchen" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    Image.new("RGB", (40, 30)).save(tmp_path / "kitchen" / "tiny.png")
+    (tmp_path / "empty_scene").mkdir()
+    # a photo at the top level named by its caption sidecar, one whose JSON sidecar is nonsense
+    Image.fromarray(sky_over_ground(horizon=0.3)).save(tmp_path / "porch.jpg")
+    (tmp_path / "porch.txt").write_text("on grandma's porch at dusk\nmore words", "utf-8")
+    (tmp_path / "porch.json").write_text(json.dumps({"horizon": 0.55, "light": -0.5}), "utf-8")
+    Image.fromarray(sky_over_ground()).save(tmp_path / "kitchen" / "k2.jpg")
+    (tmp_path / "kitchen" / "k2.json").write_text('{"horizon": "high", "colour": 3}', "utf-8")
+    Image.fromarray(sky_over_ground()).save(tmp_path / "nameless.jpg")
+    lib = scan(tmp_path, max_pixels=70_000)  # the 320x240 photos are 76,800 px: "huge" for this run
+    by_name = {p.path.name for p in lib.photos}
+    assert by_name == set()  # every photo is over the limit, one line each
+    assert sum("(io.max_pixels)" in line for line in lib.problems) == 5  # and nameless.jpg has no scene
+
+    lib = scan(tmp_path)
+    assert {p.path.name for p in lib.photos} == {"k1.jpg", "grey.png", "cmyk.jpg", "k2.jpg", "porch.jpg"}
+    lines = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line for line in lib.problems}
+    assert "unreadable photo" in lines["broken.jpg"] and "below the minimum side of 64 px" in lines["tiny.png"]
+    assert "holds no photos" in lines["empty_scene"] and "no scene" in lines["nameless.jpg"]
+    assert "grayscale" in lines["grey.png"] and "CMYK photo: converted" in lines["cmyk.jpg"]
+    assert "sidecar ignored: horizon" in lines["k2.json"]
+    assert len(lib.problems) == 7  # one line per photo, folder or sidecar
+    porch = lib.by_path(tmp_path / "porch.jpg")
+    assert porch.scene == "on grandma's porch at dusk" and porch.phrase == "on grandma's porch at dusk"
+    assert (porch.horizon, porch.light, porch.estimated) == (0.55, -0.5, ())  # the sidecar wins
+    k2 = lib.by_path(tmp_path / "kitchen" / "k2.jpg")
+    assert k2.scene == "kitchen" and k2.estimated == ("horizon", "light")  # nonsense sidecar: estimated instead
+
+
+def test_horizon_and_light_estimated_from_the_photo():
+    for horizon in (0.3, 0.45, 0.62):
+        assert abs(estimate_ground(sky_over_ground(horizon=horizon)) - horizon) <= 0.03
+    flat = np.full((120, 160, 3), 128, np.uint8)
+    assert estimate_ground(flat) == 0.4  # no visible horizon: the default
+    assert estimate_light(sky_over_ground(light=1.0), 0.42) > 0.5
+    assert estimate_light(sky_over_ground(light=-1.0), 0.42) < -0.5
+    assert abs(estimate_light(sky_over_ground(), 0.42)) < 0.1
+
+
+def test_photo_crop_puts_its_horizon_on_the_layouts(tmp_path):
+    from gen4gen.repaint.photos import Backdrop
+
+    path = tmp_path / "field.png"
+    Image.fromarray(sky_over_ground(w=400, h=300, horizon=0.5)).save(path)
+    photo = Backdrop(path, "field", (400, 300), 0.5, 0.4)
+    img, ground, light = render_photo(photo, (128, 128), target=0.35, blur=0)
+    row = int(np.argmax(np.abs(np.diff(img[:, 64].astype(int).sum(-1)))))  # the sky / field edge
+    assert abs(ground - 0.35) < 0.02 and abs(row / 128 - 0.35) < 0.03 and light == 0.4
+    mirrored, _, light1 = render_photo(photo, (128, 128), target=0.35, variant=1, blur=0)
+    assert light1 == -0.4 and not np.array_equal(mirrored, img)  # another crop, mirrored light
+
+
+def test_scene_phrases_of_folder_names():
+    assert [scene_phrase(s) for s in ("kitchen", "my_living_room", "on_the_beach", "beach", "kitchen-table")] == \
+        ["in the kitchen", "in the living room", "on the beach", "at the beach", "on the kitchen table"]
+
+
+def test_scenes_fit_by_meaning(tmp_path, monkeypatch):
+    fit = SceneFit(minilm_embed(str(tmp_path)))
+    scenes = ["kitchen", "living_room", "beach", "garage", "moon_surface", "city_street"]
+    ranked = [s for s, _ in fit.rank(["cat", "mug"], scenes)]
+    assert set(ranked[:2]) == {"kitchen", "living_room"}  # a pet and tableware share real scenes
+    assert fit.rank(["astronaut"], scenes)[0][0] == "moon_surface"
+    assert fit.rank(["surfboard"], scenes)[0][0] == "beach"  # a name the tables do not know
+    assert fit.rank(["zorblax"], scenes)  # nonsense still gets scenes, never a refusal
+    assert list((tmp_path / "text_embeddings").rglob("*.npz"))  # embeddings are cached on disk
+    import gen4gen.encoders
+
+    def no_model(*a, **k):
+        raise AssertionError("a rerun must not load MiniLM")
+
+    monkeypatch.setattr(gen4gen.encoders, "MiniLM", no_model)
+    again = SceneFit(minilm_embed(str(tmp_path)))
+    assert again.rank(["cat", "mug"], scenes) == fit.rank(["cat", "mug"], scenes)  # from the cache, no model
+
+
+def _job(bg, ground, light=0.0, box=(40, 30, 40, 60), size=128):
+    a = np.zeros((size, size), np.float32)
+    x, y, w, h = box
+    a[y:y + h, x:x + w] = 1.0
+    rgb = np.zeros((size, size, 3), np.uint8)
+    rgb[a > 0] = (200, 200, 200)
+    return RepaintJob(rgb, a, repaint_mask((a * 255).astype(np.uint8), blur=4), bg, ground=ground, light=light)
+
+
+def test_shadows_only_on_the_ground_and_away_from_the_light():
+    bg = np.full((128, 128, 3), 150, np.uint8)
+    ci = ClassicalInpainter(shadow=0.6, shadow_cast=0.3)
+    left = ci([_job(bg, 0.5, light=1.0)])[0].astype(int).sum(-1)  # light from the right: shadow to the left
+    right = ci([_job(bg, 0.5, light=-1.0)])[0].astype(int).sum(-1)
+    feet = slice(90, 96)
+    assert left[feet, 25:40].mean() < right[feet, 25:40].mean() - 15
+    assert right[feet, 80:95].mean() < left[feet, 80:95].mean() - 15
+    sky = ci([_job(bg, None)])[0]  # a background without ground: no shadow at all
+    assert np.array_equal(sky[(_job(bg, None).alpha == 0)], bg[(_job(bg, None).alpha == 0)])
+    high = ci([_job(bg, 0.95)])[0]  # feet above the ground line (on a wall): none either
+    assert np.array_equal(high[:120][_job(bg, 0.95).alpha[:120] == 0], bg[:120][_job(bg, 0.95).alpha[:120] == 0])
+
+
+def test_matched_light_moves_a_concept_toward_its_place_within_limits():
+    dark = np.full((128, 128, 3), 40, np.uint8)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(dark + rng.normal(0, 12, dark.shape), 0, 255).astype(np.uint8)
+    job = _job(noisy, 0.5)
+    inside = job.repaint == 0
+    plain = ClassicalInpainter(shadow=0)([job])[0].astype(float)
+    lit = ClassicalInpainter(shadow=0, match_light=0.5)([job])[0].astype(float)
+    grain = ClassicalInpainter(shadow=0, grain=True)([job])[0].astype(float)
+    assert np.array_equal(plain[inside], job.rgb[inside].astype(float))  # all off: exact
+    drop = plain[inside].mean() - lit[inside].mean()
+    assert 10 < drop < 50  # darker, by a limited share (at most 12 L units)
+    assert grain[inside].std() > 4 * max(plain[inside].std(), 0.5)  # the photo's noise, which the concept lacked
+
+
+def test_a_run_with_a_folder_of_photos_captions_the_photos_scene(tmp_path):
+    from gen4gen.artefacts import Captions
+    from gen4gen.paths import STAGE_DIRS
+    from gen4gen.stages import s2_compose, s3_repaint, s4_caption
+    from tests.conftest import make_cfg
+    from tests.helpers.trees import fake_s1
+
+    fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "mug": 1}})
+    bgs = tmp_path / "bg"
+    for scene in ("living_room", "kitchen", "beach"):
+        (bgs / scene).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(sky_over_ground(horizon=0.4 + 0.1 * k, seed=k)).save(bgs / scene / f"{k}.jpg")
+    (bgs / "beach" / "corrupt.jpg").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (bgs / "empty").mkdir()
+    over = ("compose.size=[160,128]", "compose.num_samples=3", f"repaint.backgrounds={bgs}",
+            "repaint.max_backgrounds=2")
+    assert s2_compose.run(make_cfg(tmp_path, "stage=s2", *over)).done == 3
+    s3 = s3_repaint.run(make_cfg(tmp_path, "stage=s3", *over))
+    assert (s3.done, s3.failed) == (6, 0)
+    assert s3.notes["background photos, folders or sidecars not used (one line each above)"] == 2
+    assert s4_caption.run(make_cfg(tmp_path, "stage=s4", *over)).done == 6
+    finals = sorted((tmp_path / "stages" / STAGE_DIRS["s3"]).glob("pets/*/*/meta.json"))
+    photos = set()
+    for meta_path in finals:
+        meta = json.loads(meta_path.read_text())
+        bg = meta["background"]
+        folder = bg["source"].split("/")[-2]
+        assert bg["kind"] == "photo" and bg["scene"] == folder and folder in ("kitchen", "living_room")
+        photos.add((meta_path.parent.parent.name, bg["source"]))
+        caps = Captions.load(tmp_path / "stages" / STAGE_DIRS["s4"] / meta_path.parent.relative_to(
+            tmp_path / "stages" / STAGE_DIRS["s3"]))
+        assert caps.detailed.rstrip(".").endswith(bg["phrase"]) or bg["phrase"] in caps.detailed
+        assert bg["phrase"] == "in the " + folder.replace("_", " ")
+    assert len(photos) == 6  # the two variants of a composition use different photos

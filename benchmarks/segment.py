@@ -170,14 +170,17 @@ def pairs(folder: Path) -> dict[str, list[tuple[str, Path, Path]]]:
     return out
 
 
-def set_row(label: str, concepts: dict, truths: dict, workers: int, *overrides: str) -> tuple[dict, dict]:
+def set_rows(label: str, concepts: dict, refs: dict[str, dict], workers: int, *overrides: str) -> dict:
+    """One stage run over a set, one row per reference (``{ref name: {photo: truth}}``); the metas."""
     masks, metas, wall, cpu = stage_masks(concepts, workers, *overrides)
-    scores = {n: iou(masks[n], t) for n, t in truths.items() if n in masks}
-    v = np.array(list(scores.values()))
-    worst = min(scores, key=scores.get)
-    print(f"| {label} | {len(v)} | {v.mean():.4f} | {v.min():.3f} ({worst}) | {(v < 0.85).sum()}/{len(v)} | "
-          f"{len(v) / wall:.2f} | {cpu / len(v):.3f} | {2 * len(v) / cpu:.2f} |", flush=True)
-    return scores, metas
+    for ref, truths in refs.items():
+        scores = {n: iou(masks[n], t) for n, t in truths.items() if n in masks}
+        v = np.array(list(scores.values()))
+        worst = min(scores, key=scores.get)
+        print(f"| {label}{f' vs {ref}' if ref else ''} | {len(v)} | {v.mean():.4f} | {v.min():.3f} ({worst}) | "
+              f"{(v < 0.85).sum()}/{len(v)} | {len(v) / wall:.2f} | {cpu / len(v):.3f} | {2 * len(v) / cpu:.2f} |",
+              flush=True)
+    return metas
 
 
 def stage_sets(args, pasted: list) -> None:
@@ -186,11 +189,11 @@ def stage_sets(args, pasted: list) -> None:
     print(f"\nwhole stage, {' '.join(over) or 'defaults'}, {args.workers} workers")
     print("| set | photos | mean IoU | worst | < 0.85 | img/s (wall) | cpu s/img | img/s (2 free cores) |")
     print("|---|---|---|---|---|---|---|---|")
-    concepts, truths = {}, {}
+    concepts = {}
     for c in pasted:
         concepts.setdefault(c.subject, []).append((c.name, c.rgb))
-        truths[c.name] = c.truth.astype(np.float32)
-    set_row("pasted (84, 21 concepts of 4)", concepts, truths, args.workers, *over)
+    set_rows("pasted (21 concepts of 4)", concepts, {"": {c.name: c.truth.astype(np.float32) for c in pasted}},
+             args.workers, *over)
     metas = {}
     for s, refs in SETS:
         root = SHARED / "segmentation" / s
@@ -199,15 +202,21 @@ def stage_sets(args, pasted: list) -> None:
         concepts = {}
         for p in photos:
             concepts.setdefault(group(p), []).append((p.stem, p))
-        for r in refs:
-            truths = {p.stem: read_image(root / r / f"{p.stem}.png", mode="L").astype(np.float32) / 255 for p in photos}
-            _, m = set_row(f"{s} vs {r}", concepts, truths, args.workers, *over)
-            metas.update({f"segmentation/{s}/images/{p.name}": m[p.stem] for p in photos if p.stem in m})
+        truths = {r: {p.stem: read_image(root / r / f"{p.stem}.png", mode="L").astype(np.float32) / 255
+                      for p in photos} for r in refs}
+        m = set_rows(s, concepts, truths, args.workers, *over)
+        metas.update({f"segmentation/{s}/images/{p.name}": m[p.stem] for p in photos if p.stem in m})
     for folder in args.pairs:
-        found = pairs(Path(folder))
-        concepts = {c: [(n, im) for n, im, _ in items] for c, items in found.items()}
-        truths = {n: (read_image(m, mode="L") >= 128).astype(np.float32) for items in found.values() for n, _, m in items}
-        _, m = set_row(f"{Path(folder).name} (hand-made masks)", concepts, truths, args.workers, *over)
+        found, truths = pairs(Path(folder)), {}
+        for items in found.values():
+            for n, im, m in items:
+                try:
+                    truths[n] = (read_image(m, mode="L") >= 128).astype(np.float32)
+                except Exception as e:  # noqa: BLE001 - one bad mask is one line, the set goes on
+                    print(f"  {m}: unreadable mask ({e}), left out")
+        found = {c: [it for it in items if it[0] in truths] for c, items in found.items()}
+        concepts = {c: [(n, im) for n, im, _ in items] for c, items in found.items() if items}
+        m = set_rows(f"{Path(folder).name} (hand-made masks)", concepts, {"": truths}, args.workers, *over)
         for items in found.values():
             for n, im, _ in items:
                 if n in m:
@@ -226,6 +235,7 @@ def flag_scores(metas: dict) -> None:
     print(f"\nflags on {len(seen)} labelled photos ({sum(v == 'one' for v in seen.values())} one subject, "
           f"{sum(v == 'two' for v in seen.values())} two objects, {sum(v == 'closeup' for v in seen.values())} close-up)")
     for flag, label, fired in (("multiple_objects", "two", lambda m: bool(m.get("multiple_objects"))),
+                               ("two large parts (the flag before)", "two", lambda m: len(m.get("parts", [])) > 1),
                                ("cut_edges", "closeup", lambda m: bool(m.get("cut_edges"))),
                                ("touches_border", "closeup", lambda m: "touches_border" in m.get("flags", []))):
         tp = [p for p, lab in seen.items() if lab == label and fired(metas[p])]

@@ -10,8 +10,8 @@ subject, and foreground colours with no trace of the old background.
   colour there pastes ``B``, the old background. F is estimated by blur fusion (Forte & Pitié, "Approximate
   fast foreground colour estimation", ICIP 2021): two passes of box-filter means of F and B, a few
   milliseconds per megapixel and no start-up cost, where pymatting's multi-level solver needs seconds and
-  numba's JIT. Opaque pixels keep the photo's colour exactly; transparent ones get the nearby foreground
-  colour, so a later resize that does not premultiply bleeds no background either.
+  numba's JIT. Opaque pixels keep the photo's colour exactly; transparent ones beside the edge get the
+  nearby foreground colour, so a later resize that does not premultiply bleeds no background either.
 """
 from __future__ import annotations
 
@@ -75,34 +75,41 @@ def fill_translucent(mask: np.ndarray, depth: float = 0.02) -> tuple[np.ndarray,
     return out, round(float(fill.mean()), 5), False
 
 
-def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, work: int = 1024) -> np.ndarray:
     """Foreground colours (HxWx3 uint8) for a photo and its soft alpha, by two-pass blur fusion; opaque
-    pixels keep the photo's colour."""
+    pixels keep the photo's colour. The blurred means are smooth, so they are computed with the long side at
+    most ``work`` px and upsampled; the last step (the photo's own detail) is taken at full resolution."""
     h, w = alpha.shape
-    ys, xs = np.nonzero(alpha > 0)
     out = rgb.copy()
-    if not len(xs):
+    if not (alpha < 1.0).any() or not (alpha > 0).any():
         return out
-    # the paper's radii (90, 6 px) for ~1 MP photos; a larger photo's soft edge (a map upsampled from 320 px)
-    # is wider in pixels, so they grow with it; a smaller photo keeps them (they must reach past the edge)
-    grow = max(1.0, max(h, w) / 1024)
-    big, small = round(90 * grow) | 1, round(6 * grow) | 1
-    pad = big
-    y0, y1, x0, x1 = max(0, ys.min() - pad), min(h, ys.max() + 1 + pad), max(0, xs.min() - pad), min(w, xs.max() + 1 + pad)
-    image = rgb[y0:y1, x0:x1].astype(np.float32) / 255.0
-    a = alpha[y0:y1, x0:x1].astype(np.float32)[..., None]
-    f, b = _blur_fusion(image, image, image, a, big)
-    f, _ = _blur_fusion(image, f, b, a, small)
-    fg = (f * 255.0 + 0.5).astype(np.uint8)
-    region = out[y0:y1, x0:x1]
-    out[y0:y1, x0:x1] = np.where(a >= 1.0, region, fg)
+    s = min(1.0, work / max(h, w))
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    image = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    a = cv2.resize(alpha.astype(np.float32), size, interpolation=cv2.INTER_AREA)[..., None]
+    f, b = _blur_fusion(image, image, image, a, 91)  # the paper's radii, at about 1 MP
+    fg, bg = _means(f, b, a, 7)
+    if s < 1.0:
+        fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR)
+        bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+    # the soft edge, and the transparent pixels right beside it (a resize that does not premultiply, as s2's,
+    # mixes those into the edge); transparent pixels further out keep the photo's colour, unseen
+    near = cv2.dilate((alpha > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    ys, xs = np.nonzero(near & (alpha < 1.0))
+    i, al = rgb[ys, xs].astype(np.float32) / 255.0, alpha[ys, xs, None].astype(np.float32)
+    f_soft, b_soft = fg[ys, xs], bg[ys, xs]
+    est = np.clip(f_soft + al * (i - al * f_soft - (1 - al) * b_soft), 0.0, 1.0)
+    out[ys, xs] = (est * 255.0 + 0.5).astype(np.uint8)
     return out
 
 
-def _blur_fusion(image, f, b, a, r):
+def _means(f, b, a, r):
+    """Alpha-weighted local means of the foreground and background colours (box of side ``r``)."""
     blur = lambda x: cv2.blur(x, (r, r))  # noqa: E731
     ba = blur(a[..., 0])[..., None]
-    bf = blur(f * a) / (ba + 1e-5)
-    bb = blur(b * (1 - a)) / ((1 - ba) + 1e-5)
-    f = np.clip(bf + a * (image - a * bf - (1 - a) * bb), 0.0, 1.0)
-    return f, bb
+    return blur(f * a) / (ba + 1e-5), blur(b * (1 - a)) / ((1 - ba) + 1e-5)
+
+
+def _blur_fusion(image, f, b, a, r):
+    bf, bb = _means(f, b, a, r)
+    return np.clip(bf + a * (image - a * bf - (1 - a) * bb), 0.0, 1.0), bb

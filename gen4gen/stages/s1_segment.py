@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gen4gen.artefacts import S1Meta
 from gen4gen.config_check import build_backend
-from gen4gen.console import Summary
+from gen4gen.console import Summary, progress
 from gen4gen.device import usable_cores
 from gen4gen.errors import UserError
 from gen4gen.hashing import file_fingerprint, shard_key
@@ -211,8 +211,16 @@ class SegmentStage:
         _ = self.segmenter  # load weights before the threads start (and fail once, clearly)
         concepts = sorted({concept_of(it.id) for it in pending})
         photos = [it for c in concepts for it in self._concepts.get(c, [])]
-        with ThreadPoolExecutor(max(1, self.workers)) as pool:
-            firsts = list(pool.map(self._first_pass, photos))
+        with progress() as bar, ThreadPoolExecutor(max(1, self.workers)) as pool:
+            task = bar.add_task("s1 first pass (whole concepts)", total=len(photos))
+
+            def first(it: Item) -> tuple | None:
+                try:
+                    return self._first_pass(it)
+                finally:
+                    bar.advance(task)
+
+            firsts = list(pool.map(first, photos))
         self._first = {it.id: f for it, f in zip(photos, firsts) if f is not None}
         for c in concepts:
             group = {it.id: self._first[it.id][1] for it in self._concepts.get(c, []) if it.id in self._first}
@@ -251,6 +259,9 @@ class SegmentStage:
         rgb = read_image(item.data["path"], max_pixels=int(self.cfg.io.max_pixels), min_side=int(self.cfg.io.min_side))
         (kind, first, first_info), objects = self._first.pop(item.id, None) or self._first_of(rgb)
         focus = objects.focus() if self.keep == "concept" else objects.focus_all()
+        # zoom on the chosen subject when another object was dropped; else on everything the first pass
+        # found, or on the objects without far specks when those make the crop too large to gain anything
+        zoom_on = (focus,) if self.keep == "concept" and not all(objects.kept) else (None, objects.focus_all())
         rounds, current = [], rgb
         shutil.rmtree(out.path("rounds"), ignore_errors=True)  # an earlier run's rounds (maybe more of them)
         for k in range(self.rounds):
@@ -258,7 +269,7 @@ class SegmentStage:
             if k:
                 mask, info = self._segment(current)
             elif kind == "coarse":
-                mask, info = self.segmenter.segment(rgb, coarse=first.astype(np.float32), focus=focus)
+                mask, info = self.segmenter.segment(rgb, coarse=first.astype(np.float32), focus=zoom_on)
                 mask = np.clip(mask, 0.0, 1.0).astype(np.float32)
             else:
                 mask, info = read_image_bytes(first), first_info

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -228,7 +229,7 @@ class SegmentStage:
                 continue  # one photo, or no photo with a second object: nothing to choose
             for pid, objects in group.items():
                 if objects.features is None and objects.count:
-                    objects.features = features(self.encoder, read_image(self._path(pid)), objects)
+                    objects.features = features(self.encoder, self._read(self._path(pid)), objects)
             choose(group)
 
     def _path(self, item_id: str) -> str:
@@ -238,9 +239,7 @@ class SegmentStage:
         """(the backend's first pass: its coarse map or its whole mask and info, the photo's objects);
         None for a photo that cannot be read (``process`` reports it)."""
         try:
-            rgb = read_image(item.data["path"], max_pixels=int(self.cfg.io.max_pixels),
-                             min_side=int(self.cfg.io.min_side))
-            return self._first_of(rgb)
+            return self._first_of(self._read(item.data["path"]))
         except Exception:  # noqa: BLE001 - the item's own run reports why
             return None
 
@@ -255,8 +254,11 @@ class SegmentStage:
             first, soft = ("mask", png_bytes(_u8(mask), zlib.Z_RLE), info), mask
         return first, find_objects(analysis_map(soft, w, h), rgb, _LazyEncoder(self))
 
+    def _read(self, path: str) -> np.ndarray:
+        return read_image(path, max_pixels=int(self.cfg.io.max_pixels), min_side=int(self.cfg.io.min_side))
+
     def process(self, item: Item, out: ItemWriter, rng: np.random.Generator) -> dict:
-        rgb = read_image(item.data["path"], max_pixels=int(self.cfg.io.max_pixels), min_side=int(self.cfg.io.min_side))
+        rgb = self._read(item.data["path"])
         (kind, first, first_info), objects = self._first.pop(item.id, None) or self._first_of(rgb)
         focus = objects.focus() if self.keep == "concept" else objects.focus_all()
         # zoom on the chosen subject when another object was dropped; else on everything the first pass
@@ -355,8 +357,7 @@ def image_features(name: str, device: str):
 
 
 def read_image_bytes(data: bytes) -> np.ndarray:
-    import cv2
-
+    """A mask kept as PNG bytes (``png_bytes``), back as HxW float32 in [0, 1]."""
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
 
 

@@ -77,7 +77,7 @@ def find_objects(soft: np.ndarray, rgb: np.ndarray | None = None, encoder=None) 
     n, comp, stats, _ = cv2.connectedComponentsWithStats(hard, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
     if not len(areas):
-        return PhotoObjects(np.zeros(hard.shape, np.int32), [])
+        return PhotoObjects(np.zeros(hard.shape, np.int16), [])
     least = max(PART_OF_LARGEST * areas.max(), PART_OF_PHOTO * hard.size)
     large = [k + 1 for k in np.argsort(-areas, kind="stable") if areas[k] >= least]
     scale = float(np.sqrt(areas[[k - 1 for k in large]].sum()))
@@ -124,7 +124,7 @@ def _gaps(comp: np.ndarray, parts: list[int]) -> dict[tuple[int, int], float]:
 def _relabel(comp: np.ndarray, large: list[int], root) -> np.ndarray:
     """Object ids 1..k by first appearance in ``large`` (largest part first); everything else 0."""
     ids: dict[int, int] = {}
-    lut = np.zeros(int(comp.max()) + 1, np.int32)
+    lut = np.zeros(int(comp.max()) + 1, np.int16)  # kept per photo until its item runs: small
     for k in large:
         lut[k] = ids.setdefault(root(k), len(ids) + 1)
     return lut[comp]

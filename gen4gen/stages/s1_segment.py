@@ -184,12 +184,13 @@ class SegmentStage:
             raise UserError(f"no source folder {self.source_dir}; put photos in <scene>/<concept>/<photo> there "
                             f"(see data/s0_source_images/README.md) or run `make examples`")
         items = discover_photos(self.source_dir, self.out_root)
+        prints: dict[str, list[str]] = {}
         for it in items:
             if it.error is None:
-                self._concepts.setdefault(concept_of(it.id), []).append(it)
+                prints.setdefault(concept_of(it.id), []).append(it.fingerprint)
         # a photo's cut-out depends on its concept's other photos: their fingerprints are part of its own
-        shared = {c: hashlib.blake2b("".join(sorted(it.fingerprint for it in its)).encode(), digest_size=12).hexdigest()
-                  for c, its in self._concepts.items()}
+        shared = {c: hashlib.blake2b("".join(sorted(fps)).encode(), digest_size=12).hexdigest()
+                  for c, fps in prints.items()}
         items = [replace(it, fingerprint=f"{it.fingerprint}+{shared[concept_of(it.id)]}") if it.error is None else it
                  for it in items]
         self._concepts = {}
@@ -231,6 +232,8 @@ class SegmentStage:
                 if objects.features is None and objects.count:
                     objects.features = features(self.encoder, self._read(self._path(pid)), objects)
             choose(group)
+        waiting = {it.id for it in pending}  # done photos were only references: their first passes can go
+        self._first = {k: v for k, v in self._first.items() if k in waiting}
 
     def _path(self, item_id: str) -> str:
         return next(it.data["path"] for it in self._concepts[concept_of(item_id)] if it.id == item_id)

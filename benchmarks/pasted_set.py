@@ -33,6 +33,11 @@ class Case:
     truth: np.ndarray  # HxW bool
     band: str
     plate: str  # the photo whose background it is pasted on
+    subject: str = ""  # the photo whose subject it is: a subject's four cases are one concept's photos
+    # the pasted subject's own colours and soft alpha (its box only, placed at ``at``): the exact foreground
+    fg: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+    at: tuple[int, int] = (0, 0)
 
 
 def band_name(lo: float, hi: float) -> str:
@@ -96,5 +101,6 @@ def build(shared: Path, seed: int = 0) -> list[Case]:
             truth = np.zeros((H, W), bool)
             truth[y:y + h, x:x + w] = a[..., 0] >= 0.5
             cases.append(Case(f"{name}_on_{subjects[j][0]}_{round(frac * 100)}", (out + 0.5).astype(np.uint8),
-                              truth, band_name(lo, hi), subjects[j][0]))
+                              truth, band_name(lo, hi), subjects[j][0], name,
+                              (f + 0.5).astype(np.uint8), a[..., 0].astype(np.float16), (x, y)))
     return cases

@@ -17,10 +17,19 @@ models): the pasted set's truth comes from such masks, so no backend is measured
 dog_01's tree stump, is a photo with a second object: flagged, and kept by ``segmenter.keep=all``).
 The ``stage`` rows time the whole s1 stage (PNG writing included) on the u2net set, zoom on (the default)
 and off.
+
+``--stage-sets``: the whole stage (its cross-photo subject choice, zoom and clean-up included) on every set,
+photos grouped into concepts as a user's folders would be: the pasted set's four cases of one subject are
+one concept, each u2net photo is its own, the pets are ``cat`` and ``dog``, and every ``--pairs DIR`` (any
+folder of image/mask pairs: ``DIR/images/<name>.*`` + ``DIR/masks/<name>.png``, or one sub-folder per concept
+in both) adds a set. Then the quality flags against ``benchmarks/flag_labels.csv`` (photos labelled by eye as
+one subject / two objects / close-up): precision and recall of ``multiple_objects`` for "two" and of
+``cut_edges`` for "close-up".
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -109,6 +118,164 @@ def stage_row(workers: int, *overrides: str) -> dict:
     return {"n": summary.done, "wall": wall, "cpu": cpu}
 
 
+def stage_masks(concepts: dict[str, list], workers: int, *overrides: str) -> tuple[dict, dict, float, float]:
+    """Run the whole s1 stage on ``{concept: [(name, path or rgb), ...]}`` (photos in memory are written as
+    PNGs first, untimed); the masks and metas by name, wall and CPU seconds."""
+    from hydra import compose, initialize_config_dir
+    from PIL import Image
+
+    from gen4gen.__main__ import conf_dir
+    from gen4gen.runner import run_stage
+    from gen4gen.stages.s1_segment import DIR_NAME, SegmentStage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        where = {}
+        for concept, photos in concepts.items():
+            folder = Path(tmp, "src", "set", concept)
+            folder.mkdir(parents=True)
+            for name, photo in photos:
+                if isinstance(photo, Path):
+                    (folder / f"{name}{photo.suffix}").symlink_to(photo)
+                else:
+                    Image.fromarray(photo).save(folder / f"{name}.png", compress_level=1)
+                where[name] = Path(tmp, "st", DIR_NAME, "set", concept, name)
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[f"paths.source_dir={tmp}/src", f"paths.stages_dir={tmp}/st",
+                                                           f"workers={workers}", *overrides])
+        stage = SegmentStage(cfg)
+        stage.prepare([])
+        t0, c0 = time.perf_counter(), time.process_time()
+        run_stage(stage, cfg)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        masks = {n: read_image(d / "mask.png", mode="L").astype(np.float32) / 255 for n, d in where.items()
+                 if (d / "meta.json").is_file()}
+        metas = {n: json.loads((d / "meta.json").read_text("utf-8")) for n, d in where.items() if n in masks}
+    return masks, metas, wall, cpu
+
+
+def pairs(folder: Path) -> dict[str, list[tuple[str, Path, Path]]]:
+    """``{concept: [(name, image, mask), ...]}`` of a folder of image/mask pairs (see the module's doc)."""
+    images, masks = folder / "images", folder / "masks"
+    out: dict[str, list] = {}
+    for p in sorted(images.rglob("*")):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        rel = p.relative_to(images).with_suffix("")
+        mask = next((m for m in (masks / rel.parent).glob(f"{rel.name}.*")), None)
+        if mask is None:
+            print(f"  {p}: no mask in {masks / rel.parent}, left out")
+            continue
+        concept = rel.parent.as_posix() if rel.parent.parts else rel.name
+        out.setdefault(concept.replace("/", "_"), []).append((rel.as_posix().replace("/", "_"), p, mask))
+    return out
+
+
+def set_rows(label: str, concepts: dict, refs: dict[str, dict], workers: int, *overrides: str) -> dict:
+    """One stage run over a set, one row per reference (``{ref name: {photo: truth}}``); the metas."""
+    masks, metas, wall, cpu = stage_masks(concepts, workers, *overrides)
+    for ref, truths in refs.items():
+        scores = {n: iou(masks[n], t) for n, t in truths.items() if n in masks}
+        v = np.array(list(scores.values()))
+        worst = min(scores, key=scores.get)
+        print(f"| {label}{f' vs {ref}' if ref else ''} | {len(v)} | {v.mean():.4f} | {v.min():.3f} ({worst}) | "
+              f"{(v < 0.85).sum()}/{len(v)} | {len(v) / wall:.2f} | {cpu / len(v):.3f} | {2 * len(v) / cpu:.2f} |",
+              flush=True)
+    return metas
+
+
+def stage_sets(args, pasted: list) -> None:
+    """The whole stage's IoU and speed per set, then its flags against the labelled photos."""
+    over = args.stage_overrides.split()
+    print(f"\nwhole stage, {' '.join(over) or 'defaults'}, {args.workers} workers")
+    print("| set | photos | mean IoU | worst | < 0.85 | img/s (wall) | cpu s/img | img/s (2 free cores) |")
+    print("|---|---|---|---|---|---|---|---|")
+    concepts = {}
+    for c in pasted:
+        concepts.setdefault(c.subject, []).append((c.name, c.rgb))
+    set_rows("pasted (21 concepts of 4)", concepts, {"": {c.name: c.truth.astype(np.float32) for c in pasted}},
+             args.workers, *over)
+    metas = {}
+    for s, refs in SETS:
+        root = SHARED / "segmentation" / s
+        photos = sorted((root / "images").iterdir())
+        group = (lambda p: p.stem) if s == "u2net" else (lambda p: p.stem.split("_")[0])
+        concepts = {}
+        for p in photos:
+            concepts.setdefault(group(p), []).append((p.stem, p))
+        truths = {r: {p.stem: read_image(root / r / f"{p.stem}.png", mode="L").astype(np.float32) / 255
+                      for p in photos} for r in refs}
+        m = set_rows(s, concepts, truths, args.workers, *over)
+        metas.update({f"segmentation/{s}/images/{p.name}": m[p.stem] for p in photos if p.stem in m})
+    for folder in args.pairs:
+        found, truths = pairs(Path(folder)), {}
+        for items in found.values():
+            for n, im, m in items:
+                try:
+                    truths[n] = (read_image(m, mode="L") >= 128).astype(np.float32)
+                except Exception as e:  # noqa: BLE001 - one bad mask is one line, the set goes on
+                    print(f"  {m}: unreadable mask ({e}), left out")
+        found = {c: [it for it in items if it[0] in truths] for c, items in found.items()}
+        concepts = {c: [(n, im) for n, im, _ in items] for c, items in found.items() if items}
+        m = set_rows(f"{Path(folder).name} (hand-made masks)", concepts, {"": truths}, args.workers, *over)
+        for items in found.values():
+            for n, im, _ in items:
+                if n in m:
+                    metas[f"handmasks/{Path(folder).name}/{im.relative_to(Path(folder)).as_posix()}"] = m[n]
+    flag_scores(metas)
+
+
+def flag_scores(metas: dict) -> None:
+    """Precision and recall of the flags on the labelled photos that were run."""
+    labels = {}
+    for line in (ROOT / "benchmarks" / "flag_labels.csv").read_text("utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            photo, label = line.rsplit(",", 1)
+            labels[photo.strip()] = label.strip()
+    seen = {p: lab for p, lab in labels.items() if p in metas}
+    print(f"\nflags on {len(seen)} labelled photos ({sum(v == 'one' for v in seen.values())} one subject, "
+          f"{sum(v == 'two' for v in seen.values())} two objects, {sum(v == 'closeup' for v in seen.values())} close-up)")
+    for flag, label, fired in (("multiple_objects", "two", lambda m: bool(m.get("multiple_objects"))),
+                               ("two large parts (the flag before)", "two", lambda m: len(m.get("parts", [])) > 1),
+                               ("cut_edges", "closeup", lambda m: bool(m.get("cut_edges"))),
+                               ("touches_border", "closeup", lambda m: "touches_border" in m.get("flags", []))):
+        tp = [p for p, lab in seen.items() if lab == label and fired(metas[p])]
+        fp = [p for p, lab in seen.items() if lab != label and fired(metas[p])]
+        fn = [p for p, lab in seen.items() if lab == label and not fired(metas[p])]
+        prec = len(tp) / max(1, len(tp) + len(fp))
+        rec = len(tp) / max(1, len(tp) + len(fn))
+        print(f"  {flag} for '{label}': precision {prec:.2f} ({len(tp)}/{len(tp) + len(fp)}), recall {rec:.2f} "
+              f"({len(tp)}/{len(tp) + len(fn)}); wrongly fired: {', '.join(Path(p).parent.name + '/' + Path(p).stem for p in fp) or '-'}; "
+              f"missed: {', '.join(Path(p).parent.name + '/' + Path(p).stem for p in fn) or '-'}")
+
+
+def edge_colour(pasted: list) -> None:
+    """How far the cut-out's colours in the soft edge are from the pasted subject's own colours, given the
+    exact alpha: the photo's colours (the plate mixed in) vs the estimated foreground. The subject's own edge
+    colours are themselves mixed with its first photo's background, so this truth is not a pure foreground:
+    an estimator that removes every background is marked down for removing that one too."""
+    from gen4gen.segment.cutout import estimate_foreground
+
+    before, after, t = [], [], 0.0
+    for c in pasted:
+        x, y = c.at
+        h, w = c.alpha.shape
+        alpha = np.zeros(c.truth.shape, np.float32)
+        alpha[y:y + h, x:x + w] = c.alpha
+        alpha = (alpha * 255 + 0.5).astype(np.uint8) / 255.0  # as s1 writes it
+        t0 = time.process_time()
+        est = estimate_foreground(c.rgb, alpha)
+        t += time.process_time() - t0
+        a = alpha[y:y + h, x:x + w]
+        band = (a > 0.05) & (a < 0.95)
+        true = c.fg[band].astype(np.float32)
+        before.append(np.linalg.norm(c.rgb[y:y + h, x:x + w][band].astype(np.float32) - true, axis=1).mean())
+        after.append(np.linalg.norm(est[y:y + h, x:x + w][band].astype(np.float32) - true, axis=1).mean())
+    print(f"edge colour (pasted set, exact alpha, soft band 0.05-0.95, mean RGB distance to the subject's own "
+          f"colours): photo {np.mean(before):.1f}, estimated foreground {np.mean(after):.1f} "
+          f"(photos better: {sum(b > a for b, a in zip(before, after))}/{len(before)}; "
+          f"{1000 * t / len(pasted):.0f} ms CPU per 1024 px photo)")
+
+
 def reference_agreement() -> tuple[float, float, str]:
     """Mean and worst IoU of the u2net set's two reference masks (U²-Net-p vs U²-Net), and the worst photo."""
     root = SHARED / "segmentation" / "u2net"
@@ -136,12 +303,22 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-stage", action="store_true", help="skip the end-to-end stage row")
     ap.add_argument("--plates", action="store_true", help="pasted-set IoU per background photo, per backend")
+    ap.add_argument("--stage-sets", action="store_true", help="the whole stage on every set, and its flags")
+    ap.add_argument("--stage-overrides", default="", help="config overrides for --stage-sets, space-separated")
+    ap.add_argument("--pairs", action="append", default=[], help="a folder of image/mask pairs (repeatable)")
+    ap.add_argument("--edge-colour", action="store_true", help="foreground estimation on the pasted set's soft edges")
     args = ap.parse_args()
     if not (SHARED / "segmentation").is_dir():
         sys.exit(f"shared data not found at {SHARED} (set GEN4GEN_SHARED_DATA)")
     mean, worst, photo = reference_agreement()
     print(f"reference masks agree (u2net set, U²-Net-p vs U²-Net): mean IoU {mean:.4f}, worst {worst:.3f} ({photo})")
     pasted = build(SHARED)
+    if args.edge_colour:
+        edge_colour(pasted)
+        return
+    if args.stage_sets:
+        stage_sets(args, pasted)
+        return
     bands = [band_name(*b) for b in BANDS]
     cols = [f"{s} vs {r}" for s, refs in SETS for r in refs] + [f"pasted {b}" for b in bands] + \
         ["pasted all", "pasted worst", "pasted < 0.85"]

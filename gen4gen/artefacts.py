@@ -204,6 +204,24 @@ class StageMeta(Artefact):
         return f"{self.config_hash}:{self.fingerprint}"
 
 
+def _edge(v: str) -> str:
+    if v not in ("top", "bottom", "left", "right"):
+        raise ValueError(f"expected top, bottom, left or right, got {_kind(v)}")
+    return v
+
+
+Edge = Annotated[StrictStr, AfterValidator(_edge)]
+Fraction = Annotated[Number, Field(ge=0, le=1)]
+
+
+class S1Object(Record):
+    """One separate object of a photo: its area, its similarity to the concept's other photos (None when
+    there was nothing to compare) and whether it is the concept (dropped unless ``keep`` is all/largest)."""
+    area_fraction: Fraction
+    concept_score: Number | None = None
+    concept: Annotated[bool, Field(strict=True)] = True
+
+
 class S1Meta(StageMeta):
     scene: Name
     concept: Name
@@ -211,8 +229,10 @@ class S1Meta(StageMeta):
     size: Size | None = None
     bbox_xyxy: Box | None = None
     flags: list[StrictStr] = Field(default_factory=list)
-    # the edges of the photo that cut the subject off (s2 places it as a close-up entering from there)
-    cut_edges: list[Literal["top", "bottom", "left", "right"]] = Field(default_factory=list)
+    # the edges of the photo that cut the subject (a close-up), and the share of its outline along each edge
+    cut_edges: list[Edge] = Field(default_factory=list)
+    cut_outline: dict[Edge, Fraction] = Field(default_factory=dict)
+    objects: list[S1Object] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _bbox_inside(self):

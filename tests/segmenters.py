@@ -28,3 +28,20 @@ def search_path(tmp_path: Path) -> str:
     d.mkdir(parents=True, exist_ok=True)
     (d / "darkness.yaml").write_text("_target_: tests.segmenters.Darkness\nsleep: 0.0\n")
     return f"hydra.searchpath=[file://{d.parent}]"
+
+
+class NotWhite:
+    """Mask = every pixel that is not pure white: subjects pasted on white give their exact masks."""
+
+    name = "notwhite"
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        return (rgb.min(-1) < 250).astype(np.float32)
+
+
+def notwhite_path(tmp_path: Path) -> str:
+    """``segmenter=notwhite`` on ``hydra.searchpath`` (beside ``darkness``)."""
+    d = tmp_path / "extra_conf" / "segmenter"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "notwhite.yaml").write_text("_target_: tests.segmenters.NotWhite\n")
+    return search_path(tmp_path)

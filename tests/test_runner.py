@@ -94,16 +94,18 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_output(tmp_path):
 
 def test_interrupted_in_process_run_resumes_and_skips_done_items(tmp_path, monkeypatch):
     photos(tmp_path / "src", 6)
-    ref = s1_cfg(tmp_path, "ref")
+    # two rounds: s1's prepare segments every photo once (its concept's choice needs them all), then each
+    # item segments its second round in process(), where the interruption comes
+    ref = s1_cfg(tmp_path, "ref", "segment.rounds=2")
     run_stage(SegmentStage(ref), ref)
-    cfg = s1_cfg(tmp_path, "run", "workers=1")
+    cfg = s1_cfg(tmp_path, "run", "workers=1", "segment.rounds=2")
     calls = []
     real = Darkness.__call__
 
     def dies_on_third(self, rgb):
         calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # Ctrl-C in the middle of an item
+        if len(calls) == 6 + 3:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the third item
         return real(self, rgb)
 
     monkeypatch.setattr(Darkness, "__call__", dies_on_third)
@@ -118,7 +120,7 @@ def test_interrupted_in_process_run_resumes_and_skips_done_items(tmp_path, monke
     assert snapshot(s1_out(cfg)) == snapshot(s1_out(ref))
     # a third run does nothing; a changed config redoes everything
     assert run_stage(SegmentStage(cfg), cfg).skipped == 6
-    changed = s1_cfg(tmp_path, "run", "workers=1", "io.min_side=8")
+    changed = s1_cfg(tmp_path, "run", "workers=1", "segment.rounds=2", "io.min_side=8")
     assert run_stage(SegmentStage(changed), changed).done == 6
 
 

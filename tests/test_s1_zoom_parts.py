@@ -63,6 +63,22 @@ def test_zoom_beats_the_single_pass_on_a_small_thin_subject():
     assert zoomed >= 0.97 and zoomed >= single + 0.04, (single, zoomed)  # measured: 0.918 -> 0.985
 
 
+def test_the_zoom_crop_is_taken_around_the_chosen_subject_only():
+    img, truth = small_spider()
+    img[850:950, 300:400] = (40, 40, 200)  # a second object, apart from the spider
+    seg = _u2netp(zoom=0.5)
+    coarse = seg.coarse(img)
+    both = seg.segment(img, coarse=coarse)[1]["zoom_xyxy"]
+    assert both[0] <= 300 and both[3] >= 950  # around every salient pixel: the spider and the block
+    focus = cv2.resize(coarse, (1600, 1200)) >= 0.5
+    focus[800:] = False  # s1 chose the spider (gen4gen.segment.objects)
+    mask, info = seg.segment(img, coarse=coarse, focus=(focus,))
+    x0, y0, x1, y1 = info["zoom_xyxy"]
+    ys, xs = np.nonzero(truth)
+    assert x0 < xs.min() and y0 < ys.min() and x1 > xs.max() and y1 > ys.max() and y1 < 850 and x0 > 400
+    assert _iou(mask * (np.arange(1200)[:, None] < 800), truth) >= 0.97
+
+
 def test_zoom_crop_is_at_least_the_model_input_and_skips_what_gains_nothing():
     seg = _u2netp(zoom=0.5)
     sal = np.zeros((320, 320), np.float32)
@@ -70,6 +86,10 @@ def test_zoom_crop_is_at_least_the_model_input_and_skips_what_gains_nothing():
     x0, y0, x1, y1 = seg._zoom_crop(sal, 400, 300)  # the photo is barely larger than the model's input
     assert (x1 - x0, y1 - y0) == (320, 300)  # grown to the input size, kept inside the photo
     assert seg._zoom_crop(sal, 320, 320) is None  # that crop would be the whole photo again
+    # a crop must magnify at least zoom_min_gain (1.05 by default): 1.12x passes it, 1.02x does not
+    assert _u2netp(zoom=0.5)._zoom_crop(sal, 400, 300) is not None
+    assert _u2netp(zoom=0.5)._zoom_crop(sal, 330, 320) is None
+    assert _u2netp(zoom=0.5, zoom_min_gain=1.25)._zoom_crop(sal, 400, 300) is None
     assert _u2netp(zoom=0.0)._zoom_crop(sal, 4000, 3000) is None
     with pytest.raises(UserError, match="zoom"):
         _u2netp(zoom=1.5)
@@ -113,7 +133,9 @@ def test_a_second_object_is_flagged_with_its_area_and_kept_by_default(tmp_path, 
     assert s1_segment.run(cfg_factory(search_path(tmp_path), "stage=s1", "segmenter=darkness")).done == 2
     item = tmp_path / "stages" / OUT / "s" / "c"
     meta = json.loads((item / "two" / "meta.json").read_text("utf-8"))
-    assert meta["multiple_objects"] is True and "multiple_objects" in meta["flags"] and meta["keep"] == "all"
+    assert meta["multiple_objects"] is True and "multiple_objects" in meta["flags"] and meta["keep"] == "concept"
+    # both black discs look like the concept's other photo's: both kept, and the photo is ambiguous
+    assert [o["concept"] for o in meta["objects"]] == [True, True] and "ambiguous" in meta["flags"]
     hard = img[..., 0] < 128
     big, small = hard[:, :150].sum() / hard.size, hard[:, 150:].sum() / hard.size
     assert meta["parts"] == pytest.approx([big, small], abs=1e-4)

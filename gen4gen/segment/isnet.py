@@ -25,7 +25,7 @@ class ISNet(OnnxSaliency):
     def __init__(self, model_path: str | None = None, size: int = 1024, mean=(0.5, 0.5, 0.5),
                  std=(1.0, 1.0, 1.0), scale: str = "255", flip_tta: bool = False, refine: str = "none",
                  pad: float = 0.0, threads: int = 0, zoom: float = 0.5,
-                 zoom_margin: float = 0.25):
+                 zoom_margin: float = 0.25, zoom_min_gain: float = 1.05):
         if not model_path:
             raise UserError("segmenter=isnet needs a checkpoint: segmenter.model_path=/path/to/isnet.onnx; "
                             "no IS-Net weights ship with gen4gen. " + EXPORT_HINT)
@@ -35,4 +35,4 @@ class ISNet(OnnxSaliency):
                             + EXPORT_HINT)
         super().__init__(path, size=size, mean=mean, std=std, scale=scale, flip_tta=flip_tta,
                          refine=refine, pad=pad, threads=threads,
-                         zoom=zoom, zoom_margin=zoom_margin)
+                         zoom=zoom, zoom_margin=zoom_margin, zoom_min_gain=zoom_min_gain)

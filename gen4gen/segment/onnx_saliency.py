@@ -8,6 +8,10 @@ frame about 70 px of its input. When the first pass's box covers less than ``zoo
 photo is cropped around that box (plus ``zoom_margin`` of the box's long side on every side, for context,
 and at least the model's input size: zooming past the photo's own pixels only blurs), the crop is segmented at the model's full resolution and placed back; outside the crop the first pass,
 whose mask lies wholly inside it, is kept. A box at least ``zoom`` of the photo runs the single pass only.
+s1 passes ``focus`` (see ``gen4gen.segment.objects``): when a second object was dropped, the crop is taken
+around the chosen subject only; otherwise around the whole first pass, or, when stray specks far from the
+subject make that crop too large to gain anything, around the subject without them. A crop that
+magnifies less than ``zoom_min_gain`` (linear) would redraw the same mask at about the same detail: skipped.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ class OnnxSaliency:
 
     def __init__(self, model_path: str | Path, size: int = 320, mean=(0.485, 0.456, 0.406),
                  std=(0.229, 0.224, 0.225), scale: str = "max", flip_tta: bool = False, refine: str = "none",
-                 pad: float = 0.0, threads: int = 0, zoom: float = 0.5, zoom_margin: float = 0.25):
+                 pad: float = 0.0, threads: int = 0, zoom: float = 0.5, zoom_margin: float = 0.25,
+                 zoom_min_gain: float = 1.05):
         import onnxruntime as ort
 
         path = Path(model_path).expanduser()
@@ -65,6 +70,9 @@ class OnnxSaliency:
                             f"got zoom={zoom}, zoom_margin={zoom_margin}")
         self.zoom = float(zoom)
         self.zoom_margin = float(zoom_margin)
+        if zoom_min_gain < 1.0:
+            raise UserError(f"{self.name}: zoom_min_gain is a linear magnification >= 1, got {zoom_min_gain}")
+        self.zoom_min_gain = float(zoom_min_gain)
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         h, w = self.size
@@ -89,11 +97,20 @@ class OnnxSaliency:
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         return self.segment(rgb)[0]
 
-    def segment(self, rgb: np.ndarray) -> tuple[np.ndarray, dict]:
-        """The soft mask and ``{"zoom_xyxy": the zoom pass's crop (photo px) or None}``."""
-        sal = self._padded_saliency(rgb) if self.pad else self.saliency(rgb)
+    def coarse(self, rgb: np.ndarray) -> np.ndarray:
+        """The first pass: the model's map at its own resolution (what s1 chooses the subject on)."""
+        return self._padded_saliency(rgb) if self.pad else self.saliency(rgb)
+
+    def segment(self, rgb: np.ndarray, coarse: np.ndarray | None = None,
+                focus: tuple = (None,)) -> tuple[np.ndarray, dict]:
+        """The soft mask and ``{"zoom_xyxy": the zoom pass's crop (photo px) or None}``. ``coarse``: this
+        photo's first pass when already computed; ``focus``: maps (any size) of what to zoom on, tried in
+        order until one gives a crop worth taking; None stands for every pixel of the first pass at 0.5 or more."""
+        sal = self.coarse(rgb) if coarse is None else coarse
         mask = self._to_photo(rgb, sal)
-        crop = self._zoom_crop(sal, rgb.shape[1], rgb.shape[0])
+        crop = None
+        for f in focus:
+            crop = crop or self._zoom_crop(sal if f is None else f, rgb.shape[1], rgb.shape[0])
         if crop is not None:
             x0, y0, x1, y1 = crop
             part = rgb[y0:y1, x0:x1]
@@ -119,7 +136,7 @@ class OnnxSaliency:
         # a crop with fewer pixels than the model's input adds no detail, only blur: grow it to that size
         x0, x1 = _grow(bx0 - m, bx1 + m, self.size[1], w)
         y0, y1 = _grow(by0 - m, by1 + m, self.size[0], h)
-        if (x1 - x0) * (y1 - y0) >= 0.9 * w * h:  # (nearly) the whole photo again: nothing to gain
+        if (x1 - x0) * (y1 - y0) * self.zoom_min_gain ** 2 >= w * h:  # about the same detail again
             return None
         return [x0, y0, x1, y1]
 

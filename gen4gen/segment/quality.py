@@ -1,4 +1,5 @@
-"""What s1 records about a mask: box, area, border contact, its large parts, a quality score and flags."""
+"""What s1 records about a mask: box, area, border contact (which edges cut the subject, and how much of its
+outline runs along each), its large parts, a quality score and flags."""
 from __future__ import annotations
 
 import cv2
@@ -8,9 +9,12 @@ import numpy as np
 # the cup beside the cat, not a stray speck or a gap-separated ear
 PART_OF_LARGEST = 0.15
 PART_OF_PHOTO = 0.005
+# an edge cuts the subject when at least this share of its outline runs along it: a paw tip or an ear
+# touching the frame is not a close-up
+CUT_OUTLINE = 0.02
 
 
-def mask_stats(mask: np.ndarray, border: int = 2, frame: list[int] | None = None) -> dict:
+def mask_stats(mask: np.ndarray, border: int = 2, frame: list[int] | None = None, objects: int | None = None) -> dict:
     """``mask``: HxW float in [0, 1]. The quality score (0..1) rewards a confident, compact, single
     object that does not fill the frame; it picks the best of several segmentation rounds.
 
@@ -34,6 +38,8 @@ def mask_stats(mask: np.ndarray, border: int = 2, frame: list[int] | None = None
     else:
         solidity = 0.0
     parts = [round(a / (h * w), 5) for a in large_parts(hard)]
+    multiple = (objects if objects is not None else len(parts)) > 1
+    outline = edge_outline(inside)
     flags = []
     if area < 0.005:
         flags.append("empty")
@@ -41,13 +47,25 @@ def mask_stats(mask: np.ndarray, border: int = 2, frame: list[int] | None = None
         flags.append("almost_full")
     if touching:
         flags.append("touches_border")
-    if len(parts) > 1:
+    if multiple:
         flags.append("multiple_objects")
     size_ok = 1.0 if 0.02 <= area <= 0.85 else 0.3
     score = 0.0 if "empty" in flags else confidence * size_ok * (0.5 + 0.5 * solidity) * (1.0 - 0.1 * len(touching))
     return {"bbox_xyxy": bbox, "area_fraction": round(area, 5), "border_contact": touching,
+            "cut_edges": [side for side, share in outline.items() if share >= CUT_OUTLINE], "cut_outline": outline,
             "confidence": round(confidence, 4), "quality": round(float(score), 4), "flags": flags,
-            "multiple_objects": len(parts) > 1, "parts": parts}
+            "multiple_objects": multiple, "parts": parts}
+
+
+def edge_outline(hard: np.ndarray) -> dict[str, float]:
+    """For each edge of the frame the subject touches, the share of its outline (boundary pixels, the
+    frame's included) that runs along that edge."""
+    if not hard.any():
+        return {}
+    inner = cv2.erode(hard.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    outline = float((hard & (inner == 0)).sum())
+    runs = {"top": hard[0].sum(), "bottom": hard[-1].sum(), "left": hard[:, 0].sum(), "right": hard[:, -1].sum()}
+    return {side: round(float(n) / outline, 4) for side, n in runs.items() if n}
 
 
 def large_parts(hard: np.ndarray) -> list[int]:

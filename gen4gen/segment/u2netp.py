@@ -12,7 +12,7 @@ class U2NetP(OnnxSaliency):
 
     def __init__(self, model_path: str | None = None, size: int = 320, flip_tta: bool = False,
                  refine: str = "none", pad: float = 0.0, threads: int = 0, zoom: float = 0.5,
-                 zoom_margin: float = 0.25):
+                 zoom_margin: float = 0.25, zoom_min_gain: float = 1.05):
         super().__init__(model_path or weights.path("u2netp"), size=size, scale="max",
                          flip_tta=flip_tta, refine=refine, pad=pad, threads=threads,
-                         zoom=zoom, zoom_margin=zoom_margin)
+                         zoom=zoom, zoom_margin=zoom_margin, zoom_min_gain=zoom_min_gain)

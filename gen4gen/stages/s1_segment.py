@@ -1,34 +1,49 @@
 """s1: segment the foreground of every personal-concept photo.
 
 ``<source_dir>/<scene>/<concept>/<photo>`` -> ``<stages_dir>/s1_segmented_foreground/<scene>/<concept>/<stem>/``
-with ``cutout.png`` (RGBA, soft alpha), ``mask.png`` (8-bit soft mask) and ``meta.json``.
+with ``cutout.png`` (RGBA, soft alpha, foreground colours estimated in the soft edge), ``mask.png`` (8-bit
+soft mask) and ``meta.json``.
+
+The concept is what its photos share, so a photo is not segmented alone: ``prepare`` runs the first pass
+over every photo of each concept with work pending (done ones included, so a choice does not depend on
+which items a run redoes) and chooses each photo's subject among its objects (``gen4gen.segment.objects``);
+``process`` zooms on that subject, keeps it and cleans the cut-out. A shard owns whole concepts, and each
+item's fingerprint covers its concept's photos: a photo added to a concept redoes the concept.
 """
 from __future__ import annotations
 
 import hashlib
 import shutil
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gen4gen.artefacts import S1Meta
 from gen4gen.config_check import build_backend
-from gen4gen.console import Summary
+from gen4gen.console import Summary, progress
 from gen4gen.device import usable_cores
 from gen4gen.errors import UserError
-from gen4gen.hashing import file_fingerprint
+from gen4gen.hashing import file_fingerprint, shard_key
 from gen4gen.images import IMAGE_EXTENSIONS, read_image
 from gen4gen.io import png_bytes
 from gen4gen.markers import done_items
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
+from gen4gen.segment.cutout import clean_alpha, estimate_foreground, fill_translucent, keep_region
+from gen4gen.segment.objects import PhotoObjects, analysis_map, choose, features, find_objects
 from gen4gen.segment.quality import keep_largest, mask_stats
 
 DIR_NAME = STAGE_DIRS["s1"]
-KEEP = ("all", "largest")  # segmenter.keep: what the cut-out keeps of a mask with several large parts
+# segmenter.keep: what the cut-out keeps of a photo with several objects: the concept's (what the concept's
+# photos share), all of them, or the largest
+KEEP = ("concept", "all", "largest")
 FLAGGED_NAMED = 3  # the summary names this many flagged photos per flag
 
 
@@ -131,10 +146,18 @@ class SegmentStage:
         self.out_root = Path(cfg.paths.stages_dir) / DIR_NAME
         self.rounds = max(1, int(cfg.segment.rounds))
         self.workers = int(cfg.workers)
-        self.keep = str(cfg.segmenter.get("keep", "all"))
+        self.keep = str(cfg.segmenter.get("keep", "concept"))
         if self.keep not in KEEP:
             raise UserError(f"segmenter.keep must be one of {', '.join(KEEP)}, not {self.keep!r}")
+        self.features = str(cfg.segment.get("features") or "efficientnet-lite0")
+        kind, _, path = self.features.partition(":")
+        if not ((kind == "efficientnet-lite0" and not path) or (kind in ("clip", "dino") and path)):
+            raise UserError(f"segment.features={self.features!r}: use efficientnet-lite0, clip:<model> or dino:<model>")
         self._segmenter = None
+        self._encoder = None
+        self._lock = threading.Lock()
+        self._concepts: dict[str, list[Item]] = {}
+        self._first: dict[str, tuple] = {}
 
     @property
     def segmenter(self):
@@ -149,26 +172,112 @@ class SegmentStage:
             self._segmenter = build_backend(node, "segmenter", **extra)
         return self._segmenter
 
+    @property
+    def encoder(self):
+        with self._lock:  # loaded once, when a photo first holds two objects
+            if self._encoder is None:
+                self._encoder = image_features(self.features, str(self.cfg.get("device", "auto")))
+        return self._encoder
+
     def discover(self) -> list[Item]:
         if not self.source_dir.is_dir():
             raise UserError(f"no source folder {self.source_dir}; put photos in <scene>/<concept>/<photo> there "
                             f"(see data/s0_source_images/README.md) or run `make examples`")
-        return discover_photos(self.source_dir, self.out_root)
+        items = discover_photos(self.source_dir, self.out_root)
+        prints: dict[str, list[str]] = {}
+        for it in items:
+            if it.error is None:
+                prints.setdefault(concept_of(it.id), []).append(it.fingerprint)
+        # a photo's cut-out depends on its concept's other photos: their fingerprints are part of its own
+        shared = {c: hashlib.blake2b("".join(sorted(fps)).encode(), digest_size=12).hexdigest()
+                  for c, fps in prints.items()}
+        items = [replace(it, fingerprint=f"{it.fingerprint}+{shared[concept_of(it.id)]}") if it.error is None else it
+                 for it in items]
+        self._concepts = {}
+        for it in items:
+            if it.error is None:
+                self._concepts.setdefault(concept_of(it.id), []).append(it)
+        return items
+
+    def shard_key(self, item_id: str) -> str:
+        """A shard owns whole concepts (whole scenes under ``stage=all``): the choice sees every photo."""
+        whole = str(self.cfg.get("stage", "")) == "all"
+        return shard_key(item_id, whole) if whole else concept_of(item_id)
 
     def config(self) -> dict:
         return {"segmenter": OmegaConf.to_container(self.cfg.segmenter, resolve=True), "rounds": self.rounds,
+                "features": self.features,
                 "io": OmegaConf.to_container(self.cfg.io, resolve=True)}
 
     def prepare(self, pending: list[Item]) -> None:
         _ = self.segmenter  # load weights before the threads start (and fail once, clearly)
+        concepts = sorted({concept_of(it.id) for it in pending})
+        photos = [it for c in concepts for it in self._concepts.get(c, [])]
+        with progress() as bar, ThreadPoolExecutor(max(1, self.workers)) as pool:
+            task = bar.add_task("s1 first pass (whole concepts)", total=len(photos))
+
+            def first(it: Item) -> tuple | None:
+                try:
+                    return self._first_pass(it)
+                finally:
+                    bar.advance(task)
+
+            firsts = list(pool.map(first, photos))
+        self._first = {it.id: f for it, f in zip(photos, firsts) if f is not None}
+        for c in concepts:
+            group = {it.id: self._first[it.id][1] for it in self._concepts.get(c, []) if it.id in self._first}
+            if len(group) < 2 or all(o.count < 2 for o in group.values()):
+                continue  # one photo, or no photo with a second object: nothing to choose
+            for pid, objects in group.items():
+                if objects.features is None and objects.count:
+                    objects.features = features(self.encoder, self._read(self._path(pid)), objects)
+            choose(group)
+        waiting = {it.id for it in pending}  # done photos were only references: their first passes can go
+        self._first = {k: v for k, v in self._first.items() if k in waiting}
+
+    def _path(self, item_id: str) -> str:
+        return next(it.data["path"] for it in self._concepts[concept_of(item_id)] if it.id == item_id)
+
+    def _first_pass(self, item: Item) -> tuple | None:
+        """(the backend's first pass: its coarse map or its whole mask and info, the photo's objects);
+        None for a photo that cannot be read (``process`` reports it)."""
+        try:
+            return self._first_of(self._read(item.data["path"]))
+        except Exception:  # noqa: BLE001 - the item's own run reports why
+            return None
+
+    def _first_of(self, rgb: np.ndarray) -> tuple:
+        seg = self.segmenter
+        h, w = rgb.shape[:2]
+        if hasattr(seg, "coarse"):
+            first = ("coarse", seg.coarse(rgb).astype(np.float16), {})
+            soft = first[1].astype(np.float32)
+        else:
+            mask, info = self._segment(rgb)
+            first, soft = ("mask", png_bytes(_u8(mask), zlib.Z_RLE), info), mask
+        return first, find_objects(analysis_map(soft, w, h), rgb, _LazyEncoder(self))
+
+    def _read(self, path: str) -> np.ndarray:
+        return read_image(path, max_pixels=int(self.cfg.io.max_pixels), min_side=int(self.cfg.io.min_side))
 
     def process(self, item: Item, out: ItemWriter, rng: np.random.Generator) -> dict:
-        rgb = read_image(item.data["path"], max_pixels=int(self.cfg.io.max_pixels), min_side=int(self.cfg.io.min_side))
+        rgb = self._read(item.data["path"])
+        (kind, first, first_info), objects = self._first.pop(item.id, None) or self._first_of(rgb)
+        focus = objects.focus() if self.keep == "concept" else objects.focus_all()
+        # zoom on the chosen subject when another object was dropped; else on everything the first pass
+        # found, or on the objects without far specks when those make the crop too large to gain anything
+        zoom_on = (focus,) if self.keep == "concept" and not all(objects.kept) else (None, objects.focus_all())
         rounds, current = [], rgb
         shutil.rmtree(out.path("rounds"), ignore_errors=True)  # an earlier run's rounds (maybe more of them)
         for k in range(self.rounds):
             t0 = time.perf_counter()
-            mask, info = self._segment(current)
+            if k:
+                mask, info = self._segment(current)
+            elif kind == "coarse":
+                mask, info = self.segmenter.segment(rgb, coarse=first.astype(np.float32), focus=zoom_on)
+                mask = np.clip(mask, 0.0, 1.0).astype(np.float32)
+            else:
+                mask, info = read_image_bytes(first), first_info
             stats = mask_stats(mask, frame=info.get("frame_xyxy"))
             rounds.append((mask, stats, round(time.perf_counter() - t0, 4), info))
             if self.rounds > 1:
@@ -176,19 +285,28 @@ class SegmentStage:
             if k + 1 < self.rounds:  # the next round sees the cut-out on white (Gen4Gen re-segments its output)
                 current = (rgb * mask[..., None] + 255.0 * (1.0 - mask[..., None])).astype(np.uint8)
         best = max(range(len(rounds)), key=lambda k: rounds[k][1]["quality"])
-        mask, stats, _, info = rounds[best]
-        if self.keep == "largest" and stats["multiple_objects"]:
-            # the flag and the parts still say what the photo held; the rest describes the kept mask
+        mask, held, _, info = rounds[best]
+        cleaned = {"dropped_fraction": 0.0, "filled_fraction": 0.0}
+        if objects.count:
+            mask, cleaned["dropped_fraction"] = clean_alpha(mask, keep_region(focus, rgb.shape[1], rgb.shape[0]))
+        if self.keep == "largest":
             mask = keep_largest(mask)
-            stats = {**mask_stats(mask, frame=info.get("frame_xyxy")), "multiple_objects": True, "parts": stats["parts"]}
-            stats["flags"].append("multiple_objects")
+        mask, cleaned["filled_fraction"], translucent = fill_translucent(mask)
+        # the flag and the parts say what the photo held; the rest describes the kept mask
+        # the flag and the parts say what the photo held, the quality what chose the round; the rest describes
+        # the kept mask
+        stats = {**mask_stats(mask, frame=info.get("frame_xyxy"), objects=objects.count), "parts": held["parts"],
+                 "quality": held["quality"]}
+        stats["flags"] += [f for f, on in (("ambiguous", objects.ambiguous), ("translucent", translucent)) if on]
         alpha = _u8(mask)
+        cut = estimate_foreground(rgb, alpha.astype(np.float32) / 255.0)
         # same pixels as ItemWriter.image, zlib strategies chosen for a photo and a mask (see png_bytes)
-        out.bytes("cutout.png", png_bytes(np.dstack([rgb, alpha]), zlib.Z_HUFFMAN_ONLY))
+        out.bytes("cutout.png", png_bytes(np.dstack([cut, alpha]), zlib.Z_HUFFMAN_ONLY))
         out.bytes("mask.png", png_bytes(alpha, zlib.Z_RLE))
         return {"source": item.data["path"], "scene": item.data["scene"], "concept": item.data["concept"],
                 "backend": getattr(self.segmenter, "name", type(self.segmenter).__name__),
-                "size": [int(rgb.shape[1]), int(rgb.shape[0])], **stats, "keep": self.keep, **info,
+                "size": [int(rgb.shape[1]), int(rgb.shape[0])], **stats, "keep": self.keep,
+                "objects": objects.record(), **cleaned, **info,
                 "rounds": [{"round": k, "seconds": t, "quality": s["quality"], **i}
                            for k, (_, s, t, i) in enumerate(rounds)],
                 "chosen_round": best}
@@ -213,6 +331,37 @@ class SegmentStage:
         for flag, names in sorted(by_flag.items()):
             more = f" and {len(names) - FLAGGED_NAMED} more" if len(names) > FLAGGED_NAMED else ""
             summary.notes[f"flagged {flag}"] = f"{len(names)}: {', '.join(names[:FLAGGED_NAMED])}{more}"
+
+
+class _LazyEncoder:
+    """The stage's encoder, loaded only when a photo's objects need features."""
+
+    def __init__(self, stage: SegmentStage):
+        self.stage = stage
+
+    def encode_images(self, images):
+        return self.stage.encoder.encode_images(images)
+
+
+def concept_of(item_id: str) -> str:
+    """``scene/concept`` of a photo's item id."""
+    return "/".join(item_id.split("/")[:2])
+
+
+def image_features(name: str, device: str):
+    """``segment.features``: ``efficientnet-lite0`` (embedded), ``clip:<folder or hub id>`` or
+    ``dino:<folder or hub id>``."""
+    from gen4gen.encoders import Clip, Dino, EfficientNetLite0
+
+    kind, _, path = name.partition(":")
+    if kind == "efficientnet-lite0":
+        return EfficientNetLite0(device)
+    return (Clip if kind == "clip" else Dino)(path, device)
+
+
+def read_image_bytes(data: bytes) -> np.ndarray:
+    """A mask kept as PNG bytes (``png_bytes``), back as HxW float32 in [0, 1]."""
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
 
 
 def _u8(mask: np.ndarray) -> np.ndarray:

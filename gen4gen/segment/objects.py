@@ -1,0 +1,196 @@
+"""The objects of a first-pass mask, and which of them is the concept.
+
+A mask's large connected parts (``quality.large_parts``) are not all objects: a plant's leaves, a horse's
+legs behind a fence, a wheel's spokes are parts of one subject. Parts are one object when they lie close
+together (gap at most ``NEAR`` of the subject's scale, the square root of its large parts' area), or
+further apart (up to ``FAR``) and look alike (feature cosine at least ``SAME``). Specks (small parts) join
+the object they lie near, else they are fragments: dropped from the cut-out.
+
+The concept is what its photos share: each object of a photo is scored by how much it looks like the
+subjects of the concept's other photos (mean over those photos of the best cosine to one of their
+objects; then once more against the subjects that scoring chose). Objects within ``MARGIN`` of the best
+are the concept; one further below is a second object, dropped with its area and score on record. Two or
+more objects all within the margin: the photo is ambiguous.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from gen4gen.encoders import unit
+from gen4gen.segment.quality import PART_OF_LARGEST, PART_OF_PHOTO
+
+ANALYSIS = 320  # long side (px) the objects are found at
+NEAR, FAR, SAME = 0.15, 0.4, 0.8
+MARGIN = 0.35  # cosine below the best object's that makes an object another thing (EfficientNet-Lite0)
+CROP = 224  # feature crops: the object on grey, padded to a square
+
+
+@dataclass
+class PhotoObjects:
+    """One photo's objects at the analysis size: ``labels`` 0 background, k > 0 object k, -1 a fragment."""
+    labels: np.ndarray
+    areas: list[float]  # fraction of the photo, per object (1-based ids: areas[k - 1])
+    features: np.ndarray | None = None  # objects x dim, unit rows
+    scores: list[float | None] = field(default_factory=list)
+    kept: list[bool] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.areas)
+
+    def focus(self) -> np.ndarray:
+        """The concept's objects (analysis size, bool): what the zoom pass and the cut-out keep."""
+        ids = [k + 1 for k, keep in enumerate(self.kept) if keep] or list(range(1, self.count + 1))
+        return np.isin(self.labels, ids)
+
+    def focus_all(self) -> np.ndarray:
+        """Every object, fragments left out."""
+        return self.labels > 0
+
+    @property
+    def ambiguous(self) -> bool:
+        """Two or more separate objects, all about as like the concept's other photos."""
+        return sum(self.kept) > 1 and all(s is not None for s in self.scores)
+
+    def record(self) -> list[dict]:
+        """What ``meta.json`` says of each object: area, similarity to the concept, whether it is the concept."""
+        return [{"area_fraction": a, "concept_score": s, "concept": k}
+                for a, s, k in zip(self.areas, self.scores or [None] * self.count, self.kept or [True] * self.count)]
+
+
+def analysis_map(soft: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A mask or saliency map of any size as the photo's shape at long side ``ANALYSIS`` px."""
+    s = ANALYSIS / max(width, height)
+    size = (max(1, round(width * s)), max(1, round(height * s)))
+    inter = cv2.INTER_AREA if soft.shape[1] > size[0] else cv2.INTER_LINEAR
+    return cv2.resize(soft.astype(np.float32), size, interpolation=inter)
+
+
+def find_objects(soft: np.ndarray, rgb: np.ndarray | None = None, encoder=None) -> PhotoObjects:
+    """``soft``: an analysis map (``analysis_map``). With an encoder, far parts that look alike are merged
+    and every object gets a feature; without one, parts are grouped by distance only."""
+    hard = (soft >= 0.5).astype(np.uint8)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(hard, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
+    if not len(areas):
+        return PhotoObjects(np.zeros(hard.shape, np.int16), [])
+    least = max(PART_OF_LARGEST * areas.max(), PART_OF_PHOTO * hard.size)
+    large = [k + 1 for k in np.argsort(-areas, kind="stable") if areas[k] >= least]
+    scale = float(np.sqrt(areas[[k - 1 for k in large]].sum()))
+    gaps = _gaps(comp, large)
+    group = {k: k for k in large}
+
+    def root(k):
+        while group[k] != k:
+            k = group[k]
+        return k
+
+    def join(a, b):
+        group[max(root(a), root(b))] = min(root(a), root(b))
+
+    for (a, b), gap in gaps.items():
+        if gap <= NEAR * scale:
+            join(a, b)
+    labels = _relabel(comp, large, root)
+    objects = PhotoObjects(labels, _areas(labels, hard.size))
+    if encoder is not None and rgb is not None and objects.count > 1:
+        objects.features = features(encoder, rgb, objects)
+        for (a, b), gap in gaps.items():
+            fa, fb = objects.features[labels[comp == a][0] - 1], objects.features[labels[comp == b][0] - 1]
+            if NEAR * scale < gap <= FAR * scale and float(fa @ fb) >= SAME:
+                join(a, b)
+        merged = _relabel(comp, large, root)
+        if not np.array_equal(merged, labels):
+            objects = PhotoObjects(merged, _areas(merged, hard.size))
+            objects.features = features(encoder, rgb, objects)
+    _assign_specks(objects.labels, comp, [k for k in range(1, n) if k not in large], FAR * scale)
+    return objects
+
+
+def _gaps(comp: np.ndarray, parts: list[int]) -> dict[tuple[int, int], float]:
+    """The smallest pixel distance between every two of ``parts``."""
+    out = {}
+    for i, a in enumerate(parts[:-1]):
+        dist = cv2.distanceTransform((comp != a).astype(np.uint8), cv2.DIST_L2, 3)
+        for b in parts[i + 1:]:
+            out[a, b] = float(dist[comp == b].min())
+    return out
+
+
+def _relabel(comp: np.ndarray, large: list[int], root) -> np.ndarray:
+    """Object ids 1..k by first appearance in ``large`` (largest part first); everything else 0."""
+    ids: dict[int, int] = {}
+    lut = np.zeros(int(comp.max()) + 1, np.int16)  # kept per photo until its item runs: small
+    for k in large:
+        lut[k] = ids.setdefault(root(k), len(ids) + 1)
+    return lut[comp]
+
+
+def _areas(labels: np.ndarray, size: int) -> list[float]:
+    counts = np.bincount(labels[labels > 0].ravel(), minlength=int(labels.max()) + 1)
+    return [round(float(c) / size, 5) for c in counts[1:]]
+
+
+def _assign_specks(labels: np.ndarray, comp: np.ndarray, specks: list[int], reach: float) -> None:
+    """Each speck joins the object it lies within ``reach`` of (the nearest), else becomes a fragment (-1)."""
+    if not specks:
+        return
+    if labels.max() < 1:
+        return
+    dist, near = cv2.distanceTransformWithLabels((labels <= 0).astype(np.uint8), cv2.DIST_L2, 5,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    # DIST_LABEL_PIXEL numbers the zero pixels (the objects' pixels); map each back to its object id
+    owner = np.zeros(int(near.max()) + 1, np.int32)
+    owner[near[labels > 0]] = labels[labels > 0]
+    for k in specks:
+        at = comp == k
+        d = dist[at]
+        i = int(np.argmin(d))
+        labels[at] = int(owner[near[at][i]]) if d[i] <= reach else -1
+
+
+def features(encoder, rgb: np.ndarray, objects: PhotoObjects) -> np.ndarray:
+    """Unit features of each object: its pixels on grey, cropped to its box, padded to a square."""
+    h, w = rgb.shape[:2]
+    lab = cv2.resize(objects.labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    crops = []
+    for k in range(1, objects.count + 1):
+        ys, xs = np.nonzero(lab == k)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        part = np.where((lab[y0:y1, x0:x1] == k)[..., None], rgb[y0:y1, x0:x1], 124).astype(np.uint8)
+        side = max(part.shape[:2])
+        sq = np.full((side, side, 3), 124, np.uint8)
+        oy, ox = (side - part.shape[0]) // 2, (side - part.shape[1]) // 2
+        sq[oy:oy + part.shape[0], ox:ox + part.shape[1]] = part
+        crops.append(Image.fromarray(cv2.resize(sq, (CROP, CROP), interpolation=cv2.INTER_AREA if side > CROP
+                                                else cv2.INTER_LINEAR)))
+    return unit(encoder.encode_images(crops), np.float32)
+
+
+def choose(photos: dict[str, PhotoObjects]) -> None:
+    """Score every object of every photo of one concept against the concept's other photos and set
+    ``scores`` and ``kept``. Photos without features (one object each, or no encoder) score as their one
+    object; a concept of one photo keeps everything unscored."""
+    ids = sorted(photos)
+    for pid in ids:
+        p = photos[pid]
+        p.scores, p.kept = [None] * p.count, [True] * p.count
+    scored = [pid for pid in ids if photos[pid].features is not None and len(photos[pid].features)]
+    if len(scored) < 2:
+        return
+    subject = {pid: photos[pid].features for pid in scored}  # first: every object of each photo
+    for _ in range(2):
+        best = {}
+        for pid in scored:
+            others = [subject[q] for q in scored if q != pid]
+            sims = np.stack([(photos[pid].features @ o.T).max(1) for o in others]).mean(0)
+            p = photos[pid]
+            p.scores = [round(float(s), 4) for s in sims]
+            top = float(sims.max())
+            p.kept = [bool(s >= top - MARGIN) for s in sims]
+            best[pid] = photos[pid].features[[k for k, keep in enumerate(p.kept) if keep]]
+        subject = best

@@ -1,0 +1,120 @@
+"""s1 chooses each photo's subject by what the concept's photos share: a second object unlike the concept's
+other photos is dropped (and recorded), parts of one subject stay one object, a photo whose objects are all
+alike is ambiguous; the choice does not depend on which items a run redoes, and a shard owns whole concepts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from gen4gen.images import read_image
+from gen4gen.paths import STAGE_DIRS
+from gen4gen.segment.objects import analysis_map, find_objects
+from gen4gen.stages import s1_segment
+from tests.conftest import shared
+from tests.segmenters import notwhite_path
+
+OUT = STAGE_DIRS["s1"]
+
+
+def cutout(stem: str, root: tuple[str, str], ref: str, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """A shared photo's subject (its reference mask >= 0.5) scaled to ``side`` px long: rgb, bool mask."""
+    folder = shared("segmentation", *root[1:]) if root[0] == "" else shared("segmentation", root[1])
+    photo = next(p for p in (folder / "images").iterdir() if p.stem == stem)
+    rgb, alpha = read_image(photo), read_image(folder / ref / f"{stem}.png", mode="L") >= 128
+    ys, xs = np.nonzero(alpha)
+    rgb, alpha = rgb[ys.min():ys.max() + 1, xs.min():xs.max() + 1], alpha[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    s = side / max(rgb.shape[:2])
+    size = (max(1, round(rgb.shape[1] * s)), max(1, round(rgb.shape[0] * s)))
+    rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    alpha = cv2.resize(alpha.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    rgb = np.minimum(rgb, 240)  # never pure white: the test segmenter marks every non-white pixel
+    return rgb, alpha
+
+
+def on_white(*things: tuple[np.ndarray, np.ndarray, int, int], h: int = 400, w: int = 600) -> np.ndarray:
+    img = np.full((h, w, 3), 255, np.uint8)
+    for rgb, alpha, x, y in things:
+        region = img[y:y + rgb.shape[0], x:x + rgb.shape[1]]
+        region[alpha] = rgb[alpha]
+    return img
+
+
+def _write(folder: Path, name: str, img: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(folder / name)
+
+
+@pytest.fixture
+def cat_concept(tmp_path):
+    """Three photos of the cat; the second also holds a rifle far from it."""
+    cat = cutout("cat_01", ("", "gen4gen"), "isnet_ref", 220)
+    small = cutout("cat_01", ("", "gen4gen"), "isnet_ref", 160)
+    rifle = cutout("rifle2", ("", "u2net"), "u2net_ref", 200)
+    folder = tmp_path / "src" / "home" / "cat"
+    _write(folder, "a.png", on_white((*cat, 40, 60)))
+    _write(folder, "b.png", on_white((*small, 30, 200), (*rifle, 380, 40)))
+    _write(folder, "c.png", on_white((*small, 300, 120)))
+    return folder, small, rifle
+
+
+def test_a_second_object_unlike_the_concept_is_dropped_and_recorded(tmp_path, cfg_factory, cat_concept):
+    folder, small, rifle = cat_concept
+    summary = s1_segment.run(cfg_factory(notwhite_path(tmp_path), "stage=s1", "segmenter=notwhite"))
+    assert summary.done == 3
+    item = tmp_path / "stages" / OUT / "home" / "cat" / "b"
+    meta = json.loads((item / "meta.json").read_text("utf-8"))
+    assert meta["keep"] == "concept" and meta["multiple_objects"] and "ambiguous" not in meta["flags"]
+    cat_obj, rifle_obj = sorted(meta["objects"], key=lambda o: -o["concept_score"])
+    assert cat_obj["concept"] and not rifle_obj["concept"]
+    assert cat_obj["concept_score"] - rifle_obj["concept_score"] > 0.1
+    assert rifle_obj["area_fraction"] == pytest.approx(rifle[1].sum() / (400 * 600), rel=0.1)
+    mask = read_image(item / "mask.png", mode="L") >= 128
+    assert not mask[:, 370:].any()  # the rifle is gone
+    assert (mask[200:200 + small[1].shape[0], 30:30 + small[1].shape[1]] == small[1]).mean() > 0.99
+    for other in ("a", "c"):
+        one = json.loads((item.parent / other / "meta.json").read_text("utf-8"))
+        assert not one["multiple_objects"] and len(one["objects"]) == 1 and one["objects"][0]["concept"]
+    # keep=all keeps the rifle, with the same scores on record
+    s1_segment.run(cfg_factory(notwhite_path(tmp_path), "stage=s1", "segmenter=notwhite", "+segmenter.keep=all"))
+    kept = json.loads((item / "meta.json").read_text("utf-8"))
+    assert kept["objects"] == meta["objects"] and (read_image(item / "mask.png", mode="L")[:, 370:] >= 128).any()
+
+
+def test_the_choice_does_not_depend_on_which_photos_a_run_redoes(tmp_path, cfg_factory, cat_concept):
+    folder, _, _ = cat_concept
+    cfg = cfg_factory(notwhite_path(tmp_path), "stage=s1", "segmenter=notwhite")
+    assert s1_segment.run(cfg).done == 3
+    out = tmp_path / "stages" / OUT / "home" / "cat"
+    first = {n: (out / n / "mask.png").read_bytes() for n in "abc"}
+    (out / "b" / "meta.json").unlink()  # only b is redone: its choice still sees a and c
+    summary = s1_segment.run(cfg)
+    assert (summary.done, summary.skipped) == (1, 2)
+    assert {n: (out / n / "mask.png").read_bytes() for n in "abc"} == first
+    # a new photo joins the concept: every photo of it is redone (its choice may change)
+    _write(folder, "d.png", np.asarray(Image.open(folder / "c.png"))[:, ::-1].copy())
+    assert s1_segment.run(cfg).done == 4
+
+
+def test_a_shard_owns_whole_concepts(cfg_factory):
+    stage = s1_segment.SegmentStage(cfg_factory("stage=s1"))
+    assert stage.shard_key("home/cat/b") == stage.shard_key("home/cat/a") == "home/cat"
+    assert s1_segment.SegmentStage(cfg_factory("stage=all")).shard_key("home/cat/b") == "home"
+
+
+def test_leaves_of_one_plant_are_one_object_and_two_far_things_are_two():
+    soft = np.zeros((240, 320), np.float32)
+    for k in range(6):  # six leaves a few pixels apart around a stem
+        a = k * np.pi / 3
+        cv2.ellipse(soft, (int(160 + 38 * np.cos(a)), int(120 + 38 * np.sin(a))), (30, 12), np.degrees(a), 0, 360, 1.0, -1)
+    cv2.circle(soft, (160, 120), 8, 1.0, -1)
+    leaves = find_objects(analysis_map(soft, 320, 240))
+    assert leaves.count == 1
+    two = np.zeros((240, 320), np.float32)
+    cv2.circle(two, (60, 120), 40, 1.0, -1)
+    cv2.circle(two, (260, 120), 35, 1.0, -1)
+    assert find_objects(analysis_map(two, 320, 240)).count == 2

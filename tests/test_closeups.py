@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image
 
+from gen4gen.artefacts import S1Meta
 from gen4gen.layout.closeups import cast, cut_edges_of
 from gen4gen.layout.compose import Source
 from gen4gen.paths import STAGE_DIRS
@@ -34,6 +35,11 @@ def test_cut_edges_from_s1_or_inferred_from_the_border_flag():
     older = SimpleNamespace(flags=["touches_border"], bbox_xyxy=[10, 5, 100, 80], size=[100, 80])
     assert cut_edges_of(older) == ("bottom", "right")
     assert cut_edges_of(SimpleNamespace(flags=[], bbox_xyxy=[0, 0, 100, 80], size=[100, 80])) == ()
+    # a meta read from disk: s1's empty list (a paw tip on the frame) is no cut; a meta without the field is older
+    fields = {"id": "p/cat/a", "stage": "s1", "config_hash": "h", "scene": "p", "concept": "cat", "flags": ["touches_border"],
+              "bbox_xyxy": [10, 5, 100, 80], "size": [100, 80]}
+    assert cut_edges_of(S1Meta.model_validate({**fields, "cut_edges": []})) == ()
+    assert cut_edges_of(S1Meta.model_validate(fields)) == ("bottom", "right")
 
 
 def test_cast_one_closeup_and_the_reasons():

@@ -19,11 +19,12 @@ EDGES = ("top", "bottom", "left", "right")
 
 
 def cut_edges_of(meta, border: int = 2) -> tuple[str, ...]:
-    """The edges of its photo that an s1 cut-out is cut by: s1's ``cut_edges`` when it records them, else the
-    sides its mask box reaches when s1 flagged ``touches_border``."""
-    given = getattr(meta, "cut_edges", None)
-    if given:
-        return tuple(e for e in EDGES if e in set(given))
+    """The edges of its photo that an s1 cut-out is cut by: s1's ``cut_edges`` when it recorded them (an empty
+    list included: a paw tip on the frame is no cut), else, for a tree older than the field, the sides its mask box
+    reaches when s1 flagged ``touches_border``."""
+    fields = getattr(meta, "model_fields_set", None)  # a pydantic meta: what the file had, defaults aside
+    if ("cut_edges" in fields) if fields is not None else hasattr(meta, "cut_edges"):
+        return tuple(e for e in EDGES if e in set(meta.cut_edges))
     if "touches_border" not in (meta.flags or []) or meta.bbox_xyxy is None or meta.size is None:
         return ()
     x0, y0, x1, y1 = meta.bbox_xyxy

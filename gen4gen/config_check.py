@@ -283,11 +283,12 @@ def _unread_addition(conf_dir: str, overrides: list[str], added: list[tuple[str,
     for text, key in added:
         parent, _, leaf = key.rpartition(".")
         try:
-            base = _compose(conf_dir, [o for o in overrides if o != text])
+            base = _compose(conf_dir, [o for o in overrides if o not in {t for t, _ in added}])
         except Exception:  # noqa: BLE001 - the composition above succeeded with it; leave it to Hydra
             continue
         node = OmegaConf.select(base, parent) if parent else base
-        if isinstance(node, DictConfig) and "_target_" not in node:
+        # an empty mapping in the yaml (route.costs: {}) is the user's to fill: its keys are their names
+        if isinstance(node, DictConfig) and "_target_" not in node and len(node):
             groups = [] if parent else [p.name for p in Path(conf_dir).iterdir() if p.is_dir() and p.name[0] != "_"]
             close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()] + groups, n=1)
             hint = f"did you mean {f'{parent}.' if parent else ''}{close[0]}=...?" if close else \
@@ -327,6 +328,9 @@ def _explain(conf_dir: str, overrides: list[str], e: Exception) -> str:
             known = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
         except Exception:  # noqa: BLE001 - another override is bad too: no suggestions then
             known = []
+        if leaf in known:  # the key exists; its new value adds keys to a mapping (struct mode refuses that)
+            return f"{key}: cannot take that value ({str(e).strip().splitlines()[0]}); add one key at a time " \
+                   f"with +{key}.NAME=VALUE"
         close = difflib.get_close_matches(leaf, known, n=1)
         hint = f"did you mean {f'{parent}.' if parent else ''}{close[0]}?" if close else \
             "`python -m gen4gen --cfg job` lists every key"

@@ -80,6 +80,9 @@ def test_config_problems_names_every_bad_value(tmp_path):
     (["+compose.num_sample=5"], "+compose.num_sample adds a key that gen4gen does not read; did you mean "
                                 "compose.num_samples=...?"),  # Hydra's own advice for the typo
     (["+inpainter.my_option=2", "++compose.size=512", "+hydra.job.env_set.X=1"], None),  # a backend's argument
+    (["+route.costs.sdxl=0.001", "+route.costs.sd15=0.0005"], None),  # an empty mapping holds the user's names
+    (["route.costs={sdxl: 0.001}"], "route.costs: cannot take that value (Could not override 'route.costs'.); add "
+                                    "one key at a time with +route.costs.NAME=VALUE"),
     (["-m", "segmenter=u2netp,grabcut", "hydra.run.dir=x", "seed=1,2"], None),
     (["--cfg", "job", "stage=s2"], None),
 ])

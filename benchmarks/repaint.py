@@ -230,7 +230,7 @@ def bench_diffusion(device: str, tiny_models: bool, images: int, batch: int, ste
                     compile_unet: bool) -> list[tuple[str, str]]:
     import torch
 
-    from gen4gen.diffusers_setup import quiet_diffusers
+    from gen4gen.pipelines import quiet_diffusers
     from gen4gen.repaint.diffusion import DiffusionInpainter
 
     quiet_diffusers()

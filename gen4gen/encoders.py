@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from gen4gen.errors import UserError
+from gen4gen.hub import resolve
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +80,18 @@ class Clip:
 
     normalised = True
 
-    def __init__(self, path: str, device: Any = "auto", batch_size: int = 32):
+    def __init__(self, path: str, device: Any = "auto", batch_size: int = 32, setting: str = "clip"):
         import torch
         from transformers import AutoTokenizer, CLIPModel, CLIPProcessor
 
         self.torch, self.device, self.batch_size = torch, resolve_device(device), batch_size
+        where = resolve(path, setting)
         try:
-            self.model = CLIPModel.from_pretrained(path, dtype=torch.float32).eval().to(self.device)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = CLIPModel.from_pretrained(where, dtype=torch.float32).eval().to(self.device)
+            self.tokenizer = AutoTokenizer.from_pretrained(where)
         except OSError as e:
-            raise UserError(f"cannot load CLIP from {path!r}: {e}") from e
-        self.image_processor = _clip_image_processor(path, self.model.config.vision_config.image_size)
+            raise UserError(f"cannot load CLIP from {setting}={path!r}: {e}") from e
+        self.image_processor = _clip_image_processor(where, self.model.config.vision_config.image_size)
         self.processor = CLIPProcessor(image_processor=self.image_processor, tokenizer=self.tokenizer)
         self.name = f"clip:{Path(path).name or path}"
         self.dim = int(self.model.config.projection_dim)
@@ -167,11 +169,12 @@ class Dino:
 
     normalised = True
 
-    def __init__(self, path: str, device: Any = "auto", batch_size: int = 32):
+    def __init__(self, path: str, device: Any = "auto", batch_size: int = 32, setting: str = "dino"):
         import torch
         from transformers import AutoImageProcessor, AutoModel
 
         self.torch, self.device, self.batch_size = torch, resolve_device(device), batch_size
+        path = resolve(path, setting)
         try:  # ViT checkpoints (DINO v1) carry no pooler weights: do not build a random one
             model = AutoModel.from_pretrained(path, add_pooling_layer=False)
         except TypeError:  # other backbones (DINOv2) have no such option; the CLS token is read the same way
@@ -192,10 +195,12 @@ class Dino:
 class Detector:
     """Open-vocabulary detector (OWL-ViT / OWLv2 via AutoModelForZeroShotObjectDetection)."""
 
-    def __init__(self, path: str, device: Any = "auto", threshold: float = 0.1, batch_size: int = 8):
+    def __init__(self, path: str, device: Any = "auto", threshold: float = 0.1, batch_size: int = 8,
+                 setting: str = "detector"):
         import torch
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
+        path = resolve(path, setting)
         self.torch, self.device, self.threshold, self.batch_size = torch, resolve_device(device), threshold, batch_size
         self.model = AutoModelForZeroShotObjectDetection.from_pretrained(path).to(self.device).eval()
         self.processor = AutoProcessor.from_pretrained(path)
@@ -295,15 +300,17 @@ class MiniLM:
     normalised = True
     dim = 384
 
-    def __init__(self, path: str | None = None, device: Any = "auto", batch_size: int = 64, max_length: int = 128):
+    def __init__(self, path: str | None = None, device: Any = "auto", batch_size: int = 64, max_length: int = 128,
+                 setting: str = "minilm"):
         from transformers import AutoModel, AutoTokenizer
 
         path = path or minilm_path()
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.max_length = max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval().to(self.device)
+        where = resolve(path, setting)
+        self.tokenizer = AutoTokenizer.from_pretrained(where)
+        self.model = AutoModel.from_pretrained(where).eval().to(self.device)
         self.dim = int(self.model.config.hidden_size)
         self.name = f"minilm:{Path(path).name}" if path != minilm_path() else "all-MiniLM-L6-v2"
 

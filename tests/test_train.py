@@ -370,8 +370,10 @@ def _bad_cases(tiny, tmp_path) -> dict:
     return {
         "dataset missing": ([f"train.dataset={tmp_path / 'nowhere'}"], "train dataset not found"),
         "no complete item": ([f"train.dataset={empty}"], "no complete example.*missing.png is missing"),
-        "unknown base (folder)": ([f"train.base={not_pipeline}"], "unknown base.*without model_index.json"),
-        "unknown base (hub id)": (["train.base=nobody/no-such-model"], "unknown base 'nobody/no-such-model'"),
+        "unknown base (folder)": ([f"train.base={not_pipeline}"], "train.base=.*without model_index.json"),
+        "unknown base (hub id)": (["train.base=nobody/no-such-model"],
+                                  "train.base='nobody/no-such-model' is neither a local folder nor in the local "
+                                  "Hugging Face cache, and the hub cannot be reached \\(HF_HUB_OFFLINE is set\\)"),
         "resolution": (["train.resolution=100"], "train.resolution: .*100 is not a multiple of 8"),
     }
 

@@ -137,9 +137,12 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
 
     want = set(mcfg.compute)
     needs_refs = any(ps_all[i] is not None and ps_all[i].references for i in todo)
-    clip = Clip(mcfg.clip, device, mcfg.batch_size) if want & {"clip_t", "clip_i", "cp_clip", "ti_clip", "mcos"} else None
-    dino = Dino(mcfg.dino, device, mcfg.batch_size) if "dino" in want and needs_refs else None
-    detector = Detector(mcfg.detector, device, mcfg.detector_threshold) if "cp_clip" in want and needs_refs and clip else None
+    key = "bench.metrics.backbones"
+    clip = (Clip(mcfg.clip, device, mcfg.batch_size, f"{key}.clip")
+            if want & {"clip_t", "clip_i", "cp_clip", "ti_clip", "mcos"} else None)
+    dino = Dino(mcfg.dino, device, mcfg.batch_size, f"{key}.dino") if "dino" in want and needs_refs else None
+    detector = (Detector(mcfg.detector, device, mcfg.detector_threshold, setting=f"{key}.detector")
+                if "cp_clip" in want and needs_refs and clip else None)
     ref_cache: dict[tuple[str, str], np.ndarray | None] = {}
 
     def refs(model, kind: str, paths: Iterable[str]) -> np.ndarray:

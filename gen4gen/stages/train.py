@@ -69,13 +69,12 @@ def run(cfg: DictConfig) -> Summary:
     writable_dir(run_dir)
 
     from gen4gen.train.data import load_examples, prior_examples
-    from gen4gen.train.models import base_kind
+    from gen4gen.train.models import base_kind, guessed_kind
 
     dataset = Path(str(cfg.train.dataset))
     examples, concepts, problems = load_examples(dataset, s.data, s.caption)
     for p in problems:
         console.print(f"[yellow]train: left out {p}[/yellow]")
-    kind = base_kind(s.base)
     if s.prior.generate and not s.prior.class_dir:
         raise UserError("train.prior.generate needs train.prior.class_dir (where the class images go)")
     # generated class images follow from the settings; a folder of the user's own is listed
@@ -97,9 +96,11 @@ def run(cfg: DictConfig) -> Summary:
     from gen4gen.encoders import resolve_device
 
     device = resolve_device(cfg.device)  # accelerate picks the GPU itself (LOCAL_RANK under accelerate launch)
-    if device == "cpu" and not cfg.train.force_cpu:
+    if device == "cpu" and not cfg.train.force_cpu:  # before the base is resolved: no hub needed to say this
         raise UserError(f"no CUDA GPU here, and fine-tuning on the CPU takes hours for real models.\n"
-                        f"Work: {estimate(kind, s)}\nRun it on a GPU machine, or set train.force_cpu=true to run here.")
+                        f"Work: {estimate(guessed_kind(s.base), s)}\n"
+                        f"Run it on a GPU machine, or set train.force_cpu=true to run here.")
+    kind = base_kind(s.base)
     write_atomic(run_dir / "failures.jsonl", jsonl_bytes([{"stage": "train", "reason": p} for p in problems]))
     if s.prior.generate:
         from gen4gen.train.prior import generate_class_images
@@ -111,10 +112,7 @@ def run(cfg: DictConfig) -> Summary:
     from gen4gen.train.loop import train
     from gen4gen.train.models import load_base
 
-    try:
-        base = load_base(s.base)
-    except OSError as e:  # a folder with model_index.json but missing parts
-        raise UserError(f"unknown base {s.base!r}: cannot load its components ({str(e).splitlines()[0]})") from None
+    base = load_base(s.base)  # a folder with model_index.json but missing parts: one line naming train.base
     result = train(s, trainer, base, examples, concepts, run_dir, device, chash,
                    int(cfg.train.checkpoint_every), int(cfg.train.keep_checkpoints), priors)
     info = save_run(run_dir, name, s, trainer, result, concepts, examples, priors, problems, dataset, device)

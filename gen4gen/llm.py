@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from gen4gen.errors import UserError
 from gen4gen.http_client import ReplyTooLarge, capped_http_client
 from gen4gen.io import json_bytes, write_atomic
+from gen4gen.settings import LLMSettings, parse
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
@@ -106,22 +107,22 @@ def clean_text(value: str, max_len: int = 200) -> str:
 
 
 class LLMClient:
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8,
-                 timeout: float = 60.0, max_retries: int = 4, max_attempts: int = 3,
-                 cache_dir: str | Path | None = None, structured: bool = True,
-                 fallback_on_unreachable: bool = False, connect_timeout: float = 10.0, max_reply_mb: float = 8.0):
-        self.base_url, self.model = base_url, model
-        self.api_key_env = api_key_env  # None: a server without keys (a local vLLM / Ollama)
-        self.concurrency = max(1, int(concurrency))
-        self.timeout, self.max_retries = float(timeout), int(max_retries)
+    def __init__(self, settings: LLMSettings, cache_dir: str | Path | None = None, structured: bool = True):
+        """``settings``: the ``llm`` section; ``cache_dir`` (else ``settings.cache_dir``): the reply cache."""
+        self.settings = settings
+        self.base_url, self.model = settings.base_url, settings.model
+        self.api_key_env = settings.api_key_env  # None: a server without keys (a local vLLM / Ollama)
+        self.concurrency = settings.concurrency
+        self.timeout, self.max_retries = settings.timeout, settings.max_retries
         # a host that drops the connection (a wrong address, a firewall) would otherwise cost the whole
         # ``timeout`` per try; a live server accepts a connection in milliseconds, however busy it is
-        self.connect_timeout = min(float(connect_timeout), self.timeout)
-        self.max_reply_bytes = int(float(max_reply_mb) * 1e6)
-        self.max_attempts = max(1, int(max_attempts))
+        self.connect_timeout = min(settings.connect_timeout, self.timeout)
+        self.max_reply_bytes = int(settings.max_reply_mb * 1e6)
+        self.max_attempts = settings.max_attempts
+        cache_dir = cache_dir if cache_dir is not None else settings.cache_dir
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.structured = structured  # json_schema first; turned off when the server rejects it
-        self.fallback_on_unreachable = bool(fallback_on_unreachable)
+        self.fallback_on_unreachable = settings.fallback_on_unreachable
         self.unreachable: str | None = None  # why no request can succeed, once known
         self._probe_lock: asyncio.Lock | None = None
         self._probed = False
@@ -425,10 +426,6 @@ def _describe(e: Exception) -> str:
     return f"{name} (HTTP {status})" if status else f"{name}: {str(e)[:200]}"
 
 
-def client_from_cfg(llm_cfg, cache_dir: str | Path | None) -> LLMClient:
-    return LLMClient(base_url=llm_cfg.base_url, model=llm_cfg.model, api_key_env=llm_cfg.api_key_env,
-                     concurrency=llm_cfg.concurrency, timeout=llm_cfg.timeout, max_retries=llm_cfg.max_retries,
-                     max_attempts=llm_cfg.get("max_attempts", 3), cache_dir=cache_dir,
-                     fallback_on_unreachable=bool(llm_cfg.get("fallback_on_unreachable", False)),
-                     connect_timeout=llm_cfg.get("connect_timeout", 10),
-                     max_reply_mb=llm_cfg.get("max_reply_mb", 8))
+def client_from_cfg(llm_cfg, cache_dir: str | Path | None = None) -> LLMClient:
+    """The client of a backend's ``llm`` node (``${llm}`` in conf/layout/llm.yaml, conf/captioner/llm.yaml)."""
+    return LLMClient(parse(llm_cfg, LLMSettings, "llm"), cache_dir)

@@ -16,7 +16,8 @@ from gen4gen.errors import UserError
 from gen4gen.train import checkpoints
 from gen4gen.train.custom_diffusion import CustomDiffusion, cross_attention_kv
 from gen4gen.train.data import load_examples
-from gen4gen.train.loop import TrainSettings, train
+from gen4gen.settings import TrainSettings, section
+from gen4gen.train.loop import train
 from gen4gen.train.lora import Lora
 from gen4gen.train.models import load_base
 from tests.bench_tiny import BPE, clip_tokenizer, save_tiny_sd, save_tiny_sdxl
@@ -36,8 +37,10 @@ def tiny(tmp_path_factory):
 
 
 def _settings(tiny, kind: str, **kw) -> TrainSettings:
-    return TrainSettings(**{"base": str(tiny[kind]), "resolution": 32, "max_steps": 6, "lr": 1e-2, "batch_size": 2,
-                            "mixed_precision": "no", **kw})
+    """The yaml's train settings with a tiny model's overrides."""
+    yaml = section(make_cfg(tiny["dataset"].parent), "train", TrainSettings).model_dump()
+    return TrainSettings.model_validate({**yaml, "base": str(tiny[kind]), "resolution": 32, "max_steps": 6, "lr": 1e-2,
+                                         "batch_size": 2, "mixed_precision": "no", **kw})
 
 
 def _train(tiny, kind: str, run_dir: Path, trainer=None, checkpoint_every: int = 1000, on_step=None, **kw):
@@ -158,7 +161,7 @@ def test_masked_loss_weights_the_concept_pixels_and_prior_images_join_the_batch(
         Image.new("RGB", (36, 36), (200, 100, 50)).save(tmp_path / "class" / c / "0.png")
     priors = prior_examples(tmp_path / "class", concepts)
     assert [(p.caption, p.prior) for p in priors] == [("a photo of a cat", True), ("a photo of a dog", True)]
-    s = _settings(tiny, "sd", max_steps=15, prior={"class_dir": str(tmp_path / "class"), "weight": 1.0})
+    s = _settings(tiny, "sd", max_steps=15, prior={"class_dir": str(tmp_path / "class"), "weight": 1.0, "generate": 0})
     with_prior = train(s, CustomDiffusion(), load_base(s.base), examples, concepts, tmp_path / "p", "cpu", "h", 100,
                        priors=priors)
     assert with_prior.losses[0] > unmasked.losses[0]  # the prior term adds to the instance loss
@@ -374,7 +377,7 @@ def _bad_cases(tiny, tmp_path) -> dict:
         "unknown base (hub id)": (["train.base=nobody/no-such-model"],
                                   "train.base='nobody/no-such-model' is neither a local folder nor in the local "
                                   "Hugging Face cache, and the hub cannot be reached \\(HF_HUB_OFFLINE is set\\)"),
-        "resolution": (["train.resolution=100"], "train.resolution: .*100 is not a multiple of 8"),
+        "resolution": (["train.resolution=100"], "train.resolution=100: 100 is not a multiple of 8"),
     }
 
 

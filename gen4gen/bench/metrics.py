@@ -75,24 +75,26 @@ def mcos_scores(embs: np.ndarray, models: Sequence[str], prompts: Sequence[str])
 # ---------------------------------------------------------------- scoring a run
 @dataclass
 class MetricsConfig:
-    compute: tuple[str, ...] = METRICS
-    clip: str = "openai/clip-vit-large-patch14"
-    dino: str = "facebook/dino-vits16"
-    detector: str = "google/owlvit-base-patch32"
-    detector_threshold: float = 0.1
-    batch_size: int = 32
-    chunk_size: int = 256  # images held in memory at once
+    """``bench.metrics`` (conf/config.yaml holds the defaults), the backbones flattened."""
+    compute: tuple[str, ...]
+    clip: str
+    dino: str
+    detector: str
+    detector_threshold: float
+    batch_size: int
+    chunk_size: int  # images held in memory at once
 
     @classmethod
     def from_cfg(cls, node: Any) -> "MetricsConfig":
-        unknown = [m for m in node.compute if m not in METRICS]
-        if unknown:
-            from gen4gen.errors import UserError
+        from gen4gen.errors import UserError
+        from gen4gen.settings import BenchMetrics, parse
 
+        s = parse(node, BenchMetrics, "bench.metrics")
+        unknown = [m for m in s.compute if m not in METRICS]
+        if unknown:
             raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-        return cls(tuple(node.compute), str(node.backbones.clip), str(node.backbones.dino),
-                   str(node.backbones.detector), float(node.detector_threshold), int(node.batch_size),
-                   int(node.chunk_size))
+        return cls(tuple(s.compute), s.backbones.clip, s.backbones.dino, s.backbones.detector, s.detector_threshold,
+                   s.batch_size, s.chunk_size)
 
 
 def score_records(records: list[dict], prompts: dict[str, Any], run_dir: Path, mcfg: MetricsConfig,

@@ -76,7 +76,7 @@ def card(ctx: ExportContext, formats: list[str], notes: dict) -> str:
               "## Formats", ""]
     lines += [f"- **{f}**: {LOADERS[f]}" for f in formats]
     lines += ["- **gallery**: `gallery/index.html`, thumbnails of every scene, layout, image and caption.", "",
-              "## Config", "", "Export settings:", "", "```json", json.dumps(ctx.settings, indent=1, sort_keys=True),
+              "## Config", "", "Export settings:", "", "```json", json.dumps(ctx.settings.model_dump(), indent=1, sort_keys=True),
               "```", "",
               f"Stage config hashes: s3 {sorted({str(it.s3_meta.get('config_hash')) for it in items})}.", "",
               "## How it was made", "",

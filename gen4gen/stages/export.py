@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gen4gen.callbacks import export_deferred
 from gen4gen.console import Summary, progress
@@ -27,6 +27,7 @@ from gen4gen.export.items import (ExportContext, collect, find_references, load_
 from gen4gen.io import jsonl_bytes
 from gen4gen.manifest import Currency
 from gen4gen.markers import upstream_reasons
+from gen4gen.settings import ExportSettings, section
 
 FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
            "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds"}
@@ -38,11 +39,11 @@ def run(cfg: DictConfig) -> Summary:
         return Summary(stage="export", notes={"deferred": "a shard sees only its own items; the dataset is exported once "
                                               "all shards are done (automatic after a shard multirun, else run "
                                               "`python -m gen4gen stage=export`)"})
-    opts = OmegaConf.to_container(cfg.export, resolve=True)
-    name = str(opts["name"])
+    opts = section(cfg, "export", ExportSettings)
+    name = opts.name
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
         raise UserError(f"export.name={name!r} must be a plain folder name (letters, digits, _ . -)")
-    formats = [str(f) for f in opts.get("formats") or []]
+    formats = opts.formats
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise UserError(f"unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
@@ -55,9 +56,9 @@ def run(cfg: DictConfig) -> Summary:
     items, left_out, stale = collect(stages, currency)
     failures = upstream_failures(stages)
     workers = max(1, int(cfg.workers))
-    threshold = int(opts.get("mask_threshold", 128))
+    threshold = opts.mask_threshold
     # the s2 files an output uses: the gallery draws the layout over image.png, MyCanvas ships mask.png
-    s2_files = tuple(f for f, used in (("image.png", opts.get("gallery", True)), ("mask.png", "mycanvas" in formats))
+    s2_files = tuple(f for f, used in (("image.png", opts.gallery), ("mask.png", "mycanvas" in formats))
                      if used)
     loaded, export_failures = [], []
     with progress() as bar, ThreadPoolExecutor(workers) as pool:
@@ -86,8 +87,8 @@ def run(cfg: DictConfig) -> Summary:
     refs = find_references(stages, {c for it in loaded for c in it.concepts}, currency)
     ref_failures: list[dict] = []  # a bad cut-out loses one reference image, not the items that use the concept
     # the formats that ship reference images, and the gallery that shows them: decoded in full here
-    if {"mycanvas", "customdiffusion"} & set(formats) or opts.get("gallery", True):
-        side = int(opts.get("reference_size", 512))
+    if {"mycanvas", "customdiffusion"} & set(formats) or opts.gallery:
+        side = opts.reference_size
         flat = [r for rows in refs.values() for r in rows]
         with progress() as bar, ThreadPoolExecutor(workers) as pool:
             task = bar.add_task("export references", total=len(flat))
@@ -108,7 +109,7 @@ def run(cfg: DictConfig) -> Summary:
             for written in pool.map(lambda f: importlib.import_module(FORMATS[f]).write(ctx), formats):
                 notes.update(written)
                 bar.advance(task)
-        if opts.get("gallery", True):
+        if opts.gallery:
             from gen4gen.export import gallery
 
             gallery.write(ctx)
@@ -137,7 +138,7 @@ def run(cfg: DictConfig) -> Summary:
         summary.notes["upstream failures"] = ", ".join(
             f"{s} {n}" for s, n in _tally(f["stage"] for f in failures)) + " (see left_out.jsonl)"
     summary.notes["dataset card"] = str(final / "README.md")
-    if opts.get("gallery", True):
+    if opts.gallery:
         summary.notes["gallery"] = str(final / "gallery" / "index.html")
     summary.seconds = round(time.perf_counter() - t0, 2)
     return summary

@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.artefacts import Layout as LayoutFile, S1Meta, S2Meta, stage_rel
-from gen4gen.config_check import build_backend, canvas_size
+from gen4gen.backends import build_backend
 from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, stable_hash
@@ -32,6 +32,7 @@ from gen4gen.manifest import Currency
 from gen4gen.markers import done_items, upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
+from gen4gen.settings import canvas_size
 
 DIR_NAME = STAGE_DIRS["s2"]
 S1_DIR = STAGE_DIRS["s1"]

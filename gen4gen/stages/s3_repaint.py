@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.artefacts import Layout, S2Meta, S3Meta, stage_rel
-from gen4gen.config_check import build_backend
+from gen4gen.backends import build_backend
 from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, item_rng

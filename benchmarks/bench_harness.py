@@ -287,7 +287,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
 
-    from gen4gen.encoders import resolve_device
+    from gen4gen.device import resolve_device
 
     device = resolve_device(args.device)
     gpu = device.startswith("cuda")

@@ -1,5 +1,5 @@
 """Pretrained encoders, loaded in one place: CLIP (image + text), DINO, OWL-ViT/OWLv2, MiniLM and the embedded
-EfficientNet-Lite0; the one device policy (``resolve_device``) and the one L2 normalisation (``unit``).
+EfficientNet-Lite0, and the one L2 normalisation (``unit``).
 
 Bench metrics, model search and routing all load their backbones here, through ``from_pretrained`` with the
 same transformers workarounds. Nothing here imports torchvision: image preprocessing is PIL/numpy or
@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from gen4gen.device import resolve_device
 from gen4gen.errors import UserError
 from gen4gen.hub import resolve
 
@@ -23,28 +24,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-# ---------------------------------------------------------------- device and vectors
-def resolve_device(name: Any, key: str = "device") -> str:
-    """``auto``: the GPU when one is visible, else the CPU. Asked for a GPU that is not there: a clear error
-    naming the config key, never a silent fallback (a 'GPU' run on the CPU takes hours) nor a CUDA traceback."""
-    import torch
-
-    name = str(name or "auto").strip()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(f"{key}={name}: no CUDA GPU visible; use {key}=cpu or auto")
-        index = name.partition(":")[2]
-        if index and not (index.isdigit() and int(index) < torch.cuda.device_count()):
-            raise UserError(f"{key}={name}: {torch.cuda.device_count()} CUDA GPU(s) visible (cuda:0 ... "
-                            f"cuda:{torch.cuda.device_count() - 1}); use one of them, {key}=cuda or auto")
-        return name
-    if name in ("cpu", "mps"):
-        return name
-    raise UserError(f"{key}={name}: not a device; use auto, cpu, cuda or cuda:N")
-
-
+# ---------------------------------------------------------------- vectors
 def unit(x: Any, dtype=np.float64) -> np.ndarray:
     """Rows (the last axis) scaled to length 1, so a cosine is a dot product; a zero row stays zero."""
     x = np.asarray(x, dtype=dtype)
@@ -208,7 +188,7 @@ class Detector:
 
     @staticmethod
     def query(concept: str) -> str:
-        from gen4gen.caption.words import count_phrase  # "a photo of an owl": the article by sound
+        from gen4gen.words import count_phrase  # "a photo of an owl": the article by sound
 
         return f"a photo of {count_phrase(concept.replace('_', ' '), 1)}"
 

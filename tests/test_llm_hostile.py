@@ -138,7 +138,7 @@ def good_caption(body: dict) -> Reply:
     user = body["messages"][1]["content"]  # text, or the VLM's [text, image] parts
     text = user if isinstance(user, str) else next(p["text"] for p in user if p.get("type") == "text")
     facts = json.loads(text[text.index("{"):])
-    from gen4gen.caption.words import count_phrase, join_list
+    from gen4gen.words import count_phrase, join_list
 
     objects = join_list([count_phrase(o["concept"], o["count"]) for o in facts["objects"]])
     return Reply(json.dumps({"caption": f"A photo of {objects} {facts.get('background') or ''}".strip() + "."}))

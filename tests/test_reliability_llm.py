@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from gen4gen.caption.check import caption_problems
-from gen4gen.caption.words import count_phrase, join_list
+from gen4gen.words import count_phrase, join_list
 from gen4gen.markers import done_items, read_failures
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import s2_compose, s3_repaint, s4_caption

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gen4gen.caption.words import count_phrase, display_name, plural
+from gen4gen.words import count_phrase, display_name, plural
 
 # boxes overlapping by more than this share of the smaller box count as "touching" (depth decides)
 OVERLAP = 0.05

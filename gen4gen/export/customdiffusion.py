@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shlex
 
-from gen4gen.caption.words import display_name
+from gen4gen.words import display_name
 from gen4gen.export.items import ExportContext, copy_file, write_bytes
 from gen4gen.io import json_bytes
 

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from gen4gen.encoders import resolve_device
+from gen4gen.device import resolve_device
 from gen4gen.errors import UserError
 from gen4gen.hub import resolve
 from gen4gen.pipelines import load_component, load_pipeline, quiet_diffusers, torch_dtype
@@ -43,7 +43,7 @@ SCHEDULERS = {
 
 
 def inpainter_device(device: str, family: str) -> str:
-    """Like ``encoders.resolve_device``, but ``auto`` without CUDA is an error too: diffusion inpainting on the
+    """Like ``device.resolve_device``, but ``auto`` without CUDA is an error too: diffusion inpainting on the
     CPU takes hours, so it runs there only when ``device=cpu`` says so (tests)."""
     import torch
 

@@ -21,7 +21,7 @@ from gen4gen.bench.prompts import load_promptsets
 from gen4gen.bench.report import csv_bytes, write_reports
 from gen4gen.bench.roster import load_roster
 from gen4gen.console import Summary, console
-from gen4gen.encoders import resolve_device
+from gen4gen.device import resolve_device
 from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash
 from gen4gen.io import jsonl_bytes, read_jsonl, write_atomic

@@ -82,7 +82,7 @@ def run(cfg: DictConfig) -> Summary:
         import accelerate  # noqa: F401
     except ImportError:
         raise UserError("stage=train needs accelerate: pip install gen4gen[train]") from None
-    from gen4gen.encoders import resolve_device
+    from gen4gen.device import resolve_device
 
     device = resolve_device(cfg.device)  # accelerate picks the GPU itself (LOCAL_RANK under accelerate launch)
     if device == "cpu" and not r.force_cpu:  # before the base is resolved: no hub needed to say this

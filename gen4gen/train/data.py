@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gen4gen.artefacts import MyCanvasRow
-from gen4gen.caption.words import display_name, plural
+from gen4gen.words import display_name, plural
 from gen4gen.errors import ItemFailed, UserError
 
 DATA_KINDS = ("mycanvas", "sources", "both")

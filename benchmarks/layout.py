@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from gen4gen.layout.llm import LLMPlanner  # noqa: E402
 from gen4gen.layout.schema import ConceptCount, PlanRequest  # noqa: E402
-from gen4gen.llm import extract_json  # noqa: E402
+from gen4gen.llm.replies import extract_json  # noqa: E402
 from gen4gen.paths import STAGE_DIRS  # noqa: E402
 from tests.llm_server import LLMServer, Reply  # noqa: E402
 from tests.s2_llm_replies import good_content  # noqa: E402

@@ -156,7 +156,7 @@ def yaml_llm() -> dict:
 def llm_client(base_url: str, model: str = "m", **settings):
     """An ``LLMClient`` on the yaml's ``llm`` settings with ``base_url``, ``model`` and ``settings`` over them;
     no reply cache unless ``cache_dir`` is given."""
-    from gen4gen.llm import LLMClient
+    from gen4gen.llm.client import LLMClient
     from gen4gen.settings import LLMSettings
 
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}

@@ -4,7 +4,7 @@ import time
 import pytest
 from pydantic import BaseModel
 
-from gen4gen.llm import ReplyInvalid, Request, extract_json
+from gen4gen.llm.replies import ReplyInvalid, Request, extract_json
 from tests.llm_server import LLMServer, Reply, chat_body, llm_client
 
 

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 
 from gen4gen.layout.checks import check_layout
 from gen4gen.layout.schema import LayoutReply
-from gen4gen.llm import LLMUnreachable, ReplyInvalid, Request
+from gen4gen.llm.health import LLMUnreachable
+from gen4gen.llm.replies import ReplyInvalid, Request
 from gen4gen.markers import done_items
 from gen4gen.stages import s2_compose, s4_caption
 from tests.conftest import make_cfg

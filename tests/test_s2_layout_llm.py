@@ -9,7 +9,8 @@ from gen4gen.layout.coco_examples import CocoExamples
 from gen4gen.layout.llm import LLMPlanner
 from gen4gen.layout.schema import (ConceptCount, LayoutReply, ObjectBox, PlanRequest, SizeRatiosReply, ObjectRatio,
                                    min_box_area, overlap_fraction)
-from gen4gen.llm import LLMUnreachable, ReplyInvalid
+from gen4gen.llm.health import LLMUnreachable
+from gen4gen.llm.replies import ReplyInvalid
 from tests.llm_server import LLMServer, Reply, llm_client
 from tests.s2_llm_replies import asked_objects, good, good_content, kind
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gen4gen.llm import LLMUnreachable
+from gen4gen.llm.health import LLMUnreachable
 from gen4gen.markers import done_items, read_failures
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages.s2_compose import run

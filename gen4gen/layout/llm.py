@@ -30,7 +30,8 @@ from gen4gen.layout.prompts import (LAYOUT_SYSTEM, RATIOS_SYSTEM, RATIOS_USER, S
                                     layout_user)
 from gen4gen.layout.schema import Layout, LayoutReply, PlacedBox, PlanRequest, ScenesReply, SizeRatiosReply, \
     depth_order, min_box_area
-from gen4gen.llm import LLMClient, Request, Result, clean_text, client_from_cfg
+from gen4gen.llm.client import LLMClient, client_from_cfg
+from gen4gen.llm.replies import Request, Result, clean_text
 
 
 @dataclass

@@ -27,7 +27,7 @@ from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.plausibility import plausibility_of
 from gen4gen.layout.schema import ConceptCount, Layout, PlanRequest, layout_fields
-from gen4gen.llm import NO_REPLY
+from gen4gen.llm.client import NO_REPLY
 from gen4gen.manifest import Currency
 from gen4gen.markers import done_items, upstream_reasons
 from gen4gen.paths import STAGE_DIRS

@@ -33,7 +33,7 @@ SHARED = Path(os.environ.get("GEN4GEN_SHARED_DATA", ROOT / ".." / "shared" / "da
 
 
 def _tokenizer(tmp: Path, n_merges: int):
-    from tests.clip_tokenizer import build_clip_tokenizer
+    from tests.helpers.clip_tokenizer import build_clip_tokenizer
     from transformers import CLIPTokenizer
 
     folder = build_clip_tokenizer(SHARED / "tokenizers" / "bpe_simple_vocab_16e6.txt.gz", tmp / f"tok{n_merges}",

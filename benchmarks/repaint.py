@@ -170,7 +170,7 @@ def build_sdxl(cfgs: dict, device: str, dtype):
     from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline,
                            UNet2DConditionModel)
 
-    from tests.tiny_inpaint import clip_tokenizer
+    from tests.helpers.tiny_inpaint import clip_tokenizer
 
     tok = clip_tokenizer(Path(os.environ.get("TMPDIR", "/tmp")) / "gen4gen_bench_tokenizer")
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)

@@ -26,7 +26,7 @@ def test_help_is_the_stages_the_groups_and_the_ten_keys_people_change(tmp_path):
     from omegaconf import OmegaConf
 
     from tests.conftest import make_cfg
-    from tests.pipeline_run import ROOT, cli
+    from tests.helpers.pipeline_run import ROOT, cli
 
     out = cli(tmp_path, "--help", "compose.num_samples=7").stdout
     lines = out.splitlines()

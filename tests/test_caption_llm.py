@@ -14,7 +14,7 @@ from gen4gen.markers import read_meta
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import s4_caption
 from tests.helpers.trees import make_pipeline
-from tests.llm_server import LLMServer, Reply, yaml_llm
+from tests.helpers.llm_server import LLMServer, Reply, yaml_llm
 
 LAYOUT = {"scene": "pets", "composition_id": "cat+dog_000", "size": [200, 200], "background_prompt": "in the garden",
           "objects": [{"name": "cat_0", "concept": "cat", "box": [10, 80, 40, 40]},

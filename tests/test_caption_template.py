@@ -7,7 +7,7 @@ from gen4gen.caption.facts import facts_from_layout, relation
 from gen4gen.caption.template import TemplateCaptioner
 from gen4gen.caption.tokens import ClipTokenCounter
 from gen4gen.words import count_phrase, plural
-from tests.clip_tokenizer import build_clip_tokenizer
+from tests.helpers.clip_tokenizer import build_clip_tokenizer
 from tests.conftest import shared
 
 

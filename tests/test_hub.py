@@ -10,7 +10,7 @@ import pytest
 
 from gen4gen.paths import STAGE_DIRS
 from tests.helpers.trees import make_composition
-from tests.pipeline_run import cli
+from tests.helpers.pipeline_run import cli
 
 # imported first by the child (PYTHONPATH): every socket.connect to the refusing port is a line in the log
 HOOK = '''import os, sys
@@ -34,7 +34,7 @@ def refusing_port() -> int:
 def run(tmp_path: Path, *overrides: str, offline: bool = False) -> tuple[str, int]:
     """The CLI with no GPU and the hub at a refusing port (or HF_HUB_OFFLINE); its output and the connection
     attempts it made to the hub."""
-    from tests.pipeline_run import ROOT
+    from tests.helpers.pipeline_run import ROOT
 
     hook_dir, log = tmp_path / "hook", tmp_path / "connects.log"
     hook_dir.mkdir(exist_ok=True)
@@ -57,7 +57,7 @@ def error_line(out: str, setting: str) -> str:
 
 @pytest.fixture
 def dataset(tmp_path):
-    from tests.train_tiny import save_tiny_dataset
+    from tests.helpers.train_tiny import save_tiny_dataset
 
     return save_tiny_dataset(tmp_path / "outputs")
 

@@ -5,7 +5,7 @@ import pytest
 from pydantic import BaseModel
 
 from gen4gen.llm.replies import ReplyInvalid, Request, extract_json
-from tests.llm_server import LLMServer, Reply, chat_body, llm_client
+from tests.helpers.llm_server import LLMServer, Reply, chat_body, llm_client
 
 
 class Answer(BaseModel):

@@ -18,10 +18,10 @@ from gen4gen.llm.replies import ReplyInvalid, Request
 from gen4gen.markers import done_items
 from gen4gen.stages import s2_compose, s4_caption
 from tests.conftest import make_cfg
-from tests.llm_server import ECHO_AUTH, ECHO_KEY, ECHO_KEY_ESCAPED, NUMERIC_BOXES, LLMServer, Reply, llm_client
-from tests.pipeline_run import FAST, cli, small_sources
+from tests.helpers.llm_server import ECHO_AUTH, ECHO_KEY, ECHO_KEY_ESCAPED, NUMERIC_BOXES, LLMServer, Reply, llm_client
+from tests.helpers.pipeline_run import FAST, cli, small_sources
 from tests.helpers.trees import fake_s1
-from tests.s2_llm_replies import asked_objects, good_content, kind
+from tests.helpers.s2_llm_replies import asked_objects, good_content, kind
 
 SENTINEL = "sk-ECHO-7d2b91-never-on-disk"
 

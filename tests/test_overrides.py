@@ -9,7 +9,7 @@ import pytest
 
 from gen4gen.__main__ import conf_dir
 from gen4gen.overrides import command_overrides, override_problem
-from tests.pipeline_run import cli
+from tests.helpers.pipeline_run import cli
 from tests.helpers.trees import fake_s1
 
 # (overrides, the one line expected); CLI-level: each runs `python -m gen4gen stage=s2` in a subprocess

@@ -10,7 +10,7 @@ from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.diffusion import DiffusionInpainter
 from gen4gen.repaint.mask import repaint_mask
 from tests.helpers.tree import blob
-from tests.tiny_inpaint import make_sd15_inpaint, make_sdxl_inpaint, make_sdxl_refiner, make_unet_lora
+from tests.helpers.tiny_inpaint import make_sd15_inpaint, make_sdxl_inpaint, make_sdxl_refiner, make_unet_lora
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from gen4gen.layout.schema import (ConceptCount, LayoutReply, ObjectBox, PlanReq
                                    min_box_area, overlap_fraction)
 from gen4gen.llm.health import LLMUnreachable
 from gen4gen.llm.replies import ReplyInvalid
-from tests.llm_server import LLMServer, Reply, llm_client
-from tests.s2_llm_replies import asked_objects, good, good_content, kind
+from tests.helpers.llm_server import LLMServer, Reply, llm_client
+from tests.helpers.s2_llm_replies import asked_objects, good, good_content, kind
 
 SIZE = (1024, 768)
 

@@ -10,7 +10,7 @@ from gen4gen.errors import UserError
 from gen4gen.settings import config_problems, section
 from gen4gen.stages import s2_compose
 from tests.conftest import make_cfg
-from tests.pipeline_run import cli, small_sources
+from tests.helpers.pipeline_run import cli, small_sources
 from tests.helpers.trees import fake_s1
 
 

@@ -20,9 +20,9 @@ from gen4gen.settings import TrainSettings, section
 from gen4gen.train.loop import train
 from gen4gen.train.lora import Lora
 from gen4gen.train.models import load_base
-from tests.bench_tiny import BPE, clip_tokenizer, save_tiny_sd, save_tiny_sdxl
+from tests.helpers.bench_tiny import BPE, clip_tokenizer, save_tiny_sd, save_tiny_sdxl
 from tests.conftest import make_cfg, shared
-from tests.train_tiny import save_tiny_dataset
+from tests.helpers.train_tiny import save_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -434,7 +434,7 @@ def test_bench_generates_and_scores_personalised_models_and_prints_gen4gen_table
     from gen4gen.bench.report import GEN4GEN_ORDER
     from gen4gen.stages import bench
     from gen4gen.stages import train as stage
-    from tests.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
+    from tests.helpers.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
 
     entries = []
     for trainer, data, lr in [("custom_diffusion", "mycanvas", 1e-3), ("custom_diffusion", "sources", 1e-3),
@@ -483,7 +483,7 @@ def test_experiment_trains_each_variant_as_a_multirun_then_benches_them(tiny, tm
     import subprocess
     import sys
 
-    from tests.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
+    from tests.helpers.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
 
     tok = clip_tokenizer(str(shared(BPE)), str(tmp_path))
     out = tmp_path / "outputs"

@@ -80,6 +80,7 @@ class _Repaint(_Section):
     max_backgrounds: int = Field(ge=1)
     source: Literal["auto", "photo", "noise", "procedural"]
     photo_blur: float = Field(ge=0)
+    max_salient: float = Field(ge=0, le=1)
     blur: int = Field(ge=0)
     mask_low: float = Field(ge=0, le=255)
     mask_high: float = Field(ge=0, le=255)
@@ -108,6 +109,7 @@ class BenchMetrics(_Section):
 
 class _Bench(_Section):
     batch_size: int = Field(ge=1)
+    writers: int = Field(ge=0)
     metrics: BenchMetrics
 
 

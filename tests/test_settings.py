@@ -18,7 +18,8 @@ def test_config_problems_names_every_bad_value(tmp_path):
     cfg = make_cfg(tmp_path, "seed=1.5", "workers=0", "io.max_pixels=-1", "compose.min_visible=2",
                    "export.reference_size=0", "llm.timeout=0", "strict=maybe", "compose.counts={cat: 0}",
                    "repaint.max_backgrounds=0", "bench.metrics.batch_size=0", "search.top_k=-1",
-                   "compose.augment.max_rotation=abc", "repaint.source=foo", "repaint.mask_low=abc")
+                   "compose.augment.max_rotation=abc", "repaint.source=foo", "repaint.mask_low=abc",
+                   "repaint.max_salient=2", "bench.writers=-1")
     assert config_problems(cfg) == [
         "seed=1.5: expected a whole number", "workers=0: must be at least 1", "strict=maybe: expected true or false",
         "io.max_pixels=-1: must be at least 1", "compose.min_visible=2: must be at most 1.0",
@@ -26,7 +27,8 @@ def test_config_problems_names_every_bad_value(tmp_path):
         "compose.augment.max_rotation=abc: expected a number",
         "repaint.max_backgrounds=0: must be at least 1",
         "repaint.source=foo: choose one of 'auto', 'photo', 'noise' or 'procedural'",
-        "repaint.mask_low=abc: expected a number", "export.reference_size=0: must be at least 16",
+        "repaint.max_salient=2: must be at most 1.0", "repaint.mask_low=abc: expected a number",
+        "export.reference_size=0: must be at least 16", "bench.writers=-1: must be at least 0",
         "bench.metrics.batch_size=0: must be at least 1", "search.top_k=-1: must be at least 1",
         "llm.timeout=0: must be over 0.0"]
     assert config_problems(make_cfg(tmp_path, "~seed", "~compose.num_samples")) == [

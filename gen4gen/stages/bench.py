@@ -49,7 +49,7 @@ class GenerateStage:
         self.batch_size = max(1, int(bench.batch_size))
         # one thread generates (the Generator serialises calls) while the others encode and write the previous
         # batches' PNGs: with a 1-step model on a GPU those writes would otherwise cost as much as generating
-        self.workers = 1 + max(0, int(bench.get("writers", 2)))
+        self.workers = 1 + int(bench.writers)
 
     def discover(self) -> list[Item]:
         items = []

@@ -95,7 +95,7 @@ class ComposeStage:
         self.heuristic = self.planner if isinstance(self.planner, HeuristicPlanner) else \
             getattr(self.planner, "fallback", None) or HeuristicPlanner()
         self.composer = Composer(Augment(**OmegaConf.to_container(cc.augment, resolve=True)),
-                                 min_visible=float(cc.min_visible), max_attempts=int(cc.get("max_attempts", 8)),
+                                 min_visible=float(cc.min_visible), max_attempts=int(cc.max_attempts),
                                  max_pixels=int(cfg.io.max_pixels), min_side=int(cfg.io.min_side))
         self.workers = int(cfg.workers)
         self.plans: dict[str, Layout] = {}

@@ -210,7 +210,7 @@ class RepaintStage:
                     tries: int = 3) -> np.ndarray:
         """``bg``, or when a salient object of it stands where the concepts stand (a bicycle behind the pets),
         the first calm photo among the next ``tries`` of the same scene folder; flagged when none is calm."""
-        limit = float(self.rcfg.get("max_salient", 0.12))
+        limit = float(self.rcfg.max_salient)
         share = salient_share(bg, concepts)
         info: dict = {"salient_share": round(share, 3)}
         if share > limit:

@@ -31,7 +31,7 @@ def refusing_port() -> int:
         return s.getsockname()[1]
 
 
-def run(tmp_path: Path, *overrides: str, offline: bool = False) -> tuple[str, int]:
+def run(tmp_path: Path, *overrides: str, offline: bool = False, env: dict | None = None) -> tuple[str, int]:
     """The CLI with no GPU and the hub at a refusing port (or HF_HUB_OFFLINE); its output and the connection
     attempts it made to the hub."""
     from tests.helpers.pipeline_run import ROOT
@@ -43,7 +43,7 @@ def run(tmp_path: Path, *overrides: str, offline: bool = False) -> tuple[str, in
     port = refusing_port()
     env = {"PYTHONPATH": f"{hook_dir}:{ROOT}", "GEN4GEN_CONNECT_LOG": str(log), "GEN4GEN_CONNECT_PORT": str(port),
            "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_OFFLINE": "1" if offline else "",
-           "TRANSFORMERS_OFFLINE": "", "CUDA_VISIBLE_DEVICES": ""}
+           "TRANSFORMERS_OFFLINE": "", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     result = cli(tmp_path, *overrides, env=env, check=False)
     attempts = len(log.read_text().splitlines()) if log.exists() else 0
     return result.stdout + result.stderr, attempts
@@ -128,4 +128,26 @@ def test_route_clip_out_of_reach_is_one_line(tmp_path):
     out, attempts = run(tmp_path, "stage=route", f"route.train_dir={tmp_path / 'cems'}", "route.embedding=clip",
                         "route.clip=openai/clip-vit-base-patch32", *(f"+route.costs.{m}={c}" for m, c in COSTS.items()))
     assert "route.clip='openai/clip-vit-base-patch32' is neither" in error_line(out, "route.clip")
+    assert attempts == 1
+
+
+def test_a_hub_id_in_the_local_cache_loads_from_it_while_the_hub_refuses(tmp_path):
+    """The cache the hub client writes (models--owner--name/refs/main, snapshots/<commit>/): the search runs on the
+    cached CLIP with the one probe and no retry."""
+    import json
+
+    from tests.test_search import _samples, _tiny_clip
+
+    repo = tmp_path / "hf" / "models--someone--tiny-clip"
+    commit = "0" * 40
+    (repo / "snapshots").mkdir(parents=True)
+    _tiny_clip(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    _samples(tmp_path / "samples", {"crimson": (220, 30, 30), "azure": (30, 30, 220)})
+    out, attempts = run(tmp_path, "stage=search", f"search.index={tmp_path / 'samples'}", "device=cpu",
+                        "search.clip=someone/tiny-clip", "search.query.text=red",
+                        env={"HF_HUB_CACHE": str(tmp_path / "hf")})
+    results = json.loads(next((tmp_path / "outputs").rglob("search_results.json")).read_text())
+    assert results["results"]["text:first_moment"] and results["text_fallback"] is False, out
     assert attempts == 1

@@ -259,7 +259,8 @@ def config_problems(cfg: DictConfig) -> list[str]:
 
 def _interpolated(cfg: DictConfig, loc: tuple) -> bool:
     parent = OmegaConf.select(cfg, ".".join(str(p) for p in loc[:-1])) if len(loc) > 1 else cfg
-    return isinstance(parent, DictConfig) and str(loc[-1]) in parent and OmegaConf.is_interpolation(parent, str(loc[-1]))
+    key = str(loc[-1])
+    return isinstance(parent, DictConfig) and key in parent and OmegaConf.is_interpolation(parent, key)
 
 
 # the stages whose backend node may hold an ``llm`` block (layout=llm, captioner=llm|vlm)

@@ -193,14 +193,8 @@ class TrainRun(BaseModel):
     force_cpu: bool
 
 
-class _Train(TrainSettings):
+class _Train(TrainSettings, TrainRun):
     """The start-up check of the whole ``train`` block."""
-    name: str
-    out_dir: str
-    dataset: str
-    checkpoint_every: int = Field(ge=1)
-    keep_checkpoints: int = Field(ge=1)
-    force_cpu: bool
 
 
 class _Config(_Section):

@@ -282,8 +282,8 @@ def test_compositions_the_current_config_does_not_make_never_reach_the_dataset(t
 def test_items_built_from_an_earlier_s1_never_reach_the_dataset(tmp_path):
     """s1 rerun with ``segment.rounds=3`` (a real run): nothing made from the old cut-outs is exported
     until s2..s4 have run again on the new ones."""
-    from tests.image_cases import disc
-    from tests.segmenters import search_path
+    from tests.helpers.image_cases import disc
+    from tests.helpers.segmenters import search_path
 
     for k in range(4):
         d = tmp_path / "src" / "pets" / ("cat" if k % 2 else "dog")
@@ -360,8 +360,8 @@ def test_names_near_the_file_name_limit_export_in_every_format(tmp_path):
 
 
 def test_a_meta_json_that_is_not_an_object_is_redone_not_a_crash(tmp_path):
-    from tests.image_cases import disc
-    from tests.segmenters import search_path
+    from tests.helpers.image_cases import disc
+    from tests.helpers.segmenters import search_path
 
     d = tmp_path / "src" / "pets" / "cat"
     d.mkdir(parents=True)

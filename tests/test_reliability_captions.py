@@ -12,7 +12,7 @@ import pytest
 from gen4gen.caption.check import markup_problem
 from gen4gen.caption.llm import LLMCaptioner
 from gen4gen.caption.template import CaptionJob, TemplateCaptioner
-from tests.llm_server import LLMServer
+from tests.helpers.llm_server import LLMServer
 from tests.test_caption_llm import GOOD, LAYOUT, TOKENS, caption, llm_cfg
 
 MARKUP = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>', "<b>bold</b>", "&lt;script&gt;",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gen4gen.search import query as Q
+from gen4gen.search.scores import log_density, ranked
 from gen4gen.search.build import ensure_index
 from gen4gen.search.index import ModelIndex, MomentSpec
 from gen4gen.search.repair import damage
@@ -60,7 +60,7 @@ def build(root: Path, index_dir: Path):
 def answer(index_dir: Path) -> list:
     space = ModelIndex(index_dir).spaces["image"]
     q = MeanColour().encode_images([Image.new("RGB", (8, 8), (200, 40, 40))])[0]
-    return [h["model"] for h in Q.ranked(ModelIndex(index_dir), Q.log_density(space, q), 3)]
+    return [h["model"] for h in ranked(ModelIndex(index_dir), log_density(space, q), 3)]
 
 
 def _npy(arr) -> bytes:

@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.artefacts import Layout, S2Meta, S3Meta, stage_rel
-from gen4gen.config_check import build_backend
+from gen4gen.backends import build_backend
 from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, item_rng
@@ -210,7 +210,7 @@ class RepaintStage:
                     tries: int = 3) -> np.ndarray:
         """``bg``, or when a salient object of it stands where the concepts stand (a bicycle behind the pets),
         the first calm photo among the next ``tries`` of the same scene folder; flagged when none is calm."""
-        limit = float(self.rcfg.get("max_salient", 0.12))
+        limit = float(self.rcfg.max_salient)
         share = salient_share(bg, concepts)
         info: dict = {"salient_share": round(share, 3)}
         if share > limit:

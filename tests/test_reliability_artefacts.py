@@ -214,11 +214,15 @@ def finished_tree(root: Path) -> dict:
 
 
 def dataset_bytes(root: Path) -> dict[str, bytes]:
-    """Every file's bytes, the dataset's own absolute path (the card names it) read as a placeholder."""
+    """Every file's bytes, the dataset's own absolute path (the card and its trainer commands name it) read as a
+    placeholder; the export's record as the files it lists (its hashes are of bytes that hold the path)."""
     ds = root / "outputs/datasets/mycanvas"
     here = str(ds.resolve()).encode()
-    return {p.relative_to(ds).as_posix(): p.read_bytes().replace(here, b"<dataset>")
-            for p in sorted(ds.rglob("*")) if p.is_file()}
+    out = {p.relative_to(ds).as_posix(): p.read_bytes().replace(here, b"<dataset>")
+           for p in sorted(ds.rglob("*")) if p.is_file()}
+    record = json.loads(out.pop(".gen4gen-export.json"))
+    out[".gen4gen-export.json"] = json.dumps(sorted(record["files"])).encode()
+    return out
 
 
 def test_a_moved_stages_folder_resumes_on_its_own_files(tmp_path):

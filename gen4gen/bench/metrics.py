@@ -160,8 +160,8 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
     needs_refs = any(ps_all[i] is not None and ps_all[i].references for i in todo)
     ident = want & {"identity_mix"} and needs_refs
     key = "bench.metrics.backbones"
-    clip = (Clip(mcfg.clip, device, mcfg.batch_size, f"{key}.clip")
-            if want & {"clip_t", "clip_i", "cp_clip", "ti_clip", "mcos"} or (ident and mcfg.identity == "clip") else None)
+    uses_clip = want & {"clip_t", "clip_i", "cp_clip", "ti_clip", "mcos"} or (ident and mcfg.identity == "clip")
+    clip = Clip(mcfg.clip, device, mcfg.batch_size, f"{key}.clip") if uses_clip else None
     dino = (Dino(mcfg.dino, device, mcfg.batch_size, f"{key}.dino")
             if needs_refs and ("dino" in want or (ident and mcfg.identity == "dino")) else None)
     detector = (Detector(mcfg.detector, device, mcfg.detector_threshold, setting=f"{key}.detector")

@@ -33,7 +33,7 @@ SHARED = Path(os.environ.get("GEN4GEN_SHARED_DATA", ROOT / ".." / "shared" / "da
 
 
 def _tokenizer(tmp: Path, n_merges: int):
-    from tests.clip_tokenizer import build_clip_tokenizer
+    from tests.helpers.clip_tokenizer import build_clip_tokenizer
     from transformers import CLIPTokenizer
 
     folder = build_clip_tokenizer(SHARED / "tokenizers" / "bpe_simple_vocab_16e6.txt.gz", tmp / f"tok{n_merges}",
@@ -287,7 +287,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
 
-    from gen4gen.encoders import resolve_device
+    from gen4gen.device import resolve_device
 
     device = resolve_device(args.device)
     gpu = device.startswith("cuda")

@@ -74,10 +74,10 @@ def interval_overhead(dataset: Path, tmp: Path, threads: int) -> dict:
     import numpy as np
     from PIL import Image
 
-    from gen4gen.bench.metrics import MetricsConfig, score_records
+    from gen4gen.bench.metrics import METRICS, MetricsConfig, score_records
     from gen4gen.bench.prompts import load_dataset
     from gen4gen.bench.report import write_reports
-    from tests.bench_tiny import BPE, clip_tokenizer, save_tiny_clip, save_tiny_dino, save_tiny_owlvit
+    from tests.helpers.bench_tiny import BPE, clip_tokenizer, save_tiny_clip, save_tiny_dino, save_tiny_owlvit
 
     tok = clip_tokenizer(str(SHARED / BPE), str(tmp))
     clip, dino, owl = (save_tiny_clip(tmp / "clip", tok), save_tiny_dino(tmp / "dino"),
@@ -97,7 +97,8 @@ def interval_overhead(dataset: Path, tmp: Path, threads: int) -> dict:
                 records.append({"model": f"m{m}", "set": p.set, "prompt_id": p.id, "prompt": p.text, "seed": seed,
                                 "category": p.category, "image": rel, "model_fingerprint": f"m{m}", "settings_hash": "s",
                                 "latency_s": float(rng.uniform(0.1, 1)), "peak_memory_gb": 3.0, "cost_usd": 1e-4})
-    mcfg = MetricsConfig(clip=str(clip), dino=str(dino), detector=str(owl), detector_threshold=0.0, identity="efficientnet-lite0")
+    mcfg = MetricsConfig(compute=METRICS, clip=str(clip), dino=str(dino), detector=str(owl), detector_threshold=0.0,
+                         batch_size=32, chunk_size=256, identity="efficientnet-lite0")
 
     def timed(fn):
         w, c = time.perf_counter(), time.process_time()
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from gen4gen.encoders import Clip, EfficientNetLite0
-    from tests.bench_tiny import BPE, clip_tokenizer, save_tiny_clip
+    from tests.helpers.bench_tiny import BPE, clip_tokenizer, save_tiny_clip
 
     torch.set_num_threads(args.threads)
     print(f"load: {os.getloadavg()}")

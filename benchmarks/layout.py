@@ -33,10 +33,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from gen4gen.layout.llm import LLMPlanner  # noqa: E402
 from gen4gen.layout.schema import ConceptCount, PlanRequest  # noqa: E402
-from gen4gen.llm import LLMClient, extract_json  # noqa: E402
+from gen4gen.llm.replies import extract_json  # noqa: E402
 from gen4gen.paths import STAGE_DIRS  # noqa: E402
-from tests.llm_server import LLMServer, Reply  # noqa: E402
-from tests.s2_llm_replies import good_content  # noqa: E402
+from tests.helpers.llm_server import LLMServer, Reply  # noqa: E402
+from tests.helpers.s2_llm_replies import good_content  # noqa: E402
 
 GEN4GEN_BATCH, GEN4GEN_PAUSE = 20, 70.0  # Gen4Gen's script sleeps 70 s after every 20 requests
 
@@ -54,8 +54,10 @@ def plan_requests(n: int) -> list[PlanRequest]:
 
 
 def ours(base_url: str, requests, concurrency: int, cache_dir: Path | None):
-    client = LLMClient(base_url, "bench-model", api_key_env=None, concurrency=concurrency, max_retries=2,
-                       cache_dir=cache_dir)  # the local test server takes no key
+    from tests.helpers.llm_server import llm_client
+
+    client = llm_client(base_url, "bench-model", api_key_env=None, concurrency=concurrency, max_retries=2,
+                        cache_dir=cache_dir)  # the local test server takes no key
     planner = LLMPlanner(client=client)
     t0 = time.perf_counter()
     layouts = planner.plan_many(requests)
@@ -169,7 +171,7 @@ def plausibility_report(n: int, occlusion: float, size: int, baseline_ref: str |
     from gen4gen.stages.s2_compose import S1_DIR, concept_aspect, read_s1
     from gen4gen.layout.scenes import STYLE_PHRASES, style_for
     from gen4gen.repaint.backgrounds import procedural
-    from tests.background_signatures import looks_like
+    from tests.helpers.background_signatures import looks_like
     from tests.helpers.trees import fake_s1
 
     planners = {"ours": HeuristicPlanner(occlusion=occlusion)}

@@ -24,7 +24,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 def main() -> None:
     from tests.conftest import make_cfg
-    from tests.llm_server import LLMServer, Reply
+    from tests.helpers.llm_server import LLMServer, Reply
     from tests.helpers.trees import fake_s1
 
     from gen4gen.stages import s2_compose

@@ -170,7 +170,7 @@ def build_sdxl(cfgs: dict, device: str, dtype):
     from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline,
                            UNet2DConditionModel)
 
-    from tests.tiny_inpaint import clip_tokenizer
+    from tests.helpers.tiny_inpaint import clip_tokenizer
 
     tok = clip_tokenizer(Path(os.environ.get("TMPDIR", "/tmp")) / "gen4gen_bench_tokenizer")
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -230,7 +230,7 @@ def bench_diffusion(device: str, tiny_models: bool, images: int, batch: int, ste
                     compile_unet: bool) -> list[tuple[str, str]]:
     import torch
 
-    from gen4gen.diffusers_setup import quiet_diffusers
+    from gen4gen.pipelines import quiet_diffusers
     from gen4gen.repaint.diffusion import DiffusionInpainter
 
     quiet_diffusers()

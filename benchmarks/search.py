@@ -28,8 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from gen4gen.search import query as Q  # noqa: E402
 from gen4gen.search.index import IndexInfo, IndexWriter, ModelIndex, MomentSpec, Space, write_info  # noqa: E402
+from gen4gen.search.ivf import build_ivf, ivf_recall, ivf_topk  # noqa: E402
+from gen4gen.search.pq import PQ_CANDIDATES, PQ_SUBDIM, build_pq, has_pq, pq_path, pq_recall, pq_topk  # noqa: E402
+from gen4gen.search.recall import MIN_RECALL  # noqa: E402
+from gen4gen.search.scores import first_moment_topk  # noqa: E402
 from timing import timed  # noqa: E402  (benchmarks/timing.py: the script folder is on sys.path)
 
 def synthetic_index(root: Path, n: int, d: int, dtype: str, kind: str, seed: int = 0) -> ModelIndex:
@@ -55,24 +58,24 @@ def recall(rows, exact_rows: np.ndarray) -> float:
 
 
 def recall_at_10(space: Space, qs: np.ndarray, exact_rows: np.ndarray, nprobe: int) -> float:
-    return recall([Q.ivf_topk(space, q, 10, nprobe, min_recall=0)[0] for q in qs], exact_rows)
+    return recall([ivf_topk(space, q, 10, nprobe, min_recall=0)[0] for q in qs], exact_rows)
 
 
 def measure(space: Space, qs: np.ndarray, backend: str, nprobes: list[int]) -> list[str]:
     """Build the IVF with ``backend``; its build wall/CPU seconds, then ms per query and recall@10 per nprobe."""
-    exact_rows = Q.first_moment_topk(space.mu_hat, qs, k=10)[0]
+    exact_rows = first_moment_topk(space.mu_hat, qs, k=10)[0]
     wall, cpu = time.perf_counter(), time.process_time()
-    Q.build_ivf(space, backend=backend, pq=False)  # the compressed scan's codes are timed on their own
+    build_ivf(space, backend=backend, pq=False)  # the compressed scan's codes are timed on their own
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     lists = len(space.ivf_centroids)
     # what the search stage would do: use the IVF at nprobe=8 only when its own recall check passes
-    self_recall = Q.ivf_recall(space, 8)
+    self_recall = ivf_recall(space, 8)
     cells = [backend, str(lists), f"{wall:.1f}", f"{cpu:.1f}",
-             f"{self_recall:.3f} ({'IVF' if self_recall >= Q.MIN_RECALL else 'exact'})"]
+             f"{self_recall:.3f} ({'IVF' if self_recall >= MIN_RECALL else 'exact'})"]
     for nprobe in nprobes:
         nprobe = min(nprobe, lists)
-        Q.ivf_topk(space, qs[0], 10, nprobe, min_recall=0)  # the probed lists' pages
-        ms = timed(lambda nprobe=nprobe: [Q.ivf_topk(space, q, 10, nprobe, min_recall=0) for q in qs], 3) / len(qs) * 1000
+        ivf_topk(space, qs[0], 10, nprobe, min_recall=0)  # the probed lists' pages
+        ms = timed(lambda nprobe=nprobe: [ivf_topk(space, q, 10, nprobe, min_recall=0) for q in qs], 3) / len(qs) * 1000
         cells.append(f"{ms:.2f} / {recall_at_10(space, qs, exact_rows, nprobe):.3f}")
     return cells
 
@@ -82,37 +85,37 @@ def measure_pq(space: Space, qs: np.ndarray, candidates: list[int], nprobe: int 
     (wall/CPU seconds, MB); per candidate count its self-recall, ms for one query, ms per query in a batch of
     64 and recall@10; last, the path the stage takes at ``nprobe`` and the default candidate count, its ms per query
     and recall@10."""
-    exact_rows = Q.first_moment_topk(space.mu_hat, qs, k=10)[0]
+    exact_rows = first_moment_topk(space.mu_hat, qs, k=10)[0]
     # the search stage's build: lists where their recall at nprobe passes, else the codes
     stage_wall, stage_cpu = time.perf_counter(), time.process_time()
-    Q.build_ivf(space, nprobe=nprobe)
+    build_ivf(space, nprobe=nprobe)
     stage_wall, stage_cpu = time.perf_counter() - stage_wall, time.process_time() - stage_cpu
-    stage = f"{stage_wall:.1f} / {stage_cpu:.1f} ({'codes' if Q.has_pq(space) else 'lists'})"
+    stage = f"{stage_wall:.1f} / {stage_cpu:.1f} ({'codes' if has_pq(space) else 'lists'})"
     wall, cpu = time.perf_counter(), time.process_time()
-    Q.build_pq(space)  # the codes alone (rebuilt where the stage wrote them), for every set
+    build_pq(space)  # the codes alone (rebuilt where the stage wrote them), for every set
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    mb = Q._pq_path(space).stat().st_size / 2 ** 20
+    mb = pq_path(space).stat().st_size / 2 ** 20
     cells = [f"{wall:.1f}", f"{cpu:.1f}", f"{mb:.0f}", stage]
     batch = np.repeat(qs, max(1, 64 // len(qs) + 1), axis=0)[:64]
     for c in candidates:
-        found = recall(Q.pq_topk(space, qs, 10, c)[0], exact_rows)
-        single = timed(lambda c=c: [Q.pq_topk(space, q[None], 10, c) for q in qs[:20]], 3) / 20 * 1000
-        batched = timed(lambda c=c: Q.pq_topk(space, batch, 10, c), 3) / 64 * 1000
-        cells.append(f"{Q.pq_recall(space, c):.3f} | {single:.2f} / {batched:.2f} / {found:.3f}")
-    ivf_ok = Q.ivf_recall(space, nprobe) >= Q.MIN_RECALL
-    path = "IVF" if ivf_ok else "PQ" if Q.pq_recall(space, Q.PQ_CANDIDATES) >= Q.MIN_RECALL else "exact"
-    Q.ivf_topk(space, qs[0], 10, nprobe)
-    stage = timed(lambda: [Q.ivf_topk(space, q, 10, nprobe) for q in qs[:20]], 3) / 20 * 1000
-    found = recall([Q.ivf_topk(space, q, 10, nprobe)[0] for q in qs], exact_rows)
+        found = recall(pq_topk(space, qs, 10, c)[0], exact_rows)
+        single = timed(lambda c=c: [pq_topk(space, q[None], 10, c) for q in qs[:20]], 3) / 20 * 1000
+        batched = timed(lambda c=c: pq_topk(space, batch, 10, c), 3) / 64 * 1000
+        cells.append(f"{pq_recall(space, c):.3f} | {single:.2f} / {batched:.2f} / {found:.3f}")
+    ivf_ok = ivf_recall(space, nprobe) >= MIN_RECALL
+    path = "IVF" if ivf_ok else "PQ" if pq_recall(space, PQ_CANDIDATES) >= MIN_RECALL else "exact"
+    ivf_topk(space, qs[0], 10, nprobe)
+    stage = timed(lambda: [ivf_topk(space, q, 10, nprobe) for q in qs[:20]], 3) / 20 * 1000
+    found = recall([ivf_topk(space, q, 10, nprobe)[0] for q in qs], exact_rows)
     return cells + [f"{path}: {stage:.2f} / {found:.3f}"]
 
 
 def exact_ms(space: Space, qs: np.ndarray) -> tuple[float, float]:
     """Exact streamed top-10: ms for one query, and ms per query in a batch of 64."""
-    Q.first_moment_topk(space.mu_hat, qs[:1])  # warm the page cache
-    single = timed(lambda: [Q.first_moment_topk(space.mu_hat, q[None], k=10) for q in qs[:5]], 3) / 5
+    first_moment_topk(space.mu_hat, qs[:1])  # warm the page cache
+    single = timed(lambda: [first_moment_topk(space.mu_hat, q[None], k=10) for q in qs[:5]], 3) / 5
     batch = np.repeat(qs, max(1, 64 // len(qs) + 1), axis=0)[:64]
-    return single * 1000, timed(lambda: Q.first_moment_topk(space.mu_hat, batch, k=10), 3) / 64 * 1000
+    return single * 1000, timed(lambda: first_moment_topk(space.mu_hat, batch, k=10), 3) / 64 * 1000
 
 
 def main() -> None:
@@ -133,11 +136,11 @@ def main() -> None:
     for col in ("set", "models", "exact 1 query ms", "exact batch-64 ms/query", "IVF", "lists", "build s",
                 "build CPU s", "self-recall nprobe=8 (stage uses)", *(f"nprobe={p} ms / recall@10" for p in args.nprobes), "load avg", "peak RSS MB"):
         table.add_column(col, justify="right")
-    pq_table = Table(title=f"compressed scan: PQ fast scan (4 bits per {Q.PQ_SUBDIM} dims) + exact rescoring of C candidates; "
+    pq_table = Table(title=f"compressed scan: PQ fast scan (4 bits per {PQ_SUBDIM} dims) + exact rescoring of C candidates; "
                            "per C: self-recall | ms 1 query / ms per query in a batch of 64 / recall@10")
     for col in ("set", "models", "exact 1 query / batch-64 ms", "IVF (last backend) build s", "PQ build s",
                 "PQ build CPU s", "codes MB", "stage build s / CPU s", *(f"C={c}" for c in args.candidates),
-                f"stage path (nprobe=8, C={Q.PQ_CANDIDATES}): ms / recall@10", "load avg"):
+                f"stage path (nprobe=8, C={PQ_CANDIDATES}): ms / recall@10", "load avg"):
         pq_table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for kind in args.sets:

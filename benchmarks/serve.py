@@ -114,7 +114,7 @@ def main() -> None:
 
     from gen4gen.stages.serve import build
     from tests.conftest import make_cfg
-    from tests.serve_fixtures import LiveServer
+    from tests.helpers.serve_fixtures import LiveServer
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=10_000)
@@ -130,7 +130,7 @@ def main() -> None:
     (root / "stages" / "review.jsonl").unlink(missing_ok=True)
     extra = ["serve.search_index=null", "serve.bench_run=null"]
     if args.shots:  # the leaderboard and search views need a bench run and models: the test fixtures' small ones
-        from tests.serve_fixtures import bench_run, search_samples
+        from tests.helpers.serve_fixtures import bench_run, search_samples
 
         extra = [f"serve.bench_run={bench_run(root)}", f"serve.search_index={search_samples(root)}"]
     cfg = make_cfg(root, "device=cpu", f"serve.thumbs_dir={root / 'thumbs'}", *extra)

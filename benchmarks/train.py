@@ -107,7 +107,7 @@ def build_base(root: Path) -> Path:
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from tests.bench_tiny import BOS, BPE, EOS, VOCAB, clip_tokenizer
+    from tests.helpers.bench_tiny import BOS, BPE, EOS, VOCAB, clip_tokenizer
     from tests.conftest import SHARED
 
     tok = clip_tokenizer(str(SHARED / BPE), str(root))

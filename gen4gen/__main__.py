@@ -26,7 +26,7 @@ def _hydra_main(cfg: DictConfig) -> int:
 
 
 def main() -> None:
-    from gen4gen.config_check import override_problem
+    from gen4gen.overrides import override_problem
 
     quiet_libraries()
     problem = override_problem(conf_dir(), sys.argv[1:])  # before Hydra's raw lines about it

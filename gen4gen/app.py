@@ -87,7 +87,7 @@ def run(cfg: DictConfig) -> int:
 def config_ok(cfg: DictConfig, names: list[str]) -> bool:
     """The schema check of the composed config: one line per bad value, before any stage starts; and a
     warning for a later stage's missing LLM key."""
-    from gen4gen.config_check import config_problems, missing_key_notes
+    from gen4gen.settings import config_problems, missing_key_notes
 
     problems = config_problems(cfg)
     for line in problems:

@@ -1,5 +1,5 @@
 """Pretrained encoders, loaded in one place: CLIP (image + text), DINO, OWL-ViT/OWLv2, MiniLM and the embedded
-EfficientNet-Lite0; the one device policy (``resolve_device``) and the one L2 normalisation (``unit``).
+EfficientNet-Lite0, and the one L2 normalisation (``unit``).
 
 Bench metrics, model search and routing all load their backbones here, through ``from_pretrained`` with the
 same transformers workarounds. Nothing here imports torchvision: image preprocessing is PIL/numpy or
@@ -14,7 +14,9 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from gen4gen.device import resolve_device
 from gen4gen.errors import UserError
+from gen4gen.hub import resolve
 
 log = logging.getLogger(__name__)
 
@@ -22,28 +24,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-# ---------------------------------------------------------------- device and vectors
-def resolve_device(name: Any, key: str = "device") -> str:
-    """``auto``: the GPU when one is visible, else the CPU. Asked for a GPU that is not there: a clear error
-    naming the config key, never a silent fallback (a 'GPU' run on the CPU takes hours) nor a CUDA traceback."""
-    import torch
-
-    name = str(name or "auto").strip()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(f"{key}={name}: no CUDA GPU visible; use {key}=cpu or auto")
-        index = name.partition(":")[2]
-        if index and not (index.isdigit() and int(index) < torch.cuda.device_count()):
-            raise UserError(f"{key}={name}: {torch.cuda.device_count()} CUDA GPU(s) visible (cuda:0 ... "
-                            f"cuda:{torch.cuda.device_count() - 1}); use one of them, {key}=cuda or auto")
-        return name
-    if name in ("cpu", "mps"):
-        return name
-    raise UserError(f"{key}={name}: not a device; use auto, cpu, cuda or cuda:N")
-
-
+# ---------------------------------------------------------------- vectors
 def unit(x: Any, dtype=np.float64) -> np.ndarray:
     """Rows (the last axis) scaled to length 1, so a cosine is a dot product; a zero row stays zero."""
     x = np.asarray(x, dtype=dtype)
@@ -79,17 +60,18 @@ class Clip:
 
     normalised = True
 
-    def __init__(self, path: str, device: Any = "auto", batch_size: int = 32):
+    def __init__(self, path: str, device: Any = "auto", batch_size: int = 32, setting: str = "clip"):
         import torch
         from transformers import AutoTokenizer, CLIPModel, CLIPProcessor
 
         self.torch, self.device, self.batch_size = torch, resolve_device(device), batch_size
+        where = resolve(path, setting)
         try:
-            self.model = CLIPModel.from_pretrained(path, dtype=torch.float32).eval().to(self.device)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = CLIPModel.from_pretrained(where, dtype=torch.float32).eval().to(self.device)
+            self.tokenizer = AutoTokenizer.from_pretrained(where)
         except OSError as e:
-            raise UserError(f"cannot load CLIP from {path!r}: {e}") from e
-        self.image_processor = _clip_image_processor(path, self.model.config.vision_config.image_size)
+            raise UserError(f"cannot load CLIP from {setting}={path!r}: {e}") from e
+        self.image_processor = _clip_image_processor(where, self.model.config.vision_config.image_size)
         self.processor = CLIPProcessor(image_processor=self.image_processor, tokenizer=self.tokenizer)
         self.name = f"clip:{Path(path).name or path}"
         self.dim = int(self.model.config.projection_dim)
@@ -167,11 +149,12 @@ class Dino:
 
     normalised = True
 
-    def __init__(self, path: str, device: Any = "auto", batch_size: int = 32):
+    def __init__(self, path: str, device: Any = "auto", batch_size: int = 32, setting: str = "dino"):
         import torch
         from transformers import AutoImageProcessor, AutoModel
 
         self.torch, self.device, self.batch_size = torch, resolve_device(device), batch_size
+        path = resolve(path, setting)
         try:  # ViT checkpoints (DINO v1) carry no pooler weights: do not build a random one
             model = AutoModel.from_pretrained(path, add_pooling_layer=False)
         except TypeError:  # other backbones (DINOv2) have no such option; the CLS token is read the same way
@@ -192,10 +175,12 @@ class Dino:
 class Detector:
     """Open-vocabulary detector (OWL-ViT / OWLv2 via AutoModelForZeroShotObjectDetection)."""
 
-    def __init__(self, path: str, device: Any = "auto", threshold: float = 0.1, batch_size: int = 8):
+    def __init__(self, path: str, device: Any = "auto", threshold: float = 0.1, batch_size: int = 8,
+                 setting: str = "detector"):
         import torch
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
+        path = resolve(path, setting)
         self.torch, self.device, self.threshold, self.batch_size = torch, resolve_device(device), threshold, batch_size
         self.model = AutoModelForZeroShotObjectDetection.from_pretrained(path).to(self.device).eval()
         self.processor = AutoProcessor.from_pretrained(path)
@@ -203,7 +188,7 @@ class Detector:
 
     @staticmethod
     def query(concept: str) -> str:
-        from gen4gen.caption.words import count_phrase  # "a photo of an owl": the article by sound
+        from gen4gen.words import count_phrase  # "a photo of an owl": the article by sound
 
         return f"a photo of {count_phrase(concept.replace('_', ' '), 1)}"
 
@@ -295,15 +280,17 @@ class MiniLM:
     normalised = True
     dim = 384
 
-    def __init__(self, path: str | None = None, device: Any = "auto", batch_size: int = 64, max_length: int = 128):
+    def __init__(self, path: str | None = None, device: Any = "auto", batch_size: int = 64, max_length: int = 128,
+                 setting: str = "minilm"):
         from transformers import AutoModel, AutoTokenizer
 
         path = path or minilm_path()
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.max_length = max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval().to(self.device)
+        where = resolve(path, setting)
+        self.tokenizer = AutoTokenizer.from_pretrained(where)
+        self.model = AutoModel.from_pretrained(where).eval().to(self.device)
         self.dim = int(self.model.config.hidden_size)
         self.name = f"minilm:{Path(path).name}" if path != minilm_path() else "all-MiniLM-L6-v2"
 

@@ -71,7 +71,7 @@ class Manifest(BaseModel):
 
     def class_words(self, text: str) -> str:
         """A personalised prompt as class words ("<new1> cat" -> "cat"): what CLIP-T scores."""
-        from gen4gen.caption.words import as_class_words
+        from gen4gen.words import as_class_words
 
         return as_class_words(text, {t.token: t.noun for t in self.tokens})
 

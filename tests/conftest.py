@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import needs
+from tests.helpers.needs import SHARED
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -13,14 +16,43 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 for _key_env in ("OPENAI_API_KEY", "GEN4GEN_TEST_KEY"):
     os.environ.setdefault(_key_env, "sk-gen4gen-tests-local-server")
 
-SHARED = Path(os.environ.get("GEN4GEN_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(*what): weights, chromium or shared_data; where one is missing the "
+                                       "test skips, and the top of the run says what is missing and how to get it")
+
+
+def pytest_sessionstart(session):
+    """What the run lacks and how to get it, once, at the top (also under -q, which hides pytest's header; not
+    from xdist's workers)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and not hasattr(session.config, "workerinput"):
+        for line in needs.header():
+            reporter.write_line(line, yellow=line.startswith("not here"))
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs"):
+        needs.require(*mark.args)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skip for a missing need is reported at one place, so `-ra` folds every test waiting for it into one line
+    (pytest reports a skip raised in a fixture at each test's own line)."""
+    report = (yield).get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and needs.SKIP_PREFIX in report.longrepr[2]:
+        report.longrepr = (needs.__file__, needs.SKIP_LINE, report.longrepr[2])
 
 
 def shared(*parts: str) -> Path:
-    """A path in the shared real test data; the test skips with a reason when it is absent."""
+    """A path in the shared real test data: without the data the test skips (said once at the top of the run);
+    a file missing from data that is there is a failure (an outdated copy)."""
+    needs.require("shared_data")
     p = SHARED.joinpath(*parts)
     if not p.exists():
-        pytest.skip(f"shared test data not found at {p} (set GEN4GEN_SHARED_DATA)")
+        pytest.fail(f"{p} is missing from the shared test data at {SHARED}; update it")
     return p
 
 

@@ -17,3 +17,32 @@ def test_a_crashing_stage_is_reported_in_one_line(cfg_factory, monkeypatch, caps
 def test_unknown_stage_lists_the_stages(cfg_factory, capsys):
     assert app.run(cfg_factory("stage=s9")) == 2
     assert "unknown stage 's9'" in capsys.readouterr().err
+
+
+def test_help_is_the_stages_the_groups_and_the_ten_keys_people_change(tmp_path):
+    import re
+
+    from omegaconf import OmegaConf
+
+    from tests.conftest import make_cfg
+    from tests.helpers.pipeline_run import ROOT, cli
+
+    out = cli(tmp_path, "--help", "compose.num_samples=7").stdout
+    lines = out.splitlines()
+    assert len(lines) < 60 and "_target_" not in out and "sd-turbo" not in out  # not the config, not the roster
+    for name in ["all", *app.STAGES]:
+        assert any(re.match(rf"  {name} +\w", x) for x in lines), name  # each stage with its line
+    groups = sorted(p for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name not in {"hydra", "__pycache__"})
+    for group in groups:
+        assert f"{group.name}: {', '.join(sorted(f.stem for f in group.glob('*.yaml')))}" in lines
+    start = lines.index("== Keys people change most (key=value; now) ==")
+    keys = [m.group(1) for x in lines[start:] for m in re.finditer(r"(?:^  |\s)([a-z_.]+)=", x) if x.startswith("  ")
+            and not x.startswith("      ")]
+    assert len(keys) == 11 and "shard.count" in keys  # ten settings, the shard pair on one line
+    cfg = make_cfg(tmp_path)
+    missing = object()
+    assert [k for k in keys if OmegaConf.select(cfg, k, default=missing) is missing] == []
+    meanings = [lines[i + 1] for i, x in enumerate(lines[start:-3], start) if re.match(r"  [a-z]", x)]
+    assert len(meanings) == 10 and all(m.startswith("      ") and len(m.split()) >= 3 for m in meanings)
+    assert "  compose.num_samples=7" in lines  # the values shown are the config's, overrides included
+    assert "python -m gen4gen --cfg job" in lines[-2]

@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.bench_tiny import (BOS, BPE, EOS, clip_tokenizer, save_tiny_clip, save_tiny_dino, save_tiny_owlvit, save_tiny_sd,
+from tests.helpers.bench_tiny import (BOS, BPE, EOS, clip_tokenizer, save_tiny_clip, save_tiny_dino, save_tiny_owlvit, save_tiny_sd,
                               save_tiny_sdxl)
 from tests.conftest import make_cfg, shared
 
@@ -238,7 +238,7 @@ def test_roster_components_scheduler_and_lora_load_and_each_model_is_freed(tmp_p
 
     from gen4gen.bench import generate as G
     from gen4gen.bench.roster import Roster
-    from tests.bench_tiny import save_tiny_lora
+    from tests.helpers.bench_tiny import save_tiny_lora
 
     sd = tiny["sd"]
     from diffusers import UNet2DConditionModel

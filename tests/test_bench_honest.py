@@ -230,14 +230,16 @@ def test_provenance_names_source_hash_and_whether_the_backbone_is_standard(tmp_p
     hub = describe("clip", str(snap))
     assert (hub.source, hub.sha256, hub.standard) == ("openai/clip-vit-large-patch14", "ab" * 32, True)
 
-    # a hub id: its cached file (the hub library's lookup), standard when it is a published checkpoint
-    monkeypatch.setattr("gen4gen.bench.provenance._hub_cached", lambda repo: [snap / "model.safetensors"])
+    # a hub id: its file in the local hub cache (the layout the hub client writes, read through gen4gen.hub),
+    # standard when it is a published checkpoint
+    (blob.parent.parent / "refs").mkdir()
+    (blob.parent.parent / "refs" / "main").write_text("rev1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     by_id = describe("clip", "openai/clip-vit-large-patch14")
     assert (by_id.source, by_id.sha256, by_id.params, by_id.standard, by_id.note) == (
         "openai/clip-vit-large-patch14", "ab" * 32, 105, True, "")
     assert not describe("clip", "someone/clip-finetune").standard
     # a hub id that is not downloaded here: no hash, and not standard (nothing vouches for the weights)
-    monkeypatch.setattr("gen4gen.bench.provenance._hub_cached", lambda repo: [])
     gone = describe("dino", "facebook/dino-vits16")
     assert gone.sha256 is None and not gone.standard and "hash unknown" in gone.note
     assert describe("clip", str(tmp_path / "gone")).note == "a local path that is not a folder here: weights unknown"

@@ -14,7 +14,7 @@ from gen4gen.markers import read_meta
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import s4_caption
 from tests.helpers.trees import make_pipeline
-from tests.llm_server import LLMServer, Reply
+from tests.helpers.llm_server import LLMServer, Reply, yaml_llm
 
 LAYOUT = {"scene": "pets", "composition_id": "cat+dog_000", "size": [200, 200], "background_prompt": "in the garden",
           "objects": [{"name": "cat_0", "concept": "cat", "box": [10, 80, 40, 40]},
@@ -29,8 +29,8 @@ def caption(text: str) -> Reply:
 
 
 def llm_cfg(url: str, model: str = "test-model"):
-    return OmegaConf.create({"base_url": url, "model": model, "api_key_env": "GEN4GEN_TEST_KEY", "concurrency": 4,
-                             "timeout": 10, "max_retries": 0, "temperature": 0.7})
+    return OmegaConf.create({**yaml_llm(), "cache_dir": None, "base_url": url, "model": model,
+                             "api_key_env": "GEN4GEN_TEST_KEY", "concurrency": 4, "timeout": 10, "max_retries": 0})
 
 
 def job(image=None):

@@ -6,8 +6,8 @@ from gen4gen.caption.check import caption_problems, personalize
 from gen4gen.caption.facts import facts_from_layout, relation
 from gen4gen.caption.template import TemplateCaptioner
 from gen4gen.caption.tokens import ClipTokenCounter
-from gen4gen.caption.words import count_phrase, plural
-from tests.clip_tokenizer import build_clip_tokenizer
+from gen4gen.words import count_phrase, plural
+from tests.helpers.clip_tokenizer import build_clip_tokenizer
 from tests.conftest import shared
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gen4gen.encoders import resolve_device, unit
+from gen4gen.device import resolve_device
+from gen4gen.encoders import unit
 from gen4gen.errors import UserError
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from gen4gen.examples import main, make_examples
 from gen4gen.images import read_image
 
@@ -35,20 +37,13 @@ def test_examples_make_two_multi_concept_scenes_once(tmp_path, capsys):
     assert "already present" in capsys.readouterr().out
 
 
+@pytest.mark.needs("weights")
 def test_default_s1_segments_the_example_scenes(tmp_path, cfg_factory):
     """The `make demo` path for s1: the embedded U²-Net-p finds each example concept."""
     import json
 
-    import pytest
-
-    from gen4gen import weights
     from gen4gen.app import run
-    from gen4gen.errors import UserError
 
-    try:
-        weights.path("u2netp", fetch=False)
-    except UserError as e:
-        pytest.skip(f"u2netp weights absent: {str(e)[:120]}")
     make_examples(tmp_path / "src")
     assert run(cfg_factory("stage=s1")) == 0
     metas = [json.loads(p.read_text()) for p in (tmp_path / "stages").rglob("meta.json")]

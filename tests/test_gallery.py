@@ -1,10 +1,8 @@
 """The HTML gallery: every thumbnail it shows exists, captions and failures are on the page, the layout
-picture has its boxes drawn, and the page renders in headless Chromium (skipped without a browser)."""
+picture has its boxes drawn, and the page renders in headless Chromium (needs("chromium"))."""
 import html
 import json
-import os
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,6 +15,7 @@ from PIL import Image
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import export, s4_caption
 from tests.conftest import make_cfg
+from tests.helpers.needs import chromium_path
 from tests.helpers.trees import COLOURS, add_failure, make_pipeline
 
 
@@ -76,24 +75,14 @@ def test_layout_thumbnail_has_labelled_boxes(gallery):
     assert drawn.mean() < 0.2  # the rest is the composition
 
 
-def chromium() -> str:
-    """The browser; without one the test skips, except under CI (.ci/run installs it), where it fails."""
-    browser = next((b for b in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"),
-                                shutil.which("google-chrome")) if b and Path(b).exists()), None)
-    if browser is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("no Chromium under CI: .ci/run installs it (apt-get install chromium)")
-        pytest.skip("no Chromium installed (apt-get install chromium) to render the gallery")
-    return browser
-
-
 def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    cmd = [chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.needs("chromium")
 def test_renders_in_headless_chromium(gallery, tmp_path):
     shot = tmp_path / "shot.png"
     run_chromium(tmp_path, "--window-size=1000,1200", f"--screenshot={shot}", gallery.as_uri())
@@ -144,6 +133,7 @@ def check_in_chromium(page: Path, tmp_path: Path) -> dict:
     return json.loads(html.unescape(found.group(1)))
 
 
+@pytest.mark.needs("chromium")
 def test_200_items_load_every_image_and_nothing_overflows_at_1400px(tmp_path):
     long = "hippopotamusxylophonebutterflyextravaganza"  # one long word: names and ids must wrap in their cards
     objects = [(long, 0, (10, 40, 30, 30)), ("dog", 0, (60, 40, 30, 30))]
@@ -159,6 +149,7 @@ def test_200_items_load_every_image_and_nothing_overflows_at_1400px(tmp_path):
     assert found["broken"] == [] and found["overflow"] == []
 
 
+@pytest.mark.needs("chromium")
 def test_the_check_sees_a_broken_image_and_an_overflowing_caption(gallery, tmp_path):
     """The browser check is not vacuous: a missing thumbnail and an unbreakable over-wide caption are found."""
     broken = gallery.with_name("broken.html")

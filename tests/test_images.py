@@ -7,7 +7,7 @@ from PIL import Image
 
 from gen4gen.errors import ItemFailed
 from gen4gen.images import BadImage, read_image
-from tests import image_cases as cases
+from tests.helpers import image_cases as cases
 
 
 def _write(tmp_path, name, data):

@@ -4,8 +4,8 @@ import time
 import pytest
 from pydantic import BaseModel
 
-from gen4gen.llm import LLMClient, ReplyInvalid, Request, extract_json
-from tests.llm_server import LLMServer, Reply, chat_body
+from gen4gen.llm.replies import ReplyInvalid, Request, extract_json
+from tests.helpers.llm_server import LLMServer, Reply, chat_body, llm_client
 
 
 class Answer(BaseModel):
@@ -29,7 +29,7 @@ def test_retry_with_error_fed_back_then_success(tmp_path):
         return Reply('{"name": "cat"}') if n == 0 else Reply('{"name": "cat", "count": 2}')
 
     with LLMServer(replies) as srv:
-        client = LLMClient(srv.base_url, "m", cache_dir=tmp_path, max_retries=0)
+        client = llm_client(srv.base_url, "m", cache_dir=tmp_path, max_retries=0)
         [res] = client.run([Request([{"role": "user", "content": "hi"}], Answer)])
         assert res.ok and res.value.count == 2 and res.attempts == 2
         assert "count" in srv.requests[1]["messages"][-1]["content"]  # the error went back to the model
@@ -47,7 +47,7 @@ def test_retry_after_and_5xx_are_retried_and_concurrency_is_real(tmp_path):
         return Reply(json.dumps({"name": "x", "count": 1}), delay=0.2)
 
     with LLMServer(replies) as srv:
-        client = LLMClient(srv.base_url, "m", concurrency=8, max_retries=3)
+        client = llm_client(srv.base_url, "m", concurrency=8, max_retries=3)
         reqs = [Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(16)]
         t0 = time.perf_counter()
         results = client.run(reqs)
@@ -59,7 +59,7 @@ def test_retry_after_and_5xx_are_retried_and_concurrency_is_real(tmp_path):
 def test_timeout_is_a_recorded_failure(tmp_path):
     # the server answered once, so it is there: a later timeout is that request's failure, not a dead server
     with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}', delay=3 if n else 0)) as srv:
-        client = LLMClient(srv.base_url, "m", timeout=0.3, max_retries=0, concurrency=1)
+        client = llm_client(srv.base_url, "m", timeout=0.3, max_retries=0, concurrency=1)
         first, res = client.run([Request([{"role": "user", "content": q}], Answer) for q in ("q0", "q1")])
         assert first.ok and not res.ok and "Timeout" in res.errors[-1] and res.transport
 
@@ -71,7 +71,7 @@ def test_json_schema_rejected_falls_back_to_json_object(tmp_path):
         return Reply('{"name": "x", "count": 1}')
 
     with LLMServer(replies) as srv:
-        client = LLMClient(srv.base_url, "m", max_retries=0)
+        client = llm_client(srv.base_url, "m", max_retries=0)
         [res] = client.run([Request([{"role": "user", "content": "q"}], Answer)])
         assert res.ok and not client.structured
 
@@ -89,13 +89,13 @@ def test_deeply_nested_json_is_an_invalid_reply_not_a_crash():
         return Reply(deep) if n == 0 else Reply('{"name": "x", "count": 1}')
 
     with LLMServer(replies) as srv:
-        [res] = LLMClient(srv.base_url, "m", max_retries=0).run([Request([{"role": "user", "content": "q"}], Answer)])
+        [res] = llm_client(srv.base_url, "m", max_retries=0).run([Request([{"role": "user", "content": "q"}], Answer)])
     assert res.ok and res.attempts == 2
 
 
 def test_a_server_that_trickles_bytes_is_cut_off():
     with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}', trickle=0.2 if n else 0)) as srv:
-        client = LLMClient(srv.base_url, "m", timeout=0.5, max_retries=0, max_attempts=2, concurrency=1)
+        client = llm_client(srv.base_url, "m", timeout=0.5, max_retries=0, max_attempts=2, concurrency=1)
         t0 = time.perf_counter()
         _, res = client.run([Request([{"role": "user", "content": q}], Answer) for q in ("q0", "q1")])
     assert not res.ok and all("TimeoutError" in e for e in res.errors) and len(res.errors) == 2
@@ -112,7 +112,7 @@ def test_a_reply_past_max_reply_mb_is_cut_off_as_an_invalid_reply(huge):
         return Reply(raw=b'{"id": "' + b"x" * 3_000_000) if huge == "declared length" else Reply(stream_mb=200)
 
     with LLMServer(replies) as srv:
-        [res] = LLMClient(srv.base_url, "m", max_retries=0, max_reply_mb=1).run(
+        [res] = llm_client(srv.base_url, "m", max_retries=0, max_reply_mb=1).run(
             [Request([{"role": "user", "content": "q"}], Answer)])
         time.sleep(0.2)  # the server's last write fails once the client has hung up
         taken = srv.streamed_mb
@@ -121,7 +121,7 @@ def test_a_reply_past_max_reply_mb_is_cut_off_as_an_invalid_reply(huge):
     assert taken < 20 if huge.startswith("streamed") else taken == 0  # of 200 MB: socket buffers at most
 
     with LLMServer(lambda body, n: Reply(stream_mb=50)) as srv:  # every reply too large: a fallback, not a dead server
-        [res] = LLMClient(srv.base_url, "m", max_retries=0, max_reply_mb=1, max_attempts=2).run(
+        [res] = llm_client(srv.base_url, "m", max_retries=0, max_reply_mb=1, max_attempts=2).run(
             [Request([{"role": "user", "content": "q"}], Answer)])
     assert not res.ok and not res.transport and len(res.errors) == 2
 
@@ -139,7 +139,7 @@ def test_compressed_replies_are_decoded_under_the_limit_and_a_gzip_bomb_is_cut()
             Reply(raw=gzip.compress(good), headers={"Content-Encoding": "gzip"}),
             Reply(raw=zlib.compress(good), headers={"Content-Encoding": "deflate"})]
     with LLMServer(lambda body, n: sent[n]) as srv:
-        client = LLMClient(srv.base_url, "m", max_retries=0, max_reply_mb=1, max_attempts=3, concurrency=1)
+        client = llm_client(srv.base_url, "m", max_retries=0, max_reply_mb=1, max_attempts=3, concurrency=1)
         first, second = client.run([Request([{"role": "user", "content": q}], Answer) for q in ("q0", "q1")])
     assert len(bomb) < 100_000 and first.ok and first.attempts == 3 and second.ok and second.attempts == 1
     assert first.errors == ["attempt 1: the reply passed 1 MB (llm.max_reply_mb): not read further",
@@ -167,7 +167,7 @@ GOOD = '{"name": "x", "count": 1}'
 def test_a_reply_of_the_wrong_shape_is_an_invalid_attempt_never_a_crash(raw, why):
     """openai builds the reply without validating it: any JSON can sit where the text should be."""
     with LLMServer(lambda body, n: Reply(raw=raw) if n == 0 else Reply(GOOD)) as srv:
-        [res] = LLMClient(srv.base_url, "m", max_retries=0).run([Request([{"role": "user", "content": "q"}], Answer)])
+        [res] = llm_client(srv.base_url, "m", max_retries=0).run([Request([{"role": "user", "content": "q"}], Answer)])
     assert res.ok and res.attempts == 2 and not res.transport and res.errors == [f"attempt 1: {why}"]
 
 
@@ -176,7 +176,7 @@ def test_content_parts_and_odd_usage_are_read():
     sent = [Reply(raw=_completion(parts, usage={"prompt_tokens": 3, "total_tokens": "many"})),
             Reply(raw=_completion(GOOD, usage="lots"))]
     with LLMServer(lambda body, n: sent[n]) as srv:
-        first, second = LLMClient(srv.base_url, "m", max_retries=0, concurrency=1).run(
+        first, second = llm_client(srv.base_url, "m", max_retries=0, concurrency=1).run(
             [Request([{"role": "user", "content": q}], Answer) for q in ("q0", "q1")])
     assert first.ok and first.value.name == "x" and first.usage == {"prompt_tokens": 3}
     assert second.ok and second.usage == {}

@@ -13,14 +13,15 @@ from pydantic import BaseModel, ValidationError
 
 from gen4gen.layout.checks import check_layout
 from gen4gen.layout.schema import LayoutReply
-from gen4gen.llm import LLMClient, LLMUnreachable, ReplyInvalid, Request
+from gen4gen.llm.health import LLMUnreachable
+from gen4gen.llm.replies import ReplyInvalid, Request
 from gen4gen.markers import done_items
 from gen4gen.stages import s2_compose, s4_caption
 from tests.conftest import make_cfg
-from tests.llm_server import ECHO_AUTH, ECHO_KEY, ECHO_KEY_ESCAPED, NUMERIC_BOXES, LLMServer, Reply
-from tests.pipeline_run import FAST, cli, small_sources
+from tests.helpers.llm_server import ECHO_AUTH, ECHO_KEY, ECHO_KEY_ESCAPED, NUMERIC_BOXES, LLMServer, Reply, llm_client
+from tests.helpers.pipeline_run import FAST, cli, small_sources
 from tests.helpers.trees import fake_s1
-from tests.s2_llm_replies import asked_objects, good_content, kind
+from tests.helpers.s2_llm_replies import asked_objects, good_content, kind
 
 SENTINEL = "sk-ECHO-7d2b91-never-on-disk"
 
@@ -49,7 +50,7 @@ def test_any_exception_in_a_check_is_an_invalid_reply_that_is_retried(tmp_path):
         return value
 
     with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}')) as srv:
-        client = LLMClient(srv.base_url, "m", cache_dir=tmp_path, max_retries=0)
+        client = llm_client(srv.base_url, "m", cache_dir=tmp_path, max_retries=0)
         [res] = client.run([Request([{"role": "user", "content": "q"}], Answer, check=check)])
     assert res.ok and res.attempts == 2
     assert res.errors == ["attempt 1: ZeroDivisionError while checking the reply: division by zero"]
@@ -117,7 +118,7 @@ def test_a_reply_carrying_the_key_is_redacted_then_rejected(tmp_path, monkeypatc
               Reply(json.dumps({"name": SENTINEL.upper(), "count": 1})),  # in other letters
               Reply(f"{ECHO_KEY} is wrong", status=500), Reply('{"name": "cat", "count": 2}')]
     with LLMServer(lambda body, n: script[min(n, 4)]) as srv:
-        client = LLMClient(srv.base_url, "m", cache_dir=tmp_path, max_retries=0, max_attempts=5)
+        client = llm_client(srv.base_url, "m", cache_dir=tmp_path, max_retries=0, max_attempts=5)
         [res] = client.run([Request([{"role": "user", "content": "q"}], Answer)])
         fed_back = json.dumps(srv.requests[-1]["messages"])
     assert res.ok and res.value.name == "cat" and res.attempts == 5
@@ -129,7 +130,7 @@ def test_a_reply_carrying_the_key_is_redacted_then_rejected(tmp_path, monkeypatc
     assert SENTINEL.encode() not in entry.read_bytes()
     entry.write_text(entry.read_text().replace('"cat"', json.dumps(SENTINEL)))  # a cache file from before
     with LLMServer(lambda body, n: Reply('{"name": "dog", "count": 3}')) as srv:
-        [again] = LLMClient(srv.base_url, "m", cache_dir=tmp_path).run([Request([{"role": "user", "content": "q"}],
+        [again] = llm_client(srv.base_url, "m", cache_dir=tmp_path).run([Request([{"role": "user", "content": "q"}],
                                                                                 Answer)])
     assert not again.cached and again.value.name == "dog"
 
@@ -138,7 +139,7 @@ def good_caption(body: dict) -> Reply:
     user = body["messages"][1]["content"]  # text, or the VLM's [text, image] parts
     text = user if isinstance(user, str) else next(p["text"] for p in user if p.get("type") == "text")
     facts = json.loads(text[text.index("{"):])
-    from gen4gen.caption.words import count_phrase, join_list
+    from gen4gen.words import count_phrase, join_list
 
     objects = join_list([count_phrase(o["concept"], o["count"]) for o in facts["objects"]])
     return Reply(json.dumps({"caption": f"A photo of {objects} {facts.get('background') or ''}".strip() + "."}))
@@ -204,7 +205,7 @@ def test_unreachable_llm_is_one_line_and_a_non_zero_exit_fast(tmp_path, case):
 def test_no_such_model_stops_like_an_unreachable_server():
     with LLMServer(lambda body, n: Reply(status=404)) as srv:
         with pytest.raises(LLMUnreachable, match=r"has no chat endpoint or no model 'gpt-x' \(HTTP 404\)"):
-            LLMClient(srv.base_url, "gpt-x", max_retries=0).run(
+            llm_client(srv.base_url, "gpt-x", max_retries=0).run(
                 [Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(20)])
         assert len(srv.requests) <= 8  # the requests in flight when the first 404 came back; no more
 
@@ -225,12 +226,12 @@ def black_hole():
 
 
 def test_a_host_that_takes_no_connection_is_unreachable_after_the_connect_timeout(black_hole):
-    client = LLMClient(black_hole, "m", timeout=60, connect_timeout=0.5, max_retries=3)
+    client = llm_client(black_hole, "m", timeout=60, connect_timeout=0.5, max_retries=3)
     t0 = time.perf_counter()
     with pytest.raises(LLMUnreachable, match=rf"^cannot reach {re.escape(black_hole)} \(no connection within 0.5 s\)"):
         client.run([Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(20)])
     assert time.perf_counter() - t0 < 5  # one probe's connect timeout, not 20 requests x 4 tries x 60 s
-    fallback = LLMClient(black_hole, "m", timeout=60, connect_timeout=0.5, fallback_on_unreachable=True)
+    fallback = llm_client(black_hole, "m", timeout=60, connect_timeout=0.5, fallback_on_unreachable=True)
     results = fallback.run([Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(5)])
     assert all(r.transport and not r.ok and "no connection within 0.5 s" in r.errors[0] for r in results)
 
@@ -239,7 +240,7 @@ def test_a_server_that_never_answers_stops_after_one_request_s_tries(tmp_path):
     """It accepts connections and answers /models, but no chat request: once two requests have timed out on
     every try with nothing answered, the others stop waiting (not 3 attempts x every request)."""
     with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}', delay=30)) as srv:
-        client = LLMClient(srv.base_url, "m", timeout=0.3, max_retries=1, concurrency=2)
+        client = llm_client(srv.base_url, "m", timeout=0.3, max_retries=1, concurrency=2)
         t0 = time.perf_counter()
         with pytest.raises(LLMUnreachable, match=r"2 requests timed out on each of their 2 tries \(llm.timeout=0.3 s\) "
                                                  r"and none was answered"):
@@ -255,16 +256,16 @@ def test_a_server_that_answers_every_request_with_an_error_stops_after_one_reque
     others are not sent. Once anything was answered, such errors are that request's failure only; one request
     alone is its own failure too (a single error can beat the first good replies back)."""
     with LLMServer(lambda body, n: Reply(status=status, headers={"Retry-After": "0"})) as srv:
-        client = LLMClient(srv.base_url, "m", max_retries=1, concurrency=1)
+        client = llm_client(srv.base_url, "m", max_retries=1, concurrency=1)
         with pytest.raises(LLMUnreachable, match=rf"2 requests got HTTP {status} on each of their 2 tries and none"):
             client.run([Request([{"role": "user", "content": f"q{i}"}], Answer) for i in range(10)])
         assert len(srv.requests) == 4  # two requests, tried twice each; the other 8 never sent
-        [alone] = LLMClient(srv.base_url, "m", max_retries=0, max_attempts=2).run(
+        [alone] = llm_client(srv.base_url, "m", max_retries=0, max_attempts=2).run(
             [Request([{"role": "user", "content": "q"}], Answer)])
     assert not alone.ok and alone.transport and len(alone.errors) == 1  # its tries were the client's; no 2nd attempt
 
     with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}') if n == 0 else Reply(status=status)) as srv:
-        first, later = LLMClient(srv.base_url, "m", max_retries=0, concurrency=1, max_attempts=2).run(
+        first, later = llm_client(srv.base_url, "m", max_retries=0, concurrency=1, max_attempts=2).run(
             [Request([{"role": "user", "content": q}], Answer) for q in ("q0", "q1")])
     assert first.ok and not later.ok and later.transport and len(later.errors) == 2
 
@@ -272,9 +273,9 @@ def test_a_server_that_answers_every_request_with_an_error_stops_after_one_reque
 def test_a_server_without_keys_needs_none(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")
     with LLMServer(lambda body, n: Reply('{"name": "x", "count": 1}')) as srv:
-        [res] = LLMClient(srv.base_url, "m", api_key_env=None).run([Request([{"role": "user", "content": "q"}], Answer)])
+        [res] = llm_client(srv.base_url, "m", api_key_env=None).run([Request([{"role": "user", "content": "q"}], Answer)])
         with pytest.raises(LLMUnreachable, match="^OPENAI_API_KEY is not set"):
-            LLMClient(srv.base_url, "m").run([Request([{"role": "user", "content": "q"}], Answer)])
+            llm_client(srv.base_url, "m").run([Request([{"role": "user", "content": "q"}], Answer)])
     assert res.ok and len(srv.requests) == 1
 
 

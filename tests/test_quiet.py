@@ -8,10 +8,10 @@ from rich.console import Console
 
 from gen4gen import console as g4console
 from gen4gen.console import Summary, summary_lines, summary_table
-from tests.llm_server import LLMServer, Reply
-from tests.pipeline_run import cli
+from tests.helpers.llm_server import LLMServer, Reply
+from tests.helpers.pipeline_run import cli
 from tests.helpers.trees import fake_s1
-from tests.s2_llm_replies import good
+from tests.helpers.s2_llm_replies import good
 
 LIBRARY_LINE = re.compile(r"\[(httpx2?|httpcore2?|openai|huggingface_hub|transformers|diffusers|urllib3|py\.warnings)"
                           r"[.\]]|HTTP Request:|Retrying request|Loading weights|Warning:", re.I)
@@ -124,7 +124,7 @@ def test_loading_weights_draws_no_bars(tmp_path):
     import subprocess
     import sys
 
-    from tests.pipeline_run import ROOT
+    from tests.helpers.pipeline_run import ROOT
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     for key in g4console.QUIET_ENV:

@@ -214,11 +214,15 @@ def finished_tree(root: Path) -> dict:
 
 
 def dataset_bytes(root: Path) -> dict[str, bytes]:
-    """Every file's bytes, the dataset's own absolute path (the card names it) read as a placeholder."""
+    """Every file's bytes, the dataset's own absolute path (the card and its trainer commands name it) read as a
+    placeholder; the export's record as the files it lists (its hashes are of bytes that hold the path)."""
     ds = root / "outputs/datasets/mycanvas"
     here = str(ds.resolve()).encode()
-    return {p.relative_to(ds).as_posix(): p.read_bytes().replace(here, b"<dataset>")
-            for p in sorted(ds.rglob("*")) if p.is_file()}
+    out = {p.relative_to(ds).as_posix(): p.read_bytes().replace(here, b"<dataset>")
+           for p in sorted(ds.rglob("*")) if p.is_file()}
+    record = json.loads(out.pop(".gen4gen-export.json"))
+    out[".gen4gen-export.json"] = json.dumps(sorted(record["files"])).encode()
+    return out
 
 
 def test_a_moved_stages_folder_resumes_on_its_own_files(tmp_path):
@@ -282,8 +286,8 @@ def test_compositions_the_current_config_does_not_make_never_reach_the_dataset(t
 def test_items_built_from_an_earlier_s1_never_reach_the_dataset(tmp_path):
     """s1 rerun with ``segment.rounds=3`` (a real run): nothing made from the old cut-outs is exported
     until s2..s4 have run again on the new ones."""
-    from tests.image_cases import disc
-    from tests.segmenters import search_path
+    from tests.helpers.image_cases import disc
+    from tests.helpers.segmenters import search_path
 
     for k in range(4):
         d = tmp_path / "src" / "pets" / ("cat" if k % 2 else "dog")
@@ -360,8 +364,8 @@ def test_names_near_the_file_name_limit_export_in_every_format(tmp_path):
 
 
 def test_a_meta_json_that_is_not_an_object_is_redone_not_a_crash(tmp_path):
-    from tests.image_cases import disc
-    from tests.segmenters import search_path
+    from tests.helpers.image_cases import disc
+    from tests.helpers.segmenters import search_path
 
     d = tmp_path / "src" / "pets" / "cat"
     d.mkdir(parents=True)

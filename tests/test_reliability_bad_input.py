@@ -15,8 +15,8 @@ from PIL import Image
 
 from gen4gen.markers import read_failures
 from gen4gen.paths import STAGE_DIRS
-from tests import image_cases as cases
-from tests.pipeline_run import FAST, cli, need_weights
+from tests.helpers import image_cases as cases
+from tests.helpers.pipeline_run import FAST, cli
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +50,8 @@ def summary_row(text: str, stage: str) -> list[int]:
     return [int(x) for x in re.findall(r"│\s*(\d+)\s*(?=│)", row)][:4]
 
 
+@pytest.mark.needs("weights")
 def test_bad_input_corpus_through_every_stage(tmp_path):
-    need_weights()
     expect = make_corpus(tmp_path / "src")
     result = cli(tmp_path, "stage=all", *FAST)
     shown = result.stdout + result.stderr

@@ -12,7 +12,7 @@ import pytest
 from gen4gen.caption.check import markup_problem
 from gen4gen.caption.llm import LLMCaptioner
 from gen4gen.caption.template import CaptionJob, TemplateCaptioner
-from tests.llm_server import LLMServer
+from tests.helpers.llm_server import LLMServer
 from tests.test_caption_llm import GOOD, LAYOUT, TOKENS, caption, llm_cfg
 
 MARKUP = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>', "<b>bold</b>", "&lt;script&gt;",
@@ -94,10 +94,10 @@ def test_nothing_of_a_hostile_background_reaches_an_export(tmp_path):
     s4_caption.run(cfg)
     export.run(cfg)
     ds = tmp_path / "outputs" / "datasets" / "demo"
-    for name in ("customdiffusion/compositions/captions.txt", "imagefolder/train/metadata.jsonl",
+    for name in ("customdiffusion/compositions/captions.txt", "imagefolder/metadata.jsonl",
                  "mycanvas/index.jsonl", "coco/annotations/captions.json"):
         text = (ds / name).read_text("utf-8")
         assert "<script" not in text and "onerror" not in text and "\x1b" not in text and "\x00" not in text
-    rows = [json.loads(line) for line in (ds / "imagefolder/train/metadata.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (ds / "imagefolder/metadata.jsonl").read_text().splitlines()]
     assert len(rows) == len(SCENES)
-    assert not [r for r in rows for k in ("text", "short", "personalized") if markup_problem(r[k])]
+    assert not [r for r in rows for k in ("caption_plain", "caption_plain_short", "caption_personalized") if markup_problem(r[k])]

@@ -11,7 +11,7 @@ import pytest
 
 from gen4gen.run_folders import discard, prune, run_folders
 from tests.helpers.trees import fake_s1
-from tests.pipeline_run import cli
+from tests.helpers.pipeline_run import cli
 
 # (overrides, a piece of the one line the user reads)
 REFUSED = [

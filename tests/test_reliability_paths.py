@@ -17,7 +17,7 @@ from PIL import Image
 from gen4gen.contain import Escaped, contained
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.train.data import load_examples
-from tests.train_tiny import save_tiny_dataset
+from tests.helpers.train_tiny import save_tiny_dataset
 
 KINDS = ["parent", "absolute", "link out", "link chain", "link to a folder outside", "link loop", "nul byte",
          "parent inside a name"]

@@ -12,18 +12,17 @@ from pathlib import Path
 import pytest
 
 from gen4gen.paths import STAGE_DIRS
-from tests.llm_server import LLMServer
-from tests.pipeline_run import FAST, assert_no_half_done, assert_same_outputs, cli, need_weights, small_sources
-from tests.s2_llm_replies import good_content
+from tests.helpers.llm_server import LLMServer
+from tests.helpers.pipeline_run import FAST, assert_no_half_done, assert_same_outputs, cli, small_sources
+from tests.helpers.s2_llm_replies import good_content
 from tests.test_reliability_llm import good_caption, is_caption
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs("weights")]
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """One uninterrupted, unsharded run of every data stage."""
-    need_weights()
     root = tmp_path_factory.mktemp("reference")
     small_sources(root / "src")
     cli(root, "stage=all", *FAST)
@@ -95,7 +94,7 @@ def test_api_key_reaches_the_server_and_no_file(tmp_path, reference):
     root = fresh(tmp_path, reference)
 
     def replies(body, n):
-        from tests.llm_server import Reply
+        from tests.helpers.llm_server import Reply
 
         return Reply(good_caption(body) if is_caption(body) else good_content(body))
 

@@ -248,7 +248,7 @@ def test_every_phrase_the_planner_can_choose_is_drawn_as_what_it_says():
     """Phrase -> style by its words, and the pixels of that style look like it (colour statistics of the
     sky, the strip under the horizon where a beach has its sea, and the ground): a desert has no sea."""
     from gen4gen.layout.scenes import STYLE_PHRASES, STYLE_WORDS
-    from tests.background_signatures import looks_like
+    from tests.helpers.background_signatures import looks_like
 
     for style, phrases in STYLE_PHRASES.items():
         assert [style_for(p) for p in phrases] == [style] * len(phrases)

@@ -21,8 +21,8 @@ from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, run_stage
 from gen4gen.stages.s1_segment import SegmentStage
 from tests.conftest import make_cfg
-from tests.image_cases import disc
-from tests.segmenters import Darkness, search_path
+from tests.helpers.image_cases import disc
+from tests.helpers.segmenters import Darkness, search_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("seconds",)
@@ -317,9 +317,9 @@ def test_ctrl_c_in_the_cli_prints_one_line_exits_130_and_the_rerun_resumes(tmp_p
 
 def test_ctrl_c_while_waiting_for_the_llm_is_one_line_and_130(tmp_path):
     """The prepare phase (concurrent LLM calls, before any item runs): the same line, no asyncio traceback."""
-    from tests.llm_server import LLMServer, Reply
+    from tests.helpers.llm_server import LLMServer, Reply
     from tests.helpers.trees import fake_s1
-    from tests.s2_llm_replies import good_content
+    from tests.helpers.s2_llm_replies import good_content
 
     fake_s1(tmp_path / "stages", {"pets": {"cat": 1, "dog": 1}})
     with LLMServer(lambda body, n: Reply(good_content(body), delay=30)) as srv:

@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 import yaml
 
-from gen4gen import weights
 from gen4gen.app import run
-from gen4gen.errors import UserError
 from gen4gen.images import read_image
 from gen4gen.markers import read_failures
 from gen4gen.paths import STAGE_DIRS
-from tests import image_cases as cases
+from tests.helpers import image_cases as cases
 from tests.conftest import shared
-from tests.segmenters import search_path
+from tests.helpers.segmenters import search_path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = STAGE_DIRS["s1"]
@@ -86,11 +84,7 @@ def test_rounds_are_all_kept_and_the_best_is_chosen(tmp_path, cfg_factory):
     assert sorted(p.name for p in (item / "rounds").iterdir()) == ["0_mask.png", "1_mask.png"]
 
 
-def _u2netp_or_skip():
-    try:
-        weights.path("u2netp", fetch=False)
-    except UserError as e:
-        pytest.skip(f"u2netp weights absent: {str(e)[:120]}")
+def _u2netp():
     from gen4gen.segment.u2netp import U2NetP
 
     return U2NetP()
@@ -111,15 +105,17 @@ def _mean_iou(seg, images: Path, refs: Path) -> float:
     return float(np.mean(ious))
 
 
+@pytest.mark.needs("weights")
 def test_u2netp_matches_the_reference_u2netp_masks():
     root = shared("segmentation", "u2net")
-    seg = _u2netp_or_skip()
+    seg = _u2netp()
     assert _mean_iou(seg, root / "images", root / "u2netp_ref") >= 0.95
 
 
+@pytest.mark.needs("weights")
 def test_u2netp_meets_the_quality_goal_against_the_authors_isnet_masks():
     root = shared("segmentation", "gen4gen")
-    seg = _u2netp_or_skip()
+    seg = _u2netp()
     assert _mean_iou(seg, root / "images", root / "isnet_ref") >= 0.94
 
 
@@ -132,7 +128,7 @@ def _cli(*args: str, cwd: Path, pythonpath: Path = ROOT) -> subprocess.Completed
 def test_help_lists_the_stages_and_backends(tmp_path):
     r = _cli("--help", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "stage=s1|s2|s3|s4|export|all" in r.stdout
+    assert "Usage: python -m gen4gen stage=NAME [group=option ...] [key=value ...]" in r.stdout
     line = next(s for s in r.stdout.splitlines() if s.startswith("segmenter:"))
     assert {"grabcut", "isnet", "sam", "u2netp"} <= {x.strip() for x in line.split(":", 1)[1].split(",")}
 

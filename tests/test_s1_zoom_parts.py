@@ -10,22 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gen4gen import weights
 from gen4gen.errors import UserError
 from gen4gen.images import read_image
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import s1_segment
 from gen4gen.stages.s1_segment import photo_ids
-from tests.segmenters import search_path
+from tests.helpers.segmenters import search_path
 
 OUT = STAGE_DIRS["s1"]
 
 
 def _u2netp(**kw):
-    try:
-        weights.path("u2netp", fetch=False)
-    except UserError as e:
-        pytest.skip(f"u2netp weights absent: {str(e)[:120]}")
     from gen4gen.segment.u2netp import U2NetP
 
     return U2NetP(threads=1, **kw)
@@ -51,6 +46,7 @@ def _iou(soft: np.ndarray, truth: np.ndarray) -> float:
     return float((m & truth).sum() / max((m | truth).sum(), 1))
 
 
+@pytest.mark.needs("weights")
 def test_zoom_beats_the_single_pass_on_a_small_thin_subject():
     img, truth = small_spider()
     single = _iou(_u2netp(zoom=0.0)(img), truth)
@@ -63,6 +59,7 @@ def test_zoom_beats_the_single_pass_on_a_small_thin_subject():
     assert zoomed >= 0.97 and zoomed >= single + 0.04, (single, zoomed)  # measured: 0.918 -> 0.985
 
 
+@pytest.mark.needs("weights")
 def test_the_zoom_crop_is_taken_around_the_chosen_subject_only():
     img, truth = small_spider()
     img[850:950, 300:400] = (40, 40, 200)  # a second object, apart from the spider
@@ -79,6 +76,7 @@ def test_the_zoom_crop_is_taken_around_the_chosen_subject_only():
     assert _iou(mask * (np.arange(1200)[:, None] < 800), truth) >= 0.97
 
 
+@pytest.mark.needs("weights")
 def test_zoom_crop_is_at_least_the_model_input_and_skips_what_gains_nothing():
     seg = _u2netp(zoom=0.5)
     sal = np.zeros((320, 320), np.float32)
@@ -100,8 +98,9 @@ def _write(folder: Path, name: str, img: np.ndarray) -> None:
     Image.fromarray(img).save(folder / name)
 
 
+@pytest.mark.needs("weights")
 def test_a_large_subject_is_untouched_by_the_zoom(tmp_path, cfg_factory):
-    from tests import image_cases as cases
+    from tests.helpers import image_cases as cases
 
     img = cv2.resize(cases.disc(64), (640, 480), interpolation=cv2.INTER_LINEAR)
     single, info = _u2netp(zoom=0.0).segment(img)
@@ -203,6 +202,7 @@ def test_photos_whose_names_collide_each_get_their_own_stable_item(tmp_path, cfg
     assert photo_ids(names)[Path("y.png")] == "y" and photo_ids([Path("x.jpg")]) == {Path("x.jpg"): "x"}
 
 
+@pytest.mark.needs("weights")
 def test_zoom_gains_on_real_subjects_pasted_small_onto_real_photos():
     """The pasted set's two smallest bands (5-20 % of the frame, 42 photos, exact masks): measured single
     0.795 / 0.818 -> zoom 0.844 / 0.844; 2 photos worse by > 0.02."""

@@ -9,9 +9,10 @@ from gen4gen.layout.coco_examples import CocoExamples
 from gen4gen.layout.llm import LLMPlanner
 from gen4gen.layout.schema import (ConceptCount, LayoutReply, ObjectBox, PlanRequest, SizeRatiosReply, ObjectRatio,
                                    min_box_area, overlap_fraction)
-from gen4gen.llm import LLMClient, LLMUnreachable, ReplyInvalid
-from tests.llm_server import LLMServer, Reply
-from tests.s2_llm_replies import asked_objects, good, good_content, kind
+from gen4gen.llm.health import LLMUnreachable
+from gen4gen.llm.replies import ReplyInvalid
+from tests.helpers.llm_server import LLMServer, Reply, llm_client
+from tests.helpers.s2_llm_replies import asked_objects, good, good_content, kind
 
 SIZE = (1024, 768)
 
@@ -23,9 +24,9 @@ def req(*names, sample=0, seed=1, counts=None):
 
 
 def planner(srv, tmp_path=None, **kw):
-    client = LLMClient(srv.base_url, "test-model", concurrency=kw.pop("concurrency", 8),
-                       max_retries=kw.pop("max_retries", 0), timeout=kw.pop("timeout", 10),
-                       max_attempts=kw.pop("max_attempts", 3), cache_dir=tmp_path)
+    client = llm_client(srv.base_url, "test-model", concurrency=kw.pop("concurrency", 8),
+                        max_retries=kw.pop("max_retries", 0), timeout=kw.pop("timeout", 10),
+                        max_attempts=kw.pop("max_attempts", 3), cache_dir=tmp_path)
     return LLMPlanner(client=client, **kw)
 
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gen4gen.llm import LLMUnreachable
+from gen4gen.llm.health import LLMUnreachable
 from gen4gen.markers import done_items, read_failures
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages.s2_compose import run
 from tests.conftest import make_cfg
-from tests.llm_server import LLMServer
+from tests.helpers.llm_server import LLMServer
 from tests.helpers.trees import fake_s1
-from tests.s2_llm_replies import good, kind
+from tests.helpers.s2_llm_replies import good, kind
 
 LAYOUT_KEYS = {"scene", "composition_id", "size", "planner", "fallback", "background_prompt", "scenes", "objects",
                "paste_order", "size_ratios", "llm", "seed"}

@@ -139,7 +139,7 @@ def test_whole_run_problems_are_user_errors(tmp_path, cfg_factory, monkeypatch):
 
 
 def test_sdxl_stage_batched_equals_one_by_one(tmp_path, cfg_factory):
-    from tests.tiny_inpaint import make_sdxl_inpaint
+    from tests.helpers.tiny_inpaint import make_sdxl_inpaint
 
     model = make_sdxl_inpaint(tmp_path / "tiny_sdxl", tmp_path / "tok")
     root = tmp_path / "stages" / S2

@@ -12,8 +12,12 @@ from scipy import linalg, stats
 
 from gen4gen.encoders import unit
 from gen4gen.errors import UserError
-from gen4gen.search import query as Q
 from gen4gen.search.index import IndexInfo, IndexWriter, ModelIndex, MomentSpec, gaussian_moments, write_info
+from gen4gen.search.ivf import build_ivf, has_ivf, ivf_recall, ivf_topk
+from gen4gen.search.pq import PQ_MIN_MODELS, build_pq, has_pq, pq_recall, pq_topk
+from gen4gen.search.recall import MIN_RECALL
+from gen4gen.search.scores import (combine, first_moment, first_moment_topk, frechet, log_density, monte_carlo, ranked,
+                                   second_moment)
 
 
 def make_index(root, feats: dict[str, np.ndarray], kind: str, rank: int = 3, eps: float = 0.05, raw: bool = True):
@@ -59,26 +63,26 @@ def test_every_query_type_finds_the_known_model(tmp_path, gaussians, kind):
     names = index.names
     # text, first moment: a direction finds the model whose mean points there
     q = np.eye(6)[2]
-    assert Q.ranked(index, Q.first_moment(space, q), 1)[0]["model"] == "c"
-    rows, scores = Q.first_moment_topk(space.mu_hat, q[None], k=3, chunk=2)
+    assert ranked(index, first_moment(space, q), 1)[0]["model"] == "c"
+    rows, scores = first_moment_topk(space.mu_hat, q[None], k=3, chunk=2)
     brute = np.argsort(-np.asarray(space.mu_hat) @ q)[:3]
     assert rows[0].tolist() == brute.tolist()
     # text, second moment: same mean direction, the wider model wins by the tau^2 q^T Sigma q term
-    sm = Q.second_moment(space, np.eye(6)[3], tau=4.0)
+    sm = second_moment(space, np.eye(6)[3], tau=4.0)
     assert sm[names.index("wide")] > sm[names.index("narrow")]
     for row in range(len(names)):
         expect = 4.0 * float(space.mu[row] @ np.eye(6)[3]) + 8.0 * dense_sigma(space, row)[3, 3]
         assert sm[row] == pytest.approx(expect, rel=1e-5)
     # image: the exact Gaussian log-density from the cached factorisations
     x = gaussians["c"][0]
-    ld = Q.log_density(space, x)
+    ld = log_density(space, x)
     assert names[int(np.argmax(ld))] == "c"
     for row in range(len(names)):
         ref = stats.multivariate_normal(np.asarray(space.mu[row], np.float64), dense_sigma(space, row)).logpdf(x)
         assert ld[row] == pytest.approx(ref, rel=1e-4)
     # model: Frechet distance, exact against scipy's sqrtm; the twin is nearest
-    fr = Q.frechet(space, names.index("b"), rerank=6)
-    assert Q.ranked(index, fr, 2)[1]["model"] == "b_twin"
+    fr = frechet(space, names.index("b"), rerank=6)
+    assert ranked(index, fr, 2)[1]["model"] == "b_twin"
     s0 = dense_sigma(space, names.index("b"))
     for row in range(len(names)):
         s1 = dense_sigma(space, row)
@@ -86,11 +90,11 @@ def test_every_query_type_finds_the_known_model(tmp_path, gaussians, kind):
         ref = float(((space.mu[names.index("b")] - space.mu[row]) ** 2).sum() + np.trace(s0 + s1 - 2 * covmean))
         assert -fr[row] == pytest.approx(ref, rel=1e-3, abs=1e-3)
     # Monte-Carlo baseline agrees with the ranking of the moment score it approximates
-    mc = Q.monte_carlo(space, np.eye(6)[2], tau=2.0)
+    mc = monte_carlo(space, np.eye(6)[2], tau=2.0)
     assert names[int(np.argmax(mc))] == "c"
     # multimodal: a text query for c and an image of a: both lead the combined ranking, b trails
-    comb = Q.combine([(Q.first_moment(space, np.eye(6)[2]), 1.0), (Q.log_density(space, gaussians["a"][0]), 1.0)])
-    top2 = {h["model"] for h in Q.ranked(index, comb, 2)}
+    comb = combine([(first_moment(space, np.eye(6)[2]), 1.0), (log_density(space, gaussians["a"][0]), 1.0)])
+    top2 = {h["model"] for h in ranked(index, comb, 2)}
     assert top2 == {"a", "c"}
 
 
@@ -122,15 +126,15 @@ def test_ivf_matches_exact_search_when_probing_every_list(tmp_path, backend):
     write_info(tmp_path, IndexInfo(names=[f"m{i}" for i in range(len(mu))],
                                    spaces={"image": {"dim": 16, "encoder": "synthetic", "moment": "diag", "rank": 0, "raw": False}}))
     space = ModelIndex(tmp_path).spaces["image"]
-    assert Q.build_ivf(space, n_lists=25, seed=0, backend=backend) == backend
+    assert build_ivf(space, n_lists=25, seed=0, backend=backend) == backend
     order = np.load(tmp_path / "image_ivf_order.npy")
     assert sorted(order.tolist()) == list(range(len(mu)))  # every model in exactly one list
     q = unit(np.ravel(mu[123] + 0.01), np.float32)
-    exact_rows, exact = Q.first_moment_topk(space.mu_hat, q[None], k=10)
-    rows, scores = Q.ivf_topk(space, q, k=10, nprobe=25)
+    exact_rows, exact = first_moment_topk(space.mu_hat, q[None], k=10)
+    rows, scores = ivf_topk(space, q, k=10, nprobe=25)
     assert rows.tolist() == exact_rows[0].tolist()
     np.testing.assert_allclose(scores, exact[0], rtol=1e-6)
-    rows4, _ = Q.ivf_topk(space, q, k=10, nprobe=4, min_recall=0)  # a few lists hold a clustered query's neighbours
+    rows4, _ = ivf_topk(space, q, k=10, nprobe=4, min_recall=0)  # a few lists hold a clustered query's neighbours
     assert len(set(rows4.tolist()) & set(exact_rows[0].tolist())) >= 8
 
 
@@ -148,27 +152,27 @@ def test_an_ivf_that_misses_neighbours_is_not_used(tmp_path, caplog):
     recall is low and the search is exact; on clustered means the IVF is used."""
     rng = np.random.default_rng(4)
     space = _synthetic_space(tmp_path / "gauss", rng.normal(size=(4000, 64)))
-    Q.build_ivf(space, n_lists=64, backend="numpy", pq=False)  # no compressed scan to turn to (as without faiss)
-    assert not Q.has_pq(space)
-    assert Q.ivf_recall(space, 2) < 0.5
-    assert json.loads((tmp_path / "gauss/image_ivf_recall.json").read_text()) == {"2": Q.ivf_recall(space, 2)}
+    build_ivf(space, n_lists=64, backend="numpy", pq=False)  # no compressed scan to turn to (as without faiss)
+    assert not has_pq(space)
+    assert ivf_recall(space, 2) < 0.5
+    assert json.loads((tmp_path / "gauss/image_ivf_recall.json").read_text()) == {"2": ivf_recall(space, 2)}
     q = unit(np.ravel(space.mu_hat[5] + 0.05 * rng.normal(size=64)), np.float32)
-    exact_rows, exact = Q.first_moment_topk(space.mu_hat, q[None], k=10)
-    with caplog.at_level("WARNING", logger="gen4gen.search.query"):
+    exact_rows, exact = first_moment_topk(space.mu_hat, q[None], k=10)
+    with caplog.at_level("WARNING", logger="gen4gen.search.ivf"):
         for _ in range(2):
-            rows, scores = Q.ivf_topk(space, q, k=10, nprobe=2)
+            rows, scores = ivf_topk(space, q, k=10, nprobe=2)
             assert rows.tolist() == exact_rows[0].tolist() and np.allclose(scores, exact[0])
     assert len([r for r in caplog.records if "searching exactly" in r.getMessage()]) == 1  # said once
 
     centres = rng.normal(size=(16, 64))
     clustered = _synthetic_space(tmp_path / "clustered", centres[rng.integers(0, 16, 4000)]
                                  + 0.1 * rng.normal(size=(4000, 64)))
-    Q.build_ivf(clustered, n_lists=64, backend="numpy")  # lists that pass are written, no codes
-    assert (tmp_path / "clustered/image_ivf_vecs.npy").exists() and not Q.has_pq(clustered)
-    assert Q.ivf_recall(clustered, 8) >= Q.MIN_RECALL
-    rows, _ = Q.ivf_topk(clustered, unit(np.ravel(clustered.mu_hat[5]), np.float32), k=10, nprobe=8)
+    build_ivf(clustered, n_lists=64, backend="numpy")  # lists that pass are written, no codes
+    assert (tmp_path / "clustered/image_ivf_vecs.npy").exists() and not has_pq(clustered)
+    assert ivf_recall(clustered, 8) >= MIN_RECALL
+    rows, _ = ivf_topk(clustered, unit(np.ravel(clustered.mu_hat[5]), np.float32), k=10, nprobe=8)
     assert 5 in rows.tolist()
-    Q.build_ivf(clustered, n_lists=32, backend="numpy")  # a rebuilt file is measured afresh
+    build_ivf(clustered, n_lists=32, backend="numpy")  # a rebuilt file is measured afresh
     assert not (tmp_path / "clustered/image_ivf_recall.json").exists()
 
 
@@ -180,37 +184,37 @@ def test_compressed_scan_serves_unclustered_means(tmp_path, caplog):
     rng = np.random.default_rng(4)
     mu = rng.normal(size=(4000, 64))
     space = _synthetic_space(tmp_path, mu)
-    Q.build_ivf(space, n_lists=64, backend="numpy", pq=False)
-    lists_recall = Q.ivf_recall(space, 8)  # measured through the written lists
-    assert lists_recall < Q.MIN_RECALL
-    Q.build_ivf(space, n_lists=64, backend="numpy")  # measures the lists before writing them: codes instead
-    assert faiss.read_index(str(tmp_path / "image_pq.faiss")).ntotal == 4000 and Q.has_ivf(space)
+    build_ivf(space, n_lists=64, backend="numpy", pq=False)
+    lists_recall = ivf_recall(space, 8)  # measured through the written lists
+    assert lists_recall < MIN_RECALL
+    build_ivf(space, n_lists=64, backend="numpy")  # measures the lists before writing them: codes instead
+    assert faiss.read_index(str(tmp_path / "image_pq.faiss")).ntotal == 4000 and has_ivf(space)
     assert not (tmp_path / "image_ivf_centroids.npy").exists() and not (tmp_path / "image_ivf_vecs.npy").exists()
-    assert Q.ivf_recall(space, 8) == lists_recall and Q.ivf_recall(space, 2) == 0.0  # 2: not measured, no lists
-    assert Q.pq_recall(space, 400) >= Q.MIN_RECALL > Q.pq_recall(space, 10)
+    assert ivf_recall(space, 8) == lists_recall and ivf_recall(space, 2) == 0.0  # 2: not measured, no lists
+    assert pq_recall(space, 400) >= MIN_RECALL > pq_recall(space, 10)
     assert set(json.loads((tmp_path / "image_pq_recall.json").read_text())) == {"400", "10"}
     qs = np.stack([unit(mu[r] + 0.05 * rng.normal(size=64), np.float32) for r in (5, 17, 123, 2500, 3999)])
-    exact_rows, exact = Q.first_moment_topk(space.mu_hat, qs, k=10)
-    batch_rows, batch = Q.pq_topk(space, qs, k=10, candidates=400)
+    exact_rows, exact = first_moment_topk(space.mu_hat, qs, k=10)
+    batch_rows, batch = pq_topk(space, qs, k=10, candidates=400)
     assert batch_rows.tolist() == exact_rows.tolist()
     np.testing.assert_allclose(batch, exact, rtol=1e-6)
-    with caplog.at_level("INFO", logger="gen4gen.search.query"):
+    with caplog.at_level("INFO", logger="gen4gen.search.ivf"):
         for q, e in zip(qs, exact_rows):
-            assert Q.ivf_topk(space, q, k=10, nprobe=8, candidates=400)[0].tolist() == e.tolist()
-            assert Q.ivf_topk(space, q, k=10, nprobe=8, candidates=10)[0].tolist() == e.tolist()  # exact
+            assert ivf_topk(space, q, k=10, nprobe=8, candidates=400)[0].tolist() == e.tolist()
+            assert ivf_topk(space, q, k=10, nprobe=8, candidates=10)[0].tolist() == e.tolist()  # exact
     said = [r.getMessage() for r in caplog.records]
     assert len([m for m in said if "rescoring 400 candidates finds" in m and "using it" in m]) == 1  # said once
     assert len([m for m in said if "at 10 candidates: searching exactly" in m]) == 1
 
     # the codes and the measured recall round-trip through a reopened index; a rebuild drops both
     reopened = ModelIndex(tmp_path).spaces["image"]
-    assert Q.pq_topk(reopened, qs, k=10, candidates=400)[0].tolist() == exact_rows.tolist()
-    assert Q.pq_recall(reopened, 400) == Q.pq_recall(space, 400)
-    Q.build_ivf(reopened, n_lists=64, backend="numpy", pq=False)
-    assert not Q.has_pq(reopened) and not (tmp_path / "image_pq_recall.json").exists()
-    few = _synthetic_space(tmp_path / "few", mu[:Q.PQ_MIN_MODELS - 1])  # too few models to train codes on
-    Q.build_ivf(few, n_lists=8, backend="numpy", nprobe=1)
-    assert not Q.has_pq(few) and (tmp_path / "few/image_ivf_vecs.npy").exists()  # lists, exact where they fail
+    assert pq_topk(reopened, qs, k=10, candidates=400)[0].tolist() == exact_rows.tolist()
+    assert pq_recall(reopened, 400) == pq_recall(space, 400)
+    build_ivf(reopened, n_lists=64, backend="numpy", pq=False)
+    assert not has_pq(reopened) and not (tmp_path / "image_pq_recall.json").exists()
+    few = _synthetic_space(tmp_path / "few", mu[:PQ_MIN_MODELS - 1])  # too few models to train codes on
+    build_ivf(few, n_lists=8, backend="numpy", nprobe=1)
+    assert not has_pq(few) and (tmp_path / "few/image_ivf_vecs.npy").exists()  # lists, exact where they fail
 
 
 def test_an_index_whose_lists_predate_the_codes_gets_them_on_its_next_search(tmp_path, capsys):
@@ -224,14 +228,14 @@ def test_an_index_whose_lists_predate_the_codes_gets_them_on_its_next_search(tmp
     rng = np.random.default_rng(4)
     mu = rng.normal(size=(4000, 64))
     space = _synthetic_space(tmp_path, mu)
-    Q.build_ivf(space, n_lists=64, backend="numpy", pq=False)  # an index from before the codes
-    assert not Q.has_pq(space) and Q.ivf_recall(space, 8) < Q.MIN_RECALL
+    build_ivf(space, n_lists=64, backend="numpy", pq=False)  # an index from before the codes
+    assert not has_pq(space) and ivf_recall(space, 8) < MIN_RECALL
     sc = OmegaConf.create({"ivf": {"min_models": 1000, "nprobe": 8, "candidates": 400}, "top_k": 10})
     searcher = Searcher(ModelIndex(tmp_path), sc, "cpu", str(tmp_path / "cache"), None)
     q = unit(mu[17] + 0.05 * rng.normal(size=64), np.float32)
     scores = searcher._first_moment(searcher.image_space, q)
-    exact_rows, exact = Q.first_moment_topk(space.mu_hat, q[None], k=10)
-    assert Q.has_pq(space) and (tmp_path / "image_ivf_vecs.npy").exists()  # codes added, lists kept
+    exact_rows, exact = first_moment_topk(space.mu_hat, q[None], k=10)
+    assert has_pq(space) and (tmp_path / "image_ivf_vecs.npy").exists()  # codes added, lists kept
     assert np.argsort(-scores)[:10].tolist() == exact_rows[0].tolist() and np.isfinite(scores).sum() == 10
     assert capsys.readouterr().err.count("building PQ codes") == 1  # the console writes to stderr
     searcher._first_moment(searcher.image_space, q)
@@ -249,9 +253,9 @@ def test_unreadable_fast_search_files_are_dropped_and_the_query_is_exact(tmp_pat
     else:
         mu = rng.normal(size=(16, 64))[rng.integers(0, 16, 4000)] + 0.1 * rng.normal(size=(4000, 64))
     space = _synthetic_space(tmp_path, mu)
-    Q.build_ivf(space, n_lists=64, backend="numpy")
+    build_ivf(space, n_lists=64, backend="numpy")
     q = unit(mu[17] + 0.05 * rng.normal(size=64), np.float32)
-    Q.ivf_topk(space, q, k=10, nprobe=8, candidates=400)  # measured and opened once, then damaged on disk
+    ivf_topk(space, q, k=10, nprobe=8, candidates=400)  # measured and opened once, then damaged on disk
     reopened = ModelIndex(tmp_path).spaces["image"]
     target = {"truncated codes": "image_pq.faiss", "garbled recall": "image_pq_recall.json",
               "truncated lists": "image_ivf_vecs.npy", "garbled lists header": "image_ivf_offsets.npy"}[damage]
@@ -259,18 +263,18 @@ def test_unreadable_fast_search_files_are_dropped_and_the_query_is_exact(tmp_pat
     data = path.read_bytes()
     path.write_bytes({"truncated codes": data[:len(data) // 3], "garbled recall": b'{"400": [0.99]}',
                       "truncated lists": data[:len(data) // 2], "garbled lists header": b"\x93NUMPY garbage"}[damage])
-    exact_rows, exact = Q.first_moment_topk(reopened.mu_hat, q[None], k=10)
-    with caplog.at_level("WARNING", logger="gen4gen.search.query"):
+    exact_rows, exact = first_moment_topk(reopened.mu_hat, q[None], k=10)
+    with caplog.at_level("WARNING", logger="gen4gen.search.ivf"):
         for _ in range(2):
-            rows, scores = Q.ivf_topk(reopened, q, k=10, nprobe=8, candidates=400)
+            rows, scores = ivf_topk(reopened, q, k=10, nprobe=8, candidates=400)
             assert rows.tolist() == exact_rows[0].tolist() and np.allclose(scores, exact[0])
     said = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
     assert len(said) == 1 and "searching exactly; the next search rebuilds them" in said[0] and "\n" not in said[0]
-    assert not Q.has_ivf(reopened) and not path.exists()  # gone: the searcher builds them again
+    assert not has_ivf(reopened) and not path.exists()  # gone: the searcher builds them again
 
     (tmp_path / "image_mu_hat.npy").write_bytes(b"\x93NUMPY")
     with pytest.raises(UserError, match=r"image_mu_hat.npy is unreadable .*; rebuild the index"):
-        Q.first_moment_topk(ModelIndex(tmp_path).spaces["image"].mu_hat, q[None])
+        first_moment_topk(ModelIndex(tmp_path).spaces["image"].mu_hat, q[None])
 
 
 def test_an_index_whose_files_disagree_is_one_line(tmp_path):
@@ -298,13 +302,13 @@ def test_ivf_falls_back_to_numpy_without_faiss(tmp_path, monkeypatch):
     write_info(tmp_path, IndexInfo(names=[f"m{i}" for i in range(len(mu))],
                                    spaces={"image": {"dim": 8, "encoder": "synthetic", "moment": "diag", "rank": 0, "raw": False}}))
     space = ModelIndex(tmp_path).spaces["image"]
-    assert Q.build_ivf(space, n_lists=10) == "numpy"
-    assert not Q.has_pq(space) and Q.has_ivf(space) and not Q.build_pq(space)  # no codes without faiss
-    rows, _ = Q.ivf_topk(space, unit(np.ravel(mu[7]), np.float32), k=5, nprobe=10)
+    assert build_ivf(space, n_lists=10) == "numpy"
+    assert not has_pq(space) and has_ivf(space) and not build_pq(space)  # no codes without faiss
+    rows, _ = ivf_topk(space, unit(np.ravel(mu[7]), np.float32), k=5, nprobe=10)
     assert rows[0] == 7
     q = unit(np.ravel(mu[7] + 0.3), np.float32)
-    assert Q.ivf_recall(space, 1) < Q.MIN_RECALL  # one list of ten: exact search, no compressed scan to try
-    assert Q.ivf_topk(space, q, k=5, nprobe=1)[0].tolist() == Q.first_moment_topk(space.mu_hat, q[None], 5)[0][0].tolist()
+    assert ivf_recall(space, 1) < MIN_RECALL  # one list of ten: exact search, no compressed scan to try
+    assert ivf_topk(space, q, k=5, nprobe=1)[0].tolist() == first_moment_topk(space.mu_hat, q[None], 5)[0][0].tolist()
 
 
 def _samples(root, colours: dict[str, tuple], n: int = 3, caption: str = "{name} picture"):

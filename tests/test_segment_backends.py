@@ -18,7 +18,7 @@ from gen4gen.app import run
 from gen4gen.errors import UserError
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.segment.grabcut import GrabCut
-from tests import fake_torchvision
+from tests.helpers import fake_torchvision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -239,13 +239,8 @@ def test_sam_point_refinement_and_large_photos(tiny_sam, monkeypatch):
     assert np.allclose(mask, expected, atol=1e-5)
 
 
+@pytest.mark.needs("weights")  # the default SAM prompt
 def test_sam_through_the_stage_with_the_u2netp_prompt(tiny_sam, tmp_path, cfg_factory):
-    from gen4gen import weights
-
-    try:
-        weights.path("u2netp", fetch=False)
-    except UserError:
-        pytest.skip("u2netp weights absent (the default SAM prompt)")
     ckpt, _ = tiny_sam
     d = tmp_path / "src" / "s" / "c"
     d.mkdir(parents=True)
@@ -299,17 +294,12 @@ def test_gen4gen_never_imports_torchvision():
 
 # ---------------------------------------------------------------- U²-Net-p options
 def _u2netp(**kw):
-    from gen4gen import weights
-
-    try:
-        weights.path("u2netp", fetch=False)
-    except UserError as e:
-        pytest.skip(f"u2netp weights absent: {str(e)[:120]}")
     from gen4gen.segment.u2netp import U2NetP
 
     return U2NetP(**kw)
 
 
+@pytest.mark.needs("weights")
 def test_u2netp_flip_tta_is_mirror_equivariant():
     seg = _u2netp(flip_tta=True, threads=1)
     img, truth = synthetic(160, 200, seed=3)
@@ -318,6 +308,7 @@ def test_u2netp_flip_tta_is_mirror_equivariant():
     assert _iou(a, truth) >= 0.9
 
 
+@pytest.mark.needs("weights")
 def test_stage_splits_cores_between_workers(tmp_path, cfg_factory, monkeypatch):
     _u2netp()
     from gen4gen.stages import s1_segment
@@ -347,6 +338,7 @@ def test_guided_refinement_moves_a_blurred_edge_onto_the_photo_edge():
     assert abs(_iou(guided_refine(img, far, radius=1), truth) - _iou(cv2.resize(far, (640, 480)), truth)) < 0.02
 
 
+@pytest.mark.needs("weights")
 def test_u2netp_pad_rescues_a_frame_filling_close_up():
     from skimage import data
 

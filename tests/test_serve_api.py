@@ -18,7 +18,7 @@ from gen4gen.paths import STAGE_DIRS
 from gen4gen.serve.review import REVIEW_FILE, read_decisions
 from gen4gen.serve.thumbs import PALETTE
 from gen4gen.stages.serve import build
-from tests.serve_fixtures import BENCH, bench_run, search_samples, serve_cfg, stages_tree
+from tests.helpers.serve_fixtures import BENCH, bench_run, search_samples, serve_cfg, stages_tree
 
 BASE = "http://127.0.0.1:8765"
 PETS = "pets/cat+dog_000/v0_procedural"
@@ -251,7 +251,7 @@ def test_the_cli_prints_the_address_serves_and_stops_on_ctrl_c(root):
 
     import httpx2 as httpx  # what FastAPI's TestClient runs on
 
-    from tests.serve_fixtures import free_port
+    from tests.helpers.serve_fixtures import free_port
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -292,10 +292,10 @@ def test_roster_popularity_is_a_metric_of_the_leaderboard(root):
     assert [r["popularity"] for r in board["categories"] if r["model"] == "mid"] == [math.log1p(1000)] * 2
 
 
-@pytest.mark.parametrize("override, line", [("serve.port=0", "serve.port=0: Input should be greater than or equal to 1"),
-                                            ("serve.page_size=abc", "serve.page_size='abc': Input should be a valid integer"),
-                                            ("serve.token=short", "serve.token='short': String should have at least 8"),
-                                            ("+serve.colour=red", "serve.colour='red': Extra inputs are not permitted")])
+@pytest.mark.parametrize("override, line", [("serve.port=0", "serve.port=0: must be at least 1"),
+                                            ("serve.page_size=abc", "serve.page_size=abc: expected a whole number"),
+                                            ("serve.token=short", "serve.token=short: string should have at least 8"),
+                                            ("+serve.colour=red", "serve.colour=red: extra inputs are not permitted")])
 def test_bad_settings_are_one_line_naming_the_key(root, override, line):
     from gen4gen.errors import UserError
 

@@ -14,9 +14,10 @@ from gen4gen.io import png_bytes
 from gen4gen.serve.review import REVIEW_FILE
 from gen4gen.stages.serve import build
 from tests.conftest import make_cfg
-from tests.serve_fixtures import LiveServer, bench_run, search_samples, serve_cfg, stages_tree
-from tests.test_gallery import chromium
+from tests.helpers.serve_fixtures import LiveServer, bench_run, search_samples, serve_cfg, stages_tree
+from tests.helpers.needs import chromium_path
 
+pytestmark = pytest.mark.needs("chromium")
 HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
 
@@ -24,7 +25,7 @@ HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 def browser():
     from playwright.sync_api import sync_playwright
 
-    path = chromium()
+    path = chromium_path()
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu"])
         yield b

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from gen4gen.serve.review import REVIEW_FILE
 from gen4gen.serve.security import COOKIE, make_token
 from gen4gen.stages.serve import build
-from tests.serve_fixtures import bench_run, search_samples, serve_cfg, stages_tree
+from tests.helpers.serve_fixtures import bench_run, search_samples, serve_cfg, stages_tree
 
 BASE = "http://127.0.0.1:8765"
 PETS = "pets/cat+dog_000/v0_procedural"

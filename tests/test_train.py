@@ -16,12 +16,13 @@ from gen4gen.errors import UserError
 from gen4gen.train import checkpoints
 from gen4gen.train.custom_diffusion import CustomDiffusion, cross_attention_kv
 from gen4gen.train.data import load_examples
-from gen4gen.train.loop import TrainSettings, train
+from gen4gen.settings import TrainSettings, section
+from gen4gen.train.loop import train
 from gen4gen.train.lora import Lora
 from gen4gen.train.models import load_base
-from tests.bench_tiny import BPE, clip_tokenizer, save_tiny_sd, save_tiny_sdxl
+from tests.helpers.bench_tiny import BPE, clip_tokenizer, save_tiny_sd, save_tiny_sdxl
 from tests.conftest import make_cfg, shared
-from tests.train_tiny import save_tiny_dataset
+from tests.helpers.train_tiny import save_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,10 @@ def tiny(tmp_path_factory):
 
 
 def _settings(tiny, kind: str, **kw) -> TrainSettings:
-    return TrainSettings(**{"base": str(tiny[kind]), "resolution": 32, "max_steps": 6, "lr": 1e-2, "batch_size": 2,
-                            "mixed_precision": "no", **kw})
+    """The yaml's train settings with a tiny model's overrides."""
+    yaml = section(make_cfg(tiny["dataset"].parent), "train", TrainSettings).model_dump()
+    return TrainSettings.model_validate({**yaml, "base": str(tiny[kind]), "resolution": 32, "max_steps": 6, "lr": 1e-2,
+                                         "batch_size": 2, "mixed_precision": "no", **kw})
 
 
 def _train(tiny, kind: str, run_dir: Path, trainer=None, checkpoint_every: int = 1000, on_step=None, **kw):
@@ -158,7 +161,7 @@ def test_masked_loss_weights_the_concept_pixels_and_prior_images_join_the_batch(
         Image.new("RGB", (36, 36), (200, 100, 50)).save(tmp_path / "class" / c / "0.png")
     priors = prior_examples(tmp_path / "class", concepts)
     assert [(p.caption, p.prior) for p in priors] == [("a photo of a cat", True), ("a photo of a dog", True)]
-    s = _settings(tiny, "sd", max_steps=15, prior={"class_dir": str(tmp_path / "class"), "weight": 1.0})
+    s = _settings(tiny, "sd", max_steps=15, prior={"class_dir": str(tmp_path / "class"), "weight": 1.0, "generate": 0})
     with_prior = train(s, CustomDiffusion(), load_base(s.base), examples, concepts, tmp_path / "p", "cpu", "h", 100,
                        priors=priors)
     assert with_prior.losses[0] > unmasked.losses[0]  # the prior term adds to the instance loss
@@ -175,7 +178,7 @@ def test_detailed_captions_get_each_concepts_token_before_its_class_words():
 
 
 def test_class_word_prompts_keep_their_articles():
-    from gen4gen.caption.words import as_class_words
+    from gen4gen.words import as_class_words
 
     nouns = {"<new1>": "cat", "<new2>": "dog", "<new3>": "owl", "<new4>": "cup"}
     cases = {"a photo of <new1> cat and <new4> cup": "a photo of a cat and a cup",
@@ -457,9 +460,11 @@ def _bad_cases(tiny, tmp_path) -> dict:
     return {
         "dataset missing": ([f"train.dataset={tmp_path / 'nowhere'}"], "train dataset not found"),
         "no complete item": ([f"train.dataset={empty}"], "no complete example.*missing.png is missing"),
-        "unknown base (folder)": ([f"train.base={not_pipeline}"], "unknown base.*without model_index.json"),
-        "unknown base (hub id)": (["train.base=nobody/no-such-model"], "unknown base 'nobody/no-such-model'"),
-        "resolution": (["train.resolution=100"], "train.resolution: .*100 is not a multiple of 8"),
+        "unknown base (folder)": ([f"train.base={not_pipeline}"], "train.base=.*without model_index.json"),
+        "unknown base (hub id)": (["train.base=nobody/no-such-model"],
+                                  "train.base='nobody/no-such-model' is neither a local folder nor in the local "
+                                  "Hugging Face cache, and the hub cannot be reached \\(HF_HUB_OFFLINE is set\\)"),
+        "resolution": (["train.resolution=100"], "train.resolution=100: 100 is not a multiple of 8"),
     }
 
 
@@ -516,7 +521,7 @@ def test_bench_generates_and_scores_personalised_models_and_prints_gen4gen_table
     from gen4gen.bench.report import GEN4GEN_ORDER
     from gen4gen.stages import bench
     from gen4gen.stages import train as stage
-    from tests.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
+    from tests.helpers.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
 
     entries = []
     for trainer, data, lr in [("custom_diffusion", "mycanvas", 1e-3), ("custom_diffusion", "sources", 1e-3),
@@ -566,7 +571,7 @@ def test_experiment_trains_each_variant_as_a_multirun_then_benches_them(tiny, tm
     import subprocess
     import sys
 
-    from tests.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
+    from tests.helpers.bench_tiny import save_tiny_clip, save_tiny_dino, save_tiny_owlvit
 
     tok = clip_tokenizer(str(shared(BPE)), str(tmp_path))
     out = tmp_path / "outputs"

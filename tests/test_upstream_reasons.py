@@ -8,7 +8,7 @@ from PIL import Image
 from gen4gen.errors import UserError
 from gen4gen.stages import s2_compose
 from tests.conftest import make_cfg
-from tests.pipeline_run import cli
+from tests.helpers.pipeline_run import cli
 from tests.helpers.trees import fake_s1
 
 

@@ -21,8 +21,7 @@ from typing import Any
 from gen4gen.bench.prompts import Prompt
 from gen4gen.bench.roster import RosterEntry, detect_pipeline
 from gen4gen.console import console, duration
-from gen4gen.diffusers_setup import old_dtype_name
-from gen4gen.errors import ItemFailed
+from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, in_shard
 
 log = logging.getLogger(__name__)
@@ -130,64 +129,53 @@ def estimate(plan: dict[str, list[Job]]) -> tuple[str, float]:
 
 
 # ---------------------------------------------------------------- loading
-def _dtype(entry: RosterEntry, device: str):
-    import torch
-
-    # half precision on CPU is slow or unsupported for conv layers: CPU runs in float32
-    return torch.float32 if device == "cpu" else getattr(torch, entry.dtype)
-
-
-def resolve_file(spec: str) -> str:
-    """A local file, or ``owner/repo/path/in/repo`` fetched through the hub cache."""
-    if Path(spec).is_file():
-        return spec
-    from huggingface_hub import hf_hub_download
-
-    owner, repo, filename = spec.split("/", 2)
-    return hf_hub_download(f"{owner}/{repo}", filename)
-
-
-@old_dtype_name()
 def load_pipeline(entry: RosterEntry, device: str, safety_checker: bool = False):
     """The entry's pipeline through the same calls a user makes: ``from_pretrained`` / ``from_single_file``,
     replaced components, scheduler swap with config overrides, LoRAs via ``load_lora_weights``."""
     import diffusers
     import torch
 
-    dtype = _dtype(entry, device)
+    from gen4gen.hub import resolve, resolve_file
+    from gen4gen.pipelines import load_component, load_single_file, old_dtype_name, torch_dtype
+    from gen4gen.pipelines import load_pipeline as load_diffusers_pipeline
+
+    setting = f"roster {entry.name!r} source"  # each model's line names it: the roster goes on without it
+    dtype = torch_dtype(device, entry.dtype)
     cls_name = detect_pipeline(entry)
     cls = getattr(diffusers, cls_name, None)
     if cls is None:
         raise ValueError(f"diffusers has no pipeline class {cls_name!r}")
-    kwargs: dict[str, Any] = {"torch_dtype": dtype}
+    kwargs: dict[str, Any] = {}
     for comp_name, spec in entry.components.items():
         ccls = getattr(diffusers, spec.cls)
+        where = f"roster {entry.name!r} {comp_name}"
         if spec.weights:  # a bare state dict (SDXL-Lightning UNet): model from the base config, then weights
             from safetensors.torch import load_file
 
-            model = ccls.from_config(ccls.load_config(spec.source, subfolder=spec.subfolder))
-            model.load_state_dict(load_file(resolve_file(spec.weights)))
+            config = ccls.load_config(resolve(spec.source, f"{where} source"), subfolder=spec.subfolder)
+            model = ccls.from_config(config)
+            model.load_state_dict(load_file(resolve_file(spec.weights, f"{where} weights")))
             kwargs[comp_name] = model if dtype == torch.float32 else model.to(dtype)
         else:
-            kwargs[comp_name] = ccls.from_pretrained(spec.source, subfolder=spec.subfolder, torch_dtype=dtype)
+            kwargs[comp_name] = load_component(ccls, spec.source, f"{where} source", spec.subfolder, dtype)
     takes = inspect.signature(cls.__init__).parameters
     if not safety_checker and ("safety_checker" in takes or cls is diffusers.DiffusionPipeline):
         kwargs["safety_checker"] = None  # benchmarks score raw outputs; the checker blacks out images and costs time
     if entry.is_single_file:
         if entry.single_file_config:
             kwargs["config"] = entry.single_file_config
-        pipe = cls.from_single_file(entry.source, **kwargs)
+        pipe = load_single_file(cls, entry.source, setting, dtype, **kwargs)
     else:
-        if entry.variant:
-            kwargs["variant"] = entry.variant
-        pipe = cls.from_pretrained(entry.source, **kwargs)
+        pipe = load_diffusers_pipeline(cls, entry.source, setting, dtype, entry.variant, **kwargs)
     if entry.scheduler is not None:
         scls = getattr(diffusers, entry.scheduler.cls)
         pipe.scheduler = scls.from_config(pipe.scheduler.config, **entry.scheduler.overrides())
     if entry.loras:
         names = [f"lora{k}" for k in range(len(entry.loras))]
-        for name, lora in zip(names, entry.loras):
-            pipe.load_lora_weights(lora.source, weight_name=lora.weight_name, adapter_name=name)
+        with old_dtype_name():
+            for k, (name, lora) in enumerate(zip(names, entry.loras)):
+                pipe.load_lora_weights(resolve(lora.source, f"roster {entry.name!r} loras[{k}].source"),
+                                       weight_name=lora.weight_name, adapter_name=name)
         pipe.set_adapters(names, adapter_weights=[lo.scale for lo in entry.loras])
         fused = [n for n, lo in zip(names, entry.loras) if lo.fuse]
         if fused:
@@ -300,7 +288,8 @@ class Generator:
             try:
                 self.pipe = load_pipeline(entry, self.device, bool(self.bench.safety_checker))
             except Exception as e:  # noqa: BLE001 - one bad model must not stop the roster
-                self.load_errors[entry.name] = f"cannot load model {entry.source!r}: {type(e).__name__}: {e}"
+                why = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+                self.load_errors[entry.name] = f"cannot load model {entry.source!r}: {why}"
                 console.print(f"[red]{entry.name}: {self.load_errors[entry.name]}[/red]")
             self.warm = bool(self.bench.warmup)
         if entry.name in self.load_errors:  # every batch of that model fails with the same line, loaded once

@@ -44,7 +44,6 @@ from gen4gen.images import BadImage, read_image
 from gen4gen.io import write_atomic
 
 METRICS = ("clip_t", "clip_i", "dino", "cp_clip", "identity_mix", "ti_clip", "mcos")
-IDENTITY_ENCODERS = ("clip", "dino", "efficientnet-lite0")
 
 
 # ---------------------------------------------------------------- pure scoring functions (tested on their own)
@@ -70,14 +69,15 @@ def mcos_scores(embs: np.ndarray, models: Sequence[str], prompts: Sequence[str])
 # ---------------------------------------------------------------- scoring a run
 @dataclass
 class MetricsConfig:
-    compute: tuple[str, ...] = METRICS
-    clip: str = "openai/clip-vit-large-patch14"
-    dino: str = "facebook/dino-vits16"
-    detector: str = "google/owlvit-base-patch32"
-    detector_threshold: float = 0.1
-    batch_size: int = 32
-    chunk_size: int = 256  # images held in memory at once
-    identity: str = "clip"  # image encoder of identity_mix: clip | dino | efficientnet-lite0
+    """``bench.metrics`` (conf/config.yaml holds the defaults), the backbones flattened."""
+    compute: tuple[str, ...]
+    clip: str
+    dino: str
+    detector: str
+    detector_threshold: float
+    batch_size: int
+    chunk_size: int  # images held in memory at once
+    identity: str  # image encoder of identity_mix: clip | dino | efficientnet-lite0
 
     @property
     def specs(self) -> dict[str, str]:
@@ -89,19 +89,16 @@ class MetricsConfig:
 
     @classmethod
     def from_cfg(cls, node: Any) -> "MetricsConfig":
-        unknown = [m for m in node.compute if m not in METRICS]
+        from gen4gen.errors import UserError
+        from gen4gen.settings import BenchMetrics, parse
+
+        s = parse(node, BenchMetrics, "bench.metrics")
+        unknown = [m for m in s.compute if m not in METRICS]
         if unknown:
-            from gen4gen.errors import UserError
-
             raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-        identity = str(node.backbones.get("identity", "clip"))
-        if identity not in IDENTITY_ENCODERS:
-            from gen4gen.errors import UserError
-
-            raise UserError(f"bench.metrics.backbones.identity={identity}: choose from {', '.join(IDENTITY_ENCODERS)}")
-        return cls(tuple(node.compute), str(node.backbones.clip), str(node.backbones.dino),
-                   str(node.backbones.detector), float(node.detector_threshold), int(node.batch_size),
-                   int(node.chunk_size), identity)
+        b = s.backbones
+        return cls(tuple(s.compute), b.clip, b.dino, b.detector, s.detector_threshold, s.batch_size, s.chunk_size,
+                   b.identity)
 
 
 def score_records(records: list[dict], prompts: dict[str, Any], run_dir: Path, mcfg: MetricsConfig,
@@ -162,12 +159,13 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
     want = set(mcfg.compute)
     needs_refs = any(ps_all[i] is not None and ps_all[i].references for i in todo)
     ident = want & {"identity_mix"} and needs_refs
-    clip = Clip(mcfg.clip, device, mcfg.batch_size) if (
-        want & {"clip_t", "clip_i", "cp_clip", "ti_clip", "mcos"} or (ident and mcfg.identity == "clip")) else None
-    dino = Dino(mcfg.dino, device, mcfg.batch_size) if needs_refs and (
-        "dino" in want or (ident and mcfg.identity == "dino")) else None
-    detector = Detector(mcfg.detector, device, mcfg.detector_threshold) if (
-        want & {"cp_clip", "identity_mix"}) and needs_refs else None
+    key = "bench.metrics.backbones"
+    uses_clip = want & {"clip_t", "clip_i", "cp_clip", "ti_clip", "mcos"} or (ident and mcfg.identity == "clip")
+    clip = Clip(mcfg.clip, device, mcfg.batch_size, f"{key}.clip") if uses_clip else None
+    dino = (Dino(mcfg.dino, device, mcfg.batch_size, f"{key}.dino")
+            if needs_refs and ("dino" in want or (ident and mcfg.identity == "dino")) else None)
+    detector = (Detector(mcfg.detector, device, mcfg.detector_threshold, setting=f"{key}.detector")
+                if want & {"cp_clip", "identity_mix"} and needs_refs else None)
     encoder = {"clip": clip, "dino": dino}.get(mcfg.identity) if ident else None
     if ident and encoder is None:
         encoder = EfficientNetLite0(device, mcfg.batch_size)

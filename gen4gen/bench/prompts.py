@@ -15,7 +15,7 @@ from typing import Annotated, Any, Callable
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
 from gen4gen.artefacts import MyCanvasRow, explain
-from gen4gen.caption.words import as_class_words, count_phrase, display_name
+from gen4gen.words import as_class_words, count_phrase, display_name
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import stable_hash
 

@@ -141,18 +141,11 @@ def _hub_id_of(folder: Path) -> str | None:
 
 
 def _hub_cached(repo: str) -> list[Path]:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - a transformers dependency
-        return []
-    for name in WEIGHT_FILES:
-        try:
-            hit = try_to_load_from_cache(repo, name)
-        except Exception:  # noqa: BLE001 - an id the hub library refuses is simply not cached
-            return []
-        if isinstance(hit, str):
-            return [Path(hit)]
-    return []
+    """The first weight file of ``repo``'s snapshot in the local hub cache (never the network), or none."""
+    from gen4gen.hub import cached_snapshot
+
+    snap = cached_snapshot(repo)
+    return [p for p in (Path(snap) / f for f in WEIGHT_FILES) if p.is_file()][:1] if snap else []
 
 
 def _files_sha(files: list[Path]) -> str | None:

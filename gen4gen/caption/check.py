@@ -9,7 +9,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from gen4gen.caption.words import COUNT_WORDS, count_phrase, display_name, plural, word_count
+from gen4gen.words import COUNT_WORDS, count_phrase, display_name, plural, word_count
 
 # a backwards scan from a noun for its count stops at these: they start another phrase
 _STOP = {"the", "this", "that", "these", "those", "its", "their", "his", "her", "my", "your", "our", "and", "or",

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 from gen4gen.caption.check import markup_problem
-from gen4gen.caption.words import count_phrase, display_name, plural
+from gen4gen.words import count_phrase, display_name, plural
 
 log = logging.getLogger(__name__)
 

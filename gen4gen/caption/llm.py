@@ -24,9 +24,10 @@ from pydantic import BaseModel, Field
 from gen4gen.caption.check import caption_problems, markup_problem, personalize
 from gen4gen.caption.facts import Facts, facts_from_layout
 from gen4gen.caption.template import CaptionJob, Outcome, TemplateCaptioner
-from gen4gen.caption.words import display_name
+from gen4gen.words import display_name
 from gen4gen.images import read_image
-from gen4gen.llm import NO_REPLY, LLMClient, ReplyInvalid, Request, clean_text, client_from_cfg
+from gen4gen.llm.client import NO_REPLY, LLMClient, client_from_cfg
+from gen4gen.llm.replies import ReplyInvalid, Request, clean_text
 
 
 class CaptionReply(BaseModel):

@@ -12,7 +12,7 @@ from typing import Callable
 
 from gen4gen.caption.facts import Facts, facts_from_layout
 from gen4gen.caption.tokens import ClipTokenCounter
-from gen4gen.caption.words import background_clause, join_list, number_word, plural, word_count
+from gen4gen.words import background_clause, join_list, number_word, plural, word_count
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from gen4gen.caption.words import display_name
+from gen4gen.words import display_name
 from gen4gen.export.items import ExportContext
 from gen4gen.export.recipes import train_section, use_section
 from gen4gen.export.select import Selection
@@ -97,7 +97,8 @@ def card(ctx: ExportContext, formats: list[str], notes: dict) -> str:
     lines += ["- **gallery**: `gallery/index.html`, thumbnails of every scene, layout, image and caption.", ""]
     lines += use_section(ctx, formats) + train_section(ctx, formats)
     lines += [
-              "## Config", "", "Export settings:", "", "```json", json.dumps(ctx.settings, indent=1, sort_keys=True),
+              "## Config", "", "Export settings:", "", "```json",
+              json.dumps(ctx.settings.model_dump(mode="json"), indent=1, sort_keys=True),
               "```", "",
               f"Stage config hashes: s3 {sorted({str(it.s3_meta.get('config_hash')) for it in items})}.", "",
               "## How it was made", "",

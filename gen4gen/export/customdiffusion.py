@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import shlex
 
-from gen4gen.caption.words import display_name
+from gen4gen.words import display_name
 from gen4gen.export.items import ExportContext, copy_file, write_bytes
 from gen4gen.io import json_bytes
 from gen4gen.train.data import source_caption
@@ -69,7 +69,7 @@ def write(ctx: ExportContext) -> dict:
 
 def train_script(modifier: str, initializer: str, ctx: ExportContext) -> str:
     example = next((it.captions.get("personalized") for it in ctx.items if it.captions.get("personalized")), "")
-    base = str(ctx.settings["customdiffusion"]["base"])  # conf: ${train.base}, so both start from one model
+    base = ctx.settings.customdiffusion.base  # conf: ${train.base}, so both start from one model
     return f"""#!/usr/bin/env bash
 # Custom Diffusion on this dataset with diffusers' examples/custom_diffusion/train_custom_diffusion.py
 # (pip install diffusers[training]; get the script from the diffusers repository, same version).

@@ -62,12 +62,12 @@ def ref_thumb(concept: str, ref) -> str:
 
 def write(ctx: ExportContext) -> dict:
     out = ctx.root / NAME
-    side = int(ctx.settings.get("thumb_size", 256))
+    side = ctx.settings.thumb_size
     concepts = ctx.concepts
     by_comp: dict[str, list[ExportItem]] = defaultdict(list)
     for it in ctx.items:
         by_comp[it.composition].append(it)
-    by_comp = shown(by_comp, int(ctx.settings.get("gallery_per_scene", 0) or 0))
+    by_comp = shown(by_comp, ctx.settings.gallery_per_scene)
     jobs = []  # (thumbnail file, function making it)
     for its in by_comp.values():
         for it in its:

@@ -18,6 +18,7 @@ from gen4gen.artefacts import Captions, Layout, S1Meta, S3Meta, S4Meta
 from gen4gen.contain import contained
 from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
+from gen4gen.settings import ExportSettings
 from gen4gen.io import png_bytes
 from gen4gen.manifest import Currency
 from gen4gen.markers import META, done_items, read_failures
@@ -262,7 +263,7 @@ class ExportContext:
     references: dict[str, list[Reference]]  # concept -> rendered references
     left_out: list[dict]  # final images not exported: {stage, id, reason}
     failures: list[dict]  # failure lines of every stage (s1..s4 and export)
-    settings: dict  # the export config block
+    settings: ExportSettings  # the export config block
     workers: int = 2  # threads (the bytes written do not depend on it)
 
     @property

@@ -15,15 +15,12 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gen4gen.caption.words import count_phrase, display_name
-from gen4gen.errors import UserError
+from gen4gen.words import count_phrase, display_name
 from gen4gen.export.items import ExportContext, ExportItem, copy_file, write_bytes
 from gen4gen.images import read_image
 from gen4gen.train.data import source_caption
@@ -32,26 +29,8 @@ NAME = "kohya"
 BUCKET_STEPS = 64  # sd-scripts' default bucket_reso_steps; bucket bounds must be multiples of it
 
 
-class KohyaSettings(BaseModel):
-    """``export.kohya``."""
-    model_config = ConfigDict(extra="forbid")
-    caption: Literal["personalized", "detailed", "short"] = "personalized"
-    masks: bool = False
-    resolution: int = Field(512, ge=BUCKET_STEPS)
-    scene_repeats: int = Field(1, ge=1)
-    reference_repeats: int = Field(1, ge=1)
-
-
-def settings(opts: dict) -> KohyaSettings:
-    try:
-        return KohyaSettings.model_validate(opts.get("kohya") or {})
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise UserError(f"export.kohya.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
-
-
 def write(ctx: ExportContext) -> dict:
-    s = settings(ctx.settings)
+    s = ctx.settings.kohya
     out = ctx.root / NAME
     tokens = ctx.tokens
     for it in ctx.items:

@@ -7,7 +7,6 @@ import shlex
 
 from gen4gen.export.imagefolder import CAPTION_COLUMNS
 from gen4gen.export.items import ExportContext
-from gen4gen.export.kohya import settings as kohya_settings
 
 PERSONAL_COLUMN = next(col for col, kind in CAPTION_COLUMNS.items() if kind == "personalized")
 PLAIN_COLUMN = next(col for col, kind in CAPTION_COLUMNS.items() if kind == "detailed")
@@ -36,14 +35,14 @@ def use_section(ctx: ExportContext, formats: list[str]) -> list[str]:
 
 def train_section(ctx: ExportContext, formats: list[str]) -> list[str]:
     root = ctx.final
-    base = str(ctx.settings["customdiffusion"]["base"])
+    base = ctx.settings.customdiffusion.base
     q = shlex.quote
     lines = ["## Train on it", "",
              f"- **gen4gen**: `python -m gen4gen stage=train train.dataset={q(str(root))}` (Custom Diffusion; "
              "`trainer=lora` for LoRA): the tokens are added to the text encoder and trained.",
              ]
     if "kohya" in formats:
-        s = kohya_settings(ctx.settings)
+        s = ctx.settings.kohya
         toml = root / "kohya" / "dataset.toml"
         lines += [f"- **kohya-ss sd-scripts** (`kohya/`, captions: `{s.caption}`): `accelerate launch train_network.py "
                   f"--pretrained_model_name_or_path={q(base)} --dataset_config={q(str(toml))} "

@@ -10,18 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gen4gen.errors import UserError
-
-
-def _names(opts: dict, key: str) -> frozenset[str] | None:
-    value = opts.get(key)
-    if value is None:
-        return None
-    if isinstance(value, str):  # export.scenes=pets: one name is a list of one
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
-        raise UserError(f"export.{key}={value!r}: expected a list of {key[:-1]} folder names, e.g. "
-                        f"export.{key}=[a,b], or null for all")
-    return frozenset(value)
+from gen4gen.settings import ExportSettings
 
 
 @dataclass(frozen=True)
@@ -30,8 +19,8 @@ class Selection:
     concepts: frozenset[str] | None = None  # None: every concept
 
     @classmethod
-    def from_settings(cls, opts: dict) -> "Selection":
-        return cls(_names(opts, "scenes"), _names(opts, "concepts"))
+    def from_settings(cls, opts: ExportSettings) -> "Selection":
+        return cls(*(None if names is None else frozenset(names) for names in (opts.scenes, opts.concepts)))
 
     @property
     def everything(self) -> bool:

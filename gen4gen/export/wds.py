@@ -16,8 +16,8 @@ NAME = "webdataset"
 def write(ctx: ExportContext) -> dict:
     out = ctx.root / NAME
     out.mkdir(parents=True, exist_ok=True)
-    with webdataset.ShardWriter(str(out / "shard-%06d.tar"), maxcount=int(ctx.settings.get("shard_maxcount", 1000)),
-                                maxsize=float(ctx.settings.get("shard_maxsize", 5e8)), verbose=0, mtime=0.0) as sink:
+    with webdataset.ShardWriter(str(out / "shard-%06d.tar"), maxcount=ctx.settings.shard_maxcount,
+                                maxsize=ctx.settings.shard_maxsize, verbose=0, mtime=0.0) as sink:
         for it in ctx.items:
             meta = {"id": it.id, "scene": it.scene, "concepts": it.concepts, "size": list(it.size),
                     "captions": {k: it.captions.get(k) for k in ("short", "detailed", "personalized")},

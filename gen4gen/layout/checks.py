@@ -8,7 +8,7 @@ from collections import Counter
 
 from gen4gen.layout.schema import (LayoutReply, ObjectBox, ObjectRatio, PlanRequest, ScenesReply, SizeRatiosReply,
                                    min_box_area, norm_key, overlap_fraction, prompt_label)
-from gen4gen.llm import ReplyInvalid, clean_text
+from gen4gen.llm.replies import ReplyInvalid, clean_text
 
 
 def labels_of(concepts: list[str]) -> list[str]:

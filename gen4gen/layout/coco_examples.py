@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 from gen4gen.layout.schema import prompt_label
-from gen4gen.llm import clean_text
+from gen4gen.llm.replies import clean_text
 
 
 class CocoExamples:

@@ -30,7 +30,8 @@ from gen4gen.layout.prompts import (LAYOUT_SYSTEM, RATIOS_SYSTEM, RATIOS_USER, S
                                     layout_user)
 from gen4gen.layout.schema import Layout, LayoutReply, PlacedBox, PlanRequest, ScenesReply, SizeRatiosReply, \
     depth_order, min_box_area
-from gen4gen.llm import LLMClient, Request, Result, clean_text, client_from_cfg
+from gen4gen.llm.client import LLMClient, client_from_cfg
+from gen4gen.llm.replies import Request, Result, clean_text
 
 
 @dataclass
@@ -59,13 +60,12 @@ class LLMPlanner:
         if client is None:
             if llm is None:
                 raise ValueError("LLMPlanner needs an `llm` config block or a `client`")
-            client = client_from_cfg(llm, cache_dir if cache_dir is not None else llm.get("cache_dir"))
+            client = client_from_cfg(llm, cache_dir)
         self.client = client
         self.frame = int(frame)
         self.use_scenes, self.use_ratios = bool(scenes), bool(size_ratios)
         self.smallest_ratio = float(smallest_ratio)
-        base_t = float(llm.get("temperature", 0.7)) if llm is not None else 0.7
-        self.temperatures = [float(t) for t in temperatures] if temperatures else [base_t]
+        self.temperatures = [float(t) for t in temperatures] if temperatures else [client.settings.temperature]
         self.max_overlap = float(max_overlap)
         self.min_area_rule = bool(min_area_rule)
         self.examples = CocoExamples(in_context_coco, in_context_captions, self.frame) if in_context_coco else None

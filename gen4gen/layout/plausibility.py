@@ -68,7 +68,7 @@ AIRBORNE = ("bird", "parrot", "owl", "kite", "balloon", "drone", "plane", "airpl
 def check_plausible(reply, concepts: list[str], ratios: dict[str, float], frame: int):
     """An LLM layout reply (names already mapped, boxes in request order) that could be a photo, else
     ``ReplyInvalid`` with what to change, which the client feeds back to the model on its retry."""
-    from gen4gen.llm import ReplyInvalid
+    from gen4gen.llm.replies import ReplyInvalid
 
     boxes = [(o.name, c, list(o.box)) for o, c in zip(reply.objects, concepts)]
     problems = size_order_violations(boxes, ratios, (frame, frame))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, Field
 
-from gen4gen.llm import clean_text
+from gen4gen.llm.replies import clean_text
 
 
 # ---------------------------------------------------------------- planner input and output

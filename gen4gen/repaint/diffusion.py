@@ -17,9 +17,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from gen4gen.diffusers_setup import old_dtype_name, quiet_diffusers
-from gen4gen.encoders import resolve_device
+from gen4gen.device import resolve_device
 from gen4gen.errors import UserError
+from gen4gen.hub import resolve
+from gen4gen.pipelines import load_component, load_pipeline, quiet_diffusers, torch_dtype
 from gen4gen.repaint import RepaintJob, keep_concepts
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ SCHEDULERS = {
 
 
 def inpainter_device(device: str, family: str) -> str:
-    """Like ``encoders.resolve_device``, but ``auto`` without CUDA is an error too: diffusion inpainting on the
+    """Like ``device.resolve_device``, but ``auto`` without CUDA is an error too: diffusion inpainting on the
     CPU takes hours, so it runs there only when ``device=cpu`` says so (tests)."""
     import torch
 
@@ -74,7 +75,7 @@ class DiffusionInpainter:
         self.name = family
         self.model = model or DEFAULT_MODELS[family]
         self.device = inpainter_device(device, family)
-        self.dtype = ("float16" if self.device != "cpu" else "float32") if dtype == "auto" else dtype
+        self.dtype = str(torch_dtype(self.device, dtype)).removeprefix("torch.")
         self.variant = variant
         self.steps, self.guidance, self.strength = int(steps), float(guidance), float(strength)
         self.batch_size = max(1, int(batch_size))
@@ -98,10 +99,7 @@ class DiffusionInpainter:
     # ------------------------------------------------------------ loading
     @property
     def torch_dtype(self):
-        import torch
-
-        return {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
-                "float32": torch.float32, "fp32": torch.float32}[self.dtype]
+        return torch_dtype(self.device, self.dtype)
 
     def load(self):
         """Build the pipeline(s) once; later calls return the cached ones."""
@@ -109,15 +107,15 @@ class DiffusionInpainter:
             return self._pipe
         from diffusers import AutoencoderKL, AutoPipelineForInpainting
 
-        quiet_diffusers()
         extra: dict[str, Any] = {}
         if self.vae:  # e.g. madebyollin/sdxl-vae-fp16-fix: decodes in fp16 without NaNs, so no fp32 upcast
-            extra["vae"] = _from_pretrained(AutoencoderKL, self.vae, self.torch_dtype, None)
-        pipe = _from_pretrained(AutoPipelineForInpainting, self.model, self.torch_dtype, self._variant(), **extra)
+            extra["vae"] = load_component(AutoencoderKL, self.vae, "inpainter.vae", dtype=self.torch_dtype)
+        pipe = load_pipeline(AutoPipelineForInpainting, self.model, "inpainter.model", self.torch_dtype,
+                             self._variant(), **extra)
         refiner = None
         if self.refiner:
-            refiner = _from_pretrained(AutoPipelineForInpainting, self.refiner, self.torch_dtype, self._variant(),
-                                       text_encoder_2=pipe.text_encoder_2, vae=pipe.vae)
+            refiner = load_pipeline(AutoPipelineForInpainting, self.refiner, "inpainter.refiner", self.torch_dtype,
+                                    self._variant(), text_encoder_2=pipe.text_encoder_2, vae=pipe.vae)
         return self.use_pipelines(pipe, refiner)
 
     def use_pipelines(self, pipe, refiner=None):
@@ -155,7 +153,7 @@ class DiffusionInpainter:
 
     def _load_lora(self, pipe) -> None:
         try:
-            pipe.load_lora_weights(self.lora, weight_name=self.lora_weight_name)
+            pipe.load_lora_weights(resolve(self.lora, "inpainter.lora"), weight_name=self.lora_weight_name)
         except ImportError as e:  # diffusers needs peft for LoRAs
             raise UserError(f"LoRA weights need the `peft` package: pip install peft ({e})") from None
         except (OSError, ValueError) as e:
@@ -260,16 +258,3 @@ def _scheduler(name: str, config):
     cls, extra = SCHEDULERS[name]
     return getattr(diffusers, cls).from_config(config, **extra)
 
-
-def _from_pretrained(cls, name: str, torch_dtype, variant: str | None, **kw):
-    """``cls.from_pretrained`` with the fp16 variant when it exists, a clear UserError otherwise."""
-    try:
-        with old_dtype_name():
-            return cls.from_pretrained(name, torch_dtype=torch_dtype, variant=variant, **kw)
-    except (OSError, ValueError) as e:
-        if variant is None:
-            raise UserError(f"cannot load {name!r} with {cls.__name__}.from_pretrained: {e}. Give a local "
-                            f"folder or a hub repo id (the hub needs network access; HF_HUB_OFFLINE=1 forbids it)"
-                            ) from None
-        log.info("no %s variant of %s (%s); loading the default weights", variant, name, e)
-        return _from_pretrained(cls, name, torch_dtype, None, **kw)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from gen4gen.caption.words import count_phrase, join_list
+from gen4gen.words import count_phrase, join_list
 
 
 def concept_words(concept: str) -> str:

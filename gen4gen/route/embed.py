@@ -50,7 +50,8 @@ def make_embedder(kind: str, clip: str | None = None, minilm: str | None = None,
     if kind in ("minilm", "clip"):
         from gen4gen.search.features import text_encoder
 
-        return EncoderEmbedder(text_encoder(kind, clip=clip, minilm=minilm, device=device, cache_dir=cache_dir))
+        return EncoderEmbedder(text_encoder(kind, clip=clip, minilm=minilm, device=device, cache_dir=cache_dir,
+                                            section="route"))
     raise UserError(f"route.embedding={kind!r}: choose minilm, clip or tfidf")
 
 

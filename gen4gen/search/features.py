@@ -77,19 +77,20 @@ def _safe(name: str) -> str:
 
 
 # ---------------------------------------------------------------- factories from config
-def image_encoder(clip: str | None, device: str | None = "auto", batch_size: int = 16):
-    return Clip(clip, device, batch_size) if clip else EfficientNetLite0(device, batch_size)
+def image_encoder(clip: str | None, device: str | None = "auto", batch_size: int = 16, section: str = "search"):
+    return Clip(clip, device, batch_size, f"{section}.clip") if clip else EfficientNetLite0(device, batch_size)
 
 
 def text_encoder(kind: str, clip: str | None = None, minilm: str | None = None, device: str | None = "auto",
-                 cache_dir: str | Path | None = None):
-    """``kind``: ``minilm`` (embedded default) or ``clip`` (needs ``clip`` weights); wrapped in the disk cache."""
+                 cache_dir: str | Path | None = None, section: str = "search"):
+    """``kind``: ``minilm`` (embedded default) or ``clip`` (needs ``clip`` weights); wrapped in the disk cache.
+    ``section``: the config section whose ``clip`` / ``minilm`` keys name the weights (in error lines)."""
     if kind == "clip":
         if not clip:
-            raise UserError("text embeddings 'clip' need CLIP weights: set the clip path (a folder or hub id)")
-        enc = Clip(clip, device)
+            raise UserError(f"text embeddings 'clip' need CLIP weights: set {section}.clip (a folder or hub id)")
+        enc = Clip(clip, device, setting=f"{section}.clip")
     elif kind == "minilm":
-        enc = MiniLM(minilm, device)
+        enc = MiniLM(minilm, device, setting=f"{section}.minilm")
     else:
         raise UserError(f"unknown text encoder {kind!r}: choose minilm or clip")
     return CachedTextEncoder(enc, cache_dir)

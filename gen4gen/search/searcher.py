@@ -11,9 +11,12 @@ from gen4gen.console import console
 from gen4gen.encoders import unit
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.images import read_image
-from gen4gen.search import query as Q
 from gen4gen.search.features import image_encoder, text_encoder
 from gen4gen.search.index import ModelIndex
+from gen4gen.search.ivf import build_ivf, has_ivf, ivf_recall, ivf_topk
+from gen4gen.search.pq import build_pq, can_build_pq, has_pq
+from gen4gen.search.recall import MIN_RECALL
+from gen4gen.search.scores import combine, first_moment, frechet, log_density, monte_carlo, ranked, second_moment
 
 FALLBACK_NOTE = ("no CLIP weights (search.clip): text queries are matched against the models' sample captions "
                  "in MiniLM space, not against their images")
@@ -67,31 +70,31 @@ class Searcher:
             raise UserError("text queries need CLIP weights (search.clip, and an index built with them) "
                             "or sample captions in the index (<image>.txt or metadata.jsonl)")
         tau = float(self.sc.tau)
-        out = {"first_moment": self._first_moment(space, q), "second_moment": Q.second_moment(space, q, tau)}
+        out = {"first_moment": self._first_moment(space, q), "second_moment": second_moment(space, q, tau)}
         if space.has_raw:
-            out["monte_carlo"] = Q.monte_carlo(space, q, tau)
+            out["monte_carlo"] = monte_carlo(space, q, tau)
         return out
 
     def _first_moment(self, space, q) -> np.ndarray:
         """Scores for every model; a big index only scores the models its fast path found (others -inf): the IVF's
-        probed lists, or the compressed scan's top-k (see ``Q.ivf_topk``)."""
+        probed lists, or the compressed scan's top-k (see ``ivf_topk``)."""
         if len(self.index) >= int(self.sc.ivf.min_models):
             nprobe = int(self.sc.ivf.nprobe)
-            if not Q.has_ivf(space):
+            if not has_ivf(space):
                 console.print(f"search: building the inverted file (or, for features without clusters, PQ codes) "
                               f"for {len(self.index):,} models (once)")
-                Q.build_ivf(space, nprobe=nprobe)
-            elif not Q.has_pq(space) and Q.ivf_recall(space, nprobe) < Q.MIN_RECALL and Q.can_build_pq(space):
+                build_ivf(space, nprobe=nprobe)
+            elif not has_pq(space) and ivf_recall(space, nprobe) < MIN_RECALL and can_build_pq(space):
                 # lists built before the codes existed, on features they do not suit: add the codes, keep the lists
                 console.print(f"search: the inverted file misses neighbours on this index; building PQ codes for "
                               f"{len(self.index):,} models (once)")
-                Q.build_pq(space)
-            rows, s = Q.ivf_topk(space, unit(np.ravel(q), np.float32), int(self.sc.top_k), nprobe,
+                build_pq(space)
+            rows, s = ivf_topk(space, unit(np.ravel(q), np.float32), int(self.sc.top_k), nprobe,
                                  candidates=int(self.sc.ivf.candidates))
             out = np.full(len(self.index), -np.inf)
             out[rows] = s
             return out
-        return Q.first_moment(space, q)
+        return first_moment(space, q)
 
     def image(self, path: str, sketch: bool = False) -> dict[str, np.ndarray]:
         try:
@@ -100,13 +103,13 @@ class Searcher:
         except ItemFailed as e:
             raise UserError(f"query image {path}: {e}") from e
         x = self.image_encoder().encode_images([im])[0]
-        out = {"log_density": Q.log_density(self.image_space, x)}
+        out = {"log_density": log_density(self.image_space, x)}
         if self.image_space.has_raw:
-            out["monte_carlo"] = Q.monte_carlo(self.image_space, x, float(self.sc.tau))
+            out["monte_carlo"] = monte_carlo(self.image_space, x, float(self.sc.tau))
         return out
 
     def model(self, name: str) -> dict[str, np.ndarray]:
-        return {"frechet": Q.frechet(self.image_space, self.index.row(name), int(self.sc.rerank))}
+        return {"frechet": frechet(self.image_space, self.index.row(name), int(self.sc.rerank))}
 
 
 PRIMARY = {"text": "first_moment", "image": "log_density", "sketch": "log_density", "model": "frechet"}
@@ -118,8 +121,8 @@ def run_queries(searcher: Searcher, queries: dict, weights: dict, k: int) -> dic
         scores = (searcher.text(value) if kind == "text" else searcher.model(value) if kind == "model"
                   else searcher.image(value, sketch=kind == "sketch"))
         for method, s in scores.items():
-            results[f"{kind}:{method}"] = Q.ranked(searcher.index, s, k)
+            results[f"{kind}:{method}"] = ranked(searcher.index, s, k)
         primary.append((scores[PRIMARY[kind]], float(weights.get(kind, 1.0))))
     if len(primary) > 1:
-        results["multimodal"] = Q.ranked(searcher.index, Q.combine(primary), k)
+        results["multimodal"] = ranked(searcher.index, combine(primary), k)
     return results

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gen4gen.encoders import resolve_device
+from gen4gen.device import resolve_device
 from gen4gen.errors import UserError
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from gen4gen.errors import UserError
-from gen4gen.search import query as Q
+from gen4gen.search.scores import ranked
 from gen4gen.search.build import discover, samples_root
 from gen4gen.search.index import is_index
 from gen4gen.search.searcher import PRIMARY, Searcher
@@ -37,7 +37,7 @@ class ModelSearch:
                       else self.searcher.image(value))
             notes = sorted(set(self.searcher.notes[before:]))
         method = PRIMARY[kind]
-        hits = Q.ranked(self.index, scores[method], k)
+        hits = ranked(self.index, scores[method], k)
         return {"kind": kind, "method": method, "n_models": len(self.index), "notes": notes, "results": hits}
 
     def sample(self, model: str, k: int) -> Path:

@@ -25,7 +25,7 @@ from gen4gen.bench.prompts import load_promptsets
 from gen4gen.bench.report import csv_bytes, write_reports
 from gen4gen.bench.roster import load_roster
 from gen4gen.console import Summary, console
-from gen4gen.encoders import resolve_device
+from gen4gen.device import resolve_device
 from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash
 from gen4gen.io import jsonl_bytes, read_jsonl, write_atomic
@@ -54,7 +54,7 @@ class GenerateStage:
         self.batch_size = max(1, int(bench.batch_size))
         # one thread generates (the Generator serialises calls) while the others encode and write the previous
         # batches' PNGs: with a 1-step model on a GPU those writes would otherwise cost as much as generating
-        self.workers = 1 + max(0, int(bench.get("writers", 2)))
+        self.workers = 1 + int(bench.writers)
 
     def discover(self) -> list[Item]:
         items = []
@@ -231,7 +231,9 @@ def counterfactuals(bench: Any, mcfg: MetricsConfig, device: str, run_dir: Path)
         return None
     spec = {"clip": mcfg.clip, "dino": mcfg.dino}.get(mcfg.identity, mcfg.identity)
     tag = provenance.describe("identity", spec).tag
-    make = {"clip": lambda: Clip(mcfg.clip, device, mcfg.batch_size), "dino": lambda: Dino(mcfg.dino, device, mcfg.batch_size),
+    key = "bench.metrics.backbones"
+    make = {"clip": lambda: Clip(mcfg.clip, device, mcfg.batch_size, f"{key}.clip"),
+            "dino": lambda: Dino(mcfg.dino, device, mcfg.batch_size, f"{key}.dino"),
             }.get(mcfg.identity, lambda: EfficientNetLite0(device, mcfg.batch_size))
     return run_check(datasets, make, tag, run_dir, int(ccfg.max_images), float(ccfg.target))
 

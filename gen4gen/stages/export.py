@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gen4gen.callbacks import export_deferred
 from gen4gen.console import Summary, progress
@@ -30,6 +30,7 @@ from gen4gen.io import jsonl_bytes
 from gen4gen.manifest import Currency
 from gen4gen.markers import upstream_reasons
 from gen4gen.serve.review import apply_review
+from gen4gen.settings import ExportSettings, section
 
 FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
            "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds",
@@ -43,11 +44,11 @@ def run(cfg: DictConfig) -> Summary:
         return Summary(stage="export", notes={"deferred": "a shard sees only its own items; the dataset is exported once "
                                               "all shards are done (automatic after a shard multirun, else run "
                                               "`python -m gen4gen stage=export`)"})
-    opts = OmegaConf.to_container(cfg.export, resolve=True)
-    name = str(opts["name"])
+    opts = section(cfg, "export", ExportSettings)
+    name = opts.name
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
         raise UserError(f"export.name={name!r} must be a plain folder name (letters, digits, _ . -)")
-    formats = [str(f) for f in opts.get("formats") or []]
+    formats = opts.formats
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise UserError(f"unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
@@ -66,9 +67,9 @@ def run(cfg: DictConfig) -> Summary:
     left_out = [r for r in left_out if chosen.takes_row(r)]
     failures = [r for r in failures if chosen.takes_row(r)]
     workers = max(1, int(cfg.workers))
-    threshold = int(opts.get("mask_threshold", 128))
+    threshold = opts.mask_threshold
     # the s2 files an output uses: the gallery draws the layout over image.png, MyCanvas ships mask.png
-    s2_files = tuple(f for f, used in (("image.png", opts.get("gallery", True)), ("mask.png", "mycanvas" in formats))
+    s2_files = tuple(f for f, used in (("image.png", opts.gallery), ("mask.png", "mycanvas" in formats))
                      if used)
     loaded, export_failures = [], []
     with progress() as bar, ThreadPoolExecutor(workers) as pool:
@@ -98,8 +99,8 @@ def run(cfg: DictConfig) -> Summary:
     refs = {c: [r for r in rows if chosen.takes(r.scene, [c])] for c, rows in refs.items()}
     ref_failures: list[dict] = []  # a bad cut-out loses one reference image, not the items that use the concept
     # the formats that ship reference images, and the gallery that shows them: decoded in full here
-    if {"mycanvas", "customdiffusion", "kohya"} & set(formats) or opts.get("gallery", True):
-        side = int(opts.get("reference_size", 512))
+    if {"mycanvas", "customdiffusion", "kohya"} & set(formats) or opts.gallery:
+        side = opts.reference_size
         flat = [r for rows in refs.values() for r in rows]
         with progress() as bar, ThreadPoolExecutor(workers) as pool:
             task = bar.add_task("export references", total=len(flat))
@@ -119,7 +120,7 @@ def run(cfg: DictConfig) -> Summary:
             for written in pool.map(lambda f: importlib.import_module(FORMATS[f]).write(ctx), formats):
                 notes.update(written)
                 bar.advance(task)
-        if opts.get("gallery", True):
+        if opts.gallery:
             from gen4gen.export import gallery
 
             gallery.write(ctx)
@@ -153,7 +154,7 @@ def run(cfg: DictConfig) -> Summary:
         summary.notes["upstream failures"] = ", ".join(
             f"{s} {n}" for s, n in _tally(f["stage"] for f in failures)) + " (see left_out.jsonl)"
     summary.notes["dataset card"] = str(final / "README.md")
-    if opts.get("gallery", True):
+    if opts.gallery:
         summary.notes["gallery"] = str(final / "gallery" / "index.html")
     summary.seconds = round(time.perf_counter() - t0, 2)
     return summary

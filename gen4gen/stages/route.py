@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.console import Summary, console
-from gen4gen.encoders import resolve_device
+from gen4gen.device import resolve_device
 from gen4gen.errors import UserError
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.paths import run_output_dir

@@ -26,7 +26,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gen4gen.artefacts import S1Meta
-from gen4gen.config_check import build_backend
+from gen4gen.backends import build_backend
 from gen4gen.console import Summary, progress
 from gen4gen.device import usable_cores
 from gen4gen.errors import UserError

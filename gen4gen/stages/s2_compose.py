@@ -20,7 +20,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.artefacts import Layout as LayoutFile, S1Meta, S2Meta, stage_rel
-from gen4gen.config_check import build_backend, canvas_size
+from gen4gen.backends import build_backend
 from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, stable_hash
@@ -30,11 +30,12 @@ from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.plausibility import plausibility_of
 from gen4gen.layout.schema import ConceptCount, Layout, PlanRequest, layout_fields
-from gen4gen.llm import NO_REPLY
+from gen4gen.llm.client import NO_REPLY
 from gen4gen.manifest import Currency
 from gen4gen.markers import done_items, upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
+from gen4gen.settings import canvas_size
 
 log = logging.getLogger(__name__)
 DIR_NAME = STAGE_DIRS["s2"]
@@ -98,7 +99,7 @@ class ComposeStage:
         self.heuristic = self.planner if isinstance(self.planner, HeuristicPlanner) else \
             getattr(self.planner, "fallback", None) or HeuristicPlanner()
         self.composer = Composer(Augment(**OmegaConf.to_container(cc.augment, resolve=True)),
-                                 min_visible=float(cc.min_visible), max_attempts=int(cc.get("max_attempts", 8)),
+                                 min_visible=float(cc.min_visible), max_attempts=int(cc.max_attempts),
                                  max_pixels=int(cfg.io.max_pixels), min_side=int(cfg.io.min_side))
         self.workers = int(cfg.workers)
         # the user's background photos: each composition stands on the ground of the photo chosen for it

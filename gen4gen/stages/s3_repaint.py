@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.artefacts import Layout, S2Meta, S3Meta, stage_rel
-from gen4gen.config_check import build_backend
+from gen4gen.backends import build_backend
 from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, item_rng
@@ -220,7 +220,7 @@ class RepaintStage:
         """The photo of ``src`` cropped so its ground lies under the layout's, with its ground line and light; or,
         when a salient object of it stands where the concepts stand (a bicycle behind the pets), the first calm
         photo among the next ``tries`` of its scene; flagged when none is calm."""
-        limit = float(self.rcfg.get("max_salient", 0.12))
+        limit = float(self.rcfg.max_salient)
         photos = self.library.scenes.get(src.scene, [])
         first = self.library.by_path(src.source)
         start = photos.index(first) if first in photos else 0

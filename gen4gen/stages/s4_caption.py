@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from gen4gen.artefacts import Captions, Layout, S3Meta, S4Meta, stage_rel
 from gen4gen.caption.concepts import dataset_concepts, modifier_tokens
 from gen4gen.caption.template import CaptionJob, Outcome
-from gen4gen.config_check import build_backend
+from gen4gen.backends import build_backend
 from gen4gen.console import Summary, progress
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import file_fingerprint, stable_hash

@@ -9,35 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from omegaconf import DictConfig
 
 from gen4gen.console import Summary, console
 from gen4gen.errors import UserError
-
-
-class ServeSettings(BaseModel):
-    """The ``serve:`` block, checked before anything loads: a bad value is one line naming the key."""
-    model_config = ConfigDict(extra="forbid")
-    host: StrictStr
-    port: int = Field(ge=1, le=65535)
-    token: StrictStr | None = Field(default=None, min_length=8)
-    bench_run: StrictStr | None = None
-    search_index: StrictStr | None = None
-    page_size: int = Field(ge=1, le=500)
-    thumb_size: int = Field(ge=32, le=1024)
-    thumbs_dir: StrictStr
-    max_upload_mb: float = Field(gt=0, le=1024)
-
-
-def settings(cfg: DictConfig) -> ServeSettings:
-    raw = OmegaConf.to_container(cfg.serve, resolve=True)
-    try:
-        return ServeSettings.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"])
-        raise UserError(f"serve.{key}={raw.get(key)!r}: {err['msg']}") from None
+from gen4gen.settings import ServeSettings, section
 
 
 def build(cfg: DictConfig):
@@ -51,7 +27,7 @@ def build(cfg: DictConfig):
     from gen4gen.serve.security import make_token
     from gen4gen.serve.thumbs import Thumbnails
 
-    sv = settings(cfg)
+    sv = section(cfg, "serve", ServeSettings)
     stages = Path(cfg.paths.stages_dir)
     bench_root = Path(sv.bench_run) if sv.bench_run else Path(str(cfg.bench.out_dir)) / str(cfg.bench.name)
     if sv.bench_run and not bench_root.is_dir():
@@ -59,7 +35,7 @@ def build(cfg: DictConfig):
     bench = load_run(bench_root, _popularity(cfg), dict(cfg.bench.report.weights)) if bench_root.is_dir() else None
     search = None
     if sv.search_index:
-        from gen4gen.encoders import resolve_device
+        from gen4gen.device import resolve_device
 
         search = ModelSearch(cfg, Path(sv.search_index), resolve_device(cfg.device))
     served = Served(load_catalog(stages), ReviewStore(stages), Thumbnails(Path(sv.thumbs_dir), sv.thumb_size),

@@ -13,29 +13,18 @@ import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from pydantic import ValidationError
 
 from gen4gen.console import Summary, console, duration
 from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash
 from gen4gen.io import json_bytes, jsonl_bytes, write_atomic
 from gen4gen.markers import META, read_meta
+from gen4gen.settings import TrainRun, TrainSettings, section
 
 # rough seconds per training example-step at 512x512 (forward + backward), for the no-GPU work estimate
 CPU_SAMPLE_SECONDS = {"sd": 6.0, "sdxl": 25.0}
 GPU_SAMPLE_SECONDS = {"sd": 0.12, "sdxl": 0.45}
 NATIVE_RES = {"sd": 512, "sdxl": 1024}
-
-
-def settings_from(cfg: DictConfig):
-    from gen4gen.train.loop import TrainSettings
-
-    data = OmegaConf.to_container(cfg.train, resolve=True)
-    try:
-        return TrainSettings.model_validate(data)
-    except ValidationError as e:
-        lines = [f"train.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise UserError("invalid train settings: " + "; ".join(lines)) from None
 
 
 def writable_dir(path: Path) -> None:
@@ -61,21 +50,20 @@ def run(cfg: DictConfig) -> Summary:
     from hydra.utils import instantiate
 
     t0 = time.perf_counter()
-    s = settings_from(cfg)
+    s, r = section(cfg, "train", TrainSettings), section(cfg, "train", TrainRun)
     trainer = instantiate(cfg.trainer)
-    name = str(cfg.train.name)
-    run_dir = Path(str(cfg.train.out_dir)) / name
+    name = r.name
+    run_dir = Path(r.out_dir) / name
     summary = Summary(stage="train", total=1, out_dir=str(run_dir))
     writable_dir(run_dir)
 
     from gen4gen.train.data import load_examples, prior_examples
-    from gen4gen.train.models import base_kind
+    from gen4gen.train.models import base_kind, guessed_kind
 
-    dataset = Path(str(cfg.train.dataset))
+    dataset = Path(r.dataset)
     examples, concepts, problems = load_examples(dataset, s.data, s.caption)
     for p in problems:
         console.print(f"[yellow]train: left out {p}[/yellow]")
-    kind = base_kind(s.base)
     if s.prior.generate and not s.prior.class_dir:
         raise UserError("train.prior.generate needs train.prior.class_dir (where the class images go)")
     # generated class images follow from the settings; a folder of the user's own is listed
@@ -97,12 +85,14 @@ def run(cfg: DictConfig) -> Summary:
         import accelerate  # noqa: F401
     except ImportError:
         raise UserError("stage=train needs accelerate: pip install gen4gen[train]") from None
-    from gen4gen.encoders import resolve_device
+    from gen4gen.device import resolve_device
 
     device = resolve_device(cfg.device)  # accelerate picks the GPU itself (LOCAL_RANK under accelerate launch)
-    if device == "cpu" and not cfg.train.force_cpu:
+    if device == "cpu" and not r.force_cpu:  # before the base is resolved: no hub needed to say this
         raise UserError(f"no CUDA GPU here, and fine-tuning on the CPU takes hours for real models.\n"
-                        f"Work: {estimate(kind, s)}\nRun it on a GPU machine, or set train.force_cpu=true to run here.")
+                        f"Work: {estimate(guessed_kind(s.base), s)}\n"
+                        f"Run it on a GPU machine, or set train.force_cpu=true to run here.")
+    kind = base_kind(s.base)
     write_atomic(run_dir / "failures.jsonl", jsonl_bytes([{"stage": "train", "reason": p} for p in problems]))
     if s.prior.generate:
         from gen4gen.train.prior import generate_class_images
@@ -114,12 +104,9 @@ def run(cfg: DictConfig) -> Summary:
     from gen4gen.train.loop import train
     from gen4gen.train.models import load_base
 
-    try:
-        base = load_base(s.base)
-    except OSError as e:  # a folder with model_index.json but missing parts
-        raise UserError(f"unknown base {s.base!r}: cannot load its components ({str(e).splitlines()[0]})") from None
+    base = load_base(s.base)  # a folder with model_index.json but missing parts: one line naming train.base
     result = train(s, trainer, base, examples, concepts, run_dir, device, chash,
-                   int(cfg.train.checkpoint_every), int(cfg.train.keep_checkpoints), priors)
+                   r.checkpoint_every, r.keep_checkpoints, priors)
     info = save_run(run_dir, name, s, trainer, result, concepts, examples, priors, problems, dataset, device)
     write_atomic(run_dir / META, json_bytes({"config_hash": chash, "stage": "train", **info}))  # last: done
     from gen4gen.train import checkpoints

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gen4gen.artefacts import MyCanvasRow
-from gen4gen.caption.words import display_name, plural
 from gen4gen.contain import Escaped, contained
 from gen4gen.errors import ItemFailed, UserError
+from gen4gen.words import display_name, plural
 
 DATA_KINDS = ("mycanvas", "sources", "both")
 CAPTION_KINDS = ("personalized", "detailed", "short")

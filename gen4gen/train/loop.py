@@ -11,52 +11,17 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gen4gen.hashing import stable_hash
+from gen4gen.settings import TrainSettings
 from gen4gen.train import checkpoints
 from gen4gen.train.data import Example
 from gen4gen.train.models import Base, add_tokens, encode, merge_tokens, tokenize
 
 log = logging.getLogger(__name__)
-
-
-class PriorSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    class_dir: str | None = None  # <dir>/<concept>/*.png, captioned "a photo of a <class>"
-    weight: float = 1.0
-    generate: int = Field(0, ge=0)  # fill each <class_dir>/<concept>/ up to this many images with the base model
-
-
-class TrainSettings(BaseModel):
-    """``cfg.train`` minus the paths: everything that changes the trained weights (its hash names a resumable run)."""
-    model_config = ConfigDict(extra="ignore")
-    base: str
-    data: str = "mycanvas"
-    caption: str = "personalized"
-    max_steps: int = Field(500, ge=1)
-    lr: float = Field(1e-5, gt=0)
-    weight_decay: float = 1e-2
-    batch_size: int = Field(2, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    resolution: int = 512
-    seed: int = 0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "fp16"
-    gradient_checkpointing: bool = False
-    max_grad_norm: float = 1.0
-    masked_loss: bool = False
-    mask_background_weight: float = Field(0.05, ge=0, le=1)
-    prior: PriorSettings = Field(default_factory=PriorSettings)
-
-    @field_validator("resolution")
-    @classmethod
-    def _res(cls, v: int) -> int:
-        if v < 8 or v % 8:
-            raise ValueError(f"{v} is not a multiple of 8 (the VAE halves it three times)")
-        return v
 
 
 @dataclass

@@ -9,24 +9,29 @@ from pathlib import Path
 from typing import Any
 
 from gen4gen.errors import UserError
+from gen4gen.hub import local_copy, resolve
+from gen4gen.pipelines import load_component
 
 PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
 
 
 def base_kind(source: str) -> str:
-    """``sd`` or ``sdxl`` from the base's ``model_index.json`` (a local folder, or the hub cache: never
-    downloaded here); anything else is one clear error."""
+    """``sd`` or ``sdxl`` from the base's ``model_index.json`` (a local folder, the hub cache, or the hub when it
+    is reachable); anything else is one clear error naming ``train.base``."""
     path = Path(source)
-    index = path / "model_index.json"
-    if path.exists() and not index.is_file():
-        raise UserError(f"unknown base {source!r}: a folder without model_index.json (not a diffusers pipeline)")
-    if not index.is_file():
-        try:
-            from huggingface_hub import hf_hub_download
+    if path.exists() and not (path / "model_index.json").is_file():
+        raise UserError(f"train.base={source!r}: a folder without model_index.json (not a diffusers pipeline)")
+    local = local_copy(source)
+    if local:
+        index = Path(local) / "model_index.json"
+    else:
+        from huggingface_hub import hf_hub_download
 
+        resolve(source, "train.base")  # one line at once when the hub is out of reach
+        try:
             index = Path(hf_hub_download(source, "model_index.json"))
-        except Exception as e:  # noqa: BLE001 - offline, a typo, a gated repo: one line, not a traceback
-            raise UserError(f"unknown base {source!r}: not a local diffusers folder and not loadable from the hub "
+        except Exception as e:  # noqa: BLE001 - a typo, a gated repo: one line, not a traceback
+            raise UserError(f"train.base={source!r}: not a local diffusers folder and not loadable from the hub "
                             f"({type(e).__name__})") from None
     try:
         name = json.loads(index.read_bytes()).get("_class_name", "")
@@ -36,6 +41,15 @@ def base_kind(source: str) -> str:
         raise UserError(f"base {source!r} is a {name or 'unknown'} pipeline; train supports "
                         f"{', '.join(PIPELINES)} (SD 1.x/2.x and SD-XL)")
     return PIPELINES[name]
+
+
+def guessed_kind(source: str) -> str:
+    """The base's kind for the work estimate, without the network: read when the base is here or cached, else
+    guessed from its name (SD-XL ids say ``xl``)."""
+    local = local_copy(source)
+    if local and (Path(local) / "model_index.json").is_file():
+        return base_kind(local)
+    return "sdxl" if "xl" in source.lower() else "sd"
 
 
 @dataclass
@@ -50,21 +64,21 @@ class Base:
 
 
 def load_base(source: str) -> Base:
+    """Every part in float32 (training keeps fp32 master weights; mixed precision is autocast)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     kind = base_kind(source)
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
-    vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
-    scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
-    tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")]
-    encoders = [CLIPTextModel.from_pretrained(source, subfolder="text_encoder")]
+    parts = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "scheduler": DDPMScheduler,
+             "tokenizer": CLIPTokenizer, "text_encoder": CLIPTextModel}
     if kind == "sdxl":
-        tokenizers.append(CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2"))
-        encoders.append(CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2"))
-    for m in (unet, vae, *encoders):
+        parts.update(tokenizer_2=CLIPTokenizer, text_encoder_2=CLIPTextModelWithProjection)
+    got = {sub: load_component(cls, source, "train.base", subfolder=sub) for sub, cls in parts.items()}
+    encoders = [got["text_encoder"]] + ([got["text_encoder_2"]] if kind == "sdxl" else [])
+    tokenizers = [got["tokenizer"]] + ([got["tokenizer_2"]] if kind == "sdxl" else [])
+    for m in (got["unet"], got["vae"], *encoders):
         m.requires_grad_(False)
-    return Base(kind, source, unet, vae, scheduler, tokenizers, encoders)
+    return Base(kind, source, got["unet"], got["vae"], got["scheduler"], tokenizers, encoders)
 
 
 # ---------------------------------------------------------------- modifier tokens

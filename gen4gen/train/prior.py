@@ -23,10 +23,11 @@ def generate_class_images(base: str, kind: str, folder: Path, concepts: list[Con
         return 0
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    from gen4gen.pipelines import load_pipeline, torch_dtype
+
     cls = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
     extra = {} if kind == "sdxl" else {"safety_checker": None, "requires_safety_checker": False}
-    pipe = cls.from_pretrained(base, torch_dtype=dtype, **extra).to(device)
+    pipe = load_pipeline(cls, base, "train.base", torch_dtype(device), **extra).to(device)
     pipe.set_progress_bar_config(disable=True)
     made = 0
     with progress() as bar:

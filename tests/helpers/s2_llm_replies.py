@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from tests.llm_server import Reply
+from tests.helpers.llm_server import Reply
 
 
 def kind(body: dict) -> str:

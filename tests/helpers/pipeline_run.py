@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from gen4gen.manifest import read_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # small and fast, but every stage and every export format runs
 FAST = ["compose.num_samples=2", "compose.size=[256,256]", "export.reference_size=128", "export.thumb_size=96",
         "workers=2"]
@@ -34,16 +33,6 @@ def small_sources(src: Path) -> Path:
             img.save(folder / "a.jpg", quality=92)
             img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).crop((4, 4, img.width - 4, img.height - 4)).save(folder / "b.png")
     return src
-
-
-def need_weights() -> None:
-    from gen4gen import weights
-    from gen4gen.errors import UserError
-
-    try:
-        weights.path("u2netp", fetch=False)
-    except UserError as e:
-        pytest.skip(f"embedded weights missing ({e}); `make test` fetches them")
 
 
 def cli(workdir: Path, *overrides: str, env: dict | None = None, check: bool = True,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from tests.clip_tokenizer import build_clip_tokenizer
-from tests.conftest import SHARED
+from tests.helpers.clip_tokenizer import build_clip_tokenizer
+from tests.helpers.needs import SHARED
 
 BPE = SHARED / "tokenizers" / "bpe_simple_vocab_16e6.txt.gz"
 

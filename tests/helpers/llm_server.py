@@ -10,11 +10,13 @@ the key with its first character as a JSON ``\\uXXXX`` escape, inside a JSON str
 """
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable
 
 
@@ -140,3 +142,23 @@ class LLMServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@functools.cache
+def yaml_llm() -> dict:
+    """conf/config.yaml's ``llm`` section, resolved."""
+    from gen4gen.settings import LLMSettings, section
+    from tests.conftest import make_cfg
+
+    return section(make_cfg(Path("/nonexistent")), "llm", LLMSettings).model_dump()
+
+
+def llm_client(base_url: str, model: str = "m", **settings):
+    """An ``LLMClient`` on the yaml's ``llm`` settings with ``base_url``, ``model`` and ``settings`` over them;
+    no reply cache unless ``cache_dir`` is given."""
+    from gen4gen.llm.client import LLMClient
+    from gen4gen.settings import LLMSettings
+
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
+    return LLMClient(LLMSettings.model_validate({**yaml_llm(), "cache_dir": None, "base_url": base_url,
+                                                 "model": model, **settings}))

@@ -26,7 +26,7 @@ def search_path(tmp_path: Path) -> str:
     """A config folder offering ``segmenter=darkness``; returns the ``hydra.searchpath`` override."""
     d = tmp_path / "extra_conf" / "segmenter"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "darkness.yaml").write_text("_target_: tests.segmenters.Darkness\nsleep: 0.0\n")
+    (d / "darkness.yaml").write_text("_target_: tests.helpers.segmenters.Darkness\nsleep: 0.0\n")
     return f"hydra.searchpath=[file://{d.parent}]"
 
 

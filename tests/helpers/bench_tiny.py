@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from tests.clip_tokenizer import build_clip_tokenizer
+from tests.helpers.clip_tokenizer import build_clip_tokenizer
 
 BPE = "tokenizers/bpe_simple_vocab_16e6.txt.gz"
 

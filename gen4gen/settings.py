@@ -1,0 +1,370 @@
+"""Typed settings per config section. The yaml (``conf/``) is where every default lives; these models hold the
+types and bounds, with no defaults of their own. The start-up check (``config_problems``: one line per bad value,
+naming its key, before any stage starts) and the code read the composed config through the same models, so
+``seed=abc`` says "seed" instead of "invalid literal for int()" and no module keeps a second default.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+from gen4gen.errors import UserError
+
+M = TypeVar("M", bound=BaseModel)
+
+MIN_CANVAS_SIDE = 64
+
+
+def canvas_size(value: Any, max_pixels: int | None = None) -> tuple[int, int]:
+    """``compose.size``: 1024 or [W, H], at least 64 px a side and at most ``io.max_pixels`` pixels, the
+    bound every input image gets (a 20000x20000 canvas took 104 s and 8 GB for one composition)."""
+    try:
+        w, h = (int(value), int(value)) if isinstance(value, (int, float)) else (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"compose.size={value}: expected a side in pixels (1024) or [W, H]") from None
+    if w < MIN_CANVAS_SIDE or h < MIN_CANVAS_SIDE:
+        raise UserError(f"compose.size={[w, h]} is too small; use at least {MIN_CANVAS_SIDE} px a side")
+    if max_pixels is not None and w * h > max_pixels:
+        raise UserError(f"compose.size={[w, h]} is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of "
+                        f"{max_pixels / 1e6:.0f} MP (io.max_pixels); use a smaller canvas or raise the limit")
+    return w, h
+
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow")  # only the keys checked here; the rest is each stage's own
+
+
+class _Shard(_Section):
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+
+
+class _IO(_Section):
+    max_pixels: int = Field(ge=1)
+    min_side: int = Field(ge=1)
+
+
+class _Segment(_Section):
+    rounds: int = Field(ge=1)
+
+
+class _Augment(_Section):
+    flip: bool
+    max_rotation: float = Field(ge=0, le=180)
+    max_shift: float = Field(ge=0, le=0.5)
+
+
+class _Compose(_Section):
+    min_objects: int = Field(ge=1)
+    num_samples: int = Field(ge=1)
+    size: Any
+    min_visible: float = Field(ge=0, le=1)
+    max_attempts: int = Field(ge=1)
+    counts: dict[str, int] | None = None
+    augment: _Augment
+
+    @field_validator("counts")
+    @classmethod
+    def _positive(cls, v):
+        bad = {k: n for k, n in (v or {}).items() if n < 1}
+        if bad:
+            raise ValueError(f"each count must be at least 1, got {bad}")
+        return v
+
+
+class _Repaint(_Section):
+    max_backgrounds: int = Field(ge=1)
+    source: Literal["auto", "photo", "noise", "procedural"]
+    photo_blur: float = Field(ge=0)
+    max_salient: float = Field(ge=0, le=1)
+    blur: int = Field(ge=0)
+    mask_low: float = Field(ge=0, le=255)
+    mask_high: float = Field(ge=0, le=255)
+    mask_solid: float = Field(ge=0, le=1)
+    invert: bool
+
+
+class _Caption(_Section):
+    max_words: int = Field(ge=1)
+
+
+class Backbones(_Section):
+    clip: str
+    dino: str
+    detector: str
+    identity: Literal["clip", "dino", "efficientnet-lite0"]  # the image encoder of identity_mix
+
+
+class BenchMetrics(_Section):
+    """``bench.metrics``: which metrics, with which backbones (folders or hub ids)."""
+    compute: list[str]
+    backbones: Backbones
+    detector_threshold: float = Field(ge=0, le=1)
+    batch_size: int = Field(ge=1)
+    chunk_size: int = Field(ge=1)  # images held in memory at once
+
+
+class _BenchReport(_Section):
+    bootstrap: int = Field(ge=1)  # resamples behind every 95 % interval
+
+
+class _Counterfactual(_Section):
+    enabled: bool
+    max_images: int = Field(ge=1)
+    target: float = Field(ge=0, le=1)  # the share of cases a metric must notice
+
+
+class _Bench(_Section):
+    batch_size: int = Field(ge=1)
+    writers: int = Field(ge=0)
+    metrics: BenchMetrics
+    report: _BenchReport
+    counterfactual: _Counterfactual
+
+
+class _Search(_Section):
+    top_k: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    dataset_by: Literal["concept", "dataset"]  # an exported dataset as samples: one entry per concept, or one
+
+
+class KohyaSettings(BaseModel):
+    """``export.kohya``: the captions, masks, bucket resolution and repeats of the ``kohya/`` folders."""
+    model_config = ConfigDict(extra="forbid")
+    caption: Literal["personalized", "detailed", "short"]
+    masks: bool
+    resolution: int = Field(ge=64)  # sd-scripts' bucket step: smaller has no bucket
+    scene_repeats: int = Field(ge=1)
+    reference_repeats: int = Field(ge=1)
+
+
+class _CustomDiffusionExport(_Section):
+    base: str  # train.sh's MODEL_NAME
+
+
+class ExportSettings(_Section):
+    """``export``: the dataset's name, formats, what goes in and the sizes of what it holds."""
+    name: str
+    formats: list[str]
+    scenes: tuple[str, ...] | None  # null: every scene
+    concepts: tuple[str, ...] | None  # null: every concept
+    kohya: KohyaSettings
+    customdiffusion: _CustomDiffusionExport
+    gallery: bool
+    gallery_per_scene: int = Field(ge=0)  # 0: every composition
+    reference_size: int = Field(ge=16)
+    thumb_size: int = Field(ge=16)
+    shard_maxcount: int = Field(ge=1)
+    shard_maxsize: int = Field(ge=1)
+    mask_threshold: int = Field(ge=1, le=255)
+
+    @field_validator("scenes", "concepts", mode="before")
+    @classmethod
+    def _names(cls, v, info):
+        if v is None:
+            return None
+        if isinstance(v, str):  # export.scenes=pets: one name is a list of one
+            v = [v]
+        if not isinstance(v, (list, tuple)) or not v or not all(isinstance(n, str) and n for n in v):
+            raise ValueError(f"expected a list of {info.field_name[:-1]} folder names, e.g. "
+                             f"export.{info.field_name}=[a,b], or null for all")
+        return tuple(sorted(set(v)))
+
+
+class LLMSettings(_Section):
+    """``llm``: the one OpenAI-compatible endpoint every LLM backend talks to."""
+    base_url: str
+    model: str
+    api_key_env: str | None  # the name of the variable holding the key; the key itself never enters the config
+    concurrency: int = Field(ge=1)
+    timeout: float = Field(gt=0)
+    connect_timeout: float = Field(gt=0)
+    max_reply_mb: float = Field(gt=0)
+    max_retries: int = Field(ge=0)
+    max_attempts: int = Field(ge=1)
+    temperature: float = Field(ge=0)
+    cache_dir: str | None
+    fallback_on_unreachable: bool
+
+
+class ServeSettings(BaseModel):
+    """``serve``: the review app's address, token, sources and limits."""
+    model_config = ConfigDict(extra="forbid")
+    host: StrictStr
+    port: int = Field(ge=1, le=65535)
+    token: StrictStr | None = Field(min_length=8)  # null: none on 127.0.0.1, one made for any other host
+    bench_run: StrictStr | None
+    search_index: StrictStr | None
+    page_size: int = Field(ge=1, le=500)
+    thumb_size: int = Field(ge=32, le=1024)
+    thumbs_dir: StrictStr
+    max_upload_mb: float = Field(gt=0, le=1024)
+
+
+class PriorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    class_dir: str | None  # <dir>/<concept>/*.png, captioned "a photo of a <class>"
+    weight: float
+    generate: int = Field(ge=0)  # fill each <class_dir>/<concept>/ up to this many images with the base model
+
+
+class TrainSettings(BaseModel):
+    """``train`` minus the paths: everything that changes the trained weights (its hash names a resumable run)."""
+    model_config = ConfigDict(extra="ignore")
+    base: str
+    data: Literal["mycanvas", "sources", "both"]
+    caption: Literal["personalized", "detailed", "short"]
+    max_steps: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float
+    batch_size: int = Field(ge=1)
+    grad_accum: int = Field(ge=1)
+    resolution: int
+    seed: int
+    mixed_precision: Literal["no", "fp16", "bf16"]
+    gradient_checkpointing: bool
+    max_grad_norm: float
+    masked_loss: bool
+    mask_background_weight: float = Field(ge=0, le=1)
+    prior: PriorSettings
+
+    @field_validator("resolution")
+    @classmethod
+    def _res(cls, v: int) -> int:
+        if v < 8 or v % 8:
+            raise ValueError(f"{v} is not a multiple of 8 (the VAE halves it three times)")
+        return v
+
+
+class TrainRun(BaseModel):
+    """``train``'s keys that say where and how a run goes, not what it learns (outside the run's hash)."""
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    out_dir: str
+    dataset: str
+    checkpoint_every: int = Field(ge=1)
+    keep_checkpoints: int = Field(ge=1)
+    force_cpu: bool
+
+
+class _Train(TrainSettings, TrainRun):
+    """The start-up check of the whole ``train`` block."""
+
+
+class _Config(_Section):
+    seed: int
+    workers: int = Field(ge=1)
+    keep_runs: int | None = Field(ge=0)  # null: keep every run folder
+    strict: bool
+    shard: _Shard
+    io: _IO
+    segment: _Segment
+    compose: _Compose
+    repaint: _Repaint
+    caption: _Caption
+    export: ExportSettings
+    bench: _Bench
+    search: _Search
+    train: _Train
+    llm: LLMSettings
+    serve: ServeSettings
+
+
+_WHAT = {"int_parsing": "expected a whole number", "int_type": "expected a whole number",
+         "int_from_float": "expected a whole number", "float_parsing": "expected a number",
+         "float_type": "expected a number", "bool_parsing": "expected true or false", "bool_type": "expected true or false",
+         "dict_type": "expected a mapping, e.g. {cat: 2}", "model_type": "expected a group of keys",
+         "model_attributes_type": "expected a group of keys", "missing": "missing; restore it or remove the override"}
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """One line per bad value of ``cfg``, each naming its key, the value and what is expected."""
+    data, unresolved = {}, {}
+    for key in _Config.model_fields:  # only what is checked here: another stage's interpolation is its own
+        if key not in cfg:
+            continue  # pydantic says "missing"
+        node = cfg.get(key)
+        try:
+            data[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        except Exception as e:  # noqa: BLE001 - an interpolation that does not resolve (${oc.env:...}, ~seed)
+            unresolved[key] = f"{key}: a value does not resolve: {str(e).splitlines()[0]}"
+    try:
+        parsed = _Config.model_validate(data)
+    except ValidationError as e:  # a value taken from another key (train.seed: ${seed}) is named at its source
+        lines = [settings_line(err) for err in e.errors()
+                 if err["loc"][0] not in unresolved and not _interpolated(cfg, err["loc"])]
+        return lines or list(unresolved.values())  # a key that does not resolve is often one named above
+    if unresolved:
+        return list(unresolved.values())
+    problems = []
+    if parsed.shard.index >= parsed.shard.count:
+        problems.append(f"shard.index={parsed.shard.index} is not below shard.count={parsed.shard.count}; "
+                        f"use shard.index=0..{parsed.shard.count - 1}")
+    try:
+        canvas_size(parsed.compose.size, parsed.io.max_pixels)
+    except UserError as e:
+        problems.append(str(e))
+    return problems
+
+
+def _interpolated(cfg: DictConfig, loc: tuple) -> bool:
+    parent = OmegaConf.select(cfg, ".".join(str(p) for p in loc[:-1])) if len(loc) > 1 else cfg
+    key = str(loc[-1])
+    return isinstance(parent, DictConfig) and key in parent and OmegaConf.is_interpolation(parent, key)
+
+
+# the stages whose backend node may hold an ``llm`` block (layout=llm, captioner=llm|vlm)
+LLM_USERS = {"s2": ("layout", "layout planner"), "s4": ("captioner", "captioner")}
+
+
+def missing_key_notes(cfg: DictConfig, names: list[str]) -> list[str]:
+    """For a run of several stages: one line per later stage that will ask an LLM whose key is not set, said
+    before the earlier stages spend their time (that stage itself stops with the same reason, unless its
+    replies are cached or ``llm.fallback_on_unreachable`` is set)."""
+    llm = section(cfg, "llm", LLMSettings)
+    env = llm.api_key_env
+    if not env or os.environ.get(env) or llm.fallback_on_unreachable:
+        return []
+    notes = []
+    for stage in names[1:]:
+        group, what = LLM_USERS.get(stage, (None, ""))
+        if group and "llm" in (cfg.get(group) or {}):
+            notes.append(f"{stage}: its {what} asks the LLM, but {env} is not set: that stage will stop unless its "
+                         f"replies are cached; export {env} now (or llm.fallback_on_unreachable=true)")
+    return notes
+
+
+def settings_line(err: dict, section: str = "") -> str:
+    """One pydantic error as ``key=value: what is expected``."""
+    key = ".".join([section] * bool(section) + [str(p) for p in err["loc"]])
+    what = _WHAT.get(err["type"])
+    if what is None:
+        what = err["msg"][0].lower() + err["msg"][1:]
+        what = what.removeprefix("value error, ")
+        bounds = {"ge": "at least", "gt": "over", "le": "at most", "lt": "under"}
+        what = next((f"must be {word} {err['ctx'][k]}" for k, word in bounds.items() if k in (err.get("ctx") or {})),
+                    what)
+    if err["type"] == "literal_error":
+        what = f"choose one of {err['ctx']['expected']}"
+    if err["type"] == "missing":
+        return f"{key} is {what}"
+    value = err.get("input")
+    return f"{key}={value}: {what}"
+
+
+def section(cfg: DictConfig, key: str, model: type[M]) -> M:
+    """``cfg.<key>`` read through ``model`` (built once by the caller); a bad value is a UserError naming it."""
+    return parse(OmegaConf.select(cfg, key), model, key)
+
+
+def parse(node: Any, model: type[M], key: str) -> M:
+    """A config node (or plain data) read through ``model``; ``key`` names it in the error line."""
+    data = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise UserError("; ".join(settings_line(err, key) for err in e.errors())) from None

@@ -15,8 +15,8 @@ def write(ctx: ExportContext) -> dict:
     rows = []
     for it in ctx.items:
         copy_file(it.image_path, out / f"{it.key}.png")
-        rows.append({"file_name": f"{it.key}.png", "text": it.captions.get("detailed", ""),
-                     "short": it.captions.get("short", ""), "personalized": it.captions.get("personalized", ""),
+        rows.append({"file_name": f"{it.key}.png", "text": it.captions.detailed,
+                     "short": it.captions.short, "personalized": it.captions.personalized,
                      "id": it.id, "scene": it.scene, "concepts": it.concepts,
                      "objects": {"bbox": [i.bbox for i in it.instances], "category": [i.concept for i in it.instances],
                                  "name": [i.name for i in it.instances], "area": [i.area for i in it.instances]}})

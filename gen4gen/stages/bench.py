@@ -87,7 +87,7 @@ class GenerateStage:
             out.image(it.data["job"].image.name, image)
         return [rec for _, rec in generated]
 
-    def finish(self, summary: Summary) -> None:
+    def finish(self, summary: Summary, metas: dict) -> None:
         self.generator.release()
 
 

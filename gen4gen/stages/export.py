@@ -25,8 +25,9 @@ from gen4gen.export.card import card
 from gen4gen.export.items import (ExportContext, collect, find_references, load_instances,
                                   render_reference, upstream_failures, write_bytes)
 from gen4gen.io import jsonl_bytes
-from gen4gen.manifest import Currency
+from gen4gen.concepts import ConceptRegistry
 from gen4gen.markers import upstream_reasons
+from gen4gen.tree import TreeView
 
 FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
            "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds"}
@@ -51,8 +52,8 @@ def run(cfg: DictConfig) -> Summary:
     final = datasets / name
     summary = Summary(stage="export", out_dir=str(final))
 
-    currency = Currency(stages)
-    items, left_out, stale = collect(stages, currency)
+    tree = TreeView(stages)
+    items, left_out, stale = collect(tree)
     failures = upstream_failures(stages)
     workers = max(1, int(cfg.workers))
     threshold = int(opts.get("mask_threshold", 128))
@@ -83,7 +84,7 @@ def run(cfg: DictConfig) -> Summary:
         raise UserError(f"nothing to export from {stages}: no final image has both its s3 image and s4 captions "
                         f"({len(left_out) + len(export_failures)} incomplete: {why})")
 
-    refs = find_references(stages, {c for it in loaded for c in it.concepts}, currency)
+    refs = find_references(tree, {c for it in loaded for c in it.concepts})
     ref_failures: list[dict] = []  # a bad cut-out loses one reference image, not the items that use the concept
     # the formats that ship reference images, and the gallery that shows them: decoded in full here
     if {"mycanvas", "customdiffusion"} & set(formats) or opts.get("gallery", True):
@@ -95,12 +96,13 @@ def run(cfg: DictConfig) -> Summary:
                 bar.advance(task)
         refs = {c: [r for r in rows if r.png] for c, rows in refs.items()}
 
-    for stale in datasets.glob(f".{name}.*-*"):  # left by an export that was killed
-        shutil.rmtree(stale, ignore_errors=True)
+    for killed in datasets.glob(f".{name}.*-*"):  # left by an export that was killed
+        shutil.rmtree(killed, ignore_errors=True)
     tmp = datasets / f".{name}.partial-{os.getpid()}"
     tmp.mkdir(parents=True)
     ref_failures.sort(key=lambda r: r["id"])
-    ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures + ref_failures, opts, workers)
+    ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures + ref_failures, opts,
+                        tree.concepts, workers)
     try:
         notes: dict = {}
         with progress() as bar, ThreadPoolExecutor(workers) as pool:  # the writers are I/O-bound: overlap them
@@ -114,6 +116,8 @@ def run(cfg: DictConfig) -> Summary:
             gallery.write(ctx)
         write_bytes(tmp / "left_out.jsonl", jsonl_bytes(ctx.failures + ctx.left_out))
         write_bytes(tmp / "failures.jsonl", jsonl_bytes(export_failures + ref_failures))
+        # the tokens this dataset's captions use, with every concept the tree has known (gen4gen.concepts)
+        write_bytes(tmp / ConceptRegistry.FILE, tree.concepts.dump())
         text = card(ctx, formats, notes)
         write_bytes(tmp / "README.md", text.encode("utf-8"))
         if "mycanvas" in formats:
@@ -128,6 +132,11 @@ def run(cfg: DictConfig) -> Summary:
     summary.notes["formats"] = ", ".join(formats)
     if stale:
         summary.notes["stale images ignored (not made by the current configuration)"] = stale
+    for stage in ("s1", "s2", "s3", "s4"):  # shard runs of other settings: never merged into one dataset
+        if n := tree.other_settings(stage):
+            summary.notes[f"{stage} items of other settings ignored"] = (
+                f"{n} (made by a shard run with other settings than {stage}'s latest run; rerun {stage} "
+                "with one setting on every shard)")
     if left_out:
         summary.notes["left out (incomplete)"] = f"{len(left_out)}: " + "; ".join(
             f"{n} x {r}" for r, n in _tally(r["reason"] for r in left_out))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gen4gen.artefacts import MyCanvasRow
 from gen4gen.caption.words import display_name, plural
-from gen4gen.errors import ItemFailed, UserError
+from gen4gen.errors import UserError
 
 DATA_KINDS = ("mycanvas", "sources", "both")
 CAPTION_KINDS = ("personalized", "detailed", "short")
@@ -69,17 +69,12 @@ def read_rows(root: Path, caption: str = "personalized") -> tuple[list[Row], lis
     listing = root / "customdiffusion" / "compositions" / "images.txt"
     rows, problems = [], []
     if index.is_file():
-        for n, line in enumerate(index.read_text("utf-8").splitlines(), 1):
-            if not line.strip():
+        parsed, problems = MyCanvasRow.read_index(index)
+        mycanvas = root / "mycanvas"
+        for r in parsed:
+            if r.image is None:
+                problems.append(f"{index}: {r.id}: no image (a promptset row): left out")
                 continue
-            try:
-                r = MyCanvasRow.parse(json.loads(line), "index.jsonl")
-                if r.image is None:
-                    raise ItemFailed("index.jsonl: image: missing")
-            except (ValueError, RecursionError, ItemFailed) as e:
-                problems.append(f"{index}:{n}: not a MyCanvas index row ({str(e).splitlines()[0]})")
-                continue
-            mycanvas = root / "mycanvas"
             rows.append(Row(r.id, str(mycanvas / r.image), list(r.concepts), dict(r.captions), dict(r.modifier_tokens),
                             {c: [str(root / p) for p in ps] for c, ps in r.reference_images.items()},
                             str(mycanvas / r.mask) if r.mask else None))

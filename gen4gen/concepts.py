@@ -89,3 +89,22 @@ def registry_mismatch(trained: ConceptRegistry, now: ConceptRegistry) -> str:
     moved = [f"{t} was {then[t]}, is now {later[t]}" for t in sorted(then, key=lambda t: int(t[4:-1]))
              if t in later and later[t] != then[t]]
     return "; ".join(moved)
+
+
+def trained_with(dataset: Path, concepts) -> ConceptRegistry:
+    """The registry a train run records (``<run>/concepts.json``): the dataset's, or for a dataset exported
+    before registries, one built from the run's concepts (``.name``, ``.token``, ``.noun``)."""
+    registry = ConceptRegistry.read(dataset)
+    if registry.concepts:
+        return registry
+    return ConceptRegistry.build({"concepts": [{"name": c.name, "token": c.token, "class_words": c.noun}
+                                               for c in concepts]})
+
+
+def run_mismatch(run_dir: Path, dataset: Path) -> str:
+    """One line when a train run's tokens mean other concepts in ``dataset`` than it was trained with ("" when
+    they agree, or when either has no registry)."""
+    if not (Path(run_dir) / ConceptRegistry.FILE).is_file() or not (Path(dataset) / ConceptRegistry.FILE).is_file():
+        return ""
+    moved = registry_mismatch(ConceptRegistry.read(run_dir), ConceptRegistry.read(dataset))
+    return f"train run {run_dir} was trained with other tokens than {dataset} uses: {moved}" if moved else ""

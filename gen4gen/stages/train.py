@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from pydantic import ValidationError
 
+from gen4gen.concepts import ConceptRegistry, trained_with
 from gen4gen.console import Summary, console, duration
 from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash
@@ -157,9 +158,11 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
                    data=s.data, caption=s.caption)
     write_atomic(run_dir / "personalization.json", man.dump())
     write_atomic(run_dir / "loss.png", loss_png(result.losses))
+    # the tokens as the dataset meant them: a later dataset whose <newK> means another concept is one line
+    write_atomic(run_dir / ConceptRegistry.FILE, trained_with(dataset, concepts).dump())
     entry = roster_entry(name, man, run_dir, s.resolution)
     write_atomic(run_dir / "roster_entry.yaml", yaml.safe_dump(entry, sort_keys=False).encode("utf-8"))
-    files += ["personalization.json", "loss.png", "roster_entry.yaml", "failures.jsonl"]
+    files += ["personalization.json", "loss.png", ConceptRegistry.FILE, "roster_entry.yaml", "failures.jsonl"]
     losses = result.losses
     info = {"dataset": str(dataset), "examples": len(examples), "priors": len(priors or []),
             "example_caption": examples[0].caption, "device": device,

@@ -73,7 +73,7 @@ def read_rows(root: Path, caption: str = "personalized") -> tuple[list[Row], lis
         mycanvas = root / "mycanvas"
         for r in parsed:
             if r.image is None:
-                problems.append(f"{index}: {r.id}: no image (a promptset row): left out")
+                problems.append(f"{index}: {r.id}: image: missing")
                 continue
             rows.append(Row(r.id, str(mycanvas / r.image), list(r.concepts), dict(r.captions), dict(r.modifier_tokens),
                             {c: [str(root / p) for p in ps] for c, ps in r.reference_images.items()},

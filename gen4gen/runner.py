@@ -8,6 +8,7 @@ batch size and gets its items in batches here, with the same markers and failure
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -77,10 +78,12 @@ class Stage(Protocol):
 
 # ---------------------------------------------------------------- item files
 class ItemWriter:
-    """Writes one item's files atomically; ``meta.json`` is written by the runner, last."""
+    """Writes one item's files atomically; ``meta.json`` is written by the runner, last, with the size and hash
+    of every file written here (``outputs``), so that a later done check notices a file changed or broken."""
 
     def __init__(self, out_dir: Path):
         self.dir = out_dir
+        self.files: dict[str, list] = {}  # name -> [size, blake2b hex]
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -97,11 +100,39 @@ class ItemWriter:
     def bytes(self, name: str, data: bytes) -> Path:
         p = self.dir / name
         write_atomic(p, data)
+        self.files[name] = [len(data), _digest(data)]
         return p
 
 
+# a done check re-hashes recorded files up to this size (JSON, captions: cheap); larger ones (images, weights)
+# are checked by size, so a rerun over 10,000 items stays a stat per file
+VERIFY_BYTES = 1 << 16
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def outputs_intact(folder: Path, meta: dict) -> bool:
+    """Every file the marker vouches for (``outputs``) is there with its size, and its hash when small."""
+    outputs = meta.get("outputs", {})
+    if not isinstance(outputs, dict):
+        return False
+    for name, rec in outputs.items():
+        if not (isinstance(rec, list) and len(rec) == 2 and isinstance(rec[0], int)):
+            return False
+        p = folder / name
+        try:
+            if p.stat().st_size != rec[0] or (rec[0] <= VERIFY_BYTES and _digest(p.read_bytes()) != rec[1]):
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def done_meta(item: Item, chash: str) -> dict | None:
-    """The item's marker when it vouches for a finished item of this configuration, else None (redo it)."""
+    """The item's marker when it is of a finished item of this configuration, else None (redo it); whether the
+    files it vouches for are still what it wrote is ``outputs_intact``."""
     # no Path arithmetic for the usual marker: this runs for every item of every rerun
     meta = read_meta(item.out_dir) if item.marker is None else read_meta(item.marker.parent, item.marker.name)
     # ``redo``: usable now but made without a service that was down (an LLM fallback): tried again next run
@@ -111,9 +142,14 @@ def done_meta(item: Item, chash: str) -> dict | None:
     return None
 
 
-def _vouched(item: Item, chash: str, meta_model=None):
-    """``done_meta`` through the stage's meta model: a marker its own model refuses vouches for nothing."""
+def _vouched(item: Item, chash: str, meta_model=None, broken: list | None = None):
+    """``done_meta`` whose files are intact, through the stage's meta model: a marker its own model refuses
+    vouches for nothing. Items whose files changed or broke since are added to ``broken``."""
     meta = done_meta(item, chash)
+    if meta is not None and not outputs_intact(item.out_dir, meta):
+        if broken is not None:
+            broken.append(item.id)
+        return None
     if meta is None or meta_model is None:
         return meta
     try:
@@ -156,16 +192,21 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
     meta_model = getattr(stage, "meta_model", None)
     pending, done = [], []
     metas: dict[str, Any] = {}  # id -> the meta of each done item, for finish()
+    broken: list[str] = []  # done, but a file its marker vouches for changed or broke since: redone
     for it in items:
         if it.error:
             failures.append(_failure(stage, it, it.error))
-        elif (meta := _vouched(it, chash, meta_model)) is not None:
+        elif (meta := _vouched(it, chash, meta_model, broken)) is not None:
             summary.skipped += 1
             done.append(it)
             metas[it.id] = meta
         else:
             pending.append(it)
 
+    if broken:
+        summary.notes["redone: a file changed or broke since it was done"] = len(broken)
+        log.warning("%s: %d finished item(s) redone because a file changed or broke since (first: %s)",
+                    stage.name, len(broken), ", ".join(broken[:3]))
     prepare = getattr(stage, "prepare", None)
     if prepare and pending:
         prepare(pending)
@@ -197,7 +238,8 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
                 reason = f"batch of {len(batch)} failed: {reason}"
             results = [ItemFailed(reason)] * len(batch)
         seconds = round((time.perf_counter() - started) / len(batch), 4)
-        return [_finish_item(stage.name, it, res, chash, seconds, meta_model) for it, res in zip(batch, results)]
+        return [_finish_item(stage.name, it, res, chash, seconds, meta_model, w.files)
+                for it, res, w in zip(batch, results, writers)]
 
     workers = max(1, int(getattr(stage, "workers", 1)))
     with progress() as bar:
@@ -251,12 +293,12 @@ def _reset(it: Item) -> None:
 
 
 def _finish_item(stage: str, it: Item, result: dict | ItemFailed, chash: str, seconds: float,
-                 meta_model=None) -> str | Any:
+                 meta_model=None, files: dict | None = None) -> str | Any:
     """Write the item's marker (last); the failure reason, or the meta written (typed with ``meta_model``)."""
     if isinstance(result, ItemFailed):
         return str(result)
     meta = {"id": it.id, "stage": stage, "config_hash": chash, "fingerprint": it.fingerprint,
-            "seconds": seconds, **(result or {})}
+            "seconds": seconds, **(result or {}), "outputs": dict(sorted((files or {}).items()))}
     try:
         # a stage with an artefact model (gen4gen.artefacts) never writes a meta its readers would refuse
         typed = meta_model.build(meta) if meta_model else meta

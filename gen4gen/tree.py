@@ -39,8 +39,9 @@ class _Stage:
     current: dict[str, Entry]  # id -> entry, sorted by id
     done: dict[str, Entry]  # every finished item with a readable meta, current or not
     unreadable: dict[str, tuple[Path, str]]  # finished items whose meta.json its model refuses: folder, reason
-    stale: int  # finished (readable) items that are not current
-    other_settings: int  # finished items that a shard run with other settings made (gen4gen.manifest)
+    leftover: set[str]  # not current, and no rerun makes them so: the latest run does not make them (any more)
+    outdated: set[str]  # not current until the stage runs again (made before an input or a setting changed)
+    other: set[str]  # made by a shard run with other settings than the stage's latest (gen4gen.manifest)
 
 
 class TreeView:
@@ -68,13 +69,37 @@ class TreeView:
         return self._stage(stage).unreadable
 
     def stale(self, stage: str) -> int:
-        """Finished items of ``stage`` that are not current (an earlier run, or made from stale inputs)."""
-        return self._stage(stage).stale
+        """Finished items of ``stage`` that are not current: ``leftover`` plus ``outdated``."""
+        return len(self._stage(stage).leftover) + len(self._stage(stage).outdated)
+
+    def leftover(self, stage: str) -> int:
+        """Finished items of ``stage`` that its latest run does not make (after ``compose.num_samples=5`` then 3,
+        compositions 003 and 004 and what was made from them): left on disk, nothing needs rerunning."""
+        return len(self._stage(stage).leftover)
+
+    def outdated(self, stage: str) -> int:
+        """Finished items of ``stage`` made before one of their inputs or settings changed: rerun the stage."""
+        return len(self._stage(stage).outdated)
 
     def other_settings(self, stage: str) -> int:
         """Finished items of ``stage`` left out because a run with other settings than the stage's latest
         made them (a shard run with ``compose.num_samples=3`` beside one with 2): never merged silently."""
-        return self._stage(stage).other_settings
+        return len(self._stage(stage).other)
+
+    def ignored(self, stage: str, what: str) -> dict[str, int]:
+        """Summary notes on the finished items of ``stage`` (``what``: "compositions") that are not taken, by
+        what a user should do about them: nothing, rerun the stage, or run every shard alike."""
+        s, notes = self._stage(stage), {}
+        if s.leftover:
+            notes[f"{what} left on disk that {stage}'s latest run does not make (e.g. a larger compose.num_samples "
+                  "before): ignored, nothing needs rerunning"] = len(s.leftover)
+        if s.outdated:
+            notes[f"{what} made before their inputs or settings changed: ignored (rerun stage={stage})"] = \
+                len(s.outdated)
+        if s.other:
+            notes[f"{what} of a shard run with other settings than {stage}'s latest: ignored (run every shard "
+                  "with the same settings)"] = len(s.other)
+        return notes
 
     def unfinished(self, stage: str) -> dict[str, Path]:
         """Item folders of ``stage`` without a meta.json (a killed run): id -> folder."""
@@ -107,13 +132,20 @@ class TreeView:
                 except ItemFailed as e:
                     unreadable[iid] = (folder, str(e))
         manifest = read_manifest(root) if root.is_dir() else None
+        leftover: set[str] = set()
         if manifest is None:  # an older tree (no manifest): every finished item counts
             current, other = done, set()
         else:
             current = {iid: e for iid, e in done.items() if (m := manifest.items.get(iid)) is not None
                        and m["hash"] == e.meta.hash and all(upstream.get(u) == h for u, h in m["inputs"].items())}
-            other = set(manifest.other_settings) & set(done) - set(current)
-        self._stages[stage] = _Stage(current, done, unreadable, len(done) - len(current) - len(other), len(other))
+            other = manifest.other_settings & (done.keys() - current.keys())
+            gone = (self._stages[ORDER[k - 1]].leftover | self._stages[ORDER[k - 1]].other) if k > 0 else set()
+            for iid in done.keys() - current.keys() - other:
+                m = manifest.items.get(iid)
+                if m is None or any(u in gone for u in m["inputs"]):
+                    leftover.add(iid)
+        outdated = done.keys() - current.keys() - other - leftover
+        self._stages[stage] = _Stage(current, done, unreadable, leftover, outdated, other)
         return self._stages[stage]
 
     # ------------------------------------------------------------ files of items

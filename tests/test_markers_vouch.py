@@ -101,7 +101,8 @@ def test_shards_run_with_other_settings_never_merge(tmp_path, cfg_factory):
     made = {p.parent.parent.relative_to(tmp_path / "stages" / STAGE_DIRS["s3"]).as_posix()
             for p in (tmp_path / "stages" / STAGE_DIRS["s3"]).glob("*/*/*/meta.json")}
     assert made == set(tree.items("s2")) and s3.done == s3.total
-    assert s3.notes["compositions of other s2 settings ignored (a shard run with other settings)"] == 2
+    assert s3.notes["compositions of a shard run with other settings than s2's latest: ignored (run every shard "
+                    "with the same settings)"] == 2
     # run shard 0 again with the same settings as shard 1: one dataset again, nothing ignored
     s2_compose.run(cfg_factory(*base, "shard.index=0", "compose.num_samples=3"))
     tree = TreeView(tmp_path / "stages")

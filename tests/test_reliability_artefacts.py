@@ -268,14 +268,19 @@ def test_compositions_the_current_config_does_not_make_never_reach_the_dataset(t
         assert stage.run(five).done == 5
     assert export.run(five).done == 5
     three = make_cfg(tmp_path, FORMATS, "compose.size=[128,128]", "compose.num_samples=3")
-    assert s2_compose.run(three).skipped == 3
-    summary = export.run(three)  # s3 and s4 not rerun: their 003 and 004 are stale all the same
-    assert summary.done == 3 and "stale" in " ".join(summary.notes)
+    s2 = s2_compose.run(three)
+    assert s2.skipped == 3  # right after the run: what was left on disk, and that nothing needs rerunning
+    assert s2.notes["compositions left on disk that these settings do not make (e.g. a larger compose.num_samples "
+                    "before)"] == "2: later stages and the export leave them out; nothing needs rerunning"
+    summary = export.run(three)  # s3 and s4 not rerun: their 003 and 004 are left out all the same
+    left = "{} left on disk that {} latest run does not make (e.g. a larger compose.num_samples before): " \
+           "ignored, nothing needs rerunning"
+    assert summary.done == 3 and not any("rerun" in k and "nothing" not in k for k in summary.notes)
+    assert (summary.notes[left.format("compositions", "s2's")], summary.notes[left.format("images", "s3's")]) == (2, 2)
     assert all(i.split("/")[1].rsplit("_", 1)[1] in ("000", "001", "002")
                for i in dataset_ids(tmp_path / "outputs/datasets/mycanvas_demo"))
     s3 = s3_repaint.run(three)
-    assert (s3.total, s3.skipped) == (3, 3) and s3.notes["stale compositions ignored (not made by the latest s2 "
-                                                            "run; rerun stage=s2)"] == 2
+    assert (s3.total, s3.skipped) == (3, 3) and s3.notes[left.format("compositions", "s2's")] == 2
 
 
 def test_items_built_from_an_earlier_s1_never_reach_the_dataset(tmp_path):

@@ -99,15 +99,14 @@ def fit_name(name: str, limit: int = 200) -> str:
     return name.encode("utf-8")[:limit - 17].decode("utf-8", "ignore") + "_" + digest
 
 
-def collect(tree: TreeView) -> tuple[list[ExportItem], list[dict], int]:
-    """Complete items (sorted by id), the final images left out, each ``{stage, id, reason}``, and how
-    many finished final images are stale (not made by the current configuration: never exported)."""
+def collect(tree: TreeView) -> tuple[list[ExportItem], list[dict]]:
+    """Complete items (sorted by id) and the final images left out, each ``{stage, id, reason}``; finished
+    images that are not current are never exported (``tree.ignored`` says how many and why)."""
     stages_dir = tree.stages_dir
     s4_root = tree.root("s4")
     items, left_out, keys = [], [], set()
     # every s3 variant with a meta.json, readable or not: a broken meta is a left-out line, not a silent gap
     finals = {**{iid: reason for iid, (_, reason) in tree.unreadable("s3").items()}, **tree.items("s3")}
-    stale = tree.stale("s3")
     current4, done4, bad4 = tree.items("s4"), tree.finished("s4"), tree.unreadable("s4")
     s4_reasons = {f["id"]: f["reason"] for f in read_failures(s4_root)} if s4_root.is_dir() else {}
     for item_id, entry in sorted(finals.items()):
@@ -143,7 +142,7 @@ def collect(tree: TreeView) -> tuple[list[ExportItem], list[dict], int]:
             key += "_"
         keys.add(key)
         items.append(ExportItem(item_id, key, entry.dir, s2_dir, s4_dir, meta, layout, captions))
-    return items, left_out, stale
+    return items, left_out
 
 
 def upstream_failures(stages_dir: Path) -> list[dict]:

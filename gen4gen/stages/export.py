@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> Summary:
     summary = Summary(stage="export", out_dir=str(final))
 
     tree = TreeView(stages)
-    items, left_out, stale = collect(tree)
+    items, left_out = collect(tree)
     failures = upstream_failures(stages)
     workers = max(1, int(cfg.workers))
     threshold = int(opts.get("mask_threshold", 128))
@@ -130,13 +130,8 @@ def run(cfg: DictConfig) -> Summary:
     summary.done = len(loaded)
     summary.failed = len(export_failures)
     summary.notes["formats"] = ", ".join(formats)
-    if stale:
-        summary.notes["stale images ignored (not made by the current configuration)"] = stale
-    for stage in ("s1", "s2", "s3", "s4"):  # shard runs of other settings: never merged into one dataset
-        if n := tree.other_settings(stage):
-            summary.notes[f"{stage} items of other settings ignored"] = (
-                f"{n} (made by a shard run with other settings than {stage}'s latest run; rerun {stage} "
-                "with one setting on every shard)")
+    for stage, what in (("s1", "cut-outs"), ("s2", "compositions"), ("s3", "images"), ("s4", "captions")):
+        summary.notes.update(tree.ignored(stage, what))
     if left_out:
         summary.notes["left out (incomplete)"] = f"{len(left_out)}: " + "; ".join(
             f"{n} x {r}" for r, n in _tally(r["reason"] for r in left_out))

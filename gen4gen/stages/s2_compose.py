@@ -29,6 +29,7 @@ from gen4gen.layout.plausibility import plausibility_of
 from gen4gen.layout.schema import ConceptCount, Plan, PlanRequest, layout_fields
 from gen4gen.llm import NO_REPLY
 from gen4gen.concepts import record_concepts
+from gen4gen.manifest import read_manifest
 from gen4gen.markers import upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
@@ -256,6 +257,14 @@ class ComposeStage:
             summary.notes["first fallback"] = self._first_fallback[:300]
         if self.plan_seconds:
             summary.notes["planning seconds"] = round(self.plan_seconds, 2)
+        manifest = read_manifest(self.out_root)  # just written: every shard of these settings
+        if manifest is not None:
+            on_disk = {p.parent.relative_to(self.out_root).as_posix() for p in self.out_root.glob("*/*/meta.json")}
+            left = on_disk - manifest.items.keys() - manifest.other_settings
+            if left:
+                summary.notes["compositions left on disk that these settings do not make (e.g. a larger "
+                              "compose.num_samples before)"] = f"{len(left)}: later stages and the export leave " \
+                                                               "them out; nothing needs rerunning"
 
 
 def run(cfg: DictConfig) -> Summary:

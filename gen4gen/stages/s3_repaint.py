@@ -61,7 +61,7 @@ class RepaintStage:
         # scheduler state per call: one thread, the GPU parallelism comes from batches
         self.workers = int(cfg.workers) if getattr(self.backend, "thread_safe", False) else 1
         self._bg_info: dict[str, dict] = {}  # item -> salient share, the photo used instead, or a flag
-        self._stale = self._other = 0
+        self._ignored: dict[str, int] = {}  # upstream items not taken, by what to do about them
 
     def _photo_folders(self) -> dict:
         if not self.rcfg.backgrounds:
@@ -80,8 +80,7 @@ class RepaintStage:
         if not self.in_root.is_dir():
             raise UserError(f"no s2 output at {self.in_root}; run `python -m gen4gen stage=s2` first")
         tree = TreeView(self.stages_dir)
-        self._stale = tree.stale("s2")
-        self._other = tree.other_settings("s2")
+        self._ignored = tree.ignored("s2", "compositions")
         found = {**{cid: (folder, "s2 composition is unfinished (no meta.json); rerun stage=s2")
                     for cid, folder in tree.unfinished("s2").items()},
                  **tree.unreadable("s2"), **tree.items("s2")}
@@ -165,10 +164,7 @@ class RepaintStage:
     def finish(self, summary: Summary, metas: dict[str, S3Meta]) -> None:
         summary.notes["inpainter"] = getattr(self.backend, "name", type(self.backend).__name__)
         summary.notes["backgrounds"] = self.kind
-        if self._stale:
-            summary.notes["stale compositions ignored (not made by the latest s2 run; rerun stage=s2)"] = self._stale
-        if self._other:
-            summary.notes["compositions of other s2 settings ignored (a shard run with other settings)"] = self._other
+        summary.notes.update(self._ignored)
         backgrounds = [m.background or {} for m in metas.values()]
         fallbacks = sum(1 for b in backgrounds if b.get("fallback"))
         if fallbacks:

@@ -41,13 +41,14 @@ class CaptionStage:
         self.captioner = build_backend(cfg.captioner, "captioner")
         self.outcomes: dict[str, Outcome] = {}
         self.tokens: dict[str, str] = {}
-        self._stale = self._other = self._added = 0
+        self._ignored: dict[str, int] = {}  # upstream items not taken, by what to do about them
+        self._added = 0
 
     def discover(self) -> list[Item]:
         if not self.s3_root.is_dir():
             raise UserError(f"no s3 output in {self.s3_root}; run stage=s3 first")
         tree = TreeView(self.stages_dir)
-        self._stale, self._other = tree.stale("s3"), tree.other_settings("s3")
+        self._ignored = tree.ignored("s3", "images")
         bad = tree.unreadable("s3")  # a meta.json that does not parse is a failure, not a gap
         finals = tree.items("s3")
         if not finals and not bad and (why := upstream_reasons(self.s3_root.parent, self.name)):
@@ -120,10 +121,7 @@ class CaptionStage:
         fallbacks = sum(1 for m in metas.values() if m.fallback)
         if fallbacks:
             summary.notes["template fallbacks (LLM caption rejected)"] = fallbacks
-        if self._stale:
-            summary.notes["stale images ignored (not made by the latest s3 run; rerun stage=s3)"] = self._stale
-        if self._other:
-            summary.notes["images of other s3 settings ignored (a shard run with other settings)"] = self._other
+        summary.notes.update(self._ignored)
         if self._added:
             summary.notes["concepts added to the registry (not recorded by s2)"] = self._added
         redo = sum(1 for m in metas.values() if getattr(m, "redo", None))

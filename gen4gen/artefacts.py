@@ -341,45 +341,6 @@ class S4Meta(StageMeta):
     s3_fingerprint: StrictStr | None = None
 
 
-class MyCanvasRow(Artefact):
-    """One line of an exported ``mycanvas/index.jsonl``, as bench reads it back as a promptset and train as
-    its examples (paths relative to ``mycanvas/``; reference images relative to the dataset)."""
-    FILE: ClassVar[str] = "index.jsonl"
-    id: Text
-    image: InnerPath | None = None  # a promptset needs none; train leaves a row without one out
-    mask: InnerPath | None = None  # the union of the instance masks
-    scene: StrictStr = ""
-    concepts: Annotated[list[Name], Field(min_length=1)]
-    captions: dict[StrictStr, StrictStr | None]
-    modifier_tokens: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    reference_images: dict[StrictStr, list[InnerPath]] = Field(default_factory=dict)
-
-    @classmethod
-    def read_index(cls, path: Path) -> tuple[list["MyCanvasRow"], list[str]]:
-        """Every row of an ``index.jsonl``, and one line per row that does not parse: it is left out and the
-        run goes on (train and the bench read the file alike). An unreadable file is one ``UserError``."""
-        from gen4gen.errors import UserError
-
-        try:
-            lines = Path(path).read_text("utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: unreadable ({getattr(e, 'strerror', None) or e})") from None
-        rows, problems = [], []
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except (ValueError, RecursionError) as e:
-                problems.append(f"{path}:{n}: not a MyCanvas index row (not valid JSON: {str(e)[:200]})")
-                continue
-            try:
-                rows.append(cls.parse(raw, cls.FILE))
-            except ItemFailed as e:
-                problems.append(f"{path}:{n}: not a MyCanvas index row ({e})")
-        return rows, problems
-
-
 META_MODELS: dict[str, type[StageMeta]] = {"s1": S1Meta, "s2": S2Meta, "s3": S3Meta, "s4": S4Meta}
 
 
@@ -402,5 +363,5 @@ def stage_path(value: str, stages_dir: Path | str) -> Path:
 
 
 __all__ = ["Number", "Text", "Name", "Box", "Size", "Record", "Artefact", "explain", "StageMeta", "S1Meta",
-           "LayoutObject", "Layout", "S2Meta", "S3Meta", "Captions", "S4Meta", "MyCanvasRow", "META_MODELS",
+           "LayoutObject", "Layout", "S2Meta", "S3Meta", "Captions", "S4Meta", "META_MODELS",
            "stage_rel", "stage_path"]

@@ -13,10 +13,11 @@ from typing import Annotated, Any, Callable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
-from gen4gen.artefacts import MyCanvasRow, explain
+from gen4gen.artefacts import explain
 from gen4gen.caption.words import as_class_words, count_phrase, display_name
 from gen4gen.errors import UserError
 from gen4gen.hashing import stable_hash
+from gen4gen.outputs import MyCanvasRow
 
 log = logging.getLogger(__name__)
 SHOWN_PROBLEMS = 5  # rows left out that are printed one by one; the rest are counted

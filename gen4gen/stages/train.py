@@ -19,8 +19,9 @@ from gen4gen.concepts import ConceptRegistry, trained_with
 from gen4gen.console import Summary, console, duration
 from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash
-from gen4gen.io import json_bytes, jsonl_bytes, write_atomic
-from gen4gen.markers import META, read_meta
+from gen4gen.io import jsonl_bytes, write_atomic
+from gen4gen.markers import META
+from gen4gen.outputs import TrainMeta
 
 # rough seconds per training example-step at 512x512 (forward + backward), for the no-GPU work estimate
 CPU_SAMPLE_SECONDS = {"sd": 6.0, "sdxl": 25.0}
@@ -85,8 +86,8 @@ def run(cfg: DictConfig) -> Summary:
     chash = config_hash({"train": s.model_dump(), "trainer": trainer_cfg,
                          "examples": [(e.id, e.caption, e.mask is not None) for e in examples],
                          "priors": [e.id for e in listed]})
-    meta = read_meta(run_dir)
-    if meta and meta.get("config_hash") == chash:
+    meta = TrainMeta.of(run_dir)
+    if meta is not None and meta.config_hash == chash:
         summary.skipped = 1
         summary.notes["train"] = f"already trained with this configuration ({run_dir / META})"
         return summary
@@ -119,7 +120,7 @@ def run(cfg: DictConfig) -> Summary:
     result = train(s, trainer, base, examples, concepts, run_dir, device, chash,
                    int(cfg.train.checkpoint_every), int(cfg.train.keep_checkpoints), priors)
     info = save_run(run_dir, name, s, trainer, result, concepts, examples, priors, problems, dataset, device)
-    write_atomic(run_dir / META, json_bytes({"config_hash": chash, "stage": "train", **info}))  # last: done
+    write_atomic(run_dir / META, TrainMeta.build({"config_hash": chash, "stage": "train", **info}).dump())  # last: done
     from gen4gen.train import checkpoints
 
     checkpoints.clear(run_dir)

@@ -8,14 +8,13 @@ out with one line; the run goes on with the rest.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gen4gen.artefacts import MyCanvasRow
 from gen4gen.caption.words import display_name, plural
 from gen4gen.errors import UserError
+from gen4gen.outputs import MyCanvasRow, read_concepts_list
 
 DATA_KINDS = ("mycanvas", "sources", "both")
 CAPTION_KINDS = ("personalized", "detailed", "short")
@@ -86,14 +85,9 @@ def read_rows(root: Path, caption: str = "personalized") -> tuple[list[Row], lis
         raise UserError(f"{listing.parent} holds personalised captions only: set train.caption=personalized, "
                         f"or export the mycanvas format")
     cd = listing.parent.parent
-    try:
-        concepts = json.loads((cd / "concepts_list.json").read_text("utf-8"))
-        tokens = {Path(c["instance_data_dir"]).name: TOKEN.search(c["instance_prompt"]).group(0) for c in concepts}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise UserError(f"{cd / 'concepts_list.json'}: unreadable ({type(e).__name__}: {e})") from None
-    refs = {c["instance_data_dir"]: sorted(str(p) for p in (cd / c["instance_data_dir"]).glob("*") if p.is_file())
-            for c in concepts}
-    refs = {Path(d).name: ps for d, ps in refs.items()}
+    concepts = read_concepts_list(cd)
+    tokens = {c.concept: c.token for c in concepts}
+    refs = {c.concept: sorted(str(p) for p in (cd / c.instance_data_dir).glob("*") if p.is_file()) for c in concepts}
     lists = [(listing.parent / f).read_text("utf-8").splitlines() if (listing.parent / f).is_file() else []
              for f in ("images.txt", "captions.txt", "masks.txt")]
     images, captions, masks = lists

@@ -12,7 +12,7 @@ import pytest
 from gen4gen.io import png_bytes
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import VERIFY_BYTES, Item, run_stage
-from gen4gen.stages import s2_compose, s3_repaint
+from gen4gen.stages import export, s2_compose, s3_repaint, s4_caption
 from gen4gen.tree import TreeView
 from tests.helpers.trees import fake_s1
 
@@ -103,6 +103,16 @@ def test_shards_run_with_other_settings_never_merge(tmp_path, cfg_factory):
     assert made == set(tree.items("s2")) and s3.done == s3.total
     assert s3.notes["compositions of a shard run with other settings than s2's latest: ignored (run every shard "
                     "with the same settings)"] == 2
+    # the export (at either setting: it reads what s2 recorded) takes shard 1's items only and says so
+    cfg = cfg_factory("compose.size=[96,96]", "compose.num_samples=2", "export.formats=[mycanvas]",
+                      "export.gallery=false")
+    s4_caption.run(cfg)
+    summary = export.run(cfg)
+    assert summary.done == 3 and summary.notes[
+        "compositions of a shard run with other settings than s2's latest: ignored (run every shard with the same "
+        "settings)"] == 2
+    rows = (tmp_path / "outputs/datasets/mycanvas_demo/mycanvas/index.jsonl").read_text().splitlines()
+    assert sorted(json.loads(r)["id"].rsplit("/", 1)[0] for r in rows) == sorted(tree.items("s2"))
     # run shard 0 again with the same settings as shard 1: one dataset again, nothing ignored
     s2_compose.run(cfg_factory(*base, "shard.index=0", "compose.num_samples=3"))
     tree = TreeView(tmp_path / "stages")

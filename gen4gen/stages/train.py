@@ -139,6 +139,7 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
     import safetensors.torch
     import yaml
 
+    from gen4gen.bench.roster import RosterEntry
     from gen4gen.personalize import Manifest, TokenFile
     from gen4gen.train.card import card, loss_png, roster_entry
 
@@ -162,6 +163,7 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
     # the tokens as the dataset meant them: a later dataset whose <newK> means another concept is one line
     write_atomic(run_dir / ConceptRegistry.FILE, trained_with(dataset, concepts).dump())
     entry = roster_entry(name, man, run_dir, s.resolution)
+    RosterEntry.model_validate(entry)  # what the bench reads back through its model: never written invalid
     write_atomic(run_dir / "roster_entry.yaml", yaml.safe_dump(entry, sort_keys=False).encode("utf-8"))
     files += ["personalization.json", "loss.png", ConceptRegistry.FILE, "roster_entry.yaml", "failures.jsonl"]
     losses = result.losses

@@ -301,7 +301,10 @@ def test_items_built_from_an_earlier_s1_never_reach_the_dataset(tmp_path):
     assert s1_segment.run(three).done == 4  # new cut-outs; s2..s4 not rerun
     with pytest.raises(UserError, match="nothing to export"):
         export.run(three)
-    assert s3_repaint.run(three).total == 0  # the compositions are stale too: s2 must run first
+    s3 = s3_repaint.run(three)
+    assert s3.total == 0  # the compositions are stale too: s2 must run first, and s3 says so
+    assert s3.notes == {**s3.notes, "compositions made before their inputs or settings changed: ignored "
+                                    "(rerun stage=s2)": 2}
     assert s2_compose.run(three).done == 2  # redone from the new cut-outs
     assert s3_repaint.run(three).done == 2 and s4_caption.run(three).done == 2
     assert export.run(three).done == 2

@@ -135,3 +135,22 @@ def test_the_dataset_carries_the_registry_its_captions_use(tmp_path, cfg_factory
     assert reg == {"bird": "<new1>", "cat": "<new2>", "dog": "<new3>", "plant": "<new4>"}
     rows = [json.loads(line) for line in (ds / "mycanvas/index.jsonl").read_text().splitlines()]
     assert all(row["modifier_tokens"] == {c: reg[c] for c in row["concepts"]} for row in rows)
+
+
+def test_captions_whose_tokens_the_registry_does_not_hold_stay_out_of_the_dataset(tmp_path, cfg_factory):
+    """A tree captioned before the registry existed (or a registry restored from elsewhere): the dataset never
+    mixes two numberings; s4 rerun recaptions exactly the items whose tokens moved."""
+    info = make_pipeline(tmp_path)
+    s4_caption.run(cfg_factory("stage=s4"))
+    (info["stages"] / "concepts.json").write_bytes(
+        ConceptRegistry().adding({"dog": "pets"}).adding({"cat": "pets", "plant": "kitchen"}).dump())
+    with pytest.raises(UserError, match=r"2 incomplete: captions use other tokens than the tree's concept "
+                                        r"registry \(rerun stage=s4\)"):
+        export.run(cfg_factory("stage=export"))
+    ds = tmp_path / "outputs/datasets/mycanvas_demo"
+    again = s4_caption.run(cfg_factory("stage=s4"))
+    assert (again.done, again.skipped) == (2, 0)  # every caption names a moved token: all redone
+    assert export.run(cfg_factory("stage=export")).done == 2
+    rows = [json.loads(line) for line in (ds / "mycanvas/index.jsonl").read_text().splitlines()]
+    assert {c: t for r in rows for c, t in r["modifier_tokens"].items()} == {"dog": "<new1>", "cat": "<new2>",
+                                                                            "plant": "<new3>"}

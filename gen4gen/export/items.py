@@ -109,6 +109,7 @@ def collect(tree: TreeView) -> tuple[list[ExportItem], list[dict]]:
     finals = {**{iid: reason for iid, (_, reason) in tree.unreadable("s3").items()}, **tree.items("s3")}
     current4, done4, bad4 = tree.items("s4"), tree.finished("s4"), tree.unreadable("s4")
     s4_reasons = {f["id"]: f["reason"] for f in read_failures(s4_root)} if s4_root.is_dir() else {}
+    tokens = tree.concepts.tokens()
     for item_id, entry in sorted(finals.items()):
         def leave(stage: str, reason: str) -> None:
             left_out.append({"stage": stage, "id": item_id, "reason": reason})
@@ -136,6 +137,9 @@ def collect(tree: TreeView) -> tuple[list[ExportItem], list[dict]]:
             layout, captions = tree.layout(s2_dir), tree.captions(s4_dir)
         except ItemFailed as e:
             leave("export", str(e))
+            continue
+        if any(tokens.get(c) != t for c, t in captions.modifier_tokens.items()):  # a tree captioned before the
+            leave("s4", "captions use other tokens than the tree's concept registry (rerun stage=s4)")  # registry
             continue
         key = fit_name(flat_key(item_id))
         while key in keys:  # ids that differ only in odd characters

@@ -132,8 +132,8 @@ def collect(tree: TreeView) -> tuple[list[ExportItem], list[dict]]:
         if item_id not in current4:
             leave("s4", "captions were not made by the latest s4 run (rerun stage=s4)")
             continue
-        s2_dir = meta.s2_dir(stages_dir)
-        try:
+        try:  # s2_dir refuses a composition folder outside the stages where paths are contained
+            s2_dir = meta.s2_dir(stages_dir)
             layout, captions = tree.layout(s2_dir), tree.captions(s4_dir)
         except ItemFailed as e:
             leave("export", str(e))

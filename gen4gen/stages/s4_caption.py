@@ -54,8 +54,13 @@ class CaptionStage:
         if not finals and not bad and (why := upstream_reasons(self.s3_root.parent, self.name)):
             raise UserError(f"nothing to caption: no s3 image in {self.s3_root}; {why}")
         layouts: dict[str, Layout | str] = {}
+        s2_dirs: dict[str, Path] = {}
         for item_id, entry in finals.items():
-            s2_dir = entry.meta.s2_dir(self.stages_dir)
+            try:  # s2_dir refuses a composition folder outside the stages (ItemFailed) where paths are contained
+                s2_dirs[item_id] = s2_dir = entry.meta.s2_dir(self.stages_dir)
+            except ItemFailed as e:
+                layouts[item_id] = str(e)
+                continue
             try:
                 layouts[item_id] = tree.layout(s2_dir)
             except ItemFailed as e:  # say which composition's layout, as s4 reads another stage's file
@@ -65,11 +70,10 @@ class CaptionStage:
         items = [Item(iid, self.out_root / iid, {"path": str(folder)}, error=reason)
                  for iid, (folder, reason) in bad.items()]
         for item_id, entry in finals.items():
-            meta, layout = entry.meta, layouts[item_id]
-            s2_dir = meta.s2_dir(self.stages_dir)
+            meta, layout, s2_dir = entry.meta, layouts[item_id], s2_dirs.get(item_id)
             if isinstance(layout, str):
-                items.append(Item(item_id, self.out_root / item_id, {"path": str(s2_dir / Layout.FILE)},
-                                  error=layout))
+                where = s2_dir / Layout.FILE if s2_dir else entry.dir
+                items.append(Item(item_id, self.out_root / item_id, {"path": str(where)}, error=layout))
                 continue
             own = {c: self.tokens[c] for c in sorted(layout.concepts)}
             # s3's hash and fingerprint cover the image; the layout file and the tokens cover the words

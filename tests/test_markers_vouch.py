@@ -111,7 +111,7 @@ def test_shards_run_with_other_settings_never_merge(tmp_path, cfg_factory):
     assert summary.done == 3 and summary.notes[
         "compositions of a shard run with other settings than s2's latest: ignored (run every shard with the same "
         "settings)"] == 2
-    rows = (tmp_path / "outputs/datasets/mycanvas_demo/mycanvas/index.jsonl").read_text().splitlines()
+    rows = (tmp_path / "outputs/datasets/mycanvas/mycanvas/index.jsonl").read_text().splitlines()
     assert sorted(json.loads(r)["id"].rsplit("/", 1)[0] for r in rows) == sorted(tree.items("s2"))
     # run shard 0 again with the same settings as shard 1: one dataset again, nothing ignored
     s2_compose.run(cfg_factory(*base, "shard.index=0", "compose.num_samples=3"))

@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.callbacks import export_deferred
+from gen4gen.concepts import ConceptRegistry
 from gen4gen.console import Summary, progress
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.export import owned
@@ -27,7 +28,6 @@ from gen4gen.export.items import (ExportContext, collect, find_references, load_
                                   render_reference, upstream_failures, write_bytes)
 from gen4gen.export.select import Selection
 from gen4gen.io import jsonl_bytes
-from gen4gen.concepts import ConceptRegistry
 from gen4gen.markers import upstream_reasons
 from gen4gen.serve.review import apply_review
 from gen4gen.tree import TreeView

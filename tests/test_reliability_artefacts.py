@@ -16,6 +16,8 @@ from PIL import Image
 
 from gen4gen.artefacts import Captions, Layout, LayoutObject, S1Meta, S2Meta, S3Meta, S4Meta
 from gen4gen.errors import UserError
+from gen4gen.export import owned
+from gen4gen.hashing import file_fingerprint
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import export, s1_segment, s2_compose, s3_repaint, s4_caption
@@ -216,11 +218,19 @@ def finished_tree(root: Path) -> dict:
 
 
 def dataset_bytes(root: Path) -> dict[str, bytes]:
-    """Every file's bytes, the dataset's own absolute path (the card names it) read as a placeholder."""
+    """Every file's bytes, the dataset's own absolute path (the card names it) read as a placeholder. The
+    export's ownership record must vouch for every file as it is; for the files that name that path, its size
+    and hash are then read as placeholders too (they differ by where the dataset is)."""
     ds = root / "outputs/datasets/mycanvas"
     here = str(ds.resolve()).encode()
-    return {p.relative_to(ds).as_posix(): p.read_bytes().replace(here, b"<dataset>")
-            for p in sorted(ds.rglob("*")) if p.is_file()}
+    out = {p.relative_to(ds).as_posix(): p.read_bytes() for p in sorted(ds.rglob("*")) if p.is_file()}
+    record = json.loads(out[owned.RECORD])
+    for name, entry in record["files"].items():
+        assert (entry["size"], entry["blake2b"]) == (len(out[name]), file_fingerprint(ds / name)), name
+        if here in out[name]:
+            entry.update(size="<size>", blake2b="<hash>")
+    out[owned.RECORD] = json_bytes(record)
+    return {name: data.replace(here, b"<dataset>") for name, data in out.items()}
 
 
 def test_a_moved_stages_folder_resumes_on_its_own_files(tmp_path):

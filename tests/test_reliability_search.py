@@ -177,7 +177,7 @@ def _digest(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("where", ["", "imagefolder", "imagefolder/train", "mycanvas"])
+@pytest.mark.parametrize("where", ["", "imagefolder", "imagefolder/images", "mycanvas"])
 @pytest.mark.parametrize("by", ["concept", "dataset"])
 def test_an_exported_dataset_is_indexed_by_concept_with_its_captions_outside_it(dataset, tmp_path, cfg_factory,
                                                                                  where, by):
@@ -210,13 +210,13 @@ def test_a_dataset_exported_without_mycanvas_is_read_from_its_imagefolder_rows(d
     copy = tmp_path / "demo"
     shutil.copytree(ds, copy)
     shutil.rmtree(copy / "mycanvas")
-    meta = copy / "imagefolder" / "train" / "metadata.jsonl"
+    meta = copy / "imagefolder" / "metadata.jsonl"
     rows = [json.loads(line) for line in meta.read_text().splitlines()]
     meta.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"file_name": "../../README.md"}\n[1]\n')
     assert dataset_root(copy / "imagefolder") == copy
     models, captions = dataset_samples(copy, "concept")
     assert sorted(models) == sorted({c for r in rows for c in r["concepts"]})
-    assert sorted(captions.values()) == sorted(r["text"] for r in rows)
-    assert all(p.parent == copy / "imagefolder" / "train" for ps in models.values() for p in ps)
+    assert sorted(captions.values()) == sorted(r["caption_plain"] for r in rows)
+    assert all(p.parent == copy / "imagefolder" / "images" for ps in models.values() for p in ps)
     said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
     assert len(said) == 2 and any("refused" in s for s in said)

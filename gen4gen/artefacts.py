@@ -91,10 +91,6 @@ class Record(BaseModel):
             return d
         return {k: d[k] for k in self._order if k in d}
 
-    def data(self) -> dict:
-        """The plain dict (what the file holds), for code that works on dicts."""
-        return self.model_dump()
-
 
 class Artefact(Record):
     FILE: ClassVar[str] = ""
@@ -102,18 +98,33 @@ class Artefact(Record):
     @classmethod
     def load(cls, path: Path | str):
         """The file at ``path`` (or ``FILE`` in the folder ``path``), or ``ItemFailed`` with one clear reason."""
+        path = cls._file(path)
+        return cls.from_bytes(cls.read_bytes(path), path)
+
+    @classmethod
+    def _file(cls, path: Path | str) -> Path:
         path = Path(path)
-        if cls.FILE and path.name != cls.FILE:
-            path = path / cls.FILE
-        name = _label(path)
+        return path / cls.FILE if cls.FILE and path.name != cls.FILE else path
+
+    @classmethod
+    def read_bytes(cls, path: Path | str) -> bytes:
+        """The file's bytes (one open), or ``ItemFailed`` naming it."""
+        path = cls._file(path)
         try:
-            text = path.read_text("utf-8")
+            return path.read_bytes()
         except FileNotFoundError:
-            raise ItemFailed(f"cannot read {name}: No such file: {path}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ItemFailed(f"cannot read {name}: {getattr(e, 'strerror', None) or e}") from None
+            raise ItemFailed(f"cannot read {_label(path)}: No such file: {path}") from None
+        except OSError as e:
+            raise ItemFailed(f"cannot read {_label(path)}: {e.strerror or e}") from None
+
+    @classmethod
+    def from_bytes(cls, data: bytes, path: Path | str):
+        """The model of a file's bytes read before (``path`` names it in messages)."""
+        name = _label(cls._file(path))
         try:
-            raw = json.loads(text)
+            raw = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ItemFailed(f"cannot read {name}: {e}") from None
         except (ValueError, RecursionError) as e:  # RecursionError: brackets nested thousands deep
             raise ItemFailed(f"{name} is not valid JSON: {str(e)[:200]}") from None
         return cls.parse(raw, name)
@@ -279,6 +290,7 @@ class Layout(Artefact):
     fallback: StrictStr | None = None
     background_prompt: StrictStr = ""
     scenes: list[StrictStr] = Field(default_factory=list)
+    camera: dict | None = None  # horizon, near, height, gamma (layout.schema.Plan)
     objects: Annotated[list[LayoutObject], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -355,20 +367,6 @@ class S4Meta(StageMeta):
     s3_fingerprint: StrictStr | None = None
 
 
-class MyCanvasRow(Artefact):
-    """One line of an exported ``mycanvas/index.jsonl``, as bench reads it back as a promptset and train as
-    its examples (paths relative to ``mycanvas/``; reference images relative to the dataset)."""
-    FILE: ClassVar[str] = "index.jsonl"
-    id: Text
-    image: InnerPath | None = None  # a promptset needs none; train leaves a row without one out
-    mask: InnerPath | None = None  # the union of the instance masks
-    scene: StrictStr = ""
-    concepts: Annotated[list[Name], Field(min_length=1)]
-    captions: dict[StrictStr, StrictStr | None]
-    modifier_tokens: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    reference_images: dict[StrictStr, list[InnerPath]] = Field(default_factory=dict)
-
-
 META_MODELS: dict[str, type[StageMeta]] = {"s1": S1Meta, "s2": S2Meta, "s3": S3Meta, "s4": S4Meta}
 
 
@@ -391,5 +389,5 @@ def stage_path(value: str, stages_dir: Path | str) -> Path:
 
 
 __all__ = ["Number", "Text", "Name", "Box", "Size", "Record", "Artefact", "explain", "StageMeta", "S1Meta",
-           "LayoutObject", "Layout", "S2Meta", "S3Meta", "Captions", "S4Meta", "MyCanvasRow", "META_MODELS",
+           "LayoutObject", "Layout", "S2Meta", "S3Meta", "Captions", "S4Meta", "META_MODELS",
            "stage_rel", "stage_path"]

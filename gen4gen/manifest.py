@@ -18,19 +18,24 @@ settings, s2's compositions were built from cut-outs that no longer exist. The r
 - A stage folder without any manifest (written before manifests existed) counts every finished
   item as current, so older trees still work; so does one whose every manifest is unreadable (torn,
   garbled, another shape: one warning names it), so a damaged manifest never hides finished work.
+- Each manifest records the hash of the settings that made its items (what they hold and which items
+  there are: ``compose.num_samples`` too). Shard files of other settings than the newest one describe
+  another dataset: their items are not current, and the readers (gen4gen.tree) count them apart, so
+  shard 0 at ``num_samples=2`` and shard 1 at ``3`` never merge into one dataset silently.
+
+The reading side, with the typed metas, is ``gen4gen.tree.TreeView``.
 """
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, StrictStr, ValidationError
 
 from gen4gen.artefacts import explain
 from gen4gen.io import json_bytes, write_atomic
-from gen4gen.markers import done_items
-from gen4gen.paths import STAGE_DIRS
 
 log = logging.getLogger(__name__)
 _warned: set[Path] = set()  # unreadable manifest files already said
@@ -44,13 +49,15 @@ def manifest_path(out_root: Path, shard_index: int = 0, shard_count: int = 1) ->
 
 
 def write_manifest(out_root: Path, stage: str, shard_index: int, shard_count: int,
-                   entries: dict[str, dict]) -> None:
-    """``entries``: item id -> ``{"hash": ..., "inputs": {upstream id: hash}}`` of this run's done items."""
+                   entries: dict[str, dict], settings: str = "") -> None:
+    """``entries``: item id -> ``{"hash": ..., "inputs": {upstream id: hash}}`` of this run's done items;
+    ``settings``: the hash of every setting that decides what the stage makes and which items (gen4gen.runner)."""
     for p in out_root.glob("manifest*.json"):
         m = _FILE.fullmatch(p.name)
         if m and int(m.group(2) or 1) != shard_count:  # an earlier split of the work
             p.unlink(missing_ok=True)
-    body = {"stage": stage, "shard": [shard_index, shard_count], "items": dict(sorted(entries.items()))}
+    body = {"stage": stage, "shard": [shard_index, shard_count], "settings": settings,
+            "items": dict(sorted(entries.items()))}
     write_atomic(manifest_path(out_root, shard_index, shard_count), json_bytes(body))
 
 
@@ -60,63 +67,41 @@ class _Entry(BaseModel):
 
 
 class _Manifest(BaseModel):
+    settings: StrictStr = ""  # written before settings were recorded: goes with any
     items: dict[StrictStr, _Entry]
 
 
-def read_manifest(out_root: Path) -> dict[str, dict] | None:
-    """The merged entries of the stage's manifest files; None when the folder has none (an older tree) or
-    none of them can be read (said once per file: then every finished item counts, as in an older tree)."""
+@dataclass
+class Manifest:
+    items: dict[str, dict]  # id -> {"hash", "inputs"}, shard files of the latest settings merged
+    settings: str  # the settings hash of the stage's latest run ("" when not recorded)
+    other_settings: set[str]  # ids only in manifests of other settings (a shard run with other settings)
+
+
+def read_manifest(out_root: Path) -> Manifest | None:
+    """The merged manifest files of the stage; None when the folder has none (an older tree) or none of
+    them can be read (said once per file: then every finished item counts, as in an older tree). Shard
+    files written with other settings than the newest one are left out: their items are listed in
+    ``other_settings``, so that runs of different settings never merge silently."""
     files = sorted((p for p in out_root.glob("manifest*.json") if _FILE.fullmatch(p.name)),
                    key=lambda p: p.stat().st_mtime_ns)
-    merged: dict[str, dict] | None = None
+    read: list[_Manifest] = []
     for p in files:
         try:
-            items = _Manifest.model_validate_json(p.read_bytes()).items
+            read.append(_Manifest.model_validate_json(p.read_bytes()))
         except (OSError, ValueError, RecursionError) as e:  # pydantic's ValidationError is a ValueError
             if p not in _warned:
                 _warned.add(p)
                 why = explain(e).removeprefix(": ") if isinstance(e, ValidationError) else str(e)[:200]
                 log.warning("%s is unreadable (%s): it is ignored; rerun that stage to write it again", p, why)
-            continue
-        merged = (merged or {}) | {k: v.model_dump() for k, v in items.items()}
-    return merged
-
-
-
-def meta_hash(meta: dict) -> str:
-    return f"{meta.get('config_hash', '')}:{meta.get('fingerprint', '')}"
-
-
-class Currency:
-    """The current items of every stage under ``stages_dir``, computed once, upstream first."""
-
-    def __init__(self, stages_dir: Path):
-        self.stages_dir = Path(stages_dir)
-        self._current: dict[str, dict[str, str]] = {}
-        self.stale: dict[str, int] = {}  # per stage: finished items that are not current
-
-    def current(self, stage: str) -> dict[str, str]:
-        """item id -> hash of the stage's current items."""
-        if stage in self._current:
-            return self._current[stage]
-        upstream = self.current(ORDER[ORDER.index(stage) - 1]) if ORDER.index(stage) > 0 else {}
-        root = self.stages_dir / STAGE_DIRS[stage]
-        done = {folder.relative_to(root).as_posix(): meta_hash(meta) for folder, meta in done_items(root)} \
-            if root.is_dir() else {}
-        manifest = read_manifest(root) if root.is_dir() else None
-        if manifest is None:
-            current = done
+    if not read:
+        return None
+    latest = next((m.settings for m in reversed(read) if m.settings), "")
+    merged: dict[str, dict] = {}
+    other: set[str] = set()
+    for m in read:  # oldest first: the newest file wins for an id
+        if m.settings and m.settings != latest:
+            other |= set(m.items)
         else:
-            current = {}
-            for iid, entry in manifest.items():
-                h, inputs = entry.get("hash"), entry.get("inputs") or {}
-                if done.get(iid) == h and isinstance(inputs, dict) and \
-                        all(upstream.get(u) == uh for u, uh in inputs.items()):
-                    current[iid] = h
-        self.stale[stage] = sum(1 for iid in done if iid not in current)
-        self._current[stage] = current
-        return current
-
-    def is_current(self, stage: str, item_id: str, meta: dict | None = None) -> bool:
-        h = self.current(stage).get(item_id)
-        return h is not None and (meta is None or meta_hash(meta) == h)
+            merged |= {k: v.model_dump() for k, v in m.items.items()}
+    return Manifest(merged, latest, other - set(merged))

@@ -8,6 +8,7 @@ batch size and gets its items in batches here, with the same markers and failure
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -62,7 +63,10 @@ class Stage(Protocol):
 
     # Optional hooks, looked up with getattr:
     #   prepare(pending: list[Item]) -> None   # work before the loop (load weights, LLM calls)
-    #   finish(summary: Summary) -> None        # stage-level files (indices) after the loop
+    #   finish(summary: Summary, metas: dict) -> None   # after the loop: stage-level files, notes; ``metas``:
+    #                                           # item id -> meta (typed with meta_model) of every done item
+    #   selection() -> dict                     # settings that choose which items exist (compose.num_samples):
+    #                                           # hashed with config() into the manifest's settings hash
     #   workers: int                            # threads for process()/process_batch(); 1 when absent
     #   batch_size: int                         # > 1 with process_batch: items come in batches of at most this
     #   process_batch(items, writers, rngs) -> list[dict | ItemFailed]   # one result per item, in order;
@@ -74,10 +78,12 @@ class Stage(Protocol):
 
 # ---------------------------------------------------------------- item files
 class ItemWriter:
-    """Writes one item's files atomically; ``meta.json`` is written by the runner, last."""
+    """Writes one item's files atomically; ``meta.json`` is written by the runner, last, with the size and hash
+    of every file written here (``outputs``), so that a later done check notices a file changed or broken."""
 
     def __init__(self, out_dir: Path):
         self.dir = out_dir
+        self.files: dict[str, list] = {}  # name -> [size, blake2b hex]
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -94,15 +100,62 @@ class ItemWriter:
     def bytes(self, name: str, data: bytes) -> Path:
         p = self.dir / name
         write_atomic(p, data)
+        self.files[name] = [len(data), _digest(data)]
         return p
 
 
-def is_done(item: Item, chash: str) -> bool:
+# a done check re-hashes recorded files up to this size (JSON, captions: cheap); larger ones (images, weights)
+# are checked by size, so a rerun over 10,000 items stays a stat per file
+VERIFY_BYTES = 1 << 16
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def outputs_intact(folder: Path, meta: dict) -> bool:
+    """Every file the marker vouches for (``outputs``) is there with its size, and its hash when small."""
+    outputs = meta.get("outputs", {})
+    if not isinstance(outputs, dict):
+        return False
+    for name, rec in outputs.items():
+        if not (isinstance(rec, list) and len(rec) == 2 and isinstance(rec[0], int)):
+            return False
+        p = folder / name
+        try:
+            if p.stat().st_size != rec[0] or (rec[0] <= VERIFY_BYTES and _digest(p.read_bytes()) != rec[1]):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def done_meta(item: Item, chash: str) -> dict | None:
+    """The item's marker when it is of a finished item of this configuration, else None (redo it); whether the
+    files it vouches for are still what it wrote is ``outputs_intact``."""
     # no Path arithmetic for the usual marker: this runs for every item of every rerun
     meta = read_meta(item.out_dir) if item.marker is None else read_meta(item.marker.parent, item.marker.name)
     # ``redo``: usable now but made without a service that was down (an LLM fallback): tried again next run
-    return (bool(meta) and meta.get("config_hash") == chash and meta.get("fingerprint", "") == item.fingerprint
-            and not meta.get("redo"))
+    if (meta and meta.get("config_hash") == chash and meta.get("fingerprint", "") == item.fingerprint
+            and not meta.get("redo")):
+        return meta
+    return None
+
+
+def _vouched(item: Item, chash: str, meta_model=None, broken: list | None = None):
+    """``done_meta`` whose files are intact, through the stage's meta model: a marker its own model refuses
+    vouches for nothing. Items whose files changed or broke since are added to ``broken``."""
+    meta = done_meta(item, chash)
+    if meta is not None and not outputs_intact(item.out_dir, meta):
+        if broken is not None:
+            broken.append(item.id)
+        return None
+    if meta is None or meta_model is None:
+        return meta
+    try:
+        return meta_model.parse(meta)
+    except ItemFailed:
+        return None
 
 
 def batches(items: list[Item], size: int, key=None) -> list[list[Item]]:
@@ -128,22 +181,32 @@ def run_stage(stage: Stage, cfg: Any) -> Summary:
 def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count: int, t0: float) -> Summary:
     failures: list[dict] = []
     chash = config_hash(stage.config())
+    selection = getattr(stage, "selection", None)
+    settings = config_hash({"config": chash, "selection": selection() if selection else {}})
     remove_stale_temps(Path(stage.out_root))
 
     whole = str(cfg.get("stage", "")) == "all"
     key = getattr(stage, "shard_key", None) or (lambda item_id: shard_key(item_id, whole))
     items = [it for it in stage.discover() if in_shard(key(it.id), shard_index, shard_count)]
     summary.total = len(items)
+    meta_model = getattr(stage, "meta_model", None)
     pending, done = [], []
+    metas: dict[str, Any] = {}  # id -> the meta of each done item, for finish()
+    broken: list[str] = []  # done, but a file its marker vouches for changed or broke since: redone
     for it in items:
         if it.error:
             failures.append(_failure(stage, it, it.error))
-        elif is_done(it, chash):
+        elif (meta := _vouched(it, chash, meta_model, broken)) is not None:
             summary.skipped += 1
             done.append(it)
+            metas[it.id] = meta
         else:
             pending.append(it)
 
+    if broken:
+        summary.notes["redone: a file changed or broke since it was done"] = len(broken)
+        log.warning("%s: %d finished item(s) redone because a file changed or broke since (first: %s)",
+                    stage.name, len(broken), ", ".join(broken[:3]))
     prepare = getattr(stage, "prepare", None)
     if prepare and pending:
         prepare(pending)
@@ -152,21 +215,19 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
     size = max(1, int(getattr(stage, "batch_size", 1))) if process_batch else 1
     groups = batches(pending, size, getattr(stage, "batch_key", None)) if process_batch else [[it] for it in pending]
 
-    meta_model = getattr(stage, "meta_model", None)
-
-    def work(batch: list[Item]) -> list[str | None]:
+    def work(batch: list[Item]) -> list[str | Any]:
         for it in batch:
             _reset(it)
         started = time.perf_counter()
+        writers = [ItemWriter(it.out_dir) for it in batch]
         try:
             if process_batch:
-                results = process_batch(batch, [ItemWriter(it.out_dir) for it in batch],
-                                        [item_rng(cfg.seed, it.id) for it in batch])
+                results = process_batch(batch, writers, [item_rng(cfg.seed, it.id) for it in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"{stage.name}.process_batch gave {len(results)} results for {len(batch)} items")
             else:
                 it = batch[0]
-                results = [stage.process(it, ItemWriter(it.out_dir), item_rng(cfg.seed, it.id))]
+                results = [stage.process(it, writers[0], item_rng(cfg.seed, it.id))]
         except ItemFailed as e:
             results = [e] * len(batch)
         except Exception as e:  # noqa: BLE001 - one bad item (or batch: out of GPU memory) must not stop the run
@@ -177,7 +238,8 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
                 reason = f"batch of {len(batch)} failed: {reason}"
             results = [ItemFailed(reason)] * len(batch)
         seconds = round((time.perf_counter() - started) / len(batch), 4)
-        return [_finish_item(stage.name, it, res, chash, seconds, meta_model) for it, res in zip(batch, results)]
+        return [_finish_item(stage.name, it, res, chash, seconds, meta_model, w.files)
+                for it, res, w in zip(batch, results, writers)]
 
     workers = max(1, int(getattr(stage, "workers", 1)))
     with progress() as bar:
@@ -189,9 +251,10 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
                 for fut in as_completed(futures):
                     counted.add(fut)
                     for it, reason in zip(futures[fut], fut.result()):
-                        if reason is None:
+                        if not isinstance(reason, str):  # the meta written: done
                             summary.done += 1
                             done.append(it)
+                            metas[it.id] = reason
                         else:
                             failures.append(_failure(stage, it, reason))
                             log.warning("%s: %s: %s", stage.name, it.id, reason)
@@ -199,7 +262,7 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
             except BaseException:  # Ctrl-C or a crash: stop now instead of running every queued item first
                 pool.shutdown(wait=True, cancel_futures=True)
                 # items that finished while we waited are done too: the count a user reads must match the disk
-                summary.done += sum(r is None for f in futures if f not in counted and f.done() and not f.cancelled()
+                summary.done += sum(not isinstance(r, str) for f in futures if f not in counted and f.done() and not f.cancelled()
                                     and f.exception() is None for r in f.result())
                 raise
 
@@ -208,10 +271,10 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
     write_failures(stage.out_root, shard_index, shard_count, failures)
     write_manifest(stage.out_root, stage.name, shard_index, shard_count,
                    {it.id: {"hash": f"{chash}:{it.fingerprint}", "inputs": dict(sorted(it.inputs.items()))}
-                    for it in done})
+                    for it in done}, settings)
     finish = getattr(stage, "finish", None)
     if finish:
-        finish(summary)
+        finish(summary, {it.id: metas[it.id] for it in sorted(done, key=lambda it: it.id)})
     summary.seconds = round(time.perf_counter() - t0, 2)
     return summary
 
@@ -230,15 +293,16 @@ def _reset(it: Item) -> None:
 
 
 def _finish_item(stage: str, it: Item, result: dict | ItemFailed, chash: str, seconds: float,
-                 meta_model=None) -> str | None:
-    """Write the item's marker (last); the failure reason, or None when it is done."""
+                 meta_model=None, files: dict | None = None) -> str | Any:
+    """Write the item's marker (last); the failure reason, or the meta written (typed with ``meta_model``)."""
     if isinstance(result, ItemFailed):
         return str(result)
     meta = {"id": it.id, "stage": stage, "config_hash": chash, "fingerprint": it.fingerprint,
-            "seconds": seconds, **(result or {})}
+            "seconds": seconds, **(result or {}), "outputs": dict(sorted((files or {}).items()))}
     try:
         # a stage with an artefact model (gen4gen.artefacts) never writes a meta its readers would refuse
-        data = meta_model.build(meta).dump() if meta_model else json_bytes(meta)
+        typed = meta_model.build(meta) if meta_model else meta
+        data = typed.dump() if meta_model else json_bytes(meta)
     except ItemFailed as e:
         return str(e)
     except (TypeError, ValueError) as e:  # a value JSON cannot hold: this item fails, the run goes on
@@ -247,7 +311,7 @@ def _finish_item(stage: str, it: Item, result: dict | ItemFailed, chash: str, se
         write_atomic(it.meta_path, data)
     except OSError as e:  # disk full: this item is not done, the run goes on
         return f"cannot write {it.meta_path.name}: {e.strerror or e}"
-    return None
+    return typed
 
 
 def remove_stale_temps(out_root: Path) -> None:

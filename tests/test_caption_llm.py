@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from gen4gen.artefacts import Layout
 from gen4gen.caption.llm import LLMCaptioner, VLMCaptioner
 from gen4gen.caption.template import CaptionJob
 from gen4gen.markers import read_meta
@@ -16,10 +17,10 @@ from gen4gen.stages import s4_caption
 from tests.helpers.trees import make_pipeline
 from tests.helpers.llm_server import LLMServer, Reply, yaml_llm
 
-LAYOUT = {"scene": "pets", "composition_id": "cat+dog_000", "size": [200, 200], "background_prompt": "in the garden",
+LAYOUT = Layout.parse({"scene": "pets", "composition_id": "cat+dog_000", "size": [200, 200], "background_prompt": "in the garden",
           "objects": [{"name": "cat_0", "concept": "cat", "box": [10, 80, 40, 40]},
                       {"name": "dog_0", "concept": "dog", "box": [100, 80, 40, 40]},
-                      {"name": "dog_1", "concept": "dog", "box": [150, 80, 40, 40]}]}
+                      {"name": "dog_1", "concept": "dog", "box": [150, 80, 40, 40]}]})
 TOKENS = {"cat": "<new1>", "dog": "<new2>", "plant": "<new3>"}
 GOOD = "A ginger cat sits on the grass to the left of two playful dogs in a sunny garden."
 

@@ -2,6 +2,7 @@
 CLIP length, modifier tokens; and the caption checker that guards LLM captions."""
 import pytest
 
+from gen4gen.artefacts import Layout
 from gen4gen.caption.check import caption_problems, personalize
 from gen4gen.caption.facts import facts_from_layout, relation
 from gen4gen.caption.template import TemplateCaptioner
@@ -12,9 +13,9 @@ from tests.conftest import shared
 
 
 def layout(*objects, background="in the garden", size=(200, 200)):
-    return {"scene": "s", "composition_id": "c", "size": list(size), "background_prompt": background,
+    return Layout.parse({"scene": "s", "composition_id": "c", "size": list(size), "background_prompt": background,
             "objects": [{"name": f"{c}_{i}", "concept": c, "index": i, "box": list(b)}
-                        for i, (c, b) in enumerate(objects)]}
+                        for i, (c, b) in enumerate(objects)]})
 
 
 TOKENS = {"cat": "<new1>", "dog": "<new2>", "plant": "<new3>"}
@@ -155,7 +156,7 @@ def test_short_caption_fits_clip_with_the_real_tokenizer(clip_dir):
         assert c in cap["short"] or plural(c) in cap["short"]
     # the full wording was too long, so the captioner dropped the background rather than a concept
     assert cap["short"].startswith("a photo of a hippopotamus") and "museum" not in cap["short"]
-    assert real.count(cap["short"] + " " + lay["background_prompt"]) > 77
+    assert real.count(cap["short"] + " " + lay.background_prompt) > 77
 
 
 def test_rule_counter_never_undercounts_the_real_tokenizer(clip_dir):

@@ -5,6 +5,7 @@ copied and stale stage trees. The export always ends with a complete dataset of 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import quote
@@ -15,9 +16,12 @@ from PIL import Image
 
 from gen4gen.artefacts import Captions, Layout, LayoutObject, S1Meta, S2Meta, S3Meta, S4Meta
 from gen4gen.errors import UserError
+from gen4gen.export import owned
+from gen4gen.hashing import file_fingerprint
 from gen4gen.io import json_bytes, write_atomic
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import export, s1_segment, s2_compose, s3_repaint, s4_caption
+from gen4gen.tree import TreeView
 from tests.conftest import make_cfg
 from tests.helpers.tree import StageTree
 from tests.helpers.trees import SCENES, fake_s1, make_pipeline
@@ -150,7 +154,7 @@ def test_bad_s1_and_s2_meta_fail_one_item_downstream(tmp_path):
         for _, bad in bad_values(json.loads(s1_meta.read_text()).get(field, "text")):
             good = s1_meta.read_bytes()
             mutate(s1_meta, (), field, bad)
-            found, _, ignored = s2_compose.read_s1(tree.dir("s1"))
+            found, _, ignored = s2_compose.read_s1(TreeView(tree.stages))
             cats = len(found["pets"]["cat"])
             assert (cats, ignored) in ((1, 1), (2, 0)), (field, bad)  # refused and counted, or valid
             s1_meta.write_bytes(good)
@@ -214,15 +218,19 @@ def finished_tree(root: Path) -> dict:
 
 
 def dataset_bytes(root: Path) -> dict[str, bytes]:
-    """Every file's bytes, the dataset's own absolute path (the card and its trainer commands name it) read as a
-    placeholder; the export's record as the files it lists (its hashes are of bytes that hold the path)."""
+    """Every file's bytes, the dataset's own absolute path (the card names it) read as a placeholder. The
+    export's ownership record must vouch for every file as it is; for the files that name that path, its size
+    and hash are then read as placeholders too (they differ by where the dataset is)."""
     ds = root / "outputs/datasets/mycanvas"
     here = str(ds.resolve()).encode()
-    out = {p.relative_to(ds).as_posix(): p.read_bytes().replace(here, b"<dataset>")
-           for p in sorted(ds.rglob("*")) if p.is_file()}
-    record = json.loads(out.pop(".gen4gen-export.json"))
-    out[".gen4gen-export.json"] = json.dumps(sorted(record["files"])).encode()
-    return out
+    out = {p.relative_to(ds).as_posix(): p.read_bytes() for p in sorted(ds.rglob("*")) if p.is_file()}
+    record = json.loads(out[owned.RECORD])
+    for name, entry in record["files"].items():
+        assert (entry["size"], entry["blake2b"]) == (len(out[name]), file_fingerprint(ds / name)), name
+        if here in out[name]:
+            entry.update(size="<size>", blake2b="<hash>")
+    out[owned.RECORD] = json_bytes(record)
+    return {name: data.replace(here, b"<dataset>") for name, data in out.items()}
 
 
 def test_a_moved_stages_folder_resumes_on_its_own_files(tmp_path):
@@ -273,14 +281,19 @@ def test_compositions_the_current_config_does_not_make_never_reach_the_dataset(t
         assert stage.run(five).done == 5
     assert export.run(five).done == 5
     three = make_cfg(tmp_path, FORMATS, "compose.size=[128,128]", "compose.num_samples=3")
-    assert s2_compose.run(three).skipped == 3
-    summary = export.run(three)  # s3 and s4 not rerun: their 003 and 004 are stale all the same
-    assert summary.done == 3 and "stale" in " ".join(summary.notes)
+    s2 = s2_compose.run(three)
+    assert s2.skipped == 3  # right after the run: what was left on disk, and that nothing needs rerunning
+    assert s2.notes["compositions left on disk that these settings do not make (e.g. a larger compose.num_samples "
+                    "before)"] == "2: later stages and the export leave them out; nothing needs rerunning"
+    summary = export.run(three)  # s3 and s4 not rerun: their 003 and 004 are left out all the same
+    left = "{} left on disk that {} latest run does not make (e.g. a larger compose.num_samples before): " \
+           "ignored, nothing needs rerunning"
+    assert summary.done == 3 and not any("rerun" in k and "nothing" not in k for k in summary.notes)
+    assert (summary.notes[left.format("compositions", "s2's")], summary.notes[left.format("images", "s3's")]) == (2, 2)
     assert all(i.split("/")[1].rsplit("_", 1)[1] in ("000", "001", "002")
                for i in dataset_ids(tmp_path / "outputs/datasets/mycanvas"))
     s3 = s3_repaint.run(three)
-    assert (s3.total, s3.skipped) == (3, 3) and s3.notes["stale compositions ignored (not made by the latest s2 "
-                                                            "run; rerun stage=s2)"] == 2
+    assert (s3.total, s3.skipped) == (3, 3) and s3.notes[left.format("compositions", "s2's")] == 2
 
 
 def test_items_built_from_an_earlier_s1_never_reach_the_dataset(tmp_path):
@@ -301,28 +314,38 @@ def test_items_built_from_an_earlier_s1_never_reach_the_dataset(tmp_path):
     assert s1_segment.run(three).done == 4  # new cut-outs; s2..s4 not rerun
     with pytest.raises(UserError, match="nothing to export"):
         export.run(three)
-    assert s3_repaint.run(three).total == 0  # the compositions are stale too: s2 must run first
+    s3 = s3_repaint.run(three)
+    assert s3.total == 0  # the compositions are stale too: s2 must run first, and s3 says so
+    assert s3.notes == {**s3.notes, "compositions made before their inputs or settings changed: ignored "
+                                    "(rerun stage=s2)": 2}
     assert s2_compose.run(three).done == 2  # redone from the new cut-outs
     assert s3_repaint.run(three).done == 2 and s4_caption.run(three).done == 2
     assert export.run(three).done == 2
 
 
-def test_bench_reads_an_exported_index_through_its_model(tmp_path):
+def test_bench_and_train_read_an_exported_index_alike(tmp_path):
+    """One policy for a bad ``index.jsonl`` row in both readers: left out with one line, the run goes on."""
     from gen4gen.bench.prompts import load_dataset
+    from gen4gen.train.data import read_rows
 
     index = tmp_path / "ds" / "mycanvas" / "index.jsonl"
     index.parent.mkdir(parents=True)
-    good = {"id": "pets/cat+dog_000/v0", "scene": "pets", "concepts": ["cat", "dog"],
+    good = {"id": "pets/cat+dog_000/v0", "scene": "pets", "concepts": ["cat", "dog"], "image": "pets/image.png",
             "captions": {"short": "a cat and a dog", "detailed": "A cat and a dog.", "personalized": "<new1> cat"},
             "modifier_tokens": {"cat": "<new1>"}, "reference_images": {"cat": ["mycanvas/references/cat/a.png"]}}
-    for bad, why in (({**good, "concepts": "cat"}, "concepts: expected a list"),
-                     ({**good, "captions": {"detailed": ""}}, "captions.detailed: expected a non-empty text"),
-                     ({**good, "reference_images": {"cat": ["/etc/passwd"]}}, "reference_images.cat.0")):
-        index.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
-        with pytest.raises(UserError, match=f"index.jsonl:2: not a MyCanvas index line .*{why}"):
-            load_dataset("mc", tmp_path / "ds", novel_backgrounds=[])
-    index.write_text(json.dumps(good) + "\n")
-    (prompt,) = load_dataset("mc", tmp_path / "ds", novel_backgrounds=[])
+    for bad, why in (({**good, "concepts": "cat"}, "index.jsonl:2: not a MyCanvas index row .*concepts: expected a list"),
+                     ("[[[", "index.jsonl:2: not a MyCanvas index row .*not valid JSON"),
+                     ({**good, "reference_images": {"cat": ["/etc/passwd"]}}, "index.jsonl:2: .*reference_images.cat.0")):
+        index.write_text(json.dumps(good) + "\n" + (bad if isinstance(bad, str) else json.dumps(bad)) + "\n")
+        problems: list[str] = []
+        (prompt,) = load_dataset("mc", tmp_path / "ds", novel_backgrounds=[], problems=problems)
+        rows, train_problems = read_rows(tmp_path / "ds")
+        assert [r.id for r in rows] == [good["id"]] and prompt.id == "pets__cat+dog_000__v0"
+        assert len(problems) == 1 and re.search(why, problems[0]) and train_problems == problems
+    index.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "x", "captions": {"detailed": ""}}) + "\n")
+    problems = []
+    (prompt,) = load_dataset("mc", tmp_path / "ds", novel_backgrounds=[], problems=problems)
+    assert problems == [f"{index}: x: captions.detailed: expected a non-empty text"]
     assert prompt.text == "A cat and a dog."
     assert prompt.references["cat"] == [str(tmp_path / "ds/mycanvas/references/cat/a.png")]
 
@@ -338,9 +361,9 @@ def test_manifests_of_shards_merge_and_a_new_split_replaces_them(tmp_path):
     write_manifest(root, "s2", 1, 2, {"a/1": {"hash": "h2", "inputs": {}}})
     # the unsharded run's list is gone: the two shards of the new split are what s2 makes now
     assert sorted(p.name for p in root.iterdir()) == ["manifest.shard-0-of-2.json", "manifest.shard-1-of-2.json"]
-    assert read_manifest(root) == {"a/0": {"hash": "h2", "inputs": {}}, "a/1": {"hash": "h2", "inputs": {}}}
+    assert read_manifest(root).items == {"a/0": {"hash": "h2", "inputs": {}}, "a/1": {"hash": "h2", "inputs": {}}}
     (root / "manifest.shard-1-of-2.json").write_text("[not json")  # torn: describes nothing
-    assert list(read_manifest(root)) == ["a/0"]
+    assert list(read_manifest(root).items) == ["a/0"]
     # every manifest unreadable (torn, another shape, wrong types): as in an older tree, nothing finished is hidden
     for bad in ('{"items": 5}', "null", '{"stage": "s2", "items": {"a/0": 123}}', '{"items": {"a/0": {"hash": 7}}}'):
         (root / "manifest.shard-0-of-2.json").write_text(bad)

@@ -60,7 +60,7 @@ def test_llm_replies_with_markup_fall_back_to_the_template_with_the_reason(tmp_p
 
 @pytest.mark.parametrize("payload", PAYLOADS)
 def test_a_background_phrase_with_markup_is_left_out_of_the_template_captions(payload):
-    layout = {**LAYOUT, "background_prompt": f"in the garden {payload}"}
+    layout = LAYOUT.model_copy(update={"background_prompt": f"in the garden {payload}"})
     out = TemplateCaptioner().outcome(CaptionJob("pets/cat+dog_000/v0", layout, TOKENS, sorted(TOKENS)))
     caps = out.captions
     assert not [k for k in ("short", "detailed", "personalized") if markup_problem(caps[k])]
@@ -75,7 +75,9 @@ def test_a_background_phrase_with_markup_is_left_out_of_the_template_captions(pa
 @pytest.mark.parametrize("payload", [p for p in PAYLOADS if "/" not in p and not p.isspace()])  # \x85: spacing
 def test_a_concept_named_with_markup_fails_its_item_with_one_line(payload):
     concept = f"cat{payload}"
-    layout = {**LAYOUT, "objects": [{**LAYOUT["objects"][0], "concept": concept}, *LAYOUT["objects"][1:]]}
+    # copied unvalidated: the name reaches the captioner whatever layout.json's model would say of it
+    layout = LAYOUT.model_copy(update={"objects": [LAYOUT.objects[0].model_copy(update={"concept": concept}),
+                                                   *LAYOUT.objects[1:]]})
     out = TemplateCaptioner().outcome(CaptionJob("pets/x/v0", layout, {**TOKENS, concept: "<new4>"},
                                                  sorted({*TOKENS, concept})))
     assert out.captions is None and "cannot go into a caption" in out.error and "\n" not in out.error
@@ -100,4 +102,5 @@ def test_nothing_of_a_hostile_background_reaches_an_export(tmp_path):
         assert "<script" not in text and "onerror" not in text and "\x1b" not in text and "\x00" not in text
     rows = [json.loads(line) for line in (ds / "imagefolder/metadata.jsonl").read_text().splitlines()]
     assert len(rows) == len(SCENES)
-    assert not [r for r in rows for k in ("caption_plain", "caption_plain_short", "caption_personalized") if markup_problem(r[k])]
+    assert not [r for r in rows for k in ("caption_plain", "caption_plain_short", "caption_personalized")
+                if markup_problem(r[k])]

@@ -33,24 +33,31 @@ def exported(tmp_path_factory):
     return root, root / "outputs" / "datasets" / NAME
 
 
-def digest(folder: Path, elsewhere: bool = False) -> dict:
-    """Every entry under ``folder`` (links as their target text, never followed) with its bytes' hash. To compare
-    datasets exported to two places (``elsewhere``), the folder's own absolute path (the card's trainer commands
-    name it) is read as a placeholder and the export's record as the files it lists (its hashes cover that path)."""
-    here = str(folder.resolve()).encode()
+def digest(folder: Path) -> dict:
+    """Every entry under ``folder`` (links as their target text, never followed) with its bytes' hash."""
     out = {}
     for top, dirs, files in os.walk(folder):
         for name in dirs + files:
             p = Path(top) / name
             rel = p.relative_to(folder).as_posix()
-            if p.is_symlink() or p.is_dir():
-                out[rel] = ("link", os.readlink(p)) if p.is_symlink() else ("dir",)
-                continue
-            data = p.read_bytes()
-            if elsewhere:
-                data = (json.dumps(sorted(json.loads(data)["files"])).encode() if rel == owned.RECORD
-                        else data.replace(here, b"<dataset>"))
-            out[rel] = hashlib.sha256(data).hexdigest()
+            out[rel] = ("link", os.readlink(p)) if p.is_symlink() else \
+                ("dir",) if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def portable(folder: Path) -> dict:
+    """``digest`` of a dataset, its own absolute path (the card and dataset.toml name it) read as a placeholder,
+    and so the ownership record's size and hash of the files that name it: two exports of one tree compare
+    equal wherever each was written."""
+    here, out, named = str(folder.resolve()).encode(), digest(folder), []
+    for rel, v in out.items():
+        if isinstance(v, str) and here in (data := (folder / rel).read_bytes()):
+            named.append(rel)
+            out[rel] = hashlib.sha256(data.replace(here, b"<dataset>")).hexdigest()
+    if (folder / owned.RECORD).is_file():
+        record = json.loads((folder / owned.RECORD).read_text("utf-8"))
+        record["files"].update({rel: "<names the dataset path>" for rel in named})
+        out[owned.RECORD] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     return out
 
 
@@ -150,7 +157,7 @@ def test_an_empty_folder_or_the_exports_own_dataset_is_replaced(exported, tmp_pa
     cfg = make_cfg(tmp_path, f"paths.stages_dir={root / 'stages'}", f"export.name={NAME}", FORMATS)
     export.run(cfg)
     first = digest(ds)
-    assert digest(ds, elsewhere=True) == digest(good, elsewhere=True)
+    assert portable(ds) == portable(good)
     export.run(cfg)  # its own dataset, untouched: rewritten to the same bytes
     assert digest(ds) == first
     record = owned.Record.read(ds)
@@ -196,4 +203,4 @@ def test_leftovers_of_a_killed_export_are_cleared_by_their_record_only(exported,
     assert digest(old) == {"mycanvas": ("dir",), "mycanvas/mine.txt": hashlib.sha256(b"added to the old dataset")
                            .hexdigest()}
     assert digest(backup) == {"x.txt": hashlib.sha256(b"keep").hexdigest()}
-    assert digest(datasets / NAME, elsewhere=True) == digest(good, elsewhere=True)
+    assert portable(datasets / NAME) == portable(good)

@@ -6,7 +6,7 @@ import pytest
 from gen4gen.errors import ItemFailed
 from gen4gen.layout.compose import Augment, Composer, Source, load_cutout, side_room
 from gen4gen.layout.heuristic import HeuristicPlanner
-from gen4gen.layout.schema import ConceptCount, Layout, PlacedBox, PlanRequest, depth_order
+from gen4gen.layout.schema import ConceptCount, Plan, PlacedBox, PlanRequest, depth_order
 from tests.helpers.trees import fake_s1
 
 SIZE = (640, 480)
@@ -86,7 +86,7 @@ def test_instances_of_one_concept_use_different_photos(tmp_path):
 
 def stacked_layout():
     boxes = [PlacedBox("cat", 0, [100, 100, 300, 300]), PlacedBox("dog", 0, [110, 110, 300, 300])]
-    return Layout(size=SIZE, boxes=boxes, paste_order=depth_order(boxes), scenes=["a", "b", "c"],
+    return Plan(size=SIZE, boxes=boxes, paste_order=depth_order(boxes), scenes=["a", "b", "c"],
                   background_prompt="a", planner="llm", seed=0)
 
 

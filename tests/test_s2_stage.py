@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gen4gen.concepts import ConceptRegistry
 from gen4gen.llm.health import LLMUnreachable
 from gen4gen.markers import done_items, read_failures
 from gen4gen.paths import STAGE_DIRS
@@ -105,9 +106,10 @@ def test_llm_stage_with_a_hostile_concept_name(tmp_path):
     assert layout["planner"] == "llm" and layout["fallback"] is None and layout["llm"]["cached"]
     assert {o["concept"] for o in layout["objects"]} == {"cat", hostile}
     assert (out / comp_ids[0] / "instances" / f"{hostile}_0.png").is_file()
-    # nothing written outside the stage folders
+    # nothing written outside the stage folders but the concept registry, which keeps the hostile name as data
     assert sorted(p.name for p in (tmp_path / "stages").iterdir()) == [
-        "llm_cache", STAGE_DIRS["s1"], STAGE_DIRS["s2"]]
+        "concepts.json", "llm_cache", STAGE_DIRS["s1"], STAGE_DIRS["s2"]]
+    assert ConceptRegistry.read(tmp_path / "stages").tokens() == {"cat": "<new1>", hostile: "<new2>"}
     assert any((tmp_path / "stages" / "llm_cache").rglob("*.json"))
 
 

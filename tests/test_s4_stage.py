@@ -27,17 +27,22 @@ def test_captions_follow_the_contract_and_reruns_skip(tmp_path, cfg_factory):
     assert (again.done, again.skipped) == (0, 2)
 
 
-def test_a_new_concept_renumbers_the_tokens_and_redoes_the_captions(tmp_path, cfg_factory):
+def test_a_new_concept_gets_the_next_token_and_no_caption_is_redone(tmp_path, cfg_factory):
     make_pipeline(tmp_path)
     cfg = cfg_factory("stage=s4")
     s4_caption.run(cfg)
+    pets = tmp_path / f"stages/{STAGE_DIRS['s4']}/pets/cat+dog_000/v0_procedural/captions.json"
+    before = pets.read_bytes()
     scenes = {**SCENES, "park": ("bird+cat_000", "in a park", [("bird", 0, (10, 10, 30, 30)), ("cat", 0, (60, 50, 30, 40))])}
     make_pipeline(tmp_path, scenes=scenes)
     summary = s4_caption.run(cfg)
-    assert summary.done == 3 and summary.skipped == 0  # bird sorts first: every token moved
-    caps = json.loads((tmp_path / f"stages/{STAGE_DIRS['s4']}/pets/cat+dog_000/v0_procedural/captions.json").read_text())
-    assert caps["modifier_tokens"] == {"cat": "<new2>", "dog": "<new3>"}
-    assert caps["personalized"] == "a photo of <new2> cat and two <new3> dogs in the garden"
+    # bird sorts first but comes last: it gets <new4>, every earlier token stays, only the park is captioned
+    assert (summary.done, summary.skipped) == (1, 2)
+    assert summary.notes["modifier tokens"] == "<new1>=cat <new2>=dog <new3>=plant <new4>=bird"
+    assert pets.read_bytes() == before
+    assert json.loads(pets.read_bytes())["personalized"] == "a photo of <new1> cat and two <new2> dogs in the garden"
+    park = json.loads((pets.parents[3] / "park/bird+cat_000/v0_procedural/captions.json").read_text())
+    assert park["modifier_tokens"] == {"bird": "<new4>", "cat": "<new1>"}
 
 
 def test_missing_or_broken_layout_is_a_recorded_failure(tmp_path, cfg_factory):

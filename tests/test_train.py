@@ -204,8 +204,10 @@ def test_index_rows_are_read_through_the_export_s_row_model(tmp_path):
     assert row.image == str(tmp_path / "mycanvas/pets/cat_000/v0/image.png")
     assert row.mask == str(tmp_path / "mycanvas/pets/cat_000/v0/mask.png")
     assert row.reference_images == {"cat": [str(tmp_path / "mycanvas/references/cat/a.png")]}
-    assert [p.split(": not a MyCanvas index row (")[0] for p in problems] == [f"{index}:{n}" for n in (2, 3, 4, 5)]
-    assert "image: missing" in problems[1] and "concepts" in problems[2] and "reference_images.cat.0" in problems[3]
+    # one line per row left out (the one reader train and the bench share), then the row that has no image
+    assert [p.split(": not a MyCanvas index row (")[0] for p in problems[:3]] == [f"{index}:{n}" for n in (2, 4, 5)]
+    assert "image: expected a relative path" in problems[0] and "concepts" in problems[1]
+    assert "reference_images.cat.0" in problems[2] and problems[3] == f"{index}: {good['id']}: image: missing"
 
 
 # ---------------------------------------------------------------- exact resume
@@ -436,6 +438,16 @@ def test_stage_writes_a_run_leaves_out_bad_examples_with_one_line_and_skips_a_re
     assert entry.train_run == str(run.resolve()) and entry.source == str(tiny["sd"])
     with open(run / "loss.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # the tokens it was trained with: a dataset that later gives <new1> to another concept is one line
+    from gen4gen.concepts import ConceptRegistry, run_mismatch
+
+    assert ConceptRegistry.read(run).tokens().items() >= {c.concept: c.token for c in man.tokens}.items()
+    assert run_mismatch(run, ds) == ""
+    moved = ConceptRegistry.read(run).model_dump()
+    moved["concepts"][0]["name"] = "owl"
+    (ds / "concepts.json").write_bytes(ConceptRegistry.build(moved).dump())
+    assert run_mismatch(run, ds) == f"train run {run} was trained with other tokens than {ds} uses: <new1> was " \
+        f"{man.tokens[0].concept}, is now owl"
     again = stage.run(cfg)
     assert (again.done, again.skipped) == (0, 1)
 

@@ -6,7 +6,6 @@ per-prompt settings the set carries (GEMRec: seed, size, negative prompt, CFG; D
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +13,11 @@ from typing import Annotated, Any, Callable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
-from gen4gen.artefacts import MyCanvasRow, explain
+from gen4gen.artefacts import explain
 from gen4gen.words import as_class_words, count_phrase, display_name
-from gen4gen.errors import ItemFailed, UserError
+from gen4gen.errors import UserError
 from gen4gen.hashing import stable_hash
+from gen4gen.outputs import MyCanvasRow
 
 log = logging.getLogger(__name__)
 SHOWN_PROBLEMS = 5  # rows left out that are printed one by one; the rest are counted
@@ -197,7 +197,8 @@ def load_diffusiondb(name: str, path: Path, problems: list[str] | None = None, *
 
 
 def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgrounds: Any = None,
-                 k_prompts: int = 0, split: str | None = None, **_: Any) -> list[Prompt]:
+                 k_prompts: int = 0, split: str | None = None, problems: list[str] | None = None,
+                 **_: Any) -> list[Prompt]:
     """An exported MyCanvas dataset (``<path>/mycanvas/index.jsonl``): one prompt per scene image with the
     chosen caption, scored against the detailed caption (``<newK>`` tokens mean nothing to CLIP), plus per
     concept set one prompt per background absent from the dataset's captions (TI-CLIP), plus up to
@@ -215,23 +216,21 @@ def load_dataset(name: str, path: Path, caption: str = "detailed", novel_backgro
         from gen4gen.bench.split import read_split
 
         held = read_split(root)
+    problems = [] if problems is None else problems
     prompts: list[Prompt] = []
     concept_sets: dict[tuple[str, ...], tuple[dict, dict]] = {}
     captions_seen = []
-    for n, line in enumerate(index.read_text("utf-8").splitlines()):
-        if not line.strip():
+    rows, bad = MyCanvasRow.read_index(index)
+    problems.extend(bad)  # one line each, the run goes on (as train reads the file)
+    for row in rows:
+        if not (row.captions.get("detailed") or "").strip():  # the text a prompt is scored against
+            problems.append(f"{index}: {row.id}: captions.detailed: expected a non-empty text")
             continue
-        try:
-            row = MyCanvasRow.parse(json.loads(line), "index.jsonl")
-            if not (row.captions.get("detailed") or "").strip():  # the text a prompt is scored against
-                raise ItemFailed("index.jsonl: captions.detailed: expected a non-empty text")
-        except (ValueError, ItemFailed) as e:
-            raise UserError(f"{index}:{n + 1}: not a MyCanvas index line ({e})") from None
         caps, concepts = row.captions, list(row.concepts)
         if held is not None and not held.keeps(concepts, split):
             continue
         text = caps.get(caption) or caps["detailed"]
-        refs = {c: [str(p) for p in _contained_refs(row.reference_images.get(c, []), root, f"{index}:{n + 1}")]
+        refs = {c: [str(p) for p in _contained_refs(row.reference_images.get(c, []), root, f"{index}: {row.id}")]
                 for c in concepts}
         safe_id = row.id.replace("/", "__")
         plain_text = as_class_words(text, {t: display_name(c) for c, t in row.modifier_tokens.items()})

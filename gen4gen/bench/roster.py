@@ -135,9 +135,10 @@ class RosterEntry(_Strict):
         """Everything that changes the images (not tags, popularity or cost): a change redoes the model."""
         keep = self.model_dump(by_alias=True, exclude={"tags", "popularity", "cost", "base_model", "trained_words"})
         if self.train_run:  # retraining in the same folder changes the images
-            from gen4gen.markers import read_meta
+            from gen4gen.outputs import TrainMeta
 
-            keep["train_run_hash"] = (read_meta(Path(self.train_run)) or {}).get("config_hash")
+            meta = TrainMeta.of(Path(self.train_run))
+            keep["train_run_hash"] = meta.config_hash if meta else None
         return config_hash(keep)
 
 

@@ -17,10 +17,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gen4gen.artefacts import MyCanvasRow, explain
+from gen4gen.artefacts import explain
 from gen4gen.errors import UserError
 from gen4gen.hashing import stable_hash
 from gen4gen.io import write_atomic
+from gen4gen.outputs import MyCanvasRow
 
 FILE = "split.json"
 

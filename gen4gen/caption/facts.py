@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from gen4gen.artefacts import Layout
 from gen4gen.caption.check import markup_problem
 from gen4gen.words import count_phrase, display_name, plural
 
@@ -115,18 +116,15 @@ def relation(a: tuple, b: tuple, height: float) -> str:
     return "above" if dy < 0 else "below"
 
 
-def facts_from_layout(layout: dict, background: str | None = None) -> Facts:
+def facts_from_layout(layout: Layout, background: str | None = None) -> Facts:
     """Facts of one composition; instances with no visible pixels are not counted. ``background``
     replaces the layout's phrase when the final image got another one (s3 matched a photo folder)."""
-    size = tuple(int(v) for v in layout.get("size") or (0, 0))
-    if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"layout has no valid size: {layout.get('size')!r}")
+    size = tuple(layout.size)
     by_concept: dict[str, list] = {}
-    for obj in layout.get("objects") or []:
-        box = obj.get("box") or obj.get("planned_box")
-        if not box or len(box) != 4 or box[2] <= 0 or box[3] <= 0:
+    for obj in layout.objects:
+        if obj.box[2] <= 0 or obj.box[3] <= 0:
             continue
-        by_concept.setdefault(str(obj["concept"]), []).append(tuple(float(v) for v in box))
+        by_concept.setdefault(obj.concept, []).append(tuple(float(v) for v in obj.box))
     if not by_concept:
         raise ValueError("layout has no visible objects")
     for c in by_concept:  # a concept's name is written into every caption
@@ -139,10 +137,9 @@ def facts_from_layout(layout: dict, background: str | None = None) -> Facts:
         rel = relation(a.union, b.union, size[1])
         relations.append(Relation(b.concept, "in front of", a.concept) if rel == "behind"
                          else Relation(a.concept, rel, b.concept))
-    background = " ".join(str(background or layout.get("background_prompt") or "").split())
+    background = " ".join(str(background or layout.background_prompt or "").split())
     if markup_problem(background):  # a planner's phrase with markup: the caption goes without a background
-        log.warning("%s: background phrase %r left out of the captions: %s", layout.get("composition_id", "layout"),
+        log.warning("%s: background phrase %r left out of the captions: %s", layout.composition_id or "layout",
                     background[:80], markup_problem(background))
         background = ""
-    return Facts(str(layout.get("scene", "")), str(layout.get("composition_id", "")), size, background, groups,
-                 relations)
+    return Facts(layout.scene, layout.composition_id, size, background, groups, relations)

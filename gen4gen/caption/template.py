@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from gen4gen.artefacts import Layout
 from gen4gen.caption.facts import Facts, facts_from_layout
 from gen4gen.caption.tokens import ClipTokenCounter
 from gen4gen.words import background_clause, join_list, number_word, plural, word_count
@@ -18,7 +19,7 @@ from gen4gen.words import background_clause, join_list, number_word, plural, wor
 @dataclass
 class CaptionJob:
     id: str  # "<scene>/<composition id>/<variant>"
-    layout: dict
+    layout: Layout
     tokens: dict[str, str]  # concept -> "<newK>", global over the dataset
     known: list[str]  # every concept of the dataset (none outside the picture may be named)
     image_path: Path | None = None

@@ -39,7 +39,7 @@ def _counts(values) -> str:
 
 def _preview_note(items) -> list[str]:
     """Procedural backgrounds are a preview: the card says so, and what gives photographs."""
-    n = sum(1 for it in items if (it.s3_meta.get("background") or {}).get("kind") == "procedural")
+    n = sum(1 for it in items if (it.s3_meta.background or {}).get("kind") == "procedural")
     if not n:
         return []
     return [f"- **{n} final image(s) have a procedural background: a preview, not a photograph.** For photographic "
@@ -83,14 +83,14 @@ def card(ctx: ExportContext, formats: list[str], notes: dict) -> str:
             lines.append(f"| {r['stage']} | {r['id']} | {reason} |")
     else:
         lines.append("Nothing: every item of the run is complete and exported.")
-    fallbacks = sum(1 for it in items if it.captions.get("fallback"))
+    fallbacks = sum(1 for it in items if it.captions.fallback)
     lines += ["", "## Backends", "",
               f"- segmentation (s1): {_counts(r.backend for refs in ctx.references.values() for r in refs)}",
-              f"- layout planner (s2): {_counts(str(it.layout.get('planner', '')) for it in items)}; "
-              f"planner fallbacks: {sum(1 for it in items if it.layout.get('fallback'))}",
-              f"- repainting (s3): {_counts(str(it.s3_meta.get('backend', '')) for it in items)}; backgrounds: "
-              f"{_counts(str((it.s3_meta.get('background') or {}).get('kind', '')) for it in items)}",
-              f"- captions (s4): {_counts(str(it.captions.get('captioner', '')) for it in items)}; "
+              f"- layout planner (s2): {_counts(it.layout.planner for it in items)}; "
+              f"planner fallbacks: {sum(1 for it in items if it.layout.fallback)}",
+              f"- repainting (s3): {_counts(it.s3_meta.backend for it in items)}; backgrounds: "
+              f"{_counts(str((it.s3_meta.background or {}).get('kind', '')) for it in items)}",
+              f"- captions (s4): {_counts(it.captions.captioner for it in items)}; "
               f"template fallbacks: {fallbacks}", *_preview_note(items), "",
               "## Formats", ""]
     lines += [f"- **{f}**: {LOADERS[f]}" for f in formats]
@@ -100,7 +100,7 @@ def card(ctx: ExportContext, formats: list[str], notes: dict) -> str:
               "## Config", "", "Export settings:", "", "```json",
               json.dumps(ctx.settings.model_dump(mode="json"), indent=1, sort_keys=True),
               "```", "",
-              f"Stage config hashes: s3 {sorted({str(it.s3_meta.get('config_hash')) for it in items})}.", "",
+              f"Stage config hashes: s3 {sorted({it.s3_meta.config_hash for it in items})}.", "",
               "## How it was made", "",
               "`python -m gen4gen stage=all` (or the stages one by one: `stage=s1`, `s2`, `s3`, `s4`, `export`). "
               "Reruns skip finished items; the export is rewritten as a whole and swapped in, so it always "

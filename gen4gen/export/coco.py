@@ -27,8 +27,8 @@ def write(ctx: ExportContext) -> dict:
                                 "bbox": inst.bbox, "area": inst.area, "segmentation": inst.rle, "iscrowd": 0,
                                 "instance": inst.name})
         for kind in ("short", "detailed"):
-            if it.captions.get(kind):
-                captions.append({"id": len(captions) + 1, "image_id": image_id, "caption": it.captions[kind],
+            if getattr(it.captions, kind):
+                captions.append({"id": len(captions) + 1, "image_id": image_id, "caption": getattr(it.captions, kind),
                                  "kind": kind})
     info = {"description": f"gen4gen export {ctx.name}", "version": "1.0"}
     write_bytes(out / "annotations" / "instances.json",

@@ -56,7 +56,7 @@ def write(ctx: ExportContext) -> dict:
         masks.append(f"masks/{it.key}.png")
         copy_file(it.image_path, out / "compositions" / paths[-1])
         copy_file(it.s2_dir / "mask.png", out / "compositions" / masks[-1])
-        captions.append(" ".join(str(it.captions.get("personalized", "")).split()))
+        captions.append(" ".join(it.captions.personalized.split()))
     for name, lines in (("images", paths), ("captions", captions), ("masks", masks)):
         write_bytes(out / "compositions" / f"{name}.txt", "".join(x + "\n" for x in lines).encode())
     scenes = [{"instance_prompt": text, "instance_data_dir": f"compositions/images/{it.key}"}
@@ -68,7 +68,7 @@ def write(ctx: ExportContext) -> dict:
 
 
 def train_script(modifier: str, initializer: str, ctx: ExportContext) -> str:
-    example = next((it.captions.get("personalized") for it in ctx.items if it.captions.get("personalized")), "")
+    example = next((it.captions.personalized for it in ctx.items if it.captions.personalized), "")
     base = ctx.settings.customdiffusion.base  # conf: ${train.base}, so both start from one model
     return f"""#!/usr/bin/env bash
 # Custom Diffusion on this dataset with diffusers' examples/custom_diffusion/train_custom_diffusion.py

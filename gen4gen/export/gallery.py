@@ -37,14 +37,14 @@ def layout_picture(item: ExportItem, side: int, concepts: list[str]) -> Image.Im
     scale = im.size[0] / max(1, item.size[0])
     draw = ImageDraw.Draw(im)
     font = ImageFont.load_default()
-    for obj in item.layout.get("objects") or []:
-        box = obj.get("box") or obj.get("planned_box")
-        if not box or box[2] <= 0 or box[3] <= 0:
+    for obj in item.layout.objects:
+        box = obj.box
+        if box[2] <= 0 or box[3] <= 0:
             continue
-        colour = PALETTE[concepts.index(obj["concept"]) % len(PALETTE)] if obj["concept"] in concepts else PALETTE[0]
+        colour = PALETTE[concepts.index(obj.concept) % len(PALETTE)] if obj.concept in concepts else PALETTE[0]
         x, y, w, h = (v * scale for v in box)
         draw.rectangle([x, y, x + w - 1, y + h - 1], outline=colour, width=2)
-        label = str(obj.get("name", obj["concept"]))
+        label = obj.name
         tx, ty = x + 2, max(0.0, y - 12)
         l, t, r, b = draw.textbbox((tx, ty), label, font=font)
         draw.rectangle([l - 1, t - 1, r + 1, b + 1], fill=(0, 0, 0))
@@ -125,14 +125,14 @@ def page(ctx: ExportContext, by_comp: dict[str, list[ExportItem]]) -> str:
             layout = its[0].layout
             variants = [{"id": it.id, "variant": it.variant, "thumb": f"thumbs/{it.key}.jpg",
                       "href": f"../mycanvas/{it.id}/image.png" if has_mycanvas else None,
-                      "captioner": str(it.captions.get("captioner", "")),
-                      "captions": {k: str(it.captions.get(k, "")) for k in ("short", "detailed", "personalized")},
-                      "fallback": str(it.captions.get("fallback") or ""),
+                      "captioner": it.captions.captioner,
+                      "captions": {k: getattr(it.captions, k) for k in ("short", "detailed", "personalized")},
+                      "fallback": it.captions.fallback or "",
                       # a procedural background is a preview, not a photograph: said under the picture
-                      "preview": (it.s3_meta.get("background") or {}).get("kind") == "procedural"} for it in its]
+                      "preview": (it.s3_meta.background or {}).get("kind") == "procedural"} for it in its]
             compositions.append({"name": comp, "layout_thumb": layout_thumb(comp),
-                                 "planner": str(layout.get("planner", "")), "variants": variants,
-                                 "objects": [o.get("name", "") for o in layout.get("objects") or []]})
+                                 "planner": layout.planner, "variants": variants,
+                                 "objects": [o.name for o in layout.objects]})
         scenes.append({"name": scene, "references": references, "compositions": compositions,
                        "total": len({it.composition for it in ctx.items if it.scene == scene})})
     return render("gallery.html.j2", name=ctx.name, counts=counts, tokens=ctx.tokens, scenes=scenes,

@@ -24,7 +24,7 @@ def write(ctx: ExportContext) -> dict:
     for it in ctx.items:
         copy_file(it.image_path, out / IMAGES / f"{it.key}.png")
         rows.append({"file_name": f"{IMAGES}/{it.key}.png",
-                     **{col: it.captions.get(kind, "") for col, kind in CAPTION_COLUMNS.items()},
+                     **{col: getattr(it.captions, kind) for col, kind in CAPTION_COLUMNS.items()},
                      "id": it.id, "scene": it.scene, "concepts": it.concepts,
                      "objects": {"bbox": [i.bbox for i in it.instances], "category": [i.concept for i in it.instances],
                                  "name": [i.name for i in it.instances], "area": [i.area for i in it.instances]}})

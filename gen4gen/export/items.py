@@ -14,17 +14,17 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from gen4gen.artefacts import Captions, Layout, S1Meta, S3Meta, S4Meta
+from gen4gen.artefacts import Captions, Layout, S3Meta
+from gen4gen.concepts import ConceptRegistry
 from gen4gen.contain import contained
 from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
 from gen4gen.settings import ExportSettings
 from gen4gen.io import png_bytes
-from gen4gen.manifest import Currency
-from gen4gen.markers import META, done_items, read_failures
+from gen4gen.markers import read_failures
 from gen4gen.paths import STAGE_DIRS
+from gen4gen.tree import TreeView
 
-S1_DIR, S2_DIR, S3_DIR, S4_DIR = (STAGE_DIRS[s] for s in ("s1", "s2", "s3", "s4"))
 
 
 @dataclass
@@ -44,9 +44,9 @@ class ExportItem:
     s3_dir: Path
     s2_dir: Path
     s4_dir: Path
-    s3_meta: dict
-    layout: dict
-    captions: dict
+    s3_meta: S3Meta
+    layout: Layout
+    captions: Captions
     size: tuple[int, int] = (0, 0)
     instances: list[Instance] = field(default_factory=list)
 
@@ -101,58 +101,54 @@ def fit_name(name: str, limit: int = 200) -> str:
     return name.encode("utf-8")[:limit - 17].decode("utf-8", "ignore") + "_" + digest
 
 
-def collect(stages_dir: Path, currency: Currency | None = None) -> tuple[list[ExportItem], list[dict], int]:
-    """Complete items (sorted by id), the final images left out, each ``{stage, id, reason}``, and how
-    many finished final images are stale (not made by the current configuration: never exported)."""
-    currency = currency or Currency(stages_dir)
-    s3_root, s4_root = (stages_dir / d for d in (S3_DIR, S4_DIR))
-    items, left_out, keys, stale = [], [], set(), 0
+def collect(tree: TreeView) -> tuple[list[ExportItem], list[dict]]:
+    """Complete items (sorted by id) and the final images left out, each ``{stage, id, reason}``; finished
+    images that are not current are never exported (``tree.ignored`` says how many and why)."""
+    stages_dir = tree.stages_dir
+    s4_root = tree.root("s4")
+    items, left_out, keys = [], [], set()
     # every s3 variant with a meta.json, readable or not: a broken meta is a left-out line, not a silent gap
-    finals = sorted(p.parent for p in s3_root.glob(f"*/*/*/{META}")) if s3_root.is_dir() else []
-    current3, current4 = currency.current("s3"), currency.current("s4")
+    finals = {**{iid: reason for iid, (_, reason) in tree.unreadable("s3").items()}, **tree.items("s3")}
+    current4, done4, bad4 = tree.items("s4"), tree.finished("s4"), tree.unreadable("s4")
     s4_reasons = {f["id"]: f["reason"] for f in read_failures(s4_root)} if s4_root.is_dir() else {}
-    for folder in finals:
-        item_id = folder.relative_to(s3_root).as_posix()
-
+    tokens = tree.concepts.tokens()
+    for item_id, entry in sorted(finals.items()):
         def leave(stage: str, reason: str) -> None:
             left_out.append({"stage": stage, "id": item_id, "reason": reason})
 
-        try:
-            meta = S3Meta.load(folder)
-        except ItemFailed as e:
-            leave("export", str(e))
+        if isinstance(entry, str):
+            leave("export", entry)
             continue
-        if current3.get(item_id) != meta.hash:
-            stale += 1
+        meta, s4_dir = entry.meta, s4_root / item_id
+        if item_id in bad4:
+            leave("export", bad4[item_id][1])
             continue
-        s4_dir = s4_root / item_id
-        if not (s4_dir / META).is_file():
+        s4 = done4.get(item_id)
+        if s4 is None:
             reason = s4_reasons.get(item_id)
             leave("s4", f"captioning failed: {reason}" if reason else "no captions yet (run stage=s4)")
             continue
-        try:
-            s4_meta = S4Meta.load(s4_dir)
-        except ItemFailed as e:
-            leave("export", str(e))
-            continue
-        if (s4_meta.s3_config_hash, s4_meta.s3_fingerprint) != (meta.config_hash, meta.fingerprint):
+        if (s4.meta.s3_config_hash, s4.meta.s3_fingerprint) != (meta.config_hash, meta.fingerprint):
             leave("s4", "captions are out of date: the s3 image changed after s4 ran (rerun stage=s4)")
             continue
-        if current4.get(item_id) != s4_meta.hash:
+        if item_id not in current4:
             leave("s4", "captions were not made by the latest s4 run (rerun stage=s4)")
             continue
-        try:
+        try:  # s2_dir refuses a composition folder outside the stages where paths are contained
             s2_dir = meta.s2_dir(stages_dir)
-            layout, captions = Layout.load(s2_dir), Captions.load(s4_dir)
+            layout, captions = tree.layout(s2_dir), tree.captions(s4_dir)
         except ItemFailed as e:
             leave("export", str(e))
+            continue
+        if any(tokens.get(c) != t for c, t in captions.modifier_tokens.items()):  # a tree captioned before the
+            leave("s4", "captions use other tokens than the tree's concept registry (rerun stage=s4)")  # registry
             continue
         key = fit_name(flat_key(item_id))
         while key in keys:  # ids that differ only in odd characters
             key += "_"
         keys.add(key)
-        items.append(ExportItem(item_id, key, folder, s2_dir, s4_dir, meta.data(), layout.data(), captions.data()))
-    return items, left_out, stale
+        items.append(ExportItem(item_id, key, entry.dir, s2_dir, s4_dir, meta, layout, captions))
+    return items, left_out
 
 
 def upstream_failures(stages_dir: Path) -> list[dict]:
@@ -181,12 +177,12 @@ def load_instances(item: ExportItem, threshold: int, s2_files: tuple[str, ...] =
         except ItemFailed as e:
             raise ItemFailed(f"s2 {name}: {e}") from None
     size = (int(final.shape[1]), int(final.shape[0]))
-    want = tuple(item.layout["size"])
+    want = tuple(item.layout.size)
     if size != want:
         raise ItemFailed(f"final image is {size[0]}x{size[1]} but the layout says {want[0]}x{want[1]}")
     item.size = size
     item.instances = []
-    for obj in Layout.parse(item.layout).objects:
+    for obj in item.layout.objects:
         try:
             path = contained(obj.mask_file, item.s2_dir, "layout.json mask")
             mask = read_image(path, mode="L")
@@ -206,21 +202,12 @@ def load_instances(item: ExportItem, threshold: int, s2_files: tuple[str, ...] =
     return item
 
 
-def find_references(stages_dir: Path, concepts: set[str],
-                    currency: Currency | None = None) -> dict[str, list[Reference]]:
+def find_references(tree: TreeView, concepts: set[str]) -> dict[str, list[Reference]]:
     """The current s1 cut-outs of each concept (all scenes), sorted."""
-    s1_root = stages_dir / S1_DIR
     refs: dict[str, list[Reference]] = {c: [] for c in sorted(concepts)}
-    if not s1_root.is_dir():
-        return refs
-    current = (currency or Currency(stages_dir)).current("s1")
-    for folder, _ in done_items(s1_root):
-        s1_id = folder.relative_to(s1_root).as_posix()
-        try:
-            meta = S1Meta.load(folder)
-        except ItemFailed:
-            continue  # s2 did not use it either
-        if meta.concept in refs and current.get(s1_id) == meta.hash and (folder / "cutout.png").is_file():
+    for s1_id, entry in tree.items("s1").items():
+        meta, folder = entry.meta, entry.dir
+        if meta.concept in refs and (folder / "cutout.png").is_file():
             refs[meta.concept].append(Reference(meta.concept, meta.scene, s1_id, folder / "cutout.png",
                                                 meta.bbox_xyxy, fit_name(f"{flat_key(meta.scene)}__{flat_key(folder.name)}") + ".png",
                                                 meta.backend))
@@ -264,15 +251,14 @@ class ExportContext:
     left_out: list[dict]  # final images not exported: {stage, id, reason}
     failures: list[dict]  # failure lines of every stage (s1..s4 and export)
     settings: ExportSettings  # the export config block
+    registry: ConceptRegistry  # the stage tree's concepts and tokens (gen4gen.concepts)
     workers: int = 2  # threads (the bytes written do not depend on it)
 
     @property
     def tokens(self) -> dict[str, str]:
-        """Modifier tokens of the exported concepts (global: the same in every caption)."""
-        tokens: dict[str, str] = {}
-        for it in self.items:
-            tokens.update(it.captions.get("modifier_tokens") or {})
-        return dict(sorted(tokens.items(), key=lambda kv: (len(kv[1]), kv[1])))
+        """concept -> ``<newK>`` of the exported concepts, in token order: the registry's, the same in every
+        caption and every dataset of the tree."""
+        return self.registry.tokens(set(self.concepts))
 
     @property
     def concepts(self) -> list[str]:

@@ -38,7 +38,7 @@ def write(ctx: ExportContext) -> dict:
             write_bytes(out / "scenes" / f"{it.key}.png", _with_alpha(it))
         else:
             copy_file(it.image_path, out / "scenes" / f"{it.key}.png")
-        write_bytes(out / "scenes" / f"{it.key}.txt", _text(it.captions.get(s.caption) or ""))
+        write_bytes(out / "scenes" / f"{it.key}.txt", _text(getattr(it.captions, s.caption)))
     subsets = [{"image_dir": "scenes", "num_repeats": s.scene_repeats}]
     for concept in ctx.concepts:
         rows = ctx.references.get(concept, [])

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from gen4gen.export.items import ExportContext, copy_file, write_bytes
-from gen4gen.io import json_bytes, jsonl_bytes
+from gen4gen.io import jsonl_bytes
 
 NAME = "mycanvas"
 
@@ -23,11 +23,11 @@ def write(ctx: ExportContext) -> dict:
         copy_file(it.s2_dir / "mask.png", folder / "mask.png")
         for inst in it.instances:
             copy_file(inst.mask_path, folder / "instances" / f"{inst.name}.png")
-        write_bytes(folder / "layout.json", json_bytes(it.layout))
-        write_bytes(folder / "captions.json", json_bytes(it.captions))
+        write_bytes(folder / "layout.json", it.layout.dump())
+        write_bytes(folder / "captions.json", it.captions.dump())
         index.append({"id": it.id, "image": f"{it.id}/image.png", "scene": it.scene, "concepts": it.concepts,
-                      "captions": {k: it.captions.get(k) for k in ("short", "detailed", "personalized")},
-                      "modifier_tokens": it.captions.get("modifier_tokens") or {},
+                      "captions": {k: getattr(it.captions, k) for k in ("short", "detailed", "personalized")},
+                      "modifier_tokens": it.captions.modifier_tokens,
                       "reference_images": {c: refs.get(c, []) for c in it.concepts},
                       "mask": f"{it.id}/mask.png",
                       "instances": [{**o, "mask": f"{it.id}/instances/{o['name']}.png"} for o in it.objects()]})

@@ -32,7 +32,7 @@ class Selection:
 
     def takes_item(self, item) -> bool:
         """An export item, by its scene and the concepts of its layout (known before any image is read)."""
-        return self.takes(item.scene, {str(o.get("concept", "")) for o in item.layout.get("objects") or []})
+        return self.takes(item.scene, item.layout.concepts)
 
     def takes_row(self, row: dict) -> bool:
         """A failure or left-out line, by its id: ``<scene>/<concept>/<photo>`` (s1) or
@@ -56,7 +56,7 @@ class Selection:
     def unmatched(self, items) -> list[str]:
         """Chosen names that no complete final image has: a typo is one line, not an empty dataset."""
         scenes = {it.scene for it in items}
-        concepts = {str(o.get("concept", "")) for it in items for o in it.layout.get("objects") or []}
+        concepts = {c for it in items for c in it.layout.concepts}
         return ([f"scene {s!r}" for s in sorted((self.scenes or set()) - scenes)]
                 + [f"concept {c!r}" for c in sorted((self.concepts or set()) - concepts)])
 

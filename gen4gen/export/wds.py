@@ -20,9 +20,9 @@ def write(ctx: ExportContext) -> dict:
                                 maxsize=ctx.settings.shard_maxsize, verbose=0, mtime=0.0) as sink:
         for it in ctx.items:
             meta = {"id": it.id, "scene": it.scene, "concepts": it.concepts, "size": list(it.size),
-                    "captions": {k: it.captions.get(k) for k in ("short", "detailed", "personalized")},
-                    "modifier_tokens": it.captions.get("modifier_tokens") or {}, "objects": it.objects()}
+                    "captions": {k: getattr(it.captions, k) for k in ("short", "detailed", "personalized")},
+                    "modifier_tokens": it.captions.modifier_tokens, "objects": it.objects()}
             sink.write({"__key__": it.key, "png": it.image_path.read_bytes(), "json": json_bytes(meta),
-                        "txt": str(it.captions.get("detailed", ""))})
+                        "txt": it.captions.detailed})
         shards = sink.shard
     return {"webdataset shards": shards}

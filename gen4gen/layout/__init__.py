@@ -1,7 +1,7 @@
 """Layout planners (config group ``layout=heuristic|llm``).
 
 A planner turns a ``PlanRequest`` (concepts with counts, canvas size, seed, sample index) into a
-``Layout``: one box per instance, the paste order (back to front), 3 suggested scenes, the chosen
+``Plan``: one box per instance, the paste order (back to front), 3 suggested scenes, the chosen
 background prompt and optional real-world size ratios. ``plan_many`` plans a whole run at once
 (the LLM planner sends every request concurrently); ``config`` is what the layouts depend on.
 """
@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gen4gen.layout.schema import ConceptCount, Layout, PlacedBox, PlanRequest
+from gen4gen.layout.schema import ConceptCount, Plan, PlacedBox, PlanRequest
 
 
 class Planner(Protocol):
     name: str
 
-    def plan(self, request: PlanRequest) -> Layout: ...
+    def plan(self, request: PlanRequest) -> Plan: ...
 
-    def plan_many(self, requests: list[PlanRequest]) -> list[Layout]: ...
+    def plan_many(self, requests: list[PlanRequest]) -> list[Plan]: ...
 
     def config(self) -> dict: ...
 
 
-__all__ = ["Planner", "PlanRequest", "ConceptCount", "Layout", "PlacedBox"]
+__all__ = ["Planner", "PlanRequest", "ConceptCount", "Plan", "PlacedBox"]

@@ -23,7 +23,7 @@ import numpy as np
 from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
 from gen4gen.layout.plausibility import occluded
-from gen4gen.layout.schema import Layout, PlacedBox
+from gen4gen.layout.schema import Plan, PlacedBox
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Composition:
     mask: np.ndarray  # H x W uint8, union of the soft alphas
     instances: dict[str, np.ndarray]  # name -> H x W uint8, visible part of the union mask
     objects: list[dict]  # layout.json "objects"
-    layout: Layout
+    layout: Plan
     attempts: int = 1
     rejected: list[str] = field(default_factory=list)
 
@@ -78,8 +78,8 @@ class Composer:
     def _load_cutout(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
         return load_cutout(path, self.max_pixels, self.min_side)
 
-    def compose(self, layout: Layout, sources: dict[str, list[Source]], rng: np.random.Generator,
-                replan: Callable[[int], Layout] | None = None) -> Composition:
+    def compose(self, layout: Plan, sources: dict[str, list[Source]], rng: np.random.Generator,
+                replan: Callable[[int], Plan] | None = None) -> Composition:
         """Paste every instance of ``layout``; retry with new draws while an instance is too hidden."""
         rejected: list[str] = []
         spare = None  # a planned overlap that hid nothing (thin legs, a box corner): kept if no draw does better
@@ -105,7 +105,7 @@ class Composer:
                          "Lower compose.min_visible, raise compose.max_attempts or use fewer objects per scene")
 
     # -------------------------------------------------------------- sprites
-    def _sprites(self, layout: Layout, sources, rng) -> list[Sprite]:
+    def _sprites(self, layout: Plan, sources, rng) -> list[Sprite]:
         picks = _pick_sources(layout.boxes, sources, rng)
         by_name = {b.name: b for b in layout.boxes}
         shift_px = 2.0 * float(self.augment.max_shift) * layout.size[0]  # two neighbours may shift towards each other
@@ -246,7 +246,7 @@ def rotate(rgb: np.ndarray, alpha: np.ndarray, degrees: float) -> tuple[np.ndarr
     return np.ascontiguousarray(rgb[sl]), np.ascontiguousarray(alpha[sl])
 
 
-def composite(sprites: list[Sprite], layout: Layout) -> Composition:
+def composite(sprites: list[Sprite], layout: Plan) -> Composition:
     """Paste ``sprites`` (back to front) over black; masks, tight boxes and visibility per instance."""
     W, H = layout.size
     # work inside the rectangle the sprites cover; the rest of the canvas stays black
@@ -303,7 +303,7 @@ def _rect(sp: Sprite):
     return np.s_[sp.y:sp.y + h, sp.x:sp.x + w]
 
 
-def with_boxes(layout: Layout, other: Layout) -> Layout:
+def with_boxes(layout: Plan, other: Plan) -> Plan:
     """``layout`` with the geometry of ``other`` (a re-drawn heuristic layout): boxes, paste order, camera."""
     return replace(layout, boxes=other.boxes, paste_order=other.paste_order, camera=other.camera, depth=other.depth,
                    occluding=other.occluding)

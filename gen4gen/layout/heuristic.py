@@ -17,7 +17,7 @@ import numpy as np
 from gen4gen.hashing import stable_hash
 from gen4gen.layout.closeups import closeup_box
 from gen4gen.layout.scenes import suggest_scenes as fitting_scenes
-from gen4gen.layout.schema import (Layout, PlacedBox, PlanRequest, depth_order, hidden_share, min_box_area,
+from gen4gen.layout.schema import (Plan, PlacedBox, PlanRequest, depth_order, hidden_share, min_box_area,
                                    overlap_fraction)
 
 # keyword -> (category, typical longest side in cm, width / height of the usual photo of it)
@@ -129,7 +129,7 @@ class HeuristicPlanner:
     def config(self) -> dict:
         return {k: v for k, v in vars(self).items()}
 
-    def plan_many(self, requests: list[PlanRequest], on_done=None) -> list[Layout]:
+    def plan_many(self, requests: list[PlanRequest], on_done=None) -> list[Plan]:
         out = []
         for r in requests:
             out.append(self.plan(r))
@@ -138,7 +138,7 @@ class HeuristicPlanner:
         return out
 
     def plan(self, request: PlanRequest, ratios: dict[str, float] | None = None,
-             scenes: list[str] | None = None) -> Layout:
+             scenes: list[str] | None = None) -> Plan:
         """A layout for ``request``; ``ratios`` / ``scenes`` from elsewhere (an LLM) replace the priors."""
         rng = np.random.default_rng(int(request.seed) & 0xFFFFFFFF)
         concepts = [c.name for c in request.concepts]
@@ -151,7 +151,7 @@ class HeuristicPlanner:
         else:
             boxes, camera, depth, occluding = self.place(request, ratios, rng, self.occludes(request))
             order = depth_order(boxes)
-        return Layout(size=tuple(request.size), boxes=boxes, paste_order=order,
+        return Plan(size=tuple(request.size), boxes=boxes, paste_order=order,
                       scenes=scenes, background_prompt=background, planner=self.name, seed=int(request.seed),
                       size_ratios=ratios, size_source={c: size_source(c) for c in concepts}, camera=camera,
                       depth=depth, occluding=occluding, backdrop=request.backdrop)

@@ -28,7 +28,7 @@ from gen4gen.layout.heuristic import HeuristicPlanner, size_ratios, size_source,
 from gen4gen.layout.plausibility import check_plausible, fitting_llm_scenes
 from gen4gen.layout.prompts import (LAYOUT_SYSTEM, RATIOS_SYSTEM, RATIOS_USER, SCENES_SYSTEM, SCENES_USER,
                                     layout_user)
-from gen4gen.layout.schema import Layout, LayoutReply, PlacedBox, PlanRequest, ScenesReply, SizeRatiosReply, \
+from gen4gen.layout.schema import Plan, LayoutReply, PlacedBox, PlanRequest, ScenesReply, SizeRatiosReply, \
     depth_order, min_box_area
 from gen4gen.llm.client import LLMClient, client_from_cfg
 from gen4gen.llm.replies import Request, Result, clean_text
@@ -82,10 +82,10 @@ class LLMPlanner:
                 "fallback": self.fallback.config()}
 
     # -------------------------------------------------------------- planning
-    def plan(self, request: PlanRequest) -> Layout:
+    def plan(self, request: PlanRequest) -> Plan:
         return self.plan_many([request])[0]
 
-    def plan_many(self, requests: list[PlanRequest], on_done=None) -> list[Layout]:
+    def plan_many(self, requests: list[PlanRequest], on_done=None) -> list[Plan]:
         """Plan every request concurrently: scenes and ratios once per concept set, then one layout each."""
         sets = sorted({self._set_key(r) for r in requests})
         set_reqs: list[tuple[tuple, str, Request]] = []
@@ -154,7 +154,7 @@ class LLMPlanner:
             scenes = suggest_scenes(concepts, rng)
         return scenes, ratios, notes, errors
 
-    def _assemble(self, d: Draft, res: Result) -> Layout:
+    def _assemble(self, d: Draft, res: Result) -> Plan:
         r, scenes, ratios, notes, background = d.plan, d.scenes, d.ratios, d.notes, d.background
         errors = d.set_errors + [f"layout {e}" for e in res.errors]
         llm_info = {"attempts": res.attempts, "cached": res.cached, "usage": dict(res.usage), "errors": errors,
@@ -171,7 +171,7 @@ class LLMPlanner:
             boxes = [PlacedBox(c, k, [o.box[0] * sx, o.box[1] * sy, o.box[2] * sx, o.box[3] * sy])
                      for (c, k), o in zip(r.instances, res.value.objects)]
             llm_info["background"] = clean_text(res.value.background_prompt)
-            return Layout(size=(W, H), boxes=boxes, paste_order=depth_order(boxes), scenes=scenes,
+            return Plan(size=(W, H), boxes=boxes, paste_order=depth_order(boxes), scenes=scenes,
                           background_prompt=background, planner=self.name, seed=int(r.seed), size_ratios=ratios,
                           fallback="; ".join(notes) or None, llm=llm_info, backdrop=r.backdrop,
                           size_source={c.name: "llm" if ratios else size_source(c.name) for c in r.concepts})

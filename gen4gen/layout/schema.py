@@ -1,4 +1,4 @@
-"""What a planner takes and gives: the request (concepts, canvas, seed), the ``Layout`` it returns,
+"""What a planner takes and gives: the request (concepts, canvas, seed), the ``Plan`` it returns,
 and the pydantic models that an LLM planner's replies are parsed into."""
 from __future__ import annotations
 
@@ -56,7 +56,9 @@ class PlacedBox:
 
 
 @dataclass
-class Layout:
+class Plan:
+    """A planner's answer in memory; what s2 writes of it (with the composed objects) is the one ``Layout``
+    type, ``gen4gen.artefacts.Layout`` (``layout.json``), which every later reader uses."""
     size: tuple[int, int]
     boxes: list[PlacedBox]  # request order
     paste_order: list[str]  # instance names, back to front
@@ -150,7 +152,7 @@ class SizeRatiosReply(BaseModel):
     ratios: list[ObjectRatio]
 
 
-def layout_fields(layout: Layout) -> dict:
+def layout_fields(layout: Plan) -> dict:
     """The planner's part of layout.json (the composer adds objects and the composition id)."""
     return {"size": list(layout.size), "planner": layout.planner, "fallback": layout.fallback,
             "background_prompt": layout.background_prompt, "scenes": list(layout.scenes),
@@ -159,6 +161,6 @@ def layout_fields(layout: Layout) -> dict:
             "occluding": layout.occluding, "backdrop": layout.backdrop}
 
 
-__all__ = ["ConceptCount", "PlanRequest", "PlacedBox", "Layout", "instance_name", "depth_order", "min_box_area",
+__all__ = ["ConceptCount", "PlanRequest", "PlacedBox", "Plan", "instance_name", "depth_order", "min_box_area",
            "overlap_fraction", "hidden_share", "prompt_label", "norm_key", "ObjectBox", "LayoutReply", "ScenesReply",
            "ObjectRatio", "SizeRatiosReply", "layout_fields"]

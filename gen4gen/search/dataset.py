@@ -13,20 +13,20 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
-from gen4gen.artefacts import MyCanvasRow
 from gen4gen.contain import Escaped, contained
 from gen4gen.errors import ItemFailed, UserError
+from gen4gen.outputs import MyCanvasRow
 
 log = logging.getLogger(__name__)
 GROUPS = ("concept", "dataset")
 INDEX = Path("mycanvas") / "index.jsonl"
-METADATA = Path("imagefolder") / "metadata.jsonl"
-FORMAT_FOLDERS = ("mycanvas", "customdiffusion", "imagefolder", "kohya", "coco", "webdataset", "gallery", "images")
+METADATA = Path("imagefolder") / "metadata.jsonl"  # beside images/ (gen4gen.export.imagefolder)
+FORMAT_FOLDERS = ("mycanvas", "customdiffusion", "imagefolder", "coco", "webdataset", "kohya", "gallery", "images")
 
 
 class ImagefolderRow(BaseModel):
-    """The fields of an exported ``imagefolder/metadata.jsonl`` row that search reads (``caption_plain``: the
-    detailed caption, as from MyCanvas)."""
+    """The fields of an exported ``imagefolder/metadata.jsonl`` row that search reads (``file_name`` is
+    ``images/<key>.png``; ``caption_plain`` is the detailed caption, as in ``mycanvas``)."""
     model_config = ConfigDict(extra="ignore")
     file_name: StrictStr
     caption_plain: StrictStr = ""

@@ -1,7 +1,7 @@
 """What the review pages show: the final images of the stages tree, read once at start-up.
 
-This is the app's only reader of the stages tree. It goes through the export's collection (the same
-complete, current items a dataset would hold) and the artefact models, so the grid shows exactly what
+This is the app's only reader of the stages tree. It goes through the tree's typed view (gen4gen.tree) and
+the export's collection (the same complete, current items a dataset would hold), so the grid shows exactly what
 ``stage=export`` would write; everything else of the app works on ``ReviewItem``s.
 """
 from __future__ import annotations
@@ -10,12 +10,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from gen4gen.artefacts import S1Meta
-from gen4gen.errors import ItemFailed
 from gen4gen.export.items import collect
-from gen4gen.manifest import Currency
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.serve.review import CAPTION_KEYS, content_key
+from gen4gen.tree import TreeView
 
 
 @dataclass
@@ -68,49 +66,37 @@ class Catalog:
 
 def load_catalog(stages_dir: Path) -> Catalog:
     stages_dir = Path(stages_dir)
-    currency = Currency(stages_dir)
-    collected, left_out, stale = collect(stages_dir, currency)
-    s1 = _s1_flags(stages_dir)
+    tree = TreeView(stages_dir)
+    collected, left_out = collect(tree)
+    s1 = {iid: list(e.meta.flags) for iid, e in tree.finished("s1").items() if e.meta.flags}
     items = []
     for ex in collected:
         objects, sources, flags = [], [], set()
-        for obj in ex.layout.get("objects", []):
-            src = obj.get("source") or ""
+        for obj in ex.layout.objects:
+            src = obj.source or ""
             cut = stages_dir / STAGE_DIRS["s1"] / src / "cutout.png" if src else None
-            sources.append(Source(str(obj["name"]), str(obj["concept"]), cut if cut and cut.is_file() else None))
+            sources.append(Source(obj.name, obj.concept, cut if cut and cut.is_file() else None))
             flags.update(f"cut-out {f}" for f in s1.get(src, ()))
-            objects.append({"name": obj["name"], "concept": obj["concept"], "box": obj.get("box", [0, 0, 0, 0]),
-                            "visible_fraction": obj.get("visible_fraction"), "z": obj.get("z"),
-                            "mask": ex.s2_dir / (obj.get("mask") or f"instances/{obj['name']}.png")})
-            if obj.get("visible_fraction") is not None and obj["visible_fraction"] < 0.5:
+            # visible_fraction and z: kept by the layout model as unknown keys (s2 writes them)
+            visible, z = getattr(obj, "visible_fraction", None), getattr(obj, "z", None)
+            objects.append({"name": obj.name, "concept": obj.concept, "box": list(obj.box),
+                            "visible_fraction": visible, "z": z, "mask": ex.s2_dir / obj.mask_file})
+            if isinstance(visible, (int, float)) and visible < 0.5:
                 flags.add("mostly hidden object")
-        if ex.layout.get("fallback"):
+        if ex.layout.fallback:
             flags.add("planner fallback")
-        if ex.captions.get("fallback"):
+        if ex.captions.fallback:
             flags.add("caption fallback")
-        if (ex.s3_meta.get("background") or {}).get("fallback"):
+        if (ex.s3_meta.background or {}).get("fallback"):
             flags.add("background fallback")
-        captions = {k: str(ex.captions.get(k) or "") for k in CAPTION_KEYS}
-        concepts = sorted({str(o["concept"]) for o in objects})
-        size = tuple(ex.layout.get("size") or (0, 0))
-        background = str(ex.layout.get("background_prompt") or (ex.s3_meta.get("background") or {}).get("phrase") or "")
+        captions = {k: getattr(ex.captions, k) for k in CAPTION_KEYS}
+        concepts = sorted({o["concept"] for o in objects})
+        size = tuple(ex.layout.size)
+        background = ex.layout.background_prompt or ex.s3_meta.phrase or ""
         it = ReviewItem(ex.id, ex.scene, ex.composition, ex.variant, concepts, captions, sorted(flags),
                         content_key(ex.s3_meta, ex.captions), ex.image_path, ex.s2_dir / "image.png",
                         (int(size[0]), int(size[1])), objects, background, sources)
         it.text = " ".join([it.id, *concepts, *captions.values()]).lower()
         items.append(it)
-    return Catalog(items, left_out, stale)
-
-
-def _s1_flags(stages_dir: Path) -> dict[str, list[str]]:
-    """s1 id -> the quality flags s1 recorded for that cut-out."""
-    root = stages_dir / STAGE_DIRS["s1"]
-    out = {}
-    for meta in sorted(root.glob("*/*/*/meta.json")) if root.is_dir() else []:
-        try:
-            m = S1Meta.load(meta.parent)
-        except ItemFailed:
-            continue  # s2 could not have used it: no item refers to it
-        if m.flags:
-            out[meta.parent.relative_to(root).as_posix()] = list(m.flags)
-    return out
+    # finished final images that are not current (of any kind: leftovers, outdated, other settings)
+    return Catalog(items, left_out, tree.stale("s3") + tree.other_settings("s3"))

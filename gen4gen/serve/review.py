@@ -22,6 +22,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
+from gen4gen.artefacts import Captions, S3Meta, Text
+
 log = logging.getLogger(__name__)
 REVIEW_FILE = "review.jsonl"
 CAPTION_KEYS = ("short", "detailed", "personalized")
@@ -35,14 +37,15 @@ class Decision(BaseModel):
     id: StrictStr
     content: StrictStr
     status: Status
-    captions: dict[Literal["short", "detailed", "personalized"], Annotated[StrictStr, Field(max_length=MAX_CAPTION)]] = {}
+    # not blank, as captions.json requires: an edit replaces a field of the typed captions unvalidated
+    captions: dict[Literal["short", "detailed", "personalized"], Annotated[Text, Field(max_length=MAX_CAPTION)]] = {}
     at: float = 0.0
 
 
-def content_key(s3_meta: dict, captions: dict) -> str:
+def content_key(s3_meta: S3Meta, captions: Captions) -> str:
     """What a decision was made on: the final image (its stage hash) and the captions s4 wrote for it."""
-    body = json.dumps([s3_meta.get("config_hash"), s3_meta.get("fingerprint"),
-                       {k: captions.get(k) for k in CAPTION_KEYS}], sort_keys=True, ensure_ascii=False)
+    body = json.dumps([s3_meta.config_hash, s3_meta.fingerprint,
+                       {k: getattr(captions, k) for k in CAPTION_KEYS}], sort_keys=True, ensure_ascii=False)
     return hashlib.blake2b(body.encode("utf-8"), digest_size=12).hexdigest()
 
 
@@ -126,7 +129,7 @@ def apply_review(stages_dir: Path, items: list, left_out: list[dict]) -> tuple[l
             rejected += 1
             continue
         elif d is not None and d.captions:
-            it.captions = {**it.captions, **d.captions}
+            it.captions = it.captions.model_copy(update=d.captions)
             edited += 1
         kept.append(it)
     notes = {"review": f"{rejected} rejected in review (left_out.jsonl), {edited} with captions edited in review"}

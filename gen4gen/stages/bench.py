@@ -24,6 +24,7 @@ from gen4gen.bench.metrics import MetricsConfig, score_records
 from gen4gen.bench.prompts import load_promptsets
 from gen4gen.bench.report import csv_bytes, write_reports
 from gen4gen.bench.roster import load_roster
+from gen4gen.concepts import run_mismatch
 from gen4gen.console import Summary, console
 from gen4gen.device import resolve_device
 from gen4gen.errors import UserError
@@ -92,7 +93,7 @@ class GenerateStage:
             out.image(it.data["job"].image.name, image)
         return [rec for _, rec in generated]
 
-    def finish(self, summary: Summary) -> None:
+    def finish(self, summary: Summary, metas: dict) -> None:
         self.generator.release()
 
 
@@ -129,6 +130,11 @@ def run(cfg: DictConfig) -> Summary:
                         f"(python -m gen4gen.bench.gemrec ...)")
     if not prompts:
         raise UserError(f"no prompts: bench.use={list(bench.use)} gave none")
+    for line in filter(None, (run_mismatch(Path(m.train_run), Path(str(bench.promptsets[n].path)))
+                              for m in roster.models if m.train_run for n in bench.use
+                              if bench.promptsets[n].get("kind") == "dataset")):
+        console.print(f"[yellow]bench: {line}[/yellow]")
+        summary.notes.setdefault("token mismatch", line)
     shard_index, shard_count = int(cfg.shard.index), int(cfg.shard.count)
     device = resolve_device(str(cfg.device))
     failures: list[dict] = []

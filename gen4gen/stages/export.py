@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from gen4gen.callbacks import export_deferred
+from gen4gen.concepts import ConceptRegistry
 from gen4gen.console import Summary, progress
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.export import owned
@@ -27,10 +28,10 @@ from gen4gen.export.items import (ExportContext, collect, find_references, load_
                                   render_reference, upstream_failures, write_bytes)
 from gen4gen.export.select import Selection
 from gen4gen.io import jsonl_bytes
-from gen4gen.manifest import Currency
 from gen4gen.markers import upstream_reasons
 from gen4gen.serve.review import apply_review
 from gen4gen.settings import ExportSettings, section
+from gen4gen.tree import TreeView
 
 FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
            "imagefolder": "gen4gen.export.imagefolder", "coco": "gen4gen.export.coco", "webdataset": "gen4gen.export.wds",
@@ -58,8 +59,8 @@ def run(cfg: DictConfig) -> Summary:
     summary = Summary(stage="export", out_dir=str(final))
     owned.check_replaceable(final, OPTION)  # before any work: a folder of someone else's is never replaced
 
-    currency = Currency(stages)
-    items, left_out, stale = collect(stages, currency)
+    tree = TreeView(stages)
+    items, left_out = collect(tree)
     items, review_notes = apply_review(stages, items, left_out)  # rejected -> left_out, edited captions used
     failures = upstream_failures(stages)
     chosen = Selection.from_settings(opts)  # export.scenes / export.concepts: the rest is not this dataset's
@@ -95,7 +96,7 @@ def run(cfg: DictConfig) -> Summary:
         raise UserError(f"nothing to export from {stages}: no final image has both its s3 image and s4 captions "
                         f"({len(left_out) + len(export_failures)} incomplete: {why})")
 
-    refs = find_references(stages, {c for it in loaded for c in it.concepts}, currency)
+    refs = find_references(tree, {c for it in loaded for c in it.concepts})
     refs = {c: [r for r in rows if chosen.takes(r.scene, [c])] for c, rows in refs.items()}
     ref_failures: list[dict] = []  # a bad cut-out loses one reference image, not the items that use the concept
     # the formats that ship reference images, and the gallery that shows them: decoded in full here
@@ -112,7 +113,8 @@ def run(cfg: DictConfig) -> Summary:
     tmp = datasets / f".{name}.partial-{os.getpid()}"
     tmp.mkdir(parents=True)
     ref_failures.sort(key=lambda r: r["id"])
-    ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures + ref_failures, opts, workers)
+    ctx = ExportContext(name, tmp, loaded, refs, left_out + export_failures, failures + ref_failures, opts,
+                        tree.concepts, workers)
     try:
         notes: dict = dict(review_notes)  # the card counts them
         with progress() as bar, ThreadPoolExecutor(workers) as pool:  # the writers are I/O-bound: overlap them
@@ -126,6 +128,8 @@ def run(cfg: DictConfig) -> Summary:
             gallery.write(ctx)
         write_bytes(tmp / "left_out.jsonl", jsonl_bytes(ctx.failures + ctx.left_out))
         write_bytes(tmp / "failures.jsonl", jsonl_bytes(export_failures + ref_failures))
+        # the tokens this dataset's captions use, with every concept the tree has known (gen4gen.concepts)
+        write_bytes(tmp / ConceptRegistry.FILE, tree.concepts.dump())
         text = card(ctx, formats, notes)
         write_bytes(tmp / "README.md", text.encode("utf-8"))
         if "mycanvas" in formats:
@@ -142,8 +146,8 @@ def run(cfg: DictConfig) -> Summary:
     if not chosen.everything:
         summary.notes["selection"] = chosen.describe() + (f" (no final image has {', '.join(unmatched)})"
                                                           if unmatched else "")
-    if stale:
-        summary.notes["stale images ignored (not made by the current configuration)"] = stale
+    for stage, what in (("s1", "cut-outs"), ("s2", "compositions"), ("s3", "images"), ("s4", "captions")):
+        summary.notes.update(tree.ignored(stage, what))
     if left_out:
         summary.notes["left out (incomplete)"] = f"{len(left_out)}: " + "; ".join(
             f"{n} x {r}" for r, n in _tally(r["reason"] for r in left_out))

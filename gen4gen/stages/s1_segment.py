@@ -33,7 +33,6 @@ from gen4gen.errors import UserError
 from gen4gen.hashing import file_fingerprint, shard_key
 from gen4gen.images import IMAGE_EXTENSIONS, read_image
 from gen4gen.io import png_bytes
-from gen4gen.markers import done_items
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.segment.cutout import clean_alpha, estimate_foreground, fill_translucent, keep_region
@@ -317,15 +316,12 @@ class SegmentStage:
         mask, info = seg.segment(rgb) if hasattr(seg, "segment") else (seg(rgb), {})
         return np.clip(mask, 0.0, 1.0).astype(np.float32), info
 
-    def finish(self, summary: Summary) -> None:
+    def finish(self, summary: Summary, metas: dict[str, S1Meta]) -> None:
         flagged, by_flag = 0, {}
-        for folder, meta in done_items(self.out_root):  # a torn meta is the runner's to redo, not a flag
-            flags = meta.get("flags") or []
-            if not isinstance(flags, list):
-                continue
-            flagged += bool(flags)
-            for f in flags:
-                by_flag.setdefault(str(f), []).append(folder.relative_to(self.out_root).as_posix())
+        for item_id, meta in metas.items():
+            flagged += bool(meta.flags)
+            for f in meta.flags:
+                by_flag.setdefault(f, []).append(item_id)
         if flagged:
             summary.notes["masks with quality flags"] = flagged
         for flag, names in sorted(by_flag.items()):

@@ -19,23 +19,25 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gen4gen.artefacts import Layout as LayoutFile, S1Meta, S2Meta, stage_rel
+from gen4gen.artefacts import Layout, S2Meta, stage_rel
 from gen4gen.backends import build_backend
 from gen4gen.console import Summary
-from gen4gen.errors import ItemFailed, UserError
+from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash, stable_hash
 from gen4gen.layout.backdrop import BackdropChooser
 from gen4gen.layout.closeups import Cast, cast, cut_edges_of
 from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.plausibility import plausibility_of
-from gen4gen.layout.schema import ConceptCount, Layout, PlanRequest, layout_fields
+from gen4gen.layout.schema import ConceptCount, Plan, PlanRequest, layout_fields
 from gen4gen.llm.client import NO_REPLY
-from gen4gen.manifest import Currency
-from gen4gen.markers import done_items, upstream_reasons
+from gen4gen.concepts import record_concepts
+from gen4gen.manifest import read_manifest
+from gen4gen.markers import upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.settings import canvas_size
+from gen4gen.tree import TreeView
 
 log = logging.getLogger(__name__)
 DIR_NAME = STAGE_DIRS["s2"]
@@ -43,24 +45,17 @@ S1_DIR = STAGE_DIRS["s1"]
 MAX_NAME_BYTES = 240  # most file systems stop at 255 bytes per path component
 
 
-def read_s1(s1_root: Path, currency: Currency | None = None
-            ) -> tuple[dict[str, dict[str, list[tuple[Source, str]]]], Counter, int]:
+def read_s1(tree: TreeView) -> tuple[dict[str, dict[str, list[tuple[Source, str]]]], Counter, int]:
     """scene -> concept -> [(source, hash)] of usable, current cut-outs; per (scene, concept) the number
     of cut-outs skipped because s1 flagged their mask empty; and how many finished s1 items were left
-    out because they are stale (not made by s1's latest run) or their meta.json is malformed."""
+    out because they are stale (not made by s1's latest run or its settings) or their meta.json is malformed."""
     found: dict[str, dict[str, list[tuple[Source, str]]]] = {}
     empty: Counter = Counter()
-    current = (currency or Currency(s1_root.parent)).current("s1")
-    ignored = 0
-    for folder, _ in done_items(s1_root):
-        item_id = folder.relative_to(s1_root).as_posix()
-        cutout = folder / "cutout.png"
-        try:
-            meta = S1Meta.load(folder)
-        except ItemFailed:
-            ignored += 1
-            continue
-        if current.get(item_id) != meta.hash or not cutout.is_file():
+    ignored = tree.stale("s1") + tree.other_settings("s1") + len(tree.unreadable("s1"))
+    for item_id, entry in tree.items("s1").items():
+        meta = entry.meta
+        cutout = entry.dir / "cutout.png"
+        if not cutout.is_file():
             ignored += 1
             continue
         if "empty" in meta.flags:
@@ -104,7 +99,7 @@ class ComposeStage:
         self.workers = int(cfg.workers)
         # the user's background photos: each composition stands on the ground of the photo chosen for it
         self.backdrops = BackdropChooser.from_cfg(cfg, log)
-        self.plans: dict[str, Layout] = {}
+        self.plans: dict[str, Plan] = {}
         self.plan_seconds = 0.0
         self._stats: Counter = Counter()
         self._first_fallback = ""
@@ -114,32 +109,35 @@ class ComposeStage:
     def discover(self) -> list[Item]:
         if not self.s1_root.is_dir():
             raise UserError(f"no s1 output in {self.s1_root}; run `python -m gen4gen stage=s1` first")
-        found, empty, ignored = read_s1(self.s1_root)
+        found, empty, ignored = read_s1(TreeView(self.stages_dir))
         if ignored:
             self._stats["s1 cut-outs ignored (stale or malformed)"] = ignored
         if not found:
             flagged = f"{sum(empty.values())} cut-out(s) with an empty mask (s1 flag 'empty')" if empty else ""
             why = "; ".join(filter(None, [flagged, upstream_reasons(self.s1_root.parent, self.name)]))
             raise UserError(f"no usable s1 cut-outs in {self.s1_root}: {why or 's1 finished no photo'}")
-        self._check_counts({c for by_concept in found.values() for c in by_concept})
+        self._record_concepts(found)
         return [it for scene in sorted(found) for it in self._scene_items(scene, found[scene], empty)]
 
-    def _check_counts(self, found: set[str]) -> None:
-        """``compose.counts`` names concept folders: a typo would silently count 1 of everything."""
-        if not self.counts:
-            return
+    def _record_concepts(self, found: dict) -> None:
+        """The concepts of the cut-outs and of the source folders (a shard's s1 output holds only its own
+        scenes, the folders all) into the registry, where their tokens stay; ``compose.counts`` checked
+        against them, since a typo there would silently count 1 of everything."""
+        seen = {c: scene for scene in sorted(found, reverse=True) for c in found[scene]}
         source = Path(self.cfg.paths.source_dir)
-        known = set(found)
-        try:  # a shard's s1 output holds only its own scenes
-            known |= {c.name for scene in source.iterdir() if scene.is_dir() for c in scene.iterdir() if c.is_dir()}
+        try:
+            for scene in sorted(source.iterdir(), reverse=True):
+                if scene.is_dir() and not scene.name.startswith("."):
+                    seen |= {c.name: scene.name for c in scene.iterdir() if c.is_dir() and not c.name.startswith(".")}
         except OSError:
             pass  # no or unreadable source folder: the s1 output alone (s1 reported the folder)
-        unknown = sorted(set(self.counts) - known)
+        unknown = sorted(set(self.counts) - set(seen))
         if unknown:
-            close = {u: difflib.get_close_matches(u, sorted(known), n=1) for u in unknown}
+            close = {u: difflib.get_close_matches(u, sorted(seen), n=1) for u in unknown}
             hints = "".join(f" (did you mean {m[0]}?)" for m in close.values() if m)
             raise UserError(f"compose.counts names {', '.join(map(repr, unknown))}: no such concept{hints}; "
-                            f"the concepts are {', '.join(sorted(known))}")
+                            f"the concepts are {', '.join(sorted(seen))}")
+        record_concepts(self.stages_dir, seen)
 
     def _scene_items(self, scene: str, by_concept: dict, empty: Counter) -> list[Item]:
         """``num_samples`` compositions per concept set of ``scene``, or one failure saying why none."""
@@ -176,6 +174,9 @@ class ComposeStage:
         if self.sets == "all":
             return [tuple(concepts)]
         return [s for n in range(self.min_objects, len(concepts) + 1) for s in itertools.combinations(concepts, n)]
+
+    def selection(self) -> dict:
+        return {"sets": self.sets, "num_samples": self.num_samples, "min_objects": self.min_objects}
 
     def config(self) -> dict:
         cc = OmegaConf.to_container(self.cfg.compose, resolve=True)
@@ -225,7 +226,7 @@ class ComposeStage:
         redo = bool((layout.llm or {}).get("transport_failed"))
         replan = None
         if layout.planner == "heuristic":  # a hidden instance: draw a new heuristic layout, keep the scenes
-            def replan(attempt: int) -> Layout:
+            def replan(attempt: int) -> Plan:
                 return with_boxes(layout, self.heuristic.plan(request.reseeded(request.seed + 7919 * attempt),
                                                               ratios=layout.size_ratios, scenes=layout.scenes))
         who = self.cast(item)
@@ -240,7 +241,7 @@ class ComposeStage:
         check = plausibility_of(final, comp.objects)
         objects = [{**o, "source_path": stage_rel(o["source_path"], self.stages_dir)} if o.get("source_path") else o
                    for o in comp.objects]  # relative: a moved or copied stages folder reads its own cut-outs
-        out.bytes("layout.json", LayoutFile.build(
+        out.bytes("layout.json", Layout.build(
             {"scene": d["scene"], "composition_id": d["composition_id"], **layout_fields(final), "objects": objects,
              "paste_order": list(final.paste_order), "attempts": comp.attempts, "rejected": comp.rejected,
              "plausibility": check, **closeup_fields(who)}).dump())
@@ -267,7 +268,7 @@ class ComposeStage:
                 "timing": {"plan_s": round(t_plan, 4), "compose_s": round(t_compose, 4),
                            "write_s": round(time.perf_counter() - t0 - t_plan - t_compose, 4)}}
 
-    def finish(self, summary: Summary) -> None:
+    def finish(self, summary: Summary, metas: dict) -> None:
         composed = self._stats.pop("composed", 0)
         occluded = self._stats.pop("occluded", 0)
         for key, n in sorted(self._stats.items()):
@@ -279,6 +280,14 @@ class ComposeStage:
             summary.notes["first fallback"] = self._first_fallback[:300]
         if self.plan_seconds:
             summary.notes["planning seconds"] = round(self.plan_seconds, 2)
+        manifest = read_manifest(self.out_root)  # just written: every shard of these settings
+        if manifest is not None:
+            on_disk = {p.parent.relative_to(self.out_root).as_posix() for p in self.out_root.glob("*/*/meta.json")}
+            left = on_disk - manifest.items.keys() - manifest.other_settings
+            if left:
+                summary.notes["compositions left on disk that these settings do not make (e.g. a larger "
+                              "compose.num_samples before)"] = f"{len(left)}: later stages and the export leave " \
+                                                               "them out; nothing needs rerunning"
 
 
 def closeup_fields(who: Cast) -> dict:

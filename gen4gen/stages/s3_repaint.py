@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gen4gen.artefacts import Layout, S2Meta, S3Meta, stage_rel
+from gen4gen.artefacts import S3Meta, stage_rel
 from gen4gen.backends import build_backend
 from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, item_rng
 from gen4gen.images import read_image
-from gen4gen.manifest import Currency
-from gen4gen.markers import META, read_meta, upstream_reasons
+from gen4gen.markers import upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.backgrounds import (BackgroundSource, feet_line, plan_sources, procedural_ground, render,
@@ -31,6 +30,7 @@ from gen4gen.repaint.photos import library_from_cfg
 from gen4gen.repaint.mask import repaint_mask, to_u8
 from gen4gen.repaint.prompt import build_prompt
 from gen4gen.runner import Item, ItemWriter, run_stage
+from gen4gen.tree import Entry, TreeView
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class RepaintStage:
         # scheduler state per call: one thread, the GPU parallelism comes from batches
         self.workers = int(cfg.workers) if getattr(self.backend, "thread_safe", False) else 1
         self._bg_info: dict[str, dict] = {}  # item -> salient share, the photo used instead, or a flag
-        self._stale = 0
+        self._ignored: dict[str, int] = {}  # upstream items not taken, by what to do about them
 
     def _library(self):
         if not self.rcfg.backgrounds:
@@ -78,33 +78,28 @@ class RepaintStage:
     def discover(self) -> list[Item]:
         if not self.in_root.is_dir():
             raise UserError(f"no s2 output at {self.in_root}; run `python -m gen4gen stage=s2` first")
+        tree = TreeView(self.stages_dir)
+        self._ignored = tree.ignored("s2", "compositions")
+        found = {**{cid: (folder, "s2 composition is unfinished (no meta.json); rerun stage=s2")
+                    for cid, folder in tree.unfinished("s2").items()},
+                 **tree.unreadable("s2"), **tree.items("s2")}
         items: list[Item] = []
-        current = Currency(self.stages_dir).current("s2")
-        for scene in _subdirs(self.in_root):
-            for comp in _subdirs(scene):
-                items += self._items_for(comp, f"{scene.name}/{comp.name}", current)
+        for cid, entry in sorted(found.items()):
+            if isinstance(entry, tuple):
+                items.append(Item(cid, self.out_root / cid, {"path": str(entry[0])}, error=entry[1]))
+            else:
+                items += self._items_for(tree, entry)
         if not items and (why := upstream_reasons(self.in_root.parent, self.name)):
             raise UserError(f"nothing to repaint: no s2 composition in {self.in_root}; {why}")
         return items
 
-    def _items_for(self, comp: Path, cid: str, current: dict[str, str]) -> list[Item]:
-        def bad(reason: str) -> list[Item]:
-            return [Item(cid, self.out_root / cid, {"path": str(comp)}, error=reason)]
-
-        if not (comp / META).is_file():
-            return bad("s2 composition is unfinished (no meta.json); rerun stage=s2")
+    def _items_for(self, tree: TreeView, comp: Entry) -> list[Item]:
+        cid, meta = comp.id, comp.meta
         try:
-            meta = S2Meta.load(comp)
+            layout = tree.layout(comp.dir)
         except ItemFailed as e:
-            return bad(str(e))
-        if current.get(cid) != meta.hash:  # not made by s2's latest run, or from stale cut-outs
-            self._stale += 1
-            return []
-        try:
-            layout = Layout.load(comp).data()
-        except ItemFailed as e:
-            return bad(str(e))
-        sources = plan_sources(layout, kind=self.kind, max_backgrounds=int(self.rcfg.max_backgrounds),
+            return [Item(cid, self.out_root / cid, {"path": str(comp.dir)}, error=str(e))]
+        sources = plan_sources(layout.model_dump(), kind=self.kind, max_backgrounds=int(self.rcfg.max_backgrounds),
                                rng=item_rng(int(self.cfg.seed), cid + "/backgrounds"),
                                library=self.library)
         items = []
@@ -112,8 +107,8 @@ class RepaintStage:
             variant = f"v{k}_{src.kind}"
             vid = f"{cid}/{variant}"
             fp = config_hash([meta.config_hash, meta.fingerprint, src.describe()])
-            items.append(Item(vid, self.out_root / vid, {"path": str(comp), "composition": cid, "variant": variant,
-                                                        "source": src, "layout": layout}, fp,
+            items.append(Item(vid, self.out_root / vid, {"path": str(comp.dir), "composition": cid,
+                                                        "variant": variant, "source": src, "layout": layout}, fp,
                               inputs={cid: meta.hash}))
         return items
 
@@ -130,7 +125,7 @@ class RepaintStage:
             load()  # weights load once, before the loop, and a bad model id fails the run clearly
 
     def batch_key(self, item: Item):
-        return tuple(item.data["layout"].get("size") or ())  # a batch is one tensor: one image size
+        return tuple(item.data["layout"].size)  # a batch is one tensor: one image size
 
     def process_batch(self, items: list[Item], writers: list[ItemWriter], rngs) -> list:
         """Repaint ``items`` in one backend call (an exception there fails the batch, in the runner)."""
@@ -165,19 +160,18 @@ class RepaintStage:
                 "exact_fraction": round(float((job.repaint <= 0).mean()), 4),
                 "inpainter": self.backend.describe(), **extra}
 
-    def finish(self, summary: Summary) -> None:
+    def finish(self, summary: Summary, metas: dict[str, S3Meta]) -> None:
         summary.notes["inpainter"] = getattr(self.backend, "name", type(self.backend).__name__)
         summary.notes["backgrounds"] = self.kind
+        summary.notes.update(self._ignored)
         if self.library is not None and self.library.problems:
             summary.notes["background photos, folders or sidecars not used (one line each above)"] = \
                 len(self.library.problems)
-        if self._stale:
-            summary.notes["stale compositions ignored (not made by the latest s2 run; rerun stage=s2)"] = self._stale
-        fallbacks = sum(1 for _, meta in _metas(self.out_root) if (meta.get("background") or {}).get("fallback"))
+        backgrounds = [m.background or {} for m in metas.values()]
+        fallbacks = sum(1 for b in backgrounds if b.get("fallback"))
         if fallbacks:
             summary.notes["no matching photo folder (procedural used)"] = fallbacks
-        metas = [meta.get("background") or {} for _, meta in _metas(self.out_root)]
-        swapped, busy = sum(1 for b in metas if b.get("skipped")), sum(1 for b in metas if b.get("flag"))
+        swapped, busy = sum(1 for b in backgrounds if b.get("skipped")), sum(1 for b in backgrounds if b.get("flag"))
         if swapped:
             summary.notes["photo with a salient object behind the concepts (another used)"] = swapped
         if busy:
@@ -192,27 +186,27 @@ class RepaintStage:
         h, w = rgba.shape[:2]
         if mask.shape != (h, w):
             raise ItemFailed(f"mask.png is {mask.shape[1]}x{mask.shape[0]} but image_rgba.png is {w}x{h}")
-        size = layout.get("size")
-        if size is not None and list(size) != [w, h]:
-            raise ItemFailed(f"layout.json size {size} does not match image_rgba.png {w}x{h}")
+        if list(layout.size) != [w, h]:
+            raise ItemFailed(f"layout.json size {layout.size} does not match image_rgba.png {w}x{h}")
         r = self.rcfg
         rep = repaint_mask(mask, blur=int(r.blur), low=float(r.mask_low), high=float(r.mask_high),
                            solid=float(r.mask_solid), invert=bool(r.invert))
         seed = item_seed(int(self.cfg.seed), item.id)
         src: BackgroundSource = item.data["source"]
         light = float(np.random.default_rng(seed + 1).uniform(-1, 1))  # procedural: one seeded light per image
+        horizon = _horizon(layout.camera)
         if src.kind == "photo":
-            bg, ground, light = self._calm_photo(item.id, src, (w, h), _horizon(layout), mask > 127)
+            bg, ground, light = self._calm_photo(item.id, src, (w, h), horizon, mask > 127)
         else:
             feet = feet_line(mask)
             bg = render(src, (w, h), np.random.default_rng(seed), max_pixels=int(io.max_pixels), horizon_max=feet,
-                        horizon=_horizon(layout))
-            ground = procedural_ground(src.source, h, seed, feet, _horizon(layout)) if src.kind == "procedural" \
-                else None
+                        horizon=horizon)
+            ground = procedural_ground(src.source, h, seed, feet, horizon) if src.kind == "procedural" else None
             self._bg_info.setdefault(item.id, {})
         self._bg_info[item.id].update(ground=None if ground is None else round(ground, 4), light=round(light, 3))
         return RepaintJob(rgb=np.ascontiguousarray(rgba[..., :3]), alpha=mask.astype(np.float32) / 255.0,
-                          repaint=rep, background=bg, prompt=build_prompt(layout, src.phrase, str(r.prompt)),
+                          repaint=rep, background=bg,
+                          prompt=build_prompt(layout.model_dump(), src.phrase, str(r.prompt)),
                           negative_prompt=str(r.negative_prompt or ""), seed=seed, ground=ground, light=light)
 
     def _calm_photo(self, item_id: str, src: BackgroundSource, size: tuple[int, int], horizon: float | None,
@@ -260,21 +254,10 @@ def _read(path: Path, mode: str, io) -> np.ndarray:
         raise ItemFailed(f"s2 {path.name}: {e}") from None
 
 
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _horizon(layout: dict) -> float | None:
+def _horizon(camera: dict | None) -> float | None:
     """The planner's horizon (fraction of H), when layout.json has a usable one."""
-    value = (layout.get("camera") or {}).get("horizon") if isinstance(layout.get("camera"), dict) else None
+    value = (camera or {}).get("horizon")
     return float(value) if isinstance(value, (int, float)) and 0.05 <= value <= 0.95 else None
-
-
-def _metas(root: Path):
-    for p in sorted(root.glob("*/*/*/meta.json")):
-        meta = read_meta(p.parent)
-        if meta is not None:
-            yield p.parent, meta
 
 
 def run(cfg: DictConfig) -> Summary:

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.concepts import ConceptRegistry, trained_with
 from gen4gen.console import Summary, console, duration
 from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash
-from gen4gen.io import json_bytes, jsonl_bytes, write_atomic
-from gen4gen.markers import META, read_meta
+from gen4gen.io import jsonl_bytes, write_atomic
+from gen4gen.markers import META
+from gen4gen.outputs import TrainMeta
 from gen4gen.settings import TrainRun, TrainSettings, section
 
 # rough seconds per training example-step at 512x512 (forward + backward), for the no-GPU work estimate
@@ -72,8 +74,8 @@ def run(cfg: DictConfig) -> Summary:
     chash = config_hash({"train": s.model_dump(), "trainer": trainer_cfg,
                          "examples": [(e.id, e.caption, e.mask is not None) for e in examples],
                          "priors": [e.id for e in listed]})
-    meta = read_meta(run_dir)
-    if meta and meta.get("config_hash") == chash:
+    meta = TrainMeta.of(run_dir)
+    if meta is not None and meta.config_hash == chash:
         summary.skipped = 1
         summary.notes["train"] = f"already trained with this configuration ({run_dir / META})"
         return summary
@@ -108,7 +110,7 @@ def run(cfg: DictConfig) -> Summary:
     result = train(s, trainer, base, examples, concepts, run_dir, device, chash,
                    r.checkpoint_every, r.keep_checkpoints, priors)
     info = save_run(run_dir, name, s, trainer, result, concepts, examples, priors, problems, dataset, device)
-    write_atomic(run_dir / META, json_bytes({"config_hash": chash, "stage": "train", **info}))  # last: done
+    write_atomic(run_dir / META, TrainMeta.build({"config_hash": chash, "stage": "train", **info}).dump())  # last: done
     from gen4gen.train import checkpoints
 
     checkpoints.clear(run_dir)
@@ -127,6 +129,7 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
     import safetensors.torch
     import yaml
 
+    from gen4gen.bench.roster import RosterEntry
     from gen4gen.personalize import Manifest, TokenFile
     from gen4gen.train.card import card, loss_png, roster_entry
 
@@ -153,9 +156,13 @@ def save_run(run_dir: Path, name: str, s, trainer, result, concepts, examples, p
                    data=s.data, caption=s.caption)
     write_atomic(run_dir / "personalization.json", man.dump())
     write_atomic(run_dir / "loss.png", loss_png(result.losses))
+    # the tokens as the dataset meant them: a later dataset whose <newK> means another concept is one line
+    write_atomic(run_dir / ConceptRegistry.FILE, trained_with(dataset, concepts).dump())
     entry = roster_entry(name, man, run_dir, s.resolution)
+    RosterEntry.model_validate(entry)  # what the bench reads back through its model: never written invalid
     write_atomic(run_dir / "roster_entry.yaml", yaml.safe_dump(entry, sort_keys=False).encode("utf-8"))
-    files += webui_files + ["personalization.json", "loss.png", "roster_entry.yaml", "failures.jsonl"]
+    files += webui_files + ["personalization.json", "loss.png", ConceptRegistry.FILE, "roster_entry.yaml",
+              "failures.jsonl"]
     losses = result.losses
     info = {"dataset": str(dataset), "examples": len(examples), "priors": len(priors or []),
             "example_caption": examples[0].caption, "device": device,

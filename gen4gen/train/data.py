@@ -9,14 +9,13 @@ line; the run goes on with the rest.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gen4gen.artefacts import MyCanvasRow
 from gen4gen.contain import Escaped, contained
-from gen4gen.errors import ItemFailed, UserError
+from gen4gen.errors import UserError
+from gen4gen.outputs import MyCanvasRow, read_concepts_list
 from gen4gen.words import display_name, plural
 
 DATA_KINDS = ("mycanvas", "sources", "both")
@@ -76,17 +75,12 @@ def read_rows(root: Path, caption: str = "personalized") -> tuple[list[Row], lis
     listing = root / "customdiffusion" / "compositions" / "images.txt"
     rows, problems = [], []
     if index.is_file():
+        parsed, problems = MyCanvasRow.read_index(index)
         mycanvas = root / "mycanvas"
-        for n, line in enumerate(index.read_text("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{index}:{n}"
-            try:
-                r = MyCanvasRow.parse(json.loads(line), "index.jsonl")
-                if r.image is None:
-                    raise ItemFailed("index.jsonl: image: missing")
-            except (ValueError, RecursionError, ItemFailed) as e:
-                problems.append(f"{where}: not a MyCanvas index row ({str(e).splitlines()[0]})")
+        for r in parsed:
+            where = f"{index}: {r.id}"
+            if r.image is None:
+                problems.append(f"{where}: image: missing")
                 continue
             try:
                 image = contained(r.image, mycanvas, "index.jsonl image")
@@ -107,20 +101,17 @@ def read_rows(root: Path, caption: str = "personalized") -> tuple[list[Row], lis
                         f"or export the mycanvas format")
     cd = listing.parent.parent
     concepts_file = cd / "concepts_list.json"
-    try:
-        concepts = json.loads(concepts_file.read_text("utf-8"))
-        tokens = {Path(c["instance_data_dir"]).name: TOKEN.search(c["instance_prompt"]).group(0) for c in concepts}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise UserError(f"{concepts_file}: unreadable ({type(e).__name__}: {e})") from None
+    concepts = read_concepts_list(cd)
+    tokens = {c.concept: c.token for c in concepts}
     refs = {}
     for c in concepts:
         try:
-            folder = contained(c["instance_data_dir"], cd, "concepts_list.json instance_data_dir")
+            folder = contained(c.instance_data_dir, cd, "concepts_list.json instance_data_dir")
         except Escaped as e:
             problems.append(f"{concepts_file}: {e}")
             continue
         found = sorted(str(p) for p in folder.glob("*") if p.is_file())
-        refs[Path(c["instance_data_dir"]).name] = _inside(found, cd, "instance image", str(folder), problems)
+        refs[c.concept] = _inside(found, cd, "instance image", str(folder), problems)
     lists = [(listing.parent / f).read_text("utf-8").splitlines() if (listing.parent / f).is_file() else []
              for f in ("images.txt", "captions.txt", "masks.txt")]
     images, captions, masks = lists

@@ -77,7 +77,7 @@ def snapshot(root: Path) -> dict[str, object]:
             rows += sorted(json.loads(line)["id"] for line in p.read_text("utf-8").splitlines() if line.strip())
             rows.sort()
         elif p.name.startswith("manifest") and p.suffix == ".json":  # per shard: compared merged
-            out[rel.rsplit("/", 1)[0] + "/manifest"] = read_manifest(p.parent)
+            out[rel.rsplit("/", 1)[0] + "/manifest"] = read_manifest(p.parent).items
         else:  # the dataset card and sd-scripts' dataset.toml name the run's absolute paths
             out[rel] = p.read_bytes().replace(str(root.resolve()).encode(), b"<root>")
     return out

@@ -96,7 +96,7 @@ def _manifest_cases() -> list:
     return cases
 
 
-WIDTH = 32  # the tiny text encoder's hidden size (tests/bench_tiny.py)
+WIDTH = 32  # the tiny text encoder's hidden size (tests/helpers/bench_tiny.py)
 
 
 def test_width_of_the_tiny_encoder(pipe):

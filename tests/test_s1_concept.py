@@ -16,7 +16,7 @@ from gen4gen.paths import STAGE_DIRS
 from gen4gen.segment.objects import analysis_map, find_objects
 from gen4gen.stages import s1_segment
 from tests.conftest import shared
-from tests.segmenters import notwhite_path
+from tests.helpers.segmenters import notwhite_path
 
 OUT = STAGE_DIRS["s1"]
 

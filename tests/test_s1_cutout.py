@@ -14,7 +14,7 @@ from gen4gen.paths import STAGE_DIRS
 from gen4gen.segment.cutout import clean_alpha, estimate_foreground, fill_translucent, keep_region
 from gen4gen.segment.quality import mask_stats
 from gen4gen.stages import s1_segment
-from tests.segmenters import search_path
+from tests.helpers.segmenters import search_path
 
 OUT = STAGE_DIRS["s1"]
 

@@ -291,6 +291,9 @@ class Layout(Artefact):
     background_prompt: StrictStr = ""
     scenes: list[StrictStr] = Field(default_factory=list)
     camera: dict | None = None  # horizon, near, height, gamma (layout.schema.Plan)
+    backdrop: dict | None = None  # the user's background photo s2 chose (layout.backdrop), read by s3
+    closeup: dict | None = None  # the subject cut by its photo's frame: instance, edges, flags (layout.closeups)
+    left_out: list[dict] = Field(default_factory=list)  # photos or concepts not used, each with its reason
     objects: Annotated[list[LayoutObject], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -43,5 +43,5 @@ def notwhite_path(tmp_path: Path) -> str:
     """``segmenter=notwhite`` on ``hydra.searchpath`` (beside ``darkness``)."""
     d = tmp_path / "extra_conf" / "segmenter"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "notwhite.yaml").write_text("_target_: tests.segmenters.NotWhite\n")
+    (d / "notwhite.yaml").write_text("_target_: tests.helpers.segmenters.NotWhite\n")
     return search_path(tmp_path)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from gen4gen.artefacts import Layout
 from gen4gen.images import BadImage
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.backgrounds import BackgroundSource, plan_sources, procedural, render, style_for
@@ -153,6 +154,12 @@ def _photo(path, colour, size=(120, 80)):
     return path
 
 
+def _layout(concepts=("cat",), **fields) -> Layout:
+    """A valid ``layout.json`` of ``concepts`` (one 8x8 box each) with ``fields``."""
+    objects = [{"name": f"{c}_{k}", "concept": c, "box": [0, 0, 8, 8]} for k, c in enumerate(concepts)]
+    return Layout.build({"size": [64, 64], "objects": objects, **fields})
+
+
 def test_photo_library_scenes_variants_and_any_scene_when_none_matches(tmp_path):
     from gen4gen.repaint.photos import scan
 
@@ -162,22 +169,22 @@ def test_photo_library_scenes_variants_and_any_scene_when_none_matches(tmp_path)
     _photo(tmp_path / "my_living-room" / "r1.jpg", (150, 100, 60))
     lib = scan(tmp_path)
     assert sorted(lib.scenes) == ["beach", "garden", "my_living-room"] and lib.problems == []
-    layout = {"background_prompt": "in a garden", "scenes": ["in a garden", "at the beach"]}
+    layout = _layout(background_prompt="in a garden", scenes=["in a garden", "at the beach"])
     srcs = plan_sources(layout, kind="photo", max_backgrounds=3, rng=np.random.default_rng(0), library=lib)
     # variants: the other photo of the scene, then another crop; the phrase is always the photo's scene
     assert [s.scene for s in srcs] == ["garden"] * 3 and [s.phrase for s in srcs] == ["in the garden"] * 3
     assert len({s.source for s in srcs[:2]}) == 2 and [s.crop for s in srcs] == [0, 0, 1]
-    room = plan_sources({"background_prompt": "in the living room"}, kind="photo", max_backgrounds=1,
+    room = plan_sources(_layout(background_prompt="in the living room"), kind="photo", max_backgrounds=1,
                         rng=np.random.default_rng(0), library=lib)
     assert room[0].source.endswith("r1.jpg") and room[0].phrase == "in the living room"
     img = render(room[0], (64, 64), np.random.default_rng(0))
     assert img.shape == (64, 64, 3) and abs(int(img[32, 32, 0]) - 150) <= 3  # covers the frame, same colour
     # s2 chose a photo: it is v0 whatever the phrases say
-    chosen = plan_sources({"background_prompt": "in the garden", "backdrop": {"photo": str(tmp_path / "beach/b1.jpg")}},
-                          kind="photo", max_backgrounds=1, rng=np.random.default_rng(0), library=lib)
+    picked = _layout(background_prompt="in the garden", backdrop={"photo": str(tmp_path / "beach/b1.jpg")})
+    chosen = plan_sources(picked, kind="photo", max_backgrounds=1, rng=np.random.default_rng(0), library=lib)
     assert chosen[0].source.endswith("b1.jpg") and chosen[0].phrase == "at the beach"
     # no scene matches: still a photo (never a refusal), with a note saying so
-    none = plan_sources({"background_prompt": "in the galaxy"}, kind="photo", max_backgrounds=2,
+    none = plan_sources(_layout(background_prompt="in the galaxy"), kind="photo", max_backgrounds=2,
                         rng=np.random.default_rng(0), library=lib)
     assert [s.kind for s in none] == ["photo", "photo"] and "galaxy" in none[0].note
 
@@ -192,17 +199,17 @@ def test_bad_photo_is_an_item_failure(tmp_path):
 
 # ---------------------------------------------------------------- prompt
 def test_prompt_names_the_objects_and_the_scene():
-    objs = [{"concept": c} for c in ("cat", "dog", "dog", "houseplant")]
-    assert build_prompt({"objects": objs}, "in the garden") == \
+    objs = ("cat", "dog", "dog", "houseplant")
+    assert build_prompt(_layout(objs), "in the garden") == \
         "a realistic photo of a cat, two dogs and a houseplant in the garden"
-    objs = [{"concept": c} for c in ("teddy_bear", "teddy_bear", "apple", "fox", "fox", "puppy", "puppy")]
-    assert build_prompt({"objects": objs}, "on a sofa") == \
+    objs = ("teddy_bear", "teddy_bear", "apple", "fox", "fox", "puppy", "puppy")
+    assert build_prompt(_layout(objs), "on a sofa") == \
         "a realistic photo of two teddy bears, an apple, two foxes and two puppies on a sofa"
-    assert build_prompt({"composition_id": "cat+lion_003"}, "in a garden", "{objects}, {background}") == \
+    assert build_prompt(_layout(("cat", "lion")), "in a garden", "{objects}, {background}") == \
         "a cat and a lion, in a garden"
     # the article follows the sound; plurals as in captions
-    objs = [{"concept": c} for c in ("unicorn", "hourglass", "mouse", "mouse")]
-    assert build_prompt({"objects": objs}, "in a meadow") == \
+    objs = ("unicorn", "hourglass", "mouse", "mouse")
+    assert build_prompt(_layout(objs), "in a meadow") == \
         "a realistic photo of a unicorn, an hourglass and two mice in a meadow"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gen4gen.artefacts import Layout
 from gen4gen.layout.scenes import STYLE_WORDS, scene_words, style_for  # noqa: F401 - one vocabulary for s2 and s3
 from gen4gen.repaint.photo_crop import render_photo
 from gen4gen.repaint.photos import Backdrop, Library, scene_phrase
@@ -40,9 +41,9 @@ class BackgroundSource:
         return out
 
 
-def layout_phrases(layout: dict) -> list[str]:
+def layout_phrases(layout: Layout) -> list[str]:
     """The layout's scene phrases, the chosen background prompt first, without repeats."""
-    phrases = [layout.get("background_prompt"), *(layout.get("scenes") or [])]
+    phrases = [layout.background_prompt, *layout.scenes]
     out: list[str] = []
     for p in phrases:
         if isinstance(p, str) and p.strip() and p.strip() not in out:
@@ -55,7 +56,7 @@ def _matches(folder: str, phrase: str) -> bool:
     return bool(fw) and all(any(p == f or p == f + "s" or f == p + "s" for p in pw) for f in fw)
 
 
-def plan_sources(layout: dict, *, kind: str, max_backgrounds: int, rng: np.random.Generator,
+def plan_sources(layout: Layout, *, kind: str, max_backgrounds: int, rng: np.random.Generator,
                  library: Library | None = None) -> list[BackgroundSource]:
     """Up to ``max_backgrounds`` sources for one composition, deterministic for a given ``rng``. Photos: the one
     s2 chose for the layout (``layout.backdrop``) first, then the other photos of its scene, then other crops of
@@ -66,7 +67,7 @@ def plan_sources(layout: dict, *, kind: str, max_backgrounds: int, rng: np.rando
     phrases = layout_phrases(layout)
     if kind == "photo" and library is not None and library.photos:
         scenes = library.scenes
-        chosen = library.by_path((layout.get("backdrop") or {}).get("photo") or "")
+        chosen = library.by_path(str((layout.backdrop or {}).get("photo") or ""))
         note = None
         scene = chosen.scene if chosen else next((s for p in phrases for s in sorted(scenes) if _matches(s, p)), None)
         if scene is None:

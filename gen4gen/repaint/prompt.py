@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from gen4gen.artefacts import Layout
 from gen4gen.words import count_phrase, join_list
 
 
@@ -16,21 +17,16 @@ def concept_words(concept: str) -> str:
     return re.sub(r"[\s_\-]+", " ", concept).strip()
 
 
-def describe_objects(layout: dict) -> str:
+def describe_objects(layout: Layout) -> str:
     """``"a cat, a dog and two houseplants"`` from the layout's objects (in paste order of first use)."""
     counts: dict[str, int] = {}
-    for obj in layout.get("objects") or []:
-        name = concept_words(str(obj.get("concept", "")))
+    for obj in layout.objects:
+        name = concept_words(obj.concept)
         if name:
             counts[name] = counts.get(name, 0) + 1
-    if not counts:  # a layout without objects: the composition id still names the concepts ("cat+dog_000")
-        cid = str(layout.get("composition_id", ""))
-        for c in re.sub(r"_\d+$", "", cid).split("+"):
-            if concept_words(c):
-                counts[concept_words(c)] = 1
     return join_list([count_phrase(n, k) for n, k in counts.items()])
 
 
-def build_prompt(layout: dict, background: str, template: str = "a realistic photo of {objects} {background}") -> str:
+def build_prompt(layout: Layout, background: str, template: str = "a realistic photo of {objects} {background}") -> str:
     text = template.format(objects=describe_objects(layout), background=background.strip())
     return re.sub(r"\s+", " ", text).strip()

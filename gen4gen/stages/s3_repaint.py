@@ -99,7 +99,7 @@ class RepaintStage:
             layout = tree.layout(comp.dir)
         except ItemFailed as e:
             return [Item(cid, self.out_root / cid, {"path": str(comp.dir)}, error=str(e))]
-        sources = plan_sources(layout.model_dump(), kind=self.kind, max_backgrounds=int(self.rcfg.max_backgrounds),
+        sources = plan_sources(layout, kind=self.kind, max_backgrounds=int(self.rcfg.max_backgrounds),
                                rng=item_rng(int(self.cfg.seed), cid + "/backgrounds"),
                                library=self.library)
         items = []
@@ -206,7 +206,7 @@ class RepaintStage:
         self._bg_info[item.id].update(ground=None if ground is None else round(ground, 4), light=round(light, 3))
         return RepaintJob(rgb=np.ascontiguousarray(rgba[..., :3]), alpha=mask.astype(np.float32) / 255.0,
                           repaint=rep, background=bg,
-                          prompt=build_prompt(layout.model_dump(), src.phrase, str(r.prompt)),
+                          prompt=build_prompt(layout, src.phrase, str(r.prompt)),
                           negative_prompt=str(r.negative_prompt or ""), seed=seed, ground=ground, light=light)
 
     def _calm_photo(self, item_id: str, src: BackgroundSource, size: tuple[int, int], horizon: float | None,

@@ -60,6 +60,12 @@ def test_a_translucent_patch_inside_a_solid_subject_is_filled_and_a_real_hole_is
     out, filled = fill_translucent(mask)
     assert (out[100:140, 100:140] == 1.0).all() and filled == pytest.approx(1600 / 90000, abs=1e-5)
     assert (out[hole_edge] == 0.5).all() and (out[190, 200] == 0.0) and not translucent(out)
+    wheel = np.zeros((300, 300), np.float32)
+    cv2.circle(wheel, (150, 150), 120, 1.0, 12)  # a tyre ...
+    cv2.circle(wheel, (150, 150), 110, 0.4, -1)  # ... the see-through space between its spokes ...
+    cv2.circle(wheel, (150, 150), 20, 0.0, -1)  # ... opening onto a clear gap by the hub: not the subject's doubt
+    out, filled = fill_translucent(wheel)
+    assert np.array_equal(out, wheel) and filled == 0.0 and translucent(out)
     glass = np.zeros((300, 300), np.float32)
     cv2.circle(glass, (150, 150), 120, 0.6, -1)  # a subject that is not solid: left as it is, flagged
     glass[140:160, 140:160] = 1.0

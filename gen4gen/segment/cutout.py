@@ -116,6 +116,7 @@ def fill_translucent(mask: np.ndarray, depth: float = 0.02) -> tuple[np.ndarray,
     share = closed / np.maximum(total, 1)
     shut = (share >= SHUT) | ((share >= ENCLOSED) & (reach > 2 * _edge_depth(mask >= 0.5, depth)))
     shut[0] = False
+    shut[np.unique(comp[_opens_onto_hole(np.pad(mask, 1))])] = False
     fill = shut[comp][1:-1, 1:-1]
     out = mask.copy()
     out[fill] = 1.0
@@ -137,6 +138,23 @@ def translucent(mask: np.ndarray, depth: float = 0.02) -> bool:
         return False
     see_through = interior & (mask < SEE_THROUGH)
     return float(see_through.sum()) >= TRANSLUCENT * float(interior.sum())
+
+
+def _opens_onto_hole(mask: np.ndarray) -> np.ndarray:
+    """The partial alpha joined (through partial alpha) to a hole inside the subject, background it encloses:
+    a wheel between its spokes, the gap in a mug's handle. A patch there is the see-through hole itself."""
+    hard = (mask >= 0.5).astype(np.uint8)
+    outside = np.pad(hard, 1)
+    cv2.floodFill(outside, None, (0, 0), 2)
+    hole = (outside[1:-1, 1:-1] != 2) & (mask <= LOW)
+    soft = (mask > LOW) & (mask < HIGH)
+    if not hole.any():
+        return np.zeros_like(soft)
+    n, comp = cv2.connectedComponents(soft.astype(np.uint8), connectivity=8)
+    opens = np.zeros(n, bool)
+    opens[comp[cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0]] = True
+    opens[0] = False
+    return opens[comp]
 
 
 def _edge_depth(hard: np.ndarray, depth: float) -> float:

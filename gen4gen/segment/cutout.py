@@ -101,7 +101,7 @@ def fill_translucent(mask: np.ndarray, depth: float = 0.02) -> tuple[np.ndarray,
         return mask, 0.0
     opaque = np.pad(mask >= HIGH, 1, constant_values=False)
     for side in cut:
-        opaque[{"top": np.s_[0], "bottom": np.s_[-1], "left": np.s_[:, 0], "right": np.s_[:, -1]}[side]] = True
+        opaque[_band(side, 1)] = True
     n, comp = cv2.connectedComponents(np.pad(partial, 1).astype(np.uint8), connectivity=8)
     # each pixel beside a patch, labelled with that patch (the largest label where two patches meet)
     rim = cv2.dilate(comp.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32) * (comp == 0)
@@ -157,6 +157,11 @@ def _opens_onto_hole(mask: np.ndarray) -> np.ndarray:
     return opens[comp]
 
 
+def _band(side: str, width: int) -> tuple:
+    """The index of the ``width`` outermost rows or columns on one side of an array."""
+    return {"top": np.s_[:width], "bottom": np.s_[-width:], "left": np.s_[:, :width], "right": np.s_[:, -width:]}[side]
+
+
 def _edge_depth(hard: np.ndarray, depth: float) -> float:
     """How deep a solid subject's soft edge may run: ``depth`` of its scale (square root of its area), >= 2 px."""
     return max(2.0, depth * float(np.sqrt(hard.sum())))
@@ -173,7 +178,7 @@ def _deep(mask: np.ndarray, depth: float) -> tuple[np.ndarray, list[str]]:
     pad = int(r) + 2
     ground = np.pad(mask > LOW, pad, constant_values=False)
     for side in cut:
-        ground[{"top": np.s_[:pad], "bottom": np.s_[-pad:], "left": np.s_[:, :pad], "right": np.s_[:, -pad:]}[side]] = True
+        ground[_band(side, pad)] = True
     deep = cv2.distanceTransform(ground.astype(np.uint8), cv2.DIST_L2, 3)[pad:-pad, pad:-pad] > r
     return deep, cut
 

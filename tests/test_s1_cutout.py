@@ -11,7 +11,7 @@ from PIL import Image
 
 from gen4gen.images import read_image
 from gen4gen.paths import STAGE_DIRS
-from gen4gen.segment.cutout import clean_alpha, estimate_foreground, fill_translucent, keep_region
+from gen4gen.segment.cutout import clean_alpha, estimate_foreground, fill_translucent, keep_region, translucent
 from gen4gen.segment.quality import mask_stats
 from gen4gen.stages import s1_segment
 from tests.helpers.segmenters import search_path
@@ -53,18 +53,94 @@ def test_fragments_outside_the_kept_region_go_with_their_haze():
 def test_a_translucent_patch_inside_a_solid_subject_is_filled_and_a_real_hole_is_kept():
     mask = np.zeros((300, 300), np.float32)
     cv2.circle(mask, (150, 150), 120, 1.0, -1)
-    mask[100:140, 100:140] = 0.4  # the cat's half-transparent chest
+    mask[100:140, 100:140] = 0.4  # a half-transparent patch (a doubtful eye)
     cv2.circle(mask, (200, 190), 20, 0.0, -1)  # a real hole (the gap in a mug's handle) ...
     hole_edge = (cv2.circle(np.zeros((300, 300), np.uint8), (200, 190), 23, 1, -1) > 0) & (mask == 1.0)
     mask[hole_edge] = 0.5  # ... with its own soft edge
-    out, filled, translucent = fill_translucent(mask)
+    out, filled = fill_translucent(mask)
     assert (out[100:140, 100:140] == 1.0).all() and filled == pytest.approx(1600 / 90000, abs=1e-5)
-    assert (out[hole_edge] == 0.5).all() and (out[190, 200] == 0.0) and not translucent
+    assert (out[hole_edge] == 0.5).all() and (out[190, 200] == 0.0) and not translucent(out)
+    wheel = np.zeros((300, 300), np.float32)
+    cv2.circle(wheel, (150, 150), 120, 1.0, 12)  # a tyre ...
+    cv2.circle(wheel, (150, 150), 110, 0.4, -1)  # ... the see-through space between its spokes ...
+    cv2.circle(wheel, (150, 150), 20, 0.0, -1)  # ... opening onto a clear gap by the hub: not the subject's doubt
+    out, filled = fill_translucent(wheel)
+    assert np.array_equal(out, wheel) and filled == 0.0 and translucent(out)
     glass = np.zeros((300, 300), np.float32)
     cv2.circle(glass, (150, 150), 120, 0.6, -1)  # a subject that is not solid: left as it is, flagged
     glass[140:160, 140:160] = 1.0
-    out, filled, translucent = fill_translucent(glass)
-    assert np.array_equal(out, glass) and filled == 0.0 and translucent
+    out, filled = fill_translucent(glass)
+    assert np.array_equal(out, glass) and filled == 0.0 and translucent(out)
+
+
+def close_up() -> np.ndarray:
+    """A bust cut by the bottom and left edges of a 200 x 300 photo with a 6 px soft outline, its lower-left
+    chest half transparent (0.3-0.6) down to both edges, under and beside opaque fur."""
+    yy, xx = np.mgrid[:200, :300]
+    d = np.hypot(xx - 100, yy - 200)  # a half-disc standing on the bottom edge, cut by the left edge too
+    mask = np.clip((150 - d) / 6 + 0.5, 0, 1).astype(np.float32)
+    chest = (xx < 60) & (yy > 120)
+    mask[chest] = 0.3 + 0.3 * (xx[chest] / 60)
+    return mask
+
+
+def test_a_close_up_s_see_through_chest_running_into_the_cut_edges_is_made_opaque():
+    mask = close_up()
+    out, filled = fill_translucent(mask)
+    chest = np.zeros(mask.shape, bool)
+    chest[121:, :60] = True
+    # the chest, enclosed by the opaque bust and the two edges that cut it, is opaque, all of it
+    assert (out[chest] == 1.0).all() and filled == pytest.approx(79 * 60 / 60000, abs=1e-5)
+    ring = (mask > 0.05) & (mask < 0.95) & ~chest  # the bust's own soft outline is untouched
+    assert np.array_equal(out[ring], mask[ring])
+    assert not translucent(out)
+    # the same patch against an edge that does not cut the subject (a haze on the ground beside it) stays
+    haze = np.zeros((200, 300), np.float32)
+    cv2.circle(haze, (150, 80), 50, 1.0, -1)  # a ball in the air, touching no edge
+    haze[150:, 100:200] = 0.3  # a low haze on the bottom edge, under it
+    out, filled = fill_translucent(haze)
+    assert np.array_equal(out, haze) and filled == 0.0
+
+
+def test_a_solid_subject_with_soft_edges_or_doubtful_streaks_is_not_translucent_and_glass_is():
+    yy, xx = np.mgrid[:300, :300]
+    soft = np.clip((100 - np.hypot(xx - 150, yy - 150)) / 20 + 0.5, 0, 1).astype(np.float32)  # 20 px feather
+    assert not translucent(soft) and not translucent(np.zeros((50, 50), np.float32))
+    rocket = np.zeros((300, 300), np.float32)
+    rocket[20:280, 135:165] = 1.0  # a thin rocket whose lower body the segmenter half believes:
+    rocket[200:260, 138:162] = 0.7  # 0.7 over 20 % of its interior
+    assert not translucent(rocket)
+    glass = soft * 0.5  # a glass: the background shows through all of it
+    glass[soft >= 0.99] = 0.55
+    assert translucent(glass)
+
+
+def test_a_weak_fragment_beside_the_subject_goes_with_its_haze_even_when_near_and_a_firm_one_stays():
+    mask = np.zeros((200, 300), np.float32)
+    mask[20:180, 100:130] = 1.0  # the rocket
+    mask[150:180, 90:100] = 0.3  # its soft base, nearest to it
+    spark = np.zeros((200, 300), np.float32)
+    cv2.circle(spark, (145, 165), 8, 0.75, -1)  # a spark beside its base, held at 0.5-0.87 ...
+    spark[165, 145] = 0.87
+    halo = (cv2.circle(np.zeros((200, 300), np.uint8), (145, 165), 14, 1, -1) > 0) & (spark == 0)
+    spark[halo & (np.mgrid[:200, :300][1] >= 138)] = 0.3  # ... in a haze of its own, 7 px from the rocket
+    mask = np.maximum(mask, spark)
+    everywhere = np.ones(mask.shape, bool)
+    out, dropped = clean_alpha(mask, everywhere)
+    assert (out[:, 135:] == 0).all() and np.array_equal(out[:, :135], mask[:, :135])
+    assert dropped == pytest.approx(float((spark >= 0.5).mean()), abs=1e-5)
+    firm = mask.copy()
+    firm[spark >= 0.5] = 1.0  # the same blob held firmly (an ear tip past a gap): a part of the subject
+    out, dropped = clean_alpha(firm, everywhere)
+    assert np.array_equal(out, firm) and dropped == 0.0
+    tip = mask.copy()
+    tip[160:170, 130:137] = 0.4  # the same blob joined at 0.4 (a thin leg's tip cut off by the 0.5 threshold)
+    out, dropped = clean_alpha(tip, everywhere)
+    assert np.array_equal(out, tip) and dropped == 0.0
+    big = mask.copy()
+    big[100:180, 150:170] = 0.75  # a weak part as large as a fifth of the subject is not a fragment
+    out, _ = clean_alpha(big, everywhere)
+    assert (out[100:180, 150:170] == 0.75).all()
 
 
 def soft_disc(h: int = 240, w: int = 320) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,10 +2,12 @@
 subject, and foreground colours with no trace of the old background.
 
 - ``keep_region``: the chosen objects (``gen4gen.segment.objects``) grown by a margin, at the photo's size;
-  a hard part outside it (a crate, a sliver of launch tower) and the soft haze around it are dropped.
-- ``fill_translucent``: inside a solid subject (most of its interior opaque), a patch of partial alpha
-  that does not open onto a real hole (alpha near 0: the gap in a mug's handle) is the segmenter's doubt,
-  not glass: it is made opaque. A subject that is not solid keeps its alpha and is flagged instead.
+  a hard part outside it (a crate, a sliver of launch tower) and the soft haze around it are dropped, and so
+  is a small, weakly held fragment inside it (the spark beside a rocket's base), with its own haze.
+- ``fill_translucent``: a patch of partial alpha deep inside the subject and enclosed by opaque subject or by
+  an edge of the photo that cuts it (a close-up's chest) is the segmenter's doubt, not glass: it is made
+  opaque. A real hole (alpha near 0: the gap in a mug's handle) keeps its soft rim; a subject whose interior
+  stays see-through after that (a glass) keeps its alpha and is flagged ``translucent``.
 - ``estimate_foreground``: in the soft edge a pixel is ``alpha * F + (1 - alpha) * B``; pasting the photo's
   colour there pastes ``B``, the old background. F is estimated by blur fusion (Forte & Pitié, "Approximate
   fast foreground colour estimation", ICIP 2021): two passes of box-filter means of F and B, a few
@@ -18,8 +20,20 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from gen4gen.segment.quality import CUT_OUTLINE, PART_OF_LARGEST, edge_outline
+
 LOW, HIGH = 0.05, 0.95  # partial alpha
-SOLID = 0.9  # share of the interior that is opaque in a solid subject
+# a fragment: a small part held weakly (under FIRM_CORE of its pixels at FIRM or more: a spark has none, an
+# ant's leg tip none, a red seal beside calligraphy 15 %) that alpha >= BRIDGE does not join to the subject
+# (a spark beside a rocket: joined at 0.25; a leg tip cut off by the 0.5 threshold: at 0.3-0.45)
+FIRM, FIRM_CORE, BRIDGE = 0.9, 0.1, 0.3
+# a see-through patch is filled with SHUT of its rim on opaque subject (or on an edge of the photo that cuts
+# the subject), or ENCLOSED when it reaches further than twice the soft edge's depth from the opaque subject
+SHUT, ENCLOSED = 0.9, 0.6
+# a subject is translucent when at least TRANSLUCENT of its interior stays under SEE_THROUGH alpha: the
+# background shows through most of a glass, not through a solid subject's doubtful streaks (a rocket's at
+# 0.5-0.9 over 23 % of its body)
+SEE_THROUGH, TRANSLUCENT = 0.9, 0.3
 
 
 def keep_region(focus: np.ndarray, width: int, height: int, margin: float = 0.1) -> np.ndarray:
@@ -30,49 +44,143 @@ def keep_region(focus: np.ndarray, width: int, height: int, margin: float = 0.1)
 
 
 def clean_alpha(mask: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, float]:
-    """The mask with every hard part that lies outside ``region`` (none of its pixels inside) and every
-    soft pixel outside it removed; also the dropped share of the photo (hard pixels)."""
+    """The mask with the parts that are not the subject removed, each with the soft pixels nearest to it; also
+    the dropped share of the photo (hard pixels). A hard part (connected at alpha 0.5) goes when none of it
+    lies inside ``region``, or when it is a fragment, however near it lies: small beside the subject (under
+    ``PART_OF_LARGEST`` of its largest part), with no firm core, and separated from the subject by background
+    (no path of alpha >= ``BRIDGE`` joins them). A segmenter that half-believes a small blob across the
+    background from a subject it holds firmly is marking a spark, a splash or a reflection, not a part."""
     hard = (mask >= 0.5).astype(np.uint8)
-    n, comp = cv2.connectedComponents(hard, connectivity=8)
-    inside = np.zeros(n, bool)
-    inside[np.unique(comp[region & (hard > 0)])] = True
-    inside[0] = False
-    keep = inside[comp]
-    dropped = float((hard.astype(bool) & ~keep).mean())
-    # soft pixels: kept inside the region and within the kept parts' own soft edge
-    out = np.where(keep | (region & (hard == 0)), mask, 0.0).astype(np.float32)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(hard, connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(comp[region & (hard > 0)])] = True
+    keep[0] = False
+    if keep.any():
+        area = stats[:, cv2.CC_STAT_AREA]
+        firm = np.bincount(comp[mask >= FIRM].ravel(), minlength=n) / np.maximum(area, 1)
+        weak = keep & (area < PART_OF_LARGEST * area[keep].max()) & (firm < FIRM_CORE)
+        # joined to a part that stays by a path of alpha >= BRIDGE: a thin leg's tip, not a fragment
+        _, bridged = cv2.connectedComponents((mask >= BRIDGE).astype(np.uint8), connectivity=8)
+        held = np.zeros(int(bridged.max()) + 1, bool)
+        held[bridged[(keep & ~weak)[comp] & (hard > 0)]] = True
+        joined = np.zeros(n, bool)
+        joined[comp[held[bridged] & (hard > 0)]] = True
+        keep &= ~weak | joined
+    kept = keep[comp]
+    dropped = float((hard.astype(bool) & ~kept).mean())
+    # a soft pixel goes with the hard part nearest to it, and stays only inside the region
+    out = np.where(kept | (region & (hard == 0) & keep[_nearest_part(comp, hard)]), mask, 0.0).astype(np.float32)
     return out, round(dropped, 5)
 
 
-def fill_translucent(mask: np.ndarray, depth: float = 0.02) -> tuple[np.ndarray, float, bool]:
-    """The mask with see-through patches inside a solid subject made opaque; the filled share of the photo,
-    and whether partial alpha was left inside a subject that is not solid (to flag)."""
-    hard = (mask >= 0.5).astype(np.uint8)
+def _nearest_part(comp: np.ndarray, hard: np.ndarray) -> np.ndarray:
+    """For every pixel, the label (in ``comp``) of the hard part nearest to it (0 when there is none)."""
     if not hard.any():
-        return mask, 0.0, False
-    h, w = hard.shape
-    # the silhouette with its holes filled: everything not reachable from outside the photo
-    outside = np.zeros((h + 2, w + 2), np.uint8)
-    outside[1:-1, 1:-1] = hard
-    cv2.floodFill(outside, None, (0, 0), 2)
-    solid = outside[1:-1, 1:-1] != 2
-    r = max(2.0, depth * np.sqrt(solid.sum()))
-    inner = cv2.distanceTransform(np.pad(solid, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1] > r
-    if not inner.any():
-        return mask, 0.0, False
-    partial = inner & (mask > LOW) & (mask < HIGH)
+        return np.zeros_like(comp)
+    _, near = cv2.distanceTransformWithLabels((hard == 0).astype(np.uint8), cv2.DIST_L2, 5,
+                                              labelType=cv2.DIST_LABEL_PIXEL)
+    # DIST_LABEL_PIXEL numbers the zero pixels (the hard ones): map each number back to its part
+    owner = np.zeros(int(near.max()) + 1, comp.dtype)
+    owner[near[hard > 0]] = comp[hard > 0]
+    return owner[near]
+
+
+def fill_translucent(mask: np.ndarray, depth: float = 0.02) -> tuple[np.ndarray, float]:
+    """The mask with see-through patches inside a solid subject made opaque, and the filled share of the photo.
+
+    The interior is what lies deeper than the soft edge (``depth`` of the subject's scale, at least 2 px)
+    from the background (alpha <= ``LOW``); an edge of the photo that cuts the subject (``CUT_OUTLINE`` of
+    its outline runs along it) is no background: a close-up's chest runs on past it. A patch of partial
+    alpha in the interior is filled when it is enclosed, at least ``ENCLOSED`` of its rim on opaque subject
+    or on a cutting edge of the photo (the cat's half-transparent chest, a doubtful eye, a held helmet); one
+    that mostly meets the soft edge, as the body of a glass does, keeps its alpha. A real hole (alpha near 0:
+    the gap in a mug's handle) is background: its soft rim stays soft."""
+    deep, cut = _deep(mask, depth)
+    partial = deep & (mask > LOW) & (mask < HIGH)
     if not partial.any():
-        return mask, 0.0, False
-    if float((mask[inner] >= HIGH).mean()) < SOLID:
-        return mask, 0.0, True
-    clear = cv2.dilate((solid & (mask <= LOW)).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    n, comp = cv2.connectedComponents(partial.astype(np.uint8), connectivity=8)
-    opens = np.zeros(n, bool)
-    opens[np.unique(comp[clear & partial])] = True
-    fill = partial & ~opens[comp]
+        return mask, 0.0
+    opaque = np.pad(mask >= HIGH, 1, constant_values=False)
+    for side in cut:
+        opaque[_band(side, 1)] = True
+    n, comp = cv2.connectedComponents(np.pad(partial, 1).astype(np.uint8), connectivity=8)
+    # each pixel beside a patch, labelled with that patch (the largest label where two patches meet)
+    rim = cv2.dilate(comp.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32) * (comp == 0)
+    total = np.bincount(rim.ravel(), minlength=n)
+    closed = np.bincount(rim[opaque].ravel(), minlength=n)
+    # how far a patch reaches from the opaque subject: the inner half of a wide soft edge is deep too, but a
+    # strip of it lies along the opaque subject, as much on it as on the edge; a doubted chest reaches far
+    solid = np.pad(mask >= HIGH, 1, constant_values=False)
+    reach = np.zeros(n, np.float32)
+    at = comp > 0
+    np.maximum.at(reach, comp[at], cv2.distanceTransform((~solid).astype(np.uint8), cv2.DIST_L2, 3)[at])
+    share = closed / np.maximum(total, 1)
+    shut = (share >= SHUT) | ((share >= ENCLOSED) & (reach > 2 * _edge_depth(mask >= 0.5, depth)))
+    shut[0] = False
+    shut[np.unique(comp[_opens_onto_hole(np.pad(mask, 1))])] = False
+    fill = shut[comp][1:-1, 1:-1]
     out = mask.copy()
     out[fill] = 1.0
-    return out, round(float(fill.mean()), 5), False
+    return out, round(float(fill.mean()), 5)
+
+
+def translucent(mask: np.ndarray, depth: float = 0.02) -> bool:
+    """Whether at least ``TRANSLUCENT`` of the subject's interior (its silhouette at alpha 0.5, holes filled,
+    deeper than the soft edge as in ``fill_translucent``) stays under ``SEE_THROUGH``: glass, not a solid
+    subject with a soft edge or a haze around it. Judged after ``fill_translucent`` and ``clean_alpha``."""
+    hard = (mask >= 0.5).astype(np.uint8)
+    if not hard.any():
+        return False
+    outside = np.pad(hard, 1)
+    cv2.floodFill(outside, None, (0, 0), 2)
+    inside = outside[1:-1, 1:-1] != 2
+    interior = inside & _deep(mask, depth)[0]
+    if not interior.any():
+        return False
+    see_through = interior & (mask < SEE_THROUGH)
+    return float(see_through.sum()) >= TRANSLUCENT * float(interior.sum())
+
+
+def _opens_onto_hole(mask: np.ndarray) -> np.ndarray:
+    """The partial alpha joined (through partial alpha) to a hole inside the subject, background it encloses:
+    a wheel between its spokes, the gap in a mug's handle. A patch there is the see-through hole itself."""
+    hard = (mask >= 0.5).astype(np.uint8)
+    outside = np.pad(hard, 1)
+    cv2.floodFill(outside, None, (0, 0), 2)
+    hole = (outside[1:-1, 1:-1] != 2) & (mask <= LOW)
+    soft = (mask > LOW) & (mask < HIGH)
+    if not hole.any():
+        return np.zeros_like(soft)
+    n, comp = cv2.connectedComponents(soft.astype(np.uint8), connectivity=8)
+    opens = np.zeros(n, bool)
+    opens[comp[cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0]] = True
+    opens[0] = False
+    return opens[comp]
+
+
+def _band(side: str, width: int) -> tuple:
+    """The index of the ``width`` outermost rows or columns on one side of an array."""
+    return {"top": np.s_[:width], "bottom": np.s_[-width:], "left": np.s_[:, :width], "right": np.s_[:, -width:]}[side]
+
+
+def _edge_depth(hard: np.ndarray, depth: float) -> float:
+    """How deep a solid subject's soft edge may run: ``depth`` of its scale (square root of its area), >= 2 px."""
+    return max(2.0, depth * float(np.sqrt(hard.sum())))
+
+
+def _deep(mask: np.ndarray, depth: float) -> tuple[np.ndarray, list[str]]:
+    """The pixels deeper than the soft edge from the background, and the edges of the photo that cut the
+    subject (beyond them the subject goes on: no background there)."""
+    hard = mask >= 0.5
+    if not hard.any():
+        return np.zeros_like(hard), []
+    r = _edge_depth(hard, depth)
+    cut = [side for side, share in edge_outline(hard).items() if share >= CUT_OUTLINE]
+    pad = int(r) + 2
+    ground = np.pad(mask > LOW, pad, constant_values=False)
+    for side in cut:
+        ground[_band(side, pad)] = True
+    deep = cv2.distanceTransform(ground.astype(np.uint8), cv2.DIST_L2, 3)[pad:-pad, pad:-pad] > r
+    return deep, cut
 
 
 def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, work: int = 1024) -> np.ndarray:

@@ -35,7 +35,7 @@ from gen4gen.images import IMAGE_EXTENSIONS, read_image
 from gen4gen.io import png_bytes
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
-from gen4gen.segment.cutout import clean_alpha, estimate_foreground, fill_translucent, keep_region
+from gen4gen.segment.cutout import clean_alpha, estimate_foreground, fill_translucent, keep_region, translucent
 from gen4gen.segment.objects import PhotoObjects, analysis_map, choose, features, find_objects
 from gen4gen.segment.quality import keep_largest, mask_stats
 
@@ -286,17 +286,18 @@ class SegmentStage:
         best = max(range(len(rounds)), key=lambda k: rounds[k][1]["quality"])
         mask, held, _, info = rounds[best]
         cleaned = {"dropped_fraction": 0.0, "filled_fraction": 0.0}
+        # filled first: a solid part the segmenter doubted (a held helmet) is then a firm part, not a fragment
+        mask, cleaned["filled_fraction"] = fill_translucent(mask)
         if objects.count:
             mask, cleaned["dropped_fraction"] = clean_alpha(mask, keep_region(focus, rgb.shape[1], rgb.shape[0]))
         if self.keep == "largest":
             mask = keep_largest(mask)
-        mask, cleaned["filled_fraction"], translucent = fill_translucent(mask)
         # the flag and the parts say what the photo held; the rest describes the kept mask
         # the flag and the parts say what the photo held, the quality what chose the round; the rest describes
         # the kept mask
         stats = {**mask_stats(mask, frame=info.get("frame_xyxy"), objects=objects.count), "parts": held["parts"],
                  "quality": held["quality"]}
-        stats["flags"] += [f for f, on in (("ambiguous", objects.ambiguous), ("translucent", translucent)) if on]
+        stats["flags"] += [f for f, on in (("ambiguous", objects.ambiguous), ("translucent", translucent(mask))) if on]
         alpha = _u8(mask)
         cut = estimate_foreground(rgb, alpha.astype(np.float32) / 255.0)
         # same pixels as ItemWriter.image, zlib strategies chosen for a photo and a mask (see png_bytes)

@@ -174,6 +174,28 @@ def test_stage_train_reads_the_customdiffusion_scenes_as_it_reads_mycanvas(built
         load_examples(only, "mycanvas", "detailed")
 
 
+def test_training_leaves_out_the_concept_sets_that_split_json_holds_out(built, tmp_path):
+    import shutil
+
+    from gen4gen.bench.split import main as split_main
+    from gen4gen.train.data import load_examples
+
+    _, _, _, _, ds = built
+    copy = tmp_path / "ds"
+    shutil.copytree(ds, copy)
+    rows = [json.loads(x) for x in (copy / "mycanvas" / "index.jsonl").read_text().splitlines()]
+    assert split_main([str(copy), "--holdout", "0.5"]) == 0
+    held = json.loads((copy / "split.json").read_text())["holdout"]
+    left = [r["id"] for r in rows if sorted(set(r["concepts"])) in held]
+    assert held and left and len(left) < len(rows)
+    everything, concepts, _ = load_examples(ds, "mycanvas")
+    trained, concepts_split, problems = load_examples(copy, "mycanvas")
+    assert sorted(e.id for e in trained) == sorted(e.id for e in everything if e.id not in left)
+    assert concepts_split == concepts  # each concept still trains through its other sets' scenes and tokens
+    assert problems == [f"{copy / 'split.json'}: {len(left)} scene(s) of held-out concept sets "
+                        f"({', '.join('+'.join(h) for h in held)}) left out of training"]
+
+
 def test_rerun_rewrites_the_same_bytes(built):
     root, _, cfg, _, ds = built
     before = tree_digest(ds)

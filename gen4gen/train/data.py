@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from gen4gen.bench.split import FILE as SPLIT_FILE
+from gen4gen.bench.split import read_split
 from gen4gen.contain import Escaped, contained
 from gen4gen.errors import UserError
 from gen4gen.outputs import MyCanvasRow, read_concepts_list
@@ -142,6 +144,12 @@ def _inside(paths: list[str], folder: Path, what: str, where: str, problems: lis
     return kept
 
 
+def heldout_sets(root: Path) -> list[list[str]]:
+    """The concept sets a dataset's ``split.json`` holds out for evaluation (``python -m gen4gen.bench.split``);
+    none without the file."""
+    return read_split(root).holdout if (Path(root) / SPLIT_FILE).is_file() else []
+
+
 def load_examples(root: Path, data: str = "mycanvas", caption: str = "personalized",
                   ) -> tuple[list[Example], list[Concept], list[str]]:
     """Examples, concepts (ordered by token) and one problem line per example or row left out."""
@@ -158,7 +166,12 @@ def load_examples(root: Path, data: str = "mycanvas", caption: str = "personaliz
     owned = {c.token for c in concepts}
     examples: list[Example] = []
     if data in ("mycanvas", "both"):
-        for r in rows:
+        held = heldout_sets(root)  # split.json: concept sets kept for evaluation never reach training
+        scenes = [r for r in rows if sorted(set(r.concepts)) not in held]
+        if len(scenes) < len(rows):
+            problems.append(f"{Path(root) / SPLIT_FILE}: {len(rows) - len(scenes)} scene(s) of held-out concept sets "
+                            f"({', '.join('+'.join(h) for h in held)}) left out of training")
+        for r in scenes:
             image = Path(r.image)
             text = r.captions.get(caption) or ""
             if caption != "personalized":

@@ -104,6 +104,7 @@ class TrainMeta(Artefact):
     dataset: StrictStr = ""
     examples: Annotated[int, Field(ge=0)] = 0
     losses: list[float] = Field(default_factory=list)
+    heldout: list[list[StrictStr]] = Field(default_factory=list)  # concept sets split.json kept out of training
 
     @classmethod
     def of(cls, run_dir: Path) -> "TrainMeta | None":

@@ -376,6 +376,11 @@ def test_the_stage_runs_the_leakage_check_for_each_train_run_and_the_report_show
     prompts = P.load_dataset("mycanvas", ds, caption="personalized", novel_backgrounds=[])
     rows = leakage_rows(models, prompts, bench)
     assert [(r["model"], r["exact"], r["heldout_sets_in_training"]) for r in rows] == [("mine", 2, "cat+dog")]
+    # a run trained after the split (stage=train records what split.json kept out): judged on what it saw
+    (run / "meta.json").write_text(json.dumps({"dataset": str(ds), "heldout": [["cat", "dog"]]}))
+    assert [(r["model"], r["exact"], r["heldout_sets_in_training"]) for r in leakage_rows(models, prompts, bench)
+            ] == [("mine", 1, "")]
+    (run / "meta.json").write_text(json.dumps({"dataset": str(ds)}))  # back to a run from before the split
     assert "bench: leakage check of broken skipped: " in capsys.readouterr().err
     metric_rows = [{"model": "mine", "prompt_key": p.key, "seed": 0, "set": "mycanvas", "category": p.category,
                     "prompt": p.text, "image": "x.png", "clip_t": 20.0 + k, "backbones": {"clip_t": "clip=c@sha256:0"}}

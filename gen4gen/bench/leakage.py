@@ -31,12 +31,15 @@ def training_data(train_run: Path) -> tuple[list[str], set[tuple[str, ...]]]:
     from gen4gen.train.data import load_examples, read_rows
 
     man = Manifest.load(Path(train_run))
-    dataset = (read_meta(Path(train_run)) or {}).get("dataset")
+    meta = read_meta(Path(train_run)) or {}
+    dataset = meta.get("dataset")
     if not dataset:
         raise UserError(f"{train_run}: meta.json names no dataset (an unfinished train run)")
-    examples, _, _ = load_examples(Path(dataset), man.data or "mycanvas", man.caption or "personalized")
+    heldout = meta.get("heldout") or []  # what split.json kept out when it trained (older runs: nothing)
+    examples, _, _ = load_examples(Path(dataset), man.data or "mycanvas", man.caption or "personalized", heldout)
     rows, _ = read_rows(Path(dataset), man.caption or "personalized")
-    sets = {tuple(sorted(set(r.concepts))) for r in rows} if man.data in ("mycanvas", "both", "") else set()
+    sets = {tuple(sorted(set(r.concepts))) for r in rows if sorted(set(r.concepts)) not in heldout} \
+        if man.data in ("mycanvas", "both", "") else set()
     return [e.caption for e in examples if not e.prior], sets
 
 

@@ -59,11 +59,12 @@ def run(cfg: DictConfig) -> Summary:
     summary = Summary(stage="train", total=1, out_dir=str(run_dir))
     writable_dir(run_dir)
 
-    from gen4gen.train.data import load_examples, prior_examples
+    from gen4gen.train.data import heldout_sets, load_examples, prior_examples
     from gen4gen.train.models import base_kind, guessed_kind
 
     dataset = Path(r.dataset)
-    examples, concepts, problems = load_examples(dataset, s.data, s.caption)
+    heldout = heldout_sets(dataset)
+    examples, concepts, problems = load_examples(dataset, s.data, s.caption, heldout)
     for p in problems:
         console.print(f"[yellow]train: left out {p}[/yellow]")
     if s.prior.generate and not s.prior.class_dir:
@@ -110,6 +111,7 @@ def run(cfg: DictConfig) -> Summary:
     result = train(s, trainer, base, examples, concepts, run_dir, device, chash,
                    r.checkpoint_every, r.keep_checkpoints, priors)
     info = save_run(run_dir, name, s, trainer, result, concepts, examples, priors, problems, dataset, device)
+    info["heldout"] = heldout  # the bench's leakage check reads what this run left out
     write_atomic(run_dir / META, TrainMeta.build({"config_hash": chash, "stage": "train", **info}).dump())  # last: done
     from gen4gen.train import checkpoints
 

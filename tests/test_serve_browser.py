@@ -96,10 +96,14 @@ def test_review_with_the_keyboard_reload_edit_and_export(browser, pristine, tmp_
         page.keyboard.press("Enter")
         page.wait_for_selector("#d-objects tr")
         assert page.text_content("#d-title") == ids[0]
-        assert page.is_hidden("#d-overlay") and page.is_visible("#d-boxes .box >> nth=0")
+        page.wait_for_selector("#d-boxes .box >> nth=0", state="visible", timeout=15000)
+        assert page.is_hidden("#d-overlay")
         page.keyboard.press("m")
         page.keyboard.press("b")
-        assert page.is_visible("#d-overlay") and page.is_hidden("#d-boxes")
+        # the mask overlay is an image: visible once it has loaded and has a size (a loaded machine takes a while)
+        page.wait_for_selector("#d-overlay", state="visible", timeout=15000)
+        page.wait_for_selector("#d-boxes", state="hidden", timeout=15000)
+        page.wait_for_function("() => document.getElementById('d-overlay').complete")
         assert page.evaluate("() => document.getElementById('d-overlay').naturalWidth") == 160
         assert page.locator("#d-variants figure").count() == 2 and page.locator("#d-sources img").count() >= 2
         page.keyboard.press("e")

@@ -92,41 +92,44 @@ def measure(seg, photos: list, workers: int) -> tuple[dict[str, np.ndarray], flo
     return masks, time.perf_counter() - t0, time.process_time() - c0
 
 
-def stage_row(workers: int, *overrides: str) -> dict:
-    """The s1 stage with its default config (plus ``overrides``), end to end (read, segment, write
-    cutout/mask/meta)."""
+def _timed_stage(tmp: str, workers: int, *overrides: str):
+    """The s1 stage over ``<tmp>/src`` into ``<tmp>/st`` with the default config plus ``overrides``, its weights
+    loaded untimed; the summary, wall and CPU seconds."""
     from hydra import compose, initialize_config_dir
 
     from gen4gen.__main__ import conf_dir
     from gen4gen.runner import run_stage
     from gen4gen.stages.s1_segment import SegmentStage
 
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"paths.source_dir={tmp}/src", f"paths.stages_dir={tmp}/st",
+                                                       f"workers={workers}", *overrides])
+    stage = SegmentStage(cfg)
+    stage.prepare([])
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = run_stage(stage, cfg)
+    return summary, time.perf_counter() - t0, time.process_time() - c0
+
+
+def stage_row(workers: int, *overrides: str) -> dict:
+    """The s1 stage with its default config (plus ``overrides``), end to end (read, segment, write
+    cutout/mask/meta)."""
     with tempfile.TemporaryDirectory() as tmp:
         concept = Path(tmp, "src", "web", "things")
         concept.mkdir(parents=True)
         photos = sorted((SHARED / "segmentation" / "u2net" / "images").iterdir())
         for p in photos:
             (concept / p.name).symlink_to(p)
-        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[f"paths.source_dir={tmp}/src", f"paths.stages_dir={tmp}/st",
-                                                           f"workers={workers}", *overrides])
-        stage = SegmentStage(cfg)
-        stage.prepare([])
-        t0, c0 = time.perf_counter(), time.process_time()
-        summary = run_stage(stage, cfg)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        summary, wall, cpu = _timed_stage(tmp, workers, *overrides)
     return {"n": summary.done, "wall": wall, "cpu": cpu}
 
 
 def stage_masks(concepts: dict[str, list], workers: int, *overrides: str) -> tuple[dict, dict, float, float]:
     """Run the whole s1 stage on ``{concept: [(name, path or rgb), ...]}`` (photos in memory are written as
     PNGs first, untimed); the masks and metas by name, wall and CPU seconds."""
-    from hydra import compose, initialize_config_dir
     from PIL import Image
 
-    from gen4gen.__main__ import conf_dir
-    from gen4gen.runner import run_stage
-    from gen4gen.stages.s1_segment import DIR_NAME, SegmentStage
+    from gen4gen.stages.s1_segment import DIR_NAME
 
     with tempfile.TemporaryDirectory() as tmp:
         where = {}
@@ -139,14 +142,7 @@ def stage_masks(concepts: dict[str, list], workers: int, *overrides: str) -> tup
                 else:
                     Image.fromarray(photo).save(folder / f"{name}.png", compress_level=1)
                 where[name] = Path(tmp, "st", DIR_NAME, "set", concept, name)
-        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[f"paths.source_dir={tmp}/src", f"paths.stages_dir={tmp}/st",
-                                                           f"workers={workers}", *overrides])
-        stage = SegmentStage(cfg)
-        stage.prepare([])
-        t0, c0 = time.perf_counter(), time.process_time()
-        run_stage(stage, cfg)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        _, wall, cpu = _timed_stage(tmp, workers, *overrides)
         masks = {n: read_image(d / "mask.png", mode="L").astype(np.float32) / 255 for n, d in where.items()
                  if (d / "meta.json").is_file()}
         metas = {n: json.loads((d / "meta.json").read_text("utf-8")) for n, d in where.items() if n in masks}

@@ -153,12 +153,18 @@ def test_a_damaged_file_of_a_run_is_one_line_naming_it(runs, pipe, tmp_path, fil
     _load_refused(target, run, name)
 
 
-def test_a_custom_diffusion_bin_that_is_not_a_state_dict_is_one_line(runs, pipe, tmp_path):
+def _custom_diffusion_run(runs: Path, tmp_path: Path, weights: str) -> Path:
+    """A copy of the Custom Diffusion run whose personalization.json names ``weights``."""
     run = tmp_path / "run"
     shutil.copytree(runs / "custom_diffusion", run)
     man = json.loads((run / MANIFEST).read_text())
-    man["weights"] = "pytorch_custom_diffusion_weights.bin"
-    (run / MANIFEST).write_text(json.dumps(man))
+    (run / MANIFEST).write_text(json.dumps({**man, "weights": weights}))
+    return run
+
+
+def test_a_custom_diffusion_bin_that_is_not_a_state_dict_is_one_line(runs, pipe, tmp_path):
+    run = _custom_diffusion_run(runs, tmp_path, "pytorch_custom_diffusion_weights.bin")
+    man = json.loads((run / MANIFEST).read_text())
     for data in [_torch_bytes([1, 2]), pickle.dumps(Evil()), b"garbage", _torch_bytes({"a.b": torch.zeros(3)})]:
         (run / man["weights"]).write_bytes(data)
         _load_refused(pipe, run, man["weights"])
@@ -207,11 +213,7 @@ def test_a_manifest_path_leading_out_of_the_run_is_refused(runs, pipe, tmp_path,
 
 
 def test_etc_passwd_as_weights_is_refused_before_it_is_opened(runs, pipe, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(runs / "custom_diffusion", run)
-    data = json.loads((run / MANIFEST).read_text())
-    data["weights"] = "/etc/passwd"
-    (run / MANIFEST).write_text(json.dumps(data))
+    run = _custom_diffusion_run(runs, tmp_path, "/etc/passwd")
     assert "leads outside" in _load_refused(pipe, run, MANIFEST)
 
 

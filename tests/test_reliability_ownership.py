@@ -204,3 +204,40 @@ def test_leftovers_of_a_killed_export_are_cleared_by_their_record_only(exported,
                            .hexdigest()}
     assert digest(backup) == {"x.txt": hashlib.sha256(b"keep").hexdigest()}
     assert portable(datasets / NAME) == portable(good)
+
+
+def test_what_the_workflow_adds_to_a_dataset_is_carried_into_the_next_export(exported, tmp_path):
+    """``split.json`` (bench.split) and the class images ``customdiffusion/train.sh`` generates are the dataset's
+    own: a re-export keeps them byte for byte (not refused, not deleted), and lists them in no record."""
+    from gen4gen.bench import split
+
+    root, good = exported
+    ds = tmp_path / "outputs" / "datasets" / NAME
+    shutil.copytree(good, ds, symlinks=True)
+    assert split.main([str(ds), "--holdout", "0.5"]) == 0
+    klass = ds / "customdiffusion" / "class_images" / "cat"
+    klass.mkdir(parents=True)
+    (klass / "0.png").write_bytes(b"\x89PNG generated for prior preservation")
+    added = {rel: v for rel, v in digest(ds).items() if owned.kept(rel)}
+    assert set(added) == {"split.json", "customdiffusion/class_images", "customdiffusion/class_images/cat",
+                          "customdiffusion/class_images/cat/0.png"}
+    cfg = make_cfg(tmp_path, f"paths.stages_dir={root / 'stages'}", f"export.name={NAME}", FORMATS)
+    for _ in range(2):  # the second rerun sees them as part of the dataset the first one made
+        export.run(cfg)
+        now = digest(ds)
+        assert {rel: v for rel, v in now.items() if owned.kept(rel)} == added
+        assert not any(owned.kept(rel) for rel in owned.Record.read(ds).files)
+        assert sorted(p.name for p in ds.parent.iterdir()) == [NAME]  # no old folder left holding them
+    assert portable(ds) == {**portable(good), **{rel: v for rel, v in now.items() if owned.kept(rel)}}
+
+
+def test_kept_files_left_in_an_old_folder_by_a_killed_export_are_carried_over(exported, tmp_path):
+    root, good = exported
+    datasets = tmp_path / "outputs" / "datasets"
+    shutil.copytree(good, datasets / NAME, symlinks=True)
+    old = datasets / f".{NAME}.old-99999"  # killed between putting the new dataset in place and carrying over
+    shutil.copytree(good, old, symlinks=True)
+    (old / "split.json").write_text('{"seed": 0, "holdout": [], "train": []}\n')
+    export.run(make_cfg(tmp_path, f"paths.stages_dir={root / 'stages'}", f"export.name={NAME}", FORMATS))
+    assert (datasets / NAME / "split.json").read_text() == '{"seed": 0, "holdout": [], "train": []}\n'
+    assert sorted(p.name for p in datasets.iterdir()) == [NAME]

@@ -3,6 +3,10 @@
 unchanged; a folder that is not one of its datasets (no record, a file of someone else's, a file edited since)
 is refused with one line before anything is written, so the export never deletes or overwrites what it did not
 write. The old dataset is removed file by file from the record, never as a whole tree.
+
+Two things other steps of the workflow add to a dataset are its own too, and a rerun carries them into the new
+dataset (``KEPT``): ``split.json`` (``python -m gen4gen.bench.split``: the held-out concept sets) and the class
+images ``customdiffusion/train.sh`` generates for prior preservation (hours of GPU time to make again).
 """
 from __future__ import annotations
 
@@ -21,6 +25,13 @@ from gen4gen.io import write_atomic
 RECORD = ".gen4gen-export.json"
 FORMAT = "gen4gen-export/1"
 SHOWN = 3  # foreign paths named in the refusal
+# added to a dataset by the workflow's own steps, kept across re-exports: a file, or a folder with all below it
+KEPT = ("split.json", "customdiffusion/class_images")
+
+
+def kept(rel: str) -> bool:
+    """``rel`` (posix, relative to the dataset) is one of ``KEPT`` or lies inside one of its folders."""
+    return any(rel == k or rel.startswith(k + "/") for k in KEPT)
 
 
 class OwnedFile(BaseModel):
@@ -61,7 +72,7 @@ def foreign(folder: Path) -> list[str] | None:
     out = []
     for path in _entries(folder, with_dirs=True):
         rel = path.relative_to(folder).as_posix()
-        if rel == RECORD:
+        if rel == RECORD or kept(rel) or any(k.startswith(rel + "/") for k in KEPT):  # a KEPT entry or a folder above one
             continue
         if path.is_dir() and not path.is_symlink():
             if Path(rel) not in dirs:
@@ -102,7 +113,17 @@ def swap(tmp: Path, final: Path, option: str) -> None:
     if os.path.lexists(final):
         os.replace(final, old)
     os.replace(tmp, final)
+    carry_kept(old, final)  # once the new one is in place: a failure before leaves them in the old folder, never lost
     remove_owned(old)
+
+
+def carry_kept(old: Path, new: Path) -> None:
+    """Move the ``KEPT`` entries of the old dataset into the new one (same file system: renames)."""
+    for rel in KEPT:
+        src, dst = old / rel, new / rel
+        if os.path.lexists(src) and not os.path.lexists(dst):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
 
 
 def remove_owned(folder: Path) -> None:
@@ -138,6 +159,8 @@ def clear_leftovers(datasets: Path, name: str) -> None:
         if m.group(1) == "partial":
             shutil.rmtree(path, ignore_errors=True)
         else:
+            if (datasets / name).is_dir() and not (datasets / name).is_symlink():  # killed between the two renames
+                carry_kept(path, datasets / name)
             remove_owned(path)
 
 

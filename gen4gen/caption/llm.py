@@ -26,8 +26,9 @@ from gen4gen.caption.facts import Facts, facts_from_layout
 from gen4gen.caption.template import CaptionJob, Outcome, TemplateCaptioner
 from gen4gen.words import display_name
 from gen4gen.images import read_image
-from gen4gen.llm.client import NO_REPLY, LLMClient, client_from_cfg
+from gen4gen.llm.client import NO_REPLY, LLMClient
 from gen4gen.llm.replies import ReplyInvalid, Request, clean_text
+from gen4gen.settings import LLMSettings, parse
 
 
 class CaptionReply(BaseModel):
@@ -50,18 +51,19 @@ class LLMCaptioner(TemplateCaptioner):
     def __init__(self, llm, cache_dir: str | None = None, max_words: int = 60, clip_tokenizer: str | None = None,
                  temperature: float = 0.7, client: LLMClient | None = None):
         super().__init__(max_words=max_words, clip_tokenizer=clip_tokenizer)
-        self.llm_cfg, self.cache_dir, self.temperature = llm, cache_dir, float(temperature)
+        self.llm = parse(llm, LLMSettings, "llm")  # the backend's ``llm`` node (${llm}), read once
+        self.cache_dir, self.temperature = cache_dir, float(temperature)
         self._client = client
 
     @property
     def client(self) -> LLMClient:
         if self._client is None:
-            self._client = client_from_cfg(self.llm_cfg, self.cache_dir)
+            self._client = LLMClient(self.llm, self.cache_dir)
         return self._client
 
     def config(self) -> dict:
         # the endpoint and model decide the captions; the cache folder and key variable do not
-        return {**super().config(), "model": str(self.llm_cfg.model), "base_url": str(self.llm_cfg.base_url),
+        return {**super().config(), "model": self.llm.model, "base_url": self.llm.base_url,
                 "temperature": self.temperature}
 
     # ------------------------------------------------------------ prompts
@@ -119,7 +121,7 @@ class LLMCaptioner(TemplateCaptioner):
                 tokenized = personalize(text, job.tokens)
                 if self.counter.fits(tokenized):
                     caps["personalized"] = tokenized
-                caps["captioner"] = f"{self.name}:{self.llm_cfg.model}"
+                caps["captioner"] = f"{self.name}:{self.llm.model}"
             else:
                 caps["captioner"] = TemplateCaptioner.name
                 caps["fallback"] = (f"{self.name} caption rejected after {res.attempts} attempt(s): "

@@ -6,6 +6,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from gen4gen import stage_settings as st
+from gen4gen.backends import build_backend
 from gen4gen.errors import UserError
 from gen4gen.settings import LLMSettings, config_problems, section, top_level
 from gen4gen.stages import s1_segment, s3_repaint
@@ -102,11 +103,11 @@ def test_a_stage_reads_its_sections_once_when_it_starts(tmp_path):
         s3_repaint.RepaintStage(make_cfg(tmp_path, "repaint.max_salient=2"))
 
 
-def test_the_llm_section_is_closed_and_read_once_by_a_captioner(tmp_path):
-    from gen4gen.caption.llm import LLMCaptioner
-
-    cfg = make_cfg(tmp_path, "captioner=llm", "llm.model=m-1")
-    captioner = LLMCaptioner(cfg.captioner.llm)
-    assert isinstance(captioner.llm, LLMSettings) and captioner.config()["model"] == "m-1"
+def test_a_captioner_reads_the_llm_section_once_when_it_is_built(tmp_path):
+    cfg = make_cfg(tmp_path, "captioner=vlm", "llm.model=m-1", "llm.temperature=0.5", "caption.max_words=30")
+    captioner = build_backend(cfg.captioner, "captioner")
+    assert isinstance(captioner.llm, LLMSettings) and captioner.llm.temperature == 0.5
+    assert captioner.config()["model"] == "m-1" and captioner.max_words == 30
+    assert captioner.temperature == 0.2  # conf/captioner/vlm.yaml's own, not the llm section's
     with pytest.raises(UserError, match=r"^llm.timeout=0: must be over 0"):
-        LLMCaptioner(make_cfg(tmp_path, "captioner=llm", "llm.timeout=0").captioner.llm)
+        build_backend(make_cfg(tmp_path, "captioner=llm", "llm.timeout=0").captioner, "captioner")

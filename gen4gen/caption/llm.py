@@ -48,8 +48,9 @@ SYSTEM = (
 class LLMCaptioner(TemplateCaptioner):
     name = "llm"
 
-    def __init__(self, llm, cache_dir: str | None = None, max_words: int = 60, clip_tokenizer: str | None = None,
-                 temperature: float = 0.7, client: LLMClient | None = None):
+    def __init__(self, llm, *, max_words: int, clip_tokenizer: str | None, temperature: float,
+                 cache_dir: str | None = None, client: LLMClient | None = None):
+        """``llm``: the ``llm`` section; ``cache_dir`` None: its ``cache_dir``; ``client``: one made already."""
         super().__init__(max_words=max_words, clip_tokenizer=clip_tokenizer)
         self.llm = parse(llm, LLMSettings, "llm")  # the backend's ``llm`` node (${llm}), read once
         self.cache_dir, self.temperature = cache_dir, float(temperature)
@@ -133,10 +134,10 @@ class LLMCaptioner(TemplateCaptioner):
 class VLMCaptioner(LLMCaptioner):
     name = "vlm"
 
-    def __init__(self, llm, cache_dir: str | None = None, max_words: int = 60, clip_tokenizer: str | None = None,
-                 temperature: float = 0.2, image_side: int = 512, image_format: str = "jpeg",
-                 client: LLMClient | None = None):
-        super().__init__(llm, cache_dir, max_words, clip_tokenizer, temperature, client)
+    def __init__(self, llm, *, max_words: int, clip_tokenizer: str | None, temperature: float, image_side: int,
+                 image_format: str, cache_dir: str | None = None, client: LLMClient | None = None):
+        super().__init__(llm, max_words=max_words, clip_tokenizer=clip_tokenizer, temperature=temperature,
+                         cache_dir=cache_dir, client=client)
         self.image_side, self.image_format = int(image_side), image_format.lower()
 
     def config(self) -> dict:

@@ -26,7 +26,7 @@ from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash, stable_hash
 from gen4gen.layout.backdrop import BackdropChooser
 from gen4gen.layout.closeups import Cast, cast, cut_edges_of
-from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
+from gen4gen.layout.compose import Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.plausibility import plausibility_of
 from gen4gen.layout.schema import ConceptCount, Plan, PlanRequest, layout_fields
@@ -91,9 +91,7 @@ class ComposeStage:
         self.planner = build_backend(cfg.layout, "layout")
         self.heuristic = self.planner if isinstance(self.planner, HeuristicPlanner) else \
             getattr(self.planner, "fallback", None) or HeuristicPlanner()
-        self.composer = Composer(Augment(**cc.augment.model_dump()), min_visible=cc.min_visible,
-                                 max_attempts=cc.max_attempts, max_pixels=self.io.max_pixels,
-                                 min_side=self.io.min_side)
+        self.composer = Composer(cc, self.io)
         self.workers = self.top.workers
         # the user's background photos: each composition stands on the ground of the photo chosen for it
         self.backdrops = BackdropChooser.from_settings(section(cfg, "repaint", RepaintSettings), self.io,

@@ -160,12 +160,23 @@ def _heuristic_from(ref: str):
     return mod.HeuristicPlanner
 
 
+def yaml_composer(tmp: Path):
+    """The s2 composer of the yaml's ``compose`` and ``io`` sections."""
+    from gen4gen.layout.compose import Composer
+    from gen4gen.settings import section
+    from gen4gen.stage_settings import ComposeSettings, IOSettings
+    from tests.conftest import make_cfg
+
+    cfg = make_cfg(tmp)
+    return Composer(section(cfg, "compose", ComposeSettings), section(cfg, "io", IOSettings))
+
+
 def plausibility_report(n: int, occlusion: float, size: int, baseline_ref: str | None) -> dict:
     """N compositions over PLAUSIBLE_SETS through planner + composer (synthetic cut-outs shaped like their
     category, their aspect passed to the planner as the s2 stage does), each composition measured."""
     import tempfile as tf
 
-    from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
+    from gen4gen.layout.compose import Source, with_boxes
     from gen4gen.layout.heuristic import HeuristicPlanner, size_prior
     from gen4gen.layout.plausibility import occluded, plausibility_of
     from gen4gen.stages.s2_compose import concept_aspect, read_s1
@@ -187,7 +198,7 @@ def plausibility_report(n: int, occlusion: float, size: int, baseline_ref: str |
         found = read_s1(TreeView(tmp))[0]
         src: dict[str, list[Source]] = {c: [s for s, _ in v] for c, v in found["bench"].items()}
         aspect = {c: concept_aspect(v) for c, v in src.items()}  # what the s2 stage tells the planner
-        composer = Composer(Augment(), min_visible=0.6)
+        composer = yaml_composer(Path(tmp))
         for label, planner in planners.items():
             rows = []
             per_set = -(-n // len(PLAUSIBLE_SETS))
@@ -261,7 +272,7 @@ def contact_sheet(path: Path, seeds: int = 8, side: int = 384) -> Path:
     from skimage import data as skdata
 
     from gen4gen.io import png_bytes, write_atomic
-    from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
+    from gen4gen.layout.compose import Source, with_boxes
     from gen4gen.layout.heuristic import HeuristicPlanner
     from gen4gen.repaint import RepaintJob
     from gen4gen.repaint.backgrounds import procedural, style_for
@@ -287,7 +298,7 @@ def contact_sheet(path: Path, seeds: int = 8, side: int = 384) -> Path:
         write_atomic(p, png_bytes(np.dstack([shade.astype(np.uint8), cv2.GaussianBlur(body, (0, 0), 1.0)])))
         src["horse"] = [Source("horse", p, body.shape[1] / body.shape[0])]
         planner = HeuristicPlanner(occlusion=0.5)
-        composer = Composer(Augment(), min_visible=0.6)
+        composer = yaml_composer(Path(tmp))
         inpainter = ClassicalInpainter()
         concepts = (ConceptCount("cat", 1, src["cat"][0].aspect), ConceptCount("dog", 2, src["dog"][0].aspect),
                     ConceptCount("horse", 1, src["horse"][0].aspect))

@@ -13,6 +13,7 @@ from gen4gen import run_folders
 from gen4gen.console import Summary, console, print_summaries, take_retries
 from gen4gen.errors import UserError
 from gen4gen.paths import isolate_sweep_job
+from gen4gen.settings import config_problems, missing_key_notes, top_level
 
 log = logging.getLogger("gen4gen")
 
@@ -35,17 +36,18 @@ PIPELINE = ["s1", "s2", "s3", "s4", "export"]
 def run(cfg: DictConfig) -> int:
     """Run the configured stage(s); the exit status is non-zero only when nothing could be done or,
     with ``strict=true``, when any item failed."""
-    names = PIPELINE if cfg.stage == "all" else [str(cfg.stage)]
+    names = PIPELINE if cfg.stage == "all" else [cfg.stage]
     unknown = [n for n in names if n not in STAGES]
-    if unknown:
-        console.print(f"[red]unknown stage {unknown[0]!r}[/red]; choose one of: all, {', '.join(STAGES)}")
+    if unknown:  # stage=1 reads as a number: quoted as the name it was meant to be
+        console.print(f"[red]unknown stage '{escape(f'{unknown[0]}')}'[/red]; choose one of: all, {', '.join(STAGES)}")
         run_folders.discard(run_folders.current())  # refused at the start: no run folder
         return _exit(cfg, 2)
     if not config_ok(cfg, names):
         run_folders.discard(run_folders.current())
         return _exit(cfg, 2)
+    top = top_level(cfg)  # checked by config_ok
     if run_folders.current():
-        run_folders.prune(Path(str(cfg.paths.outputs_dir)) / "runs", cfg.get("keep_runs"), run_folders.current())
+        run_folders.prune(Path(cfg.paths.outputs_dir) / "runs", top.keep_runs, run_folders.current())
     job_dir = isolate_sweep_job(cfg, names)
     if job_dir:
         console.print(f"sweep job: stages and datasets go to {job_dir}")
@@ -73,7 +75,7 @@ def run(cfg: DictConfig) -> int:
         # the log file's record; the terminal has the summary table
         log.debug("%s: %d done, %d skipped, %d failed of %d in %.1fs", name, summary.done, summary.skipped,
                   summary.failed, summary.total, summary.seconds)
-        if summary.nothing_done and summary.total > 0 or (cfg.strict and summary.failed):
+        if summary.nothing_done and summary.total > 0 or (top.strict and summary.failed):
             code = 1
     if summaries:  # the stages that finished; a stage that stopped has its one line, last, and no empty row
         print_summaries(summaries)
@@ -87,8 +89,6 @@ def run(cfg: DictConfig) -> int:
 def config_ok(cfg: DictConfig, names: list[str]) -> bool:
     """The schema check of the composed config: one line per bad value, before any stage starts; and a
     warning for a later stage's missing LLM key."""
-    from gen4gen.settings import config_problems, missing_key_notes
-
     problems = config_problems(cfg)
     for line in problems:
         console.print(f"[red]{escape(line)}[/red]", soft_wrap=True)

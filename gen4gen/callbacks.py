@@ -10,6 +10,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.paths import swept_keys
+from gen4gen.settings import top_level
+from gen4gen.stage_settings import RunSettings
 
 log = logging.getLogger("gen4gen")
 
@@ -17,14 +19,14 @@ log = logging.getLogger("gen4gen")
 def export_deferred(cfg: DictConfig) -> bool:
     """A shard sees only its own items, and shards finish in any order: the dataset, which needs all
     of them, is built once they are all done (by the callback below, or by ``stage=export``)."""
-    return int(cfg.shard.count) > 1
+    return top_level(cfg, RunSettings).shard.count > 1
 
 
 class ExportAfterShards(Callback):
     """After a multirun whose jobs ran the data pipeline in shards, export the merged result once."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if str(config.stage) not in ("all", "export") or not _is_shard_sweep(config):
+        if top_level(config, RunSettings).stage not in ("all", "export") or not _is_shard_sweep(config):
             return
         from gen4gen.app import run
 
@@ -37,7 +39,7 @@ class ExportAfterShards(Callback):
 
 
 def _is_shard_sweep(config: DictConfig) -> bool:
-    return "shard.index" in swept_keys(config.hydra.overrides.task) and int(config.shard.count) > 1
+    return "shard.index" in swept_keys(config.hydra.overrides.task) and export_deferred(config)
 
 
 class BenchAfterTraining(Callback):
@@ -49,7 +51,7 @@ class BenchAfterTraining(Callback):
 
         from gen4gen.app import run
 
-        if str(config.stage) != "train":
+        if top_level(config, RunSettings).stage != "train":
             return
         entries = [yaml.safe_load(p.read_text("utf-8")) for p in trained_runs(Path(config.hydra.sweep.dir))]
         if not entries:

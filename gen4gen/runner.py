@@ -28,6 +28,8 @@ from gen4gen.hashing import config_hash, in_shard, item_rng, shard_key
 from gen4gen.io import json_bytes, png_bytes, write_atomic
 from gen4gen.manifest import write_manifest
 from gen4gen.markers import META, read_meta, write_failures
+from gen4gen.settings import top_level
+from gen4gen.stage_settings import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -170,22 +172,23 @@ def batches(items: list[Item], size: int, key=None) -> list[list[Item]]:
 # ---------------------------------------------------------------- the loop
 def run_stage(stage: Stage, cfg: Any) -> Summary:
     t0 = time.perf_counter()
-    shard_index, shard_count = int(cfg.shard.index), int(cfg.shard.count)
+    run = top_level(cfg, RunSettings)
     summary = Summary(stage=stage.name, out_dir=str(stage.out_root))
     try:
-        return _run(stage, cfg, summary, shard_index, shard_count, t0)
+        return _run(stage, run, summary, t0)
     except KeyboardInterrupt:  # Ctrl-C anywhere in the stage: the caller reports how far it got
         raise Interrupted(summary.done) from None
 
 
-def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count: int, t0: float) -> Summary:
+def _run(stage: Stage, run: RunSettings, summary: Summary, t0: float) -> Summary:
+    shard_index, shard_count = run.shard.index, run.shard.count
     failures: list[dict] = []
     chash = config_hash(stage.config())
     selection = getattr(stage, "selection", None)
     settings = config_hash({"config": chash, "selection": selection() if selection else {}})
     remove_stale_temps(Path(stage.out_root))
 
-    whole = str(cfg.get("stage", "")) == "all"
+    whole = run.stage == "all"
     key = getattr(stage, "shard_key", None) or (lambda item_id: shard_key(item_id, whole))
     items = [it for it in stage.discover() if in_shard(key(it.id), shard_index, shard_count)]
     summary.total = len(items)
@@ -222,12 +225,12 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
         writers = [ItemWriter(it.out_dir) for it in batch]
         try:
             if process_batch:
-                results = process_batch(batch, writers, [item_rng(cfg.seed, it.id) for it in batch])
+                results = process_batch(batch, writers, [item_rng(run.seed, it.id) for it in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"{stage.name}.process_batch gave {len(results)} results for {len(batch)} items")
             else:
                 it = batch[0]
-                results = [stage.process(it, writers[0], item_rng(cfg.seed, it.id))]
+                results = [stage.process(it, writers[0], item_rng(run.seed, it.id))]
         except ItemFailed as e:
             results = [e] * len(batch)
         except Exception as e:  # noqa: BLE001 - one bad item (or batch: out of GPU memory) must not stop the run

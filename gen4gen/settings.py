@@ -12,84 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from gen4gen.errors import UserError
+from gen4gen.stage_settings import (BackendNode, CaptionSettings, ComposeSettings, IOSettings, RepaintSettings,
+                                    SegmenterNode, SegmentSettings, TopSettings, canvas_size)
 
 M = TypeVar("M", bound=BaseModel)
-
-MIN_CANVAS_SIDE = 64
-
-
-def canvas_size(value: Any, max_pixels: int | None = None) -> tuple[int, int]:
-    """``compose.size``: 1024 or [W, H], at least 64 px a side and at most ``io.max_pixels`` pixels, the
-    bound every input image gets (a 20000x20000 canvas took 104 s and 8 GB for one composition)."""
-    try:
-        w, h = (int(value), int(value)) if isinstance(value, (int, float)) else (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise UserError(f"compose.size={value}: expected a side in pixels (1024) or [W, H]") from None
-    if w < MIN_CANVAS_SIDE or h < MIN_CANVAS_SIDE:
-        raise UserError(f"compose.size={[w, h]} is too small; use at least {MIN_CANVAS_SIDE} px a side")
-    if max_pixels is not None and w * h > max_pixels:
-        raise UserError(f"compose.size={[w, h]} is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of "
-                        f"{max_pixels / 1e6:.0f} MP (io.max_pixels); use a smaller canvas or raise the limit")
-    return w, h
-
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="allow")  # only the keys checked here; the rest is each stage's own
-
-
-class _Shard(_Section):
-    index: int = Field(ge=0)
-    count: int = Field(ge=1)
-
-
-class _IO(_Section):
-    max_pixels: int = Field(ge=1)
-    min_side: int = Field(ge=1)
-
-
-class _Segment(_Section):
-    rounds: int = Field(ge=1)
-
-
-class _Augment(_Section):
-    flip: bool
-    max_rotation: float = Field(ge=0, le=180)
-    max_shift: float = Field(ge=0, le=0.5)
-
-
-class _Compose(_Section):
-    min_objects: int = Field(ge=1)
-    num_samples: int = Field(ge=1)
-    size: Any
-    min_visible: float = Field(ge=0, le=1)
-    max_attempts: int = Field(ge=1)
-    counts: dict[str, int] | None = None
-    augment: _Augment
-
-    @field_validator("counts")
-    @classmethod
-    def _positive(cls, v):
-        bad = {k: n for k, n in (v or {}).items() if n < 1}
-        if bad:
-            raise ValueError(f"each count must be at least 1, got {bad}")
-        return v
-
-
-class _Repaint(_Section):
-    max_backgrounds: int = Field(ge=1)
-    source: Literal["auto", "photo", "noise", "procedural"]
-    photo_blur: float = Field(ge=0)
-    max_salient: float = Field(ge=0, le=1)
-    blur: int = Field(ge=0)
-    mask_low: float = Field(ge=0, le=255)
-    mask_high: float = Field(ge=0, le=255)
-    mask_solid: float = Field(ge=0, le=1)
-    invert: bool
-
-
-class _Caption(_Section):
-    max_words: int = Field(ge=1)
 
 
 class Backbones(_Section):
@@ -175,8 +105,9 @@ class ExportSettings(_Section):
         return tuple(sorted(set(v)))
 
 
-class LLMSettings(_Section):
+class LLMSettings(BaseModel):
     """``llm``: the one OpenAI-compatible endpoint every LLM backend talks to."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
     base_url: str
     model: str
     api_key_env: str | None  # the name of the variable holding the key; the key itself never enters the config
@@ -255,17 +186,19 @@ class _Train(TrainSettings, TrainRun):
     """The start-up check of the whole ``train`` block."""
 
 
-class _Config(_Section):
-    seed: int
-    workers: int = Field(ge=1)
-    keep_runs: int | None = Field(ge=0)  # null: keep every run folder
-    strict: bool
-    shard: _Shard
-    io: _IO
-    segment: _Segment
-    compose: _Compose
-    repaint: _Repaint
-    caption: _Caption
+class _Config(TopSettings):
+    """The start-up check: the run's keys and every typed section. The root stays open (``paths``, ``roster``,
+    ``route``... are read by their own stages)."""
+    model_config = ConfigDict(extra="allow")
+    io: IOSettings
+    segment: SegmentSettings
+    segmenter: SegmenterNode
+    compose: ComposeSettings
+    layout: BackendNode
+    repaint: RepaintSettings
+    inpainter: BackendNode
+    caption: CaptionSettings
+    captioner: BackendNode
     export: ExportSettings
     bench: _Bench
     search: _Search
@@ -285,11 +218,8 @@ def config_problems(cfg: DictConfig) -> list[str]:
     """One line per bad value of ``cfg``, each naming its key, the value and what is expected."""
     data, unresolved = {}, {}
     for key in _Config.model_fields:  # only what is checked here: another stage's interpolation is its own
-        if key not in cfg:
-            continue  # pydantic says "missing"
-        node = cfg.get(key)
         try:
-            data[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+            data |= section_data(cfg, [key])  # an absent key: pydantic says "missing"
         except Exception as e:  # noqa: BLE001 - an interpolation that does not resolve (${oc.env:...}, ~seed)
             unresolved[key] = f"{key}: a value does not resolve: {str(e).splitlines()[0]}"
     try:
@@ -368,3 +298,18 @@ def parse(node: Any, model: type[M], key: str) -> M:
         return model.model_validate(data)
     except ValidationError as e:
         raise UserError("; ".join(settings_line(err, key) for err in e.errors())) from None
+
+
+def top_level(cfg: DictConfig, model: type[M] = TopSettings) -> M:
+    """The top-level keys of ``cfg`` (not its sections) read through ``model``; a bad value is a UserError."""
+    return parse(section_data(cfg, model.model_fields), model, "")
+
+
+def section_data(cfg: DictConfig, keys) -> dict:
+    """The ``keys`` of ``cfg`` that it has, as plain data resolved against the whole config."""
+    out = {}
+    for key in keys:
+        if key in cfg:
+            node = cfg.get(key)
+            out[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return out

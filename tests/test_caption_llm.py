@@ -16,6 +16,7 @@ from gen4gen.paths import STAGE_DIRS
 from gen4gen.stages import s4_caption
 from tests.helpers.trees import make_pipeline
 from tests.helpers.llm_server import LLMServer, Reply, yaml_llm
+from tests.helpers.settings import captioner_args
 
 LAYOUT = Layout.parse({"scene": "pets", "composition_id": "cat+dog_000", "size": [200, 200], "background_prompt": "in the garden",
           "objects": [{"name": "cat_0", "concept": "cat", "box": [10, 80, 40, 40]},
@@ -40,7 +41,8 @@ def job(image=None):
 
 def test_good_reply_becomes_the_detailed_caption(tmp_path):
     with LLMServer(lambda body, n: caption(GOOD)) as srv:
-        [out] = LLMCaptioner(llm_cfg(srv.base_url), cache_dir=str(tmp_path)).caption_all([job()])
+        captioner = LLMCaptioner(llm_cfg(srv.base_url), **captioner_args("llm"), cache_dir=str(tmp_path))
+        [out] = captioner.caption_all([job()])
     caps = out.captions
     assert caps["detailed"] == GOOD and caps["fallback"] is None and caps["captioner"] == "llm:test-model"
     assert caps["personalized"] == ("A ginger <new1> cat sits on the grass to the left of two playful <new2> dogs "
@@ -57,7 +59,7 @@ def test_good_reply_becomes_the_detailed_caption(tmp_path):
 def test_missing_concept_is_fed_back_and_retried(tmp_path):
     replies = [caption("Two dogs play in a sunny garden."), caption(GOOD)]
     with LLMServer(lambda body, n: replies[min(n, 1)]) as srv:
-        [out] = LLMCaptioner(llm_cfg(srv.base_url)).caption_all([job()])
+        [out] = LLMCaptioner(llm_cfg(srv.base_url), **captioner_args("llm")).caption_all([job()])
     assert out.captions["detailed"] == GOOD and out.meta["llm"]["attempts"] == 2
     feedback = srv.requests[1]["messages"][-1]["content"]
     assert "does not mention the cat" in feedback
@@ -70,7 +72,7 @@ def test_missing_concept_is_fed_back_and_retried(tmp_path):
 ])
 def test_reply_that_stays_wrong_falls_back_to_the_template(tmp_path, bad, why):
     with LLMServer(lambda body, n: caption(bad)) as srv:
-        [out] = LLMCaptioner(llm_cfg(srv.base_url)).caption_all([job()])
+        [out] = LLMCaptioner(llm_cfg(srv.base_url), **captioner_args("llm")).caption_all([job()])
     caps = out.captions
     assert len(srv.requests) == 3  # max_attempts
     assert caps["captioner"] == "template" and why in caps["fallback"]
@@ -80,10 +82,10 @@ def test_reply_that_stays_wrong_falls_back_to_the_template(tmp_path, bad, why):
 
 def test_server_failure_and_garbage_fall_back(tmp_path):
     with LLMServer(lambda body, n: Reply(status=500)) as srv:
-        [out] = LLMCaptioner(llm_cfg(srv.base_url)).caption_all([job()])
+        [out] = LLMCaptioner(llm_cfg(srv.base_url), **captioner_args("llm")).caption_all([job()])
     assert out.captions["captioner"] == "template" and "HTTP 500" in out.captions["fallback"]
     with LLMServer(lambda body, n: Reply("Sure! Here is a lovely caption about cats.")) as srv:
-        [out] = LLMCaptioner(llm_cfg(srv.base_url)).caption_all([job()])
+        [out] = LLMCaptioner(llm_cfg(srv.base_url), **captioner_args("llm")).caption_all([job()])
     assert "no JSON object" in out.captions["fallback"]
 
 
@@ -91,7 +93,7 @@ def test_vlm_sends_the_image_as_a_downscaled_data_url(tmp_path):
     path = tmp_path / "final.png"
     Image.new("RGB", (1024, 768), (10, 200, 30)).save(path)
     with LLMServer(lambda body, n: caption(GOOD)) as srv:
-        cap = VLMCaptioner(llm_cfg(srv.base_url, "llava"), image_side=256)
+        cap = VLMCaptioner(llm_cfg(srv.base_url, "llava"), **captioner_args("vlm", image_side=256))
         [out] = cap.caption_all([job(path)])
     assert out.captions["detailed"] == GOOD and out.captions["captioner"] == "vlm:llava"
     content = srv.requests[0]["messages"][1]["content"]
@@ -104,7 +106,7 @@ def test_vlm_sends_the_image_as_a_downscaled_data_url(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"<html>not an image</html>")
     with LLMServer(lambda body, n: caption(GOOD)) as srv:
-        outs = VLMCaptioner(llm_cfg(srv.base_url, "llava")).caption_all([job(bad), job(path)])
+        outs = VLMCaptioner(llm_cfg(srv.base_url, "llava"), **captioner_args("vlm")).caption_all([job(bad), job(path)])
     assert outs[0].captions is None and "not an image" in outs[0].error and outs[1].captions["detailed"] == GOOD
 
 

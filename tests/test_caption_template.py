@@ -9,6 +9,7 @@ from gen4gen.caption.template import TemplateCaptioner
 from gen4gen.caption.tokens import ClipTokenCounter
 from gen4gen.words import count_phrase, plural
 from tests.helpers.clip_tokenizer import build_clip_tokenizer
+from tests.helpers.settings import captioner_args
 from tests.conftest import shared
 
 
@@ -22,7 +23,7 @@ TOKENS = {"cat": "<new1>", "dog": "<new2>", "plant": "<new3>"}
 
 
 def captions(lay, tokens=TOKENS, **kw):
-    return TemplateCaptioner(**kw).captions(facts_from_layout(lay), tokens)
+    return TemplateCaptioner(**captioner_args(**kw)).captions(facts_from_layout(lay), tokens)
 
 
 def test_personalized_caption_has_the_documented_form():
@@ -150,7 +151,7 @@ def test_short_caption_fits_clip_with_the_real_tokenizer(clip_dir):
     tokens = {c: f"<new{k}>" for k, c in enumerate(sorted(concepts), 1)}
     real = ClipTokenCounter(str(clip_dir))
     assert real.source == str(clip_dir)
-    cap = TemplateCaptioner(clip_tokenizer=str(clip_dir)).captions(facts_from_layout(lay), tokens)
+    cap = TemplateCaptioner(**captioner_args(clip_tokenizer=str(clip_dir))).captions(facts_from_layout(lay), tokens)
     assert real.count(cap["short"]) <= 77 and real.count(cap["personalized"]) <= 77
     for c in concepts:  # every concept still named
         assert c in cap["short"] or plural(c) in cap["short"]

@@ -13,6 +13,7 @@ from gen4gen.caption.check import markup_problem
 from gen4gen.caption.llm import LLMCaptioner
 from gen4gen.caption.template import CaptionJob, TemplateCaptioner
 from tests.helpers.llm_server import LLMServer
+from tests.helpers.settings import captioner_args
 from tests.test_caption_llm import GOOD, LAYOUT, TOKENS, caption, llm_cfg
 
 MARKUP = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>', "<b>bold</b>", "&lt;script&gt;",
@@ -50,7 +51,7 @@ def test_llm_replies_with_markup_fall_back_to_the_template_with_the_reason(tmp_p
         return caption(PLACES[place](payload, GOOD))
 
     with LLMServer(chaos) as srv:
-        outs = LLMCaptioner(llm_cfg(srv.base_url), cache_dir=str(tmp_path)).caption_all(jobs)
+        outs = LLMCaptioner(llm_cfg(srv.base_url), **captioner_args("llm"), cache_dir=str(tmp_path)).caption_all(jobs)
     assert len(srv.requests) == 3 * len(jobs)  # every reply refused, retried, refused
     for out in outs:
         caps = out.captions
@@ -61,14 +62,15 @@ def test_llm_replies_with_markup_fall_back_to_the_template_with_the_reason(tmp_p
 @pytest.mark.parametrize("payload", PAYLOADS)
 def test_a_background_phrase_with_markup_is_left_out_of_the_template_captions(payload):
     layout = LAYOUT.model_copy(update={"background_prompt": f"in the garden {payload}"})
-    out = TemplateCaptioner().outcome(CaptionJob("pets/cat+dog_000/v0", layout, TOKENS, sorted(TOKENS)))
+    template = TemplateCaptioner(**captioner_args())
+    out = template.outcome(CaptionJob("pets/cat+dog_000/v0", layout, TOKENS, sorted(TOKENS)))
     caps = out.captions
     assert not [k for k in ("short", "detailed", "personalized") if markup_problem(caps[k])]
     if markup_problem(" ".join(payload.split())):  # not a character Python counts as spacing (\x85): left out
         assert caps["short"] == "a photo of a cat and two dogs"
     # and as the phrase s3 painted (a background folder's name)
-    out = TemplateCaptioner().outcome(CaptionJob("pets/cat+dog_000/v0", LAYOUT, TOKENS, sorted(TOKENS),
-                                                 background=f"on {payload} a beach"))
+    out = template.outcome(CaptionJob("pets/cat+dog_000/v0", LAYOUT, TOKENS, sorted(TOKENS),
+                                      background=f"on {payload} a beach"))
     assert not markup_problem(out.captions["detailed"])
 
 
@@ -78,7 +80,7 @@ def test_a_concept_named_with_markup_fails_its_item_with_one_line(payload):
     # copied unvalidated: the name reaches the captioner whatever layout.json's model would say of it
     layout = LAYOUT.model_copy(update={"objects": [LAYOUT.objects[0].model_copy(update={"concept": concept}),
                                                    *LAYOUT.objects[1:]]})
-    out = TemplateCaptioner().outcome(CaptionJob("pets/x/v0", layout, {**TOKENS, concept: "<new4>"},
+    out = TemplateCaptioner(**captioner_args()).outcome(CaptionJob("pets/x/v0", layout, {**TOKENS, concept: "<new4>"},
                                                  sorted({*TOKENS, concept})))
     assert out.captions is None and "cannot go into a caption" in out.error and "\n" not in out.error
 

@@ -1,5 +1,5 @@
 """What a command leaves and says (issue 22 class 9, issue 28): a command refused at the start (an unknown
-stage, a bad value) or stopped at once by its stage (``compose.sets=subset``, a missing API key,
+stage, a bad value) or stopped at once by its stage (a missing API key,
 ``inpainter=sdxl`` without a GPU, nothing upstream) prints its one line, no empty summary table, exits 2 and
 leaves no folder under ``outputs/runs/``; a command that did something leaves one, and ``keep_runs`` bounds how
 many stay. Through the real CLI."""
@@ -20,10 +20,10 @@ REFUSED = [
     (["stage=''"], "unknown stage ''"),
     (["seed=abc"], "seed=abc: expected a whole number"),
     (["compose.num_samples=0"], "compose.num_samples=0"),
+    (["stage=s2", "compose.sets=subset"], "compose.sets=subset: choose one of 'all' or 'subsets'"),
     (["stage=s2", "shard.index=5", "shard.count=2"], "shard.index=5 is not below shard.count=2"),
 ]
 STOPPED = [
-    (["stage=s2", "compose.sets=subset"], "compose.sets='subset'"),
     (["stage=s2", "layout=llm", "llm.api_key_env=GEN4GEN_NO_SUCH_KEY", "llm.fallback_on_unreachable=false"],
      "GEN4GEN_NO_SUCH_KEY is not set"),
     (["stage=s3", "inpainter=sdxl"], "needs a CUDA GPU"),

@@ -167,7 +167,7 @@ def test_photo_library_scenes_variants_and_any_scene_when_none_matches(tmp_path)
     _photo(tmp_path / "garden" / "g2.png", (0, 180, 0))
     _photo(tmp_path / "beach" / "b1.jpg", (230, 210, 160))
     _photo(tmp_path / "my_living-room" / "r1.jpg", (150, 100, 60))
-    lib = scan(tmp_path)
+    lib = scan(tmp_path, max_pixels=80_000_000, min_side=64)
     assert sorted(lib.scenes) == ["beach", "garden", "my_living-room"] and lib.problems == []
     layout = _layout(background_prompt="in a garden", scenes=["in a garden", "at the beach"])
     srcs = plan_sources(layout, kind="photo", max_backgrounds=3, rng=np.random.default_rng(0), library=lib)

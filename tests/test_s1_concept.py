@@ -80,7 +80,7 @@ def test_a_second_object_unlike_the_concept_is_dropped_and_recorded(tmp_path, cf
         one = json.loads((item.parent / other / "meta.json").read_text("utf-8"))
         assert not one["multiple_objects"] and len(one["objects"]) == 1 and one["objects"][0]["concept"]
     # keep=all keeps the rifle, with the same scores on record
-    s1_segment.run(cfg_factory(notwhite_path(tmp_path), "stage=s1", "segmenter=notwhite", "+segmenter.keep=all"))
+    s1_segment.run(cfg_factory(notwhite_path(tmp_path), "stage=s1", "segmenter=notwhite", "segmenter.keep=all"))
     kept = json.loads((item / "meta.json").read_text("utf-8"))
     assert kept["objects"] == meta["objects"] and (read_image(item / "mask.png", mode="L")[:, 370:] >= 128).any()
 

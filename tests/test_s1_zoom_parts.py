@@ -146,7 +146,7 @@ def test_a_second_object_is_flagged_with_its_area_and_kept_by_default(tmp_path, 
 def test_keep_largest_keeps_only_the_largest_part(tmp_path, cfg_factory):
     img = two_discs()
     _write(tmp_path / "src" / "s" / "c", "two.png", img)
-    cfg = cfg_factory(search_path(tmp_path), "stage=s1", "segmenter=darkness", "+segmenter.keep=largest")
+    cfg = cfg_factory(search_path(tmp_path), "stage=s1", "segmenter=darkness", "segmenter.keep=largest")
     assert s1_segment.run(cfg).done == 1
     item = tmp_path / "stages" / OUT / "s" / "c" / "two"
     alpha = read_image(item / "cutout.png", mode="RGBA")[..., 3]
@@ -156,7 +156,7 @@ def test_keep_largest_keeps_only_the_largest_part(tmp_path, cfg_factory):
     assert meta["keep"] == "largest" and meta["multiple_objects"] and len(meta["parts"]) == 2
     assert meta["area_fraction"] == pytest.approx((img[:, :150, 0] < 128).sum() / alpha.size, abs=1e-5)
     with pytest.raises(UserError, match="segmenter.keep"):
-        s1_segment.SegmentStage(cfg_factory(search_path(tmp_path), "segmenter=darkness", "+segmenter.keep=most"))
+        s1_segment.SegmentStage(cfg_factory(search_path(tmp_path), "segmenter=darkness", "segmenter.keep=most"))
 
 
 def test_grabcut_masks_cut_off_by_the_centre_box_are_flagged(tmp_path, cfg_factory):

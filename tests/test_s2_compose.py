@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 
 from gen4gen.errors import ItemFailed
-from gen4gen.layout.compose import Augment, Composer, Source, load_cutout, side_room
+from gen4gen.layout.compose import Composer, Source, load_cutout, side_room
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.schema import ConceptCount, Plan, PlacedBox, PlanRequest, depth_order
+from gen4gen.settings import section
+from gen4gen.stage_settings import ComposeSettings, IOSettings
+from tests.conftest import make_cfg
 from tests.helpers.trees import fake_s1
 
 SIZE = (640, 480)
@@ -21,6 +24,12 @@ def sources(tmp_path, soft=False):
     return out
 
 
+def composer_of(tmp_path, *overrides):
+    """The composer of the yaml's ``compose`` and ``io`` sections with ``overrides``."""
+    cfg = make_cfg(tmp_path, *overrides)
+    return Composer(section(cfg, "compose", ComposeSettings), section(cfg, "io", IOSettings))
+
+
 def heuristic_layout(seed, names=("cat", "dog", "cup"), counts=None):
     counts = counts or {}
     r = PlanRequest(tuple(ConceptCount(n, counts.get(n, 1)) for n in names), SIZE, seed)
@@ -29,7 +38,7 @@ def heuristic_layout(seed, names=("cat", "dog", "cup"), counts=None):
 
 def test_pasted_pixels_equal_the_scaled_source(tmp_path):
     src = sources(tmp_path)
-    composer = Composer(Augment(flip=True, max_rotation=0, max_shift=0.03), min_visible=0.3)
+    composer = composer_of(tmp_path, "compose.augment.max_rotation=0", "compose.min_visible=0.3")
     checked, flips = 0, set()
     for seed in range(4):
         comp = composer.compose(heuristic_layout(seed, counts={"dog": 2}), src, np.random.default_rng(seed))
@@ -60,7 +69,7 @@ def test_pasted_pixels_equal_the_scaled_source(tmp_path):
 @pytest.mark.parametrize("soft", [False, True])
 def test_instance_masks_disjoint_union_is_mask_and_boxes_tight(tmp_path, soft):
     src = sources(tmp_path, soft=soft)
-    composer = Composer(Augment(flip=True, max_rotation=5, max_shift=0.03), min_visible=0.3)
+    composer = composer_of(tmp_path, "compose.min_visible=0.3")
     for seed in range(3):
         comp = composer.compose(heuristic_layout(seed, counts={"cat": 2}), src, np.random.default_rng(seed))
         stack = np.stack(list(comp.instances.values())).astype(np.int32)
@@ -79,7 +88,8 @@ def test_instance_masks_disjoint_union_is_mask_and_boxes_tight(tmp_path, soft):
 
 def test_instances_of_one_concept_use_different_photos(tmp_path):
     src = sources(tmp_path)
-    comp = Composer(min_visible=0.3).compose(heuristic_layout(1, counts={"cat": 2}), src, np.random.default_rng(0))
+    comp = composer_of(tmp_path, "compose.min_visible=0.3").compose(heuristic_layout(1, counts={"cat": 2}), src,
+                                                                 np.random.default_rng(0))
     cats = [o["source"] for o in comp.objects if o["concept"] == "cat"]
     assert len(set(cats)) == 2
 
@@ -92,7 +102,8 @@ def stacked_layout():
 
 def test_hidden_instance_is_resampled_then_fails_with_a_reason(tmp_path):
     src = sources(tmp_path)
-    composer = Composer(Augment(max_shift=0.0, max_rotation=0), min_visible=0.6, max_attempts=3)
+    composer = composer_of(tmp_path, "compose.augment.max_shift=0", "compose.augment.max_rotation=0",
+                           "compose.max_attempts=3")
     with pytest.raises(ItemFailed, match=r"min_visible.*3 attempts.*cat_0 keeps"):
         composer.compose(stacked_layout(), src, np.random.default_rng(0))
     # with a re-planner (the heuristic's case) the second draw is accepted
@@ -130,7 +141,7 @@ def test_occlusion_share_min_visible_and_exact_masks_over_many_samples(tmp_path)
 
     src = sources(tmp_path, soft=True)
     planner = HeuristicPlanner(occlusion=0.3)
-    composer = Composer(Augment(flip=True, max_rotation=3, max_shift=0.01), min_visible=0.6)
+    composer = composer_of(tmp_path, "compose.augment.max_rotation=3", "compose.augment.max_shift=0.01")
     n, hidden = 60, 0
     for k in range(n):
         r = PlanRequest((ConceptCount("cat"), ConceptCount("dog"), ConceptCount("cup")), SIZE, 100 + k, sample=k)

@@ -26,8 +26,9 @@ from gen4gen.caption.facts import Facts, facts_from_layout
 from gen4gen.caption.template import CaptionJob, Outcome, TemplateCaptioner
 from gen4gen.words import display_name
 from gen4gen.images import read_image
-from gen4gen.llm.client import NO_REPLY, LLMClient, client_from_cfg
+from gen4gen.llm.client import NO_REPLY, LLMClient
 from gen4gen.llm.replies import ReplyInvalid, Request, clean_text
+from gen4gen.settings import LLMSettings, parse
 
 
 class CaptionReply(BaseModel):
@@ -47,21 +48,23 @@ SYSTEM = (
 class LLMCaptioner(TemplateCaptioner):
     name = "llm"
 
-    def __init__(self, llm, cache_dir: str | None = None, max_words: int = 60, clip_tokenizer: str | None = None,
-                 temperature: float = 0.7, client: LLMClient | None = None):
+    def __init__(self, llm, *, max_words: int, clip_tokenizer: str | None, temperature: float,
+                 cache_dir: str | None = None, client: LLMClient | None = None):
+        """``llm``: the ``llm`` section; ``cache_dir`` None: its ``cache_dir``; ``client``: one made already."""
         super().__init__(max_words=max_words, clip_tokenizer=clip_tokenizer)
-        self.llm_cfg, self.cache_dir, self.temperature = llm, cache_dir, float(temperature)
+        self.llm = parse(llm, LLMSettings, "llm")  # the backend's ``llm`` node (${llm}), read once
+        self.cache_dir, self.temperature = cache_dir, float(temperature)
         self._client = client
 
     @property
     def client(self) -> LLMClient:
         if self._client is None:
-            self._client = client_from_cfg(self.llm_cfg, self.cache_dir)
+            self._client = LLMClient(self.llm, self.cache_dir)
         return self._client
 
     def config(self) -> dict:
         # the endpoint and model decide the captions; the cache folder and key variable do not
-        return {**super().config(), "model": str(self.llm_cfg.model), "base_url": str(self.llm_cfg.base_url),
+        return {**super().config(), "model": self.llm.model, "base_url": self.llm.base_url,
                 "temperature": self.temperature}
 
     # ------------------------------------------------------------ prompts
@@ -119,7 +122,7 @@ class LLMCaptioner(TemplateCaptioner):
                 tokenized = personalize(text, job.tokens)
                 if self.counter.fits(tokenized):
                     caps["personalized"] = tokenized
-                caps["captioner"] = f"{self.name}:{self.llm_cfg.model}"
+                caps["captioner"] = f"{self.name}:{self.llm.model}"
             else:
                 caps["captioner"] = TemplateCaptioner.name
                 caps["fallback"] = (f"{self.name} caption rejected after {res.attempts} attempt(s): "
@@ -131,10 +134,10 @@ class LLMCaptioner(TemplateCaptioner):
 class VLMCaptioner(LLMCaptioner):
     name = "vlm"
 
-    def __init__(self, llm, cache_dir: str | None = None, max_words: int = 60, clip_tokenizer: str | None = None,
-                 temperature: float = 0.2, image_side: int = 512, image_format: str = "jpeg",
-                 client: LLMClient | None = None):
-        super().__init__(llm, cache_dir, max_words, clip_tokenizer, temperature, client)
+    def __init__(self, llm, *, max_words: int, clip_tokenizer: str | None, temperature: float, image_side: int,
+                 image_format: str, cache_dir: str | None = None, client: LLMClient | None = None):
+        super().__init__(llm, max_words=max_words, clip_tokenizer=clip_tokenizer, temperature=temperature,
+                         cache_dir=cache_dir, client=client)
         self.image_side, self.image_format = int(image_side), image_format.lower()
 
     def config(self) -> dict:

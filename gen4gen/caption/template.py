@@ -36,7 +36,8 @@ class Outcome:
 class TemplateCaptioner:
     name = "template"
 
-    def __init__(self, max_words: int = 60, clip_tokenizer: str | None = None):
+    def __init__(self, *, max_words: int, clip_tokenizer: str | None):
+        """``max_words`` and ``clip_tokenizer``: the ``caption`` section (conf/captioner/*.yaml interpolate it)."""
         self.max_words = int(max_words)
         self.clip_tokenizer = clip_tokenizer
         self.counter = ClipTokenCounter(clip_tokenizer)

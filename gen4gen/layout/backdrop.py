@@ -15,7 +15,8 @@ from gen4gen.layout.scene_fit import SceneFit, minilm_embed
 from gen4gen.layout.scenes import scene_words
 from gen4gen.layout.schema import PlanRequest
 from gen4gen.repaint.photo_crop import canvas_horizon
-from gen4gen.repaint.photos import Library, library_from_cfg, scene_phrase
+from gen4gen.repaint.photos import Library, library_for, scene_phrase
+from gen4gen.stage_settings import IOSettings, RepaintSettings
 
 HORIZON_RANGE = (0.05, 0.88)  # a planner horizon outside it leaves no ground, or no room above the objects
 
@@ -34,20 +35,20 @@ class BackdropChooser:
         self.fit = fit or SceneFit(minilm_embed())
         self.forced = None
         if forced and library is not None:
-            self.forced = find_scene(str(forced), sorted(library.scenes))
+            self.forced = find_scene(forced, sorted(library.scenes))
             if self.forced is None:
                 raise UserError(f"repaint.scene={forced!r} is not a scene of {library.root}; its scenes are "
                                 f"{', '.join(sorted(library.scenes))}")
         elif forced:  # procedural backgrounds: the phrase itself
-            self.forced = scene_phrase(str(forced)) if not str(forced).startswith(("in ", "on ", "at ")) else forced
+            self.forced = scene_phrase(forced) if not forced.startswith(("in ", "on ", "at ")) else forced
 
     @classmethod
-    def from_cfg(cls, cfg, log=None) -> "BackdropChooser | None":
-        library = library_from_cfg(cfg, log)
-        forced = cfg.repaint.get("scene")
-        if library is None and not forced:
+    def from_settings(cls, repaint: RepaintSettings, io: IOSettings, cache_dir: str,
+                      log=None) -> "BackdropChooser | None":
+        library = library_for(repaint, io, log)
+        if library is None and not repaint.scene:
             return None
-        return cls(library, SceneFit(minilm_embed(cfg.paths.get("cache_dir"))), forced)
+        return cls(library, SceneFit(minilm_embed(cache_dir)), repaint.scene)
 
     def fingerprint(self) -> dict:
         """What the layouts depend on: the forced scene and every photo's scene, size, horizon and light."""

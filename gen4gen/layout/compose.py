@@ -24,6 +24,7 @@ from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
 from gen4gen.layout.plausibility import occluded
 from gen4gen.layout.schema import Plan, PlacedBox
+from gen4gen.stage_settings import ComposeSettings, IOSettings
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,6 @@ class Source:
     cutout: Path  # its cutout.png (RGBA)
     aspect: float | None = None  # width / height of its mask box (s1 meta bbox_xyxy)
     cut_edges: tuple[str, ...] = ()  # the photo edges the subject is cut by (layout/closeups.py)
-
-
-@dataclass(frozen=True)
-class Augment:
-    flip: bool = True
-    max_rotation: float = 5.0  # degrees, uniform in [-max, max]
-    max_shift: float = 0.03  # fraction of the canvas side, uniform in [-max, max]
 
 
 @dataclass
@@ -65,15 +59,15 @@ class Composition:
 
 
 class Composer:
-    def __init__(self, augment: Augment = Augment(), min_visible: float = 0.6, max_attempts: int = 8,
-                 max_pixels: int = 80_000_000, min_side: int = 1, cache_size: int = 16, widen: float = 0.5):
-        self.augment = augment
-        self.widen = float(widen)  # a cut-out wider than its box may exceed the box width by this share
-        self.min_visible = float(min_visible)
-        self.max_attempts = max(1, int(max_attempts))
-        self.max_pixels, self.min_side = int(max_pixels), int(min_side)
+    def __init__(self, compose: ComposeSettings, io: IOSettings, cache_size: int = 16, widen: float = 0.5):
+        """``compose``: the augmentation (rotation in degrees and shift as a share of the canvas side, each uniform
+        in [-max, max]), ``min_visible`` and ``max_attempts``; ``io``: the bound of every cut-out read."""
+        self.augment = compose.augment
+        self.widen = widen  # a cut-out wider than its box may exceed the box width by this share
+        self.min_visible, self.max_attempts = compose.min_visible, compose.max_attempts
+        self.max_pixels, self.min_side = io.max_pixels, io.min_side
         # decoded, cropped cut-outs shared by the compositions (a 4k photo is read once, not once per use)
-        self._load = functools.lru_cache(maxsize=max(1, int(cache_size)))(self._load_cutout)
+        self._load = functools.lru_cache(maxsize=cache_size)(self._load_cutout)
 
     def _load_cutout(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
         return load_cutout(path, self.max_pixels, self.min_side)
@@ -108,7 +102,7 @@ class Composer:
     def _sprites(self, layout: Plan, sources, rng) -> list[Sprite]:
         picks = _pick_sources(layout.boxes, sources, rng)
         by_name = {b.name: b for b in layout.boxes}
-        shift_px = 2.0 * float(self.augment.max_shift) * layout.size[0]  # two neighbours may shift towards each other
+        shift_px = 2.0 * self.augment.max_shift * layout.size[0]  # two neighbours may shift towards each other
         sprites = []
         for name in layout.paste_order:
             box = by_name[name]
@@ -122,8 +116,8 @@ class Composer:
         W, H = size
         # draws in a fixed order, whatever is enabled, so one setting does not reshuffle the others
         flip = bool(rng.random() < 0.5) and self.augment.flip
-        angle = float(rng.uniform(-1, 1)) * float(self.augment.max_rotation)
-        shift = rng.uniform(-1, 1, 2) * float(self.augment.max_shift)
+        angle = float(rng.uniform(-1, 1)) * self.augment.max_rotation
+        shift = rng.uniform(-1, 1, 2) * self.augment.max_shift
         bx, by, bw, bh = box.box
         ch, cw = alpha.shape
         if box.cut_edges:  # a close-up: its cut edges go exactly onto the frame, so none is seen floating

@@ -37,7 +37,7 @@ class PlanRequest:
     @property
     def instances(self) -> list[tuple[str, int]]:
         """(concept, k) for every instance, in request order; k counts from 0 per concept."""
-        return [(c.name, k) for c in self.concepts for k in range(max(1, int(c.count)))]
+        return [(c.name, k) for c in self.concepts for k in range(max(1, c.count))]
 
     def reseeded(self, seed: int) -> "PlanRequest":
         return replace(self, seed=seed)

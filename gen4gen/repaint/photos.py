@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gen4gen.images import IMAGE_EXTENSIONS, size_problem
 from gen4gen.layout.scenes import scene_words
+from gen4gen.stage_settings import IOSettings, RepaintSettings
 
-MIN_PHOTO_SIDE = 64  # px: a tiny photo (an icon, a thumbnail) is no background
 ANALYSIS_SIDE = 192  # px: horizon and light are judged on a small copy
 PREPOSITIONS = ("in", "on", "at", "by", "under", "inside", "near", "over", "beside")
 _POSSESSIVE = {"my", "our", "mine", "your", "their"}
@@ -93,9 +93,10 @@ def scene_phrase(scene: str) -> str:
     return f"{prep} the " + " ".join(words)
 
 
-def scan(root: Path | str, *, max_pixels: int = 80_000_000, min_side: int = MIN_PHOTO_SIDE) -> Library:
+def scan(root: Path | str, *, max_pixels: int, min_side: int) -> Library:
     """Every usable photo under ``root`` (its files and one level of scene folders) with its scene, horizon and
-    light; what could not be used is one line each in ``problems``."""
+    light; what could not be used (``min_side``: a tiny photo, an icon, is no background) is one line each in
+    ``problems``."""
     root = Path(root)
     lib = Library(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -245,23 +246,21 @@ def estimate_light(image: np.ndarray, horizon: float) -> float:
     return round(float(np.clip(d * 5.0, -1.0, 1.0)), 3)
 
 
-__all__ = ["Sidecar", "Backdrop", "Library", "scene_phrase", "scan", "estimate_ground", "estimate_light",
-           "MIN_PHOTO_SIDE"]
+__all__ = ["Sidecar", "Backdrop", "Library", "scene_phrase", "scan", "estimate_ground", "estimate_light"]
 
 
-def library_from_cfg(cfg, log=None) -> Library | None:
+def library_for(repaint: RepaintSettings, io: IOSettings, log=None) -> Library | None:
     """The run's background photos when ``repaint.backgrounds`` is set and the source is auto or photo; every
     photo, folder or sidecar that cannot be used is one warning line. UserError when nothing is usable."""
     from gen4gen.errors import UserError
 
-    r = cfg.repaint
-    if not r.get("backgrounds") or str(r.get("source", "auto")) not in ("auto", "photo"):
+    if not repaint.backgrounds or repaint.kind != "photo":
         return None
-    root = Path(str(r.backgrounds)).expanduser()
+    root = Path(repaint.backgrounds).expanduser()
     if not root.is_dir():
         raise UserError(f"repaint.backgrounds={root} is not a folder; expected a folder of photos, e.g. "
                         f"{root}/kitchen/photo1.jpg (sub-folders name the scene)")
-    lib = scan(root, max_pixels=int(cfg.io.max_pixels), min_side=int(r.get("min_photo_side", MIN_PHOTO_SIDE)))
+    lib = scan(root, max_pixels=io.max_pixels, min_side=repaint.min_photo_side)
     for line in lib.problems:
         (log.warning if log else print)(f"background photo: {line}")
     if not lib.photos:

@@ -38,11 +38,10 @@ from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.segment.cutout import clean_alpha, estimate_foreground, fill_translucent, keep_region, translucent
 from gen4gen.segment.objects import PhotoObjects, analysis_map, choose, features, find_objects
 from gen4gen.segment.quality import keep_largest, mask_stats
+from gen4gen.settings import section, top_level
+from gen4gen.stage_settings import IOSettings, SegmenterNode, SegmentSettings
 
 DIR_NAME = STAGE_DIRS["s1"]
-# segmenter.keep: what the cut-out keeps of a photo with several objects: the concept's (what the concept's
-# photos share), all of them, or the largest
-KEEP = ("concept", "all", "largest")
 FLAGGED_NAMED = 3  # the summary names this many flagged photos per flag
 
 
@@ -143,15 +142,12 @@ class SegmentStage:
         self.cfg = cfg
         self.source_dir = Path(cfg.paths.source_dir)
         self.out_root = Path(cfg.paths.stages_dir) / DIR_NAME
-        self.rounds = max(1, int(cfg.segment.rounds))
-        self.workers = int(cfg.workers)
-        self.keep = str(cfg.segmenter.get("keep", "concept"))
-        if self.keep not in KEEP:
-            raise UserError(f"segmenter.keep must be one of {', '.join(KEEP)}, not {self.keep!r}")
-        self.features = str(cfg.segment.get("features") or "efficientnet-lite0")
-        kind, _, path = self.features.partition(":")
-        if not ((kind == "efficientnet-lite0" and not path) or (kind in ("clip", "dino") and path)):
-            raise UserError(f"segment.features={self.features!r}: use efficientnet-lite0, clip:<model> or dino:<model>")
+        self.top = top_level(cfg)
+        self.settings = section(cfg, "segment", SegmentSettings)
+        self.io = section(cfg, "io", IOSettings)
+        self.rounds, self.features = self.settings.rounds, self.settings.features
+        self.workers = self.top.workers
+        self.keep = section(cfg, "segmenter", SegmenterNode).keep
         self._segmenter = None
         self._encoder = None
         self._lock = threading.Lock()
@@ -164,7 +160,7 @@ class SegmentStage:
             extra = {}
             if "threads" in self.cfg.segmenter and not self.cfg.segmenter.threads:
                 # items run on `workers` threads: split the cores between them instead of oversubscribing
-                extra["threads"] = max(1, usable_cores() // max(1, self.workers))
+                extra["threads"] = max(1, usable_cores() // self.workers)
             node = self.cfg.segmenter.copy()
             with open_dict(node):
                 node.pop("keep", None)  # the stage's choice, not the backend's
@@ -175,7 +171,7 @@ class SegmentStage:
     def encoder(self):
         with self._lock:  # loaded once, when a photo first holds two objects
             if self._encoder is None:
-                self._encoder = image_features(self.features, str(self.cfg.get("device", "auto")))
+                self._encoder = image_features(self.features, self.top.device)
         return self._encoder
 
     def discover(self) -> list[Item]:
@@ -200,7 +196,7 @@ class SegmentStage:
 
     def shard_key(self, item_id: str) -> str:
         """A shard owns whole concepts (whole scenes under ``stage=all``): the choice sees every photo."""
-        whole = str(self.cfg.get("stage", "")) == "all"
+        whole = self.top.stage == "all"
         return shard_key(item_id, whole) if whole else concept_of(item_id)
 
     def config(self) -> dict:
@@ -212,7 +208,7 @@ class SegmentStage:
         _ = self.segmenter  # load weights before the threads start (and fail once, clearly)
         concepts = sorted({concept_of(it.id) for it in pending})
         photos = [it for c in concepts for it in self._concepts.get(c, [])]
-        with progress() as bar, ThreadPoolExecutor(max(1, self.workers)) as pool:
+        with progress() as bar, ThreadPoolExecutor(self.workers) as pool:
             task = bar.add_task("s1 first pass (whole concepts)", total=len(photos))
 
             def first(it: Item) -> tuple | None:
@@ -257,7 +253,7 @@ class SegmentStage:
         return first, find_objects(analysis_map(soft, w, h), rgb, _LazyEncoder(self))
 
     def _read(self, path: str) -> np.ndarray:
-        return read_image(path, max_pixels=int(self.cfg.io.max_pixels), min_side=int(self.cfg.io.min_side))
+        return read_image(path, max_pixels=self.io.max_pixels, min_side=self.io.min_side)
 
     def process(self, item: Item, out: ItemWriter, rng: np.random.Generator) -> dict:
         rgb = self._read(item.data["path"])

@@ -26,7 +26,7 @@ from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash, stable_hash
 from gen4gen.layout.backdrop import BackdropChooser
 from gen4gen.layout.closeups import Cast, cast, cut_edges_of
-from gen4gen.layout.compose import Augment, Composer, Source, with_boxes
+from gen4gen.layout.compose import Composer, Source, with_boxes
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.plausibility import plausibility_of
 from gen4gen.layout.schema import ConceptCount, Plan, PlanRequest, layout_fields
@@ -36,7 +36,8 @@ from gen4gen.manifest import read_manifest
 from gen4gen.markers import upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
-from gen4gen.settings import canvas_size
+from gen4gen.settings import section, top_level
+from gen4gen.stage_settings import BackendNode, ComposeSettings, IOSettings, RepaintSettings, canvas_size
 from gen4gen.tree import TreeView
 
 log = logging.getLogger(__name__)
@@ -77,28 +78,24 @@ class ComposeStage:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        cc = cfg.compose
+        self.top = top_level(cfg)
+        self.io = section(cfg, "io", IOSettings)
+        self.compose = cc = section(cfg, "compose", ComposeSettings)
         self.stages_dir = Path(cfg.paths.stages_dir)
         self.s1_root = self.stages_dir / S1_DIR
         self.out_root = self.stages_dir / DIR_NAME
-        self.size = canvas_size(OmegaConf.to_container(cc.size) if OmegaConf.is_config(cc.size) else cc.size,
-                                int(cfg.io.max_pixels))
-        self.min_objects = max(1, int(cc.min_objects))
-        self.sets = str(cc.sets)
-        if self.sets not in ("all", "subsets"):
-            raise UserError(f"compose.sets={self.sets!r}: use all (every concept of a scene) or subsets "
-                            f"(every subset of at least compose.min_objects concepts)")
-        self.num_samples = int(cc.num_samples)
-        self.counts = {str(k): int(v) for k, v in (cc.get("counts") or {}).items()}
+        self.size = canvas_size(cc.size, self.io.max_pixels)
+        self.min_objects, self.sets, self.num_samples = cc.min_objects, cc.sets, cc.num_samples
+        self.counts = dict(cc.counts or {})
+        self.planner_target = section(cfg, "layout", BackendNode).target
         self.planner = build_backend(cfg.layout, "layout")
         self.heuristic = self.planner if isinstance(self.planner, HeuristicPlanner) else \
             getattr(self.planner, "fallback", None) or HeuristicPlanner()
-        self.composer = Composer(Augment(**OmegaConf.to_container(cc.augment, resolve=True)),
-                                 min_visible=float(cc.min_visible), max_attempts=int(cc.max_attempts),
-                                 max_pixels=int(cfg.io.max_pixels), min_side=int(cfg.io.min_side))
-        self.workers = int(cfg.workers)
+        self.composer = Composer(cc, self.io)
+        self.workers = self.top.workers
         # the user's background photos: each composition stands on the ground of the photo chosen for it
-        self.backdrops = BackdropChooser.from_cfg(cfg, log)
+        self.backdrops = BackdropChooser.from_settings(section(cfg, "repaint", RepaintSettings), self.io,
+                                                       cfg.paths.cache_dir, log)
         self.plans: dict[str, Plan] = {}
         self.plan_seconds = 0.0
         self._stats: Counter = Counter()
@@ -179,10 +176,11 @@ class ComposeStage:
         return {"sets": self.sets, "num_samples": self.num_samples, "min_objects": self.min_objects}
 
     def config(self) -> dict:
+        # the sections as composed, hashed as they always were: a finished item stays done across versions
         cc = OmegaConf.to_container(self.cfg.compose, resolve=True)
         for key in ("sets", "num_samples", "min_objects"):  # they choose items, not what an item holds
             cc.pop(key, None)
-        out = {"compose": cc, "layout": self._planner_config(), "seed": int(self.cfg.seed),
+        out = {"compose": cc, "layout": self._planner_config(), "seed": self.top.seed,
                "io": OmegaConf.to_container(self.cfg.io, resolve=True)}
         if self.backdrops:  # another photo folder, scene or photo there: other layouts
             out["backdrops"] = self.backdrops.fingerprint()
@@ -190,11 +188,11 @@ class ComposeStage:
 
     def _planner_config(self) -> dict:
         conf = getattr(self.planner, "config", None)
-        return {"target": str(self.cfg.layout.get("_target_")), **(conf() if conf else {})}
+        return {"target": self.planner_target, **(conf() if conf else {})}
 
     def cast(self, item: Item) -> Cast:
         """Who is in the composition, from which photos, and which one is the close-up (seeded by the item)."""
-        rng = np.random.default_rng(stable_hash(f"{self.cfg.seed}:{item.id}:cast") & 0xFFFFFFFF)
+        rng = np.random.default_rng(stable_hash(f"{self.top.seed}:{item.id}:cast") & 0xFFFFFFFF)
         return cast(item.data["concepts"], item.data["sources"], rng)
 
     def request(self, item: Item) -> PlanRequest:
@@ -203,7 +201,7 @@ class ComposeStage:
                                                       concept_aspect(who.sources[c]),
                                                       who.edges if c == who.closeup else ())
                                          for c in who.concepts),
-                          size=self.size, seed=stable_hash(f"{self.cfg.seed}:{item.id}") & 0xFFFFFFFF,
+                          size=self.size, seed=stable_hash(f"{self.top.seed}:{item.id}") & 0xFFFFFFFF,
                           sample=int(d["sample"]), key=item.id)
         return self.backdrops.apply(req) if self.backdrops else req
 
@@ -261,7 +259,7 @@ class ComposeStage:
                 self._stats["llm gave no reply (fell back; redone on rerun)"] += 1
         return {"scene": d["scene"], "composition_id": d["composition_id"], "concepts": d["concepts"],
                 "counts": {c.name: c.count for c in request.concepts}, "planner": final.planner,
-                "planner_target": str(self.cfg.layout.get("_target_")), "fallback": final.fallback,
+                "planner_target": self.planner_target, "fallback": final.fallback,
                 "background_prompt": final.background_prompt, "size": list(self.size), "attempts": comp.attempts,
                 "sources": sorted({o["source"] for o in comp.objects}),
                 **({"redo": NO_REPLY} if redo else {}),

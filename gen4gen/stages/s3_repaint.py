@@ -26,10 +26,12 @@ from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.backgrounds import (BackgroundSource, feet_line, plan_sources, procedural_ground, render,
                                          salient_share)
 from gen4gen.repaint.photo_crop import render_photo
-from gen4gen.repaint.photos import library_from_cfg
+from gen4gen.repaint.photos import library_for
 from gen4gen.repaint.mask import repaint_mask, to_u8
 from gen4gen.repaint.prompt import build_prompt
 from gen4gen.runner import Item, ItemWriter, run_stage
+from gen4gen.settings import section, top_level
+from gen4gen.stage_settings import IOSettings, RepaintSettings
 from gen4gen.tree import Entry, TreeView
 
 log = logging.getLogger(__name__)
@@ -52,27 +54,27 @@ class RepaintStage:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        self.rcfg = cfg.repaint
+        self.top = top_level(cfg)
+        self.io = section(cfg, "io", IOSettings)
+        self.repaint = section(cfg, "repaint", RepaintSettings)
         self.stages_dir = stages = Path(cfg.paths.stages_dir)
         self.in_root = stages / S2_DIR_NAME
         self.out_root = stages / DIR_NAME
-        self.kind = str(self.rcfg.source)
-        if self.kind == "auto":
-            self.kind = "photo" if self.rcfg.backgrounds else "procedural"
+        self.kind = self.repaint.kind
         self.library = self._library() if self.kind == "photo" else None
         self.backend = build_backend(cfg.inpainter, "inpainter")
         # the runner hands process_batch() batches of this many items of one size (batch_key)
         self.batch_size = max(1, int(getattr(self.backend, "batch_size", 1)))
         # the CPU backend is stateless and OpenCV releases the GIL: threads help. A diffusers pipeline keeps
         # scheduler state per call: one thread, the GPU parallelism comes from batches
-        self.workers = int(cfg.workers) if getattr(self.backend, "thread_safe", False) else 1
+        self.workers = self.top.workers if getattr(self.backend, "thread_safe", False) else 1
         self._bg_info: dict[str, dict] = {}  # item -> salient share, the photo used instead, or a flag
         self._ignored: dict[str, int] = {}  # upstream items not taken, by what to do about them
 
     def _library(self):
-        if not self.rcfg.backgrounds:
+        if not self.repaint.backgrounds:
             raise UserError("repaint.source=photo needs repaint.backgrounds=<dir> with <dir>/<scene>/*.jpg")
-        return library_from_cfg(self.cfg, log)
+        return library_for(self.repaint, self.io, log)
 
     # ------------------------------------------------------------ runner hooks
     def discover(self) -> list[Item]:
@@ -99,8 +101,8 @@ class RepaintStage:
             layout = tree.layout(comp.dir)
         except ItemFailed as e:
             return [Item(cid, self.out_root / cid, {"path": str(comp.dir)}, error=str(e))]
-        sources = plan_sources(layout, kind=self.kind, max_backgrounds=int(self.rcfg.max_backgrounds),
-                               rng=item_rng(int(self.cfg.seed), cid + "/backgrounds"),
+        sources = plan_sources(layout, kind=self.kind, max_backgrounds=self.repaint.max_backgrounds,
+                               rng=item_rng(self.top.seed, cid + "/backgrounds"),
                                library=self.library)
         items = []
         for k, src in enumerate(sources):
@@ -116,7 +118,8 @@ class RepaintStage:
         inpainter = OmegaConf.to_container(self.cfg.inpainter, resolve=True)
         for key in SPEED_ONLY:  # how fast, not what: switching them keeps finished items
             inpainter.pop(key, None)
-        return {"repaint": OmegaConf.to_container(self.rcfg, resolve=True), "inpainter": inpainter,
+        # the sections as composed, hashed as they always were: a finished item stays done across versions
+        return {"repaint": OmegaConf.to_container(self.cfg.repaint, resolve=True), "inpainter": inpainter,
                 "io": OmegaConf.to_container(self.cfg.io, resolve=True)}
 
     def prepare(self, pending: list[Item]) -> None:
@@ -181,17 +184,16 @@ class RepaintStage:
     def job(self, item: Item) -> RepaintJob:
         """Read the s2 files of ``item`` and build its repaint job (ItemFailed on a bad input)."""
         d, layout = Path(item.data["path"]), item.data["layout"]
-        io = self.cfg.io
+        io = self.io
         rgba, mask = (_read(d / name, mode, io) for name, mode in (("image_rgba.png", "RGBA"), ("mask.png", "L")))
         h, w = rgba.shape[:2]
         if mask.shape != (h, w):
             raise ItemFailed(f"mask.png is {mask.shape[1]}x{mask.shape[0]} but image_rgba.png is {w}x{h}")
         if list(layout.size) != [w, h]:
             raise ItemFailed(f"layout.json size {layout.size} does not match image_rgba.png {w}x{h}")
-        r = self.rcfg
-        rep = repaint_mask(mask, blur=int(r.blur), low=float(r.mask_low), high=float(r.mask_high),
-                           solid=float(r.mask_solid), invert=bool(r.invert))
-        seed = item_seed(int(self.cfg.seed), item.id)
+        r = self.repaint
+        rep = repaint_mask(mask, blur=r.blur, low=r.mask_low, high=r.mask_high, solid=r.mask_solid, invert=r.invert)
+        seed = item_seed(self.top.seed, item.id)
         src: BackgroundSource = item.data["source"]
         light = float(np.random.default_rng(seed + 1).uniform(-1, 1))  # procedural: one seeded light per image
         horizon = _horizon(layout.camera)
@@ -199,22 +201,22 @@ class RepaintStage:
             bg, ground, light = self._calm_photo(item.id, src, (w, h), horizon, mask > 127)
         else:
             feet = feet_line(mask)
-            bg = render(src, (w, h), np.random.default_rng(seed), max_pixels=int(io.max_pixels), horizon_max=feet,
+            bg = render(src, (w, h), np.random.default_rng(seed), max_pixels=io.max_pixels, horizon_max=feet,
                         horizon=horizon)
             ground = procedural_ground(src.source, h, seed, feet, horizon) if src.kind == "procedural" else None
             self._bg_info.setdefault(item.id, {})
         self._bg_info[item.id].update(ground=None if ground is None else round(ground, 4), light=round(light, 3))
         return RepaintJob(rgb=np.ascontiguousarray(rgba[..., :3]), alpha=mask.astype(np.float32) / 255.0,
                           repaint=rep, background=bg,
-                          prompt=build_prompt(layout, src.phrase, str(r.prompt)),
-                          negative_prompt=str(r.negative_prompt or ""), seed=seed, ground=ground, light=light)
+                          prompt=build_prompt(layout, src.phrase, r.prompt),
+                          negative_prompt=r.negative_prompt or "", seed=seed, ground=ground, light=light)
 
     def _calm_photo(self, item_id: str, src: BackgroundSource, size: tuple[int, int], horizon: float | None,
                     concepts: np.ndarray, tries: int = 3) -> tuple[np.ndarray, float, float]:
         """The photo of ``src`` cropped so its ground lies under the layout's, with its ground line and light; or,
         when a salient object of it stands where the concepts stand (a bicycle behind the pets), the first calm
         photo among the next ``tries`` of its scene; flagged when none is calm."""
-        limit = float(self.rcfg.max_salient)
+        limit = self.repaint.max_salient
         photos = self.library.scenes.get(src.scene, [])
         first = self.library.by_path(src.source)
         start = photos.index(first) if first in photos else 0
@@ -224,8 +226,8 @@ class RepaintStage:
             if photo is None or (k and photo is first):
                 continue
             try:
-                out = render_photo(photo, size, target=horizon, variant=src.crop, blur=float(self.rcfg.photo_blur),
-                                   max_pixels=int(self.cfg.io.max_pixels))
+                out = render_photo(photo, size, target=horizon, variant=src.crop, blur=self.repaint.photo_blur,
+                                   max_pixels=self.io.max_pixels)
             except ItemFailed:
                 if k == 0:
                     raise
@@ -247,9 +249,9 @@ class RepaintStage:
         return out
 
 
-def _read(path: Path, mode: str, io) -> np.ndarray:
+def _read(path: Path, mode: str, io: IOSettings) -> np.ndarray:
     try:
-        return read_image(path, mode=mode, max_pixels=int(io.max_pixels), min_side=int(io.min_side))
+        return read_image(path, mode=mode, max_pixels=io.max_pixels, min_side=io.min_side)
     except ItemFailed as e:  # say which of the s2 files is bad
         raise ItemFailed(f"s2 {path.name}: {e}") from None
 

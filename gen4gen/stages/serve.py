@@ -16,8 +16,9 @@ from gen4gen.errors import UserError
 from gen4gen.settings import ServeSettings, section
 
 
-def build(cfg: DictConfig):
-    """The app and what it serves, from the config (no server started: tests and benchmarks use this)."""
+def build(cfg: DictConfig, sv: ServeSettings | None = None):
+    """The app and what it serves, from the config (no server started: tests and benchmarks use this); ``sv``: the
+    ``serve`` section when the caller has read it."""
     from gen4gen.serve.api import Served
     from gen4gen.serve.app import create_app
     from gen4gen.serve.items import load_catalog
@@ -27,7 +28,7 @@ def build(cfg: DictConfig):
     from gen4gen.serve.security import make_token
     from gen4gen.serve.thumbs import Thumbnails
 
-    sv = section(cfg, "serve", ServeSettings)
+    sv = sv or section(cfg, "serve", ServeSettings)
     stages = Path(cfg.paths.stages_dir)
     bench_root = Path(sv.bench_run) if sv.bench_run else Path(str(cfg.bench.out_dir)) / str(cfg.bench.name)
     if sv.bench_run and not bench_root.is_dir():
@@ -48,8 +49,9 @@ def run(cfg: DictConfig) -> Summary:
     import uvicorn
 
     t0 = time.perf_counter()
-    app, served, token = build(cfg)
-    host, port = str(cfg.serve.host), int(cfg.serve.port)
+    sv = section(cfg, "serve", ServeSettings)
+    app, served, token = build(cfg, sv)
+    host, port = sv.host, sv.port
     cat = served.catalog
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/" + (f"?token={token}" if token else "")
     console.print(f"serve: {len(cat.items)} final images to review ({cat.stale} stale, {len(cat.left_out)} incomplete), "

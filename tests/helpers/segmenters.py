@@ -26,7 +26,7 @@ def search_path(tmp_path: Path) -> str:
     """A config folder offering ``segmenter=darkness``; returns the ``hydra.searchpath`` override."""
     d = tmp_path / "extra_conf" / "segmenter"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "darkness.yaml").write_text("_target_: tests.helpers.segmenters.Darkness\nsleep: 0.0\n")
+    (d / "darkness.yaml").write_text("_target_: tests.helpers.segmenters.Darkness\nsleep: 0.0\nkeep: concept\n")
     return f"hydra.searchpath=[file://{d.parent}]"
 
 
@@ -43,5 +43,5 @@ def notwhite_path(tmp_path: Path) -> str:
     """``segmenter=notwhite`` on ``hydra.searchpath`` (beside ``darkness``)."""
     d = tmp_path / "extra_conf" / "segmenter"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "notwhite.yaml").write_text("_target_: tests.helpers.segmenters.NotWhite\n")
+    (d / "notwhite.yaml").write_text("_target_: tests.helpers.segmenters.NotWhite\nkeep: concept\n")
     return search_path(tmp_path)

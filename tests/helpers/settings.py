@@ -1,0 +1,23 @@
+"""The yaml's settings for tests that build a backend by hand: the values a user's run would get."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+
+@functools.cache
+def backend_node(group: str, choice: str) -> dict:
+    """``conf/<group>/<choice>.yaml`` as the composed config gives it (interpolations resolved), as plain data."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import make_cfg
+
+    return OmegaConf.to_container(make_cfg(Path("/nonexistent"), f"{group}={choice}")[group], resolve=True)
+
+
+def captioner_args(choice: str = "template", **over) -> dict:
+    """The arguments the yaml gives captioner ``choice`` besides its ``llm`` block and cache (``max_words``,
+    ``temperature``...), counting tokens without a tokenizer (the tests run without the hub) unless ``over``
+    names one."""
+    node = {k: v for k, v in backend_node("captioner", choice).items() if k not in ("_target_", "llm", "cache_dir")}
+    return {**node, "clip_tokenizer": None, **over}

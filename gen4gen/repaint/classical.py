@@ -26,10 +26,11 @@ class ClassicalInpainter:
                  shadow: float = 0.45, shadow_squash: float = 0.12, standing_min_y: float = 0.25,
                  min_component: float = 0.002, batch_size: int = 1, match_light: float = 0.0, wrap: float = 0.0,
                  grain: bool = False, shadow_cast: float = 0.3, matte_width: float = 1.5, expose: float = 0.0,
-                 expose_max_gain: float = 4.0):
+                 expose_max_gain: float = 4.0, haze: float = 0.0):
         self.feather = float(feather)  # px over which a concept's alpha ramps from 0 at its outline to 1
         # px: a concept whose soft edge (alpha 0.05-0.95) is on average this wide has a matte, kept unfeathered
         self.matte_width = float(matte_width)
+        self.haze = float(haze)  # x an object's size: soft alpha further out than this fades out (0: kept)
         self.harmonize = float(harmonize)  # 0: concept colours as they are; 1: band statistics = the background's
         self.band = int(band)  # px: width of the rings whose Lab statistics are matched
         self.poisson = bool(poisson)  # cv2.seamlessClone (gradient-domain) for the band
@@ -85,12 +86,24 @@ class ClassicalInpainter:
                 # through the subject's rim, a dark or pale line where the photo had none
                 hard = ~self.matted(alpha, inside, near)[near[visible]]
                 a = np.where(hard, np.minimum(a, np.clip(inside[visible] / self.feather, 0.0, 1.0)), a)
+            if self.haze > 0:
+                a = a * self.haze_fade(solid, outside, near)[visible]
             a = a[:, None]
             mixed = fg * a + bg[visible].astype(np.float32) * (1.0 - a)
             comp[visible] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         if self.poisson and solid.any():
             comp = self.seamless(comp, bg, solid)
         return keep_concepts(comp, job.rgb, alpha, job.repaint, under=bg)
+
+    def haze_fade(self, solid: np.ndarray, outside: np.ndarray, near: np.ndarray) -> np.ndarray:
+        """HxW 0..1: 1 up to ``haze`` of each object's size (square root of its solid area) outside its silhouette,
+        falling to 0 at twice that. A photograph's soft edge (defocus, motion, hair) spans a small share of the
+        subject; faint alpha further out is the segmenter's haze over the old background (a grey veil beside a
+        motorcycle's handlebars), and its estimated foreground colour is no colour the subject has."""
+        n = int(near.max()) + 1
+        # at least 2 px: a resampled edge, however sharp, spreads over a pixel or two
+        reach = np.maximum(self.haze * np.sqrt(np.bincount(near[solid > 0], minlength=n)), 2.0)[near]
+        return np.clip(2.0 - outside / reach, 0.0, 1.0)
 
     def matted(self, alpha: np.ndarray, inside: np.ndarray, near: np.ndarray) -> np.ndarray:
         """Per object label of ``near``: whether its soft edge (alpha 0.05-0.95, px counted per px of outline) is

@@ -48,7 +48,8 @@ def keep_concepts(generated: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, rep
         a = alpha[band][:, None].astype(np.float32)
         m = repaint[band][:, None].astype(np.float32)
         g = generated[band].astype(np.float32)
-        concept = rgb[band].astype(np.float32) * a + (g if under is None else under[band].astype(np.float32)) * (1.0 - a)
+        base = g if under is None else under[band].astype(np.float32)
+        concept = rgb[band].astype(np.float32) * a + base * (1.0 - a)
         out[band] = np.clip(concept * (1.0 - m) + g * m + 0.5, 0, 255).astype(np.uint8)
     np.copyto(out, rgb, where=(repaint <= 0)[..., None])  # bit-exact concept interiors
     return out

@@ -1,10 +1,12 @@
-"""The embedded s3 backend (CPU, no weights): concepts placed over the background with a feathered
-edge, optional Poisson blending, colour harmonisation, a soft contact shadow on the ground and, each
-switchable, matched light, light wrap and the photo's grain (``repaint/light.py``).
+"""The embedded s3 backend (CPU, no weights): concepts placed over the background by their own soft alpha (a
+matte's edge as it is, its colour s1's estimated foreground; a hard mask feathered; a segmenter's faint haze far
+outside faded), optional Poisson blending, colour harmonisation, a soft contact shadow on the ground and, each
+switchable, re-exposure for the place (``repaint/exposure.py``), matched light, light wrap and the photo's grain
+(``repaint/light.py``).
 
 Only the repaint band (``job.repaint > 0``) and the background change, and the concepts' own colours where
-matched light or grain is on (one shift, blur and noise per object); with those off concept interiors stay
-bit-exact. Either way s2's instance masks and boxes still hold for the s3 image.
+re-exposure, matched light or grain is on (one gain, shift, blur and noise per object); with those off concept
+interiors stay bit-exact. Either way s2's instance masks and boxes still hold for the s3 image.
 """
 from __future__ import annotations
 

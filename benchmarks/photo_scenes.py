@@ -48,6 +48,7 @@ BACKGROUNDS = {"meadow": ["horse.jpg", "girl.png", "rifle2.jpeg"], "beach": ["im
 
 def prepare(work: Path) -> None:
     from gen4gen.images import read_image
+    from gen4gen.segment.cutout import estimate_foreground
     from gen4gen.segment.quality import mask_stats
     from tests.helpers.tree import StageTree
 
@@ -71,7 +72,9 @@ def prepare(work: Path) -> None:
                 rgb_s = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
                 m = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
                 stats = mask_stats(m / 255.0)
-                tree.s1_item(scene, concept, f"photo{k}", np.dstack([rgb_s, m]), config_hash="bench",
+                # as s1 stores it: the soft edge's colour is the estimated foreground, not the old background
+                fg = estimate_foreground(rgb_s, m.astype(np.float32) / 255.0)
+                tree.s1_item(scene, concept, f"photo{k}", np.dstack([fg, m]), config_hash="bench",
                              fingerprint=f"{concept}{k}", flags=stats["flags"],
                              cut_edges=[e for e in ("top", "bottom", "left", "right") if e in stats["border_contact"]])
     bg = work / "backgrounds"
@@ -119,7 +122,7 @@ def free_rectangle(subject: np.ndarray, side: int = 120) -> tuple[int, int, int,
     return int(x0 / f), int(y0 / f), min(w, int(x1 / f)), min(h, int(y1 / f))
 
 
-def run(work: Path, name: str, sheet: bool, many: int, size: int) -> None:
+def run(work: Path, name: str, sheet: bool, many: int, size: int, settings: list[str] = ()) -> None:
     from gen4gen.stages import s2_compose, s3_repaint, s4_caption
     from tests.conftest import make_cfg
 
@@ -134,7 +137,7 @@ def run(work: Path, name: str, sheet: bool, many: int, size: int) -> None:
         shutil.copytree(work / "s1tree" / "stages", base / "stages")
         samples = 1 if sheet else max(1, many // len(SETS))
         over = ["workers=1", f"compose.size=[{size},{size}]", f"compose.num_samples={samples}",
-                "compose.min_visible=0.4", f"paths.cache_dir={work / 'cache'}", *extra]  # a warm rerun: no MiniLM
+                "compose.min_visible=0.4", f"paths.cache_dir={work / 'cache'}", *extra, *settings]  # warm: no MiniLM
         t = {}
         for stage, mod in (("s2", s2_compose), ("s3", s3_repaint), ("s4", s4_caption)):
             cfg = make_cfg(base, f"stage={stage}", *over)
@@ -228,6 +231,30 @@ def rings(rgb: np.ndarray, alpha: np.ndarray, width: int) -> list[tuple[float, f
     return out
 
 
+def own_contrast(base: Path, s1_root: Path) -> tuple[float, int]:
+    """Mean |L difference on the composite - L difference in the subject's own photo| per placed object (its
+    instance mask; the own photo's ring from the s1 cut-out, which keeps the photo outside the subject): how far
+    the pasting moved a subject's contrast to its surroundings from the one its camera recorded."""
+    from gen4gen.images import read_image
+
+    own, diffs = {}, []
+    for final, s2, meta, layout, _ in _finals(base):
+        img = None
+        for o in layout["objects"]:
+            if o.get("source") not in own:
+                rgba = read_image(s1_root / "stages" / "s1_segmented_foreground" / o["source"] / "cutout.png",
+                                  mode="RGBA")
+                f = 512 / max(rgba.shape[:2])
+                small = cv2.resize(rgba, (round(rgba.shape[1] * f), round(rgba.shape[0] * f)),
+                                   interpolation=cv2.INTER_AREA)
+                own[o["source"]] = rings(np.ascontiguousarray(small[..., :3]), small[..., 3] / 255.0, 12)
+            img = read_image(final / "image.png") if img is None else img
+            mine = rings(img, read_image(s2 / o["mask"], mode="L") / 255.0, 12)
+            if own[o["source"]] and len(mine) == 1:
+                diffs.append(abs(mine[0][0] - own[o["source"]][0][0]))
+    return float(np.mean(diffs)) if diffs else float("nan"), len(diffs)
+
+
 def light_distance(base: Path) -> tuple[float, int]:
     """1-D Wasserstein distances of the L and a/b ring differences, composites vs real photos (summed)."""
     from scipy.stats import wasserstein_distance
@@ -253,10 +280,13 @@ def light_distance(base: Path) -> tuple[float, int]:
     return float(wasserstein_distance(r[:, 0], c[:, 0]) + wasserstein_distance(r[:, 1], c[:, 1])), len(c)
 
 
-def edge_error(base: Path) -> float:
+def edge_error(base: Path) -> tuple[float, float]:
     """Mean colour distance in the soft band (alpha 0.05-0.95) between the final image and alpha * F + (1 - alpha)
-    * B: F the cut-out's colour pushed inward from its solid part (a foreground estimate), B the background plate
-    the backend started from (re-rendered here: the photo crop or procedural scene is not stored)."""
+    * B, B the final image just outside the band (a blurred ring 3-12 px out: the plate is not stored), two ways:
+    F the cut-out's colour pushed inward from its solid part (the first measure), and F the foreground the
+    pipeline has: s2's straight colour in the band, s1's estimated foreground resampled with the sprite. The
+    first charges a perfect composite about 31 on these images (a textured subject's colour at its rim is not
+    the blur of its interior), the second about 13 (B's texture); it is the fair one."""
     from gen4gen.images import read_image
 
     errs = []
@@ -270,14 +300,14 @@ def edge_error(base: Path) -> float:
         solid = (a >= 0.95).astype(np.float32)
         num = cv2.GaussianBlur(rgba[..., :3] * solid[..., None], (0, 0), 4)
         den = cv2.GaussianBlur(solid, (0, 0), 4)[..., None]
-        fg = np.where(den > 1e-3, num / np.maximum(den, 1e-3), rgba[..., :3])
+        pushed = np.where(den > 1e-3, num / np.maximum(den, 1e-3), rgba[..., :3])
         far = cv2.distanceTransform((a < 0.05).astype(np.uint8), cv2.DIST_L2, 3)
         ring = (far > 3) & (far < 12)  # the plate next to the band, where the background is seen unmixed
         bmean = cv2.GaussianBlur(img * ring[..., None], (0, 0), 6) / np.maximum(
             cv2.GaussianBlur(ring.astype(np.float32), (0, 0), 6), 1e-3)[..., None]
-        ideal = a[..., None] * fg + (1 - a[..., None]) * bmean
-        errs.append(float(np.linalg.norm((img - ideal)[band], axis=1).mean()))
-    return float(np.mean(errs)) if errs else float("nan")
+        ideal = [a[..., None] * fg + (1 - a[..., None]) * bmean for fg in (pushed, rgba[..., :3])]
+        errs.append([float(np.linalg.norm((img - i)[band], axis=1).mean()) for i in ideal])
+    return tuple(float(v) for v in np.mean(errs, 0)) if errs else (float("nan"), float("nan"))
 
 
 def contact_sheet(work: Path, path: Path, thumb: int = 240) -> None:
@@ -304,14 +334,16 @@ def contact_sheet(work: Path, path: Path, thumb: int = 240) -> None:
 
 def report(work: Path) -> None:
     out = {}
-    for name in ("before", "after"):
+    names = sorted(p.name for p in work.iterdir() if (p / "timings.json").is_file())
+    for name in names:
         for kind in ("procedural", "photo", "many_photo"):
             base = work / name / kind
             if not base.is_dir():
                 continue
             res = rates(base, work / "s1tree")
             res["light_distance"], res["light_objects"] = light_distance(base)
-            res["edge_error"] = round(edge_error(base), 2)
+            res["own_contrast_error"], res["own_contrast_objects"] = own_contrast(base, work / "s1tree")
+            res["edge_error"], res["edge_error_stored_f"] = (round(v, 2) for v in edge_error(base))
             out[f"{name}/{kind}"] = res
             print(name, kind, json.dumps(res), flush=True)
         t = work / name / "timings.json"
@@ -330,11 +362,13 @@ def main(argv=None) -> None:
     ap.add_argument("--sheet", action="store_true", help="the 12 compositions of the contact sheet (1024 px)")
     ap.add_argument("--many", type=int, default=0, help="this many compositions with the background folder")
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for s2-s4 (a variant: run WORK expose1 --set inpainter.expose=1)")
     a = ap.parse_args(argv)
     if a.what == "prepare":
         prepare(a.work)
     elif a.what == "run":
-        run(a.work, a.name, a.sheet or not a.many, a.many, a.size)
+        run(a.work, a.name, a.sheet or not a.many, a.many, a.size, a.set)
     else:
         report(a.work)
 

@@ -274,6 +274,7 @@ class LayoutObject(Record):
     mask: InnerPath | None = None
     source: StrictStr | None = None
     source_path: StagePath | None = None
+    source_light: float | None = Field(default=None, ge=0)  # its photo's metered luminance (repaint/exposure.py)
 
     @property
     def mask_file(self) -> str:

@@ -91,6 +91,58 @@ def test_harmonisation_moves_edge_colours_toward_the_background():
     assert np.array_equal(tuned[keep], job.rgb[keep])
 
 
+def test_a_matte_keeps_its_own_soft_edge_and_a_hard_mask_is_feathered():
+    """alpha * F + (1 - alpha) * B in the soft edge of a matte (its colour the estimated foreground); a binary
+    mask still gets the inward feather ramp."""
+    size, fg, bgc = 96, np.array([200, 40, 40]), np.array([40, 160, 50])
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - 48, xx - 48)
+    for soft, matted in ((4.0, True), (0.0, False)):
+        a = np.clip((30 - r) / soft, 0, 1) if soft else (r < 30).astype(np.float32)
+        a = np.round(a * 255).astype(np.float32) / 255.0
+        rgb = np.zeros((size, size, 3), np.uint8)
+        rgb[a > 0] = fg
+        bg = np.empty((size, size, 3), np.uint8)
+        bg[:] = bgc
+        job = RepaintJob(rgb, a.astype(np.float32), repaint_mask((a * 255).astype(np.uint8), blur=4), bg)
+        out = ClassicalInpainter(feather=6.0, shadow=0.0)([job])[0].astype(float)
+        unfeathered = ClassicalInpainter(feather=0.0, shadow=0.0)([job])[0].astype(float)
+        band = (a > 0.05) & (a < 0.95)
+        if matted:
+            ideal = a[..., None] * fg + (1 - a[..., None]) * bgc
+            assert band.sum() > 300 and np.abs(out[band] - ideal[band]).max() <= 1.0
+            np.testing.assert_array_equal(out, unfeathered)
+        else:  # the outline of a binary mask is ramped toward the background
+            assert not band.any()
+            rim = (a == 1) & (r > 29)
+            assert rim.sum() > 50
+            assert (np.abs(out[rim] - fg).sum(1) > np.abs(unfeathered[rim] - fg).sum(1) + 20).all()
+
+
+def test_faint_haze_far_from_the_subject_fades_and_its_soft_edge_stays():
+    """A disc (radius 30, size ~53) with a 3-px soft edge and a faint veil (alpha 0.2) from 8 to 20 px beyond it:
+    with ``haze=0.02`` (about 1 px) the veil is gone and the edge is untouched."""
+    size, fg, bgc = 128, np.array([200, 40, 40]), np.array([40, 160, 50])
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - 64, xx - 64)
+    a = np.clip((30 - r) / 3, 0, 1)
+    veil = (r > 38) & (r < 50) & (xx > 64)
+    a[veil] = 0.2
+    a = (np.round(a * 255) / 255).astype(np.float32)
+    rgb = np.zeros((size, size, 3), np.uint8)
+    rgb[a > 0] = fg
+    bg = np.empty((size, size, 3), np.uint8)
+    bg[:] = bgc
+    job = RepaintJob(rgb, a, repaint_mask((a * 255).astype(np.uint8), blur=4), bg)
+    out = ClassicalInpainter(shadow=0.0, haze=0.02)([job])[0].astype(float)
+    np.testing.assert_array_equal(out[veil], np.tile(bgc, (int(veil.sum()), 1)))
+    edge = (a > 0.05) & (a < 0.95) & (r < 31)
+    ideal = a[..., None] * fg + (1 - a[..., None]) * bgc
+    assert edge.sum() > 300 and np.abs(out[edge] - ideal[edge]).max() <= 1.0
+    kept = ClassicalInpainter(shadow=0.0, haze=0.0)([job])[0].astype(float)
+    assert np.abs(kept[veil] - ideal[veil]).max() <= 1.0
+
+
 def test_contact_shadow_only_under_standing_objects():
     ci = ClassicalInpainter(shadow=0.6)
     standing = _square_job(box=(28, 30, 40, 60))  # bottom at 90 of 96: stands on the ground

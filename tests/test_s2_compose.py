@@ -168,3 +168,43 @@ def test_a_cutout_shaped_unlike_its_box_keeps_the_boxs_area_not_its_width():
     assert s * 200 <= 200 and s * 500 <= 300 + 1e-9 and (s * 500) * (s * 200) >= 0.75 * 200 * 200
     assert fit_scale(100, 100, 200, 200, 0.5, 1024) == 2.0  # same shape: fills the box exactly
     assert fit_scale(100, 400, 200, 200, 0.5, 1024) == 0.5  # taller than the box: height-limited
+
+
+def _red_disc_on_white(size=120, radius=40, soft=6):
+    """A red disc with a ``soft``-px linear alpha ramp, cut from a photo with a white background: the soft edge
+    holds the estimated foreground (red, as s1 stores it), the transparent pixels the old photo (white)."""
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - size / 2 + 0.5, xx - size / 2 + 0.5)
+    alpha = (np.clip((radius - r) / soft, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    rgb = np.full((size, size, 3), 255, np.uint8)
+    rgb[alpha > 0] = (255, 0, 0)
+    return rgb, alpha
+
+
+def test_resize_is_premultiplied_so_the_soft_edge_keeps_the_foreground_colour():
+    from gen4gen.layout.compose import resize
+
+    rgb, alpha = _red_disc_on_white()
+    small, a = resize(rgb, alpha, 30, 30)
+    band = (a > 0) & (a < 255)
+    assert band.sum() >= 40
+    # every pixel the subject covers is the foreground's red: nothing of the white photo is averaged in
+    np.testing.assert_array_equal(small[a > 0], np.tile([255, 0, 0], ((a > 0).sum(), 1)))
+    # over a white background the band is exactly alpha * red + (1 - alpha) * white: no dark or pale fringe
+    over = small * (a[..., None] / 255.0) + 255.0 * (1 - a[..., None] / 255.0)
+    np.testing.assert_allclose(over[band][:, 1], 255.0 * (1 - a[band] / 255.0), atol=1e-9)
+    # the straight resize this replaces pulled the white in: pink rims
+    plain = cv2.resize(rgb, (30, 30), interpolation=cv2.INTER_AREA)
+    assert plain[band][:, 1].max() > 60
+    # the alpha is the area average of the mask, as before
+    assert np.abs(a.astype(int) - cv2.resize(alpha, (30, 30), interpolation=cv2.INTER_AREA)).max() <= 1
+
+
+def test_rotation_is_premultiplied_too():
+    from gen4gen.layout.compose import rotate
+
+    rgb, alpha = _red_disc_on_white(soft=3)
+    rgb[alpha == 0] = 0  # a black surround: a straight bilinear warp would darken the rim
+    out, a = rotate(rgb, alpha, 7.0)
+    np.testing.assert_array_equal(out[a > 0], np.tile([255, 0, 0], ((a > 0).sum(), 1)))
+    assert ((a > 0) & (a < 255)).sum() > 100

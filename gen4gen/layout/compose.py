@@ -24,6 +24,7 @@ from gen4gen.errors import ItemFailed
 from gen4gen.images import read_image
 from gen4gen.layout.plausibility import occluded
 from gen4gen.layout.schema import Plan, PlacedBox
+from gen4gen.repaint.exposure import metered_light
 from gen4gen.stage_settings import ComposeSettings, IOSettings
 
 
@@ -44,6 +45,7 @@ class Sprite:
     y: int
     source: Source
     transform: dict
+    light: float | None = None  # the metered luminance of its photo (repaint/exposure.py), None: unknown
 
 
 @dataclass
@@ -69,8 +71,9 @@ class Composer:
         # decoded, cropped cut-outs shared by the compositions (a 4k photo is read once, not once per use)
         self._load = functools.lru_cache(maxsize=cache_size)(self._load_cutout)
 
-    def _load_cutout(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        return load_cutout(path, self.max_pixels, self.min_side)
+    def _load_cutout(self, path: Path) -> tuple[np.ndarray, np.ndarray, float | None]:
+        rgba = read_image(path, mode="RGBA", max_pixels=self.max_pixels, min_side=self.min_side)
+        return (*crop_cutout(rgba, path), metered_light(rgba[..., :3], rgba[..., 3]))
 
     def compose(self, layout: Plan, sources: dict[str, list[Source]], rng: np.random.Generator,
                 replan: Callable[[int], Plan] | None = None) -> Composition:
@@ -109,7 +112,8 @@ class Composer:
             src = picks[name]
             room = side_room(box.box, [b.box for b in layout.boxes if b is not box]) - shift_px  # shifts eat room
             widen = min(self.widen, max(0.0, 2.0 * room / box.box[2]))
-            sprites.append(self._sprite(box, src, *self._load(src.cutout), layout.size, rng, widen))
+            rgb, alpha, light = self._load(src.cutout)
+            sprites.append(replace(self._sprite(box, src, rgb, alpha, layout.size, rng, widen), light=light))
         return sprites
 
     def _sprite(self, box: PlacedBox, src: Source, rgb, alpha, size, rng, widen: float = 0.0) -> Sprite:
@@ -196,11 +200,15 @@ def _pick_sources(boxes: list[PlacedBox], sources: dict[str, list[Source]], rng)
 
 
 def load_cutout(path: Path, max_pixels: int = 80_000_000, min_side: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """An s1 cut-out as (rgb, alpha), cropped to the object: the box of alpha >= 50% (as s1's bbox), widened
-    by a margin for the soft edge. A soft saliency map also holds faint haze far from the object; a box
-    around every non-zero pixel would shrink the object to a fraction of its planned box. Haze outside
-    the crop is dropped."""
-    rgba = read_image(path, mode="RGBA", max_pixels=max_pixels, min_side=min_side)
+    """An s1 cut-out as (rgb, alpha), cropped to the object (``crop_cutout``)."""
+    return crop_cutout(read_image(path, mode="RGBA", max_pixels=max_pixels, min_side=min_side), path)
+
+
+def crop_cutout(rgba: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb, alpha) of a cut-out cropped to the object: the box of alpha >= 50% (as s1's bbox), widened by a
+    margin for the soft edge. A soft saliency map also holds faint haze far from the object; a box around
+    every non-zero pixel would shrink the object to a fraction of its planned box. Haze outside the crop is
+    dropped."""
     alpha = rgba[..., 3]
     ys, xs = np.nonzero(alpha >= 128)
     if ys.size == 0:
@@ -213,26 +221,45 @@ def load_cutout(path: Path, max_pixels: int = 80_000_000, min_side: int = 1) -> 
 
 
 def resize(rgb: np.ndarray, alpha: np.ndarray, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-    """Area averaging when shrinking (no aliasing), bilinear when enlarging."""
+    """Area averaging when shrinking (no aliasing), bilinear when enlarging; colour premultiplied by alpha."""
     if (w, h) == (alpha.shape[1], alpha.shape[0]):
         return rgb, alpha
     interp = cv2.INTER_AREA if w < alpha.shape[1] else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (w, h), interpolation=interp), cv2.resize(alpha, (w, h), interpolation=interp)
+    return _premultiplied(lambda x: cv2.resize(x, (w, h), interpolation=interp), rgb, alpha)
+
+
+def _premultiplied(resample: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray, alpha: np.ndarray,
+                   straight: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``resample`` applied to colour weighted by alpha, then divided by the resampled alpha. A soft-edge pixel
+    averages its neighbours' colours by how much of them is subject: resampling straight colour would mix in
+    the colour of transparent pixels (the old photo's background, or black), a dark or coloured fringe. Where
+    the result is fully transparent the ``straight`` resample (default: ``resample``) is kept (unseen; a later
+    bilinear step reads it)."""
+    a = alpha.astype(np.float32) * np.float32(1.0 / 255.0)
+    color = resample(rgb.astype(np.float32) * a[..., None])
+    cover = resample(a)
+    out_alpha = np.clip(cover * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out = (straight or resample)(np.ascontiguousarray(rgb))
+    solid = cover > 1.0 / 512  # under half a step of 8-bit alpha the division only amplifies rounding
+    out[solid] = np.clip(color[solid] / cover[solid][:, None] + 0.5, 0, 255).astype(np.uint8)
+    return out, out_alpha
 
 
 def rotate(rgb: np.ndarray, alpha: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rotate about the centre on an enlarged canvas, then crop back to the alpha's box. Colour is
-    extended at the border (not black), so the soft edge does not darken."""
+    """Rotate about the centre on an enlarged canvas (premultiplied, as ``resize``), then crop back to the
+    alpha's box."""
     h, w = alpha.shape
     m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
     cos, sin = abs(m[0, 0]), abs(m[0, 1])
     nw, nh = int(np.ceil(h * sin + w * cos)), int(np.ceil(h * cos + w * sin))
     m[0, 2] += nw / 2 - w / 2
     m[1, 2] += nh / 2 - h / 2
-    rgb = cv2.warpAffine(np.ascontiguousarray(rgb), m, (nw, nh), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(np.ascontiguousarray(alpha), m, (nw, nh), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def warp(x: np.ndarray, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:  # alpha and colour x alpha: 0 outside
+        return cv2.warpAffine(x, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=border)
+
+    # the straight colour, unseen where alpha is 0, is extended at the border (not black)
+    rgb, alpha = _premultiplied(warp, rgb, alpha, lambda x: warp(x, cv2.BORDER_REPLICATE))
     ys, xs = np.nonzero(alpha)
     if ys.size == 0:
         return rgb, alpha
@@ -286,7 +313,8 @@ def composite(sprites: list[Sprite], layout: Plan) -> Composition:
                         "placed_box": [sp.x, sp.y, sp.alpha.shape[1], sp.alpha.shape[0]],
                         "source": sp.source.item_id, "source_path": str(sp.source.cutout),
                         "transform": sp.transform, "mask": f"instances/{sp.name}.png", "z": z,
-                        "visible_fraction": round(visible, 4)})
+                        "visible_fraction": round(visible, 4),
+                        "source_light": None if sp.light is None else round(sp.light, 5)})
     order = [b.name for b in layout.boxes]
     objects.sort(key=lambda o: order.index(o["name"]))
     return Composition(image, rgba, mask, instances, objects, layout)

@@ -7,7 +7,7 @@ stage call it from several threads at once.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,19 +23,24 @@ class RepaintJob:
     seed: int = 0
     ground: float | None = 0.0  # where the background's ground starts (fraction of H); None: it has none (sky)
     light: float = 0.0  # the background's light: -1 from the left .. 1 from the right
+    # per layout object: its box (x, y, w, h) and the metered luminance of its own photo (None: unknown)
+    exposures: list[tuple[list[int], float | None]] = field(default_factory=list)
 
     @property
     def size(self) -> tuple[int, int]:
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
 
-def keep_concepts(generated: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, repaint: np.ndarray) -> np.ndarray:
+def keep_concepts(generated: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, repaint: np.ndarray,
+                  under: np.ndarray | None = None) -> np.ndarray:
     """The final image: ``rgb`` exactly where ``repaint`` is 0, ``generated`` where it is 1, and in the band
     between the concept (over ``generated`` by its own ``alpha``) blended into ``generated``.
 
     Compositing the concept by its alpha first matters where the box-blurred mask keeps a pixel the
     concept does not cover (between a cat's legs): blending with the bare cut-out there would pull
-    its black surround into the picture. Only the pixels that need it are computed (a thin band).
+    its black surround into the picture. Only the pixels that need it are computed (a thin band). ``under`` is
+    what the kept concept lies over (default ``generated``); a backend whose ``generated`` already holds the
+    concept (the classical one) passes its background, else the soft edge would take the concept twice.
     """
     out = generated.copy()
     band = (alpha > 0) & (repaint < 1) & (repaint > 0)
@@ -43,7 +48,8 @@ def keep_concepts(generated: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, rep
         a = alpha[band][:, None].astype(np.float32)
         m = repaint[band][:, None].astype(np.float32)
         g = generated[band].astype(np.float32)
-        concept = rgb[band].astype(np.float32) * a + g * (1.0 - a)
+        base = g if under is None else under[band].astype(np.float32)
+        concept = rgb[band].astype(np.float32) * a + base * (1.0 - a)
         out[band] = np.clip(concept * (1.0 - m) + g * m + 0.5, 0, 255).astype(np.uint8)
     np.copyto(out, rgb, where=(repaint <= 0)[..., None])  # bit-exact concept interiors
     return out

@@ -1,10 +1,12 @@
-"""The embedded s3 backend (CPU, no weights): concepts placed over the background with a feathered
-edge, optional Poisson blending, colour harmonisation, a soft contact shadow on the ground and, each
-switchable, matched light, light wrap and the photo's grain (``repaint/light.py``).
+"""The embedded s3 backend (CPU, no weights): concepts placed over the background by their own soft alpha (a
+matte's edge as it is, its colour s1's estimated foreground; a hard mask feathered; a segmenter's faint haze far
+outside faded), optional Poisson blending, colour harmonisation, a soft contact shadow on the ground and, each
+switchable, re-exposure for the place (``repaint/exposure.py``), matched light, light wrap and the photo's grain
+(``repaint/light.py``).
 
 Only the repaint band (``job.repaint > 0``) and the background change, and the concepts' own colours where
-matched light or grain is on (one shift, blur and noise per object); with those off concept interiors stay
-bit-exact. Either way s2's instance masks and boxes still hold for the s3 image.
+re-exposure, matched light or grain is on (one gain, shift, blur and noise per object); with those off concept
+interiors stay bit-exact. Either way s2's instance masks and boxes still hold for the s3 image.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import cv2
 import numpy as np
 
 from gen4gen.repaint import RepaintJob, keep_concepts
+from gen4gen.repaint.exposure import expose
 from gen4gen.repaint.light import light_match
 
 
@@ -21,11 +24,15 @@ class ClassicalInpainter:
     name = "classical"
     thread_safe = True  # no state between calls: the stage may run items in parallel threads
 
-    def __init__(self, feather: float = 6.0, harmonize: float = 0.5, band: int = 24, poisson: bool = False,
+    def __init__(self, feather: float = 6.0, harmonize: float = 0.0, band: int = 24, poisson: bool = False,
                  shadow: float = 0.45, shadow_squash: float = 0.12, standing_min_y: float = 0.25,
                  min_component: float = 0.002, batch_size: int = 1, match_light: float = 0.0, wrap: float = 0.0,
-                 grain: bool = False, shadow_cast: float = 0.3):
+                 grain: bool = False, shadow_cast: float = 0.3, matte_width: float = 1.5, expose: float = 0.0,
+                 expose_max_gain: float = 4.0, haze: float = 0.0):
         self.feather = float(feather)  # px over which a concept's alpha ramps from 0 at its outline to 1
+        # px: a concept whose soft edge (alpha 0.05-0.95) is on average this wide has a matte, kept unfeathered
+        self.matte_width = float(matte_width)
+        self.haze = float(haze)  # x an object's size: soft alpha further out than this fades out (0: kept)
         self.harmonize = float(harmonize)  # 0: concept colours as they are; 1: band statistics = the background's
         self.band = int(band)  # px: width of the rings whose Lab statistics are matched
         self.poisson = bool(poisson)  # cv2.seamlessClone (gradient-domain) for the band
@@ -38,11 +45,13 @@ class ClassicalInpainter:
         self.wrap = float(wrap)  # 0..1: the background's light wrapped over the concept's outer edge
         self.grain = bool(grain)  # the photo's blur and noise next to the concept applied to it
         self.shadow_cast = float(shadow_cast)  # shadow offset away from the light, x the object's width
+        self.expose = float(expose)  # 0..1: share (in stops) of the re-exposure for the photo (repaint/exposure.py)
+        self.expose_max_gain = float(expose_max_gain)  # at most this factor brighter or darker (4: two stops)
 
     def describe(self) -> dict:
         return {"backend": self.name, "feather": self.feather, "harmonize": self.harmonize, "band": self.band,
                 "poisson": self.poisson, "shadow": self.shadow, "match_light": self.match_light, "wrap": self.wrap,
-                "grain": self.grain}
+                "grain": self.grain, "expose": self.expose}
 
     def __call__(self, jobs: list[RepaintJob]) -> list[np.ndarray]:
         return [self.repaint(job) for job in jobs]
@@ -53,6 +62,8 @@ class ClassicalInpainter:
         bg = job.background
         if self.shadow > 0 and job.ground is not None:
             bg = self.darken(bg, self.shadow * self.contact_shadow(solid, job.ground, job.light))
+        if self.expose > 0 and job.exposures and solid.any():
+            job = replace(job, rgb=expose(job.rgb, alpha, solid, bg, job.exposures, self.expose, self.expose_max_gain))
         if (self.match_light > 0 or self.wrap > 0 or self.grain) and solid.any():
             job = replace(job, rgb=light_match(job.rgb, alpha, solid, bg, self.band, self.match_light, self.wrap,
                                                self.grain, job.seed))
@@ -61,25 +72,48 @@ class ClassicalInpainter:
         comp = bg.copy()
         if visible.any():
             inside = cv2.distanceTransform(solid, cv2.DIST_L2, 3)  # px to the outline, inside the concepts
+            # per object: `near` labels every pixel with its nearest concept blob, so a grey dog on the left and
+            # an orange cat on the right each move toward their own surroundings, and each keeps its own edge
+            outside, near = cv2.distanceTransformWithLabels(1 - solid, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
             fg = job.rgb[visible].astype(np.float32)
             if self.harmonize > 0:
-                # per object: `near` labels every pixel with its nearest concept blob, so a grey dog on the
-                # left and an orange cat on the right each move toward their own surroundings
-                outside, near = cv2.distanceTransformWithLabels(1 - solid, cv2.DIST_L2, 3,
-                                                                labelType=cv2.DIST_LABEL_CCOMP)
                 inner, outer = (inside > 0) & (inside <= self.band), (outside > 0) & (outside <= self.band)
                 fg = self.harmonise(fg, near[visible], concept=(_lab(job.rgb[inner]), near[inner]),
                                     surround=(_lab(bg[outer]), near[outer]))
             a = alpha[visible]
             if self.feather > 0:
-                # ramp inward only: an outward feather would smear the cut-out's black surround into the scene
-                a = np.minimum(a, np.clip(inside[visible] / self.feather, 0.0, 1.0))
+                # a binary mask (GrabCut, a thresholded one) gets a soft edge: ramped inward only, as an outward
+                # feather would smear the cut-out's black surround into the scene. A matte's own soft edge is the
+                # photograph's (its colour the estimated foreground): ramping it too shows the background
+                # through the subject's rim, a dark or pale line where the photo had none
+                hard = ~self.matted(alpha, inside, near)[near[visible]]
+                a = np.where(hard, np.minimum(a, np.clip(inside[visible] / self.feather, 0.0, 1.0)), a)
+            if self.haze > 0:
+                a = a * self.haze_fade(solid, outside, near)[visible]
             a = a[:, None]
             mixed = fg * a + bg[visible].astype(np.float32) * (1.0 - a)
             comp[visible] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         if self.poisson and solid.any():
             comp = self.seamless(comp, bg, solid)
-        return keep_concepts(comp, job.rgb, alpha, job.repaint)
+        return keep_concepts(comp, job.rgb, alpha, job.repaint, under=bg)
+
+    def haze_fade(self, solid: np.ndarray, outside: np.ndarray, near: np.ndarray) -> np.ndarray:
+        """HxW 0..1: 1 up to ``haze`` of each object's size (square root of its solid area) outside its silhouette,
+        falling to 0 at twice that. A photograph's soft edge (defocus, motion, hair) spans a small share of the
+        subject; faint alpha further out is the segmenter's haze over the old background (a grey veil beside a
+        motorcycle's handlebars), and its estimated foreground colour is no colour the subject has."""
+        n = int(near.max()) + 1
+        # at least 2 px: a resampled edge, however sharp, spreads over a pixel or two
+        reach = np.maximum(self.haze * np.sqrt(np.bincount(near[solid > 0], minlength=n)), 2.0)[near]
+        return np.clip(2.0 - outside / reach, 0.0, 1.0)
+
+    def matted(self, alpha: np.ndarray, inside: np.ndarray, near: np.ndarray) -> np.ndarray:
+        """Per object label of ``near``: whether its soft edge (alpha 0.05-0.95, px counted per px of outline) is
+        at least ``matte_width`` wide on average."""
+        n = int(near.max()) + 1
+        outline = np.bincount(near[(inside > 0) & (inside <= 1)], minlength=n)
+        soft = np.bincount(near[(alpha > 0.05) & (alpha < 0.95)], minlength=n)
+        return soft >= self.matte_width * np.maximum(outline, 1)
 
     @staticmethod
     def darken(image: np.ndarray, amount: np.ndarray) -> np.ndarray:

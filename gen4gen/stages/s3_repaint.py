@@ -209,7 +209,8 @@ class RepaintStage:
         return RepaintJob(rgb=np.ascontiguousarray(rgba[..., :3]), alpha=mask.astype(np.float32) / 255.0,
                           repaint=rep, background=bg,
                           prompt=build_prompt(layout, src.phrase, r.prompt),
-                          negative_prompt=r.negative_prompt or "", seed=seed, ground=ground, light=light)
+                          negative_prompt=r.negative_prompt or "", seed=seed, ground=ground, light=light,
+                          exposures=[(list(o.box), o.source_light) for o in layout.objects])
 
     def _calm_photo(self, item_id: str, src: BackgroundSource, size: tuple[int, int], horizon: float | None,
                     concepts: np.ndarray, tries: int = 3) -> tuple[np.ndarray, float, float]:

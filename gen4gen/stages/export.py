@@ -87,7 +87,7 @@ class ExportStage:
             record = file_fingerprint(self.final / owned.RECORD)
         except OSError:
             return False
-        return record == meta.get("record") and owned.foreign(self.final) == []
+        return record == meta.get("record") and owned.unchanged(self.final)
 
     def prepare(self, pending: list[Item]) -> None:
         owned.check_replaceable(self.final, OPTION)  # before any work: a folder of someone else's is never replaced

@@ -21,8 +21,8 @@ from gen4gen.contain import Escaped, contained
 from gen4gen.errors import UserError
 from gen4gen.images import IMAGE_EXTENSIONS, BadImage, read_image
 from gen4gen.search.dataset import dataset_root, dataset_samples
-from gen4gen.search.index import IndexInfo, IndexWriter, MomentSpec, is_index, read_info, write_info
-from gen4gen.search.repair import clear_derived, damage
+from gen4gen.search.index import IndexInfo, IndexWriter, MomentSpec, read_info, write_info
+from gen4gen.search.repair import clear_derived
 
 log = logging.getLogger(__name__)
 CAPTION_TABLES = ("metadata.jsonl", "results.jsonl", "results.csv")

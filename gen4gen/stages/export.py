@@ -19,7 +19,6 @@ import importlib
 import os
 import re
 import shutil
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -75,7 +76,8 @@ class Stage(Protocol):
     #   shard_key(item_id) -> str               # what a shard owns (default: the item; bench: a whole model)
     #   meta_model: type[StageMeta]             # the artefact model its meta.json is written through
     #   intact(item, meta) -> bool              # a done item's files are still what it wrote (default:
-    #                                           # ``outputs_intact``; a dataset: its ownership record, an index: its arrays)
+    #                                           # ``outputs_intact``; a dataset: its ownership record; an index:
+    #                                           # its arrays)
     #   inner_failures() -> list[dict]          # failure lines of the parts of an item (the final images a dataset
     #                                           # could not take): written to failures.jsonl with the items' own
     # A UserError raised anywhere (process too) stops the run with its one line: it is about the run, not an item.
@@ -93,7 +95,8 @@ class ItemWriter:
 
     def steps(self, description: str, total: int):
         """Progress inside one large item (a whole dataset): a line of its own under the stage's bar; returns
-        the function that counts one step."""
+        the function that counts one step, which raises KeyboardInterrupt once Ctrl-C has stopped the run (the
+        item runs in a worker thread: this is where it hears of it)."""
         if self._steps is None:
             return lambda: None
         return self._steps(description, total)
@@ -231,11 +234,17 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
     groups = batches(pending, size, getattr(stage, "batch_key", None)) if process_batch else [[it] for it in pending]
 
     live: dict = {}  # the bar, once it is drawn: items that report their own steps add a line to it
+    stopping = threading.Event()  # Ctrl-C reached the loop: a large item stops at its next step
 
     def steps(description: str, total: int):
         bar = live["bar"]
         task = bar.add_task(f"{stage.name}: {description}", total=total)
-        return lambda: bar.advance(task)
+
+        def advance() -> None:
+            if stopping.is_set():
+                raise KeyboardInterrupt
+            bar.advance(task)
+        return advance
 
     def work(batch: list[Item]) -> list[str | Any]:
         for it in batch:
@@ -285,6 +294,7 @@ def _run(stage: Stage, cfg: Any, summary: Summary, shard_index: int, shard_count
                             log.warning("%s: %s: %s", stage.name, it.id, reason)
                         bar.advance(task)
             except BaseException:  # Ctrl-C or a crash: stop now instead of running every queued item first
+                stopping.set()
                 pool.shutdown(wait=True, cancel_futures=True)
                 # items that finished while we waited are done too: the count a user reads must match the disk
                 summary.done += sum(not isinstance(r, str) for f in futures if f not in counted and f.done() and not f.cancelled()

@@ -73,3 +73,30 @@ def test_a_user_error_inside_process_stops_the_run_with_its_line(tmp_path, cfg_f
     with pytest.raises(UserError, match="not this stage's"):
         run_stage(FolderStage(root, ["a"], refuse=True), cfg_factory())
     assert not (root / "all" / "meta.json").exists() and not (root / "manifest.json").exists()
+
+
+def test_ctrl_c_stops_a_large_item_at_its_next_step(tmp_path, cfg_factory):
+    """Ctrl-C reaches the runner's loop (the main thread) while one large item runs in a worker: the item hears of it
+    at its next step instead of running to its end, and nothing is marked done."""
+    import signal
+    import threading
+    import time
+
+    from gen4gen.errors import Interrupted
+
+    class Long(FolderStage):
+        def process(self, item, out, rng):
+            step = out.steps("parts", 500)
+            for k in range(500):
+                if k == 3:
+                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # Ctrl-C meanwhile
+                time.sleep(0.005)
+                self.steps.append(k)
+                step()
+            return {}
+
+    root = tmp_path / "folder"
+    stage = Long(root, ["a"])
+    with pytest.raises(Interrupted) as e:
+        run_stage(stage, cfg_factory())
+    assert e.value.done == 0 and len(stage.steps) < 100 and not (root / "all" / "meta.json").exists()

@@ -151,14 +151,11 @@ def build(stages: Path, final: Path, opts: ExportSettings, workers: int, steps) 
         except Exception as e:  # noqa: BLE001 - nothing read from disk may stop the export: one item fails
             return it, f"{type(e).__name__}: {e}"
 
-    advance = steps("final images", len(items))
-    with ThreadPoolExecutor(workers) as pool:
-        for it, err in pool.map(load, items):
-            if err:
-                export_failures.append({"stage": "export", "id": it.id, "path": str(it.s3_dir), "reason": err})
-            else:
-                loaded.append(it)
-            advance()
+    for it, err in _threads(load, items, workers, steps("final images", len(items))):
+        if err:
+            export_failures.append({"stage": "export", "id": it.id, "path": str(it.s3_dir), "reason": err})
+        else:
+            loaded.append(it)
     if not loaded:
         why = "; ".join(sorted({r["reason"] for r in left_out + export_failures})[:3]) or \
             upstream_reasons(stages, "export") or "no s3 output"
@@ -173,9 +170,8 @@ def build(stages: Path, final: Path, opts: ExportSettings, workers: int, steps) 
         side = opts.reference_size
         flat = [r for rows in refs.values() for r in rows]
         advance = steps("reference photos", len(flat))
-        with ThreadPoolExecutor(workers) as pool:
-            for _ in pool.map(lambda r: _render(r, side, ref_failures), flat):
-                advance()
+        for _ in _threads(lambda r: _render(r, side, ref_failures), flat, workers, advance):
+            pass
         refs = {c: [r for r in rows if r.png] for c, rows in refs.items()}
 
     owned.clear_leftovers(datasets, name)
@@ -186,11 +182,11 @@ def build(stages: Path, final: Path, opts: ExportSettings, workers: int, steps) 
                         tree.concepts, workers)
     try:  # Ctrl-C or a crash in here: the hidden folder goes, the previous dataset stays as it was
         notes: dict = dict(review_notes)  # the card counts them
-        advance = steps("formats", len(formats))
-        with ThreadPoolExecutor(workers) as pool:  # the writers are I/O-bound: overlap them
-            for written in pool.map(lambda f: importlib.import_module(FORMATS[f]).write(ctx), formats):
-                notes.update(written)
-                advance()
+        def write(fmt: str) -> dict:  # the writers are I/O-bound: overlapped
+            return importlib.import_module(FORMATS[fmt]).write(ctx)
+
+        for written in _threads(write, formats, workers, steps("formats", len(formats))):
+            notes.update(written)
         if opts.gallery:
             from gen4gen.export import gallery
 
@@ -227,6 +223,18 @@ def build(stages: Path, final: Path, opts: ExportSettings, workers: int, steps) 
     if opts.gallery:
         notes["gallery"] = str(final / "gallery" / "index.html")
     return {"images": len(items), "exported": len(loaded), "notes": notes, "failures": export_failures}
+
+
+def _threads(fn, items: list, workers: int, advance):
+    """``fn`` of each item on ``workers`` threads, the results in order, one step each; when a step raises
+    (Ctrl-C stopped the run) what has not started is cancelled instead of run."""
+    pool = ThreadPoolExecutor(workers)
+    try:
+        for result in pool.map(fn, items):
+            advance()
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _render(ref, side, ref_failures):

@@ -39,7 +39,8 @@ def split_train_eval(train: QualityTable, fraction: float, seed: int) -> tuple[Q
     return train.subset(np.sort(perm[n_eval:])), train.subset(np.sort(perm[:n_eval]))
 
 
-def build_router(rc: RouteSettings, cache_dir: str, device: str, costs: np.ndarray, predictor: str | None = None) -> Router:
+def build_router(rc: RouteSettings, cache_dir: str, device: str, costs: np.ndarray,
+                 predictor: str | None = None) -> Router:
     features = FeatureMaker(make_embedder(rc.embedding, clip=rc.clip, device=device, cache_dir=cache_dir),
                             stats=rc.prompt_stats, lexical=rc.lexical)
     kind = predictor or rc.predictor
@@ -70,7 +71,8 @@ class RouteStage:
     def discover(self) -> list[Item]:
         rc = self.rc
         inputs = [p for p in (rc.train_dir, rc.eval_dir, rc.predict, rc.embedding == "clip" and rc.clip) if p]
-        return [Item(self.id, self.out_root / self.id, {"path": str(rc.train_dir)}, fingerprint=stat_fingerprint(inputs))]
+        return [Item(self.id, self.out_root / self.id, {"path": str(rc.train_dir)},
+                     fingerprint=stat_fingerprint(inputs))]
 
     def process(self, item: Item, out: ItemWriter, rng) -> dict:
         report, curve, router = route(self.rc, self.cache_dir, self.device)

@@ -71,7 +71,7 @@ class RouteStage:
     def discover(self) -> list[Item]:
         rc = self.rc
         inputs = [p for p in (rc.train_dir, rc.eval_dir, rc.predict, rc.embedding == "clip" and rc.clip) if p]
-        return [Item(self.id, self.out_root / self.id, {"path": str(rc.train_dir)},
+        return [Item(self.id, self.out_root / self.id, {"path": rc.train_dir},
                      fingerprint=stat_fingerprint(inputs))]
 
     def process(self, item: Item, out: ItemWriter, rng) -> dict:
@@ -114,7 +114,7 @@ def route(rc: RouteSettings, cache_dir: str, device: str) -> tuple[dict, list, R
         if set(evals.models) != set(train.models):
             raise UserError(f"eval models {evals.models} differ from train models {train.models}")
         evals = evals.with_models(train.models)  # a results table lists its models in the order it met them
-        eval_source = str(rc.eval_dir)
+        eval_source = rc.eval_dir
     else:
         train, evals = split_train_eval(train, rc.test_fraction, rc.seed)
         eval_source = f"{rc.train_dir} (held-out {rc.test_fraction:.0%}, seed {rc.seed})"
@@ -127,7 +127,7 @@ def route(rc: RouteSettings, cache_dir: str, device: str) -> tuple[dict, list, R
     policies["cems_classifier"] = policy_stats(cems.predict(router.features.transform(evals.prompts)).argmax(1),
                                                evals.quality, costs, evals.models)
     policies["router"] = policy_stats(choose(q_hat, costs, router.lam), evals.quality, costs, evals.models)
-    report = {"score": rc.score, "train": str(rc.train_dir), "eval": eval_source, "n_train": len(train),
+    report = {"score": rc.score, "train": rc.train_dir, "eval": eval_source, "n_train": len(train),
               "n_eval": len(evals), "models": evals.models, "cost_per_request": dict(zip(evals.models, costs.tolist())),
               "features": router.features.name, "predictor": rc.predictor, "target": rc.target,
               "validation": router.validation, "policies": policies, "costs": costs.tolist()}

@@ -42,3 +42,19 @@ def file_fingerprint(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def stat_fingerprint(paths) -> str:
+    """A hash of each path with its size and modification time, files below a folder included (a stat each, no
+    reading): what a rerun compares to tell whether the inputs of a report changed. A missing path counts as such."""
+    h = hashlib.blake2b(digest_size=12)
+    for path in paths:
+        path = Path(path)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            try:
+                st = f.stat()
+                h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{f}|missing\n".encode())
+    return h.hexdigest()

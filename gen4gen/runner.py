@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from gen4gen.console import Summary, progress
-from gen4gen.errors import Interrupted, ItemFailed
+from gen4gen.errors import Interrupted, ItemFailed, UserError
 from gen4gen.hashing import config_hash, in_shard, item_rng, shard_key
 from gen4gen.io import json_bytes, png_bytes, write_atomic
 from gen4gen.manifest import write_manifest
@@ -76,6 +77,12 @@ class Stage(Protocol):
     #   batch_key(item) -> hashable             # only consecutive items with equal keys share a batch
     #   shard_key(item_id) -> str               # what a shard owns (default: the item; bench: a whole model)
     #   meta_model: type[StageMeta]             # the artefact model its meta.json is written through
+    #   intact(item, meta) -> bool              # a done item's files are still what it wrote (default:
+    #                                           # ``outputs_intact``; a dataset: its ownership record; an index:
+    #                                           # its arrays)
+    #   inner_failures() -> list[dict]          # failure lines of the parts of an item (the final images a dataset
+    #                                           # could not take): written to failures.jsonl with the items' own
+    # A UserError raised anywhere (process too) stops the run with its one line: it is about the run, not an item.
 
 
 # ---------------------------------------------------------------- item files
@@ -83,9 +90,18 @@ class ItemWriter:
     """Writes one item's files atomically; ``meta.json`` is written by the runner, last, with the size and hash
     of every file written here (``outputs``), so that a later done check notices a file changed or broken."""
 
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, steps=None):
         self.dir = out_dir
         self.files: dict[str, list] = {}  # name -> [size, blake2b hex]
+        self._steps = steps
+
+    def steps(self, description: str, total: int):
+        """Progress inside one large item (a whole dataset): a line of its own under the stage's bar; returns
+        the function that counts one step, which raises KeyboardInterrupt once Ctrl-C has stopped the run (the
+        item runs in a worker thread: this is where it hears of it)."""
+        if self._steps is None:
+            return lambda: None
+        return self._steps(description, total)
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -144,11 +160,12 @@ def done_meta(item: Item, chash: str) -> dict | None:
     return None
 
 
-def _vouched(item: Item, chash: str, meta_model=None, broken: list | None = None):
-    """``done_meta`` whose files are intact, through the stage's meta model: a marker its own model refuses
-    vouches for nothing. Items whose files changed or broke since are added to ``broken``."""
+def _vouched(item: Item, chash: str, meta_model=None, broken: list | None = None, intact=None):
+    """``done_meta`` whose files are intact (``intact``: the stage's own check, else ``outputs_intact``), through
+    the stage's meta model: a marker its own model refuses vouches for nothing. Items whose files changed or broke
+    since are added to ``broken``."""
     meta = done_meta(item, chash)
-    if meta is not None and not outputs_intact(item.out_dir, meta):
+    if meta is not None and not (intact(item, meta) if intact else outputs_intact(item.out_dir, meta)):
         if broken is not None:
             broken.append(item.id)
         return None
@@ -193,13 +210,14 @@ def _run(stage: Stage, run: RunSettings, summary: Summary, t0: float) -> Summary
     items = [it for it in stage.discover() if in_shard(key(it.id), shard_index, shard_count)]
     summary.total = len(items)
     meta_model = getattr(stage, "meta_model", None)
+    intact = getattr(stage, "intact", None)
     pending, done = [], []
     metas: dict[str, Any] = {}  # id -> the meta of each done item, for finish()
     broken: list[str] = []  # done, but a file its marker vouches for changed or broke since: redone
     for it in items:
         if it.error:
             failures.append(_failure(stage, it, it.error))
-        elif (meta := _vouched(it, chash, meta_model, broken)) is not None:
+        elif (meta := _vouched(it, chash, meta_model, broken, intact)) is not None:
             summary.skipped += 1
             done.append(it)
             metas[it.id] = meta
@@ -218,11 +236,24 @@ def _run(stage: Stage, run: RunSettings, summary: Summary, t0: float) -> Summary
     size = max(1, int(getattr(stage, "batch_size", 1))) if process_batch else 1
     groups = batches(pending, size, getattr(stage, "batch_key", None)) if process_batch else [[it] for it in pending]
 
+    live: dict = {}  # the bar, once it is drawn: items that report their own steps add a line to it
+    stopping = threading.Event()  # Ctrl-C reached the loop: a large item stops at its next step
+
+    def steps(description: str, total: int):
+        bar = live["bar"]
+        task = bar.add_task(f"{stage.name}: {description}", total=total)
+
+        def advance() -> None:
+            if stopping.is_set():
+                raise KeyboardInterrupt
+            bar.advance(task)
+        return advance
+
     def work(batch: list[Item]) -> list[str | Any]:
         for it in batch:
             _reset(it)
         started = time.perf_counter()
-        writers = [ItemWriter(it.out_dir) for it in batch]
+        writers = [ItemWriter(it.out_dir, steps) for it in batch]
         try:
             if process_batch:
                 results = process_batch(batch, writers, [item_rng(run.seed, it.id) for it in batch])
@@ -233,6 +264,8 @@ def _run(stage: Stage, run: RunSettings, summary: Summary, t0: float) -> Summary
                 results = [stage.process(it, writers[0], item_rng(run.seed, it.id))]
         except ItemFailed as e:
             results = [e] * len(batch)
+        except UserError:  # about the whole run (a dataset folder that is not the export's): stop with its line
+            raise
         except Exception as e:  # noqa: BLE001 - one bad item (or batch: out of GPU memory) must not stop the run
             log.debug("%s failed:\n%s", batch[0].id if len(batch) == 1 else f"batch at {batch[0].id}",
                       traceback.format_exc())
@@ -246,6 +279,7 @@ def _run(stage: Stage, run: RunSettings, summary: Summary, t0: float) -> Summary
 
     workers = max(1, int(getattr(stage, "workers", 1)))
     with progress() as bar:
+        live["bar"] = bar
         task = bar.add_task(f"{stage.name}", total=len(pending))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(work, batch): batch for batch in groups}
@@ -263,12 +297,16 @@ def _run(stage: Stage, run: RunSettings, summary: Summary, t0: float) -> Summary
                             log.warning("%s: %s: %s", stage.name, it.id, reason)
                         bar.advance(task)
             except BaseException:  # Ctrl-C or a crash: stop now instead of running every queued item first
+                stopping.set()
                 pool.shutdown(wait=True, cancel_futures=True)
                 # items that finished while we waited are done too: the count a user reads must match the disk
                 summary.done += sum(not isinstance(r, str) for f in futures if f not in counted and f.done() and not f.cancelled()
                                     and f.exception() is None for r in f.result())
                 raise
 
+    inner = getattr(stage, "inner_failures", None)
+    if inner:
+        failures += inner()
     summary.failed = len(failures)
     failures.sort(key=lambda f: f["id"])
     write_failures(stage.out_root, shard_index, shard_count, failures)

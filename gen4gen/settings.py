@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, f
 from gen4gen.errors import UserError
 from gen4gen.stage_settings import (BackendNode, CaptionSettings, ComposeSettings, IOSettings, RepaintSettings,
                                     SegmenterNode, SegmentSettings, TopSettings, canvas_size)
+from gen4gen.tool_settings import RouteSettings, SearchSettings
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -54,12 +55,6 @@ class _Bench(_Section):
     metrics: BenchMetrics
     report: _BenchReport
     counterfactual: _Counterfactual
-
-
-class _Search(_Section):
-    top_k: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    dataset_by: Literal["concept", "dataset"]  # an exported dataset as samples: one entry per concept, or one
 
 
 class KohyaSettings(BaseModel):
@@ -201,7 +196,8 @@ class _Config(TopSettings):
     captioner: BackendNode
     export: ExportSettings
     bench: _Bench
-    search: _Search
+    search: SearchSettings
+    route: RouteSettings
     train: _Train
     llm: LLMSettings
     serve: ServeSettings

@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 from gen4gen.search.scores import log_density, ranked
-from gen4gen.search.build import ensure_index
 from gen4gen.search.index import ModelIndex, MomentSpec
 from gen4gen.search.repair import damage
 
@@ -53,8 +52,12 @@ def samples(root: Path) -> Path:
     return root
 
 
-def build(root: Path, index_dir: Path):
-    return ensure_index(root, index_dir, MeanColour, WordCount, SPEC, True, {"enc": "mean-colour"})
+def build(root: Path, index_dir: Path) -> tuple[Path, bool]:
+    """The stage's index through the runner, with the tiny encoders: the folder and whether it was built now."""
+    from gen4gen.stages.search import index
+
+    path, summary = index(root, index_dir, MeanColour, WordCount, SPEC, True, {"enc": "mean-colour"})
+    return path, summary.done > 0
 
 
 def answer(index_dir: Path) -> list:

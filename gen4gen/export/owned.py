@@ -85,6 +85,13 @@ def foreign(folder: Path) -> list[str] | None:
     return sorted(out)
 
 
+def unchanged(folder: Path) -> bool:
+    """``folder`` holds exactly what its record lists, each file as written: nothing added, edited or removed (the
+    export's done check: such a dataset needs no rebuild)."""
+    record = Record.read(folder)
+    return record is not None and foreign(folder) == [] and all((folder / name).is_file() for name in record.files)
+
+
 def check_replaceable(final: Path, option: str) -> None:
     """``final`` may be (re)written: absent, empty, or one of the export's own datasets, untouched. Else one
     line naming what is there and ``option`` (how to write elsewhere)."""

@@ -2,12 +2,10 @@
 quality-vs-cost curve."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from rich.table import Table
 
-from gen4gen.io import json_bytes, write_atomic
+from gen4gen.io import json_bytes
 from gen4gen.route.router import choose, evaluate
 
 
@@ -46,16 +44,16 @@ def table(policies: dict, score: str) -> Table:
     return t
 
 
-def write_report(out_dir: Path, report: dict, curve: list[tuple[float, float, float]], score: str) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "route_report.json", "png": out_dir / "route_curve.png"}
+REPORT, CURVE = "route_report.json", "route_curve.png"
+
+
+def report_files(report: dict, curve: list[tuple[float, float, float]], score: str) -> dict[str, bytes]:
+    """The report's files by name: the JSON report (with the lambda sweep) and the quality-vs-cost plot."""
     report = dict(report, curve=[{"lambda": l, "quality": q, "cost_per_1k": c} for l, q, c in curve])
-    write_atomic(paths["json"], json_bytes(report))
-    _plot(paths["png"], report["policies"], curve, score)
-    return paths
+    return {REPORT: json_bytes(report), CURVE: _plot(report["policies"], curve, score)}
 
 
-def _plot(path: Path, policies: dict, curve, score: str) -> None:
+def _plot(policies: dict, curve, score: str) -> bytes:
     import io
 
     import matplotlib
@@ -80,4 +78,4 @@ def _plot(path: Path, policies: dict, curve, score: str) -> None:
     fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    return buf.getvalue()

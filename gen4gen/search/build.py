@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,8 @@ from gen4gen.contain import Escaped, contained
 from gen4gen.errors import UserError
 from gen4gen.images import IMAGE_EXTENSIONS, BadImage, read_image
 from gen4gen.search.dataset import dataset_root, dataset_samples
-from gen4gen.search.index import IndexInfo, IndexWriter, MomentSpec, is_index, read_info, write_info
-from gen4gen.search.repair import clear_derived, damage
+from gen4gen.search.index import IndexInfo, IndexWriter, MomentSpec, read_info, write_info
+from gen4gen.search.repair import clear_derived
 
 log = logging.getLogger(__name__)
 CAPTION_TABLES = ("metadata.jsonl", "results.jsonl", "results.csv")
@@ -120,53 +121,45 @@ def fingerprint(root: Path, models: dict[str, list[Path]], config: dict) -> str:
     return h.hexdigest()
 
 
-def ensure_index(root: Path, index_dir: Path, image_enc_factory, text_enc_factory, spec: MomentSpec,
-                 keep_raw: bool, config: dict, io_cfg=None) -> tuple[Path, bool]:
-    """The index of ``root`` in ``index_dir``, (re)built when missing, stale or damaged (one warning). ``root`` may
-    itself be an index: a damaged one is rebuilt from the samples it was built from, when they are still there."""
-    if is_index(root):
-        why = damage(root)
-        if why is None:
-            return root, False
-        samples = Path(str((_notes(root) or {}).get("root") or ""))
-        if not str(samples) or samples == Path(".") or not samples.is_dir():
-            raise UserError(f"model index {root}: {why}; rebuild the index (its samples folder is not known or gone)")
-        console.print(f"[yellow]search: the model index {escape(str(root))} is damaged ({escape(why)}); "
-                      f"rebuilding it from {escape(str(samples))}[/yellow]", soft_wrap=True)
-        return ensure_index(samples, root, image_enc_factory, text_enc_factory, spec, keep_raw, config, io_cfg)
+@dataclass
+class IndexPlan:
+    """What an index of ``root`` is built from: the samples folder, its models (entry -> images), the captions a
+    dataset brings along (None: looked up beside the images), the build settings and the fingerprint of all of it
+    (samples by path, size and time). The stage runner (gen4gen.stages.search) compares the fingerprint with the
+    index's marker and builds only when they differ or the index is damaged."""
+    root: Path
+    models: dict[str, list[Path]]
+    captions: dict[Path, str] | None
+    config: dict
+    fingerprint: str
+
+
+def plan_index(root: Path, config: dict) -> IndexPlan:
     dataset = dataset_root(root)
     if dataset is not None:  # an exported dataset: its concepts (or itself) as entries, its captions
-        root = dataset
         models, table = dataset_samples(dataset, str(config.get("dataset_by", "concept")))
         config = {**config, "captions": sorted((str(p), c) for p, c in table.items())}
-    else:
-        root, table = samples_root(root), None
-        models = discover(root)
-    fp = fingerprint(root, models, config)
-    if is_index(index_dir) and _fingerprint(index_dir) == fp:
-        why = damage(index_dir)
-        if why is None:
-            return index_dir, False
-        console.print(f"[yellow]search: the model index {escape(str(index_dir))} is damaged ({escape(why)}); "
-                      f"rebuilding it from the samples[/yellow]", soft_wrap=True)
-    console.print(f"search: building the model index of {len(models)} models from {root} -> {index_dir}")
-    build_index(root, index_dir, models, image_enc_factory(), text_enc_factory, spec, keep_raw, fp, io_cfg, table)
-    return index_dir, True
+        return IndexPlan(dataset, models, table, config, fingerprint(dataset, models, config))
+    root = samples_root(root)
+    models = discover(root)
+    return IndexPlan(root, models, None, config, fingerprint(root, models, config))
 
 
-def _notes(root: Path) -> dict | None:
+def samples_of(index: Path, why: str) -> Path:
+    """The samples folder the damaged index (``why``) was built from, as its index.json records it; a UserError
+    when that is not known or gone."""
     try:
-        return read_info(root).notes
+        samples = Path(str(read_info(index).notes.get("root") or ""))
     except UserError:
-        return None
+        samples = Path(".")
+    if not str(samples) or samples == Path(".") or not samples.is_dir():
+        raise UserError(f"model index {index}: {why}; rebuild the index (its samples folder is not known or gone)")
+    return samples
 
 
-def _fingerprint(root: Path) -> str | None:
-    """The fingerprint an index was built with; None when its index.json is unreadable (then it is rebuilt)."""
-    try:
-        return read_info(root).fingerprint
-    except UserError:
-        return None
+def said_damaged(index: Path, why: str) -> None:
+    console.print(f"[yellow]search: the model index {escape(str(index))} is damaged ({escape(why)}); "
+                  f"rebuilding it from the samples[/yellow]", soft_wrap=True)
 
 
 def build_index(root: Path, out: Path, models: dict[str, list[Path]], image_enc, text_enc_factory, spec: MomentSpec,

@@ -2,8 +2,6 @@
 ``query`` and ranked. Encoders load on first use and must match those the index was built with."""
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -17,6 +15,7 @@ from gen4gen.search.ivf import build_ivf, has_ivf, ivf_recall, ivf_topk
 from gen4gen.search.pq import build_pq, can_build_pq, has_pq
 from gen4gen.search.recall import MIN_RECALL
 from gen4gen.search.scores import combine, first_moment, frechet, log_density, monte_carlo, ranked, second_moment
+from gen4gen.settings import SearchSettings
 
 FALLBACK_NOTE = ("no CLIP weights (search.clip): text queries are matched against the models' sample captions "
                  "in MiniLM space, not against their images")
@@ -33,7 +32,7 @@ def sketch_image(path: str, io_cfg) -> Image.Image:
 class Searcher:
     """Queries against one index; encoders load on first use and must match those the index was built with."""
 
-    def __init__(self, index: ModelIndex, sc: Any, device: str, cache_dir: str, io_cfg):
+    def __init__(self, index: ModelIndex, sc: SearchSettings, device: str, cache_dir: str, io_cfg):
         self.index, self.sc, self.device, self.cache_dir, self.io = index, sc, device, cache_dir, io_cfg
         self._image_enc = None
         self.notes: list[str] = []
@@ -48,7 +47,7 @@ class Searcher:
             if want.startswith("clip:") and not self.sc.clip:
                 raise UserError(f"the index was built with {want}: pass the same weights as search.clip")
             self._image_enc = image_encoder(self.sc.clip if want.startswith("clip:") else None, self.device,
-                                            int(self.sc.batch_size))
+                                            self.sc.batch_size)
             if self._image_enc.name != want:
                 raise UserError(f"the index was built with {want} image features, the query encoder is "
                                 f"{self._image_enc.name}: rebuild the index or pass the matching search.clip")
@@ -69,7 +68,7 @@ class Searcher:
         else:
             raise UserError("text queries need CLIP weights (search.clip, and an index built with them) "
                             "or sample captions in the index (<image>.txt or metadata.jsonl)")
-        tau = float(self.sc.tau)
+        tau = self.sc.tau
         out = {"first_moment": self._first_moment(space, q), "second_moment": second_moment(space, q, tau)}
         if space.has_raw:
             out["monte_carlo"] = monte_carlo(space, q, tau)
@@ -78,8 +77,8 @@ class Searcher:
     def _first_moment(self, space, q) -> np.ndarray:
         """Scores for every model; a big index only scores the models its fast path found (others -inf): the IVF's
         probed lists, or the compressed scan's top-k (see ``ivf_topk``)."""
-        if len(self.index) >= int(self.sc.ivf.min_models):
-            nprobe = int(self.sc.ivf.nprobe)
+        if len(self.index) >= self.sc.ivf.min_models:
+            nprobe = self.sc.ivf.nprobe
             if not has_ivf(space):
                 console.print(f"search: building the inverted file (or, for features without clusters, PQ codes) "
                               f"for {len(self.index):,} models (once)")
@@ -89,8 +88,8 @@ class Searcher:
                 console.print(f"search: the inverted file misses neighbours on this index; building PQ codes for "
                               f"{len(self.index):,} models (once)")
                 build_pq(space)
-            rows, s = ivf_topk(space, unit(np.ravel(q), np.float32), int(self.sc.top_k), nprobe,
-                                 candidates=int(self.sc.ivf.candidates))
+            rows, s = ivf_topk(space, unit(np.ravel(q), np.float32), self.sc.top_k, nprobe,
+                                 candidates=self.sc.ivf.candidates)
             out = np.full(len(self.index), -np.inf)
             out[rows] = s
             return out
@@ -105,11 +104,11 @@ class Searcher:
         x = self.image_encoder().encode_images([im])[0]
         out = {"log_density": log_density(self.image_space, x)}
         if self.image_space.has_raw:
-            out["monte_carlo"] = monte_carlo(self.image_space, x, float(self.sc.tau))
+            out["monte_carlo"] = monte_carlo(self.image_space, x, self.sc.tau)
         return out
 
     def model(self, name: str) -> dict[str, np.ndarray]:
-        return {"frechet": frechet(self.image_space, self.index.row(name), int(self.sc.rerank))}
+        return {"frechet": frechet(self.image_space, self.index.row(name), self.sc.rerank)}
 
 
 PRIMARY = {"text": "first_moment", "image": "log_density", "sketch": "log_density", "model": "frechet"}

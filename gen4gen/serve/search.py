@@ -12,6 +12,7 @@ from gen4gen.search.scores import ranked
 from gen4gen.search.build import discover, samples_root
 from gen4gen.search.index import is_index
 from gen4gen.search.searcher import PRIMARY, Searcher
+from gen4gen.settings import SearchSettings, section
 
 SAMPLES_SHOWN = 4
 
@@ -24,7 +25,8 @@ class ModelSearch:
         self.root = Path(root)
         path, _ = open_index(cfg, self.root, device)
         self.index = ModelIndex(path)
-        self.searcher = Searcher(self.index, cfg.search, device, cfg.paths.cache_dir, cfg.io)
+        self.searcher = Searcher(self.index, section(cfg, "search", SearchSettings), device, cfg.paths.cache_dir,
+                                 cfg.io)
         # model -> its sample images (an index given directly has no samples folder: results show none)
         self.samples: dict[str, list[Path]] = {} if is_index(self.root) else discover(samples_root(self.root))
         self._lock = threading.Lock()  # the encoders are not shared between threads

@@ -69,7 +69,13 @@ def snapshot(root: Path) -> dict[str, object]:
         rel = p.relative_to(root).as_posix()
         if not p.is_file() or "/." in f"/{rel}" or rel.startswith(("outputs/runs", "outputs/multiruns")):
             continue
-        if p.name == "meta.json":
+        if rel.startswith("stages/export/") and not p.name.startswith("failures"):
+            # the export's marker and manifest: their hashes name this tree's dataset path and its input files'
+            # times, so two trees compare by what they say was exported
+            data = json.loads(p.read_text("utf-8"))
+            out[rel] = sorted(data["items"]) if p.name.startswith("manifest") else \
+                {k: data[k] for k in ("id", "images", "exported", "failures")}
+        elif p.name == "meta.json":
             out[rel] = _stable(json.loads(p.read_text("utf-8")))
         elif p.name.startswith("failures") and p.suffix == ".jsonl":
             key = rel.rsplit("/", 1)[0] + "/failures"

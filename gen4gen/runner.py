@@ -247,27 +247,23 @@ def _run(stage: Stage, run: RunSettings, summary: Summary, t0: float) -> Summary
     workers = max(1, int(getattr(stage, "workers", 1)))
     with progress() as bar:
         task = bar.add_task(f"{stage.name}", total=len(pending))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(work, batch): batch for batch in groups}
-            counted = set()
-            try:
-                for fut in as_completed(futures):
-                    counted.add(fut)
-                    for it, reason in zip(futures[fut], fut.result()):
-                        if not isinstance(reason, str):  # the meta written: done
-                            summary.done += 1
-                            done.append(it)
-                            metas[it.id] = reason
-                        else:
-                            failures.append(_failure(stage, it, reason))
-                            log.warning("%s: %s: %s", stage.name, it.id, reason)
-                        bar.advance(task)
-            except BaseException:  # Ctrl-C or a crash: stop now instead of running every queued item first
-                pool.shutdown(wait=True, cancel_futures=True)
-                # items that finished while we waited are done too: the count a user reads must match the disk
-                summary.done += sum(not isinstance(r, str) for f in futures if f not in counted and f.done() and not f.cancelled()
-                                    and f.exception() is None for r in f.result())
-                raise
+
+        def count(batch: list[Item], results: list) -> None:
+            for it, reason in zip(batch, results):
+                if not isinstance(reason, str):  # the meta written: done
+                    summary.done += 1
+                    done.append(it)
+                    metas[it.id] = reason
+                else:
+                    failures.append(_failure(stage, it, reason))
+                    log.warning("%s: %s: %s", stage.name, it.id, reason)
+                bar.advance(task)
+
+        if workers == 1:  # in this thread: Ctrl-C stops the item being processed (a train run), not after it
+            for batch in groups:
+                count(batch, work(batch))
+        else:
+            _run_pool(work, groups, workers, count, summary)
 
     summary.failed = len(failures)
     failures.sort(key=lambda f: f["id"])
@@ -280,6 +276,23 @@ def _run(stage: Stage, run: RunSettings, summary: Summary, t0: float) -> Summary
         finish(summary, {it.id: metas[it.id] for it in sorted(done, key=lambda it: it.id)})
     summary.seconds = round(time.perf_counter() - t0, 2)
     return summary
+
+
+def _run_pool(work, groups: list[list[Item]], workers: int, count, summary: Summary) -> None:
+    """``work`` over ``groups`` on ``workers`` threads, each batch's results given to ``count`` as it finishes."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(work, batch): batch for batch in groups}
+        counted = set()
+        try:
+            for fut in as_completed(futures):
+                counted.add(fut)
+                count(futures[fut], fut.result())
+        except BaseException:  # Ctrl-C or a crash: stop now instead of running every queued item first
+            pool.shutdown(wait=True, cancel_futures=True)
+            # items that finished while we waited are done too: the count a user reads must match the disk
+            summary.done += sum(not isinstance(r, str) for f in futures if f not in counted and f.done() and not f.cancelled()
+                                and f.exception() is None for r in f.result())
+            raise
 
 
 def _reset(it: Item) -> None:

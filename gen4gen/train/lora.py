@@ -4,7 +4,6 @@ only the low-rank adapters and the token rows train. Saved as diffusers saves Lo
 ``pipe.load_lora_weights(run_dir)`` reads it."""
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,8 @@ class Lora:
             p.requires_grad_(True)
         return params
 
-    def save(self, unet, run_dir: Path) -> list[str]:
+    def save(self, unet, out) -> list[str]:
+        """Write the weights through ``out`` (the runner's ItemWriter: ``bytes(name, data)``); the file names."""
         from diffusers import StableDiffusionPipeline
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
@@ -39,11 +39,11 @@ class Lora:
         layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
         layers = {k: v.detach().float().cpu().contiguous() for k, v in layers.items()}
         meta = unet.peft_config["default"].to_dict()
-        # diffusers writes in place: write into a temporary folder and rename, so a kill leaves no half file
-        with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
+        # diffusers writes a file of its own: write it into a temporary folder, then through ``out``
+        with tempfile.TemporaryDirectory(dir=out.dir) as tmp:
             StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers, weight_name=WEIGHTS,
                                                       safe_serialization=True, unet_lora_adapter_metadata=meta)
-            os.replace(Path(tmp) / WEIGHTS, run_dir / WEIGHTS)
+            out.bytes(WEIGHTS, (Path(tmp) / WEIGHTS).read_bytes())
         return [WEIGHTS]
 
 

@@ -5,26 +5,30 @@ only the low-rank adapters and the token rows train. Saved as diffusers saves Lo
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
 @dataclass
 class Lora:
-    """``trainer=lora``: rank, alpha and the attention projections adapted."""
+    """``trainer=lora``: rank, alpha and the attention projections adapted (conf/trainer/lora.yaml), validated
+    when Hydra builds it (a pydantic dataclass: ``trainer.rank=abc`` is one line naming ``rank``)."""
     name: str = "lora"
-    rank: int = 4
-    alpha: float = 4.0
+    rank: int = Field(default=4, ge=1)
+    alpha: float = Field(default=4.0, gt=0)
     targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
 
     def trainable(self, unet) -> dict:
         from peft import LoraConfig
 
         # B starts at zero: the adapted UNet computes exactly the base model until the first step
-        unet.add_adapter(LoraConfig(r=int(self.rank), lora_alpha=float(self.alpha), init_lora_weights="gaussian",
-                                    target_modules=list(self.targets)))
+        unet.add_adapter(LoraConfig(r=self.rank, lora_alpha=self.alpha, init_lora_weights="gaussian",
+                                    target_modules=self.targets))
         params = {n: p for n, p in unet.named_parameters() if "lora_" in n}
         for p in params.values():
             p.requires_grad_(True)

@@ -55,10 +55,10 @@ def save(out, run_name: str, base, lora, tokens: list[tuple[str, dict]]) -> list
     except ValueError as e:  # adapters on layers kohya's SD-XL naming has no name for: the run keeps its own files
         log.warning("train: no kohya LoRA file for the web UIs: %s", e)
     else:
-        alpha = torch.tensor(float(lora.alpha))
+        alpha = torch.tensor(lora.alpha)
         state = {k: (alpha.clone() if k.endswith(".alpha") else v) for k, v in convert_state_dict_to_kohya(peft).items()}
-        meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(int(lora.rank)),
-                "ss_network_alpha": str(float(lora.alpha)), "ss_output_name": run_name,
+        meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(lora.rank),
+                "ss_network_alpha": str(lora.alpha), "ss_output_name": run_name,
                 **({"ss_base_model_version": "sdxl_base_v1-0"} if base.kind == "sdxl" else {})}
         files.append(f"{DIR}/{run_name}.safetensors")
         out.bytes(files[0], safetensors.torch.save(state, metadata=meta))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from gen4gen.errors import UserError
-from gen4gen.artefacts import TrainMeta, read_concepts_list, read_records
+from gen4gen.artefacts import TrainMeta, read_concepts_list, read_records, read_roster_entry
 
 GOOD = {"instance_prompt": "photo of a <new1> cat", "class_prompt": "cat", "instance_data_dir": "concepts/cat",
         "class_data_dir": ""}
@@ -72,3 +72,17 @@ def test_a_bench_image_record_of_a_wrong_type_is_one_line_and_left_out(tmp_path,
     assert [r.key for r in records] == [("m", "drawbench", "p1", 0)]
     assert records[0].row()["latency_s"] == 0.5 and "outputs" not in records[0].row()
     assert problems == [f"{folder}/p2_s0.json: {why}"]
+
+
+@pytest.mark.parametrize("body, why", [
+    ("name: run\nsource: base\nsteps: many\n", "steps: input should be a valid integer"),
+    ("name: a/b\nsource: base\n", "name: 'a/b': use letters, digits"),
+    ("- name: run\n", "expected a mapping, got list"),
+    ("name: [unclosed\n", "not valid YAML"),
+])
+def test_a_damaged_roster_entry_is_one_line_naming_the_file(tmp_path, body, why):
+    (tmp_path / "roster_entry.yaml").write_text(body)
+    with pytest.raises(UserError) as e:
+        read_roster_entry(tmp_path / "roster_entry.yaml")
+    assert str(e.value).startswith(f"{tmp_path / 'roster_entry.yaml'}: ") and why in str(e.value)
+    assert "\n" not in str(e.value)

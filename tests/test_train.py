@@ -482,6 +482,35 @@ def test_a_second_run_is_the_runner_s_skip_and_a_deleted_weights_file_trains_the
     assert TrainMeta.load(run).hash == meta.hash
 
 
+def test_ctrl_c_stops_the_run_at_once_and_the_rerun_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
+    """Ctrl-C right after the first checkpoint: the runner's Interrupted, no marker, and a rerun that resumes from
+    that checkpoint ends with the weights of an uninterrupted run."""
+    from gen4gen.errors import Interrupted
+    from gen4gen.stages import train as stage
+
+    real = checkpoints.save
+
+    def save_then_ctrl_c(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    steps = ["train.max_steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=10"]
+    cfg = _cfg(tmp_path, tiny, *steps, f"train.out_dir={tmp_path / 'stopped'}")
+    run = Path(cfg.train.out_dir) / "custom_diffusion_mycanvas"
+    monkeypatch.setattr(checkpoints, "save", save_then_ctrl_c)
+    with pytest.raises(Interrupted) as e:
+        stage.run(cfg)
+    assert e.value.done == 0 and not (run / "meta.json").exists()
+    assert [p.name for p in (run / checkpoints.DIR).glob("step_*.pt")] == ["step_0000002.pt"]  # stopped at once
+    monkeypatch.setattr(checkpoints, "save", real)
+    summary = stage.run(cfg)
+    assert summary.done == 1 and "resumed at 2" in summary.notes["train"]
+    whole = _cfg(tmp_path, tiny, *steps, f"train.out_dir={tmp_path / 'whole'}")
+    stage.run(whole)
+    weights = "pytorch_custom_diffusion_weights.safetensors"
+    assert (run / weights).read_bytes() == (Path(whole.train.out_dir) / run.name / weights).read_bytes()
+
+
 def test_without_a_gpu_the_stage_prints_an_estimate_and_stops(tiny, tmp_path, monkeypatch):
     from gen4gen.stages import train as stage
 

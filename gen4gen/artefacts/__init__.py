@@ -10,7 +10,7 @@ anything malformed into one line naming the file and the field (``base.explain``
 from gen4gen.artefacts.base import Artefact, Box, Name, Number, Record, Size, Text, explain
 from gen4gen.artefacts.bench import ImageRecord, read_records
 from gen4gen.artefacts.dataset import CONCEPTS_LIST, ConceptsListEntry, MyCanvasRow, read_concepts_list
-from gen4gen.artefacts.roster import ROSTER_ENTRY, CostSpec, LoraSpec, Roster, RosterEntry
+from gen4gen.artefacts.roster import ROSTER_ENTRY, CostSpec, LoraSpec, Roster, RosterEntry, read_roster_entry
 from gen4gen.artefacts.run import FORMAT, MANIFEST, TRAINER_NAMES, Manifest, TokenFile, TrainMeta
 from gen4gen.artefacts.stage import (META_MODELS, Captions, Layout, LayoutObject, S1Meta, S2Meta, S3Meta, S4Meta,
                                      StageMeta, stage_path, stage_rel)
@@ -19,4 +19,4 @@ __all__ = ["Number", "Text", "Name", "Box", "Size", "Record", "Artefact", "expla
            "LayoutObject", "Layout", "S2Meta", "S3Meta", "Captions", "S4Meta", "META_MODELS", "stage_rel",
            "stage_path", "MyCanvasRow", "ConceptsListEntry", "CONCEPTS_LIST", "read_concepts_list", "TrainMeta",
            "Manifest", "TokenFile", "MANIFEST", "FORMAT", "TRAINER_NAMES", "Roster", "RosterEntry", "LoraSpec",
-           "CostSpec", "ROSTER_ENTRY", "ImageRecord", "read_records"]
+           "CostSpec", "ROSTER_ENTRY", "read_roster_entry", "ImageRecord", "read_records"]

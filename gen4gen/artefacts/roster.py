@@ -9,9 +9,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gen4gen.artefacts.base import explain, value_text
 from gen4gen.artefacts.run import TrainMeta
+from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash
 
 ROSTER_ENTRY = "roster_entry.yaml"
@@ -141,3 +143,21 @@ class Roster(_Strict):
         if dup:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dup)}")
         return self
+
+
+def read_roster_entry(path: Path) -> RosterEntry:
+    """A train run's ``roster_entry.yaml``, or one ``UserError`` line naming the file and the field."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text("utf-8"))
+    except OSError as e:
+        raise UserError(f"{path}: unreadable ({e.strerror or e})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping, got {value_text(raw)}")
+    try:
+        return RosterEntry.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(f"{path}: {explain(e)}") from None

@@ -27,7 +27,6 @@ from gen4gen.settings import TrainRun, TrainSettings, section
 # rough seconds per training example-step at 512x512 (forward + backward), for the no-GPU work estimate
 CPU_SAMPLE_SECONDS = {"sd": 6.0, "sdxl": 25.0}
 GPU_SAMPLE_SECONDS = {"sd": 0.12, "sdxl": 0.45}
-NATIVE_RES = {"sd": 512, "sdxl": 1024}
 
 
 def writable_dir(path: Path) -> None:

@@ -32,7 +32,8 @@ from gen4gen.hashing import config_hash
 from gen4gen.io import jsonl_bytes, read_jsonl, write_atomic
 from gen4gen.markers import failures_path, write_failures
 from gen4gen.runner import Item, ItemWriter, run_stage
-from gen4gen.settings import BenchSettings, GenerateSettings, section
+from gen4gen.settings import BenchSettings, GenerateSettings, section, top_level
+from gen4gen.stage_settings import RunSettings
 
 RESULT_COLUMNS = ["model", "set", "prompt_id", "category", "seed", "prompt", "width", "height", "steps", "guidance",
                   "negative", "image", "latency_s", "batch_size", "batch_seconds", "peak_memory_gb", "memory_kind",
@@ -111,7 +112,8 @@ def generate(plan: dict[str, list[Job]], run_dir: Path, device: str, cfg: DictCo
     """Generate every pending image of ``plan`` through the runner, which keeps this shard's models (``cfg``: the
     composed config the runner reads its seed and shard from; ``bench``: its ``bench`` settings, read once)."""
     bench = bench or section(cfg, "bench", BenchSettings)
-    index, count = cfg.shard.index, cfg.shard.count
+    shard = top_level(cfg, RunSettings).shard  # as the runner reads it
+    index, count = shard.index, shard.count
     summary = run_stage(GenerateStage(plan, run_dir, device, bench, f"shard {index} of {count}" if count > 1 else ""),
                         cfg)
     return GenResult(summary.done, summary.skipped, read_jsonl(failures_path(run_dir, index, count)))
@@ -135,7 +137,8 @@ def run(cfg: DictConfig) -> Summary:
                               for m in roster.models if m.train_run for d in dataset_paths(bench))):
         console.print(f"[yellow]bench: {line}[/yellow]")
         summary.notes.setdefault("token mismatch", line)
-    shard_index, shard_count = cfg.shard.index, cfg.shard.count
+    shard = top_level(cfg, RunSettings).shard
+    shard_index, shard_count = shard.index, shard.count
     device = resolve_device(cfg.device)
     failures: list[dict] = []
     metric_failures: list[dict] = []

@@ -106,17 +106,23 @@ def harness_vs_bare(pipe_dir: Path, device: str, n_prompts: int, seeds: list[int
     """Steady state after one warm-up call in both (the harness's own warm-up is a once-per-model cost);
     wall time and this process's CPU time, medians over ``repeats``, the two orders alternating."""
     import torch
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
 
     import gen4gen.bench.generate as G
+    from gen4gen.__main__ import conf_dir
+    from gen4gen.artefacts import Roster
     from gen4gen.bench.prompts import load_drawbench
-    from gen4gen.bench.roster import Roster
+    from gen4gen.settings import BenchSettings, section
 
     prompts = load_drawbench("drawbench", SHARED / "prompts" / "DrawBench.csv")[:n_prompts]
     entry = Roster.model_validate({"models": [{"name": "m", "source": str(pipe_dir), "steps": steps,
                                                "guidance": 0.0, "resolution": res, "dtype": dtype}]}).models[0]
-    bench = OmegaConf.create({"use_prompt_size": False, "seeds": seeds, "prompt_seeds": False, "batch_size": batch,
-                              "warmup": True, "safety_checker": False, "force_cpu": True})
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):  # the app's config, as a run reads it
+        cfg = compose(config_name="config", overrides=[
+            f"bench.seeds=[{','.join(map(str, seeds))}]", "bench.prompt_seeds=false", "bench.use_prompt_size=false",
+            f"bench.batch_size={batch}", "bench.warmup=true", "bench.safety_checker=false", "bench.force_cpu=true"])
+    bench = section(cfg, "bench", BenchSettings)
     n = len(prompts) * len(seeds)
 
     def now():
@@ -157,7 +163,7 @@ def harness_vs_bare(pipe_dir: Path, device: str, n_prompts: int, seeds: list[int
         G._call, G.Generator.release = marked, released
         try:
             with tempfile.TemporaryDirectory() as run:
-                result = generate(G.plan_jobs([entry], prompts, Path(run), bench), Path(run), device, bench)
+                result = generate(G.plan_jobs([entry], prompts, Path(run), bench), Path(run), device, cfg, bench)
         finally:
             G._call, G.Generator.release = real_call, real_release
         assert result.done == n, result.failures

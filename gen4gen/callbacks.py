@@ -9,6 +9,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.artefacts import ROSTER_ENTRY, read_roster_entry
 from gen4gen.paths import swept_keys
 from gen4gen.settings import top_level
 from gen4gen.stage_settings import RunSettings
@@ -47,21 +48,26 @@ class BenchAfterTraining(Callback):
     (``<job>/train/<run>/roster_entry.yaml``) on the configured promptsets: Gen4Gen's table."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        import yaml
-
         from gen4gen.app import run
+        from gen4gen.errors import UserError
 
         if top_level(config, RunSettings).stage != "train":
             return
-        entries = [yaml.safe_load(p.read_text("utf-8")) for p in trained_runs(Path(config.hydra.sweep.dir))]
+        entries = []
+        for path in trained_runs(Path(config.hydra.sweep.dir)):
+            try:
+                entries.append(read_roster_entry(path))
+            except UserError as e:  # that run stays out of the bench, said in one line
+                log.warning("%s", e)
         if not entries:
             log.warning("no trained run in %s: nothing to bench", config.hydra.sweep.dir)
             return
         cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
         del cfg["hydra"]
-        base = {k: entries[0][k] for k in ("source", "pipeline", "resolution", "steps", "guidance")}
+        base = entries[0].model_dump(include={"source", "pipeline", "resolution", "steps", "guidance"})
+        models = [e.model_dump(by_alias=True, exclude_defaults=True) for e in entries]
         cfg.roster = OmegaConf.create({"name": str(config.bench.name),
-                                       "models": [{"name": "base", **base, "tags": ["base"]}, *entries]})
+                                       "models": [{"name": "base", **base, "tags": ["base"]}, *models]})
         OmegaConf.update(cfg, "stage", "bench")
         log.info("training sweep done: benching the base model and %d trained run(s)", len(entries))
         run(cfg)
@@ -78,7 +84,7 @@ def trained_runs(sweep_dir: Path) -> list[Path]:
         except Exception:  # noqa: BLE001 - an interpolation this process cannot resolve
             continue
         for run_dir in (saved.parent.parent / "train" / name, Path(out_dir) / name):
-            if (run_dir / "roster_entry.yaml").is_file():
-                found.append(run_dir / "roster_entry.yaml")
+            if (run_dir / ROSTER_ENTRY).is_file():
+                found.append(run_dir / ROSTER_ENTRY)
                 break
     return found

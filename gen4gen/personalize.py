@@ -1,6 +1,6 @@
 """Load a ``stage=train`` run into a diffusers pipeline: ``gen4gen.personalize.load(pipe, run_dir)``.
 
-A run folder holds ``personalization.json`` (this module's ``Manifest``), one embedding file per modifier
+A run folder holds ``personalization.json`` (``gen4gen.artefacts.Manifest``), one embedding file per modifier
 token, and the trained weights in a format diffusers reads: Custom Diffusion's
 ``pytorch_custom_diffusion_weights.{safetensors,bin}`` or LoRA's ``pytorch_lora_weights.safetensors``.
 
@@ -16,64 +16,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
+from gen4gen.artefacts import MANIFEST, Manifest
 from gen4gen.errors import UserError
 
-MANIFEST = "personalization.json"
 # what save_lora_weights writes for the UNet: peft's lora_A/lora_B, or the older lora.down/lora.up names
 LORA_KEY = re.compile(r"unet\.(.+)\.lora(?:_|\.)(A|B|down|up)\.weight")
 CD_KEY = re.compile(r"(.+\.attn2)\.processor\.(to_k|to_v)_custom_diffusion\.weight")
-TRAINER_NAMES = {"custom_diffusion": "Custom Diffusion", "lora": "LoRA"}
-FORMAT = "gen4gen-personalization/1"
-
-
-class TokenFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    token: str  # "<new1>"
-    concept: str  # "cat"
-    noun: str  # the class words the token was started from, "cat"
-    file: str  # "<new1>.safetensors": {token: [dim]} (SD) or {"clip_l": [dim], "clip_g": [dim2]} (SD-XL)
-
-
-class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    format: Literal["gen4gen-personalization/1"] = FORMAT
-    trainer: Literal["custom_diffusion", "lora"]
-    base: str
-    base_kind: Literal["sd", "sdxl"]
-    weights: str  # file name in the run folder
-    tokens: list[TokenFile]
-    data: str = ""  # mycanvas | sources | both (train.data)
-    caption: str = ""  # the caption kind trained on
-
-    @classmethod
-    def load(cls, run_dir: Path) -> "Manifest":
-        path = Path(run_dir) / MANIFEST
-        try:
-            return cls.model_validate_json(path.read_bytes())
-        except OSError:
-            raise UserError(f"{run_dir} is not a train run: {MANIFEST} is missing (run stage=train)") from None
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = '.'.join(str(x) for x in err['loc']) or "the whole file"
-            raise UserError(f"{path}: {where}: {err['msg']}") from None
-
-    def dump(self) -> bytes:
-        return (self.model_dump_json(indent=2) + "\n").encode("utf-8")
-
-    @property
-    def method(self) -> str:
-        """The row name in Gen4Gen's table: "Custom Diffusion on MyCanvas", "LoRA on sources"."""
-        return f"{TRAINER_NAMES[self.trainer]} on {({'mycanvas': 'MyCanvas'}).get(self.data, self.data or '?')}"
-
-    def class_words(self, text: str) -> str:
-        """A personalised prompt as class words ("<new1> cat" -> "cat"): what CLIP-T scores."""
-        from gen4gen.words import as_class_words
-
-        return as_class_words(text, {t.token: t.noun for t in self.tokens})
 
 
 def load(pipe, run_dir: str | Path):

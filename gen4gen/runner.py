@@ -8,7 +8,6 @@ batch size and gets its items in batches here, with the same markers and failure
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -21,13 +20,13 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 import numpy as np
-from PIL import Image
 
 from gen4gen.console import Summary, progress
 from gen4gen.errors import Interrupted, ItemFailed, UserError
 from gen4gen.hashing import config_hash, in_shard, item_rng, shard_key
-from gen4gen.io import json_bytes, png_bytes, write_atomic
+from gen4gen.io import json_bytes, write_atomic
 from gen4gen.manifest import write_manifest
+from gen4gen.item_files import ItemWriter, outputs_intact
 from gen4gen.markers import META, read_meta, write_failures
 from gen4gen.settings import top_level
 from gen4gen.stage_settings import RunSettings
@@ -61,7 +60,7 @@ class Stage(Protocol):
     def config(self) -> dict:
         """Everything the outputs depend on; hashed into each item's meta."""
 
-    def process(self, item: Item, out: "ItemWriter", rng: np.random.Generator) -> dict:
+    def process(self, item: Item, out: ItemWriter, rng: np.random.Generator) -> dict:
         """Write the item's files through ``out`` and return extra meta fields."""
 
     # Optional hooks, looked up with getattr:
@@ -83,69 +82,6 @@ class Stage(Protocol):
     #   inner_failures() -> list[dict]          # failure lines of the parts of an item (the final images a dataset
     #                                           # could not take): written to failures.jsonl with the items' own
     # A UserError raised anywhere (process too) stops the run with its one line: it is about the run, not an item.
-
-
-# ---------------------------------------------------------------- item files
-class ItemWriter:
-    """Writes one item's files atomically; ``meta.json`` is written by the runner, last, with the size and hash
-    of every file written here (``outputs``), so that a later done check notices a file changed or broken."""
-
-    def __init__(self, out_dir: Path, steps=None):
-        self.dir = out_dir
-        self.files: dict[str, list] = {}  # name -> [size, blake2b hex]
-        self._steps = steps
-
-    def steps(self, description: str, total: int):
-        """Progress inside one large item (a whole dataset): a line of its own under the stage's bar; returns
-        the function that counts one step, which raises KeyboardInterrupt once Ctrl-C has stopped the run (the
-        item runs in a worker thread: this is where it hears of it)."""
-        if self._steps is None:
-            return lambda: None
-        return self._steps(description, total)
-
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
-    def image(self, name: str, image: Image.Image | np.ndarray) -> Path:
-        return self.bytes(name, png_bytes(image))
-
-    def json(self, name: str, obj: Any) -> Path:
-        return self.bytes(name, json_bytes(obj))
-
-    def text(self, name: str, text: str) -> Path:
-        return self.bytes(name, text.encode("utf-8"))
-
-    def bytes(self, name: str, data: bytes) -> Path:
-        p = self.dir / name
-        write_atomic(p, data)
-        self.files[name] = [len(data), _digest(data)]
-        return p
-
-
-# a done check re-hashes recorded files up to this size (JSON, captions: cheap); larger ones (images, weights)
-# are checked by size, so a rerun over 10,000 items stays a stat per file
-VERIFY_BYTES = 1 << 16
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
-
-
-def outputs_intact(folder: Path, meta: dict) -> bool:
-    """Every file the marker vouches for (``outputs``) is there with its size, and its hash when small."""
-    outputs = meta.get("outputs", {})
-    if not isinstance(outputs, dict):
-        return False
-    for name, rec in outputs.items():
-        if not (isinstance(rec, list) and len(rec) == 2 and isinstance(rec[0], int)):
-            return False
-        p = folder / name
-        try:
-            if p.stat().st_size != rec[0] or (rec[0] <= VERIFY_BYTES and _digest(p.read_bytes()) != rec[1]):
-                return False
-        except OSError:
-            return False
-    return True
 
 
 def done_meta(item: Item, chash: str) -> dict | None:
@@ -281,28 +217,23 @@ def _run(stage: Stage, run: RunSettings, summary: Summary, t0: float) -> Summary
     with progress() as bar:
         live["bar"] = bar
         task = bar.add_task(f"{stage.name}", total=len(pending))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(work, batch): batch for batch in groups}
-            counted = set()
-            try:
-                for fut in as_completed(futures):
-                    counted.add(fut)
-                    for it, reason in zip(futures[fut], fut.result()):
-                        if not isinstance(reason, str):  # the meta written: done
-                            summary.done += 1
-                            done.append(it)
-                            metas[it.id] = reason
-                        else:
-                            failures.append(_failure(stage, it, reason))
-                            log.warning("%s: %s: %s", stage.name, it.id, reason)
-                        bar.advance(task)
-            except BaseException:  # Ctrl-C or a crash: stop now instead of running every queued item first
-                stopping.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                # items that finished while we waited are done too: the count a user reads must match the disk
-                summary.done += sum(not isinstance(r, str) for f in futures if f not in counted and f.done() and not f.cancelled()
-                                    and f.exception() is None for r in f.result())
-                raise
+
+        def count(batch: list[Item], results: list) -> None:
+            for it, reason in zip(batch, results):
+                if not isinstance(reason, str):  # the meta written: done
+                    summary.done += 1
+                    done.append(it)
+                    metas[it.id] = reason
+                else:
+                    failures.append(_failure(stage, it, reason))
+                    log.warning("%s: %s: %s", stage.name, it.id, reason)
+                bar.advance(task)
+
+        if workers == 1:  # in this thread: Ctrl-C stops the item being processed (a train run), not after it
+            for batch in groups:
+                count(batch, work(batch))
+        else:
+            _run_pool(work, groups, workers, count, summary, stopping)
 
     inner = getattr(stage, "inner_failures", None)
     if inner:
@@ -318,6 +249,25 @@ def _run(stage: Stage, run: RunSettings, summary: Summary, t0: float) -> Summary
         finish(summary, {it.id: metas[it.id] for it in sorted(done, key=lambda it: it.id)})
     summary.seconds = round(time.perf_counter() - t0, 2)
     return summary
+
+
+def _run_pool(work, groups: list[list[Item]], workers: int, count, summary: Summary, stopping: threading.Event) -> None:
+    """``work`` over ``groups`` on ``workers`` threads, each batch's results given to ``count`` as it finishes;
+    ``stopping`` is set when the loop stops, so a large item in a worker thread stops at its next step."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(work, batch): batch for batch in groups}
+        counted = set()
+        try:
+            for fut in as_completed(futures):
+                counted.add(fut)
+                count(futures[fut], fut.result())
+        except BaseException:  # Ctrl-C or a crash: stop now instead of running every queued item first
+            stopping.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            # items that finished while we waited are done too: the count a user reads must match the disk
+            summary.done += sum(not isinstance(r, str) for f in futures if f not in counted and f.done() and not f.cancelled()
+                                and f.exception() is None for r in f.result())
+            raise
 
 
 def _reset(it: Item) -> None:

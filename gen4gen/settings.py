@@ -39,22 +39,46 @@ class BenchMetrics(_Section):
     chunk_size: int = Field(ge=1)  # images held in memory at once
 
 
-class _BenchReport(_Section):
+class BenchReport(_Section):
+    quality: str  # the quality axis of the Pareto plot and the leaderboard's order
+    weights: dict[str, float]  # GEMRec ranking terms
     bootstrap: int = Field(ge=1)  # resamples behind every 95 % interval
 
 
-class _Counterfactual(_Section):
+class Counterfactual(_Section):
     enabled: bool
     max_images: int = Field(ge=1)
     target: float = Field(ge=0, le=1)  # the share of cases a metric must notice
 
 
-class _Bench(_Section):
+class Promptset(_Section):
+    """One of ``bench.promptsets``: its loader (``kind``) and file; the other keys are the loader's own."""
+    kind: str
+    path: str
+
+
+class GenerateSettings(_Section):
+    """What the generate step needs of ``bench``: which seeds, the call size, and how the models run."""
+    seeds: list[int]
+    prompt_seeds: bool  # a prompt with its own seed (GEMRec, DiffusionDB) uses it instead of ``seeds``
+    use_prompt_size: bool
     batch_size: int = Field(ge=1)
     writers: int = Field(ge=0)
+    warmup: bool
+    safety_checker: bool
+    force_cpu: bool
+
+
+class BenchSettings(GenerateSettings):
+    """``bench``: the steps, the run folder, the promptsets in use and the metrics, report and counterfactual check."""
+    steps: list[Literal["generate", "metrics", "report"]]
+    name: str | None  # null: the roster's name
+    out_dir: str
+    use: list[str]
+    promptsets: dict[str, Promptset]
     metrics: BenchMetrics
-    report: _BenchReport
-    counterfactual: _Counterfactual
+    report: BenchReport
+    counterfactual: Counterfactual
 
 
 class KohyaSettings(BaseModel):
@@ -195,7 +219,7 @@ class _Config(TopSettings):
     caption: CaptionSettings
     captioner: BackendNode
     export: ExportSettings
-    bench: _Bench
+    bench: BenchSettings
     search: SearchSettings
     route: RouteSettings
     train: _Train

@@ -23,7 +23,9 @@ from gen4gen.bench.metrics import (Clip, Detector, Dino, clip_t_score, cp_clip_s
                                    reference_similarity, text_windows)
 from gen4gen.bench.report import pareto_front, weighted_ranking
 from gen4gen.bench.roster import load_roster
+from gen4gen.artefacts import read_records
 from gen4gen.errors import UserError
+from gen4gen.settings import BenchSettings, section
 from gen4gen.stages.bench import generate
 
 
@@ -93,6 +95,10 @@ def _bench_cfg(tmp_path: Path, tiny: dict, *overrides: str):
          "cost": {"kind": "gpu_second", "per_gpu_second": 0.001}},
     ]})
     return cfg
+
+
+def _settings(cfg) -> BenchSettings:
+    return section(cfg, "bench", BenchSettings)
 
 
 def _csv(path: Path) -> list[dict]:
@@ -257,7 +263,7 @@ def test_roster_components_scheduler_and_lora_load_and_each_model_is_freed(tmp_p
     cfg = _bench_cfg(tmp_path, tiny, "bench.use=[drawbench]", "bench.seeds=[3]", "bench.warmup=false")
     prompts, _ = P.load_promptsets(OmegaConf.to_container(cfg.bench.promptsets), ["drawbench"])
     run_dir = tmp_path / "run"
-    plan = G.plan_jobs(roster.models, prompts, run_dir, cfg.bench)
+    plan = G.plan_jobs(roster.models, prompts, run_dir, _settings(cfg))
 
     alive_at_load = []
     refs: list = []
@@ -274,7 +280,7 @@ def test_roster_components_scheduler_and_lora_load_and_each_model_is_freed(tmp_p
         return pipe
 
     monkeypatch.setattr(G, "load_pipeline", tracking_load)
-    result = generate(plan, run_dir, "cpu", cfg.bench)
+    result = generate(plan, run_dir, "cpu", cfg)
     assert (result.done, result.failures) == (4, [])
     assert alive_at_load == [0, 0, 0, 0]  # each model freed before the next one loads
     img = {m.name: np.asarray(Image.open(plan[m.name][0].image), dtype=np.int16) for m in roster.models}
@@ -292,8 +298,8 @@ def test_a_model_that_cannot_load_fails_its_images_not_the_run(tmp_path, tiny):
         {"name": "ok", "source": str(tiny["sd"]), "steps": 1, "guidance": 0.0, "resolution": 32}]})
     cfg = _bench_cfg(tmp_path, tiny, "bench.use=[drawbench]", "bench.seeds=[0]", "bench.warmup=false")
     prompts, _ = P.load_promptsets(OmegaConf.to_container(cfg.bench.promptsets), ["drawbench"])
-    result = generate(G.plan_jobs(roster.models, prompts, tmp_path / "run", cfg.bench), tmp_path / "run", "cpu",
-                      cfg.bench)
+    result = generate(G.plan_jobs(roster.models, prompts, tmp_path / "run", _settings(cfg)), tmp_path / "run", "cpu",
+                      cfg)
     assert result.done == 1 and len(result.failures) == 1
     assert result.failures[0]["id"].startswith("missing/") and "cannot load model" in result.failures[0]["reason"]
 
@@ -590,7 +596,7 @@ def test_a_failing_batch_fails_its_images_through_the_runner_and_a_rerun_redoes_
     cfg = _bench_cfg(tmp_path, tiny, "bench.use=[drawbench]", "bench.seeds=[0,1,2]", "bench.warmup=false")
     prompts, _ = P.load_promptsets(OmegaConf.to_container(cfg.bench.promptsets), ["drawbench"])
     run_dir = tmp_path / "run"
-    plan = G.plan_jobs(roster.models, prompts, run_dir, cfg.bench)
+    plan = G.plan_jobs(roster.models, prompts, run_dir, _settings(cfg))
     real = G._call
 
     def oom_on_seed_0(pipe, group, takes, steps=None):
@@ -599,7 +605,7 @@ def test_a_failing_batch_fails_its_images_through_the_runner_and_a_rerun_redoes_
         return real(pipe, group, takes, steps)
 
     monkeypatch.setattr(G, "_call", oom_on_seed_0)
-    result = generate(plan, run_dir, "cpu", cfg.bench)
+    result = generate(plan, run_dir, "cpu", cfg)
     assert result.done == 1 and [f["reason"] for f in result.failures] == [
         "batch of 2 failed: RuntimeError: CUDA out of memory"] * 2
     assert [f["id"] for f in read_failures(run_dir)] == [j.id for j in plan["ok"][:2]]
@@ -610,8 +616,9 @@ def test_a_failing_batch_fails_its_images_through_the_runner_and_a_rerun_redoes_
     assert not plan["ok"][0].image.exists() and not plan["ok"][0].record.exists()
 
     monkeypatch.setattr(G, "_call", real)
-    again = generate(plan, run_dir, "cpu", cfg.bench)
+    again = generate(plan, run_dir, "cpu", cfg)
     assert (again.done, again.skipped, again.failures) == (2, 1, [])
     assert read_failures(run_dir) == []
-    rows = G.read_records(run_dir)
-    assert len(rows) == 3 and not {"id", "stage", "config_hash", "fingerprint", "seconds"} & set(rows[0])
+    records, unreadable = read_records(run_dir)
+    assert len(records) == 3 and unreadable == []
+    assert not {"id", "stage", "config_hash", "fingerprint", "seconds", "outputs"} & set(records[0].row())

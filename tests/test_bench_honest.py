@@ -297,7 +297,7 @@ def test_k_prompts_come_from_the_datasets_concept_sets_and_split_holds_sets_out(
 
 def test_leakage_finds_evaluation_prompts_and_backgrounds_in_the_training_captions(tmp_path):
     from gen4gen.bench.leakage import check, training_data
-    from gen4gen.personalize import Manifest, TokenFile
+    from gen4gen.artefacts import Manifest, TokenFile
 
     ds = _export(tmp_path / "ds", [["cat", "dog"], ["cup", "owl"]])
     run = tmp_path / "run"
@@ -358,7 +358,7 @@ def test_the_stage_runs_the_leakage_check_for_each_train_run_and_the_report_show
 
     from gen4gen.bench.report import write_reports
     from gen4gen.bench.roster import Roster
-    from gen4gen.personalize import Manifest, TokenFile
+    from gen4gen.artefacts import Manifest, TokenFile
     from gen4gen.stages.bench import leakage_rows
 
     ds = _export(tmp_path / "ds", [["cat", "dog"], ["cup", "owl"]])
@@ -368,7 +368,7 @@ def test_the_stage_runs_the_leakage_check_for_each_train_run_and_the_report_show
     tokens = [TokenFile(token=f"<new{k + 1}>", concept=c, noun=c, file="t") for k, c in enumerate(COLOURS)]
     (run / "personalization.json").write_bytes(Manifest(trainer="lora", base="x", base_kind="sd", weights="w",
                                                         tokens=tokens, data="mycanvas", caption="personalized").dump())
-    (run / "meta.json").write_text(json.dumps({"dataset": str(ds)}))
+    (run / "meta.json").write_text(json.dumps({"config_hash": "h", "dataset": str(ds)}))
     models = Roster.model_validate({"models": [{"name": "base", "source": "x"},
                                                {"name": "mine", "source": "x", "train_run": str(run)},
                                                {"name": "broken", "source": "x", "train_run": str(tmp_path)}]}).models
@@ -377,10 +377,10 @@ def test_the_stage_runs_the_leakage_check_for_each_train_run_and_the_report_show
     rows = leakage_rows(models, prompts, bench)
     assert [(r["model"], r["exact"], r["heldout_sets_in_training"]) for r in rows] == [("mine", 2, "cat+dog")]
     # a run trained after the split (stage=train records what split.json kept out): judged on what it saw
-    (run / "meta.json").write_text(json.dumps({"dataset": str(ds), "heldout": [["cat", "dog"]]}))
+    (run / "meta.json").write_text(json.dumps({"config_hash": "h", "dataset": str(ds), "heldout": [["cat", "dog"]]}))
     assert [(r["model"], r["exact"], r["heldout_sets_in_training"]) for r in leakage_rows(models, prompts, bench)
             ] == [("mine", 1, "")]
-    (run / "meta.json").write_text(json.dumps({"dataset": str(ds)}))  # back to a run from before the split
+    (run / "meta.json").write_text(json.dumps({"config_hash": "h", "dataset": str(ds)}))  # back to a run from before the split
     assert "bench: leakage check of broken skipped: " in capsys.readouterr().err
     metric_rows = [{"model": "mine", "prompt_key": p.key, "seed": 0, "set": "mycanvas", "category": p.category,
                     "prompt": p.text, "image": "x.png", "clip_t": 20.0 + k, "backbones": {"clip_t": "clip=c@sha256:0"}}

@@ -127,7 +127,7 @@ def test_customdiffusion_concepts_list_is_what_the_diffusers_script_reads(built)
     concepts = json.loads((cd / "concepts_list.json").read_text())
     modifier = (cd / "modifier_token.txt").read_text().strip()
     assert modifier == "<new1>+<new2>+<new3>"
-    from gen4gen.outputs import read_concepts_list  # train reads it back through its model
+    from gen4gen.artefacts import read_concepts_list  # train reads it back through its model
 
     assert [(c.concept, c.token) for c in read_concepts_list(cd)] == list(zip(["cat", "dog", "plant"],
                                                                               modifier.split("+")))

@@ -73,18 +73,24 @@ def test_the_same_settings_skip_and_another_name_trains_beside_it(finished, tiny
     assert digest(out / run.name) == before
 
 
-# the state a folder is in -> whether a run of configuration "new" may be written there
+# the state a folder is in -> whether a run of configuration "new" on examples "data" (its TrainMeta.hash
+# "new:data") may be written there
 STATES = {
     "empty": (lambda d: d.mkdir(parents=True), True),
     "absent": (lambda d: None, True),
     "someone's notes": (lambda d: (d.mkdir(parents=True), (d / "notes.txt").write_text("mine")), True),
-    "finished, same": (lambda d: write_atomic(d / META, json_bytes({"config_hash": "new", "stage": "train"})), True),
-    "finished, other": (lambda d: write_atomic(d / META, json_bytes({"config_hash": "old", "stage": "train",
-                                                                     "losses": [1.0, 0.5]})), False),
-    "killed, same": (lambda d: checkpoints.save(d, 2, {"config_hash": "new"}, 2), True),
-    "killed, other": (lambda d: checkpoints.save(d, 2, {"config_hash": "old"}, 2), False),
-    "killed, both": (lambda d: (checkpoints.save(d, 2, {"config_hash": "old"}, 2),
-                                checkpoints.save(d, 4, {"config_hash": "new"}, 2)), True),
+    "finished, same": (lambda d: write_atomic(d / META, json_bytes({"config_hash": "new", "fingerprint": "data",
+                                                                    "stage": "train"})), True),
+    "finished, other": (lambda d: write_atomic(d / META, json_bytes({"config_hash": "old", "fingerprint": "data",
+                                                                     "stage": "train", "losses": [1.0, 0.5]})), False),
+    "finished, other examples": (lambda d: write_atomic(d / META, json_bytes({"config_hash": "new", "fingerprint": "x",
+                                                                              "stage": "train"})), False),
+    "finished before runs had fingerprints": (lambda d: write_atomic(d / META, json_bytes({"config_hash": "new"})),
+                                              False),
+    "killed, same": (lambda d: checkpoints.save(d, 2, {"config_hash": "new:data"}, 2), True),
+    "killed, other": (lambda d: checkpoints.save(d, 2, {"config_hash": "old:data"}, 2), False),
+    "killed, both": (lambda d: (checkpoints.save(d, 2, {"config_hash": "old:data"}, 2),
+                                checkpoints.save(d, 4, {"config_hash": "new:data"}, 2)), True),
     "garbled meta, no checkpoint": (lambda d: write_atomic(d / META, b"{not json"), True),
     "killed, torn checkpoint": (lambda d: write_atomic(d / checkpoints.DIR / "step_0000002.pt", b"torn"), False),
 }
@@ -97,10 +103,10 @@ def test_which_folders_a_run_may_be_written_into(tmp_path, state):
     make(run)
     before = digest(run) if run.exists() else {}
     if allowed:
-        check_run_folder(run, "new")
+        check_run_folder(run, "new:data")
     else:
         with pytest.raises(UserError, match=r"holds an? .*run of other settings.*train.name=") as e:
-            check_run_folder(run, "new")
+            check_run_folder(run, "new:data")
         assert "\n" not in str(e.value)
     assert (digest(run) if run.exists() else {}) == before
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
 from gen4gen.errors import UserError
-from gen4gen.personalize import MANIFEST, Manifest, TokenFile
+from gen4gen.artefacts import MANIFEST, Manifest, TokenFile
 from gen4gen.train.lora import Lora
 from tests.test_reliability_artefacts import bad_values
 from tests.test_reliability_paths import KINDS, hostile

@@ -104,7 +104,7 @@ def test_a_later_stage_s_missing_llm_key_is_said_before_the_first_stage_runs(tmp
 
 
 SECTIONS = {"llm": settings.LLMSettings, "train": settings.TrainSettings, "export": settings.ExportSettings,
-            "bench.metrics": settings.BenchMetrics, "serve": settings.ServeSettings}
+            "bench.metrics": settings.BenchMetrics, "bench": settings.BenchSettings, "serve": settings.ServeSettings}
 
 
 def _models(model: type[BaseModel]):

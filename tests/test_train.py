@@ -245,11 +245,12 @@ def _image(pipe, prompt: str) -> np.ndarray:
 
 
 def _save(tiny, kind, run_dir: Path, trainer=None):
+    from gen4gen.runner import ItemWriter
     from gen4gen.stages.train import save_run
 
     trainer = trainer or CustomDiffusion()
     result, examples, concepts, s = _train(tiny, kind, run_dir, trainer=trainer)
-    save_run(run_dir, "run", s, trainer, result, concepts, examples, None, [], tiny["dataset"], "cpu")
+    save_run(ItemWriter(run_dir), "run", s, trainer, result, concepts, examples, None, 0, tiny["dataset"], "cpu")
     b = result.base
     parts = {"unet": b.unet, "text_encoder": b.text_encoders[0], "tokenizer": b.tokenizers[0]}
     if kind == "sdxl":
@@ -412,9 +413,8 @@ def _copy_dataset(tiny, tmp_path: Path, extra_rows: list[dict]) -> Path:
 def test_stage_writes_a_run_leaves_out_bad_examples_with_one_line_and_skips_a_rerun(tiny, tmp_path):
     import yaml
 
-    from gen4gen.bench.roster import RosterEntry
+    from gen4gen.artefacts import Manifest, RosterEntry
     from gen4gen.markers import read_meta
-    from gen4gen.personalize import Manifest
     from gen4gen.stages import train as stage
 
     stray = {"id": "pets/x/v0", "image": "pets/cat+dog_000/v0_procedural/image.png", "concepts": ["cat"],
@@ -450,6 +450,65 @@ def test_stage_writes_a_run_leaves_out_bad_examples_with_one_line_and_skips_a_re
         f"{man.tokens[0].concept}, is now owl"
     again = stage.run(cfg)
     assert (again.done, again.skipped) == (0, 1)
+
+
+def test_a_second_run_is_the_runner_s_skip_and_a_deleted_weights_file_trains_the_run_again(tiny, tmp_path):
+    """The run folder is one runner item: its marker vouches for every file the run wrote."""
+    import hashlib
+
+    from gen4gen.artefacts import TrainMeta
+    from gen4gen.stages import train as stage
+
+    def digest(folder: Path) -> dict:
+        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    cfg = _cfg(tmp_path, tiny)
+    run = Path(cfg.train.out_dir) / "custom_diffusion_mycanvas"
+    assert stage.run(cfg).done == 1
+    meta = TrainMeta.load(run)
+    weights = "pytorch_custom_diffusion_weights.safetensors"
+    assert {weights, "<new1>.safetensors", "personalization.json", "roster_entry.yaml", "README.md"} <= set(meta.outputs)
+    before = digest(run)
+    again = stage.run(cfg)
+    assert (again.total, again.done, again.skipped, again.failed) == (1, 0, 1, 0)
+    assert again.notes["train"].startswith("already trained with this configuration")
+    assert digest(run) == before
+    (run / weights).unlink()
+    redo = stage.run(cfg)
+    assert (redo.done, redo.skipped) == (1, 0)
+    assert redo.notes["redone: a file changed or broke since it was done"] == 1
+    assert digest(run)[weights] == before[weights]  # the same run trained again: the same weights
+    assert TrainMeta.load(run).hash == meta.hash
+
+
+def test_ctrl_c_stops_the_run_at_once_and_the_rerun_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
+    """Ctrl-C right after the first checkpoint: the runner's Interrupted, no marker, and a rerun that resumes from
+    that checkpoint ends with the weights of an uninterrupted run."""
+    from gen4gen.errors import Interrupted
+    from gen4gen.stages import train as stage
+
+    real = checkpoints.save
+
+    def save_then_ctrl_c(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    steps = ["train.max_steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=10"]
+    cfg = _cfg(tmp_path, tiny, *steps, f"train.out_dir={tmp_path / 'stopped'}")
+    run = Path(cfg.train.out_dir) / "custom_diffusion_mycanvas"
+    monkeypatch.setattr(checkpoints, "save", save_then_ctrl_c)
+    with pytest.raises(Interrupted) as e:
+        stage.run(cfg)
+    assert e.value.done == 0 and not (run / "meta.json").exists()
+    assert [p.name for p in (run / checkpoints.DIR).glob("step_*.pt")] == ["step_0000002.pt"]  # stopped at once
+    monkeypatch.setattr(checkpoints, "save", real)
+    summary = stage.run(cfg)
+    assert summary.done == 1 and "resumed at 2" in summary.notes["train"]
+    whole = _cfg(tmp_path, tiny, *steps, f"train.out_dir={tmp_path / 'whole'}")
+    stage.run(whole)
+    weights = "pytorch_custom_diffusion_weights.safetensors"
+    assert (run / weights).read_bytes() == (Path(whole.train.out_dir) / run.name / weights).read_bytes()
 
 
 def test_without_a_gpu_the_stage_prints_an_estimate_and_stops(tiny, tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ from gen4gen.bench.identity import identity_margins, reference_similarity
 from gen4gen.errors import ItemFailed
 from gen4gen.hashing import stable_hash
 from gen4gen.images import BadImage, read_image
-from gen4gen.outputs import MyCanvasRow
+from gen4gen.artefacts import MyCanvasRow
 
 KINDS = ("swap", "drop", "duplicate", "substitute")
 METRICS = ("identity_mix", "cp_clip", "clip_i")

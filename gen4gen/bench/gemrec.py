@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from gen4gen.bench.roster import Roster
+from gen4gen.artefacts import Roster
 
 # diffusers configs a single-file SD checkpoint is assembled with, per GEMRec ``baseModel``
 BASE_CONFIGS = {

@@ -1,16 +1,15 @@
 """Generation: every roster model over every prompt x seed, one model in memory at a time.
 
 An image is one job ``(model, prompt, seed)`` written to ``images/<model>/<set>/<prompt id>_s<seed>.png``
-with a sidecar ``.json`` record: the stage runner's done-marker for that image (``stages/bench.py`` runs the
-jobs as items of ``run_stage``, a batch of one model's jobs per ``Generator`` call). Each job draws its noise
-from its own CPU ``torch.Generator`` seeded with the job's seed, so an image does not depend on batch size,
-order or shard.
+with a sidecar ``.json`` record (``gen4gen.artefacts.ImageRecord``): the stage runner's done-marker for that image
+(``stages/bench.py`` runs the jobs as items of ``run_stage``, a batch of one model's jobs per ``Generator`` call).
+Each job draws its noise from its own CPU ``torch.Generator`` seeded with the job's seed, so an image does not
+depend on batch size, order or shard.
 """
 from __future__ import annotations
 
 import gc
 import inspect
-import json
 import logging
 import threading
 import time
@@ -19,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from gen4gen.bench.prompts import Prompt
-from gen4gen.bench.roster import RosterEntry, detect_pipeline
+from gen4gen.artefacts import RosterEntry
+from gen4gen.bench.roster import detect_pipeline
 from gen4gen.console import console, duration
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, in_shard
+from gen4gen.settings import GenerateSettings
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +73,18 @@ def call_settings(entry: RosterEntry, prompt: Prompt, use_prompt_size: bool) -> 
 
 
 def seeds_for(prompt: Prompt, seeds: list[int], prompt_seeds: bool) -> list[int]:
-    return [int(prompt.seed)] if (prompt_seeds and prompt.seed is not None) else [int(s) for s in seeds]
+    return [prompt.seed] if (prompt_seeds and prompt.seed is not None) else list(seeds)
 
 
-def plan_jobs(models: list[RosterEntry], prompts: list[Prompt], run_dir: Path, bench: Any) -> dict[str, list[Job]]:
+def plan_jobs(models: list[RosterEntry], prompts: list[Prompt], run_dir: Path,
+              bench: GenerateSettings) -> dict[str, list[Job]]:
     """Jobs per model, in a fixed order that keeps equal call settings together (one batch shape)."""
     plan: dict[str, list[Job]] = {}
     for m in models:
         jobs = []
         for p in prompts:
-            settings = call_settings(m, p, bool(bench.use_prompt_size))
-            for s in seeds_for(p, list(bench.seeds), bool(bench.prompt_seeds)):
+            settings = call_settings(m, p, bench.use_prompt_size)
+            for s in seeds_for(p, bench.seeds, bench.prompt_seeds):
                 base = run_dir / "images" / m.name / p.set / f"{p.id}_s{s}"
                 jobs.append(Job(m, p, s, settings, base.with_suffix(".png"), base.with_suffix(".json")))
         jobs.sort(key=_batch_key)
@@ -243,7 +245,7 @@ class Generator:
     Calls are serialised (one GPU, and a pipeline keeps scheduler state per call), so the caller may write one
     batch's images on a thread while the next batch generates."""
 
-    def __init__(self, device: str, bench: Any):
+    def __init__(self, device: str, bench: GenerateSettings):
         self.device, self.bench = device, bench
         self.meter = Meter(device)
         self.lock = threading.Lock()
@@ -286,12 +288,12 @@ class Generator:
             self.release()  # the previous model is gone before the next one loads
             self.name = entry.name
             try:
-                self.pipe = load_pipeline(entry, self.device, bool(self.bench.safety_checker))
+                self.pipe = load_pipeline(entry, self.device, self.bench.safety_checker)
             except Exception as e:  # noqa: BLE001 - one bad model must not stop the roster
                 why = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
                 self.load_errors[entry.name] = f"cannot load model {entry.source!r}: {why}"
                 console.print(f"[red]{entry.name}: {self.load_errors[entry.name]}[/red]")
-            self.warm = bool(self.bench.warmup)
+            self.warm = self.bench.warmup
         if entry.name in self.load_errors:  # every batch of that model fails with the same line, loaded once
             raise ItemFailed(self.load_errors[entry.name])
         return self.pipe
@@ -338,21 +340,3 @@ def record(job: Job, per_image: float, batch_seconds: float, batch_size: int, me
         "memory_kind": mem_kind, "cost_usd": job.model.cost.per_image(per_image, mem_gb), "device": device,
         "pipeline": pipeline, "model_fingerprint": job.model.fingerprint(), "settings_hash": job.settings_hash,
     }
-
-
-# what the runner adds to every item's marker: not part of a result row
-RUNNER_KEYS = ("id", "stage", "config_hash", "fingerprint", "seconds")
-
-
-def read_records(run_dir: Path) -> list[dict]:
-    """Every finished image's record (all shards), in a stable order."""
-    rows = []
-    for p in sorted((run_dir / "images").rglob("*.json")):
-        try:
-            rec = json.loads(p.read_text("utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(rec, dict):
-            rows.append({k: v for k, v in rec.items() if k not in RUNNER_KEYS})
-    return rows
-

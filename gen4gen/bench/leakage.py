@@ -26,16 +26,19 @@ def normalise(text: str) -> str:
 
 def training_data(train_run: Path) -> tuple[list[str], set[tuple[str, ...]]]:
     """The captions a run trained on and the concept sets of its training images."""
-    from gen4gen.markers import read_meta
-    from gen4gen.personalize import Manifest
+    from gen4gen.artefacts import Manifest, TrainMeta
+    from gen4gen.errors import ItemFailed
     from gen4gen.train.data import load_examples, read_rows
 
     man = Manifest.load(Path(train_run))
-    meta = read_meta(Path(train_run)) or {}
-    dataset = meta.get("dataset")
+    try:
+        meta = TrainMeta.load(Path(train_run))
+    except ItemFailed as e:
+        raise UserError(f"{train_run}: {e} (an unfinished train run?)") from None
+    dataset = meta.dataset
     if not dataset:
         raise UserError(f"{train_run}: meta.json names no dataset (an unfinished train run)")
-    heldout = meta.get("heldout") or []  # what split.json kept out when it trained (older runs: nothing)
+    heldout = meta.heldout  # what split.json kept out when it trained (older runs: nothing)
     examples, _, _ = load_examples(Path(dataset), man.data or "mycanvas", man.caption or "personalized", heldout)
     rows, _ = read_rows(Path(dataset), man.caption or "personalized")
     sets = {tuple(sorted(set(r.concepts))) for r in rows if sorted(set(r.concepts)) not in heldout} \

@@ -32,16 +32,18 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from gen4gen.artefacts import ImageRecord
 from gen4gen.bench.identity import cp_clip_score, identity_margins, identity_mix_score, reference_similarity
 from gen4gen.bench.provenance import metric_backbones, row_tags
 from gen4gen.console import progress
 from gen4gen.contain import contained
 from gen4gen.encoders import (Clip, Detector, Dino, EfficientNetLite0,  # noqa: F401 - text_windows: the CLIP-T rule
                               text_windows, unit)
-from gen4gen.errors import ItemFailed
+from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash
 from gen4gen.images import BadImage, read_image
 from gen4gen.io import write_atomic
+from gen4gen.settings import BenchMetrics
 
 METRICS = ("clip_t", "clip_i", "dino", "cp_clip", "identity_mix", "ti_clip", "mcos")
 
@@ -88,11 +90,8 @@ class MetricsConfig:
         return metric_backbones(self.specs, self.compute)
 
     @classmethod
-    def from_cfg(cls, node: Any) -> "MetricsConfig":
-        from gen4gen.errors import UserError
-        from gen4gen.settings import BenchMetrics, parse
-
-        s = parse(node, BenchMetrics, "bench.metrics")
+    def from_settings(cls, s: BenchMetrics) -> "MetricsConfig":
+        """``bench.metrics`` as read through its settings model (the yaml holds the defaults)."""
         unknown = [m for m in s.compute if m not in METRICS]
         if unknown:
             raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
@@ -101,7 +100,7 @@ class MetricsConfig:
                    b.identity)
 
 
-def score_records(records: list[dict], prompts: dict[str, Any], run_dir: Path, mcfg: MetricsConfig,
+def score_records(records: list[ImageRecord], prompts: dict[str, Any], run_dir: Path, mcfg: MetricsConfig,
                   device: str = "cpu") -> tuple[list[dict], list[dict]]:
     """Metric rows for generated images (``records`` from the generate step; ``prompts`` by prompt key), in
     record order. Returns (rows, failures): an unreadable image becomes a failure line, not a crash.
@@ -113,10 +112,10 @@ def score_records(records: list[dict], prompts: dict[str, Any], run_dir: Path, m
     cache_root = run_dir / "metrics_cache"
     ps_all = [_prompt(prompts, r) for r in records]
     set_refs = concept_references(prompts.values())
-    keys = [_cache_key(r, p, mcfg, set_refs.get(r["set"], {})) for r, p in zip(records, ps_all)]
+    keys = [_cache_key(r, p, mcfg, set_refs.get(r.set, {})) for r, p in zip(records, ps_all)]
     results: dict[int, tuple[dict, np.ndarray | None]] = {}
     for i, (rec, key) in enumerate(zip(records, keys)):
-        hit = _read_cache(cache_root / f"{rec['image']}.json", key)
+        hit = _read_cache(cache_root / f"{rec.image}.json", key)
         if hit is not None:
             results[i] = hit
     todo = [i for i in range(len(records)) if i not in results]
@@ -128,8 +127,7 @@ def score_records(records: list[dict], prompts: dict[str, Any], run_dir: Path, m
     for i in sorted(results):
         row, emb = results[i]
         rec = records[i]  # timing and cost always from the image's current record, never from the cache
-        rows.append({**row, "latency_s": rec.get("latency_s"), "peak_memory_gb": rec.get("peak_memory_gb"),
-                     "cost_usd": rec.get("cost_usd")})
+        rows.append({**row, "latency_s": rec.latency_s, "peak_memory_gb": rec.peak_memory_gb, "cost_usd": rec.cost_usd})
         rows[-1]["backbones"] = {m: t for m, t in tags.items() if m == "mcos" or rows[-1].get(m) is not None}
         if emb is not None:
             embs.append(emb)
@@ -194,11 +192,11 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
             for i in todo[start:start + mcfg.chunk_size]:
                 rec = records[i]
                 try:
-                    images.append(Image.fromarray(read_image(contained(rec["image"], run_dir, "records image"))))
+                    images.append(Image.fromarray(read_image(contained(rec.image, run_dir, "records image"))))
                     idx.append(i)
                 except ItemFailed as e:  # unreadable, or a path leading out of the run folder
-                    failures.append({"stage": "bench", "id": f"{rec['model']}/{rec['set']}/{rec['prompt_id']}/s{rec['seed']}",
-                                     "path": str(run_dir / rec["image"]), "reason": f"metrics: {e}"})
+                    failures.append({"stage": "bench", "id": f"{rec.model}/{rec.prompt_key}/s{rec.seed}",
+                                     "path": str(run_dir / rec.image), "reason": f"metrics: {e}"})
             ps = [ps_all[i] for i in idx]
             img_clip = clip.encode_images(images, np.float64) if clip and images else None
             new_texts = sorted({_scored_text(records[i], p) for i, p in zip(idx, ps)} - set(text_cache))
@@ -241,7 +239,7 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
                                                                       for c in p.concepts})
                         row["cp_detected"] = f"{sum(e is not None for e in crop_embs[k].values())}/{len(p.concepts)}"
                     if k in ident_embs:
-                        others = set_refs.get(rec["set"], {})
+                        others = set_refs.get(rec.set, {})
                         margins = identity_margins(ident_embs[k], {c: refs(encoder, mcfg.identity, paths)
                                                                    for c, paths in {**others, **p.references}.items()})
                         row["identity_mix"] = identity_mix_score(margins)
@@ -251,7 +249,7 @@ def _score(records, ps_all, keys, todo, run_dir, cache_root, mcfg, device, resul
                 row = {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in row.items()}
                 emb = img_clip[k] if img_clip is not None else None
                 results[i] = (row, emb)
-                _write_cache(cache_root / f"{rec['image']}.json", keys[i], row, emb)
+                _write_cache(cache_root / f"{rec.image}.json", keys[i], row, emb)
             bar.advance(task, len(todo[start:start + mcfg.chunk_size]))
     del clip, dino, detector, encoder  # the backbones go before the caller moves on (GPU memory)
     gc.collect()
@@ -263,7 +261,7 @@ def _encode(model, images: list) -> np.ndarray:
             np.asarray(model.encode_images(images), np.float64)) if images else np.zeros((0, 1))
 
 
-def _cache_key(rec: dict, prompt, mcfg: MetricsConfig, set_refs: dict[str, list[str]]) -> str:
+def _cache_key(rec: ImageRecord, prompt, mcfg: MetricsConfig, set_refs: dict[str, list[str]]) -> str:
     refs = []
     if prompt is not None:
         for c in sorted(set(prompt.concepts) | (set(set_refs) if "identity_mix" in mcfg.compute else set())):
@@ -273,12 +271,12 @@ def _cache_key(rec: dict, prompt, mcfg: MetricsConfig, set_refs: dict[str, list[
                     refs.append((c, p, st.st_size, st.st_mtime_ns))
                 except OSError:
                     refs.append((c, p, None, None))
-    return config_hash({"image": [rec.get("model_fingerprint"), rec.get("settings_hash"), rec["image"]],
+    return config_hash({"image": [rec.model_fingerprint, rec.settings_hash, rec.image],
                         "metrics": [list(mcfg.compute), mcfg.clip, mcfg.dino, mcfg.detector, mcfg.detector_threshold,
                                     mcfg.identity],
                         "text": _scored_text(rec, prompt), "refs": refs,
                         "novel": bool(prompt.novel_background) if prompt is not None else False,
-                        "category": rec.get("category", "")})
+                        "category": rec.category})
 
 
 def _read_cache(path: Path, key: str) -> tuple[dict, np.ndarray | None] | None:
@@ -298,21 +296,20 @@ def _write_cache(path: Path, key: str, row: dict, emb: np.ndarray | None) -> Non
     write_atomic(path, json.dumps(data).encode("utf-8"))
 
 
-def _prompt(prompts: dict[str, Any], rec: dict):
-    return prompts.get(f"{rec['set']}/{rec['prompt_id']}")
+def _prompt(prompts: dict[str, Any], rec: ImageRecord):
+    return prompts.get(rec.prompt_key)
 
 
-def _scored_text(rec: dict, prompt) -> str:
-    return prompt.scored_text if prompt is not None else rec["prompt"]
+def _scored_text(rec: ImageRecord, prompt) -> str:
+    return prompt.scored_text if prompt is not None else rec.prompt
 
 
-def _base_row(rec: dict, prompt) -> dict:
-    return {"model": rec["model"], "set": rec["set"], "prompt_id": rec["prompt_id"],
-            "prompt_key": f"{rec['set']}/{rec['prompt_id']}", "category": rec.get("category", ""),
-            "seed": rec["seed"], "image": rec["image"], "prompt": rec["prompt"],
+def _base_row(rec: ImageRecord, prompt) -> dict:
+    return {"model": rec.model, "set": rec.set, "prompt_id": rec.prompt_id, "prompt_key": rec.prompt_key,
+            "category": rec.category, "seed": rec.seed, "image": rec.image, "prompt": rec.prompt,
             "novel_background": bool(prompt.novel_background) if prompt is not None else False,
             "k": len(set(prompt.concepts)) if prompt is not None and prompt.concepts else None,
             "clip_t": None, "clip_t_windows": None, "clip_i": None, "dino": None, "cp_clip": None,
             "cp_detected": None, "identity_mix": None, "identity_missing": None, "identity_mixed": None,
-            "identity_margins": None, "ti_clip": None, "mcos": None, "latency_s": rec.get("latency_s"),
-            "peak_memory_gb": rec.get("peak_memory_gb"), "cost_usd": rec.get("cost_usd")}
+            "identity_margins": None, "ti_clip": None, "mcos": None, "latency_s": rec.latency_s,
+            "peak_memory_gb": rec.peak_memory_gb, "cost_usd": rec.cost_usd}

@@ -17,7 +17,7 @@ from gen4gen.artefacts import explain
 from gen4gen.words import as_class_words, count_phrase, display_name
 from gen4gen.errors import UserError
 from gen4gen.hashing import stable_hash
-from gen4gen.outputs import MyCanvasRow
+from gen4gen.artefacts import MyCanvasRow
 
 log = logging.getLogger(__name__)
 SHOWN_PROBLEMS = 5  # rows left out that are printed one by one; the rest are counted

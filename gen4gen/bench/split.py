@@ -21,7 +21,7 @@ from gen4gen.artefacts import explain
 from gen4gen.errors import UserError
 from gen4gen.hashing import stable_hash
 from gen4gen.io import write_atomic
-from gen4gen.outputs import MyCanvasRow
+from gen4gen.artefacts import MyCanvasRow
 
 FILE = "split.json"
 

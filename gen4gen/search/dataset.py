@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
 from gen4gen.contain import Escaped, contained
 from gen4gen.errors import ItemFailed, UserError
-from gen4gen.outputs import MyCanvasRow
+from gen4gen.artefacts import MyCanvasRow
 
 log = logging.getLogger(__name__)
 GROUPS = ("concept", "dataset")

@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gen4gen.bench import provenance
 from gen4gen.bench.counterfactual import read_check, run_check
-from gen4gen.bench.generate import Generator, Job, estimate, plan_jobs, read_records
+from gen4gen.artefacts import ImageRecord, Manifest, read_records
+from gen4gen.bench.generate import Generator, Job, estimate, plan_jobs
 from gen4gen.bench.metrics import MetricsConfig, score_records
 from gen4gen.bench.prompts import load_promptsets
 from gen4gen.bench.report import csv_bytes, write_reports
@@ -32,8 +32,9 @@ from gen4gen.hashing import config_hash
 from gen4gen.io import jsonl_bytes, read_jsonl, write_atomic
 from gen4gen.markers import failures_path, write_failures
 from gen4gen.runner import Item, ItemWriter, run_stage
+from gen4gen.settings import BenchSettings, GenerateSettings, section, top_level
+from gen4gen.stage_settings import RunSettings
 
-STEPS = ("generate", "metrics", "report")
 RESULT_COLUMNS = ["model", "set", "prompt_id", "category", "seed", "prompt", "width", "height", "steps", "guidance",
                   "negative", "image", "latency_s", "batch_size", "batch_seconds", "peak_memory_gb", "memory_kind",
                   "cost_usd", "device", "pipeline", "source", "model_fingerprint"]
@@ -48,14 +49,16 @@ class GenerateStage:
     batch per model and call shape; shards own whole models (one model's weights on one GPU)."""
 
     name = "bench"
+    meta_model = ImageRecord
 
-    def __init__(self, plan: dict[str, list[Job]], run_dir: Path, device: str, bench: Any, shard: str = ""):
+    def __init__(self, plan: dict[str, list[Job]], run_dir: Path, device: str, bench: GenerateSettings,
+                 shard: str = ""):
         self.plan, self.out_root, self.device, self.bench, self.shard = plan, run_dir, device, bench, shard
         self.generator = Generator(device, bench)
-        self.batch_size = max(1, int(bench.batch_size))
+        self.batch_size = bench.batch_size
         # one thread generates (the Generator serialises calls) while the others encode and write the previous
         # batches' PNGs: with a 1-step model on a GPU those writes would otherwise cost as much as generating
-        self.workers = 1 + int(bench.writers)
+        self.workers = 1 + bench.writers
 
     def discover(self) -> list[Item]:
         items = []
@@ -104,45 +107,45 @@ class GenResult:
     failures: list[dict] = field(default_factory=list)
 
 
-def generate(plan: dict[str, list[Job]], run_dir: Path, device: str, bench: Any, shard_index: int = 0,
-             shard_count: int = 1) -> GenResult:
-    """Generate every pending image of ``plan`` (this shard's models) through the runner."""
-    cfg = OmegaConf.create({"seed": 0, "stage": "bench", "shard": {"index": shard_index, "count": shard_count}})
-    shard = f"shard {shard_index} of {shard_count}" if shard_count > 1 else ""
-    summary = run_stage(GenerateStage(plan, run_dir, device, bench, shard), cfg)
-    return GenResult(summary.done, summary.skipped, read_jsonl(failures_path(run_dir, shard_index, shard_count)))
+def generate(plan: dict[str, list[Job]], run_dir: Path, device: str, cfg: DictConfig,
+             bench: GenerateSettings | None = None) -> GenResult:
+    """Generate every pending image of ``plan`` through the runner, which keeps this shard's models (``cfg``: the
+    composed config the runner reads its seed and shard from; ``bench``: its ``bench`` settings, read once)."""
+    bench = bench or section(cfg, "bench", BenchSettings)
+    shard = top_level(cfg, RunSettings).shard  # as the runner reads it
+    index, count = shard.index, shard.count
+    summary = run_stage(GenerateStage(plan, run_dir, device, bench, f"shard {index} of {count}" if count > 1 else ""),
+                        cfg)
+    return GenResult(summary.done, summary.skipped, read_jsonl(failures_path(run_dir, index, count)))
 
 
 def run(cfg: DictConfig) -> Summary:
     t0 = time.perf_counter()
-    bench = cfg.bench
-    steps = [str(s) for s in bench.steps]
-    bad = [s for s in steps if s not in STEPS]
-    if bad:
-        raise UserError(f"bench.steps: unknown step(s) {', '.join(bad)}; choose from {', '.join(STEPS)}")
+    bench = section(cfg, "bench", BenchSettings)
+    steps = bench.steps
     roster = load_roster(cfg.roster)
-    run_dir = Path(str(bench.out_dir)) / str(bench.name or roster.name)
+    run_dir = Path(bench.out_dir) / (bench.name or roster.name)
     summary = Summary(stage="bench", out_dir=str(run_dir))
-    prompts, notes = load_promptsets(OmegaConf.to_container(bench.promptsets, resolve=True), list(bench.use))
+    prompts, notes = load_promptsets({n: p.model_dump() for n, p in bench.promptsets.items()}, bench.use)
     summary.notes.update(notes)
     if not roster.models:
         raise UserError(f"roster {roster.name!r} has no models; pick one with roster=fewstep|base or import one "
                         f"(python -m gen4gen.bench.gemrec ...)")
     if not prompts:
-        raise UserError(f"no prompts: bench.use={list(bench.use)} gave none")
-    for line in filter(None, (run_mismatch(Path(m.train_run), Path(str(bench.promptsets[n].path)))
-                              for m in roster.models if m.train_run for n in bench.use
-                              if bench.promptsets[n].get("kind") == "dataset")):
+        raise UserError(f"no prompts: bench.use={bench.use} gave none")
+    for line in filter(None, (run_mismatch(Path(m.train_run), d)
+                              for m in roster.models if m.train_run for d in dataset_paths(bench))):
         console.print(f"[yellow]bench: {line}[/yellow]")
         summary.notes.setdefault("token mismatch", line)
-    shard_index, shard_count = int(cfg.shard.index), int(cfg.shard.count)
-    device = resolve_device(str(cfg.device))
+    shard = top_level(cfg, RunSettings).shard
+    shard_index, shard_count = shard.index, shard.count
+    device = resolve_device(cfg.device)
     failures: list[dict] = []
     metric_failures: list[dict] = []
 
     if "generate" in steps:
         plan = plan_jobs(roster.models, prompts, run_dir, bench)  # the runner keeps this shard's models
-        result = generate(plan, run_dir, device, bench, shard_index, shard_count)
+        result = generate(plan, run_dir, device, cfg, bench)
         summary.total = result.done + result.skipped + len(result.failures)
         summary.done, summary.skipped = result.done, result.skipped
         failures += result.failures
@@ -150,11 +153,16 @@ def run(cfg: DictConfig) -> Summary:
     current = {m.name: m.fingerprint() for m in roster.models}
     sources = {m.name: m.source for m in roster.models}
     keys = {p.key for p in prompts}
+    found, unreadable = read_records(run_dir)
+    for line in unreadable[:5]:
+        console.print(f"[yellow]bench: left out {line}[/yellow]")
+    if unreadable:
+        summary.notes["unreadable image records"] = f"{len(unreadable)} (first: {unreadable[0]})"
     # records of models/prompts no longer configured, or made with other settings, stay on disk but out of the tables
-    records = [{**r, "source": sources[r["model"]]} for r in read_records(run_dir)
-               if current.get(r["model"]) == r.get("model_fingerprint") and f"{r['set']}/{r['prompt_id']}" in keys]
-    write_atomic(run_dir / "results.csv", csv_bytes(records, RESULT_COLUMNS))
-    write_atomic(run_dir / "results.jsonl", jsonl_bytes(records))
+    records = [r for r in found if current.get(r.model) == r.model_fingerprint and r.prompt_key in keys]
+    results = [{**r.row(), "source": sources[r.model]} for r in records]
+    write_atomic(run_dir / "results.csv", csv_bytes(results, RESULT_COLUMNS))
+    write_atomic(run_dir / "results.jsonl", jsonl_bytes(results))
     if "generate" not in steps:
         summary.total = len(records)
 
@@ -164,7 +172,7 @@ def run(cfg: DictConfig) -> Summary:
             summary.notes["metrics"] = ("not scored on a shard (MCOS compares models across shards); after all shards "
                                         "finish run: python -m gen4gen stage=bench bench.steps=[metrics,report]")
         elif records:
-            mcfg = MetricsConfig.from_cfg(bench.metrics)
+            mcfg = MetricsConfig.from_settings(bench.metrics)
             rows, metric_failures = score_records(records, {p.key: p for p in prompts}, run_dir, mcfg, device)
             failures += metric_failures
             write_atomic(run_dir / "backbones.json", provenance.to_json(mcfg.backbones()))
@@ -184,17 +192,17 @@ def run(cfg: DictConfig) -> Summary:
     if "report" in steps and not (shard_count > 1 and "generate" in steps):
         if rows is None:
             rows = read_jsonl(run_dir / "metrics.jsonl") or [_bare_row(r) for r in records]
-            have = {(r["model"], r["set"], r["prompt_id"], r["seed"]) for r in records}
+            have = {r.key for r in records}
             rows = [r for r in rows if (r["model"], r["set"], r["prompt_id"], r["seed"]) in have]
         if rows:
             popularity = {m.name: m.popularity for m in roster.models}
-            sets = [n for n in bench.use if bench.promptsets[n].get("kind") == "dataset"]
-            info = write_reports(rows, run_dir, popularity, dict(bench.report.weights), str(bench.report.quality),
+            sets = [n for n in bench.use if bench.promptsets[n].kind == "dataset"]
+            info = write_reports(rows, run_dir, popularity, bench.report.weights, bench.report.quality,
                                  personal_methods(roster.models), sets, backbones=_read_backbones(run_dir),
                                  counterfactual=read_check(run_dir / "counterfactual.json")
                                  if bench.counterfactual.enabled else None,
                                  leakage=leakage_rows(roster.models, prompts, bench),
-                                 resamples=int(bench.report.bootstrap))
+                                 resamples=bench.report.bootstrap)
             summary.notes["report"] = info["report"]
     if metric_failures or "generate" not in steps:  # the runner wrote generation's lines: metric lines join them
         write_failures(run_dir, shard_index, shard_count, sorted(failures, key=lambda f: f["id"]))
@@ -209,7 +217,6 @@ def personal_methods(models) -> dict[str, str]:
     """Gen4Gen's table rows: each train run's method, and "base model" for the bases they were trained from
     (empty without train runs: no table)."""
     from gen4gen.bench.report import BASE_METHOD
-    from gen4gen.personalize import Manifest
 
     runs = {}
     for m in (m for m in models if m.train_run):
@@ -222,12 +229,12 @@ def personal_methods(models) -> dict[str, str]:
     return {**out, **{name: man.method for name, man in runs.items()}} if runs else {}
 
 
-def dataset_paths(bench: Any) -> list[Path]:
+def dataset_paths(bench: BenchSettings) -> list[Path]:
     """The exported datasets among the promptsets in use."""
-    return [Path(str(bench.promptsets[n].path)) for n in bench.use if bench.promptsets[n].get("kind") == "dataset"]
+    return [Path(bench.promptsets[n].path) for n in bench.use if bench.promptsets[n].kind == "dataset"]
 
 
-def counterfactuals(bench: Any, mcfg: MetricsConfig, device: str, run_dir: Path) -> dict | None:
+def counterfactuals(bench: BenchSettings, mcfg: MetricsConfig, device: str, run_dir: Path) -> dict | None:
     """The counterfactual check on the datasets in use, with the identity encoder (``bench.counterfactual``)."""
     from gen4gen.encoders import Clip, Dino, EfficientNetLite0
 
@@ -241,10 +248,10 @@ def counterfactuals(bench: Any, mcfg: MetricsConfig, device: str, run_dir: Path)
     make = {"clip": lambda: Clip(mcfg.clip, device, mcfg.batch_size, f"{key}.clip"),
             "dino": lambda: Dino(mcfg.dino, device, mcfg.batch_size, f"{key}.dino"),
             }.get(mcfg.identity, lambda: EfficientNetLite0(device, mcfg.batch_size))
-    return run_check(datasets, make, tag, run_dir, int(ccfg.max_images), float(ccfg.target))
+    return run_check(datasets, make, tag, run_dir, ccfg.max_images, ccfg.target)
 
 
-def leakage_rows(models, prompts, bench: Any) -> list[dict]:
+def leakage_rows(models, prompts, bench: BenchSettings) -> list[dict]:
     """The leakage check for every personalised model (a train run) of the roster."""
     from gen4gen.bench import leakage
     from gen4gen.bench.split import read_split
@@ -277,9 +284,8 @@ def _read_backbones(run_dir: Path):
         return None
 
 
-def _bare_row(rec: dict) -> dict:
+def _bare_row(rec: ImageRecord) -> dict:
     """A report row for an image without metrics (bench.steps without metrics): latency and cost only."""
-    return {"model": rec["model"], "set": rec["set"], "prompt_id": rec["prompt_id"],
-            "prompt_key": f"{rec['set']}/{rec['prompt_id']}", "category": rec.get("category", ""), "seed": rec["seed"],
-            "image": rec["image"], "prompt": rec["prompt"], "latency_s": rec.get("latency_s"),
-            "peak_memory_gb": rec.get("peak_memory_gb"), "cost_usd": rec.get("cost_usd")}
+    return {"model": rec.model, "set": rec.set, "prompt_id": rec.prompt_id, "prompt_key": rec.prompt_key,
+            "category": rec.category, "seed": rec.seed, "image": rec.image, "prompt": rec.prompt,
+            "latency_s": rec.latency_s, "peak_memory_gb": rec.peak_memory_gb, "cost_usd": rec.cost_usd}

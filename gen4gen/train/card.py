@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gen4gen.personalize import TRAINER_NAMES, Manifest
+from gen4gen.artefacts import TRAINER_NAMES, Manifest
 
 USE = {
     "custom_diffusion": ("`pipe.unet.load_attn_procs(run, weight_name=\"pytorch_custom_diffusion_weights.bin\", "

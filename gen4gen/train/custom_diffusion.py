@@ -9,9 +9,7 @@ file diffusers' ``train_custom_diffusion.py`` writes: ``pytorch_custom_diffusion
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from gen4gen.io import write_atomic
 from gen4gen.train.checkpoints import torch_bytes
 
 WEIGHTS = "pytorch_custom_diffusion_weights"
@@ -52,12 +50,13 @@ class CustomDiffusion:
                 out[name] = {}
         return out
 
-    def save(self, unet, run_dir: Path) -> list[str]:
+    def save(self, unet, out) -> list[str]:
+        """Write the weights through ``out`` (the runner's ItemWriter: ``bytes(name, data)``); the file names."""
         import safetensors.torch
         import torch
 
         state = self.state_dict(unet)
         tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-        write_atomic(run_dir / f"{WEIGHTS}.safetensors", safetensors.torch.save(tensors, metadata={"format": "pt"}))
-        write_atomic(run_dir / f"{WEIGHTS}.bin", torch_bytes(state))
+        out.bytes(f"{WEIGHTS}.safetensors", safetensors.torch.save(tensors, metadata={"format": "pt"}))
+        out.bytes(f"{WEIGHTS}.bin", torch_bytes(state))
         return [f"{WEIGHTS}.safetensors", f"{WEIGHTS}.bin"]

@@ -17,7 +17,7 @@ from gen4gen.bench.split import FILE as SPLIT_FILE
 from gen4gen.bench.split import read_split
 from gen4gen.contain import Escaped, contained
 from gen4gen.errors import UserError
-from gen4gen.outputs import MyCanvasRow, read_concepts_list
+from gen4gen.artefacts import MyCanvasRow, read_concepts_list
 from gen4gen.words import display_name, plural
 
 DATA_KINDS = ("mycanvas", "sources", "both")

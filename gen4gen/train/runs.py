@@ -7,33 +7,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gen4gen.artefacts import Manifest, TrainMeta
 from gen4gen.errors import UserError
-from gen4gen.markers import META, read_meta
+from gen4gen.markers import META
 from gen4gen.train import checkpoints
 
 
-def check_run_folder(run_dir: Path, chash: str) -> None:
-    """Raise unless a run of configuration ``chash`` may be written into ``run_dir``."""
-    meta = read_meta(run_dir)
-    if meta is not None and "config_hash" in meta:
-        if meta.get("config_hash") == chash:
+def check_run_folder(run_dir: Path, run_hash: str) -> None:
+    """Raise unless a run of ``run_hash`` (``TrainMeta.hash``: configuration and examples) may be written into
+    ``run_dir``."""
+    meta = TrainMeta.of(run_dir)
+    if meta is not None:
+        if meta.hash == run_hash:
             return
         held = f"a finished run of other settings ({_describe(run_dir, meta)})"
     else:
         found = sorted(run_dir.joinpath(checkpoints.DIR).glob("step_*.pt")) if run_dir.is_dir() else []
-        if not found or checkpoints.latest(run_dir, chash) is not None:
+        if not found or checkpoints.latest(run_dir, run_hash) is not None:
             return
         held = f"an unfinished run of other settings (checkpoint {found[-1].name})"
     raise UserError(f"{run_dir} holds {held}, which this run would replace; name this one with "
                     f"train.name=<another name>, or delete that folder to train it again")
 
 
-def _describe(run_dir: Path, meta: dict) -> str:
-    from gen4gen.personalize import Manifest
-
+def _describe(run_dir: Path, meta: TrainMeta) -> str:
     try:
         method = Manifest.load(run_dir).method
     except UserError:
         method = "a run"
-    steps = len(meta.get("losses") or [])
+    steps = len(meta.losses)
     return f"{method}, {steps} steps, {run_dir / META}" if steps else f"{method}, {run_dir / META}"

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
-
-from gen4gen.io import write_atomic
 
 log = logging.getLogger(__name__)
 DIR = "webui"
@@ -42,9 +39,9 @@ def embedding_stem(run_name: str, token: str) -> str:
     return f"{run_name}_{token.strip('<>')}"
 
 
-def save(run_dir: Path, run_name: str, base, lora, tokens: list[tuple[str, dict]]) -> list[str]:
-    """Write the kohya LoRA and one A1111 embedding per ``(token, {encoder key: vector})``; returns the files
-    (relative to ``run_dir``)."""
+def save(out, run_name: str, base, lora, tokens: list[tuple[str, dict]]) -> list[str]:
+    """Write the kohya LoRA and one A1111 embedding per ``(token, {encoder key: vector})`` through ``out`` (the
+    runner's ItemWriter); returns the files (relative to the run folder)."""
     import safetensors.torch
     import torch
     from diffusers.utils import convert_state_dict_to_kohya
@@ -58,16 +55,16 @@ def save(run_dir: Path, run_name: str, base, lora, tokens: list[tuple[str, dict]
     except ValueError as e:  # adapters on layers kohya's SD-XL naming has no name for: the run keeps its own files
         log.warning("train: no kohya LoRA file for the web UIs: %s", e)
     else:
-        alpha = torch.tensor(float(lora.alpha))
+        alpha = torch.tensor(lora.alpha)
         state = {k: (alpha.clone() if k.endswith(".alpha") else v) for k, v in convert_state_dict_to_kohya(peft).items()}
-        meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(int(lora.rank)),
-                "ss_network_alpha": str(float(lora.alpha)), "ss_output_name": run_name,
+        meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(lora.rank),
+                "ss_network_alpha": str(lora.alpha), "ss_output_name": run_name,
                 **({"ss_base_model_version": "sdxl_base_v1-0"} if base.kind == "sdxl" else {})}
         files.append(f"{DIR}/{run_name}.safetensors")
-        write_atomic(run_dir / files[0], safetensors.torch.save(state, metadata=meta))
+        out.bytes(files[0], safetensors.torch.save(state, metadata=meta))
     for token, vectors in tokens:
         emb = ({"emb_params": vectors[token][None]} if base.kind == "sd" else
                {key: vectors[key][None] for key in ("clip_l", "clip_g")})
         files.append(f"{DIR}/embeddings/{embedding_stem(run_name, token)}.safetensors")
-        write_atomic(run_dir / files[-1], safetensors.torch.save({k: v.contiguous() for k, v in emb.items()}))
+        out.bytes(files[-1], safetensors.torch.save({k: v.contiguous() for k, v in emb.items()}))
     return files

@@ -1,8 +1,6 @@
-"""The files in ``outputs/`` that a later step reads, as artefact models (gen4gen.artefacts): a dataset's
-``mycanvas/index.jsonl`` rows (train's examples, the bench's promptset) and ``customdiffusion/concepts_list.json``
-(train reads a Custom Diffusion export through it), and a train run's ``meta.json`` (its done marker; the bench
-keys a personalised model's images on its config hash). The stage tree's own files are in ``artefacts.py``.
-"""
+"""The files of an exported dataset that a later step reads: ``mycanvas/index.jsonl`` rows (train's examples, the
+bench's promptset, the search's samples) and ``customdiffusion/concepts_list.json`` (train reads a Custom Diffusion
+export through it)."""
 from __future__ import annotations
 
 import json
@@ -12,9 +10,8 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, StrictStr, TypeAdapter, ValidationError, field_validator
 
-from gen4gen.artefacts import Artefact, InnerPath, Name, Record, Text, explain
+from gen4gen.artefacts.base import Artefact, InnerPath, Name, Record, Text, explain
 from gen4gen.errors import ItemFailed, UserError
-from gen4gen.markers import META
 
 
 class MyCanvasRow(Artefact):
@@ -94,22 +91,3 @@ def read_concepts_list(folder: Path) -> list[ConceptsListEntry]:
         return _ENTRIES.validate_python(raw)
     except ValidationError as e:
         raise UserError(f"{path}: {explain(e).removeprefix(': ')}") from None
-
-
-class TrainMeta(Artefact):
-    """A train run's ``meta.json``, written last: the run is done when it holds the run's config hash."""
-    FILE: ClassVar[str] = META
-    config_hash: StrictStr
-    stage: StrictStr = "train"
-    dataset: StrictStr = ""
-    examples: Annotated[int, Field(ge=0)] = 0
-    losses: list[float] = Field(default_factory=list)
-    heldout: list[list[StrictStr]] = Field(default_factory=list)  # concept sets split.json kept out of training
-
-    @classmethod
-    def of(cls, run_dir: Path) -> "TrainMeta | None":
-        """The run's marker, or None when it has none or it does not read (not trained: train again)."""
-        try:
-            return cls.load(run_dir)
-        except ItemFailed:
-            return None

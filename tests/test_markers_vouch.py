@@ -11,7 +11,8 @@ import pytest
 
 from gen4gen.io import png_bytes
 from gen4gen.paths import STAGE_DIRS
-from gen4gen.runner import VERIFY_BYTES, Item, run_stage
+from gen4gen.item_files import VERIFY_BYTES
+from gen4gen.runner import Item, run_stage
 from gen4gen.stages import export, s2_compose, s3_repaint, s4_caption
 from gen4gen.tree import TreeView
 from tests.helpers.trees import fake_s1

@@ -3,12 +3,13 @@ import cv2
 import numpy as np
 import pytest
 
-from gen4gen.layout.compose import Composer, Source
+from gen4gen.layout.compose import Source
 from gen4gen.layout.schema import Plan, PlacedBox
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.classical import ClassicalInpainter
 from gen4gen.repaint.exposure import exposure_gains, metered_light, to_linear, to_srgb
 from gen4gen.repaint.mask import repaint_mask
+from tests.helpers.settings import composer_of
 from tests.helpers.tree import StageTree
 
 
@@ -84,5 +85,5 @@ def test_s2_records_each_objects_metered_light(tmp_path):
     box = PlacedBox("cat", 0, [100.0, 100.0, 80.0, 80.0])
     plan = Plan(size=(320, 240), boxes=[box], paste_order=[box.name], scenes=["in the garden"] * 3,
                 background_prompt="", planner="heuristic", seed=0)
-    comp = Composer(min_visible=0.1).compose(plan, {"cat": [Source("s/cat/p0", path)]}, np.random.default_rng(0))
+    comp = composer_of(tmp_path, "compose.min_visible=0.1").compose(plan, {"cat": [Source("s/cat/p0", path)]}, np.random.default_rng(0))
     assert comp.objects[0]["source_light"] == pytest.approx(metered_light(photo, alpha), abs=1e-5)

@@ -4,12 +4,10 @@ import numpy as np
 import pytest
 
 from gen4gen.errors import ItemFailed
-from gen4gen.layout.compose import Composer, Source, load_cutout, side_room
+from gen4gen.layout.compose import Source, load_cutout, side_room
 from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.schema import ConceptCount, Plan, PlacedBox, PlanRequest, depth_order
-from gen4gen.settings import section
-from gen4gen.stage_settings import ComposeSettings, IOSettings
-from tests.conftest import make_cfg
+from tests.helpers.settings import composer_of
 from tests.helpers.trees import fake_s1
 
 SIZE = (640, 480)
@@ -22,12 +20,6 @@ def sources(tmp_path, soft=False):
         concept = p.parent.parent.name
         out.setdefault(concept, []).append(Source(f"pets/{concept}/{p.parent.name}", p))
     return out
-
-
-def composer_of(tmp_path, *overrides):
-    """The composer of the yaml's ``compose`` and ``io`` sections with ``overrides``."""
-    cfg = make_cfg(tmp_path, *overrides)
-    return Composer(section(cfg, "compose", ComposeSettings), section(cfg, "io", IOSettings))
 
 
 def heuristic_layout(seed, names=("cat", "dog", "cup"), counts=None):

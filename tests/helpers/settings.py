@@ -21,3 +21,14 @@ def captioner_args(choice: str = "template", **over) -> dict:
     names one."""
     node = {k: v for k, v in backend_node("captioner", choice).items() if k not in ("_target_", "llm", "cache_dir")}
     return {**node, "clip_tokenizer": None, **over}
+
+
+def composer_of(tmp_path, *overrides):
+    """The composer of the yaml's ``compose`` and ``io`` sections with ``overrides``."""
+    from gen4gen.layout.compose import Composer
+    from gen4gen.settings import section
+    from gen4gen.stage_settings import ComposeSettings, IOSettings
+    from tests.conftest import make_cfg
+
+    cfg = make_cfg(tmp_path, *overrides)
+    return Composer(section(cfg, "compose", ComposeSettings), section(cfg, "io", IOSettings))

@@ -10,7 +10,9 @@ The concept is what its photos share: each object of a photo is scored by how mu
 subjects of the concept's other photos (mean over those photos of the best cosine to one of their
 objects; then once more against the subjects that scoring chose). Objects within ``MARGIN`` of the best
 are the concept; one further below is a second object, dropped with its area and score on record. Two or
-more objects all within the margin: the photo is ambiguous.
+more objects all within the margin: the photo is ambiguous. Before the scoring, a part that joins the concept
+to something whose colours none of the other photos' subjects show is cut in two (``shared_colours``): the
+pieces are scored like objects, and remember the object they were cut from.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from PIL import Image
 
 from gen4gen.encoders import unit
 from gen4gen.segment.quality import PART_OF_LARGEST, PART_OF_PHOTO
+from gen4gen.segment.shared_colours import colour_index, foreign_pieces, histogram
 
 ANALYSIS = 320  # long side (px) the objects are found at
 NEAR, FAR, SAME = 0.15, 0.4, 0.8
@@ -37,15 +40,43 @@ class PhotoObjects:
     features: np.ndarray | None = None  # objects x dim, unit rows
     scores: list[float | None] = field(default_factory=list)
     kept: list[bool] = field(default_factory=list)
+    colours: np.ndarray | None = None  # colour-bin index per analysis pixel (``shared_colours``)
+    # per object, the object (1-based id) it was cut from when a joined part was split; empty: none was
+    parents: list[int] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         return len(self.areas)
 
+    def parent(self, k: int) -> int:
+        """The object (1-based) that object ``k`` (1-based) is, or was cut from."""
+        return self.parents[k - 1] if self.parents else k
+
+    @property
+    def separate(self) -> int:
+        """How many separate objects the photo held: the kept ones count once per object they were cut from
+        (pieces of one joined part the concept keeps are one subject); each dropped one counts alone."""
+        kept = self.kept or [True] * self.count
+        return len({self.parent(k + 1) for k, keep in enumerate(kept) if keep}) + kept.count(False)
+
     def focus(self) -> np.ndarray:
         """The concept's objects (analysis size, bool): what the zoom pass and the cut-out keep."""
         ids = [k + 1 for k, keep in enumerate(self.kept) if keep] or list(range(1, self.count + 1))
         return np.isin(self.labels, ids)
+
+    def dropped(self, width: int, height: int) -> np.ndarray | None:
+        """Photo-size pixels nearer to a dropped object than to a kept one (None when nothing was dropped):
+        a piece cut from a joined part goes with its side of the cut, whatever later passes draw there."""
+        gone = [k + 1 for k, keep in enumerate(self.kept) if not keep]
+        if not gone:
+            return None
+        objects = self.labels > 0
+        _, near = cv2.distanceTransformWithLabels((~objects).astype(np.uint8), cv2.DIST_L2, 5,
+                                                  labelType=cv2.DIST_LABEL_PIXEL)
+        owner = np.zeros(int(near.max()) + 1, np.int16)  # DIST_LABEL_PIXEL numbers the objects' pixels
+        owner[near[objects]] = self.labels[objects]
+        drop = np.isin(owner[near], gone).astype(np.uint8)
+        return cv2.resize(drop, (width, height), interpolation=cv2.INTER_NEAREST) > 0
 
     def focus_all(self) -> np.ndarray:
         """Every object, fragments left out."""
@@ -54,12 +85,17 @@ class PhotoObjects:
     @property
     def ambiguous(self) -> bool:
         """Two or more separate objects, all about as like the concept's other photos."""
-        return sum(self.kept) > 1 and all(s is not None for s in self.scores)
+        kept = {self.parent(k + 1) for k, keep in enumerate(self.kept) if keep}
+        return len(kept) > 1 and all(s is not None for s in self.scores)
 
     def record(self) -> list[dict]:
         """What ``meta.json`` says of each object: area, similarity to the concept, whether it is the concept."""
-        return [{"area_fraction": a, "concept_score": s, "concept": k}
-                for a, s, k in zip(self.areas, self.scores or [None] * self.count, self.kept or [True] * self.count)]
+        out = [{"area_fraction": a, "concept_score": s, "concept": k}
+               for a, s, k in zip(self.areas, self.scores or [None] * self.count, self.kept or [True] * self.count)]
+        for k, o in enumerate(out, 1):
+            if self.parent(k) != k:
+                o["cut_from"] = self.parent(k)
+        return out
 
 
 def analysis_map(soft: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -108,7 +144,24 @@ def find_objects(soft: np.ndarray, rgb: np.ndarray | None = None, encoder=None) 
             objects = PhotoObjects(merged, _areas(merged, hard.size))
             objects.features = features(encoder, rgb, objects)
     _assign_specks(objects.labels, comp, [k for k in range(1, n) if k not in large], FAR * scale)
+    if rgb is not None:
+        objects.colours = colour_index(rgb, hard.shape)
     return objects
+
+
+def split_foreign(photos: dict[str, PhotoObjects]) -> None:
+    """Cut every photo's joined parts where their colours are foreign to the concept's other photos
+    (``shared_colours.foreign_pieces``); the pieces need features again."""
+    hists = {pid: histogram(p.colours, p.labels > 0) for pid, p in photos.items() if p.colours is not None}
+    for pid, p in photos.items():
+        others = [h for q, h in hists.items() if q != pid and h is not None]
+        if p.colours is None or not p.count or not others:
+            continue
+        labels = foreign_pieces(p.colours, p.labels, others)
+        if labels.max() > p.labels.max():
+            cut = [int(p.labels[labels == k][0]) for k in range(p.count + 1, int(labels.max()) + 1)]
+            p.parents = [p.parent(k) for k in range(1, p.count + 1)] + [p.parent(c) for c in cut]
+            p.labels, p.areas, p.features = labels, _areas(labels, labels.size), None
 
 
 def _gaps(comp: np.ndarray, parts: list[int]) -> dict[tuple[int, int], float]:

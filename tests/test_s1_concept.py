@@ -14,6 +14,7 @@ from PIL import Image
 from gen4gen.images import read_image
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.segment.objects import analysis_map, find_objects
+from gen4gen.segment.shared_colours import colour_index, foreign_pieces, histogram
 from gen4gen.stages import s1_segment
 from tests.conftest import shared
 from tests.helpers.segmenters import notwhite_path
@@ -182,3 +183,35 @@ def test_a_leafy_plant_is_one_object_in_every_photo_of_its_concept(tmp_path, cfg
         mask = read_image(item / "mask.png", mode="L") >= 128
         truth = read_image(folder / f"p{k}.png").min(-1) < 250
         assert (mask & truth).sum() / (mask | truth).sum() > 0.97
+
+
+def _textured(h: int, w: int, colour: tuple[int, int, int], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(np.array(colour, np.float32) + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def test_a_part_is_cut_only_where_its_colours_are_foreign_to_the_other_photos():
+    """One connected part: a grey-blue thing (the concept, as the other photos show it) touching a brown one.
+    The brown region becomes a piece of its own; a photo of the concept alone, in slightly other light, is
+    not cut anywhere."""
+    h, w = 120, 200
+    rgb = np.full((h, w, 3), 255, np.uint8)
+    rgb[20:100, 20:100] = _textured(80, 80, (90, 110, 150), 0)
+    rgb[40:110, 100:180] = _textured(70, 80, (140, 90, 40), 1)
+    labels = np.zeros((h, w), np.int16)
+    labels[20:100, 20:100] = 1
+    labels[40:110, 100:180] = 1
+    concept = np.full((h, w, 3), 255, np.uint8)
+    concept[30:90, 60:140] = _textured(60, 80, (90, 110, 150), 2)
+    other = np.zeros((h, w), bool)
+    other[30:90, 60:140] = True
+    others = [histogram(colour_index(concept, (h, w)), other)] * 2
+    cut = foreign_pieces(colour_index(rgb, (h, w)), labels, others)
+    assert set(np.unique(cut)) == {0, 1, 2}
+    brown = np.zeros((h, w), bool)
+    brown[40:110, 100:180] = True
+    iou = ((cut == 2) & brown).sum() / ((cut == 2) | brown).sum()
+    assert iou > 0.9, iou
+    lighter = np.clip(concept.astype(np.int16) + 10, 0, 255).astype(np.uint8)
+    alone = foreign_pieces(colour_index(lighter, (h, w)), other.astype(np.int16), others)
+    assert set(np.unique(alone)) == {0, 1}

@@ -9,8 +9,9 @@ the object they lie near, else they are fragments: dropped from the cut-out.
 The concept is what its photos share: each object of a photo is scored by how much it looks like the
 subjects of the concept's other photos (mean over those photos of the best cosine to one of their
 objects; then once more against the subjects that scoring chose). Objects within ``MARGIN`` of the best
-are the concept; one further below is a second object, dropped with its area and score on record. Two or
-more objects all within the margin: the photo is ambiguous. Before the scoring, a part that joins the concept
+are the concept (a piece cut off by its colours also needs the part it was cut from, whole, to be about as
+like the concept as the rest without it: ``WHOLE_WORSE``); one further below is a second object,
+dropped with its area and score on record. Two or more objects all within the margin: the photo is ambiguous. Before the scoring, a part that joins the concept
 to something whose colours none of the other photos' subjects show is cut in two (``shared_colours``): the
 pieces are scored like objects, and remember the object they were cut from.
 """
@@ -29,6 +30,10 @@ from gen4gen.segment.shared_colours import colour_index, foreign_pieces, histogr
 ANALYSIS = 320  # long side (px) the objects are found at
 NEAR, FAR, SAME = 0.15, 0.4, 0.8
 MARGIN = 0.35  # cosine below the best object's that makes an object another thing (EfficientNet-Lite0)
+# a piece cut off by its colours (``shared_colours``) is also dropped when the part it was cut from, whole, is
+# less like the concept than the rest without it by more than this: a leaf in other light belongs to the plant
+# (the plant with it is as like the plant's other photos), a ghost beside a sailboat does not
+WHOLE_WORSE = 0.05
 CROP = 224  # feature crops: the object on grey, padded to a square
 
 
@@ -43,6 +48,8 @@ class PhotoObjects:
     colours: np.ndarray | None = None  # colour-bin index per analysis pixel (``shared_colours``)
     # per object, the object (1-based id) it was cut from when a joined part was split; empty: none was
     parents: list[int] = field(default_factory=list)
+    # features of each object that was cut, whole (all its pieces), by its 1-based id
+    wholes: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -207,21 +214,27 @@ def _assign_specks(labels: np.ndarray, comp: np.ndarray, specks: list[int], reac
 
 
 def features(encoder, rgb: np.ndarray, objects: PhotoObjects) -> np.ndarray:
-    """Unit features of each object: its pixels on grey, cropped to its box, padded to a square."""
+    """Unit features of each object: its pixels on grey, cropped to its box, padded to a square. An object
+    that was cut into pieces also gets its whole's features (``objects.wholes``)."""
     h, w = rgb.shape[:2]
     lab = cv2.resize(objects.labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    cut = sorted({objects.parent(k) for k in range(1, objects.count + 1) if objects.parent(k) != k})
+    regions = [lab == k for k in range(1, objects.count + 1)]
+    regions += [np.isin(lab, [k for k in range(1, objects.count + 1) if objects.parent(k) == c]) for c in cut]
     crops = []
-    for k in range(1, objects.count + 1):
-        ys, xs = np.nonzero(lab == k)
+    for region in regions:
+        ys, xs = np.nonzero(region)
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        part = np.where((lab[y0:y1, x0:x1] == k)[..., None], rgb[y0:y1, x0:x1], 124).astype(np.uint8)
+        part = np.where(region[y0:y1, x0:x1, None], rgb[y0:y1, x0:x1], 124).astype(np.uint8)
         side = max(part.shape[:2])
         sq = np.full((side, side, 3), 124, np.uint8)
         oy, ox = (side - part.shape[0]) // 2, (side - part.shape[1]) // 2
         sq[oy:oy + part.shape[0], ox:ox + part.shape[1]] = part
         crops.append(Image.fromarray(cv2.resize(sq, (CROP, CROP), interpolation=cv2.INTER_AREA if side > CROP
                                                 else cv2.INTER_LINEAR)))
-    return unit(encoder.encode_images(crops), np.float32)
+    out = unit(encoder.encode_images(crops), np.float32)
+    objects.wholes = {c: out[objects.count + i] for i, c in enumerate(cut)}
+    return out[:objects.count]
 
 
 def choose(photos: dict[str, PhotoObjects]) -> None:
@@ -245,5 +258,9 @@ def choose(photos: dict[str, PhotoObjects]) -> None:
             p.scores = [round(float(s), 4) for s in sims]
             top = float(sims.max())
             p.kept = [bool(s >= top - MARGIN) for s in sims]
+            for c, f in p.wholes.items():  # the whole cut part against the rest of it alone
+                whole = float(np.mean([(f @ o.T).max() for o in others]))
+                if whole < sims[c - 1] - WHOLE_WORSE:
+                    p.kept = [keep and (p.parent(k + 1) != c or k + 1 == c) for k, keep in enumerate(p.kept)]
             best[pid] = photos[pid].features[[k for k, keep in enumerate(p.kept) if keep]]
         subject = best

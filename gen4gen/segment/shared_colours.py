@@ -86,3 +86,4 @@ def foreign_pieces(colours: np.ndarray, labels: np.ndarray, others: list[np.ndar
         out[cut] = next_id
         next_id += 1
     return out
+

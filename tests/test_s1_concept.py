@@ -215,3 +215,10 @@ def test_a_part_is_cut_only_where_its_colours_are_foreign_to_the_other_photos():
     lighter = np.clip(concept.astype(np.int16) + 10, 0, 255).astype(np.uint8)
     alone = foreign_pieces(colour_index(lighter, (h, w)), other.astype(np.int16), others)
     assert set(np.unique(alone)) == {0, 1}
+    # patches of other colour scattered over the subject (its legs and ears in warmer light) are no thing of
+    # their own: nothing is cut
+    spotted = concept.copy()
+    for y in (32, 52, 72):  # 9 patches: half the subject together, each a twentieth
+        for x in (62, 88, 114):
+            spotted[y:y + 14, x:x + 18] = _textured(14, 18, (140, 90, 40), x + y)
+    assert set(np.unique(foreign_pieces(colour_index(spotted, (h, w)), other.astype(np.int16), others))) == {0, 1}

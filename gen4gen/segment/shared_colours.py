@@ -73,17 +73,18 @@ def foreign_pieces(colours: np.ndarray, labels: np.ndarray, others: list[np.ndar
     foreign = inside & (smooth < FOREIGN)
     areas = np.bincount(labels[inside].ravel())
     least = PART_OF_PHOTO * labels.size
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(foreign.astype(np.uint8), connectivity=8)
     out, next_id = labels.copy(), int(labels.max()) + 1
     for obj in range(1, len(areas)):
-        # all of an object's foreign pixels go together, so the rest is the concept's colours alone (its crop
-        # then shows the subject, not the subject beside bits of the other thing). The foreign region must be
-        # a large part of the object, not a patch of odd colour; the rest may be the small one (a small
-        # sailboat before a large ghost)
-        cut = foreign & (labels == obj)
-        n = int(cut.sum())
-        if n < max(least, PART_OF_LARGEST * areas[obj]) or areas[obj] - n < least:
+        # the foreign region must be one large coherent thing (a stump, a ghost), not patches of a subject
+        # photographed in other light, scattered over it; the rest may be the small one (a small sailboat
+        # before a large ghost). Its large pieces go together, so the rest is the concept's colours alone
+        big = (stats[:, cv2.CC_STAT_AREA] >= max(least, PART_OF_LARGEST * areas[obj])) & \
+            (np.bincount(comp[labels == obj], minlength=n) > 0)
+        big[0] = False
+        cut = big[comp] & (labels == obj)
+        if not cut.any() or areas[obj] - int(cut.sum()) < least:
             continue  # nothing large is foreign, or all of it is (an object of its own already)
         out[cut] = next_id
         next_id += 1
     return out
-

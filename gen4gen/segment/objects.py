@@ -71,6 +71,11 @@ class PhotoObjects:
         ids = [k + 1 for k, keep in enumerate(self.kept) if keep] or list(range(1, self.count + 1))
         return np.isin(self.labels, ids)
 
+    @property
+    def dropped_whole(self) -> bool:
+        """Whether a separate object (not a piece cut from a joined part) was dropped."""
+        return any(not keep and self.parent(k) == k for k, keep in enumerate(self.kept, 1))
+
     def dropped(self, width: int, height: int) -> np.ndarray | None:
         """Photo-size pixels nearer to a dropped object than to a kept one (None when nothing was dropped):
         a piece cut from a joined part goes with its side of the cut, whatever later passes draw there."""

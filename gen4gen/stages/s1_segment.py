@@ -266,9 +266,11 @@ class SegmentStage:
         rgb = self._read(item.data["path"])
         (kind, first, first_info), objects = self._first.pop(item.id, None) or self._first_of(rgb)
         focus = objects.focus() if self.keep == "concept" else objects.focus_all()
-        # zoom on the chosen subject when another object was dropped; else on everything the first pass
+        # zoom on the chosen subject when another separate object was dropped (a piece cut from a joined part
+        # goes by its side of the cut, after the zoom: a crop around the rest alone finds new things at its
+        # scale, a tree trunk the dog passes behind); else on everything the first pass
         # found, or on the objects without far specks when those make the crop too large to gain anything
-        zoom_on = (focus,) if self.keep == "concept" and not all(objects.kept) else (None, objects.focus_all())
+        zoom_on = (focus,) if self.keep == "concept" and objects.dropped_whole else (None, objects.focus_all())
         rounds, current = [], rgb
         shutil.rmtree(out.path("rounds"), ignore_errors=True)  # an earlier run's rounds (maybe more of them)
         for k in range(self.rounds):

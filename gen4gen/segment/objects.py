@@ -9,11 +9,13 @@ the object they lie near, else they are fragments: dropped from the cut-out.
 The concept is what its photos share: each object of a photo is scored by how much it looks like the
 subjects of the concept's other photos (mean over those photos of the best cosine to one of their
 objects; then once more against the subjects that scoring chose). Objects within ``MARGIN`` of the best
-are the concept (a piece cut off by its colours also needs the part it was cut from, whole, to be about as
-like the concept as the rest without it: ``WHOLE_WORSE``); one further below is a second object,
-dropped with its area and score on record. Two or more objects all within the margin: the photo is ambiguous. Before the scoring, a part that joins the concept
-to something whose colours none of the other photos' subjects show is cut in two (``shared_colours``): the
-pieces are scored like objects, and remember the object they were cut from.
+are the concept; one further below is a second object, dropped with its area and score on record. Two or
+more objects all within the margin: the photo is ambiguous.
+
+Before the scoring, a part that joins the concept to something whose colours none of the other photos'
+subjects show is cut in two (``shared_colours``): the pieces are scored like objects and remember the
+object they were cut from; a cut piece also goes when that object, whole, is less like the concept than
+the rest of it alone (``WHOLE_WORSE``). Pieces of one object the concept keeps are one subject.
 """
 from __future__ import annotations
 

@@ -11,6 +11,11 @@ subjects of the concept's other photos (mean over those photos of the best cosin
 objects; then once more against the subjects that scoring chose). Objects within ``MARGIN`` of the best
 are the concept; one further below is a second object, dropped with its area and score on record. Two or
 more objects all within the margin: the photo is ambiguous.
+
+Before the scoring, a part that joins the concept to something whose colours none of the other photos'
+subjects show is cut in two (``shared_colours``): the pieces are scored like objects and remember the
+object they were cut from; a cut piece also goes when that object, whole, is less like the concept than
+the rest of it alone (``WHOLE_WORSE``). Pieces of one object the concept keeps are one subject.
 """
 from __future__ import annotations
 
@@ -22,10 +27,15 @@ from PIL import Image
 
 from gen4gen.encoders import unit
 from gen4gen.segment.quality import PART_OF_LARGEST, PART_OF_PHOTO
+from gen4gen.segment.shared_colours import colour_index, foreign_pieces, histogram
 
 ANALYSIS = 320  # long side (px) the objects are found at
 NEAR, FAR, SAME = 0.15, 0.4, 0.8
 MARGIN = 0.35  # cosine below the best object's that makes an object another thing (EfficientNet-Lite0)
+# a piece cut off by its colours (``shared_colours``) is also dropped when the part it was cut from, whole, is
+# less like the concept than the rest without it by more than this: a leaf in other light belongs to the plant
+# (the plant with it is as like the plant's other photos), a ghost beside a sailboat does not
+WHOLE_WORSE = 0.05
 CROP = 224  # feature crops: the object on grey, padded to a square
 
 
@@ -37,15 +47,50 @@ class PhotoObjects:
     features: np.ndarray | None = None  # objects x dim, unit rows
     scores: list[float | None] = field(default_factory=list)
     kept: list[bool] = field(default_factory=list)
+    colours: np.ndarray | None = None  # colour-bin index per analysis pixel (``shared_colours``)
+    # per object, the object (1-based id) it was cut from when a joined part was split; empty: none was
+    parents: list[int] = field(default_factory=list)
+    # features of each object that was cut, whole (all its pieces), by its 1-based id
+    wholes: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
         return len(self.areas)
 
+    def parent(self, k: int) -> int:
+        """The object (1-based) that object ``k`` (1-based) is, or was cut from."""
+        return self.parents[k - 1] if self.parents else k
+
+    @property
+    def separate(self) -> int:
+        """How many separate objects the photo held: the kept ones count once per object they were cut from
+        (pieces of one joined part the concept keeps are one subject); each dropped one counts alone."""
+        kept = self.kept or [True] * self.count
+        return len({self.parent(k + 1) for k, keep in enumerate(kept) if keep}) + kept.count(False)
+
     def focus(self) -> np.ndarray:
         """The concept's objects (analysis size, bool): what the zoom pass and the cut-out keep."""
         ids = [k + 1 for k, keep in enumerate(self.kept) if keep] or list(range(1, self.count + 1))
         return np.isin(self.labels, ids)
+
+    @property
+    def dropped_whole(self) -> bool:
+        """Whether a separate object (not a piece cut from a joined part) was dropped."""
+        return any(not keep and self.parent(k) == k for k, keep in enumerate(self.kept, 1))
+
+    def dropped(self, width: int, height: int) -> np.ndarray | None:
+        """Photo-size pixels nearer to a dropped object than to a kept one (None when nothing was dropped):
+        a piece cut from a joined part goes with its side of the cut, whatever later passes draw there."""
+        gone = [k + 1 for k, keep in enumerate(self.kept) if not keep]
+        if not gone:
+            return None
+        objects = self.labels > 0
+        _, near = cv2.distanceTransformWithLabels((~objects).astype(np.uint8), cv2.DIST_L2, 5,
+                                                  labelType=cv2.DIST_LABEL_PIXEL)
+        owner = np.zeros(int(near.max()) + 1, np.int16)  # DIST_LABEL_PIXEL numbers the objects' pixels
+        owner[near[objects]] = self.labels[objects]
+        drop = np.isin(owner[near], gone).astype(np.uint8)
+        return cv2.resize(drop, (width, height), interpolation=cv2.INTER_NEAREST) > 0
 
     def focus_all(self) -> np.ndarray:
         """Every object, fragments left out."""
@@ -54,12 +99,17 @@ class PhotoObjects:
     @property
     def ambiguous(self) -> bool:
         """Two or more separate objects, all about as like the concept's other photos."""
-        return sum(self.kept) > 1 and all(s is not None for s in self.scores)
+        kept = {self.parent(k + 1) for k, keep in enumerate(self.kept) if keep}
+        return len(kept) > 1 and all(s is not None for s in self.scores)
 
     def record(self) -> list[dict]:
         """What ``meta.json`` says of each object: area, similarity to the concept, whether it is the concept."""
-        return [{"area_fraction": a, "concept_score": s, "concept": k}
-                for a, s, k in zip(self.areas, self.scores or [None] * self.count, self.kept or [True] * self.count)]
+        out = [{"area_fraction": a, "concept_score": s, "concept": k}
+               for a, s, k in zip(self.areas, self.scores or [None] * self.count, self.kept or [True] * self.count)]
+        for k, o in enumerate(out, 1):
+            if self.parent(k) != k:
+                o["cut_from"] = self.parent(k)
+        return out
 
 
 def analysis_map(soft: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -108,7 +158,24 @@ def find_objects(soft: np.ndarray, rgb: np.ndarray | None = None, encoder=None) 
             objects = PhotoObjects(merged, _areas(merged, hard.size))
             objects.features = features(encoder, rgb, objects)
     _assign_specks(objects.labels, comp, [k for k in range(1, n) if k not in large], FAR * scale)
+    if rgb is not None:
+        objects.colours = colour_index(rgb, hard.shape)
     return objects
+
+
+def split_foreign(photos: dict[str, PhotoObjects]) -> None:
+    """Cut every photo's joined parts where their colours are foreign to the concept's other photos
+    (``shared_colours.foreign_pieces``); the pieces need features again."""
+    hists = {pid: histogram(p.colours, p.labels > 0) for pid, p in photos.items() if p.colours is not None}
+    for pid, p in photos.items():
+        others = [h for q, h in hists.items() if q != pid and h is not None]
+        if p.colours is None or not p.count or not others:
+            continue
+        labels = foreign_pieces(p.colours, p.labels, others)
+        if labels.max() > p.labels.max():
+            cut = [int(p.labels[labels == k][0]) for k in range(p.count + 1, int(labels.max()) + 1)]
+            p.parents = [p.parent(k) for k in range(1, p.count + 1)] + [p.parent(c) for c in cut]
+            p.labels, p.areas, p.features = labels, _areas(labels, labels.size), None
 
 
 def _gaps(comp: np.ndarray, parts: list[int]) -> dict[tuple[int, int], float]:
@@ -154,21 +221,27 @@ def _assign_specks(labels: np.ndarray, comp: np.ndarray, specks: list[int], reac
 
 
 def features(encoder, rgb: np.ndarray, objects: PhotoObjects) -> np.ndarray:
-    """Unit features of each object: its pixels on grey, cropped to its box, padded to a square."""
+    """Unit features of each object: its pixels on grey, cropped to its box, padded to a square. An object
+    that was cut into pieces also gets its whole's features (``objects.wholes``)."""
     h, w = rgb.shape[:2]
     lab = cv2.resize(objects.labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    cut = sorted({objects.parent(k) for k in range(1, objects.count + 1) if objects.parent(k) != k})
+    regions = [lab == k for k in range(1, objects.count + 1)]
+    regions += [np.isin(lab, [k for k in range(1, objects.count + 1) if objects.parent(k) == c]) for c in cut]
     crops = []
-    for k in range(1, objects.count + 1):
-        ys, xs = np.nonzero(lab == k)
+    for region in regions:
+        ys, xs = np.nonzero(region)
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        part = np.where((lab[y0:y1, x0:x1] == k)[..., None], rgb[y0:y1, x0:x1], 124).astype(np.uint8)
+        part = np.where(region[y0:y1, x0:x1, None], rgb[y0:y1, x0:x1], 124).astype(np.uint8)
         side = max(part.shape[:2])
         sq = np.full((side, side, 3), 124, np.uint8)
         oy, ox = (side - part.shape[0]) // 2, (side - part.shape[1]) // 2
         sq[oy:oy + part.shape[0], ox:ox + part.shape[1]] = part
         crops.append(Image.fromarray(cv2.resize(sq, (CROP, CROP), interpolation=cv2.INTER_AREA if side > CROP
                                                 else cv2.INTER_LINEAR)))
-    return unit(encoder.encode_images(crops), np.float32)
+    out = unit(encoder.encode_images(crops), np.float32)
+    objects.wholes = {c: out[objects.count + i] for i, c in enumerate(cut)}
+    return out[:objects.count]
 
 
 def choose(photos: dict[str, PhotoObjects]) -> None:
@@ -192,5 +265,9 @@ def choose(photos: dict[str, PhotoObjects]) -> None:
             p.scores = [round(float(s), 4) for s in sims]
             top = float(sims.max())
             p.kept = [bool(s >= top - MARGIN) for s in sims]
+            for c, f in p.wholes.items():  # the whole cut part against the rest of it alone
+                whole = float(np.mean([(f @ o.T).max() for o in others]))
+                if whole < sims[c - 1] - WHOLE_WORSE:
+                    p.kept = [keep and (p.parent(k + 1) != c or k + 1 == c) for k, keep in enumerate(p.kept)]
             best[pid] = photos[pid].features[[k for k, keep in enumerate(p.kept) if keep]]
         subject = best

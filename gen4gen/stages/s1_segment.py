@@ -36,7 +36,7 @@ from gen4gen.io import png_bytes
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.segment.cutout import clean_alpha, estimate_foreground, fill_translucent, keep_region, translucent
-from gen4gen.segment.objects import PhotoObjects, analysis_map, choose, features, find_objects
+from gen4gen.segment.objects import PhotoObjects, analysis_map, choose, features, find_objects, split_foreign
 from gen4gen.segment.quality import keep_largest, mask_stats
 from gen4gen.settings import section, top_level
 from gen4gen.stage_settings import IOSettings, SegmenterNode, SegmentSettings
@@ -221,8 +221,11 @@ class SegmentStage:
         self._first = {it.id: f for it, f in zip(photos, firsts) if f is not None}
         for c in concepts:
             group = {it.id: self._first[it.id][1] for it in self._concepts.get(c, []) if it.id in self._first}
-            if len(group) < 2 or all(o.count < 2 for o in group.values()):
-                continue  # one photo, or no photo with a second object: nothing to choose
+            if len(group) < 2:
+                continue  # one photo: nothing to compare with
+            split_foreign(group)
+            if all(o.count < 2 for o in group.values()):
+                continue  # no photo with a second object or piece: nothing to choose
             for pid, objects in group.items():
                 if objects.features is None and objects.count:
                     objects.features = features(self.encoder, self._read(self._path(pid)), objects)
@@ -259,9 +262,11 @@ class SegmentStage:
         rgb = self._read(item.data["path"])
         (kind, first, first_info), objects = self._first.pop(item.id, None) or self._first_of(rgb)
         focus = objects.focus() if self.keep == "concept" else objects.focus_all()
-        # zoom on the chosen subject when another object was dropped; else on everything the first pass
+        # zoom on the chosen subject when another separate object was dropped (a piece cut from a joined part
+        # goes by its side of the cut, after the zoom: a crop around the rest alone finds new things at its
+        # scale, a tree trunk the dog passes behind); else on everything the first pass
         # found, or on the objects without far specks when those make the crop too large to gain anything
-        zoom_on = (focus,) if self.keep == "concept" and not all(objects.kept) else (None, objects.focus_all())
+        zoom_on = (focus,) if self.keep == "concept" and objects.dropped_whole else (None, objects.focus_all())
         rounds, current = [], rgb
         shutil.rmtree(out.path("rounds"), ignore_errors=True)  # an earlier run's rounds (maybe more of them)
         for k in range(self.rounds):
@@ -285,13 +290,19 @@ class SegmentStage:
         # filled first: a solid part the segmenter doubted (a held helmet) is then a firm part, not a fragment
         mask, cleaned["filled_fraction"] = fill_translucent(mask)
         if objects.count:
-            mask, cleaned["dropped_fraction"] = clean_alpha(mask, keep_region(focus, rgb.shape[1], rgb.shape[0]))
+            gone = objects.dropped(rgb.shape[1], rgb.shape[0]) if self.keep == "concept" else None
+            cut = 0.0
+            if gone is not None:  # a piece cut from a joined part goes with its side of the cut
+                cut = float((gone & (mask >= 0.5)).mean())
+                mask = np.where(gone, 0.0, mask).astype(np.float32)
+            mask, dropped = clean_alpha(mask, keep_region(focus, rgb.shape[1], rgb.shape[0]))
+            cleaned["dropped_fraction"] = round(dropped + cut, 5)
         if self.keep == "largest":
             mask = keep_largest(mask)
         # the flag and the parts say what the photo held; the rest describes the kept mask
         # the flag and the parts say what the photo held, the quality what chose the round; the rest describes
         # the kept mask
-        stats = {**mask_stats(mask, frame=info.get("frame_xyxy"), objects=objects.count), "parts": held["parts"],
+        stats = {**mask_stats(mask, frame=info.get("frame_xyxy"), objects=objects.separate), "parts": held["parts"],
                  "quality": held["quality"]}
         stats["flags"] += [f for f, on in (("ambiguous", objects.ambiguous), ("translucent", translucent(mask))) if on]
         alpha = _u8(mask)

@@ -119,6 +119,31 @@ def test_closeup_enters_from_its_cut_edge_on_the_photos_ground(tmp_path):
     assert summary.notes["close-ups (cut-off subjects at their edge)"] == 8
 
 
+def test_a_subject_cut_on_top_and_bottom_fills_the_frame_height_and_its_side_crops_it(tmp_path):
+    """A head close-up cut by the photo's top and bottom (the only photos of the cat): frame-high, so neither cut
+    edge floats in the scene, and, wider than its share of the canvas, cut by the canvas side it stands against."""
+    stages = tmp_path / "stages"
+    tree = StageTree(stages)
+    for k in range(2):
+        tree.s1_item("pets", "cat", f"face{k}", cut_cutout(100, 160, k, ("top", "bottom")), config_hash="s1hash",
+                     fingerprint=f"fp{k}", flags=["touches_border"], cut_edges=["top", "bottom"])
+    tree.s1_item("pets", "mug", "whole", cutout(120, 110, 3, shape="box"), config_hash="s1hash", fingerprint="fp3")
+    summary = run(make_cfg(tmp_path, "stage=s2", "compose.num_samples=4", "compose.size=[256,256]"))
+    assert summary.done == 4 and summary.failed == 0
+    for folder in sorted((stages / STAGE_DIRS["s2"] / "pets").iterdir()):
+        layout = json.loads((folder / "layout.json").read_text())
+        assert layout["closeup"]["edges"] == ["top", "bottom"] and "straight edge" in layout["closeup"]["flags"][0]
+        cat = next(o for o in layout["objects"] if o["concept"] == "cat")
+        inst = np.asarray(Image.open(folder / cat["mask"])) > 127
+        x, y, w, h = cat["box"]
+        assert (y, h) == (0, 256)  # both cut edges on the frame
+        assert inst[0].sum() >= 0.8 * w and inst[-1].sum() >= 0.8 * w
+        assert x == 0 or x + w == 256  # against a side of the canvas, which crops it
+        assert w <= 0.65 * 256 + 1 < 160 * 256 / 100  # narrower than it would be uncropped: the side cut it
+        mug = next(o for o in layout["objects"] if o["concept"] == "mug")
+        assert mug["visible_fraction"] >= 0.6  # the mug keeps the rest of the canvas
+
+
 def test_a_forced_scene_and_a_changed_folder(tmp_path):
     import pytest
 

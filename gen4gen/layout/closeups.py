@@ -108,7 +108,7 @@ def closeup_box(c, aspect: float, size: tuple[int, int], near: float, u: list[fl
     # a frame-high close-up needs its own width (else its top cut would float); others share what is left
     wc = W if span else min(hc * aspect, (0.65 if tall else 0.5) * W if others else 0.9 * W)
     hc = hc if span or tall else min(hc, H, wc / aspect)
-    if side in edges:
+    if side in edges or tall:  # a frame-high one is cropped by this side too (compose.Composer._closeup)
         x = 0.0 if side == "left" else W - wc
     else:  # a real outline on this side: a small margin to the frame
         x = 0.03 * W if side == "left" else W - wc - 0.03 * W

@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from pathlib import Path
 
 from omegaconf import DictConfig
 from rich.markup import escape

@@ -231,7 +231,8 @@ class _Config(TopSettings):
 _WHAT = {"int_parsing": "expected a whole number", "int_type": "expected a whole number",
          "int_from_float": "expected a whole number", "float_parsing": "expected a number",
          "float_type": "expected a number", "bool_parsing": "expected true or false", "bool_type": "expected true or false",
-         "dict_type": "expected a mapping, e.g. {cat: 2}", "model_type": "expected a group of keys",
+         "dict_type": "expected a mapping, e.g. {cat: 2}", "path_type": "expected a folder",
+         "model_type": "expected a group of keys",
          "model_attributes_type": "expected a group of keys", "missing": "missing; restore it or remove the override"}
 
 

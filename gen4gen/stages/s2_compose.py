@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf

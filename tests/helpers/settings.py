@@ -26,10 +26,11 @@ def captioner_args(choice: str = "template", **over) -> dict:
 
 def backend(group: str, choice: str, **over):
     """The backend ``conf/<group>/<choice>.yaml`` builds, as Hydra builds it for a run, with ``over`` in place of
-    the yaml's values (and the arguments that are not settings: a client, a fallback planner)."""
-    from hydra.utils import instantiate
+    the yaml's values (and the arguments that are not settings: a client, a fallback planner). A refused setting
+    is the UserError a run would stop with."""
+    from gen4gen.backends import build_backend
 
-    return instantiate(backend_node(group, choice), **over)
+    return build_backend(backend_node(group, choice), group, **over)
 
 
 def composer_of(tmp_path, *overrides):

@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from gen4gen.layout.llm import LLMPlanner  # noqa: E402
 from gen4gen.layout.schema import ConceptCount, PlanRequest  # noqa: E402
 from gen4gen.llm.replies import extract_json  # noqa: E402
 from gen4gen.paths import STAGE_DIRS  # noqa: E402
 from tests.helpers.llm_server import LLMServer, Reply  # noqa: E402
 from tests.helpers.s2_llm_replies import good_content  # noqa: E402
+from tests.helpers.settings import backend  # noqa: E402
 
 GEN4GEN_BATCH, GEN4GEN_PAUSE = 20, 70.0  # Gen4Gen's script sleeps 70 s after every 20 requests
 
@@ -58,7 +58,7 @@ def ours(base_url: str, requests, concurrency: int, cache_dir: Path | None):
 
     client = llm_client(base_url, "bench-model", api_key_env=None, concurrency=concurrency, max_retries=2,
                         cache_dir=cache_dir)  # the local test server takes no key
-    planner = LLMPlanner(client=client)
+    planner = backend("layout", "llm", client=client)
     t0 = time.perf_counter()
     layouts = planner.plan_many(requests)
     return time.perf_counter() - t0, layouts
@@ -177,7 +177,7 @@ def plausibility_report(n: int, occlusion: float, size: int, baseline_ref: str |
     import tempfile as tf
 
     from gen4gen.layout.compose import Source, with_boxes
-    from gen4gen.layout.heuristic import HeuristicPlanner, size_prior
+    from gen4gen.layout.heuristic import size_prior
     from gen4gen.layout.plausibility import occluded, plausibility_of
     from gen4gen.stages.s2_compose import concept_aspect, read_s1
     from gen4gen.tree import TreeView
@@ -186,7 +186,7 @@ def plausibility_report(n: int, occlusion: float, size: int, baseline_ref: str |
     from tests.helpers.background_signatures import looks_like
     from tests.helpers.trees import fake_s1
 
-    planners = {"ours": HeuristicPlanner(occlusion=occlusion)}
+    planners = {"ours": backend("layout", "heuristic", occlusion=occlusion)}
     if baseline_ref:
         planners[f"baseline {baseline_ref[:7]}"] = _heuristic_from(baseline_ref)()
     intended = {p: s for s, ps in STYLE_PHRASES.items() for p in ps}
@@ -245,11 +245,10 @@ def print_plausibility(report: dict, ref: list[dict], occlusion: float) -> None:
 
 def planner_speed(ref: str | None, repeats: int = 3) -> list[tuple]:
     """ms per layout (wall and CPU) of our planner and the one at ``ref``, interleaved in one run."""
-    from gen4gen.layout.heuristic import HeuristicPlanner
 
     reqs = [PlanRequest(tuple(ConceptCount(c) for c in s), (1024, 1024), seed=i, sample=i)
             for i in range(300) for s in PLAUSIBLE_SETS]
-    planners = {"ours": HeuristicPlanner()}
+    planners = {"ours": backend("layout", "heuristic")}
     if ref:
         planners[f"baseline {ref[:7]}"] = _heuristic_from(ref)()
     times = {k: [] for k in planners}
@@ -273,10 +272,8 @@ def contact_sheet(path: Path, seeds: int = 8, side: int = 384) -> Path:
 
     from gen4gen.io import png_bytes, write_atomic
     from gen4gen.layout.compose import Source, with_boxes
-    from gen4gen.layout.heuristic import HeuristicPlanner
     from gen4gen.repaint import RepaintJob
     from gen4gen.repaint.backgrounds import procedural, style_for
-    from gen4gen.repaint.classical import ClassicalInpainter
     from gen4gen.repaint.mask import repaint_mask
 
     seg = GEN4GEN_DIR.parent.parent / "segmentation" / "gen4gen"
@@ -297,9 +294,9 @@ def contact_sheet(path: Path, seeds: int = 8, side: int = 384) -> Path:
         p = Path(tmp) / "horse.png"
         write_atomic(p, png_bytes(np.dstack([shade.astype(np.uint8), cv2.GaussianBlur(body, (0, 0), 1.0)])))
         src["horse"] = [Source("horse", p, body.shape[1] / body.shape[0])]
-        planner = HeuristicPlanner(occlusion=0.5)
+        planner = backend("layout", "heuristic", occlusion=0.5)
         composer = yaml_composer(Path(tmp))
-        inpainter = ClassicalInpainter()
+        inpainter = backend("inpainter", "classical")
         concepts = (ConceptCount("cat", 1, src["cat"][0].aspect), ConceptCount("dog", 2, src["dog"][0].aspect),
                     ConceptCount("horse", 1, src["horse"][0].aspect))
         tiles = []

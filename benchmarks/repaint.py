@@ -33,6 +33,7 @@ from gen4gen.repaint import RepaintJob  # noqa: E402
 from gen4gen.repaint.backgrounds import procedural  # noqa: E402
 from gen4gen.repaint.classical import ClassicalInpainter  # noqa: E402
 from gen4gen.repaint.mask import repaint_mask  # noqa: E402
+from tests.helpers.settings import backend  # noqa: E402
 
 COMPOSITIONS = Path(os.environ.get("GEN4GEN_SHARED_DATA", ROOT.parent / "shared" / "data")) / "compositions" / "gen4gen"
 PROMPT = "a realistic photo of a cat and a lion in the garden"
@@ -137,9 +138,9 @@ def bench_classical(n: int) -> list[tuple[str, str]]:
         bg = procedural("garden", 1024, 1024, np.random.default_rng(k))
         inpainter([RepaintJob(rgb, mask / 255.0, repaint_mask(mask, blur=10), bg)])
 
-    for label, inp, workers in (("classical (default), 1 thread", ClassicalInpainter(), 1),
-                                ("classical (default), 2 threads", ClassicalInpainter(), 2),
-                                ("classical + Poisson blending, 1 thread", ClassicalInpainter(poisson=True), 1)):
+    for label, inp, workers in (("classical (default), 1 thread", backend("inpainter", "classical"), 1),
+                                ("classical (default), 2 threads", backend("inpainter", "classical"), 2),
+                                ("classical + Poisson blending, 1 thread", backend("inpainter", "classical", poisson=True), 1)):
         one(0, inp)  # warm-up
         t0, c0 = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(workers) as pool:
@@ -153,7 +154,7 @@ def bench_classical(n: int) -> list[tuple[str, str]]:
     bg = procedural("garden", 1024, 1024, np.random.default_rng(0))
     parts = {"mask preparation": lambda k: repaint_mask(mask, blur=10),
              "procedural background": lambda k: procedural("garden", 1024, 1024, np.random.default_rng(k)),
-             "classical compositing": lambda k: ClassicalInpainter()([RepaintJob(rgb, mask / 255.0, rep, bg)])}
+             "classical compositing": lambda k: backend("inpainter", "classical")([RepaintJob(rgb, mask / 255.0, rep, bg)])}
     for name, fn in parts.items():
         c0 = time.process_time()
         for k in range(5):
@@ -231,7 +232,6 @@ def bench_diffusion(device: str, tiny_models: bool, images: int, batch: int, ste
     import torch
 
     from gen4gen.pipelines import quiet_diffusers
-    from gen4gen.repaint.diffusion import DiffusionInpainter
 
     quiet_diffusers()
     size = 64 if tiny_models else 1024
@@ -248,14 +248,14 @@ def bench_diffusion(device: str, tiny_models: bool, images: int, batch: int, ste
     t_base = gen4gen_baseline(base, refiner, jobs[:max(1, images // 2)], steps, size)
     rows.append((f"Gen4Gen settings: batch 1, {steps} steps, strength 0.9, refiner re-encodes", t_base))
     # (b) ours, same steps: batches, latents handed to the refiner, fused QKV, channels_last, no VAE upcast
-    same = DiffusionInpainter("sdxl", "<random weights>", device=device, dtype=str(dtype).split(".")[-1],
+    same = backend("inpainter", "sdxl", model="<random weights>", device=device, dtype=str(dtype).split(".")[-1],
                               steps=steps, guidance=6.0, strength=0.9, batch_size=batch, resolution=None,
                               refiner="<random weights>", refiner_split=0.75, vae_upcast=False,
                               compile=compile_unet)
     same.use_pipelines(base, refiner)
     ours(same, jobs[:batch])  # warm-up (and compilation)
     rows.append((f"ours: batch {batch}, {steps} steps, latent hand-off to the refiner", ours(same, jobs)))
-    few = DiffusionInpainter("sdxl", "<random weights>", device=device, dtype=str(dtype).split(".")[-1],
+    few = backend("inpainter", "sdxl", model="<random weights>", device=device, dtype=str(dtype).split(".")[-1],
                              steps=few_steps, guidance=0.0, strength=0.9, batch_size=batch, resolution=None,
                              scheduler="euler_trailing", vae_upcast=False)
     few.use_pipelines(base)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from pathlib import Path
 
 from omegaconf import DictConfig
 from rich.markup import escape
@@ -13,7 +12,8 @@ from gen4gen import run_folders
 from gen4gen.console import Summary, console, print_summaries, take_retries
 from gen4gen.errors import UserError
 from gen4gen.paths import isolate_sweep_job
-from gen4gen.settings import config_problems, missing_key_notes, top_level
+from gen4gen.settings import config_problems, missing_key_notes, section, top_level
+from gen4gen.stage_settings import PathsSettings
 
 log = logging.getLogger("gen4gen")
 
@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> int:
         return _exit(cfg, 2)
     top = top_level(cfg)  # checked by config_ok
     if run_folders.current():
-        run_folders.prune(Path(cfg.paths.outputs_dir) / "runs", top.keep_runs, run_folders.current())
+        run_folders.prune(section(cfg, "paths", PathsSettings).outputs_dir / "runs", top.keep_runs, run_folders.current())
     job_dir = isolate_sweep_job(cfg, names)
     if job_dir:
         console.print(f"sweep job: stages and datasets go to {job_dir}")

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from gen4gen.settings import section
+from gen4gen.stage_settings import PathsSettings
+
 STAGE_DIRS = {
     "s1": "s1_segmented_foreground",
     "s2": "s2_object_compositions",
@@ -50,14 +53,15 @@ def isolate_sweep_job(cfg: DictConfig, stages: list[str]) -> Path | None:
     if all(k in NEUTRAL_KEYS or k.startswith(NEUTRAL_PREFIXES) for k in swept):
         return None
     job_dir = Path(hc.runtime.output_dir).resolve()
-    shared = Path(cfg.paths.stages_dir).resolve()
+    paths = section(cfg, "paths", PathsSettings)
+    shared = paths.stages_dir.resolve()
     own = job_dir / "stages"
     own.mkdir(parents=True, exist_ok=True)
     for stage, name in STAGE_DIRS.items():
         link = own / name
         if stage not in stages and (shared / name).is_dir() and not link.exists():
             os.symlink(shared / name, link, target_is_directory=True)
-    datasets = Path(cfg.paths.outputs_dir).resolve() / "datasets"
+    datasets = paths.outputs_dir.resolve() / "datasets"
     if "export" not in stages and datasets.is_dir() and not (job_dir / "datasets").exists():
         os.symlink(datasets, job_dir / "datasets", target_is_directory=True)  # a train job reads the export
     OmegaConf.update(cfg, "paths.stages_dir", str(own))
@@ -72,6 +76,6 @@ def run_output_dir(cfg: DictConfig, stage: str) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     # composed without @hydra.main (tests, notebooks): a fresh folder under outputs/
-    path = Path(cfg.paths.outputs_dir) / "runs" / time.strftime("%Y-%m-%d") / f"{time.strftime('%H-%M-%S')}_{stage}"
+    path = section(cfg, "paths", PathsSettings).outputs_dir / "runs" / time.strftime("%Y-%m-%d") / f"{time.strftime('%H-%M-%S')}_{stage}"
     path.mkdir(parents=True, exist_ok=True)
     return path

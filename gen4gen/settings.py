@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from gen4gen.errors import UserError
-from gen4gen.stage_settings import (BackendNode, CaptionSettings, ComposeSettings, IOSettings, RepaintSettings,
-                                    SegmenterNode, SegmentSettings, TopSettings, canvas_size)
+from gen4gen.stage_settings import (BackendNode, CaptionSettings, ComposeSettings, IOSettings, PathsSettings,
+                                    RepaintSettings, SegmenterNode, SegmentSettings, TopSettings, canvas_size)
 from gen4gen.tool_settings import RouteSettings, SearchSettings
 
 M = TypeVar("M", bound=BaseModel)
@@ -206,9 +206,10 @@ class _Train(TrainSettings, TrainRun):
 
 
 class _Config(TopSettings):
-    """The start-up check: the run's keys and every typed section. The root stays open (``paths``, ``roster``,
-    ``route``... are read by their own stages)."""
+    """The start-up check: the run's keys and every typed section. The root stays open (``roster``, ``variant``...
+    are read by their own stages)."""
     model_config = ConfigDict(extra="allow")
+    paths: PathsSettings
     io: IOSettings
     segment: SegmentSettings
     segmenter: SegmenterNode
@@ -230,7 +231,8 @@ class _Config(TopSettings):
 _WHAT = {"int_parsing": "expected a whole number", "int_type": "expected a whole number",
          "int_from_float": "expected a whole number", "float_parsing": "expected a number",
          "float_type": "expected a number", "bool_parsing": "expected true or false", "bool_type": "expected true or false",
-         "dict_type": "expected a mapping, e.g. {cat: 2}", "model_type": "expected a group of keys",
+         "dict_type": "expected a mapping, e.g. {cat: 2}", "path_type": "expected a folder",
+         "model_type": "expected a group of keys",
          "model_attributes_type": "expected a group of keys", "missing": "missing; restore it or remove the override"}
 
 

@@ -8,6 +8,7 @@ node is open: its other keys are the arguments of the class its ``_target_`` nam
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -52,6 +53,18 @@ def canvas_size(value: Any, max_pixels: int | None = None) -> tuple[int, int]:
 
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# a folder given on the command line as a number (paths.stages_dir=2024) is still a folder
+Folder = Annotated[Path, BeforeValidator(_name)]
+
+
+class PathsSettings(_Closed):
+    """``paths``: the source photos, the stage tree, the outputs (datasets, runs, train, bench) and the cache."""
+    source_dir: Folder
+    stages_dir: Folder
+    outputs_dir: Folder
+    cache_dir: Folder
 
 
 class ShardSettings(_Closed):

@@ -9,11 +9,11 @@ from PIL import Image
 
 from gen4gen.layout.scene_fit import SceneFit, minilm_embed
 from gen4gen.repaint import RepaintJob
-from gen4gen.repaint.classical import ClassicalInpainter
 from gen4gen.repaint.mask import repaint_mask
 from gen4gen.repaint.photo_crop import render_photo
 from gen4gen.repaint.photos import estimate_ground, estimate_light, scan, scene_phrase
 from tests.helpers.photos import sky_over_ground
+from tests.helpers.settings import backend
 
 
 def test_any_folder_of_photos_with_bad_ones_one_line_each(tmp_path):
@@ -109,7 +109,7 @@ def _job(bg, ground, light=0.0, box=(40, 30, 40, 60), size=128):
 
 def test_shadows_only_on_the_ground_and_away_from_the_light():
     bg = np.full((128, 128, 3), 150, np.uint8)
-    ci = ClassicalInpainter(shadow=0.6, shadow_cast=0.3)
+    ci = backend("inpainter", "classical", shadow=0.6, shadow_cast=0.3)
     left = ci([_job(bg, 0.5, light=1.0)])[0].astype(int).sum(-1)  # light from the right: shadow to the left
     right = ci([_job(bg, 0.5, light=-1.0)])[0].astype(int).sum(-1)
     feet = slice(90, 96)
@@ -127,9 +127,9 @@ def test_matched_light_moves_a_concept_toward_its_place_within_limits():
     noisy = np.clip(dark + rng.normal(0, 12, dark.shape), 0, 255).astype(np.uint8)
     job = _job(noisy, 0.5)
     inside = job.repaint == 0
-    plain = ClassicalInpainter(shadow=0)([job])[0].astype(float)
-    lit = ClassicalInpainter(shadow=0, match_light=0.5)([job])[0].astype(float)
-    grain = ClassicalInpainter(shadow=0, grain=True)([job])[0].astype(float)
+    plain = backend("inpainter", "classical", shadow=0, grain=False)([job])[0].astype(float)
+    lit = backend("inpainter", "classical", shadow=0, match_light=0.5, grain=False)([job])[0].astype(float)
+    grain = backend("inpainter", "classical", shadow=0, grain=True)([job])[0].astype(float)
     assert np.array_equal(plain[inside], job.rgb[inside].astype(float))  # all off: exact
     drop = plain[inside].mean() - lit[inside].mean()
     assert 10 < drop < 50  # darker, by a limited share (at most 12 L units)

@@ -41,7 +41,7 @@ def job(image=None):
 
 def test_good_reply_becomes_the_detailed_caption(tmp_path):
     with LLMServer(lambda body, n: caption(GOOD)) as srv:
-        captioner = LLMCaptioner(llm_cfg(srv.base_url), **captioner_args("llm"), cache_dir=str(tmp_path))
+        captioner = LLMCaptioner(llm_cfg(srv.base_url), **captioner_args("llm", cache_dir=str(tmp_path)))
         [out] = captioner.caption_all([job()])
     caps = out.captions
     assert caps["detailed"] == GOOD and caps["fallback"] is None and caps["captioner"] == "llm:test-model"

@@ -6,10 +6,9 @@ import pytest
 from gen4gen.layout.compose import Source
 from gen4gen.layout.schema import Plan, PlacedBox
 from gen4gen.repaint import RepaintJob
-from gen4gen.repaint.classical import ClassicalInpainter
 from gen4gen.repaint.exposure import exposure_gains, metered_light, to_linear, to_srgb
 from gen4gen.repaint.mask import repaint_mask
-from tests.helpers.settings import composer_of
+from tests.helpers.settings import backend, composer_of
 from tests.helpers.tree import StageTree
 
 
@@ -67,15 +66,15 @@ def test_exposure_gives_the_subject_its_own_photos_contrast_to_its_surroundings(
     a = alpha.astype(np.float32) / 255.0
     job = RepaintJob(rgb, a, repaint_mask(alpha, blur=4), bg,
                      exposures=[([50, 50, 100, 100], metered_light(photo, alpha))])
-    pasted = ClassicalInpainter(feather=0.0, shadow=0.0, grain=False)([job])[0]
-    exposed = ClassicalInpainter(feather=0.0, shadow=0.0, grain=False, expose=1.0)([job])[0]
+    pasted = backend("inpainter", "classical", feather=0.0, shadow=0.0, grain=False)([job])[0]
+    exposed = backend("inpainter", "classical", feather=0.0, shadow=0.0, grain=False, expose=1.0)([job])[0]
     assert own == pytest.approx(0.125, rel=0.02)
     assert abs(_ring_ratio(pasted, alpha) / own - 1) > 0.3
     assert _ring_ratio(exposed, alpha) == pytest.approx(own, rel=0.03)
     # a gain on light, not a shift: the subject's linear value scaled by place / 0.4
     assert to_linear(exposed[100, 100]).mean() == pytest.approx(0.05 * place / 0.4, rel=0.08)
     unknown = RepaintJob(rgb, a, job.repaint, bg, exposures=[([50, 50, 100, 100], None)])
-    np.testing.assert_array_equal(ClassicalInpainter(feather=0.0, shadow=0.0, grain=False, expose=1.0)([unknown])[0],
+    np.testing.assert_array_equal(backend("inpainter", "classical", feather=0.0, shadow=0.0, grain=False, expose=1.0)([unknown])[0],
                                   pasted)
 
 

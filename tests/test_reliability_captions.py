@@ -51,7 +51,7 @@ def test_llm_replies_with_markup_fall_back_to_the_template_with_the_reason(tmp_p
         return caption(PLACES[place](payload, GOOD))
 
     with LLMServer(chaos) as srv:
-        outs = LLMCaptioner(llm_cfg(srv.base_url), **captioner_args("llm"), cache_dir=str(tmp_path)).caption_all(jobs)
+        outs = LLMCaptioner(llm_cfg(srv.base_url), **captioner_args("llm", cache_dir=str(tmp_path))).caption_all(jobs)
     assert len(srv.requests) == 3 * len(jobs)  # every reply refused, retried, refused
     for out in outs:
         caps = out.captions

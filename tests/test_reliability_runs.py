@@ -18,7 +18,7 @@ from safetensors.torch import save as st_save
 
 from gen4gen.errors import UserError
 from gen4gen.artefacts import MANIFEST, Manifest, TokenFile
-from gen4gen.train.lora import Lora
+from tests.helpers.settings import backend
 from tests.test_reliability_artefacts import bad_values
 from tests.test_reliability_paths import KINDS, hostile
 from tests.test_train import _pipeline_class, _save, tiny  # noqa: F401 - tiny: the module fixture
@@ -28,7 +28,7 @@ from tests.test_train import _pipeline_class, _save, tiny  # noqa: F401 - tiny: 
 def runs(tiny, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("runs")
     _save(tiny, "sd", root / "custom_diffusion")
-    _save(tiny, "sd", root / "lora", trainer=Lora(rank=2))
+    _save(tiny, "sd", root / "lora", trainer=backend("trainer", "lora", rank=2))
     return root
 
 

@@ -9,9 +9,9 @@ from gen4gen.artefacts import Layout
 from gen4gen.images import BadImage
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.backgrounds import BackgroundSource, plan_sources, procedural, render, style_for
-from gen4gen.repaint.classical import ClassicalInpainter
 from gen4gen.repaint.mask import repaint_mask
 from gen4gen.repaint.prompt import build_prompt
+from tests.helpers.settings import backend
 from tests.helpers.tree import blob
 
 
@@ -58,7 +58,7 @@ def test_mask_rejects_bad_window():
 # ---------------------------------------------------------------- classical
 def test_classical_keeps_interiors_and_repaints_background():
     job = _square_job()
-    out = ClassicalInpainter()([job])[0]
+    out = backend("inpainter", "classical")([job])[0]
     assert out.shape == (96, 96, 3) and out.dtype == np.uint8
     keep = job.repaint == 0
     assert keep.sum() > 500 and np.array_equal(out[keep], job.rgb[keep])
@@ -73,7 +73,7 @@ def test_classical_seam_gradient_is_bounded():
     step = int(np.abs(np.subtract((200, 40, 40), (40, 160, 50))).max())  # 160 per channel
     naive = job.background.copy()
     naive[job.alpha > 0] = job.rgb[job.alpha > 0]
-    out = ClassicalInpainter(shadow=0.0, feather=6.0)([job])[0].astype(int)
+    out = backend("inpainter", "classical", shadow=0.0, feather=6.0)([job])[0].astype(int)
     rows = slice(30, 70)  # rows crossing the left and right edges, away from corners
     grad = np.abs(np.diff(out[rows], axis=1)).max()
     assert np.abs(np.diff(naive[rows].astype(int), axis=1)).max() == step
@@ -83,8 +83,8 @@ def test_classical_seam_gradient_is_bounded():
 def test_harmonisation_moves_edge_colours_toward_the_background():
     job = _square_job(bg_colour=(30, 60, 200), fg_colour=(180, 180, 180), blur=6)
     band = (job.repaint > 0) & (job.alpha > 0)
-    plain = ClassicalInpainter(harmonize=0.0, feather=0.0, shadow=0.0)([job])[0].astype(float)
-    tuned = ClassicalInpainter(harmonize=0.8, feather=0.0, shadow=0.0)([job])[0].astype(float)
+    plain = backend("inpainter", "classical", harmonize=0.0, feather=0.0, shadow=0.0)([job])[0].astype(float)
+    tuned = backend("inpainter", "classical", harmonize=0.8, feather=0.0, shadow=0.0)([job])[0].astype(float)
     blue = lambda img: (img[band][:, 2] - img[band][:, 0]).mean()  # noqa: E731 - bluer = closer to the background
     assert blue(tuned) > blue(plain) + 10
     keep = job.repaint == 0
@@ -105,8 +105,9 @@ def test_a_matte_keeps_its_own_soft_edge_and_a_hard_mask_is_feathered():
         bg = np.empty((size, size, 3), np.uint8)
         bg[:] = bgc
         job = RepaintJob(rgb, a.astype(np.float32), repaint_mask((a * 255).astype(np.uint8), blur=4), bg)
-        out = ClassicalInpainter(feather=6.0, shadow=0.0)([job])[0].astype(float)
-        unfeathered = ClassicalInpainter(feather=0.0, shadow=0.0)([job])[0].astype(float)
+        # the compositing alone: no haze fade-out (its own test is below)
+        out = backend("inpainter", "classical", feather=6.0, shadow=0.0, haze=0.0)([job])[0].astype(float)
+        unfeathered = backend("inpainter", "classical", feather=0.0, shadow=0.0, haze=0.0)([job])[0].astype(float)
         band = (a > 0.05) & (a < 0.95)
         if matted:
             ideal = a[..., None] * fg + (1 - a[..., None]) * bgc
@@ -134,17 +135,17 @@ def test_faint_haze_far_from_the_subject_fades_and_its_soft_edge_stays():
     bg = np.empty((size, size, 3), np.uint8)
     bg[:] = bgc
     job = RepaintJob(rgb, a, repaint_mask((a * 255).astype(np.uint8), blur=4), bg)
-    out = ClassicalInpainter(shadow=0.0, haze=0.02)([job])[0].astype(float)
+    out = backend("inpainter", "classical", shadow=0.0, haze=0.02)([job])[0].astype(float)
     np.testing.assert_array_equal(out[veil], np.tile(bgc, (int(veil.sum()), 1)))
     edge = (a > 0.05) & (a < 0.95) & (r < 31)
     ideal = a[..., None] * fg + (1 - a[..., None]) * bgc
     assert edge.sum() > 300 and np.abs(out[edge] - ideal[edge]).max() <= 1.0
-    kept = ClassicalInpainter(shadow=0.0, haze=0.0)([job])[0].astype(float)
+    kept = backend("inpainter", "classical", shadow=0.0, haze=0.0)([job])[0].astype(float)
     assert np.abs(kept[veil] - ideal[veil]).max() <= 1.0
 
 
 def test_contact_shadow_only_under_standing_objects():
-    ci = ClassicalInpainter(shadow=0.6)
+    ci = backend("inpainter", "classical", shadow=0.6)
     standing = _square_job(box=(28, 30, 40, 60))  # bottom at 90 of 96: stands on the ground
     floating = _square_job(box=(28, 4, 40, 30))  # bottom at 34: in the sky
     s_out = ci([standing])[0].astype(int)
@@ -158,10 +159,10 @@ def test_contact_shadow_only_under_standing_objects():
 
 def test_poisson_blending_keeps_interiors():
     job = _square_job(size=128, box=(30, 30, 60, 70), blur=4)
-    out = ClassicalInpainter(poisson=True)([job])[0]
+    out = backend("inpainter", "classical", poisson=True)([job])[0]
     keep = job.repaint == 0
     assert np.array_equal(out[keep], job.rgb[keep])
-    assert not np.array_equal(out, ClassicalInpainter(poisson=False)([job])[0])
+    assert not np.array_equal(out, backend("inpainter", "classical", poisson=False)([job])[0])
 
 
 # ---------------------------------------------------------------- backgrounds
@@ -294,7 +295,7 @@ def test_harmonisation_is_per_object():
     bg[:, :64] = (30, 40, 210)
     bg[:, 64:] = (210, 40, 30)
     job = RepaintJob(rgb, a, repaint_mask((a * 255).astype(np.uint8), blur=6), bg)
-    out = ClassicalInpainter(harmonize=0.8, feather=0.0, shadow=0.0)([job])[0].astype(int)
+    out = backend("inpainter", "classical", harmonize=0.8, feather=0.0, shadow=0.0)([job])[0].astype(int)
     band = (job.repaint > 0) & (a > 0)
     left, right = band.copy(), band.copy()
     left[:, 64:] = False

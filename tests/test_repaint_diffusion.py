@@ -7,10 +7,15 @@ import pytest
 
 from gen4gen.errors import UserError
 from gen4gen.repaint import RepaintJob
-from gen4gen.repaint.diffusion import DiffusionInpainter
 from gen4gen.repaint.mask import repaint_mask
+from tests.helpers.settings import backend
 from tests.helpers.tree import blob
 from tests.helpers.tiny_inpaint import make_sd15_inpaint, make_sdxl_inpaint, make_sdxl_refiner, make_unet_lora
+
+
+def inpainter(family: str, **over):
+    """conf/inpainter/<family>.yaml's backend at the jobs' own size (resolution: null), with ``over``."""
+    return backend("inpainter", family, resolution=None, **over)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +28,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sdxl(tiny):
-    return DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", steps=2, batch_size=3, strength=0.9)
+    return inpainter("sdxl", model=str(tiny["sdxl"]), device="cpu", steps=2, batch_size=3, strength=0.9)
 
 
 def make_job(seed: int, w: int = 64, h: int = 64) -> RepaintJob:
@@ -66,8 +71,8 @@ def test_sdxl_odd_sizes_come_back_at_the_input_size(sdxl):
 
 
 def test_sdxl_refiner_hands_latents_to_the_refiner(tiny, sdxl):
-    refined = DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", steps=2, refiner=str(tiny["refiner"]),
-                                 refiner_split=0.5)
+    refined = inpainter("sdxl", model=str(tiny["sdxl"]), device="cpu", steps=2, refiner=str(tiny["refiner"]),
+                        refiner_split=0.5)
     job = make_job(7)
     out = refined([job])[0]
     assert_concepts_exact(out, job)
@@ -80,8 +85,8 @@ def test_sdxl_refiner_hands_latents_to_the_refiner(tiny, sdxl):
 def test_speed_switches_keep_the_result(tiny, sdxl):
     job = make_job(8)
     ref = sdxl([job])[0].astype(int)
-    plain = DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", steps=2, attention="eager",
-                               channels_last=False, fuse_qkv=False)
+    plain = inpainter("sdxl", model=str(tiny["sdxl"]), device="cpu", steps=2, attention="eager",
+                      channels_last=False, fuse_qkv=False)
     assert np.abs(plain([job])[0] - ref).max() <= 2  # fused QKV, SDPA and channels_last are the same maths
     from diffusers.models.attention_processor import FusedAttnProcessor2_0
 
@@ -90,8 +95,8 @@ def test_speed_switches_keep_the_result(tiny, sdxl):
 
 def test_few_step_lora_with_its_scheduler(tiny, sdxl, tmp_path):
     lora = make_unet_lora(tmp_path / "lora", tiny["sdxl"])
-    lcm = DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", steps=2, guidance=1.0, scheduler="lcm",
-                             lora=str(lora), lora_weight_name="pytorch_lora_weights.safetensors")
+    lcm = inpainter("sdxl", model=str(tiny["sdxl"]), device="cpu", steps=2, guidance=1.0, scheduler="lcm",
+                    lora=str(lora), lora_weight_name="pytorch_lora_weights.safetensors")
     job = make_job(9)
     out = lcm([job])[0]
     assert_concepts_exact(out, job)
@@ -102,11 +107,11 @@ def test_few_step_lora_with_its_scheduler(tiny, sdxl, tmp_path):
     name = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0.weight"  # a LoRA target
     assert not np.allclose(params[name].detach(), dict(sdxl.load().unet.named_parameters())[name].detach())
     with pytest.raises(UserError, match="cannot load inpainter.lora=.*no_lora.: no such file or folder"):
-        DiffusionInpainter("sdxl", str(tiny["sdxl"]), device="cpu", lora=str(tmp_path / "no_lora")).load()
+        inpainter("sdxl", model=str(tiny["sdxl"]), device="cpu", lora=str(tmp_path / "no_lora")).load()
 
 
 def test_sd15_inpainting(tiny):
-    sd15 = DiffusionInpainter("sd15", str(tiny["sd15"]), device="cpu", steps=2, batch_size=2)
+    sd15 = inpainter("sd15", model=str(tiny["sd15"]), device="cpu", steps=2, batch_size=2)
     jobs = [make_job(10), make_job(11)]
     out = sd15(jobs)
     assert [o.shape for o in out] == [(64, 64, 3)] * 2
@@ -117,11 +122,11 @@ def test_sd15_inpainting(tiny):
 
 def test_wrong_family_or_missing_model_is_a_user_error(tiny, tmp_path):
     with pytest.raises(UserError, match="inpainter=sdxl or inpainter=sd15"):
-        DiffusionInpainter("sdxl", str(tiny["sd15"]), device="cpu").load()
+        inpainter("sdxl", model=str(tiny["sd15"]), device="cpu").load()
     with pytest.raises(UserError, match="cannot load"):
-        DiffusionInpainter("sdxl", str(tmp_path / "nowhere"), device="cpu").load()
+        inpainter("sdxl", model=str(tmp_path / "nowhere"), device="cpu").load()
     with pytest.raises(UserError, match="refiner exists only for SD-XL"):
-        DiffusionInpainter("sd15", device="cpu", refiner="x")
+        inpainter("sd15", device="cpu", refiner="x")
 
 
 def test_no_cuda_is_a_clear_error(monkeypatch):
@@ -129,7 +134,7 @@ def test_no_cuda_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="needs a CUDA GPU.*inpainter=classical.*device=cpu"):
-        DiffusionInpainter("sdxl", device="auto")
+        inpainter("sdxl", device="auto")
     with pytest.raises(UserError, match="needs a CUDA GPU"):
-        DiffusionInpainter("sd15", device="cuda:0")
-    assert DiffusionInpainter("sdxl", device="cpu").device == "cpu"  # forced: allowed (tests)
+        inpainter("sd15", device="cuda:0")
+    assert inpainter("sdxl", device="cpu").device == "cpu"  # forced: allowed (tests)

@@ -5,9 +5,8 @@ import pytest
 
 from gen4gen.errors import ItemFailed
 from gen4gen.layout.compose import Source, load_cutout, side_room
-from gen4gen.layout.heuristic import HeuristicPlanner
 from gen4gen.layout.schema import ConceptCount, Plan, PlacedBox, PlanRequest, depth_order
-from tests.helpers.settings import composer_of
+from tests.helpers.settings import backend, composer_of
 from tests.helpers.trees import fake_s1
 
 SIZE = (640, 480)
@@ -25,7 +24,7 @@ def sources(tmp_path, soft=False):
 def heuristic_layout(seed, names=("cat", "dog", "cup"), counts=None):
     counts = counts or {}
     r = PlanRequest(tuple(ConceptCount(n, counts.get(n, 1)) for n in names), SIZE, seed)
-    return HeuristicPlanner(max_overlap=0.3).plan(r)
+    return backend("layout", "heuristic", max_overlap=0.3).plan(r)
 
 
 def test_pasted_pixels_equal_the_scaled_source(tmp_path):
@@ -132,7 +131,7 @@ def test_occlusion_share_min_visible_and_exact_masks_over_many_samples(tmp_path)
     from gen4gen.layout.plausibility import occluded
 
     src = sources(tmp_path, soft=True)
-    planner = HeuristicPlanner(occlusion=0.3)
+    planner = backend("layout", "heuristic", occlusion=0.3)
     composer = composer_of(tmp_path, "compose.augment.max_rotation=3", "compose.augment.max_shift=0.01")
     n, hidden = 60, 0
     for k in range(n):

@@ -3,8 +3,9 @@ import itertools
 
 import pytest
 
-from gen4gen.layout.heuristic import MEDIUM, HeuristicPlanner, size_prior, size_ratios, suggest_scenes
+from gen4gen.layout.heuristic import MEDIUM, size_prior, size_ratios, suggest_scenes
 from gen4gen.layout.schema import ConceptCount, PlanRequest, hidden_share, min_box_area, overlap_fraction
+from tests.helpers.settings import backend
 
 NAMES = ["cat", "dog", "houseplant", "cup", "car", "astronaut", "rocket", "zorblax", "teddy_bear", "lion"]
 
@@ -16,7 +17,7 @@ def request(names, size=(1024, 1024), seed=0, counts=None):
 
 @pytest.mark.parametrize("size", [(1024, 1024), (1024, 640), (512, 768)])
 def test_boxes_inside_canvas_above_min_area_and_overlap_bounded(size):
-    planner = HeuristicPlanner(max_overlap=0.2)
+    planner = backend("layout", "heuristic", max_overlap=0.2)
     W, H = size
     for n, seed in itertools.product(range(1, 8), range(25)):
         names = [NAMES[(seed + 3 * i) % len(NAMES)] + str(i) for i in range(n)]
@@ -42,7 +43,7 @@ def test_min_area_rule_matches_gen4gen():
 
 
 def test_deterministic_per_seed_and_varied_across_seeds():
-    planner = HeuristicPlanner()
+    planner = backend("layout", "heuristic")
     names = ["cat", "dog", "houseplant"]
     a, b = planner.plan(request(names, seed=7)), planner.plan(request(names, seed=7))
     assert [x.box for x in a.boxes] == [x.box for x in b.boxes] and a.background_prompt == b.background_prompt
@@ -63,7 +64,7 @@ SETS = [("cat", "dog"), ("cat", "dog", "horse"), ("cat", "dog", "dog2", "horse")
 
 
 def plans(seeds=range(60), sets=SETS, planner=None, size=(1024, 1024)):
-    planner = planner or HeuristicPlanner()
+    planner = planner or backend("layout", "heuristic")
     for names in sets:
         for seed in seeds:
             r = PlanRequest(tuple(ConceptCount(n) for n in names), size, seed, sample=seed)
@@ -131,7 +132,7 @@ def test_small_objects_are_moved_nearer_instead_of_enlarged():
 @pytest.mark.parametrize("share,sets", [(0.0, [("cat", "dog"), ("cat", "dog", "horse")]),
                                         (0.3, [("cat", "dog"), ("cat", "dog", "horse")]), (0.6, [("cat", "dog")])])
 def test_occlusion_share_follows_the_setting(share, sets):
-    planner = HeuristicPlanner(occlusion=share, max_overlap=0.35)
+    planner = backend("layout", "heuristic", occlusion=share, max_overlap=0.35)
     n = 0
     for names in sets:
         planned = 0
@@ -150,7 +151,7 @@ def test_occlusion_share_follows_the_setting(share, sets):
 
 
 def test_unknown_names_are_medium_and_say_so():
-    lay = HeuristicPlanner().plan(request(["zorblax", "cat"], seed=2))
+    lay = backend("layout", "heuristic").plan(request(["zorblax", "cat"], seed=2))
     assert lay.size_source == {"zorblax": "unknown", "cat": "prior"}
 
 
@@ -161,13 +162,13 @@ def test_size_priors_ratios_and_unknown_names():
     assert ratios["rocket"] == 1.0 and 0 < ratios["cup"] < ratios["dog"] < 0.4
     ratios = size_ratios(["dog", "cat"])
     assert ratios["dog"] == 1.0 and 0.4 <= ratios["cat"] < 1.0
-    lay = HeuristicPlanner().plan(request(["dog", "cat"], seed=3))
+    lay = backend("layout", "heuristic").plan(request(["dog", "cat"], seed=3))
     dog, cat = lay.boxes
     assert dog.box[3] / lay.depth["dog_0"] > cat.box[3] / lay.depth["cat_0"]
 
 
 def test_counts_make_several_instances():
-    lay = HeuristicPlanner().plan(request(["cat", "dog"], seed=1, counts={"dog": 2}))
+    lay = backend("layout", "heuristic").plan(request(["cat", "dog"], seed=1, counts={"dog": 2}))
     assert [b.name for b in lay.boxes] == ["cat_0", "dog_0", "dog_1"]
 
 
@@ -200,5 +201,5 @@ def test_plausible_scenes_per_concept_type():
 
 def test_known_cutout_aspect_shapes_the_box():
     r = PlanRequest((ConceptCount("cat", 1, aspect=2.0), ConceptCount("zorblax", 1, aspect=0.5)), (1024, 1024), 4)
-    cat, other = HeuristicPlanner().plan(r).boxes
+    cat, other = backend("layout", "heuristic").plan(r).boxes
     assert cat.box[2] / cat.box[3] == pytest.approx(2.0) and other.box[2] / other.box[3] == pytest.approx(0.5)

@@ -6,13 +6,13 @@ import pytest
 
 from gen4gen.layout.checks import check_layout, check_ratios, instance_ids
 from gen4gen.layout.coco_examples import CocoExamples
-from gen4gen.layout.llm import LLMPlanner
 from gen4gen.layout.schema import (ConceptCount, LayoutReply, ObjectBox, PlanRequest, SizeRatiosReply, ObjectRatio,
                                    min_box_area, overlap_fraction)
 from gen4gen.llm.health import LLMUnreachable
 from gen4gen.llm.replies import ReplyInvalid
 from tests.helpers.llm_server import LLMServer, Reply, llm_client
 from tests.helpers.s2_llm_replies import asked_objects, good, good_content, kind
+from tests.helpers.settings import backend
 
 SIZE = (1024, 768)
 
@@ -27,7 +27,7 @@ def planner(srv, tmp_path=None, **kw):
     client = llm_client(srv.base_url, "test-model", concurrency=kw.pop("concurrency", 8),
                         max_retries=kw.pop("max_retries", 0), timeout=kw.pop("timeout", 10),
                         max_attempts=kw.pop("max_attempts", 3), cache_dir=tmp_path)
-    return LLMPlanner(client=client, **kw)
+    return backend("layout", "llm", client=client, **kw)
 
 
 def assert_valid(layout, r):

@@ -2,6 +2,8 @@
 any key they hold in one line, before any stage starts; the yaml gives every field; the stages read typed values."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import BaseModel, ValidationError
 
@@ -33,6 +35,8 @@ BAD = [
     ("strict=maybe", "strict=maybe: expected true or false"),
     ("llm.concurrency=0", "llm.concurrency=0: must be at least 1"),
     ("+llm.colour=red", "llm.colour=red: extra inputs are not permitted"),
+    ("+paths.stage_dir=x", "paths.stage_dir=x: extra inputs are not permitted"),
+    ("paths.stages_dir=null", "paths.stages_dir=None: expected a folder"),
 ]
 
 
@@ -55,7 +59,7 @@ def test_the_command_stops_before_any_stage_with_that_line(tmp_path, override):
 
 SECTIONS = {"segment": st.SegmentSettings, "segmenter": st.SegmenterNode, "compose": st.ComposeSettings,
             "layout": st.BackendNode, "repaint": st.RepaintSettings, "caption": st.CaptionSettings,
-            "io": st.IOSettings, "shard": st.ShardSettings}
+            "io": st.IOSettings, "shard": st.ShardSettings, "paths": st.PathsSettings}
 
 
 def _models(model: type[BaseModel]):
@@ -87,6 +91,8 @@ def test_the_sections_hold_typed_values(tmp_path):
                    st.RepaintSettings).kind == "noise"
     assert section(make_cfg(tmp_path, "layout=llm"), "layout", st.BackendNode).target == \
         "gen4gen.layout.llm.LLMPlanner"
+    paths = section(make_cfg(tmp_path, "paths.stages_dir=2024"), "paths", st.PathsSettings)
+    assert paths.stages_dir == Path("2024") and paths.source_dir == tmp_path / "src"  # a number is a folder name
     with pytest.raises(ValidationError, match="frozen"):  # built once and handed down: nobody changes it on the way
         compose.num_samples = 5
 

@@ -14,15 +14,20 @@ import torch
 
 from gen4gen.errors import UserError
 from gen4gen.train import checkpoints
-from gen4gen.train.custom_diffusion import CustomDiffusion, cross_attention_kv
+from gen4gen.train.custom_diffusion import cross_attention_kv
 from gen4gen.train.data import load_examples
 from gen4gen.settings import TrainSettings, section
 from gen4gen.train.loop import train
-from gen4gen.train.lora import Lora
 from gen4gen.train.models import load_base
 from tests.helpers.bench_tiny import BPE, clip_tokenizer, save_tiny_sd, save_tiny_sdxl
+from tests.helpers.settings import backend
 from tests.conftest import make_cfg, shared
 from tests.helpers.train_tiny import save_tiny_dataset
+
+
+def trainer_of(choice: str, **over):
+    """``trainer=<choice>`` as the yaml builds it, with ``over``."""
+    return backend("trainer", choice, **over)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,7 @@ def _train(tiny, kind: str, run_dir: Path, trainer=None, checkpoint_every: int =
     s = _settings(tiny, kind, **kw)
     examples, concepts, _ = load_examples(tiny["dataset"], s.data, s.caption)
     base = load_base(s.base)
-    return train(s, trainer or CustomDiffusion(), base, examples, concepts, run_dir, "cpu", "hash",
+    return train(s, trainer or trainer_of("custom_diffusion"), base, examples, concepts, run_dir, "cpu", "hash",
                  checkpoint_every, on_step=on_step), examples, concepts, s
 
 
@@ -83,7 +88,7 @@ def test_custom_diffusion_changes_exactly_cross_attention_kv_and_the_new_token_r
 @pytest.mark.parametrize("kind", ["sd", "sdxl"])
 def test_lora_changes_only_its_adapters_and_the_new_token_rows(tiny, tmp_path, kind):
     fresh = load_base(str(tiny[kind]))
-    result, _, concepts, _ = _train(tiny, kind, tmp_path, trainer=Lora(rank=2, alpha=4.0))
+    result, _, concepts, _ = _train(tiny, kind, tmp_path, trainer=trainer_of("lora", rank=2, alpha=4.0))
     trained = result.base.unet.state_dict()
     lora = {k for k in trained if "lora_" in k}
     assert lora and all(".attn1." in k or ".attn2." in k for k in lora)
@@ -100,8 +105,8 @@ def test_lora_changes_only_its_adapters_and_the_new_token_rows(tiny, tmp_path, k
     assert not _changed({k: v for k, v in old.items() if k != emb}, new)
 
 
-@pytest.mark.parametrize("trainer,lr", [(CustomDiffusion(), 2e-2), (Lora(rank=4, alpha=4.0), 2e-2)],
-                         ids=["custom_diffusion", "lora"])
+@pytest.mark.parametrize("trainer,lr", [(trainer_of("custom_diffusion"), 2e-2),
+                                        (trainer_of("lora", rank=4, alpha=4.0), 2e-2)], ids=["custom_diffusion", "lora"])
 def test_overfitting_one_fixed_batch_lowers_the_loss_clearly(tiny, tmp_path, monkeypatch, trainer, lr):
     # one batch: every step draws the same examples, noise and timesteps
     monkeypatch.setattr("gen4gen.train.loop.stable_hash", lambda text: 1234567)
@@ -111,7 +116,8 @@ def test_overfitting_one_fixed_batch_lowers_the_loss_clearly(tiny, tmp_path, mon
     assert (np.diff(losses) < 0).mean() > 0.8  # falls step after step, not by chance
 
 
-@pytest.mark.parametrize("trainer", [CustomDiffusion(), Lora(rank=2)], ids=["custom_diffusion", "lora"])
+@pytest.mark.parametrize("trainer", [trainer_of("custom_diffusion"), trainer_of("lora", rank=2)],
+                         ids=["custom_diffusion", "lora"])
 def test_mixed_precision_keeps_frozen_weights_in_bf16_and_trains_fp32_copies(tiny, tmp_path, trainer):
     # the GPU's mixed-precision path, run on the CPU's bf16 autocast (fp16 has none there)
     fresh = load_base(str(tiny["sdxl"]))
@@ -162,8 +168,8 @@ def test_masked_loss_weights_the_concept_pixels_and_prior_images_join_the_batch(
     priors = prior_examples(tmp_path / "class", concepts)
     assert [(p.caption, p.prior) for p in priors] == [("a photo of a cat", True), ("a photo of a dog", True)]
     s = _settings(tiny, "sd", max_steps=15, prior={"class_dir": str(tmp_path / "class"), "weight": 1.0, "generate": 0})
-    with_prior = train(s, CustomDiffusion(), load_base(s.base), examples, concepts, tmp_path / "p", "cpu", "h", 100,
-                       priors=priors)
+    with_prior = train(s, trainer_of("custom_diffusion"), load_base(s.base), examples, concepts, tmp_path / "p",
+                       "cpu", "h", 100, priors=priors)
     assert with_prior.losses[0] > unmasked.losses[0]  # the prior term adds to the instance loss
     with pytest.raises(UserError, match="no class images"):
         prior_examples(tmp_path / "nowhere", concepts)
@@ -248,7 +254,7 @@ def _save(tiny, kind, run_dir: Path, trainer=None):
     from gen4gen.runner import ItemWriter
     from gen4gen.stages.train import save_run
 
-    trainer = trainer or CustomDiffusion()
+    trainer = trainer or trainer_of("custom_diffusion")
     result, examples, concepts, s = _train(tiny, kind, run_dir, trainer=trainer)
     save_run(ItemWriter(run_dir), "run", s, trainer, result, concepts, examples, None, 0, tiny["dataset"], "cpu")
     b = result.base
@@ -299,7 +305,8 @@ def test_saved_lora_run_loads_into_a_fresh_pipeline_and_reproduces_the_trained_i
     import gen4gen.personalize
 
     run = tmp_path / "run"
-    in_memory = _save(tiny, kind, run, Lora(rank=2, alpha=4.0))  # alpha != rank: the scale must survive saving
+    # alpha != rank: the scale must survive saving
+    in_memory = _save(tiny, kind, run, trainer_of("lora", rank=2, alpha=4.0))
     prompt = "<new2> dog above <new1> cat on the moon"
     want = _image(in_memory, prompt)
     cls = _pipeline_class(kind)
@@ -324,7 +331,8 @@ def test_lora_run_s_kohya_file_and_a1111_embeddings_give_the_trained_image_throu
     from safetensors.torch import load_file
 
     run = tmp_path / "run"
-    in_memory = _save(tiny, kind, run, Lora(rank=2, alpha=4.0))  # alpha != rank: the kohya alpha must carry it
+    # alpha != rank: the kohya alpha must carry it
+    in_memory = _save(tiny, kind, run, trainer_of("lora", rank=2, alpha=4.0))
     prompt = "<new2> dog above <new1> cat on the moon"
     want = _image(in_memory, prompt)
     fresh = _pipeline_class(kind).from_pretrained(tiny[kind])

@@ -16,11 +16,12 @@ import base64
 import io
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Any, Callable
 
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from gen4gen.backends import typed_settings
 from gen4gen.caption.check import caption_problems, markup_problem, personalize
 from gen4gen.caption.facts import Facts, facts_from_layout
 from gen4gen.caption.template import CaptionJob, Outcome, TemplateCaptioner
@@ -48,12 +49,13 @@ SYSTEM = (
 class LLMCaptioner(TemplateCaptioner):
     name = "llm"
 
-    def __init__(self, llm, *, max_words: int, clip_tokenizer: str | None, temperature: float,
-                 cache_dir: str | None = None, client: LLMClient | None = None):
+    @typed_settings
+    def __init__(self, llm: Any, *, max_words: Annotated[int, Field(ge=1)], clip_tokenizer: str | None,
+                 temperature: Annotated[float, Field(ge=0)], cache_dir: str | None, client: LLMClient | None = None):
         """``llm``: the ``llm`` section; ``cache_dir`` None: its ``cache_dir``; ``client``: one made already."""
         super().__init__(max_words=max_words, clip_tokenizer=clip_tokenizer)
         self.llm = parse(llm, LLMSettings, "llm")  # the backend's ``llm`` node (${llm}), read once
-        self.cache_dir, self.temperature = cache_dir, float(temperature)
+        self.cache_dir, self.temperature = cache_dir, temperature
         self._client = client
 
     @property
@@ -134,11 +136,13 @@ class LLMCaptioner(TemplateCaptioner):
 class VLMCaptioner(LLMCaptioner):
     name = "vlm"
 
-    def __init__(self, llm, *, max_words: int, clip_tokenizer: str | None, temperature: float, image_side: int,
-                 image_format: str, cache_dir: str | None = None, client: LLMClient | None = None):
+    @typed_settings
+    def __init__(self, llm: Any, *, max_words: Annotated[int, Field(ge=1)], clip_tokenizer: str | None,
+                 temperature: Annotated[float, Field(ge=0)], image_side: Annotated[int, Field(ge=16)],
+                 image_format: str, cache_dir: str | None, client: LLMClient | None = None):
         super().__init__(llm, max_words=max_words, clip_tokenizer=clip_tokenizer, temperature=temperature,
                          cache_dir=cache_dir, client=client)
-        self.image_side, self.image_format = int(image_side), image_format.lower()
+        self.image_side, self.image_format = image_side, image_format.lower()
 
     def config(self) -> dict:
         return {**super().config(), "image_side": self.image_side, "image_format": self.image_format}

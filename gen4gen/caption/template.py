@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
+
+from pydantic import Field
 
 from gen4gen.artefacts import Layout
+from gen4gen.backends import typed_settings
 from gen4gen.caption.facts import Facts, facts_from_layout
 from gen4gen.caption.tokens import ClipTokenCounter
 from gen4gen.words import background_clause, join_list, number_word, plural, word_count
@@ -36,9 +39,10 @@ class Outcome:
 class TemplateCaptioner:
     name = "template"
 
-    def __init__(self, *, max_words: int, clip_tokenizer: str | None):
+    @typed_settings
+    def __init__(self, *, max_words: Annotated[int, Field(ge=1)], clip_tokenizer: str | None):
         """``max_words`` and ``clip_tokenizer``: the ``caption`` section (conf/captioner/*.yaml interpolate it)."""
-        self.max_words = int(max_words)
+        self.max_words = max_words
         self.clip_tokenizer = clip_tokenizer
         self.counter = ClipTokenCounter(clip_tokenizer)
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
+from gen4gen.backends import typed_settings
 from gen4gen.hashing import stable_hash
 from gen4gen.layout.closeups import closeup_box
 from gen4gen.layout.scenes import suggest_scenes as fitting_scenes
@@ -55,6 +58,8 @@ SIZES.update({
     "hamster": ("small_animal", 12, 1.3), "turtle": ("small_animal", 25, 1.5), "mouse": ("small_animal", 10, 1.5),
 })
 _WORD = re.compile(r"[a-z]+")
+Share = Annotated[float, Field(ge=0, le=1)]  # a fraction (of the canvas height, of a box)
+Span = tuple[Share, Share]  # (low, high): drawn per composition
 
 
 def size_prior(concept: str) -> tuple[str, float, float]:
@@ -112,19 +117,16 @@ class HeuristicPlanner:
     smaller one)."""
     name = "heuristic"
 
-    def __init__(self, max_overlap: float = 0.35, occlusion: float = 0.3, horizon: tuple[float, float] = (0.3, 0.5),
-                 near: tuple[float, float] = (0.9, 0.99), camera: tuple[float, float] = (0.6, 1.3),
-                 depth: tuple[float, float] = (0.4, 1.0), max_height: float = 0.8, aspect_jitter: float = 0.1,
-                 smallest_ratio: float = 0.4):
-        self.max_overlap = float(max_overlap)
-        self.occlusion = float(occlusion)
-        self.horizon = (float(horizon[0]), float(horizon[1]))  # fraction of H from the top
-        self.near = (float(near[0]), float(near[1]))  # base of the nearest possible object, fraction of H
-        self.camera = (float(camera[0]), float(camera[1]))  # camera height / real height of the tallest object
-        self.depth = (max(float(depth[0]), float(smallest_ratio)), float(depth[1]))  # perspective factor range
-        self.max_height = float(max_height)
-        self.aspect_jitter = float(aspect_jitter)
-        self.smallest_ratio = float(smallest_ratio)
+    @typed_settings
+    def __init__(self, *, max_overlap: Share, occlusion: Share, horizon: Span, near: Span, camera: tuple[float, float],
+                 depth: Span, max_height: Share, aspect_jitter: float, smallest_ratio: Share):
+        self.max_overlap = max_overlap
+        self.occlusion = occlusion
+        self.horizon = horizon  # fraction of H from the top
+        self.near = near  # base of the nearest possible object, fraction of H
+        self.camera = camera  # camera height / real height of the tallest object
+        self.depth = (max(depth[0], smallest_ratio), depth[1])  # perspective factor range
+        self.max_height, self.aspect_jitter, self.smallest_ratio = max_height, aspect_jitter, smallest_ratio
 
     def config(self) -> dict:
         return {k: v for k, v in vars(self).items()}

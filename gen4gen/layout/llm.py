@@ -18,13 +18,16 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
+from gen4gen.backends import typed_settings
 from gen4gen.console import progress
 from gen4gen.layout.checks import check_layout, check_ratios, check_scenes, instance_ids, labels_of
 from gen4gen.layout.coco_examples import CocoExamples
-from gen4gen.layout.heuristic import HeuristicPlanner, size_ratios, size_source, suggest_scenes
+from gen4gen.layout.heuristic import HeuristicPlanner, Share, size_ratios, size_source, suggest_scenes
 from gen4gen.layout.plausibility import check_plausible, fitting_llm_scenes
 from gen4gen.layout.prompts import (LAYOUT_SYSTEM, RATIOS_SYSTEM, RATIOS_USER, SCENES_SYSTEM, SCENES_USER,
                                     layout_user)
@@ -52,25 +55,24 @@ class Draft:
 class LLMPlanner:
     name = "llm"
 
-    def __init__(self, llm=None, client: LLMClient | None = None, cache_dir: str | Path | None = None,
-                 frame: int = 512, scenes: bool = True, size_ratios: bool = True, smallest_ratio: float = 0.4,
-                 temperatures: list[float] | None = None, max_overlap: float = 0.3, min_area_rule: bool = True,
-                 in_context_coco: str | None = None, in_context_captions: str | None = None,
-                 in_context_examples: int = 3, fallback: HeuristicPlanner | None = None):
-        if client is None:
-            if llm is None:
-                raise ValueError("LLMPlanner needs an `llm` config block or a `client`")
-            client = client_from_cfg(llm, cache_dir)
-        self.client = client
-        self.frame = int(frame)
-        self.use_scenes, self.use_ratios = bool(scenes), bool(size_ratios)
-        self.smallest_ratio = float(smallest_ratio)
-        self.temperatures = [float(t) for t in temperatures] if temperatures else [client.settings.temperature]
-        self.max_overlap = float(max_overlap)
-        self.min_area_rule = bool(min_area_rule)
+    @typed_settings
+    def __init__(self, llm: Any, *, frame: Annotated[int, Field(ge=64)], scenes: bool, size_ratios: bool, smallest_ratio: Share,
+                 temperatures: list[Annotated[float, Field(ge=0)]] | None, max_overlap: Share, min_area_rule: bool,
+                 in_context_coco: str | None, in_context_captions: str | None,
+                 in_context_examples: Annotated[int, Field(ge=0)], fallback: HeuristicPlanner,
+                 client: LLMClient | None = None, cache_dir: str | Path | None = None):
+        """The settings are conf/layout/llm.yaml's, ``llm`` its ``${llm}`` block; ``client``: one made already
+        (tests), ``cache_dir`` None: the block's own."""
+        self.client = client or client_from_cfg(llm, cache_dir)
+        self.frame = frame
+        self.use_scenes, self.use_ratios = scenes, size_ratios
+        self.smallest_ratio = smallest_ratio
+        self.temperatures = temperatures or [self.client.settings.temperature]
+        self.max_overlap = max_overlap
+        self.min_area_rule = min_area_rule
         self.examples = CocoExamples(in_context_coco, in_context_captions, self.frame) if in_context_coco else None
-        self.n_examples = int(in_context_examples)
-        self.fallback = fallback or HeuristicPlanner()
+        self.n_examples = in_context_examples
+        self.fallback = fallback
 
     def config(self) -> dict:
         """What the layouts depend on (not concurrency, timeouts or where the cache lives)."""

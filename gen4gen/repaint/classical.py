@@ -11,42 +11,50 @@ interiors stay bit-exact. Either way s2's instance masks and boxes still hold fo
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Annotated
 
 import cv2
 import numpy as np
+from pydantic import Field
 
+from gen4gen.backends import typed_settings
 from gen4gen.repaint import RepaintJob, keep_concepts
 from gen4gen.repaint.exposure import expose
 from gen4gen.repaint.light import light_match
+
+Share = Annotated[float, Field(ge=0, le=1)]
+NonNegative = Annotated[float, Field(ge=0)]
 
 
 class ClassicalInpainter:
     name = "classical"
     thread_safe = True  # no state between calls: the stage may run items in parallel threads
 
-    def __init__(self, feather: float = 6.0, harmonize: float = 0.0, band: int = 24, poisson: bool = False,
-                 shadow: float = 0.45, shadow_squash: float = 0.12, standing_min_y: float = 0.25,
-                 min_component: float = 0.002, batch_size: int = 1, match_light: float = 0.0, wrap: float = 0.0,
-                 grain: bool = False, shadow_cast: float = 0.3, matte_width: float = 1.5, expose: float = 0.0,
-                 expose_max_gain: float = 4.0, haze: float = 0.0):
-        self.feather = float(feather)  # px over which a concept's alpha ramps from 0 at its outline to 1
+    batch_size = 1  # items are painted one by one (the stage runs them in threads)
+    min_component = 0.002  # image fraction: smaller blobs cast no shadow
+
+    @typed_settings
+    def __init__(self, *, feather: NonNegative, harmonize: Share, band: Annotated[int, Field(ge=1)], poisson: bool,
+                 shadow: Share, shadow_squash: NonNegative, standing_min_y: Share, match_light: Share, wrap: Share,
+                 grain: bool, shadow_cast: float, matte_width: NonNegative, expose: Share,
+                 expose_max_gain: Annotated[float, Field(ge=1)], haze: NonNegative):
+        """The arguments are conf/inpainter/classical.yaml's (the yaml says what each one does)."""
+        self.feather = feather  # px over which a concept's alpha ramps from 0 at its outline to 1
         # px: a concept whose soft edge (alpha 0.05-0.95) is on average this wide has a matte, kept unfeathered
-        self.matte_width = float(matte_width)
-        self.haze = float(haze)  # x an object's size: soft alpha further out than this fades out (0: kept)
-        self.harmonize = float(harmonize)  # 0: concept colours as they are; 1: band statistics = the background's
-        self.band = int(band)  # px: width of the rings whose Lab statistics are matched
-        self.poisson = bool(poisson)  # cv2.seamlessClone (gradient-domain) for the band
-        self.shadow = float(shadow)  # opacity of the contact shadow; 0 = none
-        self.shadow_squash = float(shadow_squash)  # shadow height / object height
-        self.standing_min_y = float(standing_min_y)  # objects whose bottom is below this fraction of H stand
-        self.min_component = float(min_component)  # image fraction: smaller blobs cast no shadow
-        self.batch_size = int(batch_size)
-        self.match_light = float(match_light)  # 0..1: share of the brightness / colour-cast gap to the place closed
-        self.wrap = float(wrap)  # 0..1: the background's light wrapped over the concept's outer edge
-        self.grain = bool(grain)  # the photo's blur and noise next to the concept applied to it
-        self.shadow_cast = float(shadow_cast)  # shadow offset away from the light, x the object's width
-        self.expose = float(expose)  # 0..1: share (in stops) of the re-exposure for the photo (repaint/exposure.py)
-        self.expose_max_gain = float(expose_max_gain)  # at most this factor brighter or darker (4: two stops)
+        self.matte_width = matte_width
+        self.haze = haze  # x an object's size: soft alpha further out than this fades out (0: kept)
+        self.harmonize = harmonize  # 0: concept colours as they are; 1: band statistics = the background's
+        self.band = band  # px: width of the rings whose Lab statistics are matched
+        self.poisson = poisson  # cv2.seamlessClone (gradient-domain) for the band
+        self.shadow = shadow  # opacity of the contact shadow; 0 = none
+        self.shadow_squash = shadow_squash  # shadow height / object height
+        self.standing_min_y = standing_min_y  # objects whose bottom is below this fraction of H stand
+        self.match_light = match_light  # 0..1: share of the brightness / colour-cast gap to the place closed
+        self.wrap = wrap  # 0..1: the background's light wrapped over the concept's outer edge
+        self.grain = grain  # the photo's blur and noise next to the concept applied to it
+        self.shadow_cast = shadow_cast  # shadow offset away from the light, x the object's width
+        self.expose = expose  # 0..1: share (in stops) of the re-exposure for the photo (repaint/exposure.py)
+        self.expose_max_gain = expose_max_gain  # at most this factor brighter or darker (4: two stops)
 
     def describe(self) -> dict:
         return {"backend": self.name, "feather": self.feather, "harmonize": self.harmonize, "band": self.band,

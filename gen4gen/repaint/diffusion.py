@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
+from pydantic import Field
 
+from gen4gen.backends import typed_settings
 from gen4gen.device import resolve_device
 from gen4gen.errors import UserError
 from gen4gen.hub import resolve
@@ -55,14 +57,15 @@ def inpainter_device(device: str, family: str) -> str:
 
 
 class DiffusionInpainter:
-    def __init__(self, family: str = "sdxl", model: str | None = None, device: str = "auto", dtype: str = "auto",
-                 variant: str | None = "fp16", steps: int = 30, guidance: float = 6.0, strength: float = 0.9,
-                 batch_size: int = 4, resolution: int | None = None, refiner: str | None = None,
-                 refiner_split: float = 0.8, attention: str = "sdpa", channels_last: bool = True,
-                 compile: bool = False, compile_mode: str = "max-autotune-no-cudagraphs", fuse_qkv: bool = True,
-                 vae: str | None = None, vae_upcast: bool | None = None, lora: str | None = None,
-                 lora_weight_name: str | None = None, lora_scale: float = 1.0, scheduler: str | None = None,
-                 cpu_offload: bool = False):
+    @typed_settings
+    def __init__(self, *, family: str, model: str | None, device: str, dtype: str, variant: str | None,
+                 steps: Annotated[int, Field(ge=1)], guidance: float, strength: Annotated[float, Field(gt=0, le=1)],
+                 batch_size: Annotated[int, Field(ge=1)], resolution: Annotated[int, Field(ge=64)] | None,
+                 refiner: str | None, refiner_split: Annotated[float, Field(gt=0, lt=1)], attention: str,
+                 channels_last: bool, compile: bool, compile_mode: str, fuse_qkv: bool, vae: str | None,
+                 vae_upcast: bool | None, lora: str | None, lora_weight_name: str | None, lora_scale: float,
+                 scheduler: str | None, cpu_offload: bool):
+        """The arguments are conf/inpainter/sdxl.yaml's (sd15.yaml changes a few); ``model`` null: the family's."""
         if family not in DEFAULT_MODELS:
             raise UserError(f"unknown diffusion family {family!r}; choose one of {', '.join(DEFAULT_MODELS)}")
         if refiner and family != "sdxl":
@@ -77,15 +80,15 @@ class DiffusionInpainter:
         self.device = inpainter_device(device, family)
         self.dtype = str(torch_dtype(self.device, dtype)).removeprefix("torch.")
         self.variant = variant
-        self.steps, self.guidance, self.strength = int(steps), float(guidance), float(strength)
-        self.batch_size = max(1, int(batch_size))
-        self.resolution = int(resolution) if resolution else None
-        self.refiner, self.refiner_split = refiner, float(refiner_split)
-        self.attention, self.channels_last = attention, bool(channels_last)
-        self.compile, self.compile_mode, self.fuse_qkv = bool(compile), compile_mode, bool(fuse_qkv)
+        self.steps, self.guidance, self.strength = steps, guidance, strength
+        self.batch_size = batch_size
+        self.resolution = resolution
+        self.refiner, self.refiner_split = refiner, refiner_split
+        self.attention, self.channels_last = attention, channels_last
+        self.compile, self.compile_mode, self.fuse_qkv = compile, compile_mode, fuse_qkv
         self.vae, self.vae_upcast = vae, vae_upcast
-        self.lora, self.lora_weight_name, self.lora_scale = lora, lora_weight_name, float(lora_scale)
-        self.scheduler, self.cpu_offload = scheduler, bool(cpu_offload)
+        self.lora, self.lora_weight_name, self.lora_scale = lora, lora_weight_name, lora_scale
+        self.scheduler, self.cpu_offload = scheduler, cpu_offload
         self._pipe = None
         self._refiner_pipe = None
         self.last_batch_seconds: float | None = None

@@ -40,6 +40,7 @@ from gen4gen.markers import read_meta, upstream_reasons
 from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.serve.review import apply_review
 from gen4gen.settings import ExportSettings, section, top_level
+from gen4gen.stage_settings import PathsSettings
 from gen4gen.tree import TreeView
 
 FORMATS = {"mycanvas": "gen4gen.export.mycanvas", "customdiffusion": "gen4gen.export.customdiffusion",
@@ -63,8 +64,9 @@ class ExportStage:
             raise UserError(f"unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
         self.opts = opts
         self.threads = top_level(cfg).workers  # inside the item: it is one
-        self.stages = Path(cfg.paths.stages_dir)
-        self.datasets = Path(cfg.paths.outputs_dir) / "datasets"
+        paths = section(cfg, "paths", PathsSettings)
+        self.stages = paths.stages_dir
+        self.datasets = paths.outputs_dir / "datasets"
         self.final = self.datasets / opts.name
         self.out_root = self.stages / DIR_NAME
         self.marker = self.out_root / f"{opts.name}.meta.json"

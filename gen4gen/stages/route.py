@@ -26,6 +26,7 @@ from gen4gen.route.router import ArgmaxClassifier, Router, Target, choose, lambd
 from gen4gen.route.tables import QualityTable, load_table, model_costs, read_prompts
 from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.settings import RouteSettings, section
+from gen4gen.stage_settings import PathsSettings
 
 PREDICTIONS = "route_predictions.jsonl"
 
@@ -39,7 +40,7 @@ def split_train_eval(train: QualityTable, fraction: float, seed: int) -> tuple[Q
     return train.subset(np.sort(perm[n_eval:])), train.subset(np.sort(perm[:n_eval]))
 
 
-def build_router(rc: RouteSettings, cache_dir: str, device: str, costs: np.ndarray,
+def build_router(rc: RouteSettings, cache_dir: Path, device: str, costs: np.ndarray,
                  predictor: str | None = None) -> Router:
     features = FeatureMaker(make_embedder(rc.embedding, clip=rc.clip, device=device, cache_dir=cache_dir),
                             stats=rc.prompt_stats, lexical=rc.lexical)
@@ -59,9 +60,10 @@ class RouteStage:
         if not rc.train_dir:
             raise UserError("set route.train_dir=<folder with {nima,clip}_score_with_time_<model>.csv or a bench "
                             "results table>")
-        self.cache_dir = str(cfg.paths.cache_dir)
+        paths = section(cfg, "paths", PathsSettings)
+        self.cache_dir = paths.cache_dir
         self.device = resolve_device(cfg.device)
-        self.out_root = Path(cfg.paths.outputs_dir) / "route"
+        self.out_root = paths.outputs_dir / "route"
         self.id = f"{rc.score}_{config_hash(self.config())[:10]}"
         self.shown: dict | None = None  # the report of this run, built or reused
 
@@ -105,7 +107,7 @@ class RouteStage:
             summary.notes["reused"] = "same settings and unchanged tables: the report of an earlier run"
 
 
-def route(rc: RouteSettings, cache_dir: str, device: str) -> tuple[dict, list, Router]:
+def route(rc: RouteSettings, cache_dir: Path, device: str) -> tuple[dict, list, Router]:
     """Fit the router on the train prompts and score every policy on the eval prompts: the report (with the
     per-model ``costs`` as an array, for predictions), the lambda sweep and the router."""
     train = load_table(rc.train_dir, rc.score)

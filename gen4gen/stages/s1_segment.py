@@ -39,7 +39,7 @@ from gen4gen.segment.cutout import clean_alpha, estimate_foreground, fill_transl
 from gen4gen.segment.objects import PhotoObjects, analysis_map, choose, features, find_objects, split_foreign
 from gen4gen.segment.quality import keep_largest, mask_stats
 from gen4gen.settings import section, top_level
-from gen4gen.stage_settings import IOSettings, SegmenterNode, SegmentSettings
+from gen4gen.stage_settings import IOSettings, PathsSettings, SegmenterNode, SegmentSettings
 
 DIR_NAME = STAGE_DIRS["s1"]
 FLAGGED_NAMED = 3  # the summary names this many flagged photos per flag
@@ -140,8 +140,9 @@ class SegmentStage:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        self.source_dir = Path(cfg.paths.source_dir)
-        self.out_root = Path(cfg.paths.stages_dir) / DIR_NAME
+        paths = section(cfg, "paths", PathsSettings)
+        self.source_dir = paths.source_dir
+        self.out_root = paths.stages_dir / DIR_NAME
         self.top = top_level(cfg)
         self.settings = section(cfg, "segment", SegmentSettings)
         self.io = section(cfg, "io", IOSettings)

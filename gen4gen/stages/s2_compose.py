@@ -14,13 +14,12 @@ import logging
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.artefacts import Layout, S2Meta, stage_rel
-from gen4gen.backends import build_backend
+from gen4gen.backends import build_backend, choice_node
 from gen4gen.console import Summary
 from gen4gen.errors import UserError
 from gen4gen.hashing import config_hash, stable_hash
@@ -37,7 +36,8 @@ from gen4gen.markers import upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.settings import section, top_level
-from gen4gen.stage_settings import BackendNode, ComposeSettings, IOSettings, RepaintSettings, canvas_size
+from gen4gen.stage_settings import (BackendNode, ComposeSettings, IOSettings, PathsSettings, RepaintSettings,
+                                    canvas_size)
 from gen4gen.tree import TreeView
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ class ComposeStage:
         self.top = top_level(cfg)
         self.io = section(cfg, "io", IOSettings)
         self.compose = cc = section(cfg, "compose", ComposeSettings)
-        self.stages_dir = Path(cfg.paths.stages_dir)
+        self.paths = section(cfg, "paths", PathsSettings)
+        self.stages_dir = self.paths.stages_dir
         self.s1_root = self.stages_dir / S1_DIR
         self.out_root = self.stages_dir / DIR_NAME
         self.size = canvas_size(cc.size, self.io.max_pixels)
@@ -89,8 +90,9 @@ class ComposeStage:
         self.counts = dict(cc.counts or {})
         self.planner_target = section(cfg, "layout", BackendNode).target
         self.planner = build_backend(cfg.layout, "layout")
+        # a user's own planner without a fallback: the yaml's heuristic draws the re-planned layouts
         self.heuristic = self.planner if isinstance(self.planner, HeuristicPlanner) else \
-            getattr(self.planner, "fallback", None) or HeuristicPlanner()
+            getattr(self.planner, "fallback", None) or build_backend(choice_node(cfg, "layout", "heuristic"), "layout")
         self.composer = Composer(cc, self.io)
         self.workers = self.top.workers
         # the user's background photos: each composition stands on the ground of the photo chosen for it
@@ -121,7 +123,7 @@ class ComposeStage:
         scenes, the folders all) into the registry, where their tokens stay; ``compose.counts`` checked
         against them, since a typo there would silently count 1 of everything."""
         seen = {c: scene for scene in sorted(found, reverse=True) for c in found[scene]}
-        source = Path(self.cfg.paths.source_dir)
+        source = self.paths.source_dir
         try:
             for scene in sorted(source.iterdir(), reverse=True):
                 if scene.is_dir() and not scene.name.startswith("."):

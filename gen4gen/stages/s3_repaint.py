@@ -31,7 +31,7 @@ from gen4gen.repaint.mask import repaint_mask, to_u8
 from gen4gen.repaint.prompt import build_prompt
 from gen4gen.runner import Item, ItemWriter, run_stage
 from gen4gen.settings import section, top_level
-from gen4gen.stage_settings import IOSettings, RepaintSettings
+from gen4gen.stage_settings import IOSettings, PathsSettings, RepaintSettings
 from gen4gen.tree import Entry, TreeView
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class RepaintStage:
         self.top = top_level(cfg)
         self.io = section(cfg, "io", IOSettings)
         self.repaint = section(cfg, "repaint", RepaintSettings)
-        self.stages_dir = stages = Path(cfg.paths.stages_dir)
+        self.stages_dir = stages = section(cfg, "paths", PathsSettings).stages_dir
         self.in_root = stages / S2_DIR_NAME
         self.out_root = stages / DIR_NAME
         self.kind = self.repaint.kind

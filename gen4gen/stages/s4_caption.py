@@ -23,6 +23,8 @@ from gen4gen.hashing import stable_hash
 from gen4gen.markers import upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.runner import Item, ItemWriter, run_stage
+from gen4gen.settings import section
+from gen4gen.stage_settings import PathsSettings
 from gen4gen.tree import TreeView
 
 DIR_NAME = STAGE_DIRS["s4"]
@@ -36,7 +38,7 @@ class CaptionStage:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        self.stages_dir = stages = Path(cfg.paths.stages_dir)
+        self.stages_dir = stages = section(cfg, "paths", PathsSettings).stages_dir
         self.s2_root, self.s3_root, self.out_root = stages / S2_DIR, stages / S3_DIR, stages / DIR_NAME
         self.captioner = build_backend(cfg.captioner, "captioner")
         self.outcomes: dict[str, Outcome] = {}

@@ -31,6 +31,7 @@ from gen4gen.search.index import ModelIndex, MomentSpec, is_index
 from gen4gen.search.repair import damage
 from gen4gen.search.searcher import FALLBACK_NOTE, PRIMARY, Searcher, run_queries
 from gen4gen.settings import SearchSettings, section
+from gen4gen.stage_settings import PathsSettings
 
 ITEM = "index"
 
@@ -94,8 +95,9 @@ def open_index(cfg: DictConfig, root: Path, device: str) -> tuple[Path, Summary]
     """The index folder of the samples under ``root`` (built when missing, stale or damaged) and the build's summary."""
     sc = section(cfg, "search", SearchSettings)
     dataset = dataset_root(root)  # an exported dataset's index goes to the outputs folder, never into the dataset
+    outputs = section(cfg, "paths", PathsSettings).outputs_dir
     index_dir = Path(sc.index_dir) if sc.index_dir else \
-        default_index_dir(dataset, Path(cfg.paths.outputs_dir)) if dataset else root / ".gen4gen_index"
+        default_index_dir(dataset, outputs) if dataset else root / ".gen4gen_index"
     spec = MomentSpec(sc.moment, sc.rank, sc.eps, sc.dtype)
     build_cfg = {"clip": sc.clip, "minilm": sc.minilm, "moment": sc.moment, "rank": sc.rank, "eps": sc.eps,
                  "dtype": sc.dtype, "keep_raw": sc.keep_raw, "dataset_by": sc.dataset_by}

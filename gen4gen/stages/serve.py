@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from gen4gen.console import Summary, console
 from gen4gen.errors import UserError
 from gen4gen.settings import ServeSettings, section
+from gen4gen.stage_settings import PathsSettings
 
 
 def build(cfg: DictConfig, sv: ServeSettings | None = None):
@@ -29,7 +30,7 @@ def build(cfg: DictConfig, sv: ServeSettings | None = None):
     from gen4gen.serve.thumbs import Thumbnails
 
     sv = sv or section(cfg, "serve", ServeSettings)
-    stages = Path(cfg.paths.stages_dir)
+    stages = section(cfg, "paths", PathsSettings).stages_dir
     bench_root = Path(sv.bench_run) if sv.bench_run else Path(str(cfg.bench.out_dir)) / str(cfg.bench.name)
     if sv.bench_run and not bench_root.is_dir():
         raise UserError(f"serve.bench_run={bench_root} is not a folder (a bench run: <bench.out_dir>/<name>)")

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gen4gen.artefacts import ROSTER_ENTRY, TrainMeta
+from gen4gen.backends import build_backend
 from gen4gen.concepts import ConceptRegistry, trained_with
 from gen4gen.console import Summary, console, duration
 from gen4gen.errors import UserError
@@ -56,10 +57,8 @@ class TrainStage:
     meta_model = TrainMeta
 
     def __init__(self, cfg: DictConfig):
-        from hydra.utils import instantiate
-
         self.s, self.r = section(cfg, "train", TrainSettings), section(cfg, "train", TrainRun)
-        self.trainer = instantiate(cfg.trainer)
+        self.trainer = build_backend(cfg.trainer, "trainer")
         self.trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
         self.device_setting = cfg.device
         self.out_root = Path(self.r.out_dir) / self.r.name

@@ -25,7 +25,7 @@ def cross_attention_kv(unet) -> dict:
 @dataclass
 class CustomDiffusion:
     """``trainer=custom_diffusion``: what trains is fixed by the method; ``train.lr`` etc. are shared."""
-    name: str = "custom_diffusion"
+    name: str
 
     def trainable(self, unet) -> dict:
         params = cross_attention_kv(unet)

@@ -5,7 +5,6 @@ only the low-rank adapters and the token rows train. Saved as diffusers saves Lo
 from __future__ import annotations
 
 import tempfile
-from dataclasses import field
 from pathlib import Path
 
 from pydantic import Field
@@ -18,10 +17,10 @@ WEIGHTS = "pytorch_lora_weights.safetensors"
 class Lora:
     """``trainer=lora``: rank, alpha and the attention projections adapted (conf/trainer/lora.yaml), validated
     when Hydra builds it (a pydantic dataclass: ``trainer.rank=abc`` is one line naming ``rank``)."""
-    name: str = "lora"
-    rank: int = Field(default=4, ge=1)
-    alpha: float = Field(default=4.0, gt=0)
-    targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    name: str
+    rank: int = Field(ge=1)
+    alpha: float = Field(gt=0)
+    targets: list[str] = Field(min_length=1)
 
     def trainable(self, unet) -> dict:
         from peft import LoraConfig

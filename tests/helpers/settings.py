@@ -16,11 +16,21 @@ def backend_node(group: str, choice: str) -> dict:
 
 
 def captioner_args(choice: str = "template", **over) -> dict:
-    """The arguments the yaml gives captioner ``choice`` besides its ``llm`` block and cache (``max_words``,
-    ``temperature``...), counting tokens without a tokenizer (the tests run without the hub) unless ``over``
-    names one."""
-    node = {k: v for k, v in backend_node("captioner", choice).items() if k not in ("_target_", "llm", "cache_dir")}
-    return {**node, "clip_tokenizer": None, **over}
+    """The arguments the yaml gives captioner ``choice`` besides its ``llm`` block (``max_words``,
+    ``temperature``...), counting tokens without a tokenizer (the tests run without the hub) and, for an LLM
+    captioner, caching replies where its ``llm`` block says, unless ``over`` names a tokenizer or a cache."""
+    node = backend_node("captioner", choice)
+    args = {k: v for k, v in node.items() if k not in ("_target_", "llm")}
+    return {**args, "clip_tokenizer": None, **({"cache_dir": None} if "cache_dir" in node else {}), **over}
+
+
+def backend(group: str, choice: str, **over):
+    """The backend ``conf/<group>/<choice>.yaml`` builds, as Hydra builds it for a run, with ``over`` in place of
+    the yaml's values (and the arguments that are not settings: a client, a fallback planner). A refused setting
+    is the UserError a run would stop with."""
+    from gen4gen.backends import build_backend
+
+    return build_backend(backend_node(group, choice), group, **over)
 
 
 def composer_of(tmp_path, *overrides):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from gen4gen import settings
+from gen4gen import settings, tool_settings
+from gen4gen import stage_settings as st
 from gen4gen.errors import UserError
 from gen4gen.settings import config_problems, section
 from gen4gen.stages import s2_compose
@@ -104,7 +105,11 @@ def test_a_later_stage_s_missing_llm_key_is_said_before_the_first_stage_runs(tmp
 
 
 SECTIONS = {"llm": settings.LLMSettings, "train": settings.TrainSettings, "export": settings.ExportSettings,
-            "bench.metrics": settings.BenchMetrics, "bench": settings.BenchSettings, "serve": settings.ServeSettings}
+            "bench.metrics": settings.BenchMetrics, "bench": settings.BenchSettings, "serve": settings.ServeSettings,
+            "search": tool_settings.SearchSettings, "route": tool_settings.RouteSettings,
+            "segment": st.SegmentSettings, "segmenter": st.SegmenterNode, "compose": st.ComposeSettings,
+            "layout": st.BackendNode, "repaint": st.RepaintSettings, "caption": st.CaptionSettings,
+            "io": st.IOSettings, "shard": st.ShardSettings, "paths": st.PathsSettings}
 
 
 def _models(model: type[BaseModel]):

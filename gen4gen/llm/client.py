@@ -85,10 +85,22 @@ class LLMClient:
                                     http_client=capped_http_client(self.max_reply_bytes))
         gate = asyncio.Semaphore(self.concurrency)
         self._probe_lock = asyncio.Lock()
+        settled = asyncio.Condition()
+        inflight = 0
 
         async def one(req: Request) -> Result:
+            nonlocal inflight
             async with gate:
-                result = await self._complete(client, req)
+                async with settled:  # a request got no answer and none came yet: send no new one until those in
+                    # flight tell whether the server is dead (else a third is sent while the second times out)
+                    await settled.wait_for(lambda: not (self._unanswered and not self._answered and inflight))
+                    inflight += 1
+                try:
+                    result = await self._complete(client, req)
+                finally:
+                    async with settled:
+                        inflight -= 1
+                        settled.notify_all()
             if on_done:
                 on_done()
             return result

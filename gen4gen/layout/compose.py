@@ -158,11 +158,11 @@ class Composer:
         edges = set(box.cut_edges)
         tall = {"top", "bottom"} <= edges  # cut on top and bottom: frame-high, else its top cut floats in the scene
         scale = bh / ch if tall else min(bw / cw, bh / ch)
-        rgb, alpha = resize(rgb, alpha, max(1, int(round(cw * scale))), min(H, max(1, int(round(ch * scale)))))
-        if tall and alpha.shape[1] > bw:  # wider than its box: the canvas side it stands against crops it
-            keep = np.s_[:, :int(bw)] if bx + bw >= W - 1 else np.s_[:, alpha.shape[1] - int(bw):]
+        nw = max(1, int(round(cw * scale)))
+        rgb, alpha = resize(rgb, alpha, nw if tall else min(W, nw), min(H, max(1, int(round(ch * scale)))))
+        if tall and nw > bw:  # wider than its box (at most the canvas): the canvas side it stands against crops it
+            keep = np.s_[:, :int(bw)] if bx + bw >= W - 1 else np.s_[:, nw - int(bw):]
             rgb, alpha = rgb[keep], alpha[keep]
-        rgb, alpha = rgb[:, :W], alpha[:, :W]
         nh, nw = alpha.shape
         x = bx if "left" in edges else bx + bw - nw if "right" in edges else bx + (bw - nw) / 2
         y = by if "top" in edges and "bottom" not in edges else by + bh - nh

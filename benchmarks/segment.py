@@ -22,7 +22,8 @@ and off.
 photos grouped into concepts as a user's folders would be: the pasted set's four cases of one subject are
 one concept, each u2net photo is its own, the pets are ``cat`` and ``dog``, and every ``--pairs DIR`` (any
 folder of image/mask pairs: ``DIR/images/<name>.*`` + ``DIR/masks/<name>.png``, or one sub-folder per concept
-in both) adds a set. Then the quality flags against ``benchmarks/flag_labels.csv`` (photos labelled by eye as
+in both; mask 255 = subject, 0 = background, exactly 128 = not classified, as a trimap's band along the outline,
+left out of the IoU) adds a set; ``--keep-outputs DIR`` keeps what the stage wrote for it (masks, cut-outs, metas). Then the quality flags against ``benchmarks/flag_labels.csv`` (photos labelled by eye as
 one subject / two objects / close-up): precision and recall of ``multiple_objects`` for "two" and of
 ``cut_edges`` for "close-up".
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -77,7 +79,8 @@ def backends(args) -> dict:
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a >= 0.5, b >= 0.5
+    """IoU at 0.5 of ``a`` against the truth ``b``, whose NaN pixels (not classified) count for neither."""
+    a, b = (a >= 0.5) & ~np.isnan(b), b >= 0.5
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
@@ -124,9 +127,11 @@ def stage_row(workers: int, *overrides: str) -> dict:
     return {"n": summary.done, "wall": wall, "cpu": cpu}
 
 
-def stage_masks(concepts: dict[str, list], workers: int, *overrides: str) -> tuple[dict, dict, float, float]:
+def stage_masks(concepts: dict[str, list], workers: int, *overrides: str,
+                keep: Path | None = None) -> tuple[dict, dict, float, float]:
     """Run the whole s1 stage on ``{concept: [(name, path or rgb), ...]}`` (photos in memory are written as
-    PNGs first, untimed); the masks and metas by name, wall and CPU seconds."""
+    PNGs first, untimed); the masks and metas by name, wall and CPU seconds. ``keep``: a folder the stage's
+    output is copied to, to look at."""
     from PIL import Image
 
     from gen4gen.stages.s1_segment import DIR_NAME
@@ -146,6 +151,8 @@ def stage_masks(concepts: dict[str, list], workers: int, *overrides: str) -> tup
         masks = {n: read_image(d / "mask.png", mode="L").astype(np.float32) / 255 for n, d in where.items()
                  if (d / "meta.json").is_file()}
         metas = {n: json.loads((d / "meta.json").read_text("utf-8")) for n, d in where.items() if n in masks}
+        if keep is not None:
+            shutil.copytree(Path(tmp, "st", DIR_NAME, "set"), keep, dirs_exist_ok=True)
     return masks, metas, wall, cpu
 
 
@@ -166,9 +173,17 @@ def pairs(folder: Path) -> dict[str, list[tuple[str, Path, Path]]]:
     return out
 
 
-def set_rows(label: str, concepts: dict, refs: dict[str, dict], workers: int, *overrides: str) -> dict:
+def read_truth(mask: Path) -> np.ndarray:
+    """A hand-made mask as float32: 1 subject (> 128), 0 background, NaN where it is exactly 128 (a trimap's
+    "not classified" band along the outline, which ``iou`` leaves out)."""
+    grey = read_image(mask, mode="L")
+    return np.where(grey == 128, np.nan, grey > 128).astype(np.float32)
+
+
+def set_rows(label: str, concepts: dict, refs: dict[str, dict], workers: int, *overrides: str,
+             keep: Path | None = None) -> dict:
     """One stage run over a set, one row per reference (``{ref name: {photo: truth}}``); the metas."""
-    masks, metas, wall, cpu = stage_masks(concepts, workers, *overrides)
+    masks, metas, wall, cpu = stage_masks(concepts, workers, *overrides, keep=keep)
     for ref, truths in refs.items():
         scores = {n: iou(masks[n], t) for n, t in truths.items() if n in masks}
         v = np.array(list(scores.values()))
@@ -207,12 +222,13 @@ def stage_sets(args, pasted: list) -> None:
         for items in found.values():
             for n, im, m in items:
                 try:
-                    truths[n] = (read_image(m, mode="L") >= 128).astype(np.float32)
+                    truths[n] = read_truth(m)
                 except Exception as e:  # noqa: BLE001 - one bad mask is one line, the set goes on
                     print(f"  {m}: unreadable mask ({e}), left out")
         found = {c: [it for it in items if it[0] in truths] for c, items in found.items()}
         concepts = {c: [(n, im) for n, im, _ in items] for c, items in found.items() if items}
-        m = set_rows(f"{Path(folder).name} (hand-made masks)", concepts, {"": truths}, args.workers, *over)
+        keep = Path(args.keep_outputs, Path(folder).name) if args.keep_outputs else None
+        m = set_rows(f"{Path(folder).name} (hand-made masks)", concepts, {"": truths}, args.workers, *over, keep=keep)
         for items in found.values():
             for n, im, _ in items:
                 if n in m:
@@ -302,6 +318,7 @@ def main() -> None:
     ap.add_argument("--stage-sets", action="store_true", help="the whole stage on every set, and its flags")
     ap.add_argument("--stage-overrides", default="", help="config overrides for --stage-sets, space-separated")
     ap.add_argument("--pairs", action="append", default=[], help="a folder of image/mask pairs (repeatable)")
+    ap.add_argument("--keep-outputs", help="with --pairs: copy the stage's output for each set to DIR/<set>")
     ap.add_argument("--edge-colour", action="store_true", help="foreground estimation on the pasted set's soft edges")
     args = ap.parse_args()
     if not (SHARED / "segmentation").is_dir():

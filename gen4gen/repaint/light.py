@@ -48,7 +48,8 @@ def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed) -> np
     if grain:
         # rings away from the outline: the step from the cut-out's black surround is no noise
         inner_g, outer_g = inner & (inside > 2), outer & (outside > 2)
-        out = _grain(out, region, labels, rgb, bg, inner_g, outer_g, near, n, seed)
+        # the sharpness measure's filters reach 6 px (``_edges``): deeper still, or it sees the outline's step
+        out = _grain(out, region, labels, rgb, bg, inner_g, outer_g, inner & (inside > 6), near, n, seed)
     if wrap > 0:  # light from behind spills over the outline: the blurred background over the outer edge
         width = max(1.5, band / 8.0)
         ys, xs = np.nonzero(region)
@@ -63,32 +64,92 @@ def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed) -> np
     return res
 
 
-def _grain(out, region, labels, rgb, bg, inner, outer, near, n, seed) -> np.ndarray:
-    """Per object: blur it when it is sharper than the photo around it, then add the noise the photo has there
-    and it lacks (noise: the robust spread of a fine high-pass; sharpness: the spread of the Laplacian)."""
-    def fine(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        return np.abs(g - cv2.GaussianBlur(g, (0, 0), 1.0)), np.abs(cv2.Laplacian(g, cv2.CV_32F))
+def _grain(out, region, labels, rgb, bg, inner, outer, deep, near, n, seed) -> np.ndarray:
+    """Per object: blur it until it is no sharper than the photo around it (``blur_scale``), or, where the photo
+    is no softer, add the noise the photo has there and it lacks (the robust spread of a fine high-pass)."""
+    def gray(img: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
-    hp_c, lap_c = fine(rgb)
-    hp_b, lap_b = fine(bg)
-    noise_c, _ = _means(hp_c[inner][:, None], near[inner], n)
-    noise_b, nb = _means(hp_b[outer][:, None], near[outer], n)
-    sharp_c, _ = _means(lap_c[inner][:, None], near[inner], n)
-    sharp_b, _ = _means(lap_b[outer][:, None], near[outer], n)
+    def fine(g: np.ndarray) -> np.ndarray:
+        return np.abs(g - cv2.GaussianBlur(g, (0, 0), 1.0))
+
+    g_c, g_b = gray(rgb), gray(bg)
+    grad_b, lap_b = _edges(g_b)
+    noise_b, nb = _means(fine(g_b)[outer][:, None], near[outer], n)
+    scale_b = _ratio(grad_b[outer], lap_b[outer], near[outer], n)
     rng = np.random.default_rng(seed)
     for k in np.unique(labels):
-        if nb[k] < 16:
+        mine, ring = labels == k, inner & (near == k)
+        if nb[k] < 16 or ring.sum() < 16:
             continue
-        mine = labels == k
-        ratio = float(sharp_c[k, 0] / max(sharp_b[k, 0], 1e-3))
-        if ratio > 1.3:  # sharper than the photo there: a blur that roughly halves the Laplacian per step
-            sigma = min(2.0, 0.6 * np.log2(ratio))
+        sigma = _matching_blur(g_c, region, mine, deep & (near == k), float(scale_b[k]))
+        if sigma > 0:  # a soft (upscaled) photo: its grain is as soft, so white noise would be sharper than it
             out[mine] = _soft_blur(out, region, mine, sigma)
-        extra = 1.25 * np.sqrt(max(0.0, float(noise_b[k, 0] ** 2 - noise_c[k, 0] ** 2)))  # mean abs -> sigma
+            continue
+        noise_c = float(fine(g_c)[ring].mean())
+        extra = 1.25 * np.sqrt(max(0.0, float(noise_b[k, 0]) ** 2 - noise_c ** 2))  # mean abs -> sigma
         if extra > 0.3:
             out[mine] += rng.normal(0.0, extra, (int(mine.sum()), 1)).astype(np.float32)
     return out
+
+
+def blur_scale(gray: np.ndarray, where: np.ndarray) -> float:
+    """How soft an image is over ``where``, in px: the sum of its gradient over that of its Laplacian. Across
+    a step edge blurred by a Gaussian of sigma s the gradient sums to the step and the Laplacian to twice the
+    gradient's peak, so the ratio grows with s whatever the contrast (a low-contrast wall reads as soft as a
+    high-contrast fence of the same blur). Measured after a 1 px blur (``_edges``): ~1.2-1.5 on a sharp photo
+    at its own size, ~2.8 blurred by 2 px, ~4.8 by 4 px, ~7.6 by 8 px, about the same on a texture.""" 
+    grad, lap = _edges(gray.astype(np.float32))
+    return float(grad[where].sum() / max(float(lap[where].sum()), 1e-6))
+
+
+# blurs tried, px: the smallest that brings an object's blur_scale to the photo's wins (a photo upscaled 10x
+# is about 6 px soft at the canvas' scale: a cap of 2 px left every subject sharper than such a photo)
+BLURS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5, 8.0)
+FLAT = 0.5  # grey levels per px: the mean gradient under which an object has no detail to soften
+
+
+def _matching_blur(gray: np.ndarray, region: np.ndarray, mine: np.ndarray, ring: np.ndarray, target: float) -> float:
+    """The smallest Gaussian sigma in ``BLURS`` that makes the object's ``blur_scale`` over ``ring`` (its inner
+    ring) at least ``target`` (the photo's around it), by bisection, or the step before it when that comes nearer; 0 when it is already
+    as soft."""
+    grad, _ = _edges(gray)
+    if ring.sum() < 16:
+        return 0.0
+    start = blur_scale(gray, ring)
+    if grad[ring].mean() < FLAT or start >= target:  # a flat object has no sharpness to lose
+        return 0.0
+    vals = gray[region][:, None].repeat(3, 1)
+    where = np.zeros(region.shape, bool)
+    where[region] = mine
+    ys, xs = np.nonzero(ring)
+    box = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    def scale(k: int) -> float:
+        if k < 0:
+            return start
+        g = gray.copy()
+        g[where] = _soft_blur(vals, region, mine, BLURS[k])[:, 0]
+        return blur_scale(g[box], ring[box])
+
+    lo, hi = -1, len(BLURS) - 1  # BLURS[hi] is the answer when none before it is enough
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if scale(mid) >= target else (mid, hi)
+    # the step whose softness is nearer the photo's: the one just short of it or the one just past it
+    return BLURS[hi] if lo < 0 or scale(hi) - target <= target - scale(lo) else BLURS[lo]
+
+
+def _edges(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient magnitude and absolute Laplacian after a 1 px Gaussian: without it the 8-bit steps of a smooth
+    image read as fine detail, and a plate or object blurred more than ~3 px measured sharper again."""
+    gray = cv2.GaussianBlur(gray, (0, 0), 1.0)
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    return np.hypot(gx, gy), np.abs(cv2.Laplacian(gray, cv2.CV_32F))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(labels, num, n) / np.maximum(np.bincount(labels, den, n), 1e-6)
 
 
 def _soft_blur(out: np.ndarray, region: np.ndarray, mine: np.ndarray, sigma: float) -> np.ndarray:
@@ -118,4 +179,4 @@ def _means(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, 
     return (sums / np.maximum(count, 1.0)[:, None]).astype(np.float32), count
 
 
-__all__ = ["light_match", "MAX_SHIFT"]
+__all__ = ["light_match", "blur_scale", "MAX_SHIFT"]

@@ -177,7 +177,7 @@ def test_a_run_with_a_folder_of_photos_captions_the_photos_scene(tmp_path):
 def test_grain_blurs_a_sharp_concept_to_the_softness_of_an_upscaled_photo():
     """The background photos are small crops upscaled 2-10x: a concept pasted at its own sharpness looks cut
     out. ``grain`` measures the plate's softness at the canvas' scale (``blur_scale``, px) around each object and
-    blurs the object to match it, however soft the plate is (the old ratio of Laplacian spreads, capped at a 2 px
+    blurs the object, its outline included, to match it, however soft the plate is (the old ratio of Laplacian spreads, capped at a 2 px
     blur, left it at 2.0 and 2.35 against the plate's 3.1 and 4.75 on the 8x and 12x plates here)."""
     from gen4gen.repaint.light import blur_scale
 
@@ -190,7 +190,9 @@ def test_grain_blurs_a_sharp_concept_to_the_softness_of_an_upscaled_photo():
     checks = sum(np.kron(rng.uniform(-1, 1, (h // c, w // c)), np.ones((c, c))) for c in (4, 16, 32))
     rgb[y:y + h, x:x + w] = (130 + 30 * checks)[..., None].astype(np.uint8)  # detail at several scales, as a photo
     inner = np.zeros((size, size), bool)
-    inner[y + 6:y + h - 6, x + 6:x + w - 6] = True  # the concept away from its outline
+    inner[y + 20:y + h - 20, x + 20:x + w - 20] = True  # the concept away from its (softened) outline
+    outline = np.zeros((size, size), bool)  # 4 px either side of its left and right outline
+    outline[y + 20:y + h - 20, x - 4:x + 4] = outline[y + 20:y + h - 20, x + w - 4:x + w + 4] = True
     ci = backend("inpainter", "classical", shadow=0, feather=0.0)
     for up in (4, 6, 8, 12):
         small = rng.integers(30, 230, (size // up, size // up, 3)).astype(np.uint8)
@@ -202,3 +204,5 @@ def test_grain_blurs_a_sharp_concept_to_the_softness_of_an_upscaled_photo():
         after = blur_scale(out, inner)
         assert before < 0.8 * plate_scale  # the test's premise: the pasted concept is sharper
         assert abs(after - plate_scale) <= 0.15 * plate_scale, (up, before, after, plate_scale)
+        # and its outline as soft (``soften``): a blurred inside in a crisp outline read 1.4-1.8 on every plate
+        assert abs(blur_scale(out, outline) - plate_scale) <= 0.15 * plate_scale, up

@@ -13,18 +13,41 @@ MAX_SHIFT = np.array([12.0, 5.0, 5.0], np.float32)  # Lab: the most an object's 
 
 
 def light_match(rgb: np.ndarray, alpha: np.ndarray, solid: np.ndarray, bg: np.ndarray, band: int, strength: float,
-                wrap: float, grain: bool, seed: int) -> np.ndarray:
+                wrap: float, grain: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``rgb`` (HxWx3 uint8, the concepts' colours) relit for ``bg``; only pixels with ``alpha`` > 0 change.
-    Works inside the box around the concepts and their background ring: full-frame passes dominate otherwise."""
+    Also the blur ``grain`` gave each object (HxW float32 px, every pixel the sigma of its nearest object, 0:
+    none), for ``soften``. Works inside the box around the concepts and their background ring: full-frame
+    passes dominate otherwise."""
+    blur = np.zeros(alpha.shape, np.float32)
     ys, xs = np.nonzero(alpha > 0)
     if len(ys) == 0:
-        return rgb
-    pad = int(band) + 8
+        return rgb, blur
+    pad = max(int(band) + 8, int(3 * BLURS[-1]) + 1)  # the room soften's widest blur needs
     box = np.s_[max(0, ys.min() - pad):ys.max() + pad + 1, max(0, xs.min() - pad):xs.max() + pad + 1]
     out = rgb.copy()
-    out[box] = _light_match(np.ascontiguousarray(rgb[box]), alpha[box], np.ascontiguousarray(solid[box]),
-                            np.ascontiguousarray(bg[box]), band, strength, wrap, grain, seed)
-    return out
+    out[box], blur[box] = _light_match(np.ascontiguousarray(rgb[box]), alpha[box], np.ascontiguousarray(solid[box]),
+                                       np.ascontiguousarray(bg[box]), band, strength, wrap, grain, seed)
+    return out, blur
+
+
+def soften(rgb: np.ndarray, alpha: np.ndarray, blur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The concepts' colours and alpha with each object's outline blurred as ``light_match`` blurred its inside
+    (``blur``: sigma per pixel, by nearest object): a defocused subject inside a crisp outline looks cut out.
+    Premultiplied (colour x alpha blurred, then divided), so the cut-out's black surround stays out; the
+    alpha-0.5 outline stays where it was (s2's masks still hold)."""
+    rgb, alpha = rgb.copy(), alpha.copy()
+    for sigma in np.unique(blur[blur > 0]):
+        cell = blur == sigma
+        ys, xs = np.nonzero(cell)
+        box = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        a0 = np.where(cell[box], alpha[box], 0.0).astype(np.float32)
+        pre = cv2.GaussianBlur(rgb[box].astype(np.float32) * a0[..., None], (0, 0), float(sigma))
+        a = cv2.GaussianBlur(a0, (0, 0), float(sigma))
+        # colour only where there was none (outside the old outline): inside, light_match blurred it already
+        new = cell[box] & (a0 == 0) & (a > 1e-3)
+        rgb[box][new] = np.clip(pre[new] / a[new][:, None] + 0.5, 0, 255).astype(np.uint8)
+        alpha[box][cell[box]] = np.where(a > 1e-3, a, 0.0)[cell[box]]
+    return rgb, alpha
 
 
 def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed) -> np.ndarray:
@@ -33,8 +56,9 @@ def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed) -> np
     inner = (inside > 0) & (inside <= band)
     outer = (outside > 0) & (outside <= band)
     region = alpha > 0
+    sigmas = np.zeros(int(near.max()) + 1, np.float32)
     if not region.any() or not outer.any():
-        return rgb
+        return rgb, sigmas[near]
     n = int(near.max()) + 1
     out = rgb[region].astype(np.float32)
     labels = near[region]
@@ -49,7 +73,7 @@ def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed) -> np
         # rings away from the outline: the step from the cut-out's black surround is no noise
         inner_g, outer_g = inner & (inside > 2), outer & (outside > 2)
         # the sharpness measure's filters reach 6 px (``_edges``): deeper still, or it sees the outline's step
-        out = _grain(out, region, labels, rgb, bg, inner_g, outer_g, inner & (inside > 6), near, n, seed)
+        out = _grain(out, region, labels, rgb, bg, inner_g, outer_g, inner & (inside > 6), near, n, seed, sigmas)
     if wrap > 0:  # light from behind spills over the outline: the blurred background over the outer edge
         width = max(1.5, band / 8.0)
         ys, xs = np.nonzero(region)
@@ -61,12 +85,13 @@ def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed) -> np
         out = out * (1.0 - w) + soft[region] * w
     res = rgb.copy()
     res[region] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    return res
+    return res, sigmas[near]
 
 
-def _grain(out, region, labels, rgb, bg, inner, outer, deep, near, n, seed) -> np.ndarray:
+def _grain(out, region, labels, rgb, bg, inner, outer, deep, near, n, seed, sigmas) -> np.ndarray:
     """Per object: blur it until it is no sharper than the photo around it (``blur_scale``), or, where the photo
-    is no softer, add the noise the photo has there and it lacks (the robust spread of a fine high-pass)."""
+    is no softer, add the noise the photo has there and it lacks (the robust spread of a fine high-pass). Each
+    object's blur goes into ``sigmas`` (by label)."""
     def gray(img: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
@@ -85,6 +110,7 @@ def _grain(out, region, labels, rgb, bg, inner, outer, deep, near, n, seed) -> n
         sigma = _matching_blur(g_c, region, mine, deep & (near == k), float(scale_b[k]))
         if sigma > 0:  # a soft (upscaled) photo: its grain is as soft, so white noise would be sharper than it
             out[mine] = _soft_blur(out, region, mine, sigma)
+            sigmas[k] = sigma
             continue
         noise_c = float(fine(g_c)[ring].mean())
         extra = 1.25 * np.sqrt(max(0.0, float(noise_b[k, 0]) ** 2 - noise_c ** 2))  # mean abs -> sigma
@@ -179,4 +205,4 @@ def _means(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, 
     return (sums / np.maximum(count, 1.0)[:, None]).astype(np.float32), count
 
 
-__all__ = ["light_match", "blur_scale", "MAX_SHIFT"]
+__all__ = ["light_match", "soften", "blur_scale", "MAX_SHIFT"]

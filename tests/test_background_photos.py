@@ -206,3 +206,10 @@ def test_grain_blurs_a_sharp_concept_to_the_softness_of_an_upscaled_photo():
         assert abs(after - plate_scale) <= 0.15 * plate_scale, (up, before, after, plate_scale)
         # and its outline as soft (``soften``): a blurred inside in a crisp outline read 1.4-1.8 on every plate
         assert abs(blur_scale(out, outline) - plate_scale) <= 0.15 * plate_scale, up
+    # a plain backdrop (a studio sweep: a smooth gradient) has no edges to say how soft it is: no blur
+    sweep = np.repeat(np.linspace(150, 220, size, dtype=np.float32)[:, None], size, 1)
+    plate = np.dstack([sweep, sweep - 10, sweep + 5]).astype(np.uint8)
+    job = RepaintJob(rgb, a, repaint_mask((a * 255).astype(np.uint8), blur=4), plate, ground=None)
+    assert blur_scale(cv2.cvtColor(plate, cv2.COLOR_RGB2GRAY), a == 0) > 1.5 * before  # what it would be matched to
+    out = cv2.cvtColor(ci([job])[0], cv2.COLOR_RGB2GRAY)
+    assert abs(blur_scale(out, inner) - before) < 0.05 * before

@@ -25,9 +25,19 @@ def light_match(rgb: np.ndarray, alpha: np.ndarray, solid: np.ndarray, bg: np.nd
     pad = max(int(band) + 8, int(3 * BLURS[-1]) + 1)  # the room soften's widest blur needs
     box = np.s_[max(0, ys.min() - pad):ys.max() + pad + 1, max(0, xs.min() - pad):xs.max() + pad + 1]
     out = rgb.copy()
+    whole = _plate_scale(bg, alpha == 0) if grain else None
     out[box], blur[box] = _light_match(np.ascontiguousarray(rgb[box]), alpha[box], np.ascontiguousarray(solid[box]),
-                                       np.ascontiguousarray(bg[box]), band, strength, wrap, grain, seed)
+                                       np.ascontiguousarray(bg[box]), band, strength, wrap, grain, seed, whole)
     return out, blur
+
+
+def _plate_scale(bg: np.ndarray, free: np.ndarray) -> float | None:
+    """``blur_scale`` of the whole background where no concept covers it, None when it is plain (mean gradient
+    under ``FLAT_PLATE``): what an object beside a bare wall is matched to, the wall saying nothing itself."""
+    grad, lap = _edges(cv2.cvtColor(bg, cv2.COLOR_RGB2GRAY).astype(np.float32))
+    if not free.any() or grad[free].mean() < FLAT_PLATE:
+        return None
+    return float(grad[free].sum() / max(float(lap[free].sum()), 1e-6))
 
 
 def soften(rgb: np.ndarray, alpha: np.ndarray, blur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +60,7 @@ def soften(rgb: np.ndarray, alpha: np.ndarray, blur: np.ndarray) -> tuple[np.nda
     return rgb, alpha
 
 
-def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed) -> np.ndarray:
+def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed, whole=None) -> np.ndarray:
     inside = cv2.distanceTransform(solid, cv2.DIST_L2, 3)
     outside, near = cv2.distanceTransformWithLabels(1 - solid, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
     inner = (inside > 0) & (inside <= band)
@@ -73,7 +83,8 @@ def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed) -> np
         # rings away from the outline: the step from the cut-out's black surround is no noise
         inner_g, outer_g = inner & (inside > 2), outer & (outside > 2)
         # the sharpness measure's filters reach 6 px (``_edges``): deeper still, or it sees the outline's step
-        out = _grain(out, region, labels, rgb, bg, inner_g, outer_g, inner & (inside > 6), near, n, seed, sigmas)
+        out = _grain(out, region, labels, rgb, bg, inner_g, outer_g, inner & (inside > 6), near, n, seed, sigmas,
+                     whole)
     if wrap > 0:  # light from behind spills over the outline: the blurred background over the outer edge
         width = max(1.5, band / 8.0)
         ys, xs = np.nonzero(region)
@@ -88,8 +99,9 @@ def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed) -> np
     return res, sigmas[near]
 
 
-def _grain(out, region, labels, rgb, bg, inner, outer, deep, near, n, seed, sigmas) -> np.ndarray:
-    """Per object: blur it until it is no sharper than the photo around it (``blur_scale``), or, where the photo
+def _grain(out, region, labels, rgb, bg, inner, outer, deep, near, n, seed, sigmas, whole) -> np.ndarray:
+    """Per object: blur it until it is no sharper than the photo around it (``blur_scale``; the ``whole`` photo's
+    where the ring around it is plain, None: plain too), or, where the photo
     is no softer, add the noise the photo has there and it lacks (the robust spread of a fine high-pass). Each
     object's blur goes into ``sigmas`` (by label)."""
     def gray(img: np.ndarray) -> np.ndarray:
@@ -108,9 +120,10 @@ def _grain(out, region, labels, rgb, bg, inner, outer, deep, near, n, seed, sigm
         mine, ring = labels == k, inner & (near == k)
         if nb[k] < 16 or ring.sum() < 16:
             continue
-        # a plain backdrop (a studio sweep, a bare wall) has no edges that say how soft it is: no blur there
-        sigma = 0.0 if detail_b[k, 0] < FLAT_PLATE else _matching_blur(g_c, region, mine, deep & (near == k),
-                                                                       float(scale_b[k]))
+        # a plain ring (a bare wall, a studio sweep) says nothing about how soft the photo is: the whole photo
+        # does, unless it is plain too (a procedural sweep: no blur)
+        target = float(scale_b[k]) if detail_b[k, 0] >= FLAT_PLATE else whole
+        sigma = 0.0 if target is None else _matching_blur(g_c, region, mine, deep & (near == k), target)
         if sigma > 0:  # a soft (upscaled) photo: its grain is as soft, so white noise would be sharper than it
             out[mine] = _soft_blur(out, region, mine, sigma)
             sigmas[k] = sigma

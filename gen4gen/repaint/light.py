@@ -33,9 +33,9 @@ def light_match(rgb: np.ndarray, alpha: np.ndarray, solid: np.ndarray, bg: np.nd
 
 def _plate_scale(bg: np.ndarray, free: np.ndarray) -> float | None:
     """``blur_scale`` of the whole background where no concept covers it, None when it is plain (mean gradient
-    under ``FLAT_PLATE``): what an object beside a bare wall is matched to, the wall saying nothing itself."""
+    under ``FLAT_PHOTO``): what an object beside a bare wall is matched to, the wall saying nothing itself."""
     grad, lap = _edges(cv2.cvtColor(bg, cv2.COLOR_RGB2GRAY).astype(np.float32))
-    if not free.any() or grad[free].mean() < FLAT_PLATE:
+    if not free.any() or grad[free].mean() < FLAT_PHOTO:
         return None
     return float(grad[free].sum() / max(float(lap[free].sum()), 1e-6))
 
@@ -149,10 +149,12 @@ def blur_scale(gray: np.ndarray, where: np.ndarray) -> float:
 # is about 6 px soft at the canvas' scale: a cap of 2 px left every subject sharper than such a photo)
 BLURS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5, 8.0)
 FLAT = 0.5  # grey levels per px: the mean gradient under which an object has no detail to soften
-# grey levels per px: the mean gradient of the photo around an object under which its softness is unknown (a
-# plain backdrop or smooth gradient reads as very soft; measured 0.25-0.8 around the benchmark's procedural
-# studio, snow and sky, 1.5-8 around its photos' fields, rocks and desks, 0.3 beside a bare wall)
-FLAT_PLATE = 1.0
+# grey levels per px: the mean gradient of the photo around an object (its ring) and of the whole photo under
+# which their softness is unknown: a plain backdrop or smooth gradient reads as very soft. Measured on the
+# benchmark's scenes, rings: 0.25-0.8 around the procedural studio, snow and sky, 0.3 beside the desk photos'
+# bare wall, 1.5-8 around the photos' fields and rocks; whole photos: 0.08 for the procedural studio, 0.52 for
+# its snow, 0.66-0.75 for the desk photos (wall, books), 1.4-8.9 for the others
+FLAT_PLATE, FLAT_PHOTO = 1.0, 0.6
 
 
 def _matching_blur(gray: np.ndarray, region: np.ndarray, mine: np.ndarray, ring: np.ndarray, target: float) -> float:

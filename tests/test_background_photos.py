@@ -216,8 +216,8 @@ def test_grain_blurs_a_sharp_concept_to_the_softness_of_an_upscaled_photo():
     # a bare wall around the concept in a soft photo (a desk's wall over the books): the whole photo says how soft
     small = rng.integers(30, 230, (size // 6, size // 6, 3)).astype(np.uint8)
     plate = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
-    whole = blur_scale(cv2.cvtColor(plate, cv2.COLOR_RGB2GRAY), a == 0)
     plate[y - 30:y + h + 30, x - 30:x + w + 30] = (180, 175, 170)
+    whole = blur_scale(cv2.cvtColor(plate, cv2.COLOR_RGB2GRAY), a == 0)  # the wall's ring alone reads nothing
     job = RepaintJob(rgb, a, repaint_mask((a * 255).astype(np.uint8), blur=4), plate, ground=None)
     out = cv2.cvtColor(ci([job])[0], cv2.COLOR_RGB2GRAY)
     assert abs(blur_scale(out, inner) - whole) <= 0.2 * whole, (blur_scale(out, inner), whole)

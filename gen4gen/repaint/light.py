@@ -159,25 +159,29 @@ FLAT_PLATE, FLAT_PHOTO = 1.0, 0.6
 
 def _matching_blur(gray: np.ndarray, region: np.ndarray, mine: np.ndarray, ring: np.ndarray, target: float) -> float:
     """The smallest Gaussian sigma in ``BLURS`` that makes the object's ``blur_scale`` over ``ring`` (its inner
-    ring) at least ``target`` (the photo's around it), by bisection, or the step before it when that comes nearer; 0 when it is already
-    as soft."""
-    grad, _ = _edges(gray)
+    ring) at least ``target`` (the photo's around it), by bisection, or the step before it when that comes
+    nearer; 0 when it is already as soft. Works on the grey of the object's box only."""
     if ring.sum() < 16:
         return 0.0
-    start = blur_scale(gray, ring)
-    if grad[ring].mean() < FLAT or start >= target:  # a flat object has no sharpness to lose
-        return 0.0
-    vals = gray[region][:, None].repeat(3, 1)
     where = np.zeros(region.shape, bool)
     where[region] = mine
-    ys, xs = np.nonzero(ring)
-    box = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    ys, xs = np.nonzero(where)
+    pad = int(3 * BLURS[-1]) + 1  # the widest blur's reach: the box's border stays outside the object
+    box = np.s_[max(0, ys.min() - pad):ys.max() + pad + 1, max(0, xs.min() - pad):xs.max() + pad + 1]
+    g, obj, ring = gray[box], where[box], ring[box]
+    grad, _ = _edges(g)
+    start = blur_scale(g, ring)
+    if grad[ring].mean() < FLAT or start >= target:  # a flat object has no sharpness to lose
+        return 0.0
+    cover = obj.astype(np.float32)
+    inked = np.where(obj, g, 0.0).astype(np.float32)
+
     def scale(k: int) -> float:
         if k < 0:
             return start
-        g = gray.copy()
-        g[where] = _soft_blur(vals, region, mine, BLURS[k])[:, 0]
-        return blur_scale(g[box], ring[box])
+        sigma = BLURS[k]  # blurred by its own coverage, as _soft_blur does: its black surround stays out
+        soft = cv2.GaussianBlur(inked, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(cover, (0, 0), sigma), 1e-3)
+        return blur_scale(np.where(obj, soft, g), ring)
 
     lo, hi = -1, len(BLURS) - 1  # BLURS[hi] is the answer when none before it is enough
     while hi - lo > 1:
@@ -202,19 +206,17 @@ def _ratio(num: np.ndarray, den: np.ndarray, labels: np.ndarray, n: int) -> np.n
 
 def _soft_blur(out: np.ndarray, region: np.ndarray, mine: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of one object's pixels, normalised by its own coverage (its black surround stays out)."""
-    h, w = region.shape
-    img = np.zeros((h, w, 3), np.float32)
-    cov = np.zeros((h, w), np.float32)
-    where = np.zeros((h, w), bool)
+    where = np.zeros(region.shape, bool)
     where[region] = mine
-    img[where] = out[mine]
-    cov[where] = 1.0
     ys, xs = np.nonzero(where)
     pad = int(3 * sigma) + 1
     box = np.s_[max(0, ys.min() - pad):ys.max() + pad + 1, max(0, xs.min() - pad):xs.max() + pad + 1]
-    img[box] = cv2.GaussianBlur(img[box], (0, 0), sigma)
-    cov[box] = cv2.GaussianBlur(cov[box], (0, 0), sigma)
-    return img[where] / np.maximum(cov[where], 1e-3)[:, None]
+    inside = where[box]
+    img = np.zeros(inside.shape + (out.shape[1],), np.float32)
+    img[inside] = out[mine]
+    img = cv2.GaussianBlur(img, (0, 0), sigma)
+    cov = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), sigma)
+    return img[inside] / np.maximum(cov[inside], 1e-3)[:, None]
 
 
 def _lab(pixels: np.ndarray) -> np.ndarray:

@@ -177,8 +177,9 @@ def test_a_run_with_a_folder_of_photos_captions_the_photos_scene(tmp_path):
 def test_grain_blurs_a_sharp_concept_to_the_softness_of_an_upscaled_photo():
     """The background photos are small crops upscaled 2-10x: a concept pasted at its own sharpness looks cut
     out. ``grain`` measures the plate's softness at the canvas' scale (``blur_scale``, px) around each object and
-    blurs the object, its outline included, to match it, however soft the plate is (the old ratio of Laplacian spreads, capped at a 2 px
-    blur, left it at 2.0 and 2.31 against the plate's 3.1 and 4.75 on the 8x and 12x plates here)."""
+    blurs the object, its outline included, to match it, however soft the plate is (the old ratio of Laplacian
+    spreads, capped at a 2 px blur, left it at 2.0 and 2.31 against the plate's 3.1 and 4.75 on the 8x and 12x
+    plates here)."""
     from gen4gen.repaint.light import blur_scale
 
     rng = np.random.default_rng(1)

@@ -6,6 +6,8 @@ nor sharper than its surroundings. Each part has its own switch (``inpainter.mat
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -25,7 +27,7 @@ def light_match(rgb: np.ndarray, alpha: np.ndarray, solid: np.ndarray, bg: np.nd
     pad = max(int(band) + 8, int(3 * BLURS[-1]) + 1)  # the room soften's widest blur needs
     box = np.s_[max(0, ys.min() - pad):ys.max() + pad + 1, max(0, xs.min() - pad):xs.max() + pad + 1]
     out = rgb.copy()
-    whole = _plate_scale(bg, alpha == 0) if grain else None
+    whole = functools.cache(lambda: _plate_scale(bg, alpha == 0))  # a full-frame pass: only when a ring is plain
     out[box], blur[box] = _light_match(np.ascontiguousarray(rgb[box]), alpha[box], np.ascontiguousarray(solid[box]),
                                        np.ascontiguousarray(bg[box]), band, strength, wrap, grain, seed, whole)
     return out, blur
@@ -60,7 +62,7 @@ def soften(rgb: np.ndarray, alpha: np.ndarray, blur: np.ndarray) -> tuple[np.nda
     return rgb, alpha
 
 
-def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed, whole=None) -> np.ndarray:
+def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed, whole) -> tuple[np.ndarray, np.ndarray]:
     inside = cv2.distanceTransform(solid, cv2.DIST_L2, 3)
     outside, near = cv2.distanceTransformWithLabels(1 - solid, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
     inner = (inside > 0) & (inside <= band)
@@ -100,9 +102,9 @@ def _light_match(rgb, alpha, solid, bg, band, strength, wrap, grain, seed, whole
 
 
 def _grain(out, region, labels, rgb, bg, inner, outer, deep, near, n, seed, sigmas, whole) -> np.ndarray:
-    """Per object: blur it until it is no sharper than the photo around it (``blur_scale``; the ``whole`` photo's
-    where the ring around it is plain, None: plain too), or, where the photo
-    is no softer, add the noise the photo has there and it lacks (the robust spread of a fine high-pass). Each
+    """Per object: blur it until it is no sharper than the photo around it (``blur_scale``; where the ring around
+    it is plain, ``whole()``'s: the whole photo's, None when that is plain too), or, where the photo is no
+    softer, add the noise the photo has there and it lacks (the robust spread of a fine high-pass). Each
     object's blur goes into ``sigmas`` (by label)."""
     def gray(img: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
@@ -115,6 +117,7 @@ def _grain(out, region, labels, rgb, bg, inner, outer, deep, near, n, seed, sigm
     noise_b, nb = _means(fine(g_b)[outer][:, None], near[outer], n)
     scale_b = _ratio(grad_b[outer], lap_b[outer], near[outer], n)
     detail_b, _ = _means(grad_b[outer][:, None], near[outer], n)
+    noise_c = fine(g_c)
     rng = np.random.default_rng(seed)
     for k in np.unique(labels):
         mine, ring = labels == k, inner & (near == k)
@@ -122,14 +125,14 @@ def _grain(out, region, labels, rgb, bg, inner, outer, deep, near, n, seed, sigm
             continue
         # a plain ring (a bare wall, a studio sweep) says nothing about how soft the photo is: the whole photo
         # does, unless it is plain too (a procedural sweep: no blur)
-        target = float(scale_b[k]) if detail_b[k, 0] >= FLAT_PLATE else whole
+        target = float(scale_b[k]) if detail_b[k, 0] >= FLAT_PLATE else whole()
         sigma = 0.0 if target is None else _matching_blur(g_c, region, mine, deep & (near == k), target)
         if sigma > 0:  # a soft (upscaled) photo: its grain is as soft, so white noise would be sharper than it
             out[mine] = _soft_blur(out, region, mine, sigma)
             sigmas[k] = sigma
             continue
-        noise_c = float(fine(g_c)[ring].mean())
-        extra = 1.25 * np.sqrt(max(0.0, float(noise_b[k, 0]) ** 2 - noise_c ** 2))  # mean abs -> sigma
+        lack = float(noise_b[k, 0]) ** 2 - float(noise_c[ring].mean()) ** 2
+        extra = 1.25 * np.sqrt(max(0.0, lack))  # mean abs -> sigma
         if extra > 0.3:
             out[mine] += rng.normal(0.0, extra, (int(mine.sum()), 1)).astype(np.float32)
     return out
@@ -140,7 +143,7 @@ def blur_scale(gray: np.ndarray, where: np.ndarray) -> float:
     a step edge blurred by a Gaussian of sigma s the gradient sums to the step and the Laplacian to twice the
     gradient's peak, so the ratio grows with s whatever the contrast (a low-contrast wall reads as soft as a
     high-contrast fence of the same blur). Measured after a 1 px blur (``_edges``): ~1.2-1.5 on a sharp photo
-    at its own size, ~2.8 blurred by 2 px, ~4.8 by 4 px, ~7.6 by 8 px, about the same on a texture.""" 
+    at its own size, ~2.8 blurred by 2 px, ~4.8 by 4 px, ~7.6 by 8 px, about the same on a texture."""
     grad, lap = _edges(gray.astype(np.float32))
     return float(grad[where].sum() / max(float(lap[where].sum()), 1e-6))
 

@@ -199,3 +199,22 @@ def test_rotation_is_premultiplied_too():
     out, a = rotate(rgb, alpha, 7.0)
     np.testing.assert_array_equal(out[a > 0], np.tile([255, 0, 0], ((a > 0).sum(), 1)))
     assert ((a > 0) & (a < 255)).sum() > 100
+
+
+def test_a_vertical_shift_keeps_feet_in_their_depth_order(tmp_path):
+    """On a desk photo the whole ground is a thin strip (horizon 0.83, nearest line 0.91 of H): feet shifted by
+    up to max_shift of H (+-14 px here) put the nearer object's feet behind the farther one's. The shift is a
+    share of how far below the horizon the feet stand, so their order, the depth order, holds."""
+    src = sources(tmp_path)
+    H = SIZE[1]
+    horizon = 0.83
+    near, far = 0.91 * H, 0.88 * H  # bottoms of the two boxes: 14 px apart
+    boxes = [PlacedBox("cup", 0, [340, near - 60, 80, 60]), PlacedBox("dog", 0, [100, far - 150, 160, 150])]
+    plan = Plan(size=SIZE, boxes=boxes, paste_order=depth_order(boxes), scenes=["a", "b", "c"],
+                background_prompt="a", planner="heuristic", seed=0, camera={"horizon": horizon})
+    composer = composer_of(tmp_path, "compose.augment.max_shift=0.03", "compose.augment.max_rotation=0")
+    for seed in range(40):
+        comp = composer.compose(plan, src, np.random.default_rng(seed))
+        feet = {o["name"]: o["placed_box"][1] + o["placed_box"][3] for o in comp.objects}
+        assert feet["cup_0"] > feet["dog_0"], (seed, feet)
+        assert abs(feet["cup_0"] - near) <= 0.03 * (near - horizon * H) + 1  # +-1.2 px, not +-14

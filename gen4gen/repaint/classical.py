@@ -20,7 +20,7 @@ from pydantic import Field
 from gen4gen.backends import typed_settings
 from gen4gen.repaint import RepaintJob, keep_concepts
 from gen4gen.repaint.exposure import expose
-from gen4gen.repaint.light import light_match
+from gen4gen.repaint.light import light_match, soften
 
 Share = Annotated[float, Field(ge=0, le=1)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -72,9 +72,17 @@ class ClassicalInpainter:
             bg = self.darken(bg, self.shadow * self.contact_shadow(solid, job.ground, job.light))
         if self.expose > 0 and job.exposures and solid.any():
             job = replace(job, rgb=expose(job.rgb, alpha, solid, bg, job.exposures, self.expose, self.expose_max_gain))
+        hazed = False
         if (self.match_light > 0 or self.wrap > 0 or self.grain) and solid.any():
-            job = replace(job, rgb=light_match(job.rgb, alpha, solid, bg, self.band, self.match_light, self.wrap,
-                                               self.grain, job.seed))
+            rgb, blur = light_match(job.rgb, alpha, solid, bg, self.band, self.match_light, self.wrap, self.grain,
+                                    job.seed)
+            if blur.any():  # blurred to the photo's softness: the outline as soft (haze faded first, or it cuts it)
+                if self.haze > 0:
+                    outside, near = cv2.distanceTransformWithLabels(1 - solid, cv2.DIST_L2, 3,
+                                                                    labelType=cv2.DIST_LABEL_CCOMP)
+                    alpha, hazed = alpha * self.haze_fade(solid, outside, near), True
+                rgb, alpha = soften(rgb, alpha, blur)
+            job = replace(job, rgb=rgb)
         # the concept shows (partly) changed only where it has alpha and may be repainted: work there only
         visible = (job.repaint > 0) & (alpha > 0)
         comp = bg.copy()
@@ -96,7 +104,7 @@ class ClassicalInpainter:
                 # through the subject's rim, a dark or pale line where the photo had none
                 hard = ~self.matted(alpha, inside, near)[near[visible]]
                 a = np.where(hard, np.minimum(a, np.clip(inside[visible] / self.feather, 0.0, 1.0)), a)
-            if self.haze > 0:
+            if self.haze > 0 and not hazed:
                 a = a * self.haze_fade(solid, outside, near)[visible]
             a = a[:, None]
             mixed = fg * a + bg[visible].astype(np.float32) * (1.0 - a)

@@ -48,6 +48,18 @@ def test_metered_light_is_the_ring_of_photo_around_the_subject_or_none():
     assert metered_light(*_photo(0.05, 0.4, size=40)[:1], _disc(40, radius=60)) is None  # the frame is subject
 
 
+def test_metering_skips_the_haze_that_s1_recoloured():
+    """A segmenter's faint alpha around the subject (3/255 out to 10 px beyond it): s1 fills those pixels, and 2 px
+    beyond, with the estimated foreground (the subject's dark colour). The meter reads only the photo left as
+    shot (the ring's outer part), not a mix with the subject's colour."""
+    rgb, alpha = _photo(0.05, 0.4)
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(yy - 100, xx - 100)
+    alpha[(alpha == 0) & (r < 60)] = 3
+    rgb[r < 62] = _srgb(0.05)  # as estimate_foreground leaves it
+    assert metered_light(rgb, alpha) == pytest.approx(float(to_linear(np.uint8(_srgb(0.4)))), rel=1e-6)
+
+
 def test_gains_follow_the_ratio_within_the_limit_and_keep_unknown_objects():
     gains = exposure_gains(np.array([0.2, 0.2, 0.2, 0.2]), np.array([0.4, 0.1, np.nan, 0.01]), 1.0, 4.0)
     np.testing.assert_allclose(gains, [0.5, 2.0, 1.0, 4.0])

@@ -217,16 +217,32 @@ class HeuristicPlanner:
 
         if pair and not overlaps(*pair):  # the occluder's head is below the other's feet: bring the other forward
             far, close = pair
-            moved = list(s)
-            moved[far] = max(s[far], s[close] - 0.05 * (self.depth[1] - self.depth[0]))
-            again = self._size(real, moved, aspect, pair, horizon, near, cam, W, H)
-            if not again[-1]:  # only when every box still fits at its size
-                s, (gamma, base, w, h, _) = moved, again
+            step = 0.05 * (self.depth[1] - self.depth[0])
+            forward = list(s)
+            forward[far] = max(s[far], s[close] - step)
+            # with compressed ratios a bigger thing is drawn small for its size: it must not come in front of a
+            # smaller one, so the smaller ones come with it; no room for that: no overlap here (a crowded row)
+            along = [max(d, forward[far]) if real[j] < real[far] else d for j, d in enumerate(forward)]
+            for moved in (forward, along):
+                again = self._size(real, moved, aspect, pair, horizon, near, cam, W, H)
+                if not again[-1] and _in_depth(real, moved, again[0]):  # every box fits at its size
+                    s, (gamma, base, w, h, _) = moved, again
+                    break
         if pair and not overlaps(*pair):  # still apart: a neighbouring pair that stands in the same rows, else none
             cands = [(order[k], order[k + 1]) for k in range(n - 1) if overlaps(order[k], order[k + 1])]
             pair = tuple(sorted(cands[int(rng.integers(len(cands)))], key=lambda i: base[i])) if cands else None
             if pair is None:  # the row was sized for an overlap: size it for none
                 gamma, base, w, h, _ = self._size(real, s, aspect, None, horizon, near, cam, W, H)
+        if gamma < 1.0:  # compressed ratios draw a bigger thing small for its size: no smaller one stands behind it
+            ahead = [max([d] + [s[j] for j in range(n) if real[j] > real[i]]) for i, d in enumerate(s)]
+            again = self._size(real, ahead, aspect, pair, horizon, near, cam, W, H) if ahead != s else None
+            if again and not again[-1]:  # only when every box still fits (the occluding pair keeps its rows)
+                kept = (gamma, base, w, h)
+                gamma, base, w, h, _ = again
+                if pair and not overlaps(*pair):
+                    gamma, base, w, h = kept
+                else:
+                    s = ahead
         for _ in range(20):
             xs = self._spread(order, w, h, base, W, pair, u[3], rng)
             boxes = [[x, max(0.0, y - hi), wi, min(hi, y)] for x, y, wi, hi in zip(xs, base, w, h)]
@@ -444,6 +460,13 @@ def _rows_shared(pair, base, h) -> float:
     """Pixel rows two boxes standing on ``base`` share (<= 0: one is entirely above the other)."""
     i, j = pair
     return min(base[i], base[j]) - max(base[i] - h[i], base[j] - h[j])
+
+
+def _in_depth(real: list[float], s: list[float], gamma: float) -> bool:
+    """Nothing nearer (larger factor ``s``) is drawn at fewer pixels per unit of real size (r ** gamma * s / r)."""
+    scale = [r ** (gamma - 1.0) * d for r, d in zip(real, s)]
+    return gamma >= 1.0 or all(scale[i] >= scale[j] * (1 - 1e-6) for i in range(len(s)) for j in range(len(s))
+                               if s[i] > s[j])
 
 
 def _gamma(real: list[float], s: list[float], bound: float) -> float:

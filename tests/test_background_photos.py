@@ -7,7 +7,9 @@ import json
 import numpy as np
 from PIL import Image
 
+from gen4gen.layout.backdrop import find_scene
 from gen4gen.layout.scene_fit import SceneFit, minilm_embed
+from gen4gen.layout.scenes import scene_words
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.mask import repaint_mask
 from gen4gen.repaint.photo_crop import render_photo
@@ -41,9 +43,12 @@ def test_any_folder_of_photos_with_bad_ones_one_line_each(tmp_path):
     lines = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line for line in lib.problems}
     assert "unreadable photo" in lines["broken.jpg"] and "below the minimum side of 64 px" in lines["tiny.png"]
     assert "holds no photos" in lines["empty_scene"] and "no scene" in lines["nameless.jpg"]
-    assert "grayscale" in lines["grey.png"] and "CMYK photo: converted" in lines["cmyk.jpg"]
-    assert "sidecar ignored: horizon" in lines["k2.json"]
-    assert len(lib.problems) == 7  # one line per photo, folder or sidecar
+    notes = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line for line in lib.notes}  # used, so not a problem
+    assert "grayscale" in notes["grey.png"] and "CMYK photo: converted" in notes["cmyk.jpg"] and len(notes) == 2
+    # every field that makes no sense is named, not only the first
+    assert "sidecar ignored (horizon: Input should be a valid number" in lines["k2.json"]
+    assert "colour: Extra inputs are not permitted" in lines["k2.json"]
+    assert len(lib.problems) == 5  # one line per photo, folder or sidecar not used
     porch = lib.by_path(tmp_path / "porch.jpg")
     assert porch.scene == "on grandma's porch at dusk" and porch.phrase == "on grandma's porch at dusk"
     assert (porch.horizon, porch.light, porch.estimated) == (0.55, -0.5, ())  # the sidecar wins
@@ -77,6 +82,16 @@ def test_photo_crop_puts_its_horizon_on_the_layouts(tmp_path):
 def test_scene_phrases_of_folder_names():
     assert [scene_phrase(s) for s in ("kitchen", "my_living_room", "on_the_beach", "beach", "kitchen-table")] == \
         ["in the kitchen", "in the living room", "on the beach", "at the beach", "on the kitchen table"]
+    # the user's numbering is no part of the scene; names in any script keep their letters
+    assert [scene_phrase(s) for s in ("Beach 2", "my-kitchen-2024", "room 101", "2024")] == \
+        ["at the beach", "in the kitchen", "in the room", "in the 2024"]
+    assert scene_words("prado_Wiese_草地") == ["prado", "wiese", "草地"] and scene_words("Café") == ["café"]
+
+
+def test_forced_scene_by_its_words_only_when_one_scene_has_them():
+    scenes = ["Beach 2", "my_living_room", "Lake 1", "lake_2", "草地"]
+    assert [find_scene(n, scenes) for n in ("beach", "living room", "Lake 1", "lake", "草地")] == \
+        ["Beach 2", "my_living_room", "Lake 1", None, "草地"]  # "lake": two scenes, refused with the list
 
 
 def test_scenes_fit_by_meaning(tmp_path, monkeypatch):
@@ -136,7 +151,7 @@ def test_matched_light_moves_a_concept_toward_its_place_within_limits():
     assert grain[inside].std() > 4 * max(plain[inside].std(), 0.5)  # the photo's noise, which the concept lacked
 
 
-def test_a_run_with_a_folder_of_photos_captions_the_photos_scene(tmp_path):
+def test_a_run_with_a_folder_of_photos_captions_the_photos_scene(tmp_path, caplog):
     from gen4gen.artefacts import Captions
     from gen4gen.paths import STAGE_DIRS
     from gen4gen.stages import s2_compose, s3_repaint, s4_caption
@@ -157,6 +172,8 @@ def test_a_run_with_a_folder_of_photos_captions_the_photos_scene(tmp_path):
     s3 = s3_repaint.run(make_cfg(tmp_path, "stage=s3", *over))
     assert (s3.done, s3.failed) == (6, 0)
     assert s3.notes["background photos, folders or sidecars not used (one line each above)"] == 2
+    said = [r.getMessage() for r in caplog.records if "background photo:" in r.getMessage()]
+    assert sum("corrupt.jpg" in m for m in said) == 1 and len(said) == 2  # s2 and s3 both scan: said once
     assert s4_caption.run(make_cfg(tmp_path, "stage=s4", *over)).done == 6
     finals = sorted((tmp_path / "stages" / STAGE_DIRS["s3"]).glob("pets/*/*/meta.json"))
     photos = set()

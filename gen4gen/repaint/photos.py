@@ -66,6 +66,7 @@ class Library:
     root: Path
     photos: list[Backdrop] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one line per photo, folder or sidecar that was not used
+    notes: list[str] = field(default_factory=list)  # one line per photo used after a conversion (grey, CMYK)
 
     @property
     def scenes(self) -> dict[str, list[Backdrop]]:
@@ -80,9 +81,11 @@ class Library:
 
 def scene_phrase(scene: str) -> str:
     """The caption phrase of a scene name: "kitchen" -> "in the kitchen", "on_the_beach" -> "on the beach",
-    "my_living_room" -> "in the living room"."""
+    "my_living_room" -> "in the living room", "Beach 2" -> "at the beach"."""
     words = [w for w in str(scene).replace("_", " ").replace("-", " ").lower().split() if w not in _POSSESSIVE]
     words = [w for w in (" ".join("".join(c for c in w if c.isalnum() or c == "'") for w in words)).split() if w]
+    while len(words) > 1 and words[-1].isdigit():  # the user's numbering: "Beach 2", "kitchen_2024"
+        words.pop()
     if not words:
         return "in a room"
     if words[0] in PREPOSITIONS:
@@ -107,13 +110,14 @@ def scan(root: Path | str, *, max_pixels: int, min_side: int) -> Library:
             lib.problems.append(f"{folder}: scene folder {folder.name!r} holds no photos")
         for path in files:
             scene = None if folder == root else folder.name
-            photo = _read_photo(path, scene, max_pixels, min_side, lib.problems)
+            photo = _read_photo(path, scene, max_pixels, min_side, lib.problems, lib.notes)
             if photo is not None:
                 lib.photos.append(photo)
     return lib
 
 
-def _read_photo(path: Path, scene: str | None, max_pixels: int, min_side: int, problems: list[str]) -> Backdrop | None:
+def _read_photo(path: Path, scene: str | None, max_pixels: int, min_side: int, problems: list[str],
+                notes_out: list[str]) -> Backdrop | None:
     side = _sidecar(path, problems)
     scene = (side.scene if side and side.scene else None) or _caption(path, problems) or scene
     if not scene or not scene_words(scene):
@@ -133,7 +137,7 @@ def _read_photo(path: Path, scene: str | None, max_pixels: int, min_side: int, p
     if light is None:
         light, estimated = estimate_light(small, horizon), [*estimated, "light"]
     for note in notes:
-        problems.append(f"{path}: {note}")
+        notes_out.append(f"{path}: {note}")
     return Backdrop(path, " ".join(scene.split()), size, float(horizon), float(light), tuple(estimated), tuple(notes))
 
 
@@ -146,9 +150,9 @@ def _sidecar(path: Path, problems: list[str]) -> Sidecar | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         problems.append(f"{side}: sidecar ignored: not readable JSON ({str(e)[:80]})")
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top)"
-        problems.append(f"{side}: sidecar ignored: {where}: {err['msg']}")
+        errs = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())
+        problems.append(f"{side}: sidecar ignored ({errs}): the photo's scene, horizon and light come from "
+                        "its folder and the estimate")
     return None
 
 
@@ -249,6 +253,9 @@ def estimate_light(image: np.ndarray, horizon: float) -> float:
 __all__ = ["Sidecar", "Backdrop", "Library", "scene_phrase", "scan", "estimate_ground", "estimate_light"]
 
 
+_SAID: set[str] = set()
+
+
 def library_for(repaint: RepaintSettings, io: IOSettings, log=None) -> Library | None:
     """The run's background photos when ``repaint.backgrounds`` is set and the source is auto or photo; every
     photo, folder or sidecar that cannot be used is one warning line. UserError when nothing is usable."""
@@ -261,8 +268,10 @@ def library_for(repaint: RepaintSettings, io: IOSettings, log=None) -> Library |
         raise UserError(f"repaint.backgrounds={root} is not a folder; expected a folder of photos, e.g. "
                         f"{root}/kitchen/photo1.jpg (sub-folders name the scene)")
     lib = scan(root, max_pixels=io.max_pixels, min_side=repaint.min_photo_side)
-    for line in lib.problems:
-        (log.warning if log else print)(f"background photo: {line}")
+    for line in lib.problems + lib.notes:
+        if line not in _SAID:  # `stage=all` scans in s2 and s3: each line is said once per process
+            _SAID.add(line)
+            (log.warning if log else print)(f"background photo: {line}")
     if not lib.photos:
         raise UserError(f"no usable background photo under {root} ({len(lib.problems)} problem(s) above); expected "
                         "photos in scene folders (kitchen/, living_room/) or with a <photo>.txt naming the scene")

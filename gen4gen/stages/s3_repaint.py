@@ -170,6 +170,8 @@ class RepaintStage:
         if self.library is not None and self.library.problems:
             summary.notes["background photos, folders or sidecars not used (one line each above)"] = \
                 len(self.library.problems)
+        if self.library is not None and self.library.notes:
+            summary.notes["background photos used after a conversion (grayscale, CMYK)"] = len(self.library.notes)
         backgrounds = [m.background or {} for m in metas.values()]
         fallbacks = sum(1 for b in backgrounds if b.get("fallback"))
         if fallbacks:

@@ -198,8 +198,14 @@ def test_photo_with_a_salient_object_where_the_concepts_stand_is_skipped_or_flag
         p.unlink()
     summary = s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={bgs}", "repaint.blur=3",
                                          "repaint.photo_blur=0", "repaint.max_backgrounds=2"))
+    crops = []
     for variant in ("v0_photo", "v1_photo"):
         used = read_json(out / "cat+dog_000" / variant / "meta.json")["background"]
         assert "flag" not in used and used["salient_share"] < 0.1
         assert used.get("source", "").endswith("garden2.png")
+        crops.append(used["crop"])
     assert summary.notes["photo with a salient object behind the concepts (another used)"] == 1
+    # v0 moved to the calm photo that v1 starts at: another crop of it, not the same background twice
+    assert crops == [1, 0]
+    v0, v1 = (read_image(out / "cat+dog_000" / v / "image.png") for v in ("v0_photo", "v1_photo"))
+    assert np.abs(v0.astype(int) - v1.astype(int)).mean() > 3

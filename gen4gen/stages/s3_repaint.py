@@ -218,7 +218,9 @@ class RepaintStage:
                     concepts: np.ndarray, tries: int = 3) -> tuple[np.ndarray, float, float]:
         """The photo of ``src`` cropped so its ground lies under the layout's, with its ground line and light; or,
         when a salient object of it stands where the concepts stand (a bicycle behind the pets), the first calm
-        photo among the next ``tries`` of its scene; flagged when none is calm."""
+        photo among the next ``tries`` of its scene, cropped as variant ``crop + k`` for the k-th photo on: the
+        variants of a composition start at different photos of the scene, so two that move to the same calm photo
+        get different crops of it, never the same background twice; flagged when none is calm."""
         limit = self.repaint.max_salient
         photos = self.library.scenes.get(src.scene, [])
         first = self.library.by_path(src.source)
@@ -229,7 +231,7 @@ class RepaintStage:
             if photo is None or (k and photo is first):
                 continue
             try:
-                out = render_photo(photo, size, target=horizon, variant=src.crop, blur=self.repaint.photo_blur,
+                out = render_photo(photo, size, target=horizon, variant=src.crop + k, blur=self.repaint.photo_blur,
                                    max_pixels=self.io.max_pixels)
             except ItemFailed:
                 if k == 0:
@@ -238,8 +240,8 @@ class RepaintStage:
             share = salient_share(out[0], concepts)
             best = best or (out, share)
             if share <= limit:
-                info = {"salient_share": round(share, 3), **({"source": str(photo.path), "skipped": skipped}
-                                                              if k else {})}
+                info = {"salient_share": round(share, 3), **({"source": str(photo.path), "crop": src.crop + k,
+                                                               "skipped": skipped} if k else {})}
                 self._bg_info[item_id] = info
                 return out
             skipped.append(str(photo.path))

@@ -60,6 +60,18 @@ def test_page_shows_every_thumbnail_caption_and_failure(gallery):
     assert re.search(r"<b>1</b> final images", text) and re.search(r"<b>3</b> instances", text)
 
 
+def test_a_photo_variant_names_its_photo_and_its_flag(tmp_path):
+    finals = make_pipeline(tmp_path, size=(120, 120), variants=("v0_photo", "v1_photo"), background={
+        "source": "/home/me/bg/garden/<lawn>.jpg", "scene": "garden", "crop": 2,
+        "flag": "a salient object of the photo covers 20% of where the concepts stand"})["finals"]
+    cfg = make_cfg(tmp_path, "export.formats=[mycanvas]")
+    s4_caption.run(cfg)
+    text = Path(export.run(cfg).notes["gallery"]).read_text()
+    assert text.count("background photo: garden/&lt;lawn&gt;.jpg, crop 2") == len(finals) > 1  # folder/file, escaped
+    assert text.count("a salient object of the photo covers 20% of where the concepts stand") == len(finals)
+    assert "a preview, not a photograph" not in text
+
+
 def test_layout_thumbnail_has_labelled_boxes(gallery):
     thumb = np.asarray(Image.open(gallery.parent / "thumbs/pets__cat+dog_000__layout.jpg").convert("RGB")).astype(int)
     comp = gallery.parents[4] / f"stages/{STAGE_DIRS['s2']}/pets/cat+dog_000"

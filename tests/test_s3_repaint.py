@@ -55,6 +55,7 @@ def test_classical_stage_end_to_end(tmp_path, cfg_factory):
     cfg = cfg_factory("stage=s3", "repaint.max_backgrounds=2", "repaint.blur=3", *EXACT)
     summary = s3_repaint.run(cfg)
     assert (summary.total, summary.done, summary.failed) == (2 * 2 + 2 + 2, 4, 4)
+    assert summary.notes["backgrounds"].startswith("procedural: a preview, not photographs (repaint.backgrounds=")
     out = tmp_path / "stages" / S3
     for comp in ("cat+dog_000", "cat+dog_001"):
         assert sorted(p.name for p in (out / "pets" / comp).iterdir()) == ["v0_procedural", "v1_procedural"]

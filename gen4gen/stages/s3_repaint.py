@@ -165,7 +165,8 @@ class RepaintStage:
 
     def finish(self, summary: Summary, metas: dict[str, S3Meta]) -> None:
         summary.notes["inpainter"] = getattr(self.backend, "name", type(self.backend).__name__)
-        summary.notes["backgrounds"] = self.kind
+        summary.notes["backgrounds"] = self.kind if self.kind != "procedural" else \
+            "procedural: a preview, not photographs (repaint.backgrounds=<folder of photos>, or inpainter=sdxl on a GPU)"
         summary.notes.update(self._ignored)
         if self.library is not None and self.library.problems:
             summary.notes["background photos, folders or sidecars not used (one line each above)"] = \

@@ -3,8 +3,10 @@ light estimates, scenes chosen by meaning, and matched light in the classical ba
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from gen4gen.layout.backdrop import find_scene
@@ -86,6 +88,24 @@ def test_scene_phrases_of_folder_names():
     assert [scene_phrase(s) for s in ("Beach 2", "my-kitchen-2024", "room 101", "2024")] == \
         ["at the beach", "in the kitchen", "in the room", "in the 2024"]
     assert scene_words("prado_Wiese_草地") == ["prado", "wiese", "草地"] and scene_words("Café") == ["café"]
+
+
+def test_a_backgrounds_setting_that_is_a_file_or_missing_says_which(tmp_path):
+    from gen4gen.errors import UserError
+    from gen4gen.repaint.photos import library_for
+    from gen4gen.settings import section
+    from gen4gen.stage_settings import IOSettings, RepaintSettings
+    from tests.conftest import make_cfg
+
+    photo = tmp_path / "bg" / "beach.jpg"
+    photo.parent.mkdir()
+    Image.fromarray(sky_over_ground()).save(photo)
+    in_folder = f"is a file; give the folder of photos it lies in (repaint.backgrounds={photo.parent})"
+    for given, line in ((photo, in_folder),
+                        (tmp_path / "nope", "does not exist; expected a folder of photos")):
+        cfg = make_cfg(tmp_path, f"repaint.backgrounds={given}")
+        with pytest.raises(UserError, match=re.escape(line)):
+            library_for(section(cfg, "repaint", RepaintSettings), section(cfg, "io", IOSettings))
 
 
 def test_forced_scene_by_its_words_only_when_one_scene_has_them():

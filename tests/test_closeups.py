@@ -169,7 +169,12 @@ def test_a_forced_scene_and_a_changed_folder(tmp_path):
     assert run(make_cfg(tmp_path, *over, "repaint.scene=beach")).skipped == 2  # nothing changed
     Image.fromarray(sky_over_ground(horizon=0.6)).save(bgs / "beach" / "2.jpg")  # a new photo: layouts redone
     assert run(make_cfg(tmp_path, *over, "repaint.scene=beach")).done == 2
-    with pytest.raises(UserError, match="repaint.scene='garage' is not a scene of .*its scenes are beach, kitchen"):
+    with pytest.raises(UserError, match="repaint.scene='garage': .* has no such scene; its scenes with photos are "
+                                        "beach, kitchen$"):
+        run(make_cfg(tmp_path, *over, "repaint.scene=garage"))
+    (bgs / "garage").mkdir()  # a scene folder without a usable photo: said so, not "no such scene"
+    (bgs / "garage" / "1.jpg").write_bytes(b"not a photo")
+    with pytest.raises(UserError, match="repaint.scene='garage': .*garage holds no usable photo .lines above.; its "):
         run(make_cfg(tmp_path, *over, "repaint.scene=garage"))
     # without photos a forced scene is the phrase every composition gets (procedural preview)
     run(make_cfg(tmp_path, "stage=s2", "compose.size=[160,128]", "compose.num_samples=2", "repaint.scene=on_a_farm"))

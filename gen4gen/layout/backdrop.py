@@ -39,7 +39,10 @@ class BackdropChooser:
         if forced and library is not None:
             self.forced = find_scene(forced, sorted(library.scenes))
             if self.forced is None:
-                raise UserError(f"repaint.scene={forced!r} is not a scene of {library.root}; its scenes are "
+                folder = library.root / forced
+                why = f"{folder} holds no usable photo (lines above)" if folder.is_dir() else \
+                    f"{library.root} has no such scene"
+                raise UserError(f"repaint.scene={forced!r}: {why}; its scenes with photos are "
                                 f"{', '.join(sorted(library.scenes))}")
         elif forced:  # procedural backgrounds: the phrase itself
             self.forced = scene_phrase(forced) if not forced.startswith(("in ", "on ", "at ")) else forced

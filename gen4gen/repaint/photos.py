@@ -264,8 +264,11 @@ def library_for(repaint: RepaintSettings, io: IOSettings, log=None) -> Library |
     if not repaint.backgrounds or repaint.kind != "photo":
         return None
     root = Path(repaint.backgrounds).expanduser()
+    if root.is_file():
+        raise UserError(f"repaint.backgrounds={root} is a file; give the folder of photos it lies in "
+                        f"(repaint.backgrounds={root.parent}), its sub-folders name the scenes")
     if not root.is_dir():
-        raise UserError(f"repaint.backgrounds={root} is not a folder; expected a folder of photos, e.g. "
+        raise UserError(f"repaint.backgrounds={root} does not exist; expected a folder of photos, e.g. "
                         f"{root}/kitchen/photo1.jpg (sub-folders name the scene)")
     lib = scan(root, max_pixels=io.max_pixels, min_side=repaint.min_photo_side)
     for line in lib.problems + lib.notes:

@@ -116,6 +116,18 @@ def test_photo_backgrounds_matched_by_scene(tmp_path, cfg_factory):
     check_variant(out / "cat+dog_001" / "v0_photo", tmp_path / "stages" / S2 / "pets" / "cat+dog_001")
 
 
+def test_a_photo_much_smaller_than_the_canvas_is_named_in_the_summary(tmp_path, cfg_factory):
+    s2_tree(tmp_path)  # 96x80 canvases
+    bgs = tmp_path / "backgrounds"
+    for scene, size in (("garden", (40, 30)), ("kitchen", (200, 150))):  # enlarged 2.7x and not at all
+        (bgs / scene).mkdir(parents=True)
+        Image.new("RGB", size, (90, 120, 60)).save(bgs / scene / f"{scene}1.jpg")
+    summary = s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={bgs}", "repaint.min_photo_side=16"))
+    assert summary.done == 2
+    assert summary.notes["background photos enlarged over 2x to fill the canvas (soft; larger photos look "
+                         "better)"] == "1: garden1.jpg"
+
+
 def test_noise_start(tmp_path, cfg_factory):
     s2_tree(tmp_path)
     assert s3_repaint.run(cfg_factory("stage=s3", "repaint.source=noise", "repaint.blur=3", *EXACT)).done == 2
@@ -128,7 +140,7 @@ def test_whole_run_problems_are_user_errors(tmp_path, cfg_factory, monkeypatch):
     with pytest.raises(UserError, match="run `python -m gen4gen stage=s2` first"):
         s3_repaint.run(cfg_factory("stage=s3"))
     s2_tree(tmp_path)
-    with pytest.raises(UserError, match="not a folder"):
+    with pytest.raises(UserError, match="nope does not exist; expected a folder of photos"):
         s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={tmp_path / 'nope'}"))
     import torch
 

@@ -182,6 +182,11 @@ class RepaintStage:
             summary.notes["photo with a salient object behind the concepts (another used)"] = swapped
         if busy:
             summary.notes["photo with a salient object behind the concepts (flagged)"] = busy
+        small = sorted({b["source"] for m, b in zip(metas.values(), backgrounds) if _upscale(self.library, b, m.size)
+                        > UPSCALE_WARN})
+        if small:  # a 400 px photo behind a 1024 px canvas looks soft next to the sharp concepts
+            summary.notes[f"background photos enlarged over {UPSCALE_WARN:g}x to fill the canvas (soft; larger "
+                          "photos look better)"] = f"{len(small)}: " + ", ".join(Path(s).name for s in small)[:200]
 
     # ------------------------------------------------------------ work
     def job(self, item: Item) -> RepaintJob:
@@ -253,6 +258,17 @@ class RepaintStage:
             f"a salient object of the photo covers {share:.0%} of where the concepts stand (repaint.max_salient) "
             "and no other photo of the folder is calmer there")}
         return out
+
+
+UPSCALE_WARN = 2.0  # a photo enlarged more than this to cover the canvas is named in the summary
+
+
+def _upscale(library, background: dict, size) -> float:
+    """How much the photo behind a final image was enlarged at least to cover its canvas (0 when not a photo)."""
+    photo = library.by_path(background.get("source") or "") if library is not None and size else None
+    if photo is None or background.get("kind") != "photo":
+        return 0.0
+    return max(size[0] / photo.size[0], size[1] / photo.size[1])
 
 
 def _read(path: Path, mode: str, io: IOSettings) -> np.ndarray:

@@ -128,6 +128,26 @@ def test_a_photo_much_smaller_than_the_canvas_is_named_in_the_summary(tmp_path, 
                          "better)"] == "1: garden1.jpg"
 
 
+def test_compositions_planned_without_the_folder_get_a_scene_by_meaning_and_a_summary_line(tmp_path, cfg_factory):
+    """s2 ran without repaint.backgrounds, s3 with it: a phrase no folder matches ("in a cozy cafe") gets the
+    scene that fits the concepts by meaning, not a random one, and the summary says to rerun s2 with the folder."""
+    root = tmp_path / "stages" / S2
+    objects = (("cat", (8, 30, 36, 44), (200, 90, 40)), ("mug", (52, 44, 20, 22), (60, 70, 160)))
+    for k in range(3):
+        make_composition(root, "pets", f"cat+mug_{k:03d}", seed=k, objects=objects,
+                         background_prompt="in a cozy cafe", scenes=("in a cozy cafe", "in a photo studio"))
+    bgs = tmp_path / "backgrounds"
+    for scene in ("Beach 2", "desert", "kitchen", "on_the_moon"):
+        (bgs / scene).mkdir(parents=True)
+        Image.new("RGB", (200, 150), (120, 110, 100)).save(bgs / scene / "1.jpg")
+    summary = s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={bgs}"))
+    assert summary.done == 3
+    used = {read_json(p)["background"]["scene"] for p in (tmp_path / "stages" / S3).rglob("meta.json")}
+    assert used == {"kitchen"}  # a cat and a mug: the kitchen every time
+    assert summary.notes["compositions s2 planned without repaint.backgrounds (photo chosen here by scene phrase "
+                         "or meaning; rerun s2 with it so they stand on the photo's ground)"] == 3
+
+
 def test_noise_start(tmp_path, cfg_factory):
     s2_tree(tmp_path)
     assert s3_repaint.run(cfg_factory("stage=s3", "repaint.source=noise", "repaint.blur=3", *EXACT)).done == 2

@@ -20,6 +20,7 @@ from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, item_rng
 from gen4gen.images import read_image
+from gen4gen.layout.scene_fit import SceneFit, minilm_embed
 from gen4gen.markers import upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
@@ -62,6 +63,9 @@ class RepaintStage:
         self.out_root = stages / DIR_NAME
         self.kind = self.repaint.kind
         self.library = self._library() if self.kind == "photo" else None
+        # a composition s2 planned without the photo folder gets the scene that fits its concepts by meaning
+        self.rank = SceneFit(minilm_embed(cfg.paths.cache_dir)).rank if self.library is not None else None
+        self._unplanned: set[str] = set()  # such compositions: they do not stand on their photo's ground
         self.backend = build_backend(cfg.inpainter, "inpainter")
         # the runner hands process_batch() batches of this many items of one size (batch_key)
         self.batch_size = max(1, int(getattr(self.backend, "batch_size", 1)))
@@ -103,7 +107,9 @@ class RepaintStage:
             return [Item(cid, self.out_root / cid, {"path": str(comp.dir)}, error=str(e))]
         sources = plan_sources(layout, kind=self.kind, max_backgrounds=self.repaint.max_backgrounds,
                                rng=item_rng(self.top.seed, cid + "/backgrounds"),
-                               library=self.library)
+                               library=self.library, rank=self.rank)
+        if self.library is not None and not layout.backdrop:
+            self._unplanned.add(cid)
         items = []
         for k, src in enumerate(sources):
             variant = f"v{k}_{src.kind}"
@@ -173,6 +179,9 @@ class RepaintStage:
                 len(self.library.problems)
         if self.library is not None and self.library.notes:
             summary.notes["background photos used after a conversion (grayscale, CMYK)"] = len(self.library.notes)
+        if self._unplanned:
+            summary.notes["compositions s2 planned without repaint.backgrounds (photo chosen here by scene phrase or "
+                          "meaning; rerun s2 with it so they stand on the photo's ground)"] = len(self._unplanned)
         backgrounds = [m.background or {} for m in metas.values()]
         fallbacks = sum(1 for b in backgrounds if b.get("fallback"))
         if fallbacks:

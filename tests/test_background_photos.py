@@ -90,6 +90,24 @@ def test_scene_phrases_of_folder_names():
     assert scene_words("prado_Wiese_草地") == ["prado", "wiese", "草地"] and scene_words("Café") == ["café"]
 
 
+def test_sidecars_named_after_the_whole_file_name_are_read_and_stray_ones_and_nested_folders_said(tmp_path):
+    (tmp_path / "garden" / "2023").mkdir(parents=True)
+    Image.fromarray(sky_over_ground()).save(tmp_path / "sailboat.jpg")
+    (tmp_path / "sailboat.jpg.txt").write_text("on the lake\n", "utf-8")  # photo.jpg.txt as well as photo.txt
+    Image.fromarray(sky_over_ground()).save(tmp_path / "garden" / "g.png")
+    (tmp_path / "garden" / "g.png.json").write_text('{"horizon": 0.62}', "utf-8")
+    (tmp_path / "garden" / "sailbot.txt").write_text("at sea", "utf-8")  # a typo: matches no photo
+    Image.fromarray(sky_over_ground()).save(tmp_path / "garden" / "2023" / "old.jpg")  # one level too deep
+    lib = scan(tmp_path, max_pixels=80_000_000, min_side=64)
+    assert lib.by_path(tmp_path / "sailboat.jpg").scene == "on the lake"
+    g = lib.by_path(tmp_path / "garden" / "g.png")
+    assert (g.scene, g.horizon, g.estimated) == ("garden", 0.62, ("light",))
+    lines = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line for line in lib.problems}
+    assert set(lines) == {"sailbot.txt", "2023"}
+    assert "sidecar of no photo here, ignored (name it after its photo" in lines["sailbot.txt"]
+    assert "folder inside the scene folder 'garden' ignored (scene folders are one level deep" in lines["2023"]
+
+
 def test_a_backgrounds_setting_that_is_a_file_or_missing_says_which(tmp_path):
     from gen4gen.errors import UserError
     from gen4gen.repaint.photos import library_for

@@ -104,15 +104,23 @@ def scan(root: Path | str, *, max_pixels: int, min_side: int) -> Library:
     lib = Library(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for folder in [root, *folders]:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                       and not p.name.startswith("."))
-        if folder != root and not files:
-            lib.problems.append(f"{folder}: scene folder {folder.name!r} holds no photos")
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if folder != root:
+            for sub in (p for p in entries if p.is_dir()):  # said, not silently skipped
+                lib.problems.append(f"{sub}: folder inside the scene folder {folder.name!r} ignored (scene folders "
+                                    "are one level deep: move its photos up, or make it a scene folder of its own)")
+            if not files:
+                lib.problems.append(f"{folder}: scene folder {folder.name!r} holds no photos")
         for path in files:
             scene = None if folder == root else folder.name
             photo = _read_photo(path, scene, max_pixels, min_side, lib.problems, lib.notes)
             if photo is not None:
                 lib.photos.append(photo)
+        claimed = {side for path in files for ext in SIDECARS if (side := _side(path, ext))}
+        for orphan in (p for p in entries if p.is_file() and p.suffix.lower() in SIDECARS and p not in claimed):
+            lib.problems.append(f"{orphan}: sidecar of no photo here, ignored (name it after its photo: "
+                                "beach.jpg -> beach.txt or beach.json)")
     return lib
 
 
@@ -141,9 +149,17 @@ def _read_photo(path: Path, scene: str | None, max_pixels: int, min_side: int, p
     return Backdrop(path, " ".join(scene.split()), size, float(horizon), float(light), tuple(estimated), tuple(notes))
 
 
+SIDECARS = (".txt", ".json")
+
+
+def _side(path: Path, ext: str) -> Path | None:
+    """The photo's sidecar: ``beach.json``, or ``beach.jpg.json`` as some tools name them."""
+    return next((p for p in (path.with_suffix(ext), path.with_name(path.name + ext)) if p.is_file()), None)
+
+
 def _sidecar(path: Path, problems: list[str]) -> Sidecar | None:
-    side = path.with_suffix(".json")
-    if not side.is_file():
+    side = _side(path, ".json")
+    if side is None:
         return None
     try:
         return Sidecar.model_validate(json.loads(side.read_text("utf-8")))
@@ -157,8 +173,8 @@ def _sidecar(path: Path, problems: list[str]) -> Sidecar | None:
 
 
 def _caption(path: Path, problems: list[str]) -> str | None:
-    side = path.with_suffix(".txt")
-    if not side.is_file():
+    side = _side(path, ".txt")
+    if side is None:
         return None
     try:
         text = side.read_text("utf-8").strip().splitlines()

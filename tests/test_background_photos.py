@@ -108,6 +108,21 @@ def test_sidecars_named_after_the_whole_file_name_are_read_and_stray_ones_and_ne
     assert "folder inside the scene folder 'garden' ignored (scene folders are one level deep" in lines["2023"]
 
 
+def test_16_bit_photos_are_used_grey_scaled_not_refused(tmp_path):
+    import cv2
+
+    grey8 = cv2.cvtColor(sky_over_ground(), cv2.COLOR_RGB2GRAY)
+    (tmp_path / "field").mkdir()
+    cv2.imwrite(str(tmp_path / "field" / "grey16.png"), grey8.astype(np.uint16) * 257)  # Pillow: mode I;16
+    cv2.imwrite(str(tmp_path / "field" / "rgb16.png"), sky_over_ground()[..., ::-1].astype(np.uint16) * 257)
+    lib = scan(tmp_path, max_pixels=80_000_000, min_side=64)
+    assert lib.problems == [] and {p.path.name for p in lib.photos} == {"grey16.png", "rgb16.png"}
+    assert [line.rsplit("/", 1)[-1] for line in lib.notes] == ["grey16.png: grayscale photo (I;16): used in grey"]
+    grey = lib.by_path(tmp_path / "field" / "grey16.png")
+    out = render_photo(grey, (grey8.shape[1], grey8.shape[0]), target=None, blur=0)[0]
+    assert np.abs(out[..., 0].astype(int) - grey8).mean() < 2  # scaled from 16 bits, not clipped to white
+
+
 def test_a_backgrounds_setting_that_is_a_file_or_missing_says_which(tmp_path):
     from gen4gen.errors import UserError
     from gen4gen.repaint.photos import library_for

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gen4gen.images import IMAGE_EXTENSIONS, size_problem
+from gen4gen.images import IMAGE_EXTENSIONS, size_problem, to_mode
 from gen4gen.layout.scenes import scene_words
 from gen4gen.stage_settings import IOSettings, RepaintSettings
 
@@ -209,8 +209,11 @@ def _small_copy(path: Path, max_pixels: int, min_side: int) -> tuple[np.ndarray,
                 im.draft("RGB", (ANALYSIS_SIDE * 2, ANALYSIS_SIDE * 2))
                 im.load()
                 im = ImageOps.exif_transpose(im)
+                # the reader's own conversion first: 16-bit grey scaled (Pillow cannot resize I;16: "image has
+                # wrong mode"), CMYK and transparency as every other image of the project
+                im = Image.fromarray(to_mode(im, "RGB"))
                 im.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE))
-                small = np.asarray(im.convert("RGB"))
+                small = np.asarray(im)
         except ValueError:
             raise
         except Exception as e:  # noqa: BLE001 - any decoder error: this photo is left out, the run goes on

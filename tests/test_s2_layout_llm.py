@@ -362,6 +362,11 @@ def test_photo_scene_and_closeup_hold_with_the_llm(tmp_path):
                     concepts=(ConceptCount("cat", 1, 1.0, ("bottom",)), ConceptCount("mug", 1)))
     with LLMServer(good) as srv:
         lay, lay_close = planner(srv, tmp_path).plan_many([fixed, close])
+        asked = [kind(b) for b in srv.requests]
+    assert asked.count("scenes") == 1  # for the composition without a photo only
+    with LLMServer(good) as srv:
+        planner(srv, tmp_path / "again").plan_many([fixed])
+        assert "scenes" not in [kind(b) for b in srv.requests]  # its scene is the photo's: nothing to suggest
     assert lay.planner == "llm" and lay.background_prompt == "in the kitchen" and lay.backdrop == photo
     assert lay.scenes == ["in the kitchen", "in the living room"]
     cat = lay_close.box_of("cat_0")

@@ -90,10 +90,12 @@ class LLMPlanner:
     def plan_many(self, requests: list[PlanRequest], on_done=None) -> list[Plan]:
         """Plan every request concurrently: scenes and ratios once per concept set, then one layout each."""
         sets = sorted({self._set_key(r) for r in requests})
+        # a set whose compositions all have the user's photo (its scene fixed in s2) asks for no scenes
+        open_scenes = {self._set_key(r) for r in requests if not r.scenes}
         set_reqs: list[tuple[tuple, str, Request]] = []
         for key in sets:
             labels = labels_of(list(key))
-            if self.use_scenes:
+            if self.use_scenes and key in open_scenes:
                 set_reqs.append((key, "scenes", self._scenes_request(labels)))
             if self.use_ratios:
                 set_reqs.append((key, "ratios", self._ratios_request(labels)))

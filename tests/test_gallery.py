@@ -57,7 +57,8 @@ def test_page_shows_every_thumbnail_caption_and_failure(gallery):
     assert "The cat is to the left of the dogs." in text
     assert text.count("procedural background: a preview, not a photograph") == 1  # the one procedural variant
     assert "background &lt;photo&gt; unreadable" in text and "<photo>" not in text  # escaped
-    assert re.search(r"<b>1</b> final images", text) and re.search(r"<b>3</b> instances", text)
+    assert re.search(r"<b>1</b> final image<", text) and re.search(r"<b>3</b> instances", text)
+    assert re.search(r"<b>1</b> scene<", text) and re.search(r"<b>0</b> final images left out", text)
 
 
 def test_a_photo_variant_names_its_photo_and_its_flag(tmp_path):

@@ -120,11 +120,12 @@ def page(ctx: ExportContext, by_comp: dict[str, list[ExportItem]]) -> str:
     """The page's values, plain; ``templates/gallery.html.j2`` lays them out (and escapes them)."""
     has_mycanvas = (ctx.root / "mycanvas").is_dir()
     scene_names = sorted({it.scene for it in ctx.items})
-    counts = [("final images", len(ctx.items)), ("compositions", len({it.composition for it in ctx.items})),
-              ("scenes", len(scene_names)), ("concepts", len(ctx.concepts)),
-              ("instances", sum(len(it.instances) for it in ctx.items)),
-              ("reference cut-outs", sum(len(r) for r in ctx.references.values())),
-              ("final images left out", len(ctx.left_out)), ("failures", len(ctx.failures))]
+    counts = [("final image{}", len(ctx.items)), ("composition{}", len({it.composition for it in ctx.items})),
+              ("scene{}", len(scene_names)), ("concept{}", len(ctx.concepts)),
+              ("instance{}", sum(len(it.instances) for it in ctx.items)),
+              ("reference cut-out{}", sum(len(r) for r in ctx.references.values())),
+              ("final image{} left out", len(ctx.left_out)), ("failure{}", len(ctx.failures))]
+    counts = [(label.format("" if n == 1 else "s"), n) for label, n in counts]  # "1 scene", "2 scenes"
     scenes = []
     for scene in scene_names:
         references = [{"thumb": ref_thumb(concept, ref), "s1_id": ref.s1_id,

@@ -39,7 +39,7 @@ def read_image(path: Path | str, *, mode: str = "RGB", max_pixels: int = DEFAULT
                 im.seek(0)  # animated: the first frame
                 im.load()
                 im = ImageOps.exif_transpose(im)
-                return _to_mode(im, mode)
+                return to_mode(im, mode)
         except BadImage:
             raise
         except UnidentifiedImageError:
@@ -62,7 +62,8 @@ def size_problem(w: int, h: int, max_pixels: int, min_side: int, side_key: str =
     return None
 
 
-def _to_mode(im: Image.Image, mode: str) -> np.ndarray:
+def to_mode(im: Image.Image, mode: str) -> np.ndarray:
+    """A loaded image as a uint8 array of ``mode``: 16/32-bit grey scaled, CMYK converted, alpha over white."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # 16-bit / 32-bit grey: PIL's convert("L") clips instead of scaling
         a = np.asarray(im, dtype=np.float64)

@@ -50,6 +50,10 @@ def override_problem(conf_dir: str, argv: list[str]) -> str | None:
         try:
             [o] = parser.parse_overrides([text])
         except OverrideParseException as e:
+            key, _, value = text.partition("=")
+            if not value.isascii():  # Hydra reads unquoted values in Latin letters only: "草地", "café"
+                return f"cannot read the override {text!r}: a value with letters outside a-z needs quotes inside " \
+                       f"the override: \"{key}='{value}'\""
             return f"cannot read the override {text!r}: {str(e).splitlines()[0]}; quote values with brackets, " \
                    "commas or spaces, e.g. 'compose.size=[512,512]'"
         if o.is_sweep_override():

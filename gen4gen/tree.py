@@ -92,7 +92,7 @@ class TreeView:
         s, notes = self._stage(stage), {}
         if s.leftover:
             notes[f"{what} left on disk that {stage}'s latest run does not make (e.g. a larger compose.num_samples "
-                  "before): ignored, nothing needs rerunning"] = len(s.leftover)
+                  "or repaint.max_backgrounds before): ignored, nothing needs rerunning"] = len(s.leftover)
         if s.outdated:
             notes[f"{what} made before their inputs or settings changed: ignored (rerun stage={stage})"] = \
                 len(s.outdated)

@@ -46,3 +46,21 @@ def test_help_is_the_stages_the_groups_and_the_ten_keys_people_change(tmp_path):
     assert len(meanings) == 10 and all(m.startswith("      ") and len(m.split()) >= 3 for m in meanings)
     assert "  compose.num_samples=7" in lines  # the values shown are the config's, overrides included
     assert "python -m gen4gen --cfg job" in lines[-2]
+
+
+def test_a_sweep_job_folder_name_holds_no_path(tmp_path):
+    """A path override (repaint.backgrounds=/home/me/bg) is left out of the job folder's name, which would
+    otherwise nest folders (0_repaint.backgrounds=/home/...); every key the list names exists."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from gen4gen.__main__ import conf_dir
+
+    over = [f"repaint.backgrounds={tmp_path}/bg", "repaint.scene=desert", "segmenter.model_path=/m/isnet.onnx",
+            "train.dataset=/d/cats", "search.index=/i", "route.train_dir=/t", "seed=1"]
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=over, return_hydra_config=True)
+        others = compose(config_name="config", overrides=["layout=llm", "segmenter=sam"])  # their own keys
+    assert cfg.hydra.job.override_dirname == "repaint.scene=desert,seed=1"
+    for key in cfg.hydra.job.config.override_dirname.exclude_keys:
+        assert any(OmegaConf.select(c, key, default="missing") != "missing" for c in (cfg, others)), key

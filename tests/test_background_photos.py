@@ -3,12 +3,16 @@ light estimates, scenes chosen by meaning, and matched light in the classical ba
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
+from gen4gen.layout.backdrop import find_scene
 from gen4gen.layout.scene_fit import SceneFit, minilm_embed
+from gen4gen.layout.scenes import scene_words
 from gen4gen.repaint import RepaintJob
 from gen4gen.repaint.mask import repaint_mask
 from gen4gen.repaint.photo_crop import render_photo
@@ -42,9 +46,12 @@ def test_any_folder_of_photos_with_bad_ones_one_line_each(tmp_path):
     lines = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line for line in lib.problems}
     assert "unreadable photo" in lines["broken.jpg"] and "below the minimum side of 64 px" in lines["tiny.png"]
     assert "holds no photos" in lines["empty_scene"] and "no scene" in lines["nameless.jpg"]
-    assert "grayscale" in lines["grey.png"] and "CMYK photo: converted" in lines["cmyk.jpg"]
-    assert "sidecar ignored: horizon" in lines["k2.json"]
-    assert len(lib.problems) == 7  # one line per photo, folder or sidecar
+    notes = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line for line in lib.notes}  # used, so not a problem
+    assert "grayscale" in notes["grey.png"] and "CMYK photo: converted" in notes["cmyk.jpg"] and len(notes) == 2
+    # every field that makes no sense is named, not only the first
+    assert "sidecar ignored (horizon: Input should be a valid number" in lines["k2.json"]
+    assert "colour: Extra inputs are not permitted" in lines["k2.json"]
+    assert len(lib.problems) == 5  # one line per photo, folder or sidecar not used
     porch = lib.by_path(tmp_path / "porch.jpg")
     assert porch.scene == "on grandma's porch at dusk" and porch.phrase == "on grandma's porch at dusk"
     assert (porch.horizon, porch.light, porch.estimated) == (0.55, -0.5, ())  # the sidecar wins
@@ -78,6 +85,67 @@ def test_photo_crop_puts_its_horizon_on_the_layouts(tmp_path):
 def test_scene_phrases_of_folder_names():
     assert [scene_phrase(s) for s in ("kitchen", "my_living_room", "on_the_beach", "beach", "kitchen-table")] == \
         ["in the kitchen", "in the living room", "on the beach", "at the beach", "on the kitchen table"]
+    # the user's numbering is no part of the scene; names in any script keep their letters
+    assert [scene_phrase(s) for s in ("Beach 2", "my-kitchen-2024", "room 101", "2024")] == \
+        ["at the beach", "in the kitchen", "in the room", "in the 2024"]
+    assert scene_words("prado_Wiese_草地") == ["prado", "wiese", "草地"] and scene_words("Café") == ["café"]
+
+
+def test_sidecars_named_after_the_whole_file_name_are_read_and_stray_ones_and_nested_folders_said(tmp_path):
+    (tmp_path / "garden" / "2023").mkdir(parents=True)
+    Image.fromarray(sky_over_ground()).save(tmp_path / "sailboat.jpg")
+    (tmp_path / "sailboat.jpg.txt").write_text("on the lake\n", "utf-8")  # photo.jpg.txt as well as photo.txt
+    Image.fromarray(sky_over_ground()).save(tmp_path / "garden" / "g.png")
+    (tmp_path / "garden" / "g.png.json").write_text('{"horizon": 0.62}', "utf-8")
+    (tmp_path / "garden" / "sailbot.txt").write_text("at sea", "utf-8")  # a typo: matches no photo
+    Image.fromarray(sky_over_ground()).save(tmp_path / "garden" / "2023" / "old.jpg")  # one level too deep
+    lib = scan(tmp_path, max_pixels=80_000_000, min_side=64)
+    assert lib.by_path(tmp_path / "sailboat.jpg").scene == "on the lake"
+    g = lib.by_path(tmp_path / "garden" / "g.png")
+    assert (g.scene, g.horizon, g.estimated) == ("garden", 0.62, ("light",))
+    lines = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line for line in lib.problems}
+    assert set(lines) == {"sailbot.txt", "2023"}
+    assert "sidecar of no photo here, ignored (name it after its photo" in lines["sailbot.txt"]
+    assert "folder inside the scene folder 'garden' ignored (scene folders are one level deep" in lines["2023"]
+
+
+def test_16_bit_photos_are_used_grey_scaled_not_refused(tmp_path):
+    import cv2
+
+    grey8 = cv2.cvtColor(sky_over_ground(), cv2.COLOR_RGB2GRAY)
+    (tmp_path / "field").mkdir()
+    cv2.imwrite(str(tmp_path / "field" / "grey16.png"), grey8.astype(np.uint16) * 257)  # Pillow: mode I;16
+    cv2.imwrite(str(tmp_path / "field" / "rgb16.png"), sky_over_ground()[..., ::-1].astype(np.uint16) * 257)
+    lib = scan(tmp_path, max_pixels=80_000_000, min_side=64)
+    assert lib.problems == [] and {p.path.name for p in lib.photos} == {"grey16.png", "rgb16.png"}
+    assert [line.rsplit("/", 1)[-1] for line in lib.notes] == ["grey16.png: grayscale photo (I;16): used in grey"]
+    grey = lib.by_path(tmp_path / "field" / "grey16.png")
+    out = render_photo(grey, (grey8.shape[1], grey8.shape[0]), target=None, blur=0)[0]
+    assert np.abs(out[..., 0].astype(int) - grey8).mean() < 2  # scaled from 16 bits, not clipped to white
+
+
+def test_a_backgrounds_setting_that_is_a_file_or_missing_says_which(tmp_path):
+    from gen4gen.errors import UserError
+    from gen4gen.repaint.photos import library_for
+    from gen4gen.settings import section
+    from gen4gen.stage_settings import IOSettings, RepaintSettings
+    from tests.conftest import make_cfg
+
+    photo = tmp_path / "bg" / "beach.jpg"
+    photo.parent.mkdir()
+    Image.fromarray(sky_over_ground()).save(photo)
+    in_folder = f"is a file; give the folder of photos it lies in (repaint.backgrounds={photo.parent})"
+    for given, line in ((photo, in_folder),
+                        (tmp_path / "nope", "does not exist; expected a folder of photos")):
+        cfg = make_cfg(tmp_path, f"repaint.backgrounds={given}")
+        with pytest.raises(UserError, match=re.escape(line)):
+            library_for(section(cfg, "repaint", RepaintSettings), section(cfg, "io", IOSettings))
+
+
+def test_forced_scene_by_its_words_only_when_one_scene_has_them():
+    scenes = ["Beach 2", "my_living_room", "Lake 1", "lake_2", "草地"]
+    assert [find_scene(n, scenes) for n in ("beach", "living room", "Lake 1", "lake", "草地")] == \
+        ["Beach 2", "my_living_room", "Lake 1", None, "草地"]  # "lake": two scenes, refused with the list
 
 
 def test_scenes_fit_by_meaning(tmp_path, monkeypatch):
@@ -137,7 +205,7 @@ def test_matched_light_moves_a_concept_toward_its_place_within_limits():
     assert grain[inside].std() > 4 * max(plain[inside].std(), 0.5)  # the photo's noise, which the concept lacked
 
 
-def test_a_run_with_a_folder_of_photos_captions_the_photos_scene(tmp_path):
+def test_a_run_with_a_folder_of_photos_captions_the_photos_scene(tmp_path, caplog):
     from gen4gen.artefacts import Captions
     from gen4gen.paths import STAGE_DIRS
     from gen4gen.stages import s2_compose, s3_repaint, s4_caption
@@ -158,6 +226,8 @@ def test_a_run_with_a_folder_of_photos_captions_the_photos_scene(tmp_path):
     s3 = s3_repaint.run(make_cfg(tmp_path, "stage=s3", *over))
     assert (s3.done, s3.failed) == (6, 0)
     assert s3.notes["background photos, folders or sidecars not used (one line each above)"] == 2
+    said = [r.getMessage() for r in caplog.records if "background photo:" in r.getMessage()]
+    assert sum("corrupt.jpg" in m for m in said) == 1 and len(said) == 2  # s2 and s3 both scan: said once
     assert s4_caption.run(make_cfg(tmp_path, "stage=s4", *over)).done == 6
     finals = sorted((tmp_path / "stages" / STAGE_DIRS["s3"]).glob("pets/*/*/meta.json"))
     photos = set()

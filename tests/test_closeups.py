@@ -3,6 +3,7 @@ cut on 3+ sides left out with the reason; with background photos the concepts st
 from __future__ import annotations
 
 import json
+from collections import Counter
 from types import SimpleNamespace
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_closeup_enters_from_its_cut_edge_on_the_photos_ground(tmp_path):
     summary = run(cfg)
     assert summary.failed == 0 and summary.done == 8
     root = stages / STAGE_DIRS["s2"] / "pets"
-    seen = set()
+    seen, left = set(), Counter()
     for folder in sorted(root.iterdir()):
         layout = json.loads((folder / "layout.json").read_text())
         mask = np.asarray(Image.open(folder / "mask.png"))
@@ -112,11 +113,16 @@ def test_closeup_enters_from_its_cut_edge_on_the_photos_ground(tmp_path):
             assert tallest >= 0.45 * planned[close["instance"]] - 2
         dropped = layout.get("left_out", [])
         assert all("reason" in d for d in dropped)
+        left.update(d.get("source") or d.get("concept") for d in dropped)
         if {"cat", "dog"} <= set(folder.name.split("_")[0].split("+")):
             assert len(dropped) == 1 and close is not None  # two cut-off subjects: one close-up, one left out
         assert mask.shape == (256, 256)
     assert seen == {("bottom",), ("left",)}
     assert summary.notes["close-ups (cut-off subjects at their edge)"] == 8
+    # each photo left out is named once with the number of compositions, not counted once per composition
+    note = summary.notes["photos or concepts left out (cut off; in how many compositions; reason in layout.json)"]
+    assert note == f"{len(left)}: " + ", ".join(f"{n} ({k})" for n, k in sorted(left.items()))
+    assert sum(left.values()) == 4 and len(left) < 4  # cat+dog and cat+dog+mug, 2 samples each
 
 
 def test_a_subject_cut_on_top_and_bottom_fills_the_frame_height_and_its_side_crops_it(tmp_path):
@@ -163,7 +169,12 @@ def test_a_forced_scene_and_a_changed_folder(tmp_path):
     assert run(make_cfg(tmp_path, *over, "repaint.scene=beach")).skipped == 2  # nothing changed
     Image.fromarray(sky_over_ground(horizon=0.6)).save(bgs / "beach" / "2.jpg")  # a new photo: layouts redone
     assert run(make_cfg(tmp_path, *over, "repaint.scene=beach")).done == 2
-    with pytest.raises(UserError, match="repaint.scene='garage' is not a scene of .*its scenes are beach, kitchen"):
+    with pytest.raises(UserError, match="repaint.scene='garage': .* has no such scene; its scenes with photos are "
+                                        "beach, kitchen$"):
+        run(make_cfg(tmp_path, *over, "repaint.scene=garage"))
+    (bgs / "garage").mkdir()  # a scene folder without a usable photo: said so, not "no such scene"
+    (bgs / "garage" / "1.jpg").write_bytes(b"not a photo")
+    with pytest.raises(UserError, match="repaint.scene='garage': .*garage holds no usable photo .lines above.; its "):
         run(make_cfg(tmp_path, *over, "repaint.scene=garage"))
     # without photos a forced scene is the phrase every composition gets (procedural preview)
     run(make_cfg(tmp_path, "stage=s2", "compose.size=[160,128]", "compose.num_samples=2", "repaint.scene=on_a_farm"))

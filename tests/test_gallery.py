@@ -57,7 +57,20 @@ def test_page_shows_every_thumbnail_caption_and_failure(gallery):
     assert "The cat is to the left of the dogs." in text
     assert text.count("procedural background: a preview, not a photograph") == 1  # the one procedural variant
     assert "background &lt;photo&gt; unreadable" in text and "<photo>" not in text  # escaped
-    assert re.search(r"<b>1</b> final images", text) and re.search(r"<b>3</b> instances", text)
+    assert re.search(r"<b>1</b> final image<", text) and re.search(r"<b>3</b> instances", text)
+    assert re.search(r"<b>1</b> scene<", text) and re.search(r"<b>0</b> final images left out", text)
+
+
+def test_a_photo_variant_names_its_photo_and_its_flag(tmp_path):
+    finals = make_pipeline(tmp_path, size=(120, 120), variants=("v0_photo", "v1_photo"), background={
+        "source": "/home/me/bg/garden/<lawn>.jpg", "scene": "garden", "crop": 2,
+        "flag": "a salient object of the photo covers 20% of where the concepts stand"})["finals"]
+    cfg = make_cfg(tmp_path, "export.formats=[mycanvas]")
+    s4_caption.run(cfg)
+    text = Path(export.run(cfg).notes["gallery"]).read_text()
+    assert text.count("background photo: garden/&lt;lawn&gt;.jpg, crop 2") == len(finals) > 1  # folder/file, escaped
+    assert text.count("a salient object of the photo covers 20% of where the concepts stand") == len(finals)
+    assert "a preview, not a photograph" not in text
 
 
 def test_layout_thumbnail_has_labelled_boxes(gallery):

@@ -52,6 +52,8 @@ def test_cli_says_one_line_naming_the_key(tmp_path, overrides, line):
     (["layout=lm"], "layout=lm: no such layout; choose one of heuristic, llm (did you mean layout=llm?)"),
     (["compose.augment.flp=true"], "unknown key compose.augment.flp; did you mean compose.augment.flip?"),
     (["compose.size=[1,2"], "cannot read the override 'compose.size=[1,2'"),
+    (["repaint.scene=草地"], "cannot read the override 'repaint.scene=草地': a value with letters outside a-z needs "
+                           "quotes inside the override: \"repaint.scene='草地'\""),  # which Hydra then reads
     (["+compose.num_sample=5"], "+compose.num_sample adds a key that gen4gen does not read; did you mean "
                                 "compose.num_samples=...?"),  # Hydra's own advice for the typo
     (["+inpainter.my_option=2", "++compose.size=512", "+hydra.job.env_set.X=1"], None),  # a backend's argument

@@ -286,8 +286,8 @@ def test_compositions_the_current_config_does_not_make_never_reach_the_dataset(t
     assert s2.notes["compositions left on disk that these settings do not make (e.g. a larger compose.num_samples "
                     "before)"] == "2: later stages and the export leave them out; nothing needs rerunning"
     summary = export.run(three)  # s3 and s4 not rerun: their 003 and 004 are left out all the same
-    left = "{} left on disk that {} latest run does not make (e.g. a larger compose.num_samples before): " \
-           "ignored, nothing needs rerunning"
+    left = "{} left on disk that {} latest run does not make (e.g. a larger compose.num_samples or " \
+           "repaint.max_backgrounds before): ignored, nothing needs rerunning"
     assert summary.done == 3 and not any("rerun" in k and "nothing" not in k for k in summary.notes)
     assert (summary.notes[left.format("compositions", "s2's")], summary.notes[left.format("images", "s3's")]) == (2, 2)
     assert all(i.split("/")[1].rsplit("_", 1)[1] in ("000", "001", "002")

@@ -362,8 +362,39 @@ def test_photo_scene_and_closeup_hold_with_the_llm(tmp_path):
                     concepts=(ConceptCount("cat", 1, 1.0, ("bottom",)), ConceptCount("mug", 1)))
     with LLMServer(good) as srv:
         lay, lay_close = planner(srv, tmp_path).plan_many([fixed, close])
+        asked = [kind(b) for b in srv.requests]
+    assert asked.count("scenes") == 1  # for the composition without a photo only
+    with LLMServer(good) as srv:
+        planner(srv, tmp_path / "again").plan_many([fixed])
+        assert "scenes" not in [kind(b) for b in srv.requests]  # its scene is the photo's: nothing to suggest
     assert lay.planner == "llm" and lay.background_prompt == "in the kitchen" and lay.backdrop == photo
     assert lay.scenes == ["in the kitchen", "in the living room"]
     cat = lay_close.box_of("cat_0")
     assert cat.cut_edges == ("bottom",) and cat.box[1] + cat.box[3] == pytest.approx(SIZE[1])
     assert "close-up cut by bottom" in lay_close.fallback and lay_close.paste_order[-1] == "cat_0"
+
+
+def test_on_a_photo_with_a_low_ground_the_llm_stands_the_objects_below_it(tmp_path):
+    """A desk photo whose table top starts at 80 % of the height: the model is told where the ground starts, and
+    boxes standing above it (on the wall) are sent back with that line, as the built-in planner keeps them."""
+    from dataclasses import replace
+
+    photo = {"photo": "/bg/desk/1.jpg", "scene": "desk"}
+    on_desk = replace(req("cat", "mug"), scenes=("on the desk",), backdrop=photo, horizon=0.8)
+
+    def replies(body, n):
+        objs = asked_objects(body)
+        if kind(body) != "layout":
+            return good(body)
+        base = 300 if n == 1 else 500  # the first layout stands on the wall (300 / 512 = 59 %), the retry on the desk
+        return Reply(json.dumps({"objects": [{"name": o["name"], "box": [20 + 200 * i, base - 150, 150, 150]}
+                                             for i, o in enumerate(objs)], "background_prompt": "a desk"}))
+
+    with LLMServer(replies) as srv:
+        lay = planner(srv, tmp_path).plan_many([on_desk])[0]
+        layout_asks = [b for b in srv.requests if kind(b) == "layout"]
+    assert "The ground of this photo starts at y = 409" in layout_asks[0]["messages"][-1]["content"]
+    assert len(layout_asks) == 2 and "below y = 409, where the photo's ground starts" in json.dumps(
+        layout_asks[1]["messages"])
+    assert lay.planner == "llm" and not lay.fallback
+    assert all((b.box[1] + b.box[3]) / SIZE[1] > 0.8 for b in lay.boxes)

@@ -55,6 +55,7 @@ def test_classical_stage_end_to_end(tmp_path, cfg_factory):
     cfg = cfg_factory("stage=s3", "repaint.max_backgrounds=2", "repaint.blur=3", *EXACT)
     summary = s3_repaint.run(cfg)
     assert (summary.total, summary.done, summary.failed) == (2 * 2 + 2 + 2, 4, 4)
+    assert summary.notes["backgrounds"].startswith("procedural: a preview, not photographs (repaint.backgrounds=")
     out = tmp_path / "stages" / S3
     for comp in ("cat+dog_000", "cat+dog_001"):
         assert sorted(p.name for p in (out / "pets" / comp).iterdir()) == ["v0_procedural", "v1_procedural"]
@@ -115,6 +116,38 @@ def test_photo_backgrounds_matched_by_scene(tmp_path, cfg_factory):
     check_variant(out / "cat+dog_001" / "v0_photo", tmp_path / "stages" / S2 / "pets" / "cat+dog_001")
 
 
+def test_a_photo_much_smaller_than_the_canvas_is_named_in_the_summary(tmp_path, cfg_factory):
+    s2_tree(tmp_path)  # 96x80 canvases
+    bgs = tmp_path / "backgrounds"
+    for scene, size in (("garden", (40, 30)), ("kitchen", (200, 150))):  # enlarged 2.7x and not at all
+        (bgs / scene).mkdir(parents=True)
+        Image.new("RGB", size, (90, 120, 60)).save(bgs / scene / f"{scene}1.jpg")
+    summary = s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={bgs}", "repaint.min_photo_side=16"))
+    assert summary.done == 2
+    assert summary.notes["background photos enlarged over 2x to fill the canvas (soft; larger photos look "
+                         "better)"] == "1: garden1.jpg"
+
+
+def test_compositions_planned_without_the_folder_get_a_scene_by_meaning_and_a_summary_line(tmp_path, cfg_factory):
+    """s2 ran without repaint.backgrounds, s3 with it: a phrase no folder matches ("in a cozy cafe") gets the
+    scene that fits the concepts by meaning, not a random one, and the summary says to rerun s2 with the folder."""
+    root = tmp_path / "stages" / S2
+    objects = (("cat", (8, 30, 36, 44), (200, 90, 40)), ("mug", (52, 44, 20, 22), (60, 70, 160)))
+    for k in range(3):
+        make_composition(root, "pets", f"cat+mug_{k:03d}", seed=k, objects=objects,
+                         background_prompt="in a cozy cafe", scenes=("in a cozy cafe", "in a photo studio"))
+    bgs = tmp_path / "backgrounds"
+    for scene in ("Beach 2", "desert", "kitchen", "on_the_moon"):
+        (bgs / scene).mkdir(parents=True)
+        Image.new("RGB", (200, 150), (120, 110, 100)).save(bgs / scene / "1.jpg")
+    summary = s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={bgs}"))
+    assert summary.done == 3
+    used = {read_json(p)["background"]["scene"] for p in (tmp_path / "stages" / S3).rglob("meta.json")}
+    assert used == {"kitchen"}  # a cat and a mug: the kitchen every time
+    assert summary.notes["compositions s2 planned without repaint.backgrounds (photo chosen here by scene phrase "
+                         "or meaning; rerun s2 with it so they stand on the photo's ground)"] == 3
+
+
 def test_noise_start(tmp_path, cfg_factory):
     s2_tree(tmp_path)
     assert s3_repaint.run(cfg_factory("stage=s3", "repaint.source=noise", "repaint.blur=3", *EXACT)).done == 2
@@ -127,7 +160,7 @@ def test_whole_run_problems_are_user_errors(tmp_path, cfg_factory, monkeypatch):
     with pytest.raises(UserError, match="run `python -m gen4gen stage=s2` first"):
         s3_repaint.run(cfg_factory("stage=s3"))
     s2_tree(tmp_path)
-    with pytest.raises(UserError, match="not a folder"):
+    with pytest.raises(UserError, match="nope does not exist; expected a folder of photos"):
         s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={tmp_path / 'nope'}"))
     import torch
 
@@ -198,8 +231,14 @@ def test_photo_with_a_salient_object_where_the_concepts_stand_is_skipped_or_flag
         p.unlink()
     summary = s3_repaint.run(cfg_factory("stage=s3", f"repaint.backgrounds={bgs}", "repaint.blur=3",
                                          "repaint.photo_blur=0", "repaint.max_backgrounds=2"))
+    crops = []
     for variant in ("v0_photo", "v1_photo"):
         used = read_json(out / "cat+dog_000" / variant / "meta.json")["background"]
         assert "flag" not in used and used["salient_share"] < 0.1
         assert used.get("source", "").endswith("garden2.png")
+        crops.append(used["crop"])
     assert summary.notes["photo with a salient object behind the concepts (another used)"] == 1
+    # v0 moved to the calm photo that v1 starts at: another crop of it, not the same background twice
+    assert crops == [1, 0]
+    v0, v1 = (read_image(out / "cat+dog_000" / v / "image.png") for v in ("v0_photo", "v1_photo"))
+    assert np.abs(v0.astype(int) - v1.astype(int)).mean() > 3

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -105,15 +106,26 @@ def shown(by_comp: dict[str, list[ExportItem]], per_scene: int) -> dict[str, lis
     return kept
 
 
+def photo_notes(background: dict) -> dict:
+    """Which of the user's photos is behind a final image (scene folder / file, crop), and its flag (a salient
+    object where the concepts stand), so the gallery shows what s3's meta.json records."""
+    source = background.get("source") if background.get("kind") == "photo" else None
+    if not source:
+        return {"photo": "", "photo_flag": ""}
+    crop = f", crop {background['crop']}" if background.get("crop") else ""
+    return {"photo": f"{'/'.join(Path(source).parts[-2:])}{crop}", "photo_flag": background.get("flag") or ""}
+
+
 def page(ctx: ExportContext, by_comp: dict[str, list[ExportItem]]) -> str:
     """The page's values, plain; ``templates/gallery.html.j2`` lays them out (and escapes them)."""
     has_mycanvas = (ctx.root / "mycanvas").is_dir()
     scene_names = sorted({it.scene for it in ctx.items})
-    counts = [("final images", len(ctx.items)), ("compositions", len({it.composition for it in ctx.items})),
-              ("scenes", len(scene_names)), ("concepts", len(ctx.concepts)),
-              ("instances", sum(len(it.instances) for it in ctx.items)),
-              ("reference cut-outs", sum(len(r) for r in ctx.references.values())),
-              ("final images left out", len(ctx.left_out)), ("failures", len(ctx.failures))]
+    counts = [("final image{}", len(ctx.items)), ("composition{}", len({it.composition for it in ctx.items})),
+              ("scene{}", len(scene_names)), ("concept{}", len(ctx.concepts)),
+              ("instance{}", sum(len(it.instances) for it in ctx.items)),
+              ("reference cut-out{}", sum(len(r) for r in ctx.references.values())),
+              ("final image{} left out", len(ctx.left_out)), ("failure{}", len(ctx.failures))]
+    counts = [(label.format("" if n == 1 else "s"), n) for label, n in counts]  # "1 scene", "2 scenes"
     scenes = []
     for scene in scene_names:
         references = [{"thumb": ref_thumb(concept, ref), "s1_id": ref.s1_id,
@@ -129,7 +141,8 @@ def page(ctx: ExportContext, by_comp: dict[str, list[ExportItem]]) -> str:
                       "captions": {k: getattr(it.captions, k) for k in ("short", "detailed", "personalized")},
                       "fallback": it.captions.fallback or "",
                       # a procedural background is a preview, not a photograph: said under the picture
-                      "preview": (it.s3_meta.background or {}).get("kind") == "procedural"} for it in its]
+                      "preview": (it.s3_meta.background or {}).get("kind") == "procedural",
+                      **photo_notes(it.s3_meta.background or {})} for it in its]
             compositions.append({"name": comp, "layout_thumb": layout_thumb(comp),
                                  "planner": layout.planner, "variants": variants,
                                  "objects": [o.name for o in layout.objects]})

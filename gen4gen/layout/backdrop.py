@@ -22,11 +22,13 @@ HORIZON_RANGE = (0.05, 0.88)  # a planner horizon outside it leaves no ground, o
 
 
 def find_scene(name: str, scenes: list[str]) -> str | None:
-    """The scene ``name`` names: exactly, or by its words ("living room" = "my_living_room")."""
+    """The scene ``name`` names: exactly, or by its words when only one scene has them ("living room" =
+    "my_living_room", "beach" = "Beach 2" unless there is also a "Beach 1")."""
     if name in scenes:
         return name
-    want = [w for w in scene_words(scene_phrase(name))]
-    return next((s for s in scenes if [w for w in scene_words(scene_phrase(s))] == want), None)
+    want = scene_words(scene_phrase(name))
+    found = [s for s in scenes if scene_words(scene_phrase(s)) == want]
+    return found[0] if len(found) == 1 else None
 
 
 class BackdropChooser:
@@ -37,7 +39,10 @@ class BackdropChooser:
         if forced and library is not None:
             self.forced = find_scene(forced, sorted(library.scenes))
             if self.forced is None:
-                raise UserError(f"repaint.scene={forced!r} is not a scene of {library.root}; its scenes are "
+                folder = library.root / forced
+                why = f"{folder} holds no usable photo (lines above)" if folder.is_dir() else \
+                    f"{library.root} has no such scene"
+                raise UserError(f"repaint.scene={forced!r}: {why}; its scenes with photos are "
                                 f"{', '.join(sorted(library.scenes))}")
         elif forced:  # procedural backgrounds: the phrase itself
             self.forced = scene_phrase(forced) if not forced.startswith(("in ", "on ", "at ")) else forced

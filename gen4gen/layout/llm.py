@@ -90,10 +90,12 @@ class LLMPlanner:
     def plan_many(self, requests: list[PlanRequest], on_done=None) -> list[Plan]:
         """Plan every request concurrently: scenes and ratios once per concept set, then one layout each."""
         sets = sorted({self._set_key(r) for r in requests})
+        # a set whose compositions all have the user's photo (its scene fixed in s2) asks for no scenes
+        open_scenes = {self._set_key(r) for r in requests if not r.scenes}
         set_reqs: list[tuple[tuple, str, Request]] = []
         for key in sets:
             labels = labels_of(list(key))
-            if self.use_scenes:
+            if self.use_scenes and key in open_scenes:
                 set_reqs.append((key, "scenes", self._scenes_request(labels)))
             if self.use_ratios:
                 set_reqs.append((key, "ratios", self._ratios_request(labels)))
@@ -216,14 +218,17 @@ class LLMPlanner:
             concepts = [c.name for c in r.concepts]
             hint = {lab: ratios[c] for c, lab in zip(concepts, labels_of(concepts))}
         aspects = {c.name: c.aspect for c in r.concepts}
-        msgs.append({"role": "user", "content": layout_user(ids, labels, background, hint, r.sample,
-                                                             [aspects[c] for c, _ in r.instances])})
+        # on the user's photo the objects stand below its ground line (a desk photo's table top starts low)
+        ground = max(0.45, r.horizon) if r.backdrop and r.horizon is not None else 0.45
+        msgs.append({"role": "user", "content": layout_user(
+            ids, labels, background, hint, r.sample, [aspects[c] for c, _ in r.instances],
+            ground_y=int(r.horizon * self.frame) if r.backdrop and r.horizon is not None else None)})
         concepts = [c for c, _ in r.instances]
         own = ratios or size_ratios(sorted(set(concepts)))  # the size order it is held to: its own ratios
 
         def check(v: LayoutReply) -> LayoutReply:
             v = check_layout(v, ids, labels, self.frame, self.max_overlap, self.min_area_rule, repairs)
-            return check_plausible(v, concepts, own, self.frame)
+            return check_plausible(v, concepts, own, self.frame, ground)
 
         return Request(msgs, LayoutReply, temperature=self._temperature(r), tag=f"layout {r.key}", check=check)
 

@@ -78,18 +78,21 @@ def coverage(boxes: list[list[float]], size: tuple[int, int]) -> float:
 AIRBORNE = ("bird", "parrot", "owl", "kite", "balloon", "drone", "plane", "airplane", "butterfly", "rocket")
 
 
-def check_plausible(reply, concepts: list[str], ratios: dict[str, float], frame: int):
+def check_plausible(reply, concepts: list[str], ratios: dict[str, float], frame: int, ground: float = 0.45):
     """An LLM layout reply (names already mapped, boxes in request order) that could be a photo, else
-    ``ReplyInvalid`` with what to change, which the client feeds back to the model on its retry."""
+    ``ReplyInvalid`` with what to change, which the client feeds back to the model on its retry. ``ground``: where
+    the ground starts (fraction of the height; a background photo's horizon when it is lower than 0.45)."""
     from gen4gen.llm.replies import ReplyInvalid
 
     boxes = [(o.name, c, list(o.box)) for o, c in zip(reply.objects, concepts)]
     problems = size_order_violations(boxes, ratios, (frame, frame))
     grounded = [b for b in boxes if not any(w in b[1].lower() for w in AIRBORNE)]
-    problems += floating(grounded, (frame, frame))
+    problems += floating(grounded, (frame, frame), ground)
     if problems:
+        where = f"in the lower half of the {frame}x{frame} frame" if ground <= 0.45 else \
+            f"below y = {int(ground * frame)}, where the photo's ground starts"
         raise ReplyInvalid("implausible layout: " + "; ".join(problems[:4]) + ". Stand every object on the ground "
-                           f"(its base in the lower half of the {frame}x{frame} frame); at the same depth a smaller "
+                           f"(its base {where}); at the same depth a smaller "
                            "real object must be drawn smaller, further back means higher and smaller")
     return reply
 

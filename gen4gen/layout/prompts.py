@@ -35,11 +35,14 @@ Objects (JSON): {objects}"""
 
 
 def layout_user(ids: list[str], labels: list[str], scene: str, ratios: dict | None = None,
-                sample: int | None = None, aspects: list[float | None] | None = None) -> str:
+                sample: int | None = None, aspects: list[float | None] | None = None,
+                ground_y: int | None = None) -> str:
     aspects = aspects or [None] * len(ids)
     objects = json.dumps([{"name": i, "label": lab, **({"aspect": round(a, 2)} if a else {})}
                           for i, lab, a in zip(ids, labels, aspects)])
     lines = [f"Objects (JSON, exactly these {len(ids)}, one box each): {objects}", f"Scene: {scene}"]
+    if ground_y is not None:  # the user's background photo: its floor, table top or lawn starts there
+        lines.append(f"The ground of this photo starts at y = {ground_y}: every box's bottom edge lies below it.")
     if ratios:
         lines.append(f"Relative real-world sizes (biggest 1.0, JSON): {json.dumps(ratios)}")
     if sample:

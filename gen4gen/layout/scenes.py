@@ -76,7 +76,7 @@ CATEGORY_STYLES: dict[str, tuple[str, ...]] = {
 
 def scene_words(text: str) -> list[str]:
     """Content words of a scene phrase or folder name: "in the living-room" -> ["living", "room"]."""
-    return [w for w in re.split(r"[^a-z0-9]+", str(text).lower()) if w and w not in _FILLER]
+    return [w for w in re.split(r"[\W_]+", str(text).lower()) if w and w not in _FILLER]  # any script: "café", "草地"
 
 
 def matched_style(phrase: str) -> str | None:

@@ -57,10 +57,11 @@ def _matches(folder: str, phrase: str) -> bool:
 
 
 def plan_sources(layout: Layout, *, kind: str, max_backgrounds: int, rng: np.random.Generator,
-                 library: Library | None = None) -> list[BackgroundSource]:
+                 library: Library | None = None, rank=None) -> list[BackgroundSource]:
     """Up to ``max_backgrounds`` sources for one composition, deterministic for a given ``rng``. Photos: the one
     s2 chose for the layout (``layout.backdrop``) first, then the other photos of its scene, then other crops of
-    them; a layout made without the folder gets a scene its phrases name, else any scene (never a refusal)."""
+    them; a layout made without the folder gets a scene its phrases name, else the scene that fits its concepts
+    best by meaning (``rank``: ``SceneFit.rank``), else any scene (never a refusal)."""
     if kind not in KINDS:
         raise ValueError(f"unknown background source {kind!r}; choose one of {', '.join(KINDS)}")
     n = max(1, int(max_backgrounds))
@@ -70,7 +71,11 @@ def plan_sources(layout: Layout, *, kind: str, max_backgrounds: int, rng: np.ran
         chosen = library.by_path(str((layout.backdrop or {}).get("photo") or ""))
         note = None
         scene = chosen.scene if chosen else next((s for p in phrases for s in sorted(scenes) if _matches(s, p)), None)
-        if scene is None:
+        if scene is None and rank is not None:
+            scene = rank(sorted({o.concept for o in layout.objects}), sorted(scenes))[0][0]
+            note = (f"no scene of the background folder matches {phrases}: {scene!r} fits the concepts best by "
+                    "meaning (s2 with repaint.backgrounds set also stands them on its photo's ground)")
+        elif scene is None:
             scene = sorted(scenes)[int(rng.integers(len(scenes)))]
             note = (f"no scene of the background folder matches {phrases}: a photo of {scene!r} is used "
                     "(s2 with repaint.backgrounds set chooses scenes that fit)")

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gen4gen.images import IMAGE_EXTENSIONS, size_problem
+from gen4gen.images import IMAGE_EXTENSIONS, size_problem, to_mode
 from gen4gen.layout.scenes import scene_words
 from gen4gen.stage_settings import IOSettings, RepaintSettings
 
@@ -66,6 +66,7 @@ class Library:
     root: Path
     photos: list[Backdrop] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one line per photo, folder or sidecar that was not used
+    notes: list[str] = field(default_factory=list)  # one line per photo used after a conversion (grey, CMYK)
 
     @property
     def scenes(self) -> dict[str, list[Backdrop]]:
@@ -80,9 +81,11 @@ class Library:
 
 def scene_phrase(scene: str) -> str:
     """The caption phrase of a scene name: "kitchen" -> "in the kitchen", "on_the_beach" -> "on the beach",
-    "my_living_room" -> "in the living room"."""
+    "my_living_room" -> "in the living room", "Beach 2" -> "at the beach"."""
     words = [w for w in str(scene).replace("_", " ").replace("-", " ").lower().split() if w not in _POSSESSIVE]
     words = [w for w in (" ".join("".join(c for c in w if c.isalnum() or c == "'") for w in words)).split() if w]
+    while len(words) > 1 and words[-1].isdigit():  # the user's numbering: "Beach 2", "kitchen_2024"
+        words.pop()
     if not words:
         return "in a room"
     if words[0] in PREPOSITIONS:
@@ -101,19 +104,28 @@ def scan(root: Path | str, *, max_pixels: int, min_side: int) -> Library:
     lib = Library(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for folder in [root, *folders]:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                       and not p.name.startswith("."))
-        if folder != root and not files:
-            lib.problems.append(f"{folder}: scene folder {folder.name!r} holds no photos")
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if folder != root:
+            for sub in (p for p in entries if p.is_dir()):  # said, not silently skipped
+                lib.problems.append(f"{sub}: folder inside the scene folder {folder.name!r} ignored (scene folders "
+                                    "are one level deep: move its photos up, or make it a scene folder of its own)")
+            if not files:
+                lib.problems.append(f"{folder}: scene folder {folder.name!r} holds no photos")
         for path in files:
             scene = None if folder == root else folder.name
-            photo = _read_photo(path, scene, max_pixels, min_side, lib.problems)
+            photo = _read_photo(path, scene, max_pixels, min_side, lib.problems, lib.notes)
             if photo is not None:
                 lib.photos.append(photo)
+        claimed = {side for path in files for ext in SIDECARS if (side := _side(path, ext))}
+        for orphan in (p for p in entries if p.is_file() and p.suffix.lower() in SIDECARS and p not in claimed):
+            lib.problems.append(f"{orphan}: sidecar of no photo here, ignored (name it after its photo: "
+                                "beach.jpg -> beach.txt or beach.json)")
     return lib
 
 
-def _read_photo(path: Path, scene: str | None, max_pixels: int, min_side: int, problems: list[str]) -> Backdrop | None:
+def _read_photo(path: Path, scene: str | None, max_pixels: int, min_side: int, problems: list[str],
+                notes_out: list[str]) -> Backdrop | None:
     side = _sidecar(path, problems)
     scene = (side.scene if side and side.scene else None) or _caption(path, problems) or scene
     if not scene or not scene_words(scene):
@@ -133,28 +145,36 @@ def _read_photo(path: Path, scene: str | None, max_pixels: int, min_side: int, p
     if light is None:
         light, estimated = estimate_light(small, horizon), [*estimated, "light"]
     for note in notes:
-        problems.append(f"{path}: {note}")
+        notes_out.append(f"{path}: {note}")
     return Backdrop(path, " ".join(scene.split()), size, float(horizon), float(light), tuple(estimated), tuple(notes))
 
 
+SIDECARS = (".txt", ".json")
+
+
+def _side(path: Path, ext: str) -> Path | None:
+    """The photo's sidecar: ``beach.json``, or ``beach.jpg.json`` as some tools name them."""
+    return next((p for p in (path.with_suffix(ext), path.with_name(path.name + ext)) if p.is_file()), None)
+
+
 def _sidecar(path: Path, problems: list[str]) -> Sidecar | None:
-    side = path.with_suffix(".json")
-    if not side.is_file():
+    side = _side(path, ".json")
+    if side is None:
         return None
     try:
         return Sidecar.model_validate(json.loads(side.read_text("utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         problems.append(f"{side}: sidecar ignored: not readable JSON ({str(e)[:80]})")
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top)"
-        problems.append(f"{side}: sidecar ignored: {where}: {err['msg']}")
+        errs = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())
+        problems.append(f"{side}: sidecar ignored ({errs}): the photo's scene, horizon and light come from "
+                        "its folder and the estimate")
     return None
 
 
 def _caption(path: Path, problems: list[str]) -> str | None:
-    side = path.with_suffix(".txt")
-    if not side.is_file():
+    side = _side(path, ".txt")
+    if side is None:
         return None
     try:
         text = side.read_text("utf-8").strip().splitlines()
@@ -189,8 +209,11 @@ def _small_copy(path: Path, max_pixels: int, min_side: int) -> tuple[np.ndarray,
                 im.draft("RGB", (ANALYSIS_SIDE * 2, ANALYSIS_SIDE * 2))
                 im.load()
                 im = ImageOps.exif_transpose(im)
+                # the reader's own conversion first: 16-bit grey scaled (Pillow cannot resize I;16: "image has
+                # wrong mode"), CMYK and transparency as every other image of the project
+                im = Image.fromarray(to_mode(im, "RGB"))
                 im.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE))
-                small = np.asarray(im.convert("RGB"))
+                small = np.asarray(im)
         except ValueError:
             raise
         except Exception as e:  # noqa: BLE001 - any decoder error: this photo is left out, the run goes on
@@ -249,6 +272,9 @@ def estimate_light(image: np.ndarray, horizon: float) -> float:
 __all__ = ["Sidecar", "Backdrop", "Library", "scene_phrase", "scan", "estimate_ground", "estimate_light"]
 
 
+_SAID: set[str] = set()
+
+
 def library_for(repaint: RepaintSettings, io: IOSettings, log=None) -> Library | None:
     """The run's background photos when ``repaint.backgrounds`` is set and the source is auto or photo; every
     photo, folder or sidecar that cannot be used is one warning line. UserError when nothing is usable."""
@@ -257,12 +283,17 @@ def library_for(repaint: RepaintSettings, io: IOSettings, log=None) -> Library |
     if not repaint.backgrounds or repaint.kind != "photo":
         return None
     root = Path(repaint.backgrounds).expanduser()
+    if root.is_file():
+        raise UserError(f"repaint.backgrounds={root} is a file; give the folder of photos it lies in "
+                        f"(repaint.backgrounds={root.parent}), its sub-folders name the scenes")
     if not root.is_dir():
-        raise UserError(f"repaint.backgrounds={root} is not a folder; expected a folder of photos, e.g. "
+        raise UserError(f"repaint.backgrounds={root} does not exist; expected a folder of photos, e.g. "
                         f"{root}/kitchen/photo1.jpg (sub-folders name the scene)")
     lib = scan(root, max_pixels=io.max_pixels, min_side=repaint.min_photo_side)
-    for line in lib.problems:
-        (log.warning if log else print)(f"background photo: {line}")
+    for line in lib.problems + lib.notes:
+        if line not in _SAID:  # `stage=all` scans in s2 and s3: each line is said once per process
+            _SAID.add(line)
+            (log.warning if log else print)(f"background photo: {line}")
     if not lib.photos:
         raise UserError(f"no usable background photo under {root} ({len(lib.problems)} problem(s) above); expected "
                         "photos in scene folders (kitchen/, living_room/) or with a <photo>.txt naming the scene")

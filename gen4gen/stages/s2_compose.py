@@ -101,6 +101,7 @@ class ComposeStage:
         self.plans: dict[str, Plan] = {}
         self.plan_seconds = 0.0
         self._stats: Counter = Counter()
+        self._left_out: Counter = Counter()  # photo or concept -> compositions it was left out of
         self._first_fallback = ""
         self._lock = threading.Lock()
 
@@ -251,8 +252,7 @@ class ComposeStage:
             self._stats["occluded"] += check["occluded"]
             if who.closeup:
                 self._stats["close-ups (cut-off subjects at their edge)"] += 1
-            if who.left_out:
-                self._stats["photos or concepts left out (cut off; reason in layout.json)"] += len(who.left_out)
+            self._left_out.update(d.get("source") or d.get("concept") for d in who.left_out)
             self._stats["size-order violations"] += len(check["size_order_violations"])
             if final.fallback:
                 self._stats["with fallback"] += 1
@@ -273,6 +273,10 @@ class ComposeStage:
         occluded = self._stats.pop("occluded", 0)
         for key, n in sorted(self._stats.items()):
             summary.notes[key] = n
+        if self._left_out:  # one photo left out of every composition is one photo, not one per composition
+            names = ", ".join(f"{n} ({k})" for n, k in sorted(self._left_out.items()))
+            summary.notes["photos or concepts left out (cut off; in how many compositions; reason in layout.json)"] = \
+                f"{len(self._left_out)}: {names}"[:300]
         if composed:  # plausibility of this run's compositions (benchmarks/layout.py measures it over many)
             share = float(getattr(self.heuristic, "occlusion", 0.0))
             summary.notes["occluded compositions"] = f"{occluded}/{composed} (compose.occlusion {share:.0%})"

@@ -20,6 +20,7 @@ from gen4gen.console import Summary
 from gen4gen.errors import ItemFailed, UserError
 from gen4gen.hashing import config_hash, item_rng
 from gen4gen.images import read_image
+from gen4gen.layout.scene_fit import SceneFit, minilm_embed
 from gen4gen.markers import upstream_reasons
 from gen4gen.paths import STAGE_DIRS
 from gen4gen.repaint import RepaintJob
@@ -62,6 +63,9 @@ class RepaintStage:
         self.out_root = stages / DIR_NAME
         self.kind = self.repaint.kind
         self.library = self._library() if self.kind == "photo" else None
+        # a composition s2 planned without the photo folder gets the scene that fits its concepts by meaning
+        self.rank = SceneFit(minilm_embed(cfg.paths.cache_dir)).rank if self.library is not None else None
+        self._unplanned: set[str] = set()  # such compositions: they do not stand on their photo's ground
         self.backend = build_backend(cfg.inpainter, "inpainter")
         # the runner hands process_batch() batches of this many items of one size (batch_key)
         self.batch_size = max(1, int(getattr(self.backend, "batch_size", 1)))
@@ -103,7 +107,9 @@ class RepaintStage:
             return [Item(cid, self.out_root / cid, {"path": str(comp.dir)}, error=str(e))]
         sources = plan_sources(layout, kind=self.kind, max_backgrounds=self.repaint.max_backgrounds,
                                rng=item_rng(self.top.seed, cid + "/backgrounds"),
-                               library=self.library)
+                               library=self.library, rank=self.rank)
+        if self.library is not None and not layout.backdrop:
+            self._unplanned.add(cid)
         items = []
         for k, src in enumerate(sources):
             variant = f"v{k}_{src.kind}"
@@ -165,11 +171,17 @@ class RepaintStage:
 
     def finish(self, summary: Summary, metas: dict[str, S3Meta]) -> None:
         summary.notes["inpainter"] = getattr(self.backend, "name", type(self.backend).__name__)
-        summary.notes["backgrounds"] = self.kind
+        summary.notes["backgrounds"] = self.kind if self.kind != "procedural" else \
+            "procedural: a preview, not photographs (repaint.backgrounds=<folder of photos>, or inpainter=sdxl on a GPU)"
         summary.notes.update(self._ignored)
         if self.library is not None and self.library.problems:
             summary.notes["background photos, folders or sidecars not used (one line each above)"] = \
                 len(self.library.problems)
+        if self.library is not None and self.library.notes:
+            summary.notes["background photos used after a conversion (grayscale, CMYK)"] = len(self.library.notes)
+        if self._unplanned:
+            summary.notes["compositions s2 planned without repaint.backgrounds (photo chosen here by scene phrase or "
+                          "meaning; rerun s2 with it so they stand on the photo's ground)"] = len(self._unplanned)
         backgrounds = [m.background or {} for m in metas.values()]
         fallbacks = sum(1 for b in backgrounds if b.get("fallback"))
         if fallbacks:
@@ -179,6 +191,11 @@ class RepaintStage:
             summary.notes["photo with a salient object behind the concepts (another used)"] = swapped
         if busy:
             summary.notes["photo with a salient object behind the concepts (flagged)"] = busy
+        small = sorted({b["source"] for m, b in zip(metas.values(), backgrounds) if _upscale(self.library, b, m.size)
+                        > UPSCALE_WARN})
+        if small:  # a 400 px photo behind a 1024 px canvas looks soft next to the sharp concepts
+            summary.notes[f"background photos enlarged over {UPSCALE_WARN:g}x to fill the canvas (soft; larger "
+                          "photos look better)"] = f"{len(small)}: " + ", ".join(Path(s).name for s in small)[:200]
 
     # ------------------------------------------------------------ work
     def job(self, item: Item) -> RepaintJob:
@@ -216,7 +233,9 @@ class RepaintStage:
                     concepts: np.ndarray, tries: int = 3) -> tuple[np.ndarray, float, float]:
         """The photo of ``src`` cropped so its ground lies under the layout's, with its ground line and light; or,
         when a salient object of it stands where the concepts stand (a bicycle behind the pets), the first calm
-        photo among the next ``tries`` of its scene; flagged when none is calm."""
+        photo among the next ``tries`` of its scene, cropped as variant ``crop + k`` for the k-th photo on: the
+        variants of a composition start at different photos of the scene, so two that move to the same calm photo
+        get different crops of it, never the same background twice; flagged when none is calm."""
         limit = self.repaint.max_salient
         photos = self.library.scenes.get(src.scene, [])
         first = self.library.by_path(src.source)
@@ -227,7 +246,7 @@ class RepaintStage:
             if photo is None or (k and photo is first):
                 continue
             try:
-                out = render_photo(photo, size, target=horizon, variant=src.crop, blur=self.repaint.photo_blur,
+                out = render_photo(photo, size, target=horizon, variant=src.crop + k, blur=self.repaint.photo_blur,
                                    max_pixels=self.io.max_pixels)
             except ItemFailed:
                 if k == 0:
@@ -236,8 +255,8 @@ class RepaintStage:
             share = salient_share(out[0], concepts)
             best = best or (out, share)
             if share <= limit:
-                info = {"salient_share": round(share, 3), **({"source": str(photo.path), "skipped": skipped}
-                                                              if k else {})}
+                info = {"salient_share": round(share, 3), **({"source": str(photo.path), "crop": src.crop + k,
+                                                               "skipped": skipped} if k else {})}
                 self._bg_info[item_id] = info
                 return out
             skipped.append(str(photo.path))
@@ -248,6 +267,17 @@ class RepaintStage:
             f"a salient object of the photo covers {share:.0%} of where the concepts stand (repaint.max_salient) "
             "and no other photo of the folder is calmer there")}
         return out
+
+
+UPSCALE_WARN = 2.0  # a photo enlarged more than this to cover the canvas is named in the summary
+
+
+def _upscale(library, background: dict, size) -> float:
+    """How much the photo behind a final image was enlarged at least to cover its canvas (0 when not a photo)."""
+    photo = library.by_path(background.get("source") or "") if library is not None and size else None
+    if photo is None or background.get("kind") != "photo":
+        return 0.0
+    return max(size[0] / photo.size[0], size[1] / photo.size[1])
 
 
 def _read(path: Path, mode: str, io: IOSettings) -> np.ndarray:

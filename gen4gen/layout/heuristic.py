@@ -18,7 +18,7 @@ from pydantic import Field
 
 from gen4gen.backends import typed_settings
 from gen4gen.hashing import stable_hash
-from gen4gen.layout.closeups import closeup_box
+from gen4gen.layout.closeups import closeup_box, shown_share
 from gen4gen.layout.scenes import suggest_scenes as fitting_scenes
 from gen4gen.layout.schema import (Plan, PlacedBox, PlanRequest, depth_order, hidden_share, min_box_area,
                                    overlap_fraction)
@@ -217,16 +217,32 @@ class HeuristicPlanner:
 
         if pair and not overlaps(*pair):  # the occluder's head is below the other's feet: bring the other forward
             far, close = pair
-            moved = list(s)
-            moved[far] = max(s[far], s[close] - 0.05 * (self.depth[1] - self.depth[0]))
-            again = self._size(real, moved, aspect, pair, horizon, near, cam, W, H)
-            if not again[-1]:  # only when every box still fits at its size
-                s, (gamma, base, w, h, _) = moved, again
+            step = 0.05 * (self.depth[1] - self.depth[0])
+            forward = list(s)
+            forward[far] = max(s[far], s[close] - step)
+            # with compressed ratios a bigger thing is drawn small for its size: it must not come in front of a
+            # smaller one, so the smaller ones come with it; no room for that: no overlap here (a crowded row)
+            along = [max(d, forward[far]) if real[j] < real[far] else d for j, d in enumerate(forward)]
+            for moved in (forward, along):
+                again = self._size(real, moved, aspect, pair, horizon, near, cam, W, H)
+                if not again[-1] and _in_depth(real, moved, again[0]):  # every box fits at its size
+                    s, (gamma, base, w, h, _) = moved, again
+                    break
         if pair and not overlaps(*pair):  # still apart: a neighbouring pair that stands in the same rows, else none
             cands = [(order[k], order[k + 1]) for k in range(n - 1) if overlaps(order[k], order[k + 1])]
             pair = tuple(sorted(cands[int(rng.integers(len(cands)))], key=lambda i: base[i])) if cands else None
             if pair is None:  # the row was sized for an overlap: size it for none
                 gamma, base, w, h, _ = self._size(real, s, aspect, None, horizon, near, cam, W, H)
+        if gamma < 1.0:  # compressed ratios draw a bigger thing small for its size: no smaller one stands behind it
+            ahead = [max([d] + [s[j] for j in range(n) if real[j] > real[i]]) for i, d in enumerate(s)]
+            again = self._size(real, ahead, aspect, pair, horizon, near, cam, W, H) if ahead != s else None
+            if again and not again[-1]:  # only when every box still fits (the occluding pair keeps its rows)
+                kept = (gamma, base, w, h)
+                gamma, base, w, h, _ = again
+                if pair and not overlaps(*pair):
+                    gamma, base, w, h = kept
+                else:
+                    s = ahead
         for _ in range(20):
             xs = self._spread(order, w, h, base, W, pair, u[3], rng)
             boxes = [[x, max(0.0, y - hi), wi, min(hi, y)] for x, y, wi, hi in zip(xs, base, w, h)]
@@ -257,21 +273,83 @@ class HeuristicPlanner:
             wc = box.box[2]
             rest = PlanRequest(others, (max(1, int(W - wc)), H), request.seed, request.sample, request.key,
                                horizon=request.horizon)
-            # beside a close-up the others stand in the front half of the ground: far back they would be specks
+            # sized among themselves as if in the front half of the ground (far back they would be specks);
+            # where they stand comes from the close-up's perspective (_behind)
             front = copy.copy(self)
             front.depth = (max(self.depth[0], (self.depth[0] + self.depth[1]) / 2), self.depth[1])
             boxes, camera, depth, occluding = front.place(rest, ratios, rng, self.occludes(rest))
             x0 = wc if side == "left" else 0.0
             # behind a close-up nothing is a speck: the tallest other is at least 0.45 of it (Gen4Gen's bound
-            # is 0.4), each grown about its feet within its part of the canvas
+            # is 0.4), all grown alike within their part of the canvas
             grow = 0.45 * box.box[3] / max(b.box[3] for b in boxes)
-            for b in boxes:
+            gs = [max(1.0, min(grow, (W - wc) / b.box[2], self.max_height * H / b.box[3])) for b in boxes]
+            low = min(b.box[3] * g for b, g in zip(boxes, gs))  # one held by the strip's width: the others grow
+            for b, g in zip(boxes, gs):  # only as far as keeps it over smallest_ratio of them
                 x, y, w, h = b.box
-                g = max(1.0, min(grow, (W - wc) / w, (y + h) / h))
+                g = max(1.0, min(g, low / (self.smallest_ratio * h)))
                 x = min(max(x + w / 2 - w * g / 2, 0.0), W - wc - w * g)
                 b.box = [x + x0, y + h - h * g, w * g, h * g]
+            self._no_larger(box, boxes, ratios, min_box_area((W, H), len(request.instances)) * 1.02)
+            camera, depth, occluding = self._behind(box, boxes, ratios, {**camera, "near": round(near, 4)}, occluding,
+                                                     (W, H), (x0, W - wc), rng)
         depth = {**depth, box.name: 1.0}
         return [*boxes, box], camera, depth, occluding, [*depth_order(boxes), box.name]
+
+    def _no_larger(self, closeup: PlacedBox, boxes: list[PlacedBox], ratios, area_min: float):
+        """Shrink each other concept drawn larger for its size than the close-up to the close-up's scale (it then
+        stands on the nearest line, ``_behind``), never under Gen4Gen's minimum area, under ``smallest_ratio`` of
+        the tallest, nor the tallest under 0.45 of the close-up: where those bounds stop it, a small thing stays
+        larger than the close-up's scale (a cup beside a dog's close-up), on the nearest line."""
+        unit = closeup.box[3] / (shown_share(closeup.cut_edges) * max(float(ratios.get(closeup.concept, 1.0)), 1e-6))
+        fit = [min(1.0, unit * max(float(ratios.get(b.concept, 1.0)), 1e-6) / b.box[3]) for b in boxes]
+        tallest = max(max(b.box[3] * f for b, f in zip(boxes, fit)),
+                      min(0.45 * closeup.box[3], max(b.box[3] for b in boxes)))
+        for b, f in zip(boxes, fit):
+            x, y, w, h = b.box
+            g = max(f, min(1.0, max((area_min / (w * h)) ** 0.5, self.smallest_ratio * tallest / h,
+                                    tallest / h if h >= tallest else 0.0)))
+            b.box = [x + (w - w * g) / 2, y + h - h * g, w * g, h * g]  # about its feet's middle: _behind sets them
+
+    def _behind(self, closeup: PlacedBox, boxes: list[PlacedBox], ratios, camera, occluding, size, strip, rng):
+        """Each other concept's feet where its drawn size puts it in the close-up's perspective: the close-up
+        stands on the nearest ground line and sets the pixels per cm there (``shown_share`` of its subject
+        in its box's height); a concept drawn at a share ``d`` of that for its own size stands at depth ``d``,
+        its feet that far from the horizon towards the nearest line. Drawn larger than the close-up's scale
+        (Gen4Gen's minimum size on a small thing): on the nearest line. Too tall to stand that far back
+        inside the canvas: shrunk until it does. Returns the camera, depths and occluding pair."""
+        W, H = size
+        hz, near = camera["horizon"], camera["near"]
+        unit = closeup.box[3] / (shown_share(closeup.cut_edges) * max(float(ratios.get(closeup.concept, 1.0)), 1e-6))
+        depth = {}
+        for b in boxes:
+            x, y, w, h = b.box
+            at_near = unit * max(float(ratios.get(b.concept, 1.0)), 1e-6)  # its height on the nearest line
+            d = min(1.0, h / at_near)
+            if h > (hz + d * (near - hz)) * H:  # top above the canvas: smaller and further back
+                d = hz / (at_near / H - (near - hz))
+                x, w, h = x + (w - w * d * at_near / h) / 2, w * d * at_near / h, d * at_near
+            feet = (hz + d * (near - hz)) * H
+            b.box, depth[b.name] = [x, feet - h, w, h], round(d, 4)
+        boxes_xy = [b.box for b in boxes]
+        pair = None
+        if occluding:  # (farther, nearer) by where they stand now
+            idx = {b.name: i for i, b in enumerate(boxes)}
+            pair = tuple(sorted((idx[n] for n in occluding), key=lambda i: boxes_xy[i][1] + boxes_xy[i][3]))
+        if not self._ok(boxes_xy, pair):  # rows shared differ now: place them along the strip again
+            x0, width = strip
+            order = sorted(range(len(boxes)), key=lambda i: boxes_xy[i][0])
+            w, h = [b[2] for b in boxes_xy], [b[3] for b in boxes_xy]
+            base = [b[1] + b[3] for b in boxes_xy]
+            xs = self._spread(order, w, h, base, width, pair, float(rng.random()), rng)
+            for b, xi in zip(boxes, xs):
+                b.box[0] = x0 + xi
+        if pair and hidden_share(boxes[pair[1]].box, boxes[pair[0]].box) <= 0:
+            pair = None
+        cam = (near - hz) * H / unit  # pinhole: height on the nearest line = (near - horizon) * real / camera
+        camera = {"horizon": hz, "near": near, "height": round(cam, 4),
+                  "height_cm": round(cam * max(real_height(c) for c in ratios), 1), "gamma": 1.0}
+        occluding = [boxes[pair[1]].name, boxes[pair[0]].name] if pair else None
+        return camera, depth, occluding
 
     def _size(self, real, s, aspect, pair, horizon, near, cam, W, H):
         """(gamma, bases, widths, heights, crowded) for perspective factors ``s``: heights by the pinhole model,
@@ -383,6 +461,13 @@ def _rows_shared(pair, base, h) -> float:
     """Pixel rows two boxes standing on ``base`` share (<= 0: one is entirely above the other)."""
     i, j = pair
     return min(base[i], base[j]) - max(base[i] - h[i], base[j] - h[j])
+
+
+def _in_depth(real: list[float], s: list[float], gamma: float) -> bool:
+    """Nothing nearer (larger factor ``s``) is drawn at fewer pixels per unit of real size (r ** gamma * s / r)."""
+    scale = [r ** (gamma - 1.0) * d for r, d in zip(real, s)]
+    return gamma >= 1.0 or all(scale[i] >= scale[j] * (1 - 1e-6) for i in range(len(s)) for j in range(len(s))
+                               if s[i] > s[j])
 
 
 def _gamma(real: list[float], s: list[float], bound: float) -> float:

@@ -38,6 +38,19 @@ def size_order_violations(boxes: list[tuple[str, str, list[float]]], ratios: dic
     return out
 
 
+def depth_inversions(boxes: list[tuple[str, float, list[float]]], size: tuple[int, int],
+                     feet_tol: float = 0.02, scale_tol: float = 0.05) -> list[str]:
+    """Pairs that contradict the ground plane: ``boxes`` are (instance, real height, box), the real height in
+    any unit shared by all (a close-up's: the part of its subject it shows). One whose feet are lower (nearer
+    the camera, by more than ``feet_tol`` of H) than another's must be drawn at least as large for its real
+    size (pixels per unit, within ``scale_tol``): nearer and smaller-scaled reads as pasted."""
+    H = float(size[1])
+    feet = [((b[1] + b[3]) / H, b[3] / max(r, 1e-9), n) for n, r, b in boxes]
+    return [f"{ni} stands nearer than {nj} (feet at {fi:.0%} vs {fj:.0%} of H) but is drawn at {si / sj:.0%} "
+            f"of its scale" for fi, si, ni in feet for fj, sj, nj in feet
+            if fi > fj + feet_tol and si < sj * (1 - scale_tol)]
+
+
 def floating(boxes: list[tuple[str, str, list[float]]], size: tuple[int, int], ground: float = 0.45) -> list[str]:
     """Instances whose base lies above ``ground`` (fraction of H from the top): standing on nothing."""
     H = float(size[1])
@@ -116,5 +129,5 @@ def plausibility_of(layout, objects: list[dict]) -> dict:
             "size_order_violations": size_order_violations(boxes, ratios, layout.size, layout.camera)}
 
 
-__all__ = ["size_order_violations", "floating", "occluded", "coverage", "plausibility_of", "check_plausible",
-           "fitting_llm_scenes", "AIRBORNE"]
+__all__ = ["size_order_violations", "depth_inversions", "floating", "occluded", "coverage", "plausibility_of",
+           "check_plausible", "fitting_llm_scenes", "AIRBORNE"]

@@ -75,11 +75,12 @@ def test_a_translucent_patch_inside_a_solid_subject_is_filled_and_a_real_hole_is
 
 
 def doubted_side() -> tuple[np.ndarray, np.ndarray]:
-    """An orange disc on a blue-grey ground (6 px soft outline) whose left part, a segment 60 px from the
-    centre, the segmenter holds at 0.5: 45 % of the patch's rim on the opaque subject, reaching 60 px from it."""
+    """An orange disc on a blue-grey ground (6 px soft outline) whose left part, a disc of radius 100 centred
+    50 px left of its centre, the segmenter holds at 0.5: 52 % of the patch's rim on the opaque subject, reaching
+    0.56 of the subject's scale from it (the mirrored astronaut's helmet: 53 %, 0.62)."""
     yy, xx = np.mgrid[:300, :300]
     mask = np.clip((120 - np.hypot(xx - 150, yy - 150)) / 6 + 0.5, 0, 1).astype(np.float32)
-    side = (xx < 90) & (mask > 0.5)
+    side = (np.hypot(xx - 100, yy - 150) < 100) & (mask > 0.5)
     mask[side] = 0.5
     rgb = np.empty((300, 300, 3), np.uint8)
     rgb[:] = (90, 110, 140)
@@ -94,7 +95,7 @@ def test_a_doubted_patch_in_the_concept_s_colours_is_filled_and_a_haze_over_the_
     concept = concept_histogram([histogram(colour_index(np.where(other[..., None], rgb[150, 150], 0).astype(
         np.uint8), other.shape), other)])
     yy, xx = np.mgrid[:300, :300]
-    side = (xx < 84) & (np.hypot(xx - 150, yy - 150) < 112)  # the patch, deeper than the soft outline
+    side = (np.hypot(xx - 100, yy - 150) < 100) & (np.hypot(xx - 150, yy - 150) < 112)  # deeper than the outline
     # the mask alone: under 60 % of its rim on the subject, so it may be haze and stays see-through
     out, filled = fill_translucent(mask)
     assert filled == 0.0 and np.array_equal(out, mask)
@@ -108,6 +109,12 @@ def test_a_doubted_patch_in_the_concept_s_colours_is_filled_and_a_haze_over_the_
     assert filled == 0.0 and np.array_equal(out, mask) and np.median(out[side]) == 0.5
     # no other photo: nothing vouches for the colours, the mask rule alone decides
     assert fill_translucent(mask, rgb=rgb, concept=None)[1] == 0.0
+    # a narrower patch in the same colours (a segment 60 px from the centre: 46 % of its rim on the subject,
+    # reaching 0.26 of its scale) is no part of its size but a gap, as between a lamp's arms: it stays
+    gap = np.clip((120 - np.hypot(xx - 150, yy - 150)) / 6 + 0.5, 0, 1).astype(np.float32)
+    gap[(xx < 90) & (gap > 0.5)] = 0.5
+    out, filled = fill_translucent(gap, rgb=rgb, concept=concept)
+    assert filled == 0.0 and np.array_equal(out, gap)
 
 
 @pytest.mark.needs("weights")

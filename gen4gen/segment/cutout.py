@@ -31,15 +31,18 @@ FIRM, FIRM_CORE, BRIDGE = 0.9, 0.1, 0.3
 # a see-through patch is filled with SHUT of its rim on opaque subject (or on an edge of the photo that cuts
 # the subject), or ENCLOSED when it reaches further than twice the soft edge's depth from the opaque subject
 SHUT, ENCLOSED = 0.9, 0.6
-# a deep patch with less of its rim on the subject (down to HALF_SHUT) is filled when the photo's colours say
-# it is the subject: at least OURS of its pixels in colour bins that the concept's other photos' subjects show
-# more often than this photo's background does. By the mask alone u2netp's doubt over a solid part (the
-# mirrored astronaut's helmet: 53 % of its rim on the subject) is the haze it leaves over old background (a
-# motorcycle's shelves: 38 %); the photo's own subject and background do not tell them apart either (the
-# helmet's black visor and white shell are the colours of the dark table and pale backdrop beside it). The
-# other photos, where the helmet is solid, do, but narrowly: the helmet has 85 % of its pixels in the
-# concept's colours, the shadowed floor under the right stereo photo's motorcycle 75 %
-HALF_SHUT, OURS = 0.4, 0.8
+# a deep patch with less of its rim on the subject (down to HALF_SHUT) that reaches at least WIDE of the
+# subject's scale (square root of its area) from the opaque subject, as large as a part of it, is filled when
+# the photo's colours say it is the subject: at least OURS of its pixels in colour bins that the concept's other
+# photos' subjects show more often than this photo's background does. By the mask alone u2netp's doubt over a
+# solid part (the mirrored astronaut's helmet: 53 % of its rim on the subject) is the haze it leaves over old
+# background (a motorcycle's shelves: 38 %); the photo's own subject and background do not tell them apart
+# either (the helmet's black visor and white shell are the colours of the dark table and pale backdrop beside
+# it). The other photos, where the helmet is solid, do, but narrowly: the helmet has 85 % of its pixels in the
+# concept's colours, the shadowed floor under the right stereo photo's motorcycle 75 %, and the plate seen
+# between a black desk lamp's arms 85-96 % (dark there too): the helmet reaches 0.62 of the astronaut's
+# scale from her opaque body, those gaps 0.39 and less
+HALF_SHUT, WIDE, OURS = 0.4, 0.5, 0.8
 # a subject is translucent when at least TRANSLUCENT of its interior stays under SEE_THROUGH alpha: the
 # background shows through most of a glass, not through a solid subject's doubtful streaks (a rocket's at
 # 0.5-0.9 over 23 % of its body)
@@ -129,7 +132,7 @@ def fill_translucent(mask: np.ndarray, depth: float = 0.02, rgb: np.ndarray | No
     share = closed / np.maximum(total, 1)
     far = reach > 2 * _edge_depth(mask >= 0.5, depth)
     shut = (share >= SHUT) | ((share >= ENCLOSED) & far)
-    maybe = ~shut & (share >= HALF_SHUT) & far
+    maybe = ~shut & (share >= HALF_SHUT) & (reach >= WIDE * np.sqrt((mask >= 0.5).sum()))
     maybe[0] = False
     if rgb is not None and concept is not None and maybe.any():
         shut |= maybe & (_ours(np.pad(colour_index(rgb, mask.shape), 1), comp, n, np.pad(mask <= LOW, 1), concept)

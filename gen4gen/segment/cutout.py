@@ -126,13 +126,14 @@ def fill_translucent(mask: np.ndarray, depth: float = 0.02, rgb: np.ndarray | No
     # how far a patch reaches from the opaque subject: the inner half of a wide soft edge is deep too, but a
     # strip of it lies along the opaque subject, as much on it as on the edge; a doubted chest reaches far
     solid = np.pad(mask >= HIGH, 1, constant_values=False)
-    reach = np.zeros(n, np.float32)
     at = comp > 0
-    np.maximum.at(reach, comp[at], cv2.distanceTransform((~solid).astype(np.uint8), cv2.DIST_L2, 3)[at])
+    dist = cv2.distanceTransform((~solid).astype(np.uint8), cv2.DIST_L2, 3)[at]
+    # per patch, whether a pixel of it lies that far from the opaque subject
+    far = np.bincount(comp[at][dist > 2 * _edge_depth(mask >= 0.5, depth)], minlength=n) > 0
+    wide = np.bincount(comp[at][dist >= WIDE * np.sqrt((mask >= 0.5).sum())], minlength=n) > 0
     share = closed / np.maximum(total, 1)
-    far = reach > 2 * _edge_depth(mask >= 0.5, depth)
     shut = (share >= SHUT) | ((share >= ENCLOSED) & far)
-    maybe = ~shut & (share >= HALF_SHUT) & (reach >= WIDE * np.sqrt((mask >= 0.5).sum()))
+    maybe = ~shut & (share >= HALF_SHUT) & wide
     maybe[0] = False
     if rgb is not None and concept is not None and maybe.any():
         shut |= maybe & (_ours(np.pad(colour_index(rgb, mask.shape), 1), comp, n, np.pad(mask <= LOW, 1), concept)

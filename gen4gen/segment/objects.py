@@ -27,7 +27,7 @@ from PIL import Image
 
 from gen4gen.encoders import unit
 from gen4gen.segment.quality import PART_OF_LARGEST, PART_OF_PHOTO
-from gen4gen.segment.shared_colours import colour_index, foreign_pieces, histogram
+from gen4gen.segment.shared_colours import colour_index, concept_histogram, foreign_pieces, histogram
 
 ANALYSIS = 320  # long side (px) the objects are found at
 NEAR, FAR, SAME = 0.15, 0.4, 0.8
@@ -52,6 +52,8 @@ class PhotoObjects:
     parents: list[int] = field(default_factory=list)
     # features of each object that was cut, whole (all its pieces), by its 1-based id
     wholes: dict[int, np.ndarray] = field(default_factory=dict)
+    # the colours of the concept's other photos' subjects (``shared_colours.concept_histogram``); None: no others
+    concept_colours: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -169,6 +171,8 @@ def split_foreign(photos: dict[str, PhotoObjects]) -> None:
     hists = {pid: histogram(p.colours, p.labels > 0) for pid, p in photos.items() if p.colours is not None}
     for pid, p in photos.items():
         others = [h for q, h in hists.items() if q != pid and h is not None]
+        if others:  # kept for the clean-up: a doubted patch in the concept's colours is the subject's
+            p.concept_colours = concept_histogram(others)
         if p.colours is None or not p.count or not others:
             continue
         labels = foreign_pieces(p.colours, p.labels, others)

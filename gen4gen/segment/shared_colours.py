@@ -39,13 +39,19 @@ def histogram(colours: np.ndarray, where: np.ndarray) -> np.ndarray | None:
     return np.bincount(colours[where].ravel(), minlength=LEVELS ** 3).astype(np.float32) / n
 
 
+def concept_histogram(others: list[np.ndarray]) -> np.ndarray:
+    """The concept's colours: the median per bin of the other photos' subject histograms, normalised (one
+    other photo holding the same intruder does not vouch for it)."""
+    concept = np.median(np.stack(others), axis=0)
+    return concept / max(float(concept.sum()), 1e-9)
+
+
 def concept_share(colours: np.ndarray, inside: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
     """Per pixel of ``inside``, the probability that its colour is the concept's, averaged over a small
     window. This photo's subject is taken as a mixture of the concept (the other photos' histogram, their
     median per bin: one other photo holding the same intruder does not vouch for it) and one unknown other
     thing; a few EM steps estimate that thing's histogram and the mixture's weight."""
-    concept = np.median(np.stack(others), axis=0)
-    concept /= max(float(concept.sum()), 1e-9)
+    concept = concept_histogram(others)
     c = colours[inside]
     f = concept[c]
     w = np.full(c.shape, 0.5, np.float32)

@@ -289,7 +289,7 @@ class SegmentStage:
         mask, held, _, info = rounds[best]
         cleaned = {"dropped_fraction": 0.0, "filled_fraction": 0.0}
         # filled first: a solid part the segmenter doubted (a held helmet) is then a firm part, not a fragment
-        mask, cleaned["filled_fraction"] = fill_translucent(mask)
+        mask, cleaned["filled_fraction"] = fill_translucent(mask, rgb=rgb, concept=objects.concept_colours)
         if objects.count:
             gone = objects.dropped(rgb.shape[1], rgb.shape[0]) if self.keep == "concept" else None
             cut = 0.0

@@ -241,11 +241,13 @@ class SegmentStage:
         """(the backend's first pass: its coarse map or its whole mask and info, the photo's objects);
         None for a photo that cannot be read (``process`` reports it)."""
         try:
-            return self._first_of(self._read(item.data["path"]))
+            # a concept of one photo has no choice to make: its features are needed only to group far parts
+            compared = len(self._concepts.get(concept_of(item.id), ())) > 1
+            return self._first_of(self._read(item.data["path"]), compared)
         except Exception:  # noqa: BLE001 - the item's own run reports why
             return None
 
-    def _first_of(self, rgb: np.ndarray) -> tuple:
+    def _first_of(self, rgb: np.ndarray, compared: bool = False) -> tuple:
         seg = self.segmenter
         h, w = rgb.shape[:2]
         if hasattr(seg, "coarse"):
@@ -254,7 +256,7 @@ class SegmentStage:
         else:
             mask, info = self._segment(rgb)
             first, soft = ("mask", png_bytes(_u8(mask), zlib.Z_RLE), info), mask
-        return first, find_objects(analysis_map(soft, w, h), rgb, _LazyEncoder(self))
+        return first, find_objects(analysis_map(soft, w, h), rgb, _LazyEncoder(self), compared)
 
     def _read(self, path: str) -> np.ndarray:
         return read_image(path, max_pixels=self.io.max_pixels, min_side=self.io.min_side)

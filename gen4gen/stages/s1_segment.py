@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gen4gen.artefacts import S1Meta
 from gen4gen.backends import build_backend
 from gen4gen.console import Summary, progress
-from gen4gen.device import usable_cores
+from gen4gen.device import PoolSizes, usable_cores
 from gen4gen.errors import UserError
 from gen4gen.hashing import file_fingerprint, shard_key
 from gen4gen.images import IMAGE_EXTENSIONS, read_image
@@ -153,6 +153,7 @@ class SegmentStage:
         self._encoder = None
         self._lock = threading.Lock()
         self._concepts: dict[str, list[Item]] = {}
+        self._pools = PoolSizes(usable_cores() // max(1, self.workers))  # while the stage runs
         self._first: dict[str, tuple] = {}
 
     @property
@@ -173,6 +174,7 @@ class SegmentStage:
         with self._lock:  # loaded once, when a photo first holds two objects
             if self._encoder is None:
                 self._encoder = image_features(self.features, self.top.device)
+                self._pools.torch()
         return self._encoder
 
     def discover(self) -> list[Item]:
@@ -207,6 +209,7 @@ class SegmentStage:
 
     def prepare(self, pending: list[Item]) -> None:
         _ = self.segmenter  # load weights before the threads start (and fail once, clearly)
+        self._pools.opencv()
         concepts = sorted({concept_of(it.id) for it in pending})
         photos = [it for c in concepts for it in self._concepts.get(c, [])]
         with progress() as bar, ThreadPoolExecutor(self.workers) as pool:
@@ -328,6 +331,7 @@ class SegmentStage:
         return np.clip(mask, 0.0, 1.0).astype(np.float32), info
 
     def finish(self, summary: Summary, metas: dict[str, S1Meta]) -> None:
+        self._pools.restore()
         flagged, by_flag = 0, {}
         for item_id, meta in metas.items():
             flagged += bool(meta.flags)

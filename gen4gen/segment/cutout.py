@@ -196,16 +196,17 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, work: int = 1024) ->
     # the soft edge, and the transparent pixels right beside it (a resize that does not premultiply, as s2's,
     # mixes those into the edge); transparent pixels further out keep the photo's colour, unseen
     near = cv2.dilate((alpha > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    ys, xs = np.nonzero(near & (alpha < 1.0))
-    if not len(ys):
+    band = near & (alpha < 1.0)
+    bx, by, bw, bh = cv2.boundingRect(band.astype(np.uint8))
+    if not bw:
         return out
     s = min(1.0, work / max(h, w))
     size = (max(1, round(w * s)), max(1, round(h * s)))
     sx, sy = size[0] / w, size[1] / h
     # a mean at an edge pixel reads the work image within the two box radii, and its bilinear sample 1 px more
     reach = BLUR_FAR // 2 + BLUR_NEAR // 2 + 2
-    x0, x1 = max(0, int(xs.min() * sx) - reach), min(size[0], int(np.ceil((xs.max() + 1) * sx)) + reach)
-    y0, y1 = max(0, int(ys.min() * sy) - reach), min(size[1], int(np.ceil((ys.max() + 1) * sy)) + reach)
+    x0, x1 = max(0, int(bx * sx) - reach), min(size[0], int(np.ceil((bx + bw) * sx)) + reach)
+    y0, y1 = max(0, int(by * sy) - reach), min(size[1], int(np.ceil((by + bh) * sy)) + reach)
     if s < 1.0:
         small, a = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.resize(alpha.astype(np.float32), size,
                                                                                     interpolation=cv2.INTER_AREA)
@@ -216,14 +217,17 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, work: int = 1024) ->
     f, b = _blur_fusion(image, image, image, a, BLUR_FAR)  # the paper's radii, at about 1 MP
     fg, bg = _means(f, b, a, BLUR_NEAR)
     if s < 1.0:  # at the photo's size, over the edge's box only
-        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        fg, bg = (_upsample(x, (sx, sy), (x0, y0), box)[ys - box[1], xs - box[0]] for x in (fg, bg))
-        f_soft, b_soft = fg, bg
-    else:
-        f_soft, b_soft = fg[ys - y0, xs - x0], bg[ys - y0, xs - x0]
-    i, al = rgb[ys, xs].astype(np.float32) / 255.0, alpha[ys, xs, None].astype(np.float32)
+        fg, bg = (_upsample(x, (sx, sy), (x0, y0), (bx, by, bx + bw, by + bh)) for x in (fg, bg))
+        x0, y0 = bx, by
+    # the edge's pixels by flat index (far faster to gather than by row and column)
+    at = np.flatnonzero(band)
+    ys, xs = np.divmod(at, w)
+    inner = (ys - y0) * fg.shape[1] + (xs - x0)
+    f_soft, b_soft = fg.reshape(-1, 3).take(inner, 0), bg.reshape(-1, 3).take(inner, 0)
+    i = rgb.reshape(-1, 3).take(at, 0).astype(np.float32) / 255.0
+    al = alpha.reshape(-1).take(at)[:, None].astype(np.float32)
     est = np.clip(f_soft + al * (i - al * f_soft - (1 - al) * b_soft), 0.0, 1.0)
-    out[ys, xs] = (est * 255.0 + 0.5).astype(np.uint8)
+    out.reshape(-1, 3)[at] = (est * 255.0 + 0.5).astype(np.uint8)
     return out
 
 

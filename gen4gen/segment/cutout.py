@@ -61,17 +61,19 @@ def clean_alpha(mask: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, float
         area = stats[:, cv2.CC_STAT_AREA]
         firm = np.bincount(comp[mask >= FIRM].ravel(), minlength=n) / np.maximum(area, 1)
         weak = keep & (area < PART_OF_LARGEST * area[keep].max()) & (firm < FIRM_CORE)
-        # joined to a part that stays by a path of alpha >= BRIDGE: a thin leg's tip, not a fragment
-        _, bridged = cv2.connectedComponents((mask >= BRIDGE).astype(np.uint8), connectivity=8)
-        held = np.zeros(int(bridged.max()) + 1, bool)
-        held[bridged[(keep & ~weak)[comp] & (hard > 0)]] = True
-        joined = np.zeros(n, bool)
-        joined[comp[held[bridged] & (hard > 0)]] = True
-        keep &= ~weak | joined
+        if weak.any():  # joined to a part that stays by a path of alpha >= BRIDGE: a thin leg's tip, not a fragment
+            _, bridged = cv2.connectedComponents((mask >= BRIDGE).astype(np.uint8), connectivity=8)
+            held = np.zeros(int(bridged.max()) + 1, bool)
+            held[bridged[(keep & ~weak)[comp] & (hard > 0)]] = True
+            joined = np.zeros(n, bool)
+            joined[comp[held[bridged] & (hard > 0)]] = True
+            keep &= ~weak | joined
     kept = keep[comp]
     dropped = float((hard.astype(bool) & ~kept).mean())
-    # a soft pixel goes with the hard part nearest to it, and stays only inside the region
-    out = np.where(kept | (region & (hard == 0) & keep[_nearest_part(comp, hard)]), mask, 0.0).astype(np.float32)
+    # a soft pixel goes with the hard part nearest to it, and stays only inside the region (every part kept:
+    # whichever is nearest stays, no need to find it)
+    near_kept = True if n > 1 and keep[1:].all() else keep[_nearest_part(comp, hard)]
+    out = np.where(kept | (region & (hard == 0) & near_kept), mask, 0.0).astype(np.float32)
     return out, round(dropped, 5)
 
 

@@ -114,12 +114,14 @@ def fill_translucent(mask: np.ndarray, depth: float = 0.02) -> tuple[np.ndarray,
     # how far a patch reaches from the opaque subject: the inner half of a wide soft edge is deep too, but a
     # strip of it lies along the opaque subject, as much on it as on the edge; a doubted chest reaches far
     solid = np.pad(mask >= HIGH, 1, constant_values=False)
-    reach = np.zeros(n, np.float32)
     at = comp > 0
-    np.maximum.at(reach, comp[at], cv2.distanceTransform((~solid).astype(np.uint8), cv2.DIST_L2, 3)[at])
+    beyond = cv2.distanceTransform((~solid).astype(np.uint8), cv2.DIST_L2, 3)[at] > 2 * _edge_depth(mask >= 0.5, depth)
+    far = np.bincount(comp[at][beyond], minlength=n) > 0  # a pixel of the patch lies beyond that
     share = closed / np.maximum(total, 1)
-    shut = (share >= SHUT) | ((share >= ENCLOSED) & (reach > 2 * _edge_depth(mask >= 0.5, depth)))
+    shut = (share >= SHUT) | ((share >= ENCLOSED) & far)
     shut[0] = False
+    if not shut.any():  # nothing to fill: no need to look for holes
+        return mask, 0.0
     shut[np.unique(comp[_opens_onto_hole(np.pad(mask, 1))])] = False
     fill = shut[comp][1:-1, 1:-1]
     out = mask.copy()

@@ -192,9 +192,10 @@ def _deep(mask: np.ndarray, depth: float) -> tuple[np.ndarray, list[str]]:
 def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, work: int = 1024) -> np.ndarray:
     """Foreground colours (HxWx3 uint8) for a photo and its soft alpha, by two-pass blur fusion; opaque
     pixels keep the photo's colour. The blurred means are smooth, so they are computed with the long side at
-    most ``work`` px and sampled bilinearly; the last step (the photo's own detail) is taken at full
-    resolution. Only the soft edge's box (plus the means' reach) is worked on: the result is the same as over
-    the whole photo, at a fraction of the cost when the subject is small."""
+    most ``work`` px and upsampled; the last step (the photo's own detail) is taken at full resolution. Only
+    the soft edge's box (plus the means' reach) is worked on: the colours are those of the whole photo's means
+    (at most 1 level off on a few pixels of a photo over ``work`` px), at a fraction of the cost when the
+    subject is small."""
     h, w = alpha.shape
     out = rgb.copy()
     # the soft edge, and the transparent pixels right beside it (a resize that does not premultiply, as s2's,

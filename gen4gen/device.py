@@ -33,6 +33,7 @@ class PoolSizes:
         cv2.setNumThreads(self.threads)
 
     def torch(self) -> None:
+        """In the calling thread: OpenMP keeps the width per thread, so each thread that runs torch calls this."""
         import torch
 
         self.saved.setdefault("torch", torch.get_num_threads())

@@ -174,7 +174,7 @@ class SegmentStage:
         with self._lock:  # loaded once, when a photo first holds two objects
             if self._encoder is None:
                 self._encoder = image_features(self.features, self.top.device)
-                self._pools.torch()
+        self._pools.torch()  # torch's OpenMP width is a setting of each thread that encodes: set in this one
         return self._encoder
 
     def discover(self) -> list[Item]:

@@ -16,7 +16,8 @@ models): the pasted set's truth comes from such masks, so no backend is measured
 ``--plates``: each backend's pasted-set IoU per background photo (a plate that still holds an object, such as
 dog_01's tree stump, is a photo with a second object: flagged, and kept by ``segmenter.keep=all``).
 The ``stage`` rows time the whole s1 stage (PNG writing included) on the u2net set, zoom on (the default)
-and off.
+and off, the 18 photos as one concept (unrelated subjects compared with each other) and, zoom on, each photo
+as its own concept (no subject choice to make, as for a user's one-subject folders).
 
 ``--stage-sets``: the whole stage (its cross-photo subject choice, zoom and clean-up included) on every set,
 photos grouped into concepts as a user's folders would be: the pasted set's four cases of one subject are
@@ -114,14 +115,16 @@ def _timed_stage(tmp: str, workers: int, *overrides: str):
     return summary, time.perf_counter() - t0, time.process_time() - c0
 
 
-def stage_row(workers: int, *overrides: str) -> dict:
+def stage_row(workers: int, *overrides: str, alone: bool = False) -> dict:
     """The s1 stage with its default config (plus ``overrides``), end to end (read, segment, write
-    cutout/mask/meta)."""
+    cutout/mask/meta). The 18 photos form one concept (18 unrelated subjects compared with each other: every
+    photo gets features and the colour cut runs), or with ``alone`` each is its own concept, as a user's
+    folders of one subject each would be (no choice to make)."""
     with tempfile.TemporaryDirectory() as tmp:
-        concept = Path(tmp, "src", "web", "things")
-        concept.mkdir(parents=True)
         photos = sorted((SHARED / "segmentation" / "u2net" / "images").iterdir())
         for p in photos:
+            concept = Path(tmp, "src", "web", p.stem if alone else "things")
+            concept.mkdir(parents=True, exist_ok=True)
             (concept / p.name).symlink_to(p)
         summary, wall, cpu = _timed_stage(tmp, workers, *overrides)
     return {"n": summary.done, "wall": wall, "cpu": cpu}
@@ -357,8 +360,10 @@ def main() -> None:
         if args.plates:
             print(f"  {name} by plate: {by_plate(pasted, scores)}", flush=True)
     if not args.no_stage:
-        for label, overrides in (("zoom on (default)", ()), ("zoom off", ("segmenter.zoom=0",))):
-            r = stage_row(args.workers, *overrides)
+        for label, overrides, alone in (("zoom on (default), one concept", (), False),
+                                        ("zoom on (default), each photo its own concept", (), True),
+                                        ("zoom off, one concept", ("segmenter.zoom=0",), False)):
+            r = stage_row(args.workers, *overrides, alone=alone)
             print(f"| stage, u2netp {label}, writes PNGs | {' | '.join('' for _ in cols)} | {r['n'] / r['wall']:.2f} "
                   f"| {r['cpu'] / r['n']:.3f} | {2 * r['n'] / r['cpu']:.2f} |", flush=True)
 

@@ -32,13 +32,30 @@ def write_atomic(path: Path, data: bytes) -> None:
 def png_bytes(image: Image.Image | np.ndarray, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
     """``strategy``: zlib's, for content whose kind is known, e.g. ``Z_HUFFMAN_ONLY`` for a full-resolution
     photo (string matching finds almost nothing in camera noise at level 1: ~20 % faster, +0.2 % bytes) or
-    ``Z_RLE`` for a mask (long runs: faster and smaller)."""
+    ``Z_RLE`` for a mask (long runs: faster and smaller). An 8-bit array with either is encoded by OpenCV's
+    libpng with the Paeth filter on every row: Pillow tries all five filters per row, which costs a third of
+    a photo's encoding (s1: 40 -> 27 ms per cut-out, 8.7 -> 4.8 ms per mask) for files within 1.5 % of the size."""
+    if isinstance(image, np.ndarray) and strategy in _CV2_STRATEGIES and image.dtype == np.uint8 and (
+            image.ndim == 2 or image.shape[2] in (3, 4)):
+        import cv2
+
+        if image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+        huffman = strategy == zlib.Z_HUFFMAN_ONLY
+        flag = cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY if huffman else cv2.IMWRITE_PNG_STRATEGY_RLE
+        ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, flag,
+                                               cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH])
+        if ok:
+            return buf.tobytes()
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     buf = io.BytesIO()
     # level 1: ~1.5x faster than 4 for ~7 % larger files
     image.save(buf, format="PNG", compress_level=1, compress_type=strategy)
     return buf.getvalue()
+
+
+_CV2_STRATEGIES = (zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE)
 
 
 def json_bytes(obj: Any) -> bytes:

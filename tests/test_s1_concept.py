@@ -121,6 +121,31 @@ def test_leaves_of_one_plant_are_one_object_and_two_far_things_are_two():
     assert find_objects(analysis_map(two, 320, 240)).count == 2
 
 
+class CountingEncoder:
+    calls = 0
+
+    def encode_images(self, images):
+        self.calls += 1
+        return np.ones((len(images), 4), np.float32)
+
+
+def test_a_photo_alone_in_its_concept_gets_features_only_to_group_far_parts():
+    rgb = np.full((240, 320, 3), 128, np.uint8)
+    apart = np.zeros((240, 320), np.float32)  # two discs further apart than FAR of their scale
+    cv2.circle(apart, (60, 120), 40, 1.0, -1)
+    cv2.circle(apart, (260, 120), 35, 1.0, -1)
+    enc = CountingEncoder()
+    alone = find_objects(analysis_map(apart, 320, 240), rgb, enc, compared=False)
+    assert alone.count == 2 and alone.features is None and enc.calls == 0  # nothing to choose, nothing to group
+    assert find_objects(analysis_map(apart, 320, 240), rgb, enc, compared=True).features.shape == (2, 4)
+    assert enc.calls == 1  # a concept with other photos: the choice will need them
+    near = np.zeros((240, 320), np.float32)  # 30 px apart at a scale of ~88 px: their likeness decides
+    cv2.circle(near, (110, 120), 35, 1.0, -1)
+    cv2.circle(near, (210, 120), 35, 1.0, -1)
+    alike = find_objects(analysis_map(near, 320, 240), rgb, CountingEncoder(), compared=False)
+    assert alike.count == 1  # grouped by their (stub) likeness
+
+
 def test_two_touching_objects_in_one_blob_are_split_and_the_concepts_kept(tmp_path, cfg_factory):
     """The rifle lies across the cat's side: the segmenter marks both as one connected part. The cat's other
     photos show its colours; the rifle's are foreign, so the part is cut there and the rifle piece, unlike the

@@ -11,7 +11,8 @@ from PIL import Image
 
 from gen4gen.images import read_image
 from gen4gen.paths import STAGE_DIRS
-from gen4gen.segment.cutout import clean_alpha, estimate_foreground, fill_translucent, keep_region, translucent
+from gen4gen.segment.cutout import (_blur_fusion, _means, clean_alpha, estimate_foreground, fill_translucent, keep_region,
+                                    translucent)
 from gen4gen.segment.quality import mask_stats
 from gen4gen.segment.shared_colours import colour_index, concept_histogram, histogram
 from gen4gen.stages import s1_segment
@@ -231,6 +232,27 @@ def test_foreground_estimation_removes_the_old_background_from_the_soft_edge():
     after = np.linalg.norm(est[band].astype(np.float32) - fg[band], axis=1).mean()
     assert after < 0.1 * before, (before, after)  # measured: 134.5 -> 11.4
     assert np.array_equal(est[alpha >= 1.0], photo[alpha >= 1.0])  # opaque pixels keep the photo's colour
+
+
+@pytest.mark.parametrize("h, w", [(480, 900), (1500, 2100)])
+def test_foreground_estimation_over_the_edges_box_matches_the_whole_photos(h, w):
+    # a small subject in a large photo: only the edge's box is worked on; the colours are those of blur fusion
+    # over the whole photo (at most 1 level off where the photo is over 1024 px: the means' upsampling)
+    photo, alpha, _ = soft_disc(h, w)
+    s = min(1.0, 1024 / max(h, w))
+    size = (round(w * s), round(h * s))
+    image = cv2.resize(photo, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)[..., None]
+    fg, bg = _means(*_blur_fusion(image, image, image, a, 91), a, 7)
+    fg, bg = (cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR) for x in (fg, bg))
+    band = (cv2.dilate((alpha > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) & (alpha < 1)
+    i, al, f, b = photo[band].astype(np.float32) / 255, alpha[band][:, None], fg[band], bg[band]
+    want = photo.copy()
+    want[band] = (np.clip(f + al * (i - al * f - (1 - al) * b), 0, 1) * 255 + 0.5).astype(np.uint8)
+    got = estimate_foreground(photo, alpha)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= (0 if s == 1.0 else 1) and (diff > 0).mean() < 0.001
+    assert np.array_equal(got[~band], photo[~band])
 
 
 def test_the_stage_writes_the_estimated_foreground_and_the_cut_edges(tmp_path, cfg_factory):

@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -17,6 +18,7 @@ from gen4gen.app import run
 from gen4gen.images import read_image
 from gen4gen.markers import read_failures
 from gen4gen.paths import STAGE_DIRS
+from gen4gen.stages import s1_segment
 from tests.helpers import image_cases as cases
 from tests.conftest import shared
 from tests.helpers.segmenters import search_path
@@ -162,3 +164,13 @@ def test_configs_ship_inside_the_wheel_and_work_outside_the_checkout(tmp_path):
     r = _cli("--cfg", "job", "segmenter=grabcut", cwd=tmp_path, pythonpath=site)
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load(r.stdout)["segmenter"]["_target_"] == "gen4gen.segment.grabcut.GrabCut"
+
+
+def test_the_stage_sizes_opencvs_pool_per_worker_and_puts_it_back(tmp_path, cfg_factory, monkeypatch):
+    monkeypatch.setattr(s1_segment, "usable_cores", lambda: 4)
+    stage = s1_segment.SegmentStage(cfg_factory("stage=s1", "workers=2"))
+    before = cv2.getNumThreads()
+    stage._pools.opencv()
+    assert cv2.getNumThreads() == 2  # 4 cores, 2 workers
+    stage._pools.restore()
+    assert cv2.getNumThreads() == before

@@ -122,9 +122,12 @@ def analysis_map(soft: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(soft.astype(np.float32), size, interpolation=inter)
 
 
-def find_objects(soft: np.ndarray, rgb: np.ndarray | None = None, encoder=None) -> PhotoObjects:
+def find_objects(soft: np.ndarray, rgb: np.ndarray | None = None, encoder=None, compared: bool = True) -> PhotoObjects:
     """``soft``: an analysis map (``analysis_map``). With an encoder, far parts that look alike are merged
-    and every object gets a feature; without one, parts are grouped by distance only."""
+    and, when ``compared`` (the concept has other photos to choose against), every object of a photo with
+    two gets a feature; without one, parts are grouped by distance only. A photo alone in its concept gets
+    features only when two of its parts lie far apart but not too far (their likeness decides): the encoder
+    costs ~1.5 s to load and ~50 ms a photo, for a choice that does not exist."""
     hard = (soft >= 0.5).astype(np.uint8)
     n, comp, stats, _ = cv2.connectedComponentsWithStats(hard, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
@@ -149,11 +152,12 @@ def find_objects(soft: np.ndarray, rgb: np.ndarray | None = None, encoder=None) 
             join(a, b)
     labels = _relabel(comp, large, root)
     objects = PhotoObjects(labels, _areas(labels, hard.size))
-    if encoder is not None and rgb is not None and objects.count > 1:
+    far = [(a, b) for (a, b), gap in gaps.items() if NEAR * scale < gap <= FAR * scale and root(a) != root(b)]
+    if encoder is not None and rgb is not None and objects.count > 1 and (compared or far):
         objects.features = features(encoder, rgb, objects)
-        for (a, b), gap in gaps.items():
+        for a, b in far:
             fa, fb = objects.features[labels[comp == a][0] - 1], objects.features[labels[comp == b][0] - 1]
-            if NEAR * scale < gap <= FAR * scale and float(fa @ fb) >= SAME:
+            if float(fa @ fb) >= SAME:
                 join(a, b)
         merged = _relabel(comp, large, root)
         if not np.array_equal(merged, labels):

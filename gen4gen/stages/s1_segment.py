@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gen4gen.artefacts import S1Meta
 from gen4gen.backends import build_backend
 from gen4gen.console import Summary, progress
-from gen4gen.device import usable_cores
+from gen4gen.device import PoolSizes, usable_cores
 from gen4gen.errors import UserError
 from gen4gen.hashing import file_fingerprint, shard_key
 from gen4gen.images import IMAGE_EXTENSIONS, read_image
@@ -153,6 +153,7 @@ class SegmentStage:
         self._encoder = None
         self._lock = threading.Lock()
         self._concepts: dict[str, list[Item]] = {}
+        self._pools = PoolSizes(usable_cores() // max(1, self.workers))  # while the stage runs
         self._first: dict[str, tuple] = {}
 
     @property
@@ -173,6 +174,7 @@ class SegmentStage:
         with self._lock:  # loaded once, when a photo first holds two objects
             if self._encoder is None:
                 self._encoder = image_features(self.features, self.top.device)
+        self._pools.torch()  # torch's OpenMP width is a setting of each thread that encodes: set in this one
         return self._encoder
 
     def discover(self) -> list[Item]:
@@ -207,6 +209,7 @@ class SegmentStage:
 
     def prepare(self, pending: list[Item]) -> None:
         _ = self.segmenter  # load weights before the threads start (and fail once, clearly)
+        self._pools.opencv()
         concepts = sorted({concept_of(it.id) for it in pending})
         photos = [it for c in concepts for it in self._concepts.get(c, [])]
         with progress() as bar, ThreadPoolExecutor(self.workers) as pool:
@@ -241,11 +244,13 @@ class SegmentStage:
         """(the backend's first pass: its coarse map or its whole mask and info, the photo's objects);
         None for a photo that cannot be read (``process`` reports it)."""
         try:
-            return self._first_of(self._read(item.data["path"]))
+            # a concept of one photo has no choice to make: its features are needed only to group far parts
+            compared = len(self._concepts.get(concept_of(item.id), ())) > 1
+            return self._first_of(self._read(item.data["path"]), compared)
         except Exception:  # noqa: BLE001 - the item's own run reports why
             return None
 
-    def _first_of(self, rgb: np.ndarray) -> tuple:
+    def _first_of(self, rgb: np.ndarray, compared: bool = False) -> tuple:
         seg = self.segmenter
         h, w = rgb.shape[:2]
         if hasattr(seg, "coarse"):
@@ -254,7 +259,7 @@ class SegmentStage:
         else:
             mask, info = self._segment(rgb)
             first, soft = ("mask", png_bytes(_u8(mask), zlib.Z_RLE), info), mask
-        return first, find_objects(analysis_map(soft, w, h), rgb, _LazyEncoder(self))
+        return first, find_objects(analysis_map(soft, w, h), rgb, _LazyEncoder(self), compared)
 
     def _read(self, path: str) -> np.ndarray:
         return read_image(path, max_pixels=self.io.max_pixels, min_side=self.io.min_side)
@@ -326,6 +331,7 @@ class SegmentStage:
         return np.clip(mask, 0.0, 1.0).astype(np.float32), info
 
     def finish(self, summary: Summary, metas: dict[str, S1Meta]) -> None:
+        self._pools.restore()
         flagged, by_flag = 0, {}
         for item_id, meta in metas.items():
             flagged += bool(meta.flags)

@@ -454,7 +454,7 @@ def _exposed(fg: np.ndarray, img: np.ndarray, a: np.ndarray) -> np.ndarray:
     return to_srgb(lin * gain[..., None])
 
 
-def contact_sheet(work: Path, path: Path, thumb: int = 240) -> None:
+def contact_sheet(work: Path, path: Path, thumb: int = 400) -> None:
     rows = []
     for kind in ("procedural", "photo"):
         befores = {f.parent.parent.relative_to(f.parents[3]).as_posix(): f for f in
@@ -466,8 +466,8 @@ def contact_sheet(work: Path, path: Path, thumb: int = 240) -> None:
             pair = []
             for label, f in (("before", b), ("after", a)):
                 img = cv2.resize(cv2.imread(str(f)), (thumb, thumb), interpolation=cv2.INTER_AREA)
-                cv2.putText(img, f"{label}: {key} ({kind})", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 3)
-                cv2.putText(img, f"{label}: {key} ({kind})", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1)
+                cv2.putText(img, f"{label}: {key} ({kind})", (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 3)
+                cv2.putText(img, f"{label}: {key} ({kind})", (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
                 pair.append(img)
             rows.append(np.hstack(pair))
     grid = [np.hstack(rows[i:i + 2]) if i + 1 < len(rows) else np.hstack([rows[i], np.zeros_like(rows[i])])

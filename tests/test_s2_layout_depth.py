@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from gen4gen.layout.closeups import shown_share
-from gen4gen.layout.heuristic import real_height
+from gen4gen.layout.heuristic import TOP_MARGIN, real_height
 from gen4gen.layout.plausibility import depth_inversions
 from gen4gen.layout.schema import ConceptCount, PlanRequest, min_box_area
 from tests.helpers.settings import backend
@@ -73,7 +73,7 @@ def test_others_stand_where_their_size_puts_them_in_the_closeups_perspective(cs)
 def test_closeup_others_keep_gen4gens_sizes():
     """Visible enough to train on: every other at least smallest_ratio of the tallest other, and the tallest other
     at 0.45 of the close-up unless the strip's width holds it, or it is as tall as its feet are low (too tall to
-    stand further back inside the canvas: perspective wins there), never under 0.85 of that (the strip's growth
+    stand further back inside the canvas, its head TOP_MARGIN below the top: perspective wins there), never under 0.85 of that (the strip's growth
     stops at the other boxes' caps, as before this branch)."""
     held = Counter()
     for planner, plan in plans(CLOSEUP_SETS):
@@ -82,7 +82,7 @@ def test_closeup_others_keep_gen4gens_sizes():
         x, y, w, h = max(others, key=lambda b: b.box[3]).box
         assert all(b.box[3] >= planner.smallest_ratio * h * 0.97 for b in others), plan.seed
         why = ("0.45" if h >= 0.45 * close.box[3] - 1 else "width" if w >= 0.99 * (SIZE[0] - close.box[2])
-               else "feet" if h >= y + h - 1 else "short")
+               else "feet" if y <= TOP_MARGIN * SIZE[1] + 1 else "short")
         assert why != "short" or h >= 0.85 * 0.45 * close.box[3], plan.seed
         held[why] += 1
     # measured: 509 of 720 at 0.45, 120 held by the width, 61 by their feet, 30 short (main: 34 short)
@@ -113,3 +113,10 @@ def test_depth_inversions_reads_feet_and_scale():
     head = ("cat", 41 * 0.35, [300, 0, 700, 1024])  # a frame-high head: nothing is nearer and larger-scaled
     assert not depth_inversions([head, ("cup", 9, [0, 400, 330, 300])], SIZE)
     assert depth_inversions([("cat", 41, [300, 0, 700, 1024]), ("cup", 9, [0, 600, 330, 300])], SIZE)
+
+
+def test_a_whole_subject_far_back_keeps_its_head_off_the_top_edge():
+    """Beside a close-up, one standing far back near a high horizon is shrunk until its head is TOP_MARGIN of the
+    canvas below the top (a horse on the far slope with its ears on the frame read as cut by it)."""
+    tops = [b.box[1] for _, plan in plans(CLOSEUP_SETS) for b in plan.boxes if not b.cut_edges]
+    assert min(tops) >= TOP_MARGIN * SIZE[1] - 1.0

@@ -48,6 +48,7 @@ SIZES: dict[str, tuple[str, float, float]] = {
     "book": ("object", 25, 0.75), "laptop": ("object", 35, 1.4), "camera": ("object", 14, 1.4),
 }
 MEDIUM = ("object", 50.0, 1.0)  # unknown names: a medium thing, as wide as high
+TOP_MARGIN = 0.03  # share of the canvas height kept above a whole subject standing far back beside a close-up
 
 SIZES.update({
     "goat": ("farm", 130, 1.2), "pig": ("farm", 150, 1.5), "chicken": ("farm", 45, 1.0),
@@ -321,12 +322,13 @@ class HeuristicPlanner:
         hz, near = camera["horizon"], camera["near"]
         unit = closeup.box[3] / (shown_share(closeup.cut_edges) * max(float(ratios.get(closeup.concept, 1.0)), 1e-6))
         depth = {}
+        top = min(TOP_MARGIN, hz / 2)  # a whole subject's head kept off the frame's top edge, as a photographer would
         for b in boxes:
             x, y, w, h = b.box
             at_near = unit * max(float(ratios.get(b.concept, 1.0)), 1e-6)  # its height on the nearest line
             d = min(1.0, h / at_near)
-            if h > (hz + d * (near - hz)) * H:  # top above the canvas: smaller and further back
-                d = hz / (at_near / H - (near - hz))
+            if h > (hz - top + d * (near - hz)) * H:  # top above the canvas (or at its edge): smaller, further back
+                d = (hz - top) / (at_near / H - (near - hz))
                 x, w, h = x + (w - w * d * at_near / h) / 2, w * d * at_near / h, d * at_near
             feet = (hz + d * (near - hz)) * H
             b.box, depth[b.name] = [x, feet - h, w, h], round(d, 4)

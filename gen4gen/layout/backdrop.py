@@ -2,8 +2,8 @@
 
 The scene comes from the user's folder: ``repaint.scene`` forces one, else the scenes that fit the concepts by
 meaning (``layout/scene_fit.py``) take turns over the samples, each as often as it fits; a set that fits none well
-still gets the best photo there is. Samples of a scene use its photos in turn. What is chosen goes into the plan request (fixed
-scene phrases, the photo's horizon on the canvas) and into ``layout.json`` (``backdrop``).
+still gets the best photo there is. Samples of a scene use its photos in turn. What is chosen goes into the plan
+request (fixed scene phrases, the photo's horizon on the canvas) and into ``layout.json`` (``backdrop``).
 """
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ def config_ok(cfg: DictConfig, names: list[str]) -> bool:
     for line in problems:
         console.print(f"[red]{escape(line)}[/red]", soft_wrap=True)
     if not problems:
-        for line in missing_key_notes(cfg, names) + unread_lines(cfg, names, _command_overrides()):
+        for line in missing_key_notes(cfg, names) + unread_lines(cfg, names + _after_sweep(), _command_overrides()):
             console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True)
     return not problems
 
@@ -109,6 +109,15 @@ def _command_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _after_sweep() -> list[str]:
+    """The stage a sweep's callback runs once its jobs are done (``+experiment=personalize`` benches what it trained):
+    its settings are read too."""
+    from hydra.core.hydra_config import HydraConfig
+
+    callbacks = HydraConfig.get().callbacks if HydraConfig.initialized() else {}
+    return ["bench"] if any("BenchAfterTraining" in str(c.get("_target_", "")) for c in callbacks.values()) else []
 
 
 def interrupted(done: int = 0) -> None:

@@ -24,9 +24,10 @@ READS = {
     "export": ("export",),
     "train": ("train", "trainer", "variant"),
     "bench": ("bench", "roster", "seed"),
-    "search": ("search",),
+    "search": ("search", "io"),
     "route": ("route",),
-    "serve": ("serve",),
+    # the review app shows the bench run <bench.out_dir>/<bench.name> ranked by the roster, and model search
+    "serve": ("serve", "bench.out_dir", "bench.name", "bench.report", "roster", "search", "io"),
 }
 _KNOWN = {entry.split(".", 1)[0] for entries in READS.values() for entry in entries}
 _REF = re.compile(r"\$\{([A-Za-z_][\w.]*)")

@@ -13,14 +13,14 @@ import re
 from omegaconf import DictConfig, OmegaConf
 
 PIPELINE = ["s1", "s2", "s3", "s4", "export"]
-# s2 chooses each composition's background photo (repaint.backgrounds / scene / source / min_photo_side) and plans
-# with an LLM when layout=llm; s3 draws per item from ``seed``; s4's LLM captioners use ``llm``
+# s2 chooses each composition's background photo (repaint.backgrounds / scene / source / min_photo_side); ``llm`` is
+# read where a backend node takes it (layout=llm, captioner=llm|vlm: ``llm: ${llm}``)
 READS = {
     "s1": ("segment", "segmenter", "io"),
-    "s2": ("compose", "layout", "io", "seed", "llm", "repaint.backgrounds", "repaint.scene", "repaint.source",
+    "s2": ("compose", "layout", "io", "seed", "repaint.backgrounds", "repaint.scene", "repaint.source",
            "repaint.min_photo_side"),
     "s3": ("repaint", "inpainter", "io", "seed"),
-    "s4": ("caption", "captioner", "llm", "seed"),
+    "s4": ("caption", "captioner", "seed"),
     "export": ("export",),
     "train": ("train", "trainer", "variant"),
     "bench": ("bench", "roster", "seed"),
@@ -29,7 +29,9 @@ READS = {
     # the review app shows the bench run <bench.out_dir>/<bench.name> ranked by the roster, and model search
     "serve": ("serve", "bench.out_dir", "bench.name", "bench.report", "roster", "search", "io"),
 }
-_KNOWN = {entry.split(".", 1)[0] for entries in READS.values() for entry in entries}
+# sections read only through a backend node that takes them (``llm: ${llm}``), and which backends do
+TAKEN = {"llm": "layout=llm or captioner=llm|vlm"}
+_KNOWN = {entry.split(".", 1)[0] for entries in READS.values() for entry in entries} | set(TAKEN)
 _REF = re.compile(r"\$\{([A-Za-z_][\w.]*)")
 
 
@@ -69,7 +71,11 @@ def unread_lines(cfg: DictConfig, stages: list[str], overrides: list[str]) -> li
     for o in OverridesParser.create().parse_overrides(list(overrides)):
         key = o.key_or_group
         who = readers(cfg, key)
-        if who is None or set(who) & set(stages) or not who:
+        if who is None or set(who) & set(stages):
+            continue
+        if not who:  # a section only some backends take, and none of this run's does
+            lines.append(f"{key} is set but nothing in this run reads it; it is read with "
+                         f"{TAKEN.get(key.split('.', 1)[0], 'other backends')}")
             continue
         names = " or ".join(who)
         run = f"stage={who[0]}" + (" or stage=all" if who[0] in PIPELINE else "")

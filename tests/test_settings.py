@@ -142,7 +142,7 @@ def test_a_setting_no_running_stage_reads_is_said_once(tmp_path):
     """``stage=s4 repaint.scene=desert`` did nothing about the scene without a word: each command-line setting that
     no running stage reads is one line naming the stages that do; settings a running stage reads, by interpolation
     too (export reads train.resolution), and keys every stage uses (paths, workers) are not."""
-    from gen4gen.stage_reads import PIPELINE, READS, unread_lines
+    from gen4gen.stage_reads import PIPELINE, READS, TAKEN, unread_lines
 
     over = ["repaint.scene=desert", "compose.size=[128,128]", "segmenter=grabcut", "caption.max_words=40",
             "workers=1", f"paths.cache_dir={tmp_path}", "hydra.job.name=x"]
@@ -156,8 +156,12 @@ def test_a_setting_no_running_stage_reads_is_said_once(tmp_path):
     assert unread_lines(cfg, ["export"], ["train.resolution=768"]) == []  # export.kohya.resolution takes it
     assert unread_lines(cfg, ["s3"], ["train.lr=0.001"]) == [
         "train.lr is set but stage=s4 does not run train, which reads it; run stage=train"]
+    # the LLM settings are read by the backends that take them
+    assert unread_lines(cfg, PIPELINE, ["llm.model=m"]) == [
+        "llm.model is set but nothing in this run reads it; it is read with layout=llm or captioner=llm|vlm"]
+    assert unread_lines(make_cfg(tmp_path, "stage=s4", "captioner=llm"), ["s4"], ["llm.model=m"]) == []
     # every section of the yaml is in the table (a new one must say who reads it) or read by all (paths, shard)
-    named = {e.split(".")[0] for entries in READS.values() for e in entries}
+    named = {e.split(".")[0] for entries in READS.values() for e in entries} | set(TAKEN)
     assert {k for k in cfg if OmegaConf.is_dict(cfg[k])} - named == {"paths", "shard"}
 
     result = cli(tmp_path, "stage=s4", "repaint.scene=desert", check=False)  # no s3 output: s4 stops, after the line

@@ -3,8 +3,9 @@ one line (``repaint.scene=desert`` with ``stage=s4``), and a sweep job shares th
 setting changes (``gen4gen.paths.isolate_sweep_job``: ``-m stage=all repaint.scene=desert,lake`` segments once).
 
 A key is read by a stage when it lies under one of the stage's entries, or when a value the stage reads takes it
-by interpolation (``export.kohya.resolution: ${train.resolution}``). Keys the table does not name (``paths.*``,
-``workers``, ``stage``, a user's own group) are read by every stage: never said, never a reason to redo.
+by interpolation (``export.kohya.resolution: ${train.resolution}``). A key the table does not name (``paths.*``,
+``workers``, ``stage``, a user's own group) may be read by any stage: it is never said, and a sweep over it gives
+every stage its own folder (unless it only places the work: ``gen4gen.paths.NEUTRAL_KEYS``).
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 from rich.markup import escape
@@ -11,8 +12,9 @@ from rich.markup import escape
 from gen4gen import run_folders
 from gen4gen.console import Summary, console, print_summaries, take_retries
 from gen4gen.errors import UserError
-from gen4gen.paths import isolate_sweep_job
+from gen4gen.paths import STAGE_DIRS, isolate_sweep_job, shared_stage
 from gen4gen.settings import config_problems, missing_key_notes, section, top_level
+from gen4gen.stage_reads import PIPELINE, unread_lines
 from gen4gen.stage_settings import PathsSettings
 
 log = logging.getLogger("gen4gen")
@@ -30,7 +32,6 @@ STAGES = {
     "route": "gen4gen.stages.route",
     "serve": "gen4gen.stages.serve",
 }
-PIPELINE = ["s1", "s2", "s3", "s4", "export"]
 
 
 def run(cfg: DictConfig) -> int:
@@ -50,12 +51,17 @@ def run(cfg: DictConfig) -> int:
         run_folders.prune(section(cfg, "paths", PathsSettings).outputs_dir / "runs", top.keep_runs, run_folders.current())
     job_dir = isolate_sweep_job(cfg, names)
     if job_dir:
-        console.print(f"sweep job: stages and datasets go to {job_dir}")
+        shared = [n for n in names if n in STAGE_DIRS and (Path(cfg.paths.stages_dir) / STAGE_DIRS[n]).is_symlink()]
+        them = "it" if len(shared) == 1 else "them"
+        console.print(f"sweep job: stages and datasets go to {job_dir}" + (
+            f"; {', '.join(shared)} in the shared folder (no swept setting changes {them})" if shared else ""),
+            soft_wrap=True)
     summaries: list[Summary] = []
     code, stopped = 0, ""
     for name in names:
         try:
-            summary = importlib.import_module(STAGES[name]).run(cfg)
+            with shared_stage(cfg, name):
+                summary = importlib.import_module(STAGES[name]).run(cfg)
         except KeyboardInterrupt as e:  # Ctrl-C: finished items stay done; one line, no traceback
             interrupted(sum(s.done for s in summaries) + getattr(e, "done", 0))
         except UserError as e:
@@ -88,14 +94,30 @@ def run(cfg: DictConfig) -> int:
 
 def config_ok(cfg: DictConfig, names: list[str]) -> bool:
     """The schema check of the composed config: one line per bad value, before any stage starts; and a
-    warning for a later stage's missing LLM key."""
+    warning for a later stage's missing LLM key and for a setting given that no running stage reads."""
     problems = config_problems(cfg)
     for line in problems:
         console.print(f"[red]{escape(line)}[/red]", soft_wrap=True)
     if not problems:
-        for line in missing_key_notes(cfg, names):
+        for line in missing_key_notes(cfg, names) + unread_lines(cfg, names + _after_sweep(), _command_overrides()):
             console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True)
     return not problems
+
+
+def _command_overrides() -> list[str]:
+    """This job's command-line overrides (none when composed without @hydra.main: tests, notebooks)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _after_sweep() -> list[str]:
+    """The stage a sweep's callback runs once its jobs are done (``+experiment=personalize`` benches what it trained):
+    its settings are read too."""
+    from hydra.core.hydra_config import HydraConfig
+
+    callbacks = HydraConfig.get().callbacks if HydraConfig.initialized() else {}
+    return ["bench"] if any("BenchAfterTraining" in str(c.get("_target_", "")) for c in callbacks.values()) else []
 
 
 def interrupted(done: int = 0) -> None:

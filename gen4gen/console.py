@@ -101,6 +101,20 @@ class OwnRecords(logging.Filter):
         return top in ("gen4gen", "hydra")
 
 
+class ConsoleFormat(logging.Formatter):
+    """The terminal handler's format (conf/config.yaml): an INFO line is its message; a warning or error says its
+    level and, from a stage, the stage (``WARNING s2: background photo: ...``). The run's log file keeps the full
+    format (time, logger, level)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if record.levelno <= logging.INFO:
+            return record.message
+        parts = record.name.split(".")
+        # gen4gen.stages.s2_compose -> s2, gen4gen.stages.export -> export; other modules: the level alone
+        where = parts[2].split("_")[0] if parts[:2] == ["gen4gen", "stages"] and len(parts) > 2 else ""
+        return f"{record.levelname} {where}: {record.message}" if where else f"{record.levelname} {record.message}"
+
+
 def take_retries() -> int:
     """HTTP retries counted since the last call."""
     global _retries

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -165,6 +166,26 @@ def test_scenes_fit_by_meaning(tmp_path, monkeypatch):
     monkeypatch.setattr(gen4gen.encoders, "MiniLM", no_model)
     again = SceneFit(minilm_embed(str(tmp_path)))
     assert again.rank(["cat", "mug"], scenes) == fit.rank(["cat", "mug"], scenes)  # from the cache, no model
+
+
+def test_scenes_that_fit_take_turns_weighted_by_fit(tmp_path):
+    """A cat and a mug "share a kitchen or a living room" (README): with both folders, both are used (the living
+    room scores 0.09 below the kitchen), the kitchen more often; scenes that do not fit (desert, beach, garden)
+    never while fitting ones exist. Each scene's photos go in turn (``nth`` counts its samples)."""
+    fit = SceneFit(minilm_embed(str(tmp_path)))
+    scenes = ["Beach 2", "desert", "garden", "kitchen", "my_living_room"]
+    picks = [fit.choose(["cat", "mug"], scenes, k) for k in range(30)]
+    used = Counter(scene for scene, _, _ in picks)
+    assert set(used) == {"kitchen", "my_living_room"}
+    assert used["kitchen"] > used["my_living_room"] >= 5
+    assert [scene for scene, _, _ in picks[:3]].count("my_living_room") == 1  # the default 3 samples hold both
+    for scene in used:
+        assert [nth for s, _, nth in picks if s == scene] == list(range(used[scene]))
+    # the same answers asked in another order, by a fresh chooser (items run in any order, in shards)
+    again = SceneFit(minilm_embed(str(tmp_path)))
+    assert [again.choose(["cat", "mug"], scenes, k) for k in reversed(range(30))] == picks[::-1]
+    # a set that fits none well still gets scenes: the best one at least
+    assert fit.choose(["zorblax"], scenes, 0)[0] == fit.rank(["zorblax"], scenes)[0][0]
 
 
 def _job(bg, ground, light=0.0, box=(40, 30, 40, 60), size=128):

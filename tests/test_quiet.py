@@ -1,6 +1,7 @@
 """A run's terminal holds gen4gen's lines, progress and summary only: no library log lines (HTTP requests,
 retries, hub lines, dependency warnings), which go to the run's log file; the summary fits 80 columns."""
 import itertools
+from pathlib import Path
 import re
 import warnings
 
@@ -137,3 +138,37 @@ def test_loading_weights_draws_no_bars(tmp_path):
     assert "Loading weights" in run("loud", "load").stderr
     quiet = run("quiet", "load")
     assert quiet.stderr == "" and quiet.stdout == ""
+
+
+def test_terminal_log_lines_are_short_and_the_log_file_keeps_the_full_format(tmp_path, capsys):
+    """The terminal shows an INFO line as its message and a warning as ``WARNING s2: ...`` (it had ~60 characters
+    of date, logger and level before each message); the run's log file keeps time, logger and level."""
+    import logging
+    import logging.config
+
+    from omegaconf import OmegaConf
+
+    from gen4gen.__main__ import conf_dir
+
+    conf = OmegaConf.load(Path(conf_dir()) / "config.yaml").hydra.job_logging
+    conf.handlers.file.filename = str(tmp_path / "gen4gen.log")
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    try:
+        logging.config.dictConfig(OmegaConf.to_container(conf))
+        logging.getLogger("gen4gen.stages.s2_compose").warning("background photo: %s is unreadable", "a.jpg")
+        logging.getLogger("gen4gen.runner").warning("s3: pets/cat+mug_000: no photo")
+        logging.getLogger("gen4gen.stages.s3_repaint").info("12 backgrounds")
+        for h in root.handlers:
+            h.flush()
+    finally:
+        for h in root.handlers:
+            h.close()
+        root.handlers[:], _ = kept
+        root.setLevel(kept[1])
+    assert capsys.readouterr().out.splitlines() == [
+        "WARNING s2: background photo: a.jpg is unreadable", "WARNING s3: pets/cat+mug_000: no photo",
+        "12 backgrounds"]
+    logged = (tmp_path / "gen4gen.log").read_text().splitlines()
+    assert re.fullmatch(r"\[[-0-9 :,]+\]\[gen4gen\.stages\.s2_compose\]\[WARNING\] - background photo: a\.jpg is "
+                        r"unreadable", logged[0])

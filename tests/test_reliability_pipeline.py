@@ -143,3 +143,29 @@ def test_a_settings_sweep_writes_separate_self_describing_outputs(tmp_path, refe
         layouts.add(b"".join(p.read_bytes() for p in files))
     assert len(layouts) == 4  # each job its own compositions, none overwritten
     assert not (root / f"stages/{STAGE_DIRS['s2']}").exists()  # the shared folder untouched
+
+
+def test_a_sweep_of_later_settings_segments_once(tmp_path):
+    """``-m stage=all repaint.scene=desert,lake`` segmented the same photos in every job: a job's stages before the
+    first one a swept setting changes run in the shared folder, so s1 runs once and the other job skips its done
+    items, even with jobs at once (joblib: the second waits for the folder); s2 on is each job's own."""
+    import re
+
+    small_sources(tmp_path / "src")
+    cli(tmp_path, "-m", "stage=all", "compose.augment.flip=false,true", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2", *FAST)
+    jobs = sorted(p.parent.parent for p in tmp_path.glob("outputs/multiruns/*/*/*/.hydra/overrides.yaml"))
+    assert len(jobs) == 2
+    counts = sorted(re.search(r"s1: (\d+) done, (\d+) skipped, (\d+) failed", (job / "gen4gen.log").read_text())
+                    .groups() for job in jobs)
+    assert counts == [("0", "8", "0"), ("8", "0", "0")]  # one job segmented, the other reused
+    shared = tmp_path / f"stages/{STAGE_DIRS['s1']}"
+    assert len(list(shared.rglob("meta.json"))) == 8
+    layouts = set()
+    for job in jobs:
+        assert (job / f"stages/{STAGE_DIRS['s1']}").resolve() == shared.resolve()
+        s2 = job / f"stages/{STAGE_DIRS['s2']}"
+        assert not s2.is_symlink()
+        layouts.add(b"".join(p.read_bytes() for p in sorted(s2.rglob("layout.json"))))
+    assert len(layouts) == 2  # each job its own compositions
+    assert not (tmp_path / f"stages/{STAGE_DIRS['s2']}").exists()

@@ -3,6 +3,7 @@ default lives (no settings model keeps one of its own)."""
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 from pydantic import BaseModel
 
 from gen4gen import settings, tool_settings
@@ -135,3 +136,34 @@ def test_a_section_read_by_a_stage_names_the_bad_key(tmp_path):
         section(make_cfg(tmp_path, "train.resolution=100"), "train", settings.TrainSettings)
     with pytest.raises(UserError, match=r"^llm.max_attempts=0: must be at least 1"):
         section(make_cfg(tmp_path, "llm.max_attempts=0"), "llm", settings.LLMSettings)
+
+
+def test_a_setting_no_running_stage_reads_is_said_once(tmp_path):
+    """``stage=s4 repaint.scene=desert`` did nothing about the scene without a word: each command-line setting that
+    no running stage reads is one line naming the stages that do; settings a running stage reads, by interpolation
+    too (export reads train.resolution), and keys every stage uses (paths, workers) are not."""
+    from gen4gen.stage_reads import PIPELINE, READS, TAKEN, unread_lines
+
+    over = ["repaint.scene=desert", "compose.size=[128,128]", "segmenter=grabcut", "caption.max_words=40",
+            "workers=1", f"paths.cache_dir={tmp_path}", "hydra.job.name=x"]
+    cfg = make_cfg(tmp_path, "stage=s4", *over)
+    assert unread_lines(cfg, ["s4"], over) == [
+        "repaint.scene is set but stage=s4 does not run s2 or s3, which read it; run stage=s2 or stage=all",
+        "compose.size is set but stage=s4 does not run s2, which reads it; run stage=s2 or stage=all",
+        "segmenter is set but stage=s4 does not run s1, which reads it; run stage=s1 or stage=all"]
+    assert unread_lines(cfg, PIPELINE, over) == []
+    assert unread_lines(cfg, ["s3"], ["repaint.blur=4", "seed=2"]) == []
+    assert unread_lines(cfg, ["export"], ["train.resolution=768"]) == []  # export.kohya.resolution takes it
+    assert unread_lines(cfg, ["s3"], ["train.lr=0.001"]) == [
+        "train.lr is set but stage=s4 does not run train, which reads it; run stage=train"]
+    # the LLM settings are read by the backends that take them
+    assert unread_lines(cfg, PIPELINE, ["llm.model=m"]) == [
+        "llm.model is set but nothing in this run reads it; it is read with layout=llm or captioner=llm|vlm"]
+    assert unread_lines(make_cfg(tmp_path, "stage=s4", "captioner=llm"), ["s4"], ["llm.model=m"]) == []
+    # every section of the yaml is in the table (a new one must say who reads it) or read by all (paths, shard)
+    named = {e.split(".")[0] for entries in READS.values() for e in entries} | set(TAKEN)
+    assert {k for k in cfg if OmegaConf.is_dict(cfg[k])} - named == {"paths", "shard"}
+
+    result = cli(tmp_path, "stage=s4", "repaint.scene=desert", check=False)  # no s3 output: s4 stops, after the line
+    assert result.stderr.splitlines()[0] == \
+        "repaint.scene is set but stage=s4 does not run s2 or s3, which read it; run stage=s2 or stage=all"

@@ -1,9 +1,9 @@
 """The background photo of each composition, chosen in s2 so that the layout can stand on its ground.
 
 The scene comes from the user's folder: ``repaint.scene`` forces one, else the scenes that fit the concepts by
-meaning (``layout/scene_fit.py``) take turns over the samples; a set that fits none well still gets the best
-photo there is. Samples of a scene use its photos in turn. What is chosen goes into the plan request (fixed
-scene phrases, the photo's horizon on the canvas) and into ``layout.json`` (``backdrop``).
+meaning (``layout/scene_fit.py``) take turns over the samples, each as often as it fits; a set that fits none well
+still gets the best photo there is. Samples of a scene use its photos in turn. What is chosen goes into the plan
+request (fixed scene phrases, the photo's horizon on the canvas) and into ``layout.json`` (``backdrop``).
 """
 from __future__ import annotations
 
@@ -70,10 +70,11 @@ class BackdropChooser:
         ranked_scores = dict(self.fit.rank(concepts, scenes))
         if self.forced:
             scene, ranked = self.forced, [self.forced] + [s for s, _ in self.fit.rank(concepts, scenes)]
+            nth = int(request.sample)
         else:
-            scene, ranked = self.fit.choose(concepts, scenes, int(request.sample))
+            scene, ranked, nth = self.fit.choose(concepts, scenes, int(request.sample))
         photos = self.library.scenes[scene]
-        turn = (stable_hash(f"{'+'.join(concepts)}/{scene}") + int(request.sample)) % len(photos)
+        turn = (stable_hash(f"{'+'.join(concepts)}/{scene}") + nth) % len(photos)  # the scene's photos in turn
         photo = photos[turn]
         horizon = canvas_horizon(photo, tuple(request.size))
         phrases = [scene_phrase(s) for s in dict.fromkeys([scene, *ranked])][:3]

@@ -15,7 +15,10 @@ from gen4gen.layout.scenes import CATEGORY_STYLES, NEUTRAL, matched_style, scene
 from gen4gen.layout.schema import prompt_label
 
 TABLE_BONUS = 0.2  # the table knows the scene's kind and the concept fits it best (or does not: the same off)
-CLOSE = 0.06  # scenes within this score of the best are all good choices: samples take turns among them
+# scenes scoring within this of the best fit too: samples take turns among them, each as often as it fits (a cat
+# and a mug: kitchen 0.48, living room 0.39, garden 0.12, desert 0.01; a cat and a dog: garden 0.48, living room
+# 0.48, kitchen 0.43, beach 0.30); a scene's share falls to nothing at the edge, so no cliff at the margin
+FIT_MARGIN = 0.15
 
 
 Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> L2-normalised rows
@@ -50,6 +53,7 @@ class SceneFit:
     def __init__(self, embed: Embed):
         self.embed = embed
         self._memo: dict[tuple, list[tuple[str, float]]] = {}
+        self._turns: dict[tuple, list[str]] = {}
 
     def fit(self, concepts: Sequence[str], scenes: Sequence[str]) -> np.ndarray:
         """len(concepts) x len(scenes): how well each concept fits each scene (cosine + table bonus)."""
@@ -80,13 +84,34 @@ class SceneFit:
             self._memo[key] = [(scenes[j], round(float(score[j]), 4)) for j in order]
         return self._memo[key]
 
-    def choose(self, concepts: Sequence[str], scenes: Sequence[str], sample: int) -> tuple[str, list[str]]:
-        """The scene of one composition and the scenes ranked best first: samples of a concept set take turns
-        among the scenes that fit about as well as the best one, so a set does not always get one room."""
+    def choose(self, concepts: Sequence[str], scenes: Sequence[str], sample: int) -> tuple[str, list[str], int]:
+        """The scene of one composition, the scenes ranked best first, and how many earlier samples of the set
+        had that scene (its photos take turns by it). Samples take turns among the scenes that fit about as well
+        as the best one, weighted by how well, so a user's folders that fit are all used."""
+        key = (tuple(concepts), tuple(scenes))
+        order = self._turns.get(key, [])
+        if len(order) <= sample:  # computed once per set for all its samples so far (and as many more)
+            order = self._turns[key] = turns(self.rank(concepts, scenes), 2 * sample + 2)
         ranked = self.rank(concepts, scenes)
-        best = ranked[0][1]
-        good = [s for s, v in ranked if v >= best - CLOSE][:3]
-        return good[sample % len(good)], [s for s, _ in ranked]
+        return order[sample], [s for s, _ in ranked], order[:sample].count(order[sample])
 
 
-__all__ = ["SceneFit", "minilm_embed", "Embed", "TABLE_BONUS"]
+def turns(ranked: list[tuple[str, float]], n: int) -> list[str]:
+    """The scenes of samples 0..n-1 of a set: smooth weighted round-robin over the scenes within ``FIT_MARGIN`` of
+    the best (weight: how far inside the margin), so every prefix of samples holds each about its share, in an
+    order that depends on nothing but the scores (items run in any order, in any shard)."""
+    best = ranked[0][1]
+    weights = {s: v - (best - FIT_MARGIN) for s, v in ranked if v > best - FIT_MARGIN}
+    total = sum(weights.values())
+    credit = dict.fromkeys(weights, 0.0)
+    out = []
+    for _ in range(n):
+        for s in credit:
+            credit[s] += weights[s]
+        pick = max(credit, key=lambda s: credit[s])  # ties: the better ranked (dicts keep the rank order)
+        credit[pick] -= total
+        out.append(pick)
+    return out
+
+
+__all__ = ["SceneFit", "minilm_embed", "Embed", "TABLE_BONUS", "FIT_MARGIN", "turns"]

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -130,6 +131,9 @@ def quiet_libraries() -> None:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     logging.captureWarnings(True)
+    # conf/ in the working directory is optional (a user's own config groups, hydra.searchpath): Hydra warned on
+    # every sweep job run anywhere else, before its logging was set up, so on the terminal
+    warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=conf is not available")
     # huggingface_hub prints through its own stderr handler *and* propagates to the root logger: each of its
     # retry lines appeared twice. Without its handler its records take the root's way (the log file; the terminal
     # filter counts its retries)

@@ -129,7 +129,8 @@ def test_api_key_reaches_the_server_and_no_file(tmp_path, reference):
 def test_a_settings_sweep_writes_separate_self_describing_outputs(tmp_path, reference):
     root = fresh(tmp_path, reference)
     shutil.copytree(reference / f"stages/{STAGE_DIRS['s1']}", root / f"stages/{STAGE_DIRS['s1']}")
-    cli(root, "-m", "stage=s2", "seed=0,1", "compose.augment.flip=false,true", *FAST)
+    run = cli(root, "-m", "stage=s2", "seed=0,1", "compose.augment.flip=false,true", *FAST)
+    assert "searchpath" not in run.stdout + run.stderr  # no conf/ here: that is fine, and Hydra's warning about it is not shown
     jobs = sorted(p.parent.parent for p in root.glob("outputs/multiruns/*/*/*/.hydra/overrides.yaml"))
     assert len(jobs) == 4
     layouts = set()

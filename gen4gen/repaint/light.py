@@ -176,14 +176,10 @@ def _matching_blur(gray: np.ndarray, region: np.ndarray, mine: np.ndarray, ring:
     start = blur_scale(g, ring)
     if grad[ring].mean() < FLAT or start >= target:  # a flat object has no sharpness to lose
         return 0.0
-    cover = obj.astype(np.float32)
-    inked = np.where(obj, g, 0.0).astype(np.float32)
-
     def scale(k: int) -> float:
         if k < 0:
             return start
-        sigma = BLURS[k]  # blurred by its own coverage, as _soft_blur does: its black surround stays out
-        soft = cv2.GaussianBlur(inked, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(cover, (0, 0), sigma), 1e-3)
+        soft = _own_blur(g, obj, BLURS[k])  # as _soft_blur blurs it: its black surround stays out
         return blur_scale(np.where(obj, soft, g), ring)
 
     lo, hi = -1, len(BLURS) - 1  # BLURS[hi] is the answer when none before it is enough
@@ -217,9 +213,16 @@ def _soft_blur(out: np.ndarray, region: np.ndarray, mine: np.ndarray, sigma: flo
     inside = where[box]
     img = np.zeros(inside.shape + (out.shape[1],), np.float32)
     img[inside] = out[mine]
-    img = cv2.GaussianBlur(img, (0, 0), sigma)
-    cov = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), sigma)
-    return img[inside] / np.maximum(cov[inside], 1e-3)[:, None]
+    return _own_blur(img, inside, sigma)[inside]
+
+
+def _own_blur(img: np.ndarray, obj: np.ndarray, sigma: float) -> np.ndarray:
+    """``img`` (HxW or HxWxC) Gaussian-blurred over the object ``obj`` (HxW bool) alone, normalised by its own
+    blurred coverage: what lies outside the object (the cut-out's black surround) does not bleed in."""
+    inked = np.where(obj if img.ndim == 2 else obj[..., None], img, 0.0).astype(np.float32)
+    cover = np.maximum(cv2.GaussianBlur(obj.astype(np.float32), (0, 0), sigma), 1e-3)
+    blurred = cv2.GaussianBlur(inked, (0, 0), sigma)
+    return blurred / (cover if img.ndim == 2 else cover[..., None])
 
 
 def _lab(pixels: np.ndarray) -> np.ndarray:

@@ -67,6 +67,9 @@ class ClassicalInpainter:
     def repaint(self, job: RepaintJob) -> np.ndarray:
         alpha = job.alpha.astype(np.float32)
         solid = (alpha > 0.5).astype(np.uint8)
+        # px outside the concepts, and per pixel its nearest concept blob (`near`), so a grey dog on the left and an
+        # orange cat on the right each keep their own edge, haze and surroundings
+        outside, near = cv2.distanceTransformWithLabels(1 - solid, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
         bg = job.background
         if self.shadow > 0 and job.ground is not None:
             bg = self.darken(bg, self.shadow * self.contact_shadow(solid, job.ground, job.light))
@@ -78,8 +81,6 @@ class ClassicalInpainter:
                                     job.seed)
             if blur.any():  # blurred to the photo's softness: the outline as soft (haze faded first, or it cuts it)
                 if self.haze > 0:
-                    outside, near = cv2.distanceTransformWithLabels(1 - solid, cv2.DIST_L2, 3,
-                                                                    labelType=cv2.DIST_LABEL_CCOMP)
                     alpha, hazed = alpha * self.haze_fade(solid, outside, near), True
                 rgb, alpha = soften(rgb, alpha, blur)
             job = replace(job, rgb=rgb)
@@ -88,9 +89,6 @@ class ClassicalInpainter:
         comp = bg.copy()
         if visible.any():
             inside = cv2.distanceTransform(solid, cv2.DIST_L2, 3)  # px to the outline, inside the concepts
-            # per object: `near` labels every pixel with its nearest concept blob, so a grey dog on the left and
-            # an orange cat on the right each move toward their own surroundings, and each keeps its own edge
-            outside, near = cv2.distanceTransformWithLabels(1 - solid, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
             fg = job.rgb[visible].astype(np.float32)
             if self.harmonize > 0:
                 inner, outer = (inside > 0) & (inside <= self.band), (outside > 0) & (outside <= self.band)

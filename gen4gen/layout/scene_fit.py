@@ -89,10 +89,10 @@ class SceneFit:
         had that scene (its photos take turns by it). Samples take turns among the scenes that fit about as well
         as the best one, weighted by how well, so a user's folders that fit are all used."""
         key = (tuple(concepts), tuple(scenes))
+        ranked = self.rank(concepts, scenes)
         order = self._turns.get(key, [])
         if len(order) <= sample:  # computed once per set for all its samples so far (and as many more)
-            order = self._turns[key] = turns(self.rank(concepts, scenes), 2 * sample + 2)
-        ranked = self.rank(concepts, scenes)
+            order = self._turns[key] = turns(ranked, 2 * sample + 2)
         return order[sample], [s for s, _ in ranked], order[:sample].count(order[sample])
 
 

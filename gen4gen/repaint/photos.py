@@ -272,7 +272,19 @@ def estimate_light(image: np.ndarray, horizon: float) -> float:
 __all__ = ["Sidecar", "Backdrop", "Library", "scene_phrase", "scan", "estimate_ground", "estimate_light"]
 
 
-_SAID: set[str] = set()
+# the last scan, by folder, settings and listing: `stage=all` reads the folder in s2 and again in s3, and its
+# photos are decoded (and their lines said) once while it is unchanged
+_LAST_SCAN: dict[tuple, Library] = {}
+
+
+def _listing(root: Path) -> tuple:
+    """What the scan reads, as name, size and time of every entry of the folder and of its scene folders."""
+    entries = []
+    for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
+        for p in sorted(folder.iterdir()):
+            st = p.stat()
+            entries.append((str(p), st.st_size, st.st_mtime_ns))
+    return tuple(entries)
 
 
 def library_for(repaint: RepaintSettings, io: IOSettings, log=None) -> Library | None:
@@ -289,10 +301,13 @@ def library_for(repaint: RepaintSettings, io: IOSettings, log=None) -> Library |
     if not root.is_dir():
         raise UserError(f"repaint.backgrounds={root} does not exist; expected a folder of photos, e.g. "
                         f"{root}/kitchen/photo1.jpg (sub-folders name the scene)")
-    lib = scan(root, max_pixels=io.max_pixels, min_side=repaint.min_photo_side)
-    for line in lib.problems + lib.notes:
-        if line not in _SAID:  # `stage=all` scans in s2 and s3: each line is said once per process
-            _SAID.add(line)
+    key = (str(root), io.max_pixels, repaint.min_photo_side, _listing(root))
+    lib = _LAST_SCAN.get(key)
+    if lib is None:
+        lib = scan(root, max_pixels=io.max_pixels, min_side=repaint.min_photo_side)
+        _LAST_SCAN.clear()
+        _LAST_SCAN[key] = lib
+        for line in lib.problems + lib.notes:
             (log.warning if log else print)(f"background photo: {line}")
     if not lib.photos:
         raise UserError(f"no usable background photo under {root} ({len(lib.problems)} problem(s) above); expected "

@@ -301,8 +301,8 @@ class HeuristicPlanner:
         stands on the nearest line, ``_behind``), never under Gen4Gen's minimum area, under ``smallest_ratio`` of
         the tallest, nor the tallest under 0.45 of the close-up: where those bounds stop it, a small thing stays
         larger than the close-up's scale (a cup beside a dog's close-up), on the nearest line."""
-        unit = closeup.box[3] / (shown_share(closeup.cut_edges) * max(float(ratios.get(closeup.concept, 1.0)), 1e-6))
-        fit = [min(1.0, unit * max(float(ratios.get(b.concept, 1.0)), 1e-6) / b.box[3]) for b in boxes]
+        unit = _closeup_scale(closeup, ratios)
+        fit = [min(1.0, unit * _real(ratios, b.concept) / b.box[3]) for b in boxes]
         tallest = max(max(b.box[3] * f for b, f in zip(boxes, fit)),
                       min(0.45 * closeup.box[3], max(b.box[3] for b in boxes)))
         for b, f in zip(boxes, fit):
@@ -320,12 +320,12 @@ class HeuristicPlanner:
         inside the canvas: shrunk until it does. Returns the camera, depths and occluding pair."""
         W, H = size
         hz, near = camera["horizon"], camera["near"]
-        unit = closeup.box[3] / (shown_share(closeup.cut_edges) * max(float(ratios.get(closeup.concept, 1.0)), 1e-6))
+        unit = _closeup_scale(closeup, ratios)
         depth = {}
         top = min(TOP_MARGIN, hz / 2)  # a whole subject's head kept off the frame's top edge, as a photographer would
         for b in boxes:
             x, y, w, h = b.box
-            at_near = unit * max(float(ratios.get(b.concept, 1.0)), 1e-6)  # its height on the nearest line
+            at_near = unit * _real(ratios, b.concept)  # its height on the nearest line
             d = min(1.0, h / at_near)
             if h > (hz - top + d * (near - hz)) * H:  # top above the canvas (or at its edge): smaller, further back
                 d = (hz - top) / (at_near / H - (near - hz))
@@ -463,6 +463,17 @@ def _rows_shared(pair, base, h) -> float:
     """Pixel rows two boxes standing on ``base`` share (<= 0: one is entirely above the other)."""
     i, j = pair
     return min(base[i], base[j]) - max(base[i] - h[i], base[j] - h[j])
+
+
+def _real(ratios, concept: str) -> float:
+    """A concept's real size in the plan's ratios (1 when it has none), never 0."""
+    return max(float(ratios.get(concept, 1.0)), 1e-6)
+
+
+def _closeup_scale(closeup: PlacedBox, ratios) -> float:
+    """Pixels per unit of real size on the nearest ground line, where the close-up stands: its box's height over
+    the part of its subject it shows."""
+    return closeup.box[3] / (shown_share(closeup.cut_edges) * _real(ratios, closeup.concept))
 
 
 def _in_depth(real: list[float], s: list[float], gamma: float) -> bool:
